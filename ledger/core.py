@@ -1,0 +1,128 @@
+"""The ledger's front door: validates facts, turns them into entries and appends them through a LedgerStore."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ledger.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
+from ledger.errors import FieldViolation, InvalidInput, NotFound
+from ledger.events import UsageEvent, parse_event
+from ledger.pricebook import PriceBook, PriceHistory, default_price_book
+from ledger.store import Appended, IndexColumns, LedgerStore, NewEntry
+from ledger.timeutil import Clock, parse_rfc3339_micros, system_clock
+
+MAX_BATCH_EVENTS = 10_000
+DEFAULT_PRICE_BOOK_KEY = "price-book:default"
+
+
+def event_index(event: UsageEvent) -> IndexColumns:
+    return IndexColumns(
+        org_id=event.org_id,
+        endpoint_id=event.endpoint_id,
+        workload_id=event.workload_id,
+        request_id=event.request_id,
+        occurred_at=event.occurred_at,
+        event_id=event.event_id,
+    )
+
+
+def derive_index(kind: EntryKind, body: Mapping[str, Any]) -> IndexColumns:
+    """The index columns an entry of this kind and body must have; audit verify compares them with the stored ones."""
+    if kind is EntryKind.EVENT:
+        return IndexColumns(
+            org_id=body.get("org_id"),
+            endpoint_id=body.get("endpoint_id"),
+            workload_id=body.get("workload_id"),
+            request_id=body.get("request_id"),
+            occurred_at=parse_rfc3339_micros(body["occurred_at"]) if "occurred_at" in body else None,
+            event_id=body.get("event_id"),
+        )
+    # Other kinds carry an idempotency key and, for org logs, the org.
+    return IndexColumns(org_id=body.get("org_id"), event_id=body.get("idempotency_key"))
+
+
+class Ledger:
+    """Appends validated facts and answers reads; holds no state that the store cannot rebuild."""
+
+    def __init__(self, store: LedgerStore, *, clock: Clock = system_clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._prices_lock = threading.Lock()
+        self._prices: PriceHistory | None = None
+        self._prices_size = -1
+        self._ensure_genesis()
+
+    # -- price books (R11, R12) -------------------------------------------------------------------
+
+    def _ensure_genesis(self) -> None:
+        """A new ledger starts with the default price book in the system log (R11); idempotent across processes."""
+        book = default_price_book()
+        body = {**book.body(), "idempotency_key": DEFAULT_PRICE_BOOK_KEY}
+        self.store.append([self._system_entry(EntryKind.PRICE_BOOK, body)])
+
+    def _system_entry(self, kind: EntryKind, body: Mapping[str, Any]) -> NewEntry:
+        return NewEntry(SYSTEM_LOG, kind, canonical_body(body), derive_index(kind, body))
+
+    def price_history(self) -> PriceHistory:
+        """Every price-book version from the system log, re-read only when the system log has grown."""
+        size = self.store.head(SYSTEM_LOG).size
+        with self._prices_lock:
+            if self._prices is None or size != self._prices_size:
+                versions = [
+                    PriceBook.from_body(entry.body_json(), entry.sequence)
+                    for entry in self.store.iter_entries(SYSTEM_LOG, 0, size)
+                    if entry.kind is EntryKind.PRICE_BOOK
+                ]
+                self._prices = PriceHistory(versions)
+                self._prices_size = size
+            return self._prices
+
+    # -- usage events ---------------------------------------------------------------------------
+
+    def validate_events(self, raw_events: Sequence[Mapping[str, Any]], *, prefix: str = "events") -> list[UsageEvent]:
+        """Parse every event, collecting every bad field of every event before refusing the batch."""
+        if len(raw_events) > MAX_BATCH_EVENTS:
+            raise InvalidInput([FieldViolation(prefix, f"a batch holds at most {MAX_BATCH_EVENTS} events")])
+        prices = self.price_history()
+        now = self.clock()
+        parsed: list[UsageEvent] = []
+        violations: list[FieldViolation] = []
+        for i, raw in enumerate(raw_events):
+            try:
+                parsed.append(
+                    parse_event(raw, now_micros=now, known_instance_type=prices.knows, prefix=f"{prefix}[{i}].")
+                )
+            except InvalidInput as err:
+                violations.extend(err.violations)
+        if violations:
+            raise InvalidInput(violations)
+        return parsed
+
+    def append_events(self, raw_events: Sequence[Mapping[str, Any]]) -> list[Appended]:
+        """Append a batch atomically: all events (duplicates answered with their original entry, R24) or none."""
+        events = self.validate_events(raw_events)
+        return self.store.append(
+            [NewEntry(org_log_id(e.org_id), EntryKind.EVENT, canonical_body(e.body()), event_index(e)) for e in events]
+        )
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def entry(self, log_id: str, sequence: int) -> Entry:
+        return self.store.get_entry(log_id, sequence)
+
+    def events_of(self, org_id: str) -> list[tuple[UsageEvent, int]]:
+        """Every usage event of an org with its sequence number, streamed from the org's log."""
+        from ledger.events import event_from_body
+
+        try:
+            self.store.head(org_log_id(org_id))
+        except NotFound:
+            return []
+        return [
+            (event_from_body(json.loads(entry.body)), entry.sequence)
+            for entry in self.store.iter_entries(org_log_id(org_id))
+            if entry.kind is EntryKind.EVENT
+        ]

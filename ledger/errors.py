@@ -1,0 +1,63 @@
+"""The project's exception tree: every domain failure is a LedgerError, translated to gRPC status in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+    reason = "LEDGER_ERROR"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: `field` is a path such as `events[3].occurred_at`."""
+
+    field: str
+    description: str
+
+
+class InvalidInput(LedgerError):
+    """Input that breaks the contract; nothing was changed. Carries every field violation found."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = list(violations)
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
+        more = f" (+{len(self.violations) - 5} more)" if len(self.violations) > 5 else ""
+        super().__init__(f"invalid input: {summary}{more}")
+
+
+class EventConflict(LedgerError):
+    """R24: an event_id already in the org's log arrived again with different content."""
+
+    reason = "EVENT_ID_CONFLICT"
+
+    def __init__(self, org_id: str, event_id: str) -> None:
+        self.org_id = org_id
+        self.event_id = event_id
+        super().__init__(
+            f"R24: event_id {event_id!r} is already in org {org_id!r}'s log with different content; "
+            "nothing was appended (send a new event_id for a new fact)"
+        )
+
+
+class NotFound(LedgerError):
+    """The log, entry or object asked for does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class VerificationError(LedgerError):
+    """A hash, proof, checkpoint or signature does not verify. The message names what failed."""
+
+    reason = "VERIFICATION_FAILED"
+
+
+class StorageError(LedgerError):
+    """The store failed in a way the caller may retry (connection lost, lock timeout)."""
+
+    reason = "STORAGE_UNAVAILABLE"

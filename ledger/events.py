@@ -1,0 +1,367 @@
+"""Usage events as billing-rules.md defines them: parsing, validation and their canonical body."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from ledger.errors import FieldViolation, InvalidInput
+from ledger.timeutil import format_micros, parse_rfc3339_micros
+
+# Identifiers are restricted so they are safe in logs, URLs and log ids, and bounded in size.
+IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+IDENTIFIER_RULE = "1 to 128 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
+INSTANCE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+MAX_GIGABYTES = Decimal("1000000000")  # 1 EB: anything larger is a unit mistake, not usage
+MAX_INTERVAL_SECONDS = 31 * 24 * 3600
+DEFAULT_STORAGE_INTERVAL_SECONDS = 300
+# Rejecting events too far in the future keeps a skewed clock from pre-billing usage (issue 2).
+MAX_FUTURE_SKEW_MICROS = 5 * 60 * 1_000_000
+EARLIEST_MICROS = parse_rfc3339_micros("2000-01-01T00:00:00Z")
+
+
+class EventType(StrEnum):
+    WORKLOAD_SCHEDULED = "WORKLOAD_SCHEDULED"
+    IMAGE_PULL_STARTED = "IMAGE_PULL_STARTED"
+    WORKLOAD_UP = "WORKLOAD_UP"
+    WORKLOAD_READY = "WORKLOAD_READY"
+    WORKLOAD_BOOT_FAILED = "WORKLOAD_BOOT_FAILED"
+    WORKLOAD_STOPPED = "WORKLOAD_STOPPED"
+    REQUEST_STARTED = "REQUEST_STARTED"
+    REQUEST_FINISHED = "REQUEST_FINISHED"
+    STORAGE_SAMPLE = "STORAGE_SAMPLE"
+
+
+class WorkloadKind(StrEnum):
+    SERVING = "SERVING"
+    BUILD = "BUILD"
+    TRAINING = "TRAINING"
+
+
+class WorkerType(StrEnum):
+    FLEX = "FLEX"
+    ACTIVE = "ACTIVE"
+
+
+class StopReason(StrEnum):
+    SCALED_DOWN = "SCALED_DOWN"
+    OOM = "OOM"
+    CRASH = "CRASH"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    BUILD_SUCCEEDED = "BUILD_SUCCEEDED"
+    BUILD_FAILED = "BUILD_FAILED"
+
+
+class StorageKind(StrEnum):
+    CONTAINER_DISK = "CONTAINER_DISK"
+    NETWORK_VOLUME = "NETWORK_VOLUME"
+
+
+REQUEST_TYPES = frozenset({EventType.REQUEST_STARTED, EventType.REQUEST_FINISHED})
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One fact reported by the control plane. Times are integer microseconds since the Unix epoch (UTC)."""
+
+    event_id: str
+    org_id: str
+    endpoint_id: str
+    workload_id: str
+    workload_kind: WorkloadKind
+    instance_type: str
+    type: EventType
+    occurred_at: int
+    workspace_id: str | None = None
+    development: bool = False
+    worker_type: WorkerType = WorkerType.FLEX
+    request_id: str | None = None
+    stop_reason: StopReason | None = None
+    storage_kind: StorageKind | None = None
+    volume_id: str | None = None
+    gigabytes: Decimal | None = None
+    interval_seconds: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The canonical body: billing-rules.md field names, enums by name, decimals and times as strings.
+
+        Absent optional fields are left out, so the same fact always has the same bytes (R24).
+        """
+        body: dict[str, Any] = {
+            "event_id": self.event_id,
+            "org_id": self.org_id,
+            "endpoint_id": self.endpoint_id,
+            "workload_id": self.workload_id,
+            "workload_kind": self.workload_kind.value,
+            "development": self.development,
+            "instance_type": self.instance_type,
+            "worker_type": self.worker_type.value,
+            "type": self.type.value,
+            "occurred_at": format_micros(self.occurred_at),
+        }
+        if self.workspace_id is not None:
+            body["workspace_id"] = self.workspace_id
+        if self.request_id is not None:
+            body["request_id"] = self.request_id
+        if self.stop_reason is not None:
+            body["stop_reason"] = self.stop_reason.value
+        if self.storage_kind is not None:
+            body["storage_kind"] = self.storage_kind.value
+        if self.volume_id is not None:
+            body["volume_id"] = self.volume_id
+        if self.gigabytes is not None:
+            body["gigabytes"] = format_decimal(self.gigabytes)
+        if self.interval_seconds is not None:
+            body["interval_seconds"] = self.interval_seconds
+        return body
+
+
+def format_decimal(value: Decimal) -> str:
+    """A decimal in plain notation with no exponent and no trailing zeros ("1.5", "120", "0.25")."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    return text
+
+
+class _Collector:
+    """Gathers every violation of one record so the caller hears about all of them at once."""
+
+    def __init__(self, prefix: str, raw: Mapping[str, Any]) -> None:
+        self.prefix = prefix
+        self.raw = raw
+        self.violations: list[FieldViolation] = []
+
+    def bad(self, name: str, description: str) -> None:
+        self.violations.append(FieldViolation(f"{self.prefix}{name}", description))
+
+    def identifier(self, name: str, *, required: bool = True) -> str | None:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            if required:
+                self.bad(name, f"is required ({IDENTIFIER_RULE})")
+            return None
+        if not isinstance(value, str) or not IDENTIFIER_RE.match(value):
+            self.bad(name, f"must be {IDENTIFIER_RULE}")
+            return None
+        return value
+
+    def enum(self, name: str, enum: type[Any], *, required: bool = True, default: Any = None) -> Any:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            if required:
+                self.bad(name, f"is required (one of {', '.join(m.value for m in enum)})")
+            return default
+        try:
+            return enum(value)
+        except ValueError:
+            shown = value[:40] if isinstance(value, str) else type(value).__name__
+            self.bad(name, f"{shown!r} is not one of {', '.join(m.value for m in enum)}")
+            return default
+
+
+def parse_event(
+    raw: Mapping[str, Any],
+    *,
+    now_micros: int,
+    known_instance_type: Callable[[str], bool],
+    prefix: str = "",
+) -> UsageEvent:
+    """Validate one event (a mapping of billing-rules.md field names); raise InvalidInput naming every bad field.
+
+    `prefix` names the record in field paths, such as `events[3].`.
+    """
+    c = _Collector(prefix, raw)
+    unknown = sorted(set(raw) - _KNOWN_FIELDS)
+    for name in unknown[:5]:
+        c.bad(str(name)[:64], "is not a usage-event field (see billing-rules.md, 'Usage events')")
+
+    event_id = c.identifier("event_id")
+    org_id = c.identifier("org_id")
+    workspace_id = c.identifier("workspace_id", required=False)
+    endpoint_id = c.identifier("endpoint_id")
+    workload_id = c.identifier("workload_id")
+    workload_kind = c.enum("workload_kind", WorkloadKind)
+    event_type = c.enum("type", EventType)
+    worker_type = c.enum("worker_type", WorkerType, required=False, default=WorkerType.FLEX)
+
+    development = raw.get("development", False)
+    if development is None:
+        development = False
+    if not isinstance(development, bool):
+        c.bad("development", "must be true or false")
+        development = False
+
+    instance_type = raw.get("instance_type")
+    if not instance_type:
+        c.bad("instance_type", "is required (an instance type of the price book, R11)")
+    elif not isinstance(instance_type, str) or not INSTANCE_TYPE_RE.match(instance_type):
+        c.bad("instance_type", "must be 1 to 64 letters, digits, spaces and . _ -")
+        instance_type = None
+    elif not known_instance_type(instance_type):
+        c.bad("instance_type", f"R11: {instance_type!r} is not in the price book; add it with a price-book update")
+        instance_type = None
+
+    occurred_at = _parse_time(c, "occurred_at", raw.get("occurred_at"), now_micros)
+
+    request_id = c.identifier("request_id", required=event_type in REQUEST_TYPES)
+    stop_reason = c.enum("stop_reason", StopReason, required=event_type is EventType.WORKLOAD_STOPPED)
+    storage_kind = c.enum("storage_kind", StorageKind, required=event_type is EventType.STORAGE_SAMPLE)
+    volume_id = c.identifier("volume_id", required=storage_kind is StorageKind.NETWORK_VOLUME)
+    gigabytes = _parse_gigabytes(c, raw.get("gigabytes"), required=event_type is EventType.STORAGE_SAMPLE)
+    interval_seconds = _parse_interval(c, raw.get("interval_seconds"))
+    if event_type is EventType.STORAGE_SAMPLE and interval_seconds is None:
+        interval_seconds = DEFAULT_STORAGE_INTERVAL_SECONDS
+
+    if event_type is not None and event_type is not EventType.STORAGE_SAMPLE:
+        for name in ("storage_kind", "volume_id", "gigabytes", "interval_seconds"):
+            if raw.get(name) not in (None, ""):
+                c.bad(name, f"only STORAGE_SAMPLE events carry {name}")
+    if event_type is not None and event_type not in REQUEST_TYPES and raw.get("request_id") not in (None, ""):
+        c.bad("request_id", "only REQUEST_STARTED and REQUEST_FINISHED events carry request_id")
+    if event_type is not EventType.WORKLOAD_STOPPED and raw.get("stop_reason") not in (None, ""):
+        c.bad("stop_reason", "only WORKLOAD_STOPPED events carry stop_reason")
+
+    if c.violations:
+        raise InvalidInput(c.violations)
+    assert event_id and org_id and endpoint_id and workload_id and workload_kind and event_type
+    assert isinstance(instance_type, str) and occurred_at is not None
+    return UsageEvent(
+        event_id=event_id,
+        org_id=org_id,
+        endpoint_id=endpoint_id,
+        workload_id=workload_id,
+        workload_kind=workload_kind,
+        instance_type=instance_type,
+        type=event_type,
+        occurred_at=occurred_at,
+        workspace_id=workspace_id,
+        development=development,
+        worker_type=worker_type,
+        request_id=request_id if event_type in REQUEST_TYPES else None,
+        stop_reason=stop_reason,
+        storage_kind=storage_kind,
+        volume_id=volume_id,
+        gigabytes=gigabytes,
+        interval_seconds=interval_seconds,
+    )
+
+
+def event_from_body(body: Mapping[str, Any]) -> UsageEvent:
+    """Rebuild an event from a stored canonical body (already validated when it was appended)."""
+    gigabytes = body.get("gigabytes")
+    stop_reason = body.get("stop_reason")
+    storage_kind = body.get("storage_kind")
+    return UsageEvent(
+        event_id=body["event_id"],
+        org_id=body["org_id"],
+        endpoint_id=body["endpoint_id"],
+        workload_id=body["workload_id"],
+        workload_kind=WorkloadKind(body["workload_kind"]),
+        instance_type=body["instance_type"],
+        type=EventType(body["type"]),
+        occurred_at=parse_rfc3339_micros(body["occurred_at"]),
+        workspace_id=body.get("workspace_id"),
+        development=bool(body.get("development", False)),
+        worker_type=WorkerType(body.get("worker_type", "FLEX")),
+        request_id=body.get("request_id"),
+        stop_reason=StopReason(stop_reason) if stop_reason else None,
+        storage_kind=StorageKind(storage_kind) if storage_kind else None,
+        volume_id=body.get("volume_id"),
+        gigabytes=Decimal(gigabytes) if gigabytes is not None else None,
+        interval_seconds=body.get("interval_seconds"),
+    )
+
+
+_KNOWN_FIELDS = frozenset(
+    {
+        "event_id",
+        "org_id",
+        "workspace_id",
+        "endpoint_id",
+        "workload_id",
+        "workload_kind",
+        "development",
+        "instance_type",
+        "worker_type",
+        "type",
+        "occurred_at",
+        "request_id",
+        "stop_reason",
+        "storage_kind",
+        "volume_id",
+        "gigabytes",
+        "interval_seconds",
+    }
+)
+
+
+def _parse_time(c: _Collector, name: str, value: Any, now_micros: int) -> int | None:
+    if value is None or value == "":
+        c.bad(name, "is required (RFC 3339 with a zone, for example 2026-10-05T09:00:00.000000Z)")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        micros = value  # already microseconds (from a protobuf Timestamp)
+    elif isinstance(value, str):
+        try:
+            micros = parse_rfc3339_micros(value)
+        except ValueError as err:
+            c.bad(name, f"{value[:40]!r} is not an RFC 3339 time: {err}")
+            return None
+    else:
+        c.bad(name, "must be an RFC 3339 string")
+        return None
+    if micros < EARLIEST_MICROS:
+        c.bad(name, f"{format_micros(micros)} is before 2000-01-01, which no usage can be")
+        return None
+    if micros > now_micros + MAX_FUTURE_SKEW_MICROS:
+        c.bad(
+            name,
+            f"{format_micros(micros)} is more than 5 minutes in the future (server time {format_micros(now_micros)})",
+        )
+        return None
+    return micros
+
+
+def _parse_gigabytes(c: _Collector, value: Any, *, required: bool) -> Decimal | None:
+    if value is None or value == "":
+        if required:
+            c.bad("gigabytes", 'is required for STORAGE_SAMPLE (a decimal string such as "50" or "12.5")')
+        return None
+    if isinstance(value, (bool, float)):
+        # A float has already lost exactness (R21): ask for a string.
+        c.bad("gigabytes", 'must be a decimal string such as "12.5" (or an integer), never a float')
+        return None
+    try:
+        amount = Decimal(value) if isinstance(value, (str, int)) else None
+    except (InvalidOperation, ValueError):
+        amount = None
+    if amount is None or not amount.is_finite():
+        c.bad("gigabytes", f"{str(value)[:40]!r} is not a decimal number")
+        return None
+    if amount < 0:
+        c.bad("gigabytes", "must not be negative")
+        return None
+    if amount > MAX_GIGABYTES:
+        c.bad("gigabytes", f"must be at most {MAX_GIGABYTES}")
+        return None
+    if amount.as_tuple().exponent < -9:  # type: ignore[operator]
+        c.bad("gigabytes", "must have at most 9 decimal places")
+        return None
+    return amount
+
+
+def _parse_interval(c: _Collector, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INTERVAL_SECONDS:
+        c.bad("interval_seconds", f"must be a whole number of seconds from 1 to {MAX_INTERVAL_SECONDS}")
+        return None
+    return value

@@ -1,0 +1,70 @@
+"""The narrow storage interface the core appends through and reads from; adapters live in ledger/sqlstore."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger.entry import Entry, EntryKind, LogHead
+
+
+@dataclass(frozen=True, slots=True)
+class IndexColumns:
+    """Query columns derived from an entry's body; audit verify re-derives them and compares."""
+
+    org_id: str | None = None
+    endpoint_id: str | None = None
+    workload_id: str | None = None
+    request_id: str | None = None
+    occurred_at: int | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to append. `index.event_id` (when set) is the idempotency key within the log (R24)."""
+
+    log_id: str
+    kind: EntryKind
+    body: bytes
+    index: IndexColumns
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where a NewEntry landed; `duplicate` when its idempotency key was already there with the same body."""
+
+    log_id: str
+    sequence: int
+    entry_hash: bytes
+    duplicate: bool
+
+
+class LedgerStore(Protocol):
+    """Append-only storage of per-log hash chains and their Merkle subtree hashes."""
+
+    def append(self, entries: Sequence[NewEntry]) -> list[Appended]:
+        """Append atomically, all or nothing; serialized per log so chains never fork or gap.
+
+        Raises EventConflict when an idempotency key exists with a different body.
+        """
+        ...
+
+    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
+
+    def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]: ...
+
+    def iter_entries(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Entry]: ...
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def list_logs(self, after: str, limit: int) -> list[LogHead]: ...
+
+    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+    def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns, bytes]]:
+        """(entry, stored index columns, stored subtree hashes) in sequence order, for audit verification."""
+        ...
+
+    def close(self) -> None: ...

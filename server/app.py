@@ -1,0 +1,67 @@
+"""Builds the gRPC server: the ledger service plus health checking and reflection, on one port."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from ledger.core import Ledger
+from ledger.sqlstore import open_store
+from ledger.timeutil import Clock, system_clock
+from server.service import LedgerServicer
+
+log = logging.getLogger("usageledger.server")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    ledger: Ledger
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.server.stop(grace).wait()
+        self.ledger.store.close()
+
+
+def start_server(
+    database_url: str,
+    listen: str = "127.0.0.1:0",
+    *,
+    clock: Clock = system_clock,
+    workers: int = 16,
+) -> RunningServer:
+    """Open the store, bind `listen` (port 0 picks a free one) and start serving."""
+    ledger = Ledger(open_store(database_url, clock=clock), clock=clock)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(ledger), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = (
+        ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+        health.SERVICE_NAME,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(services, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    for name in ("", services[0]):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("usage ledger serving on port %d", port)
+    return RunningServer(server, port, ledger)

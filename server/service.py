@@ -1,0 +1,122 @@
+"""LedgerService: turns RPCs into core calls; sessions and transactions stay inside the core's store calls."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from usageledger.v1 import ledger_pb2 as pb
+from usageledger.v1 import ledger_pb2_grpc as pb_grpc
+
+from ledger.core import Ledger
+from ledger.errors import FieldViolation, InvalidInput, LedgerError
+from server import convert
+from server.errors import abort
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def _page_size(requested: int, field: str = "page_size") -> int:
+    if requested < 0:
+        raise InvalidInput([FieldViolation(field, "must not be negative")])
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _decode_token(token: str, field: str = "page_token") -> str:
+    """Page tokens are opaque to clients: base64 of the last key returned."""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidInput([FieldViolation(field, "is not a page token this server issued")]) from err
+
+
+def _encode_token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+class LedgerServicer(pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def _append(self, events: Any) -> list[pb.AppendResult]:
+        raw = [convert.event_to_raw(e) for e in events]
+        try:
+            results = self.ledger.append_events(raw)
+        except InvalidInput as err:
+            raise InvalidInput(
+                [FieldViolation(convert.proto_field(v.field), v.description) for v in err.violations]
+            ) from err
+        return [convert.appended_to_proto(r) for r in results]
+
+    def AppendEvents(self, request: pb.AppendEventsRequest, context: grpc.ServicerContext) -> pb.AppendEventsResponse:
+        try:
+            return pb.AppendEventsResponse(results=self._append(request.events))
+        except LedgerError as err:
+            abort(context, err)
+            raise
+
+    def StreamEvents(
+        self, request_iterator: Iterator[pb.StreamEventsRequest], context: grpc.ServicerContext
+    ) -> pb.StreamEventsResponse:
+        appended = duplicates = batches = 0
+        try:
+            for batch in request_iterator:
+                for result in self._append(batch.events):
+                    if result.duplicate:
+                        duplicates += 1
+                    else:
+                        appended += 1
+                batches += 1
+        except LedgerError as err:
+            # Earlier batches of the stream stay appended; the status says which batch failed.
+            err.args = (f"batch {batches} (0-based) of the stream: {err}",)
+            abort(context, err)
+            raise
+        return pb.StreamEventsResponse(appended=appended, duplicates=duplicates, batches=batches)
+
+    def GetEntry(self, request: pb.GetEntryRequest, context: grpc.ServicerContext) -> pb.GetEntryResponse:
+        try:
+            return pb.GetEntryResponse(
+                entry=convert.entry_to_proto(self.ledger.entry(request.log_id, request.sequence))
+            )
+        except LedgerError as err:
+            abort(context, err)
+            raise
+
+    def ListEntries(self, request: pb.ListEntriesRequest, context: grpc.ServicerContext) -> pb.ListEntriesResponse:
+        try:
+            size = _page_size(request.page_size)
+            start = int(_decode_token(request.page_token)) if request.page_token else request.start_sequence
+            self.ledger.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
+            entries = self.ledger.store.list_entries(request.log_id, start, size + 1)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        except ValueError:
+            abort(context, InvalidInput([FieldViolation("page_token", "is not a page token this server issued")]))
+            raise
+        token = _encode_token(str(entries[size].sequence)) if len(entries) > size else ""
+        return pb.ListEntriesResponse(
+            entries=[convert.entry_to_proto(e) for e in entries[:size]], next_page_token=token
+        )
+
+    def GetLogHead(self, request: pb.GetLogHeadRequest, context: grpc.ServicerContext) -> pb.GetLogHeadResponse:
+        try:
+            return pb.GetLogHeadResponse(head=convert.head_to_proto(self.ledger.store.head(request.log_id)))
+        except LedgerError as err:
+            abort(context, err)
+            raise
+
+    def ListLogs(self, request: pb.ListLogsRequest, context: grpc.ServicerContext) -> pb.ListLogsResponse:
+        try:
+            size = _page_size(request.page_size)
+            after = _decode_token(request.page_token) if request.page_token else ""
+            heads = self.ledger.store.list_logs(after, size + 1)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        token = _encode_token(heads[size - 1].log_id) if len(heads) > size else ""
+        return pb.ListLogsResponse(heads=[convert.head_to_proto(h) for h in heads[:size]], next_page_token=token)
