@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -19,6 +20,15 @@ from server.service import LedgerServicer
 log = logging.getLogger("usageledger.server")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _register_ledger(ledger: Ledger, server: grpc.Server) -> str:
+    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(ledger), server)
+    return str(ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name)
+
+
+# Every gRPC service the server exposes: each adds its servicer and returns its full name (for health/reflection).
+SERVICES: list[Callable[[Ledger, grpc.Server], str]] = [_register_ledger]
 
 
 @dataclass
@@ -48,20 +58,15 @@ def start_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(ledger), server)
+    service_names = [register(ledger, server) for register in SERVICES]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = (
-        ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
-        health.SERVICE_NAME,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(services, server)
+    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
-    for name in ("", services[0]):
+    for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("usage ledger serving on port %d", port)
     return RunningServer(server, port, ledger)

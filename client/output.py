@@ -1,0 +1,102 @@
+"""Output conventions shared by every ledgerctl command: JSON or tables, errors, exit codes, progress bars.
+
+Exit codes scripts can trust: 0 done, 1 the ledger said no (rejected input, failed verification),
+2 usage error (bad flags, unreadable file), 3 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import grpc
+import typer
+from grpc_status import rpc_status
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+err_console = Console(stderr=True)
+out = Console()
+
+Target = Annotated[str, typer.Option("--target", envvar="LEDGER_TARGET", help="Ledger server HOST:PORT.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def fail(message: str, code: int, *, as_json: bool = False, **extra: Any) -> NoReturn:
+    if as_json:
+        emit_json({"ok": False, "error": message, **extra})
+    else:
+        err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def rpc_failure(err: grpc.RpcError, target: str, as_json: bool, line_of: dict[int, int] | None = None) -> NoReturn:
+    code = err.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        fail(
+            f"cannot reach the ledger at {target} ({err.details()}); start it with `ledger-server` or pass --target",
+            EXIT_UNREACHABLE,
+            as_json=as_json,
+        )
+    violations = violations_of(err)
+    if line_of is not None:
+        violations = [with_line(field, desc, line_of) for field, desc in violations]
+    if as_json:
+        emit_json(
+            {
+                "ok": False,
+                "code": code.name,
+                "error": err.details(),
+                "violations": [{"field": f, "description": d} for f, d in violations],
+            }
+        )
+    else:
+        err_console.print(f"[bold red]error ({code.name}):[/] {err.details()}")
+        for field, description in violations:
+            err_console.print(f"  {field}: {description}")
+    raise typer.Exit(EXIT_REFUSED)
+
+
+def violations_of(err: grpc.RpcError) -> list[tuple[str, str]]:
+    from google.rpc import error_details_pb2
+
+    status = rpc_status.from_call(err)
+    found: list[tuple[str, str]] = []
+    if status is None:
+        return found
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.extend((v.field, v.description) for v in bad.fieldviolations_of)
+    return found
+
+
+def with_line(field: str, description: str, line_of: dict[int, int]) -> tuple[str, str]:
+    """Turn `events[12].occur_time` into `line 57: occur_time` for a person reading a file."""
+    if field.startswith("events[") and "]" in field:
+        index = int(field[len("events[") : field.index("]")])
+        rest = field[field.index("]") + 2 :]
+        if index in line_of:
+            return f"line {line_of[index]}: {rest}", description
+    return field, description
+
+
+def progress_bar(as_json: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json or not err_console.is_terminal,
+        transient=True,
+    )

@@ -1,0 +1,127 @@
+"""Usage-event validation: every bad field is named, good events keep their exact facts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from ledger.errors import InvalidInput
+from ledger.events import EventType, WorkerType, parse_event
+from ledger.pricebook import default_price_book
+from ledger.timeutil import format_micros, parse_rfc3339_micros
+
+NOW = parse_rfc3339_micros("2026-10-05T12:00:00Z")
+BOOK = default_price_book()
+
+
+def parse(raw: dict[str, Any]) -> Any:
+    return parse_event(raw, now_micros=NOW, known_instance_type=lambda t: t in BOOK.rates, prefix="events[0].")
+
+
+def base(**overrides: Any) -> dict[str, Any]:
+    event = {
+        "event_id": "e-1",
+        "org_id": "acme",
+        "endpoint_id": "ep-1",
+        "workload_id": "wl-1",
+        "workload_kind": "SERVING",
+        "instance_type": "H100 PRO",
+        "type": "WORKLOAD_UP",
+        "occurred_at": "2026-10-05T09:00:00.000001Z",
+    }
+    event.update(overrides)
+    return event
+
+
+def fields(err: pytest.ExceptionInfo[InvalidInput]) -> set[str]:
+    return {v.field for v in err.value.violations}
+
+
+def test_a_valid_event_keeps_its_facts_and_defaults_to_flex() -> None:
+    event = parse(base())
+    assert event.type is EventType.WORKLOAD_UP
+    assert event.worker_type is WorkerType.FLEX
+    assert event.occurred_at == parse_rfc3339_micros("2026-10-05T09:00:00.000001Z")
+    assert event.body()["occurred_at"] == "2026-10-05T09:00:00.000001Z"
+
+
+def test_offsets_are_normalized_to_utc() -> None:
+    event = parse(base(occurred_at="2026-10-05T11:00:00+02:00"))
+    assert format_micros(event.occurred_at) == "2026-10-05T09:00:00.000000Z"
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(base(event_id="", workload_kind="GPU", instance_type="TPU v9", occurred_at="yesterday"))
+    assert fields(err) == {
+        "events[0].event_id",
+        "events[0].workload_kind",
+        "events[0].instance_type",
+        "events[0].occurred_at",
+    }
+
+
+def test_r11_unknown_instance_type_is_rejected_naming_the_rule() -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(base(instance_type="Z100"))
+    assert "R11" in err.value.violations[0].description
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "accepted"),
+    [
+        ("2026-10-05T12:05:00Z", True),  # exactly 5 minutes ahead
+        ("2026-10-05T12:05:00.000001Z", False),
+        ("1999-12-31T23:59:59Z", False),
+        ("2026-10-05T09:00:00", False),  # no zone
+        ("2026-10-05T09:00:00.0000001Z", False),  # finer than a microsecond
+        ("2026-02-30T09:00:00Z", False),
+    ],
+)
+def test_times_must_be_zoned_microsecond_and_not_far_in_the_future(occurred_at: str, accepted: bool) -> None:
+    if accepted:
+        parse(base(occurred_at=occurred_at))
+    else:
+        with pytest.raises(InvalidInput) as err:
+            parse(base(occurred_at=occurred_at))
+        assert fields(err) == {"events[0].occurred_at"}
+
+
+def test_storage_samples_need_kind_and_exact_gigabytes() -> None:
+    sample = parse(base(type="STORAGE_SAMPLE", storage_kind="NETWORK_VOLUME", volume_id="vol-1", gigabytes="1200.50"))
+    assert sample.gigabytes == Decimal("1200.5")
+    assert sample.interval_seconds == 300  # the default
+    assert sample.body()["gigabytes"] == "1200.5"
+    with pytest.raises(InvalidInput) as err:
+        parse(base(type="STORAGE_SAMPLE", storage_kind="NETWORK_VOLUME", gigabytes=12.5))
+    assert fields(err) == {"events[0].volume_id", "events[0].gigabytes"}
+    with pytest.raises(InvalidInput) as err:
+        parse(base(type="STORAGE_SAMPLE", storage_kind="CONTAINER_DISK", gigabytes="-1"))
+    assert fields(err) == {"events[0].gigabytes"}
+
+
+def test_type_specific_fields_are_required_and_confined() -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(base(type="REQUEST_STARTED"))
+    assert fields(err) == {"events[0].request_id"}
+    with pytest.raises(InvalidInput) as err:
+        parse(base(type="WORKLOAD_STOPPED"))
+    assert fields(err) == {"events[0].stop_reason"}
+    with pytest.raises(InvalidInput) as err:
+        parse(base(request_id="r-1", gigabytes="3"))
+    assert fields(err) == {"events[0].request_id", "events[0].gigabytes"}
+
+
+@pytest.mark.parametrize("bad", ["a b", "x" * 129, "'; DROP TABLE entries; --", "\u0000", "-leading-dash", "ü"])
+def test_identifiers_are_restricted_to_a_documented_character_set(bad: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(base(endpoint_id=bad))
+    assert fields(err) == {"events[0].endpoint_id"}
+
+
+def test_unknown_fields_are_refused_rather_than_silently_dropped() -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(base(occured_at="2026-10-05T09:00:00Z"))
+    assert fields(err) == {"events[0].occured_at"}
