@@ -76,7 +76,7 @@ def violations_of(err: grpc.RpcError) -> list[tuple[str, str]]:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            found.extend((v.field, v.description) for v in bad.fieldviolations_of)
+            found.extend((v.field, v.description) for v in bad.field_violations)
     return found
 
 

@@ -11,10 +11,7 @@ from ledger.merkle import leaf_hash
 def test_entry_bytes_match_the_documented_layout() -> None:
     # version | len(log_id) u16 | log_id | seq u64 | len(kind) u8 | kind | recorded_at i64 | len(body) u32 | body
     expected = bytes.fromhex(
-        "01"
-        "0005" + b"org/a".hex() + "0000000000000001"
-        "05" + b"EVENT".hex() + "00000000000f4240"
-        "00000002" + b"{}".hex()
+        "010005" + b"org/a".hex() + "000000000000000105" + b"EVENT".hex() + "00000000000f424000000002" + b"{}".hex()
     )
     assert entry_bytes("org/a", 1, "EVENT", 1_000_000, b"{}") == expected
 

@@ -1,0 +1,161 @@
+"""The ledger store on SQLite and PostgreSQL: atomic batches, R24 idempotency, linear chains, verification."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from ledger.audit import verify
+from ledger.core import Ledger
+from ledger.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash
+from ledger.errors import EventConflict, InvalidInput
+from ledger.merkle import InMemoryTree
+from tests.conftest import EventFactory
+
+
+def test_a_new_ledger_starts_with_the_default_price_book_r11(ledger: Ledger) -> None:
+    head = ledger.store.head(SYSTEM_LOG)
+    assert head.size == 1
+    genesis = ledger.entry(SYSTEM_LOG, 0)
+    assert genesis.kind is EntryKind.PRICE_BOOK
+    assert genesis.body_json()["rates"]["H100 PRO"] == {"flex_per_second": "0.00116", "active_per_second": "0.00093"}
+    # Opening the same database again does not add a second genesis entry.
+    Ledger(ledger.store, clock=ledger.clock)
+    assert ledger.store.head(SYSTEM_LOG).size == 1
+
+
+def test_entries_chain_from_genesis_and_sequence_without_gaps(ledger: Ledger, make_event: EventFactory) -> None:
+    results = ledger.append_events([make_event() for _ in range(5)])
+    assert [r.sequence for r in results] == [0, 1, 2, 3, 4]
+    previous = GENESIS_HASH
+    tree = InMemoryTree()
+    for sequence in range(5):
+        entry = ledger.entry("org/acme", sequence)
+        assert entry.previous_hash == previous
+        assert entry.entry_hash == chain_hash(previous, entry.encoded())
+        assert entry.recorded_at == ledger.clock()
+        previous = entry.entry_hash
+        tree.append(entry.encoded())
+    head = ledger.store.head("org/acme")
+    assert (head.size, head.head_hash, head.root_hash) == (5, previous, tree.root())
+
+
+def test_r24_duplicate_event_answers_with_the_original_entry(ledger: Ledger, make_event: EventFactory) -> None:
+    event = make_event()
+    [first] = ledger.append_events([event])
+    [again] = ledger.append_events([dict(event)])
+    assert again.duplicate and not first.duplicate
+    assert (again.sequence, again.entry_hash) == (first.sequence, first.entry_hash)
+    assert ledger.store.head("org/acme").size == 1
+
+
+def test_r24_same_event_twice_in_one_batch_appends_once(ledger: Ledger, make_event: EventFactory) -> None:
+    event = make_event()
+    results = ledger.append_events([event, dict(event)])
+    assert [r.duplicate for r in results] == [False, True]
+    assert results[0].sequence == results[1].sequence
+    assert ledger.store.head("org/acme").size == 1
+
+
+def test_r24_same_event_id_with_other_content_is_a_conflict_and_appends_nothing(
+    ledger: Ledger, make_event: EventFactory
+) -> None:
+    event = make_event()
+    ledger.append_events([event])
+    with pytest.raises(EventConflict) as err:
+        ledger.append_events([make_event(), {**event, "instance_type": "L4"}])
+    assert "R24" in str(err.value)
+    assert ledger.store.head("org/acme").size == 1  # the valid first event of the batch was not appended either
+
+
+def test_event_ids_are_scoped_per_org(ledger: Ledger, make_event: EventFactory) -> None:
+    results = ledger.append_events([make_event(event_id="x"), make_event(event_id="x", org_id="other")])
+    assert [(r.log_id, r.sequence, r.duplicate) for r in results] == [("org/acme", 0, False), ("org/other", 0, False)]
+
+
+def test_an_invalid_event_rejects_the_whole_batch(ledger: Ledger, make_event: EventFactory) -> None:
+    with pytest.raises(InvalidInput) as err:
+        ledger.append_events([make_event(), make_event(org_id="b"), make_event(instance_type="nope")])
+    assert [v.field for v in err.value.violations] == ["events[2].instance_type"]
+    assert [h.log_id for h in ledger.store.list_logs("", 10)] == [SYSTEM_LOG]
+
+
+def test_a_batch_across_orgs_is_atomic_and_results_keep_request_order(ledger: Ledger, make_event: EventFactory) -> None:
+    events = [make_event(org_id=org) for org in ("b", "a", "b", "a")]
+    results = ledger.append_events(events)
+    assert [(r.log_id, r.sequence) for r in results] == [("org/b", 0), ("org/a", 0), ("org/b", 1), ("org/a", 1)]
+
+
+def test_concurrent_appenders_leave_every_chain_linear_and_gap_free(ledger: Ledger, make_event: EventFactory) -> None:
+    errors: list[BaseException] = []
+
+    def appender(worker: int) -> None:
+        try:
+            for batch in range(10):
+                events = [
+                    make_event(event_id=f"w{worker}-b{batch}-{i}", org_id=("shared" if i % 2 else f"own{worker}"))
+                    for i in range(20)
+                ]
+                # Every worker also re-sends one event of worker 0's first batch: R24 across threads.
+                events.append(make_event(event_id="w0-b0-1", org_id="shared"))
+                ledger.append_events(events)
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert ledger.store.head("org/shared").size == 4 * 10 * 10
+    assert all(ledger.store.head(f"org/own{w}").size == 100 for w in range(4))
+    report = verify(ledger.store)
+    assert report.ok, report.first_failure()
+    assert report.entries == 1 + 4 * 10 * 20
+
+
+def _tamper(ledger: Ledger, statement: str, **params: Any) -> None:
+    """Write around the append-only triggers, as an attacker with database access could."""
+    with ledger.store.writer.begin() as conn:
+        if ledger.store.dialect == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        else:
+            conn.execute(text("DROP TRIGGER IF EXISTS entries_no_update"))
+            conn.execute(text("DROP TRIGGER IF EXISTS entries_no_delete"))
+        conn.execute(text(statement), params)
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("UPDATE entries SET body = :body WHERE log_id = 'org/acme' AND seq = 2", "stored hash does not match"),
+        ("UPDATE entries SET entry_hash = :hash WHERE log_id = 'org/acme' AND seq = 2", "stored hash does not match"),
+        ("DELETE FROM entries WHERE log_id = 'org/acme' AND seq = 2", "entry org/acme#2 is missing"),
+        ("UPDATE entries SET endpoint_id = 'ep-x' WHERE log_id = 'org/acme' AND seq = 2", "index columns differ"),
+    ],
+)
+def test_audit_names_the_first_tampered_entry(
+    ledger: Ledger, make_event: EventFactory, statement: str, message: str
+) -> None:
+    ledger.append_events([make_event() for _ in range(5)])
+    assert verify(ledger.store).ok
+    original = ledger.entry("org/acme", 2)
+    body = original.body.replace(b'"A100"', b'"A101"')
+    _tamper(ledger, statement, body=body, hash=bytes(32))
+    report = verify(ledger.store)
+    bad = report.first_failure()
+    assert bad is not None and bad.log_id == "org/acme"
+    assert bad.failed_sequence == 2
+    assert message in (bad.failure or "")
+
+
+def test_entries_cannot_be_updated_or_deleted_through_plain_sql(ledger: Ledger, make_event: EventFactory) -> None:
+    ledger.append_events([make_event()])
+    for statement in ("UPDATE entries SET kind = 'STATE'", "DELETE FROM entries"):
+        with pytest.raises(Exception, match="append-only"), ledger.store.writer.begin() as conn:
+            conn.execute(text(statement))
+    assert verify(ledger.store).ok
