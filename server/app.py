@@ -15,6 +15,7 @@ from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 from ledger.core import Ledger
 from ledger.sqlstore import open_store
 from ledger.timeutil import Clock, system_clock
+from server.limits import DEFAULT_MAX_INFLIGHT, AppendLimit
 from server.service import LedgerServicer
 
 log = logging.getLogger("usageledger.server")
@@ -48,11 +49,19 @@ def start_server(
     *,
     clock: Clock = system_clock,
     workers: int = 16,
+    max_inflight: int | None = DEFAULT_MAX_INFLIGHT,
 ) -> RunningServer:
-    """Open the store, bind `listen` (port 0 picks a free one) and start serving."""
+    """Open the store, bind `listen` (port 0 picks a free one) and start serving.
+
+    At most `max_inflight` appends run at once (None: unbounded); the rest are refused with RESOURCE_EXHAUSTED.
+    """
+    interceptors = [AppendLimit(max_inflight)] if max_inflight is not None else []
+    # Appends at their limit must still leave threads for reads and health checks.
+    threads = max(workers, (max_inflight or 0) + 4)
     ledger = Ledger(open_store(database_url, clock=clock), clock=clock)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

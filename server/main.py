@@ -12,6 +12,7 @@ import threading
 
 from ledger.errors import LedgerError
 from server.app import start_server
+from server.limits import DEFAULT_MAX_INFLIGHT
 
 DEFAULT_DATABASE_URL = "sqlite:///usage-ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -25,6 +26,16 @@ def _is_loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _inflight_bound(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of appends, 0 for no limit; got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="allow a plaintext listener on a non-loopback address (otherwise refused)",
     )
+    parser.add_argument(
+        "--max-inflight",
+        type=_inflight_bound,
+        default=os.environ.get("LEDGER_MAX_INFLIGHT", str(DEFAULT_MAX_INFLIGHT)),
+        help="appends served at once; more are refused with RESOURCE_EXHAUSTED so clients back off "
+        "(default: %(default)s, 0: no limit) [env LEDGER_MAX_INFLIGHT]",
+    )
     parser.add_argument("--log-level", default=os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -60,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        running = start_server(args.database_url, args.listen)
+        running = start_server(args.database_url, args.listen, max_inflight=args.max_inflight or None)
     except (LedgerError, OSError) as err:
         print(f"ledger-server: {err}", file=sys.stderr)
         return 1
