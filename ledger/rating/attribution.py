@@ -1,0 +1,185 @@
+"""R25 attribution: a serving session's billed quantity split into cold start, serving, idle and rounding."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from itertools import pairwise
+
+from ledger.rating.money import EXACT, exact_sum, format_money, format_seconds
+from ledger.rating.units import UnitRun, money_between
+from ledger.timeutil import format_micros
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpan:
+    """One request as the session's REQUEST_STARTED / REQUEST_FINISHED entries give it (finish None: none seen)."""
+
+    request_id: str
+    started_at: int
+    started_seq: int
+    finished_at: int | None = None
+    finished_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAttribution:
+    """R25: a request's share of serving time and money: each serving instant is split equally among the
+    requests in flight then. Exact Fractions, since a share of a third does not terminate in decimal."""
+
+    request_id: str
+    started_at: int
+    started_seq: int
+    finished_at: int | None
+    finished_seq: int | None
+    in_flight_from: int
+    in_flight_to: int
+    attributed_micros: Fraction
+    attributed_amount: Fraction
+
+    @property
+    def explanation(self) -> str:
+        if self.finished_seq is None:
+            finish = "no REQUEST_FINISHED before the session ended, so in flight until its end"
+        else:
+            finish = f"REQUEST_FINISHED entry #{self.finished_seq}"
+        return (
+            f"R25: request {self.request_id} (REQUEST_STARTED entry #{self.started_seq}, {finish}) in flight "
+            f"{format_micros(self.in_flight_from)} to {format_micros(self.in_flight_to)}: attributed "
+            f"{format_seconds(self.attributed_micros)} s of serving time = {format_money(self.attributed_amount)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """R25: the four parts add up exactly to billed units x unit seconds, and to the session amount."""
+
+    cold_start_micros: int
+    serving_micros: int
+    idle_micros: int
+    rounding_micros: int
+    cold_start_amount: Decimal
+    serving_amount: Decimal
+    idle_amount: Decimal
+    rounding_amount: Decimal
+    requests: tuple[RequestAttribution, ...]
+
+    @property
+    def total_micros(self) -> int:
+        return self.cold_start_micros + self.serving_micros + self.idle_micros + self.rounding_micros
+
+    @property
+    def total_amount(self) -> Decimal:
+        return exact_sum([self.cold_start_amount, self.serving_amount, self.idle_amount, self.rounding_amount])
+
+    @property
+    def explanation(self) -> str:
+        parts = ", ".join(
+            f"{name} {format_seconds(micros)} s ({format_money(amount)})"
+            for name, micros, amount in (
+                ("cold start", self.cold_start_micros, self.cold_start_amount),
+                ("serving", self.serving_micros, self.serving_amount),
+                ("idle", self.idle_micros, self.idle_amount),
+                ("rounding", self.rounding_micros, self.rounding_amount),
+            )
+        )
+        return (
+            f"R25: {format_seconds(self.total_micros)} s billed = {parts}; "
+            f"serving shared by {len(self.requests)} request(s)"
+        )
+
+
+def attribute_serving(
+    up: int,
+    ready: int | None,
+    end: int,
+    billed_micros: int,
+    amount: Decimal,
+    runs: Sequence[UnitRun],
+    requests: Sequence[RequestSpan],
+) -> Attribution:
+    """Split [up, end) plus the rounding past `end` (R25).
+
+    `end` is the stop, or for an open session the end of its last started unit, so an open session has no
+    rounding (R10: its units are billed as they start). Requests without a finish are in flight until `end`.
+    Money of any interval is its overlap with each unit times that unit's rate, so R12 price changes hold.
+    """
+    cold_end = end if ready is None else min(max(ready, up), end)
+    spans = []
+    for request in requests:
+        start = min(max(request.started_at, up), end)
+        finish = end if request.finished_at is None else request.finished_at
+        spans.append((request, start, min(max(finish, start), end)))
+
+    # Sweep [cold_end, end): only time after READY is serving or idle (before it is cold start, R2). The running
+    # per-request share (the integral of 1 / requests in flight) makes a request's attribution the difference of
+    # two readings, linear in the number of boundaries however many requests overlap.
+    opening: dict[int, list[int]] = defaultdict(list)
+    closing: dict[int, list[int]] = defaultdict(list)
+    for index, (_, start, finish) in enumerate(spans):
+        serving_from = max(start, cold_end)
+        if serving_from < finish:
+            opening[serving_from].append(index)
+            closing[finish].append(index)
+    shares_micros = [Fraction(0)] * len(spans)
+    shares_amount = [Fraction(0)] * len(spans)
+    share_micros = share_amount = Fraction(0)
+    serving_micros = 0
+    serving_parts: list[Decimal] = []
+    in_flight = 0
+    points = sorted(set(opening) | set(closing))
+    for a, b in pairwise([*points, end]):
+        for index in closing.get(a, ()):
+            in_flight -= 1
+            shares_micros[index] += share_micros
+            shares_amount[index] += share_amount
+        for index in opening.get(a, ()):
+            in_flight += 1
+            shares_micros[index] -= share_micros
+            shares_amount[index] -= share_amount
+        if in_flight and b > a:
+            money = money_between(runs, a, b)
+            serving_micros += b - a
+            serving_parts.append(money)
+            share_micros += Fraction(b - a, in_flight)
+            share_amount += Fraction(money) / in_flight
+
+    serving_amount = exact_sum(serving_parts)
+    cold_start_amount = money_between(runs, up, cold_end)
+    with localcontext(EXACT):
+        idle_amount = money_between(runs, cold_end, end) - serving_amount
+        # R25: rounding money is what the session bills beyond the other three, so money adds up exactly.
+        rounding_amount = amount - cold_start_amount - serving_amount - idle_amount
+    attributed = tuple(
+        sorted(
+            (
+                RequestAttribution(
+                    request.request_id,
+                    request.started_at,
+                    request.started_seq,
+                    request.finished_at,
+                    request.finished_seq,
+                    start,
+                    finish,
+                    shares_micros[index],
+                    shares_amount[index],
+                )
+                for index, (request, start, finish) in enumerate(spans)
+            ),
+            key=lambda r: (r.started_at, r.started_seq),
+        )
+    )
+    return Attribution(
+        cold_start_micros=cold_end - up,
+        serving_micros=serving_micros,
+        idle_micros=end - cold_end - serving_micros,
+        rounding_micros=billed_micros - (end - up),
+        cold_start_amount=cold_start_amount,
+        serving_amount=serving_amount,
+        idle_amount=idle_amount,
+        rounding_amount=rounding_amount,
+        requests=attributed,
+    )
