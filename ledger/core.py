@@ -7,10 +7,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ledger.account import AccountChange, AccountHistory, parse_account_change
 from ledger.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
 from ledger.errors import FieldViolation, InvalidInput, NotFound
-from ledger.events import UsageEvent, parse_event
-from ledger.pricebook import PriceBook, PriceHistory, default_price_book
+from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, UsageEvent, event_from_body, parse_event
+from ledger.pricebook import PriceBook, PriceHistory, default_price_book, parse_price_book
 from ledger.store import Appended, IndexColumns, LedgerStore, NewEntry
 from ledger.timeutil import Clock, parse_rfc3339_micros, system_clock
 
@@ -115,8 +116,6 @@ class Ledger:
 
     def events_of(self, org_id: str) -> list[tuple[UsageEvent, int]]:
         """Every usage event of an org with its sequence number, streamed from the org's log."""
-        from ledger.events import event_from_body
-
         try:
             self.store.head(org_log_id(org_id))
         except NotFound:
@@ -126,3 +125,54 @@ class Ledger:
             for entry in self.store.iter_entries(org_log_id(org_id))
             if entry.kind is EntryKind.EVENT
         ]
+
+    # -- price books and account settings (R10, R11, R12, R15, R18, R20) ---------------------------------------
+
+    def set_price_book(self, raw: Mapping[str, Any]) -> tuple[PriceBook, Appended]:
+        """R12: append a price-book version (a PRICE_BOOK entry in the system log) in force from `effective_from`.
+
+        Each version is stored whole: the update's rates over the book in force at its `effective_from`, so an
+        update can add an instance type (R11) or change one rate without restating the table, and an auditor
+        reads every version's complete rates from one entry.
+        """
+        update = parse_price_book(raw, default_effective_from=self.clock())
+        try:
+            base = dict(self.price_history().at(update.effective_from).rates)
+        except NotFound:
+            base = {}
+        book = PriceBook(update.effective_from, {**base, **update.rates}, note=update.note)
+        [appended] = self.store.append([self._system_entry(EntryKind.PRICE_BOOK, book.body())])
+        return PriceBook(book.effective_from, book.rates, appended.sequence, book.note), appended
+
+    def set_account(self, org_id: str, raw: Mapping[str, Any]) -> tuple[AccountChange, Appended]:
+        """Append an ACCOUNT entry to the org's log changing the settings it names from `effective_from`."""
+        _check_org(org_id)
+        change = parse_account_change(raw, default_effective_from=self.clock())
+        body = change.body(org_id)
+        [appended] = self.store.append(
+            [
+                NewEntry(
+                    org_log_id(org_id), EntryKind.ACCOUNT, canonical_body(body), derive_index(EntryKind.ACCOUNT, body)
+                )
+            ]
+        )
+        return AccountChange.from_body(body, appended.sequence), appended
+
+    def account_history(self, org_id: str) -> AccountHistory:
+        return AccountHistory(
+            tuple(
+                AccountChange.from_body(entry.body_json(), entry.sequence)
+                for entry in self._entries_of_kind(org_log_id(org_id), EntryKind.ACCOUNT)
+            )
+        )
+
+    def _entries_of_kind(self, log_id: str, kind: EntryKind) -> list[Entry]:
+        try:
+            return self.store.entries_of_kind(log_id, [kind.value])
+        except NotFound:
+            return []
+
+
+def _check_org(org_id: str) -> None:
+    if not isinstance(org_id, str) or not IDENTIFIER_RE.match(org_id):
+        raise InvalidInput([FieldViolation("org_id", f"must be {IDENTIFIER_RULE}")])

@@ -31,6 +31,14 @@ Index("ux_entries_event_id", entries.c.log_id, entries.c.event_id, unique=True)
 Index("ix_entries_endpoint_time", entries.c.org_id, entries.c.endpoint_id, entries.c.occurred_at)
 Index("ix_entries_request", entries.c.request_id)
 Index("ix_entries_workload", entries.c.log_id, entries.c.workload_id)
+Index(
+    "ix_entries_kind",
+    entries.c.log_id,
+    entries.c.kind,
+    entries.c.seq,
+    sqlite_where=entries.c.kind != "EVENT",
+    postgresql_where=entries.c.kind != "EVENT",
+)
 
 # Derived head of each log (size, chain head, Merkle frontier): rebuildable from entries, updated on append.
 # Its row is also the lock that serializes appends to one log across server processes.

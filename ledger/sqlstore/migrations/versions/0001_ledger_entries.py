@@ -39,6 +39,14 @@ def upgrade() -> None:
     op.create_index("ix_entries_endpoint_time", "entries", ["org_id", "endpoint_id", "occurred_at"])
     op.create_index("ix_entries_request", "entries", ["request_id"])
     op.create_index("ix_entries_workload", "entries", ["log_id", "workload_id"])
+    # Account, credit, invoice and other non-event entries are few: a partial index finds them without a scan.
+    op.create_index(
+        "ix_entries_kind",
+        "entries",
+        ["log_id", "kind", "seq"],
+        sqlite_where=sa.text("kind <> 'EVENT'"),
+        postgresql_where=sa.text("kind <> 'EVENT'"),
+    )
     op.create_table(
         "log_heads",
         sa.Column("log_id", sa.String(140), primary_key=True),
