@@ -312,6 +312,16 @@ class SqlStore:
                 return
             position = int(rows[-1].seq) + 1
 
+    def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]:
+        """Every non-EVENT entry of the given kinds in a log, in sequence order (served by ix_entries_kind)."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(*_ENTRY_COLUMNS)
+                .where(entries.c.log_id == log_id, entries.c.kind != "EVENT", entries.c.kind.in_(list(kinds)))
+                .order_by(entries.c.seq)
+            ).all()
+        return [_entry(row) for row in rows]
+
 
 def _bytes(value: Any) -> bytes:
     """Binary columns as bytes, even when a hand edit stored text there (audit must report it, not crash)."""
