@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger.account import AccountChange, AccountHistory, parse_account_change
-from ledger.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
+from ledger.adjustments import Adjustment, validate_adjustment
+from ledger.entry import SYSTEM_LOG, Entry, EntryKind, EntryRef, canonical_body, org_log_id
 from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, UsageEvent, event_from_body, parse_event
 from ledger.pricebook import PriceBook, PriceHistory, default_price_book, parse_price_book
@@ -165,6 +166,44 @@ class Ledger:
                 for entry in self._entries_of_kind(org_log_id(org_id), EntryKind.ACCOUNT)
             )
         )
+
+    # -- corrections (R23) ------------------------------------------------------------------------
+
+    def append_adjustment(
+        self, org_id: str, ticket: str, amount: str, reason: str, refs: Sequence[tuple[str, int]]
+    ) -> tuple[Adjustment, Appended]:
+        """Append an ADJUSTMENT entry citing the entries it corrects (each must exist) and the support ticket."""
+        org_id, ticket, value, reason = validate_adjustment(org_id, ticket, amount, reason, refs)
+        corrected: list[EntryRef] = []
+        violations: list[FieldViolation] = []
+        for i, (log_id, sequence) in enumerate(refs):
+            try:
+                entry = self.store.get_entry(log_id, sequence)
+            except NotFound:
+                violations.append(FieldViolation(f"corrects[{i}]", f"there is no entry {log_id}:{sequence}"))
+                continue
+            corrected.append(EntryRef(entry.log_id, entry.sequence, entry.entry_hash))
+        if violations:
+            raise InvalidInput(violations)
+        adjustment = Adjustment(org_id, ticket, value, reason, tuple(corrected))
+        body = adjustment.body()
+        [appended] = self.store.append(
+            [
+                NewEntry(
+                    org_log_id(org_id),
+                    EntryKind.ADJUSTMENT,
+                    canonical_body(body),
+                    derive_index(EntryKind.ADJUSTMENT, body),
+                )
+            ]
+        )
+        return Adjustment.from_body(body, appended.sequence), appended
+
+    def adjustments(self, org_id: str) -> list[Adjustment]:
+        return [
+            Adjustment.from_body(entry.body_json(), entry.sequence)
+            for entry in self._entries_of_kind(org_log_id(org_id), EntryKind.ADJUSTMENT)
+        ]
 
     def _entries_of_kind(self, log_id: str, kind: EntryKind) -> list[Entry]:
         try:
