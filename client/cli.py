@@ -156,9 +156,25 @@ def log_list(target: Target = DEFAULT_TARGET, as_json: JsonFlag = False) -> None
 
 def _register_subcommands() -> None:
     # Imported here so each command group stays in its own module and cli.py does not import them all at the top.
-    from client import cli_audit
+    from client import cli_audit, cli_usage
 
     app.add_typer(cli_audit.audit_app, name="audit")
+    app.add_typer(cli_usage.prices_app, name="prices")
+    app.add_typer(cli_usage.rollups_app, name="rollups")
+    app.command("usage")(cli_usage.usage)
+    from client import cli_keys, output
+
+    app.callback()(output.connection_options)  # --api-key and --tls-* for every command
+    app.add_typer(cli_keys.keys_app, name="keys")
+    from client import cli_support
+
+    app.add_typer(cli_support.support_app, name="support")
+    from client import cli_account, cli_billing
+
+    app.add_typer(cli_account.account_app, name="account")
+    app.add_typer(cli_billing.credits_app, name="credits")
+    app.add_typer(cli_billing.invoices_app, name="invoices")
+    app.add_typer(cli_billing.payments_app, name="payments")
 
 
 _register_subcommands()

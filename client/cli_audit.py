@@ -1,13 +1,24 @@
-"""`ledgerctl audit`: verify hash chains, Merkle trees and index columns, from the database or through the API."""
+"""`ledgerctl audit`: verify the ledger (chains, index columns, Merkle trees, signed checkpoints), keys and proofs.
+
+docs/audit.md describes every check and format, for auditors who write their own verifier.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Any
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+from urllib.parse import quote
 
 import grpc
 import typer
 from rich.table import Table
+from usageledger.v1 import audit_pb2 as apb
+from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
 from client.ledger_client import LedgerClient
 from client.output import (
@@ -24,20 +35,89 @@ from client.output import (
     progress_bar,
     rpc_failure,
 )
-from ledger.audit import AuditReport, LogVerification, verify
+from ledger.audit import AuditSource, LogVerification, all_log_ids, verify_log
+from ledger.checkpoint import NoteVerifier, generate_signer_key, write_private_key_file
 from ledger.entry import Entry, LogHead, org_log_id
-from ledger.errors import LedgerError, NotFound
+from ledger.errors import LedgerError, NotFound, VerificationError
+from ledger.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
+from ledger.proofs import (
+    DEFAULT_LEDGER_NAME,
+    LogNodes,
+    ProofBundle,
+    ProvenEntry,
+    SignedCheckpoint,
+    check_against_checkpoints,
+    load_proof,
+    origin_log_id,
+)
 from ledger.store import IndexColumns
+from ledger.timeutil import format_micros
 
-audit_app = typer.Typer(help="Verify the ledger: hash chains, Merkle trees, index columns.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Verify the ledger (hash chains, Merkle trees, signed checkpoints); keys and inclusion proofs.",
+    no_args_is_help=True,
+)
+
+VerifierKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier-key",
+        envvar="LEDGER_VERIFIER_KEY",
+        help="The ledger's verifier key (name+id+key, as `audit keygen` printed it) or a file holding it.",
+    ),
+]
+LedgerNameOption = Annotated[
+    str,
+    typer.Option("--ledger-name", envvar="LEDGER_NAME", help="Checkpoint origins are LEDGER_NAME/LOG_ID."),
+]
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "usage-ledger" / "checkpoints"
+
+
+def _log_id(org: str | None, log: str | None, as_json: bool) -> str:
+    if (org is None) == (log is None):
+        fail("give exactly one of --org ORG or --log LOG", EXIT_USAGE, as_json=as_json)
+    return org_log_id(org) if org is not None else str(log)
+
+
+def _verifier(value: str, as_json: bool) -> NoteVerifier:
+    """A verifier key given inline or as a file."""
+    text = value
+    path = Path(value)
+    if "+" not in value or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            fail(
+                f"--verifier-key: {value!r} is neither a verifier key nor a readable file ({err})",
+                EXIT_USAGE,
+                as_json=as_json,
+            )
+    try:
+        return NoteVerifier(text)
+    except VerificationError as err:
+        fail(f"--verifier-key: {err}", EXIT_USAGE, as_json=as_json)
+
+
+# -- where verification reads from -----------------------------------------------------------------------------------
+
+
+class _CheckpointSource(AuditSource, Protocol):
+    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None: ...
+
+    def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]: ...
 
 
 class _RemoteLogs:
-    """Audit through the API: entries as served, checked against the server's head. Index columns and stored
-    Merkle nodes are not exposed, so those two checks need --database-url."""
+    """Audit through the API: leaves as their exact bytes (ListLeaves), checkpoints and consistency proofs from
+    AuditService. Index columns and stored Merkle nodes are not exposed, so those two checks need --database-url."""
 
     def __init__(self, client: LedgerClient) -> None:
         self.client = client
+        self.stub = apb_grpc.AuditServiceStub(client.channel)
 
     def head(self, log_id: str) -> LogHead:
         try:
@@ -51,14 +131,258 @@ class _RemoteLogs:
         return [h for h in self.client.logs() if h.log_id > after][:limit]
 
     def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
-        for entry in self.client.entries(log_id, start):
-            yield entry, None, None
+        from server.audit_service import leaf_from_proto
+
+        token = ""
+        while True:
+            request = apb.ListLeavesRequest(log_id=log_id, page_size=1000, page_token=token, start_index=start)
+            response = self.client.call(self.stub.ListLeaves, request)
+            for leaf in response.leaves:
+                try:
+                    entry = leaf_from_proto(leaf)
+                except VerificationError as err:
+                    # Not decodable: the stored row itself is damaged. verify_log reports it at this sequence.
+                    raise ValueError(str(err)) from err
+                yield entry, None, None
+            token = response.next_page_token
+            if not token:
+                return
+
+    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
+        from server.audit_service import checkpoint_from_proto
+
+        try:
+            response = self.client.call(self.stub.GetCheckpoint, apb.GetCheckpointRequest(log_id=log_id))
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return checkpoint_from_proto(response.checkpoint)
+
+    def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
+        request = apb.GetConsistencyProofRequest(log_id=log_id, old_size=old_size, new_size=new_size)
+        return list(self.client.call(self.stub.GetConsistencyProof, request).proof_hashes)
+
+
+class _DatabaseLogs:
+    """Audit the database directly: also checks index columns and stored Merkle nodes; checkpoints from its table."""
+
+    def __init__(self, database_url: str) -> None:
+        from ledger.sqlstore import open_store
+
+        self.store = open_store(database_url)
+
+    def head(self, log_id: str) -> LogHead:
+        return self.store.head(log_id)
+
+    def list_logs(self, after: str, limit: int) -> list[LogHead]:
+        return self.store.list_logs(after, limit)
+
+    def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
+        yield from self.store.audit_rows(log_id, start)
+
+    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
+        stored = self.store.latest_checkpoint(log_id)
+        return None if stored is None else stored.signed()
+
+    def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
+        return consistency_proof(old_size, new_size, LogNodes(self.store, log_id))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _RootsAt:
+    """Passes a log's rows through to verify_log and notes the Merkle root after each wanted number of leaves,
+    so checkpoints are checked against roots rebuilt from the entries in the same single pass."""
+
+    def __init__(self, source: AuditSource, sizes: set[int]) -> None:
+        self.source = source
+        self.sizes = sizes
+        self.roots: dict[int, bytes] = {0: EMPTY_ROOT} if 0 in sizes else {}
+
+    def head(self, log_id: str) -> LogHead:
+        return self.source.head(log_id)
+
+    def list_logs(self, after: str, limit: int) -> list[LogHead]:
+        return self.source.list_logs(after, limit)
+
+    def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
+        frontier = Frontier.empty()
+        for row in self.source.audit_rows(log_id, start):
+            frontier, _ = frontier.append(leaf_hash(row[0].encoded()))
+            if frontier.size in self.sizes:
+                self.roots[frontier.size] = frontier.root()
+            yield row
+
+
+# -- the auditor's saved checkpoints ---------------------------------------------------------------------------------
+
+
+def _state_file(state_dir: Path, origin: str) -> Path:
+    return state_dir / (quote(origin, safe="") + ".checkpoint")
+
+
+def _save_checkpoint(state_dir: Path, checkpoint: SignedCheckpoint) -> None:
+    """Replace the saved checkpoint of a log atomically, so an interrupted run never leaves half a note."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    target = _state_file(state_dir, checkpoint.origin)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=state_dir, delete=False, suffix=".tmp") as f:
+        f.write(checkpoint.note)
+        temporary = Path(f.name)
+    os.replace(temporary, target)
+
+
+def _read_note(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+# -- verify --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogAudit:
+    """One log's outcome: its chain/tree verification, and what was checked against signed checkpoints."""
+
+    verification: LogVerification
+    checkpoint: SignedCheckpoint | None = None
+    trusted: SignedCheckpoint | None = None
+    checkpoint_failure: str | None = None
+    saved: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.verification.ok and self.checkpoint_failure is None
+
+    @property
+    def failure(self) -> str | None:
+        return self.verification.failure or self.checkpoint_failure
+
+    @property
+    def failed_sequence(self) -> int | None:
+        """The first bad entry: from the chain check, or the first missing one of a truncated log."""
+        if self.verification.failure is not None:
+            return self.verification.failed_sequence
+        if self.checkpoint_failure is None:
+            return None
+        signed = max((cp.size for cp in (self.checkpoint, self.trusted) if cp is not None), default=0)
+        return self.verification.size if signed > self.verification.size else None
+
+
+@dataclass
+class InvoiceCheck:
+    """What the invoice re-rating hook found. `checked` is False until re-rating exists."""
+
+    checked: bool
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class VerifyReport:
+    logs: list[LogAudit] = field(default_factory=list)
+    checkpoints_checked: bool = False
+    invoices: InvoiceCheck = field(default_factory=lambda: InvoiceCheck(False))
+
+    @property
+    def ok(self) -> bool:
+        return all(log.ok for log in self.logs) and not self.invoices.problems
+
+    @property
+    def entries(self) -> int:
+        return sum(log.verification.size for log in self.logs)
+
+    def first_failure(self) -> LogAudit | None:
+        return next((log for log in self.logs if not log.ok), None)
+
+
+def check_invoices(report: VerifyReport) -> InvoiceCheck:
+    """HOOK, not implemented: re-rate every invoice from the raw events of the verified logs and compare totals.
+
+    Re-rating belongs to the invoicing work (another engineer's, later). Until then this checks nothing and says
+    so in the report (`invoices.checked = false`); it must never report invoices as verified.
+    """
+    return InvoiceCheck(False, note="invoice re-rating is not implemented yet; invoices were not checked")
+
+
+def _audit_log(
+    source: _CheckpointSource,
+    log_id: str,
+    verifier: NoteVerifier | None,
+    ledger_name: str,
+    trusted_note: str | None,
+    state_dir: Path | None,
+    progress: Callable[[str, int], None],
+) -> LogAudit:
+    newest: SignedCheckpoint | None = None
+    trusted: SignedCheckpoint | None = None
+    failure: str | None = None
+    if verifier is not None:
+        # The checkpoint is read before the entries, so the entries read cover it even while the log grows.
+        try:
+            served = source.latest_checkpoint(log_id)
+            if served is not None:
+                newest = SignedCheckpoint.open(log_id, served.note, verifier, ledger_name)
+        except VerificationError as err:
+            failure = f"log {log_id}: the ledger's newest checkpoint does not verify: {err}"
+        if trusted_note is None and state_dir is not None:
+            saved_file = _state_file(state_dir, f"{ledger_name}/{log_id}")
+            if saved_file.is_file():
+                trusted_note = _read_note(saved_file)
+        if trusted_note is not None:
+            try:
+                trusted = SignedCheckpoint.open(log_id, trusted_note, verifier, ledger_name)
+            except VerificationError as err:
+                failure = failure or f"log {log_id}: the checkpoint verified earlier no longer verifies: {err}"
+    sizes = {cp.size for cp in (newest, trusted) if cp is not None}
+    rows = _RootsAt(source, sizes)
+    try:
+        verification = verify_log(rows, log_id, progress)
+    except NotFound:
+        verification = LogVerification(log_id, 0, b"", b"", f"log {log_id} does not exist", None)
+    audit = LogAudit(verification, newest, trusted, failure)
+    if verifier is None or not verification.ok or failure is not None:
+        return audit
+    try:
+        check_against_checkpoints(
+            log_id,
+            verification.size,
+            rows.roots,
+            newest,
+            trusted,
+            lambda old, new: source.consistency(log_id, old, new),
+        )
+    except VerificationError as err:
+        audit.checkpoint_failure = str(err)
+        return audit
+    if state_dir is not None and newest is not None:
+        _save_checkpoint(state_dir, newest)
+        audit.saved = True
+    return audit
 
 
 @audit_app.command("verify")
 def audit_verify(
     org: Annotated[str | None, typer.Option("--org", help="Verify only this org's log.")] = None,
     all_logs: Annotated[bool, typer.Option("--all", help="Verify every log (the default).")] = False,
+    verifier_key: VerifierKeyOption = None,
+    trusted_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-checkpoint",
+            help="A signed checkpoint you trust (a file holding the note); the log must extend it. "
+            "Takes the place of the saved one for its log.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Where the newest verified checkpoint of each log is saved, and checked against next time "
+            "[default: ~/.config/usage-ledger/checkpoints].",
+        ),
+    ] = None,
+    ledger_name: LedgerNameOption = DEFAULT_LEDGER_NAME,
     database_url: Annotated[
         str | None,
         typer.Option(
@@ -70,68 +394,306 @@ def audit_verify(
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:
-    """Recompute every hash chain and Merkle root from the stored bytes; exit 1 naming the first bad entry."""
-    log_ids = [org_log_id(org)] if org else None
-    store: Any
+    """Recompute every hash chain and Merkle root from the stored bytes, check them against the ledger's signed
+    checkpoints and the one verified last time; exit 1 naming the first bad entry."""
+    if org and all_logs:
+        fail("give --org ORG or --all, not both", EXIT_USAGE, as_json=as_json)
+    verifier = _verifier(verifier_key, as_json) if verifier_key else None
+    trusted_notes: dict[str, str] = {}
+    if trusted_checkpoint is not None:
+        if verifier is None:
+            fail("--trusted-checkpoint needs --verifier-key to check its signature", EXIT_USAGE, as_json=as_json)
+        try:
+            note = _read_note(trusted_checkpoint)
+            opened = SignedCheckpoint.open(_origin_log(note, ledger_name), note, verifier, ledger_name)
+        except (OSError, UnicodeDecodeError, VerificationError) as err:
+            fail(f"--trusted-checkpoint {trusted_checkpoint}: {err}", EXIT_USAGE, as_json=as_json)
+        trusted_notes[opened.log_id] = note
+    states = (state_dir or default_state_dir()) if verifier is not None else None
+
+    source: _RemoteLogs | _DatabaseLogs
     client: LedgerClient | None = None
     if database_url:
-        from ledger.sqlstore import open_store
-
         try:
-            store = open_store(database_url)
+            source = _DatabaseLogs(database_url)
         except LedgerError as err:
             fail(str(err), EXIT_USAGE, as_json=as_json)
     else:
         client = LedgerClient(target)
-        store = _RemoteLogs(client)
+        source = _RemoteLogs(client)
+    report = VerifyReport(checkpoints_checked=verifier is not None)
     try:
+        log_ids = [org_log_id(org)] if org else list(all_log_ids(source))
+        unknown = sorted(set(trusted_notes) - set(log_ids))
+        if unknown:
+            fail(
+                f"--trusted-checkpoint is of log {unknown[0]}, which is not being verified", EXIT_USAGE, as_json=as_json
+            )
         with progress_bar(as_json) as progress:
             task = progress.add_task("verifying", total=None)
-            report = verify(
-                store, log_ids, lambda log_id, n: progress.update(task, description=f"verifying {log_id}", completed=n)
-            )
+            for log_id in log_ids:
+                report.logs.append(
+                    _audit_log(
+                        source,
+                        log_id,
+                        verifier,
+                        ledger_name,
+                        trusted_notes.get(log_id),
+                        states,
+                        lambda lid, n: progress.update(task, description=f"verifying {lid}", completed=n),
+                    )
+                )
     except grpc.RpcError as err:
         rpc_failure(err, target, as_json)
     finally:
         if client is not None:
             client.close()
-        elif database_url:
-            store.close()
+        elif isinstance(source, _DatabaseLogs):
+            source.close()
+    report.invoices = check_invoices(report)
     _print_report(report, as_json)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_REFUSED)
 
 
-def _print_report(report: AuditReport, as_json: bool) -> None:
+def _origin_log(note: str, ledger_name: str) -> str:
+    """The log a signed checkpoint note is of, read from its (not yet verified) origin line."""
+    return origin_log_id(note.split("\n", 1)[0], ledger_name)
+
+
+def _print_report(report: VerifyReport, as_json: bool) -> None:
+    bad = report.first_failure()
     if as_json:
         emit_json(
             {
                 "ok": report.ok,
                 "entries": report.entries,
-                "logs": [_verification_json(v) for v in report.logs],
-                "first_failure": _verification_json(report.first_failure()) if not report.ok else None,
+                "checkpoints_checked": report.checkpoints_checked,
+                "logs": [_log_json(log) for log in report.logs],
+                "first_failure": _log_json(bad) if bad is not None else None,
+                "invoices": {
+                    "checked": report.invoices.checked,
+                    "problems": report.invoices.problems,
+                    "note": report.invoices.note,
+                },
             }
         )
         return
-    table = Table("log", "entries verified", "Merkle root", "result")
-    for v in report.logs:
-        table.add_row(v.log_id, str(v.size), v.root_hash.hex()[:16] + "…", "[green]ok[/]" if v.ok else "[red]FAILED[/]")
+    table = Table("log", "entries verified", "Merkle root", "signed checkpoint", "result")
+    for log in report.logs:
+        v = log.verification
+        if not report.checkpoints_checked:
+            signed = "not checked"
+        elif log.checkpoint is None:
+            signed = "none yet"
+        else:
+            signed = f"size {log.checkpoint.size}" + (f" (extends {log.trusted.size})" if log.trusted else "")
+        result = "[green]ok[/]" if log.ok else "[red]FAILED[/]"
+        table.add_row(v.log_id, str(v.size), v.root_hash.hex()[:16] + "…", signed, result)
     out.print(table)
-    bad = report.first_failure()
+    if not report.checkpoints_checked:
+        out.print("signed checkpoints not checked: pass --verifier-key to check them")
+    if report.invoices.note:
+        out.print(f"invoices: {report.invoices.note}")
     if bad is None:
         out.print(f"[green]verified[/] {report.entries} entries in {len(report.logs)} logs")
     else:
         err_console.print(f"[bold red]verification failed:[/] {bad.failure}")
 
 
-def _verification_json(v: LogVerification | None) -> dict[str, Any] | None:
-    if v is None:
-        return None
+def _log_json(log: LogAudit) -> dict[str, Any]:
+    v = log.verification
     return {
         "log_id": v.log_id,
-        "ok": v.ok,
+        "ok": log.ok,
         "entries_verified": v.size,
         "root_hash": v.root_hash.hex(),
         "head_hash": v.head_hash.hex(),
-        "failure": v.failure,
-        "failed_sequence": v.failed_sequence,
+        "failure": log.failure,
+        "failed_sequence": log.failed_sequence,
+        "checkpoint": _checkpoint_json(log.checkpoint),
+        "trusted_checkpoint": _checkpoint_json(log.trusted),
+        "checkpoint_saved": log.saved,
+    }
+
+
+def _checkpoint_json(checkpoint: SignedCheckpoint | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    return {"origin": checkpoint.origin, "size": checkpoint.size, "root_hash": checkpoint.root_hash.hex()}
+
+
+# -- keys, checkpoints and proofs --------------------------------------------------------------------------------------
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    name: Annotated[str, typer.Option("--name", help="Key name, conventionally the ledger name.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Private key file to create (mode 0600; never overwritten).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a checkpoint signing key: the private key goes to --out, the verifier key is printed for auditors."""
+    try:
+        key = generate_signer_key(name)
+        write_private_key_file(out_file, key)
+    except FileExistsError:
+        fail(f"{out_file} exists; refusing to overwrite a key (choose another --out)", EXIT_USAGE, as_json=as_json)
+    except VerificationError as err:
+        fail(f"--name: {err}", EXIT_USAGE, as_json=as_json)
+    except OSError as err:
+        fail(f"cannot create {out_file}: {err}", EXIT_USAGE, as_json=as_json)
+    from ledger.checkpoint import NoteSigner
+
+    verifier_key = NoteSigner(key).verifier_key
+    if as_json:
+        emit_json({"ok": True, "private_key_file": str(out_file), "verifier_key": verifier_key})
+    else:
+        err_console.print(
+            f"private key written to {out_file} (mode 0600); start the server with --signing-key {out_file}"
+        )
+        err_console.print("verifier key (give it to auditors):")
+        typer.echo(verifier_key)
+
+
+def _audit_stub(client: LedgerClient) -> apb_grpc.AuditServiceStub:
+    return apb_grpc.AuditServiceStub(client.channel)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    org: Annotated[str | None, typer.Option("--org", help="Org ID (its log is org/ORG).")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="A log ID such as `system`.")] = None,
+    size: Annotated[int, typer.Option("--size", min=0, help="The checkpoint of this size (default: newest).")] = 0,
+    sign: Annotated[bool, typer.Option("--sign", help="Ask the server to sign the log as it is now.")] = False,
+    target: Target = DEFAULT_TARGET,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print a log's signed checkpoint note (save it to pass as --trusted-checkpoint later)."""
+    from server.audit_service import checkpoint_from_proto
+
+    log_id = _log_id(org, log, as_json)
+    with LedgerClient(target) as client:
+        stub = _audit_stub(client)
+        try:
+            if sign:
+                message = client.call(stub.SignCheckpoint, apb.SignCheckpointRequest(log_id=log_id)).checkpoint
+            else:
+                request = apb.GetCheckpointRequest(log_id=log_id, size=size)
+                message = client.call(stub.GetCheckpoint, request).checkpoint
+        except grpc.RpcError as err:
+            rpc_failure(err, target, as_json)
+    checkpoint = checkpoint_from_proto(message)
+    if as_json:
+        emit_json(
+            {
+                **(_checkpoint_json(checkpoint) or {}),
+                "log_id": log_id,
+                "signed_note": checkpoint.note,
+                "sign_time": format_micros(message.sign_time.seconds * 1_000_000 + message.sign_time.nanos // 1000),
+            }
+        )
+    else:
+        typer.echo(checkpoint.note, nl=False)
+
+
+@audit_app.command("prove")
+def audit_prove(
+    seq: Annotated[int, typer.Option("--seq", min=0, help="The entry's sequence number.")],
+    org: Annotated[str | None, typer.Option("--org", help="Org ID (its log is org/ORG).")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="A log ID such as `system`.")] = None,
+    tree_size: Annotated[
+        int, typer.Option("--tree-size", min=0, help="Prove in this signed tree size (default: newest checkpoint).")
+    ] = 0,
+    sign: Annotated[
+        bool, typer.Option("--sign/--no-sign", help="If no signed checkpoint covers the entry yet, ask for one.")
+    ] = True,
+    target: Target = DEFAULT_TARGET,
+) -> None:
+    """Write an offline-checkable inclusion proof of one entry (proof.json, docs/audit.md) to standard output."""
+    from server.audit_service import checkpoint_from_proto, leaf_from_proto
+
+    log_id = _log_id(org, log, True)
+    with LedgerClient(target) as client:
+        stub = _audit_stub(client)
+        try:
+            request = apb.GetInclusionProofRequest(log_id=log_id, sequence=seq, tree_size=tree_size)
+            response = client.call(stub.GetInclusionProof, request)
+            if not response.HasField("checkpoint") and sign and not tree_size:
+                signed = client.call(stub.SignCheckpoint, apb.SignCheckpointRequest(log_id=log_id)).checkpoint
+                request = apb.GetInclusionProofRequest(log_id=log_id, sequence=seq, tree_size=signed.size)
+                response = client.call(stub.GetInclusionProof, request)
+        except grpc.RpcError as err:
+            rpc_failure(err, target, True)
+    if not response.HasField("checkpoint"):
+        fail(
+            f"no signed checkpoint of size {response.tree_size} covers {log_id}#{seq}"
+            + ("" if sign else "; run without --no-sign to ask the server for one"),
+            EXIT_REFUSED,
+            as_json=True,
+        )
+    try:
+        bundle = ProofBundle(
+            checkpoint_from_proto(response.checkpoint),
+            (ProvenEntry(leaf_from_proto(response.leaf), tuple(response.proof_hashes)),),
+        )
+    except VerificationError as err:
+        fail(f"the server's answer is malformed: {err}", EXIT_REFUSED, as_json=True)
+    emit_json(bundle.to_json())
+
+
+@audit_app.command("check-proof")
+def audit_check_proof(
+    proof_file: Annotated[Path, typer.Argument(help="A proof.json written by `ledgerctl audit prove`.")],
+    verifier_key: VerifierKeyOption = None,
+    ledger_name: LedgerNameOption = DEFAULT_LEDGER_NAME,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a proof offline (no database, no server): entry bytes, inclusion in the checkpoint, its signature."""
+    if not verifier_key:
+        fail("--verifier-key is required: the proof is only as good as the key you trust", EXIT_USAGE, as_json=as_json)
+    verifier = _verifier(verifier_key, as_json)
+    try:
+        text = proof_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        fail(f"cannot read {proof_file}: {err}", EXIT_USAGE, as_json=as_json)
+    try:
+        bundle = load_proof(text)
+        checkpoint = bundle.verify(verifier, ledger_name)
+    except VerificationError as err:
+        fail(f"{proof_file}: proof does NOT verify: {err}", EXIT_REFUSED, as_json=as_json)
+    entries = [_proven_json(p) for p in bundle.entries]
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "origin": checkpoint.origin,
+                "tree_size": checkpoint.size,
+                "root_hash": checkpoint.root_hash.hex(),
+                "verifier_key": verifier.verifier_key,
+                "entries": entries,
+            }
+        )
+        return
+    for item in entries:
+        out.print(
+            f"[green]verified[/]: entry {item['log_id']}#{item['sequence']} ({item['kind']}, recorded "
+            f"{item['recorded_at']}) is in {checkpoint.origin} at tree size {checkpoint.size}, "
+            f"signed by {verifier.name}"
+        )
+        out.print(f"  body: {item['body']}", markup=False, highlight=False)
+
+
+def _proven_json(proven: ProvenEntry) -> dict[str, Any]:
+    entry = proven.entry
+    body: Any
+    try:
+        body = json.loads(entry.body)
+    except ValueError:
+        body = entry.body.decode("utf-8", errors="replace")
+    return {
+        "log_id": entry.log_id,
+        "sequence": entry.sequence,
+        "kind": entry.kind.value,
+        "recorded_at": format_micros(entry.recorded_at),
+        "entry_hash": entry.entry_hash.hex(),
+        "body": body,
     }

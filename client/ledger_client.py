@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -13,9 +16,57 @@ from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from ledger.entry import Entry, LogHead
 from server import convert
+from server.tls import read_private_file
 
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", 16 << 20),
+    ("grpc.max_receive_message_length", 16 << 20),
+    # gRPC's reconnect backoff grows to 120 s by default: after a long outage a long-lived client would keep
+    # failing fast for up to two minutes after the server came back. Cap it so a restarted server is found soon.
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How a client proves itself and checks the server: an API key and TLS files, each optional.
+
+    `from_env` reads LEDGER_API_KEY, LEDGER_TLS_CA, LEDGER_TLS_CERT and LEDGER_TLS_KEY (what ledgerctl's
+    --api-key and --tls-* options set). Any TLS file turns TLS on; without a CA the system's roots are trusted.
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Connection:
+        return cls(
+            environ.get("LEDGER_API_KEY") or None,
+            environ.get("LEDGER_TLS_CA") or None,
+            environ.get("LEDGER_TLS_CERT") or None,
+            environ.get("LEDGER_TLS_KEY") or None,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert or self.tls_key)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """TLS credentials from the files; OSError if one cannot be read, ValueError if cert and key are unpaired."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a client certificate needs its key and a key its certificate (--tls-cert, --tls-key)")
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.tls_ca).read_bytes() if self.tls_ca else None,
+            private_key=read_private_file(self.tls_key, "TLS client key") if self.tls_key else None,
+            certificate_chain=Path(self.tls_cert).read_bytes() if self.tls_cert else None,
+        )
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
 
 
 class LedgerClient:
@@ -30,15 +81,18 @@ class LedgerClient:
         retries: int = 6,
         timeout: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
+        connection: Connection | None = None,
     ) -> None:
+        """`connection` (default: Connection.from_env()) gives the API key and TLS files; `metadata` is sent too."""
         self.target = target
-        self.channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 16 << 20), ("grpc.max_receive_message_length", 16 << 20)]
-        )
+        connection = connection if connection is not None else Connection.from_env()
+        if channel is None and connection.tls:
+            channel = grpc.secure_channel(target, connection.channel_credentials(), options=list(CHANNEL_OPTIONS))
+        self.channel = channel or grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
         self.stub = pb_grpc.LedgerServiceStub(self.channel)
         self.retries = retries
         self.timeout = timeout
-        self.metadata = tuple(metadata)
+        self.metadata = (*connection.metadata(), *metadata)
 
     def close(self) -> None:
         self.channel.close()
@@ -48,6 +102,10 @@ class LedgerClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def call(self, method: Callable[..., T], request: Any) -> T:
+        """Call any stub method on this channel with the client's deadline, metadata and retry policy."""
+        return self._call(method, request)
 
     def _call(self, method: Callable[..., T], request: Any) -> T:
         delay = 0.05

@@ -7,7 +7,9 @@ Exit codes scripts can trust: 0 done, 1 the ledger said no (rejected input, fail
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import grpc
@@ -24,6 +26,42 @@ out = Console()
 
 Target = Annotated[str, typer.Option("--target", envvar="LEDGER_TARGET", help="Ledger server HOST:PORT.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def connection_options(
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="LEDGER_API_KEY",
+            show_default=False,
+            help="API key for a server run with --require-auth. Prefer the env variable: other users can read "
+            "command lines.",
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", envvar="LEDGER_TLS_CA", help="Use TLS, trusting this PEM CA.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", envvar="LEDGER_TLS_CERT", help="Use TLS with this PEM client certificate (mTLS)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", envvar="LEDGER_TLS_KEY", help="The client certificate's PEM key.")
+    ] = None,
+) -> None:
+    """How every command reaches the server: `ledgerctl [--api-key K] [--tls-ca F ...] COMMAND`."""
+    from client.ledger_client import Connection
+
+    given = {"LEDGER_API_KEY": api_key, "LEDGER_TLS_CA": tls_ca, "LEDGER_TLS_CERT": tls_cert, "LEDGER_TLS_KEY": tls_key}
+    # Each option is its env variable: setting it here reaches every LedgerClient a command creates.
+    os.environ.update({name: str(value) for name, value in given.items() if value is not None})
+    connection = Connection.from_env()
+    if connection.tls:
+        try:
+            connection.channel_credentials()
+        except (OSError, ValueError) as err:
+            fail(f"TLS: {err}", EXIT_USAGE)
 
 
 def emit_json(value: Any) -> None:

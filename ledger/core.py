@@ -15,6 +15,7 @@ from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, UsageEvent, event_from
 from ledger.pricebook import PriceBook, PriceHistory, default_price_book, parse_price_book
 from ledger.store import Appended, IndexColumns, LedgerStore, NewEntry
 from ledger.timeutil import Clock, parse_rfc3339_micros, system_clock
+from ledger.tracing import span
 
 MAX_BATCH_EVENTS = 10_000
 DEFAULT_PRICE_BOOK_KEY = "price-book:default"
@@ -73,11 +74,12 @@ class Ledger:
         size = self.store.head(SYSTEM_LOG).size
         with self._prices_lock:
             if self._prices is None or size != self._prices_size:
-                versions = [
-                    PriceBook.from_body(entry.body_json(), entry.sequence)
-                    for entry in self.store.iter_entries(SYSTEM_LOG, 0, size)
-                    if entry.kind is EntryKind.PRICE_BOOK
-                ]
+                with span("ledger.price_history.load", system_log_size=size):
+                    versions = [
+                        PriceBook.from_body(entry.body_json(), entry.sequence)
+                        for entry in self.store.iter_entries(SYSTEM_LOG, 0, size)
+                        if entry.kind is EntryKind.PRICE_BOOK
+                    ]
                 self._prices = PriceHistory(versions)
                 self._prices_size = size
             return self._prices
@@ -105,10 +107,13 @@ class Ledger:
 
     def append_events(self, raw_events: Sequence[Mapping[str, Any]]) -> list[Appended]:
         """Append a batch atomically: all events (duplicates answered with their original entry, R24) or none."""
-        events = self.validate_events(raw_events)
-        return self.store.append(
-            [NewEntry(org_log_id(e.org_id), EntryKind.EVENT, canonical_body(e.body()), event_index(e)) for e in events]
-        )
+        with span("ledger.validate_events", events=len(raw_events)):
+            events = self.validate_events(raw_events)
+        new = [
+            NewEntry(org_log_id(e.org_id), EntryKind.EVENT, canonical_body(e.body()), event_index(e)) for e in events
+        ]
+        with span("ledger.store.append", entries=len(new)):
+            return self.store.append(new)
 
     # -- reads ------------------------------------------------------------------------------------
 

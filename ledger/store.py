@@ -71,4 +71,26 @@ class LedgerStore(Protocol):
         """Every entry of the given non-EVENT kinds in a log, in sequence order, without scanning the log."""
         ...
 
+    # Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log.
+
+    def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]:
+        """Entries of one endpoint with occurred_at in [start, end], in occurred_at order."""
+        ...
+
+    def request_entries(self, request_id: str, org_id: str | None = None) -> list[Entry]:
+        """Entries naming a request, in every org's log unless `org_id` is given."""
+        ...
+
+    def workload_entries(self, log_id: str, workload_ids: Sequence[str]) -> list[Entry]:
+        """Every entry of the given workloads of one log, in sequence order."""
+        ...
+
+    def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
+        """Workloads of an endpoint with a WORKLOAD_UP before `at` and no WORKLOAD_STOPPED or BOOT_FAILED before it."""
+        ...
+
+    def endpoint_orgs(self, endpoint_id: str) -> list[str]:
+        """Orgs whose logs hold entries of an endpoint."""
+        ...
+
     def close(self) -> None: ...

@@ -1,20 +1,245 @@
-"""Rated usage of an org as of an instant: the one view invoicing, spend limits and usage queries read.
+"""Rated usage of an org: the one view invoicing, spend limits and usage queries read.
 
-Callers depend on `UsageView.org_rating`; how it is computed (re-rating the log, or derived rollups kept
-current as entries are appended) stays behind it.
+`org_rating` re-rates an org's events (complete, with R25 detail); `query` answers usage questions from derived
+rollups kept current as entries are appended, so it never re-reads or re-rates a whole log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import NamedTuple, Protocol
+
 from ledger.core import Ledger
-from ledger.rating import OrgRating, rate_org
+from ledger.errors import FieldViolation, InvalidInput
+from ledger.plans import PlanHistory
+from ledger.pricebook import PriceHistory
+from ledger.rating import BucketSize, OrgRating, UnitRun, rate_org
+from ledger.rating.money import exact_sum, fraction_to_decimal
+
+GROUP_DIMENSIONS = ("endpoint_id", "workload_kind", "instance_type", "worker_type")
+STORAGE_UNIT = "interval"  # one STORAGE_SAMPLE interval (R13, R14)
+MAX_WINDOW_MICROS = 400 * 86400 * 1_000_000
+
+
+class RolledSessionLike(Protocol):
+    @property
+    def endpoint_id(self) -> str: ...
+    @property
+    def workload_kind(self) -> str: ...
+    @property
+    def instance_type(self) -> str: ...
+    @property
+    def worker_type(self) -> str: ...
+    @property
+    def unit_seconds(self) -> int: ...
+    @property
+    def runs(self) -> tuple[UnitRun, ...]: ...
+
+
+class RolledStorageLike(Protocol):
+    @property
+    def endpoint_id(self) -> str: ...
+    @property
+    def storage_kind(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def exact_amount(self) -> Fraction: ...
+
+
+class RollupSource(Protocol):
+    """Derived rollups (ledger/sqlstore/rollups.py implements it)."""
+
+    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> int: ...
+
+    def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]: ...
+
+    def sessions_in(
+        self,
+        org_id: str,
+        start: int,
+        end: int,
+        endpoint_id: str | None,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        now: int,
+    ) -> Sequence[RolledSessionLike]: ...
+
+    def storage_in(self, org_id: str, start: int, end: int, endpoint_id: str | None) -> Sequence[RolledStorageLike]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One group (and bucket) of usage. Dimensions not grouped by are None; `unit` is minute, second or interval."""
+
+    endpoint_id: str | None
+    workload_kind: str | None
+    instance_type: str | None
+    worker_type: str | None
+    unit: str
+    quantity: int
+    amount: Decimal
+    bucket_start: int | None = None
+    storage_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    rows: tuple[UsageRow, ...]
+    total: Decimal
+    as_of_size: int
+
+
+def unit_name(unit_seconds: int) -> str:
+    return "minute" if unit_seconds == 60 else "second" if unit_seconds == 1 else f"{unit_seconds}s"
+
+
+def usage_rows(
+    sessions: Iterable[RolledSessionLike],
+    storage: Iterable[RolledStorageLike],
+    start: int,
+    end: int,
+    group_by: Sequence[str],
+    bucket: BucketSize | None,
+) -> list[UsageRow]:
+    """Sum units by the instant each starts (R10) and storage by its interval's start, per group and bucket.
+
+    Compute and storage never share a row, and neither do minutes and seconds (a plan change, R10).
+    """
+    grouped = [d for d in GROUP_DIMENSIONS if d in group_by]
+    step = int(bucket) if bucket is not None else None
+    quantities: dict[_Key, int] = {}
+    amounts: dict[_Key, list[Decimal]] = {}
+    for session in sessions:
+        endpoint, kind, instance, worker = (
+            str(getattr(session, d)) if d in grouped else None for d in GROUP_DIMENSIONS
+        )
+        for run in session.runs:
+            for piece_start, piece_end in _buckets(start, end, step, run):
+                piece = run.clip(piece_start, piece_end)
+                if piece is None:
+                    continue
+                key = _Key(
+                    endpoint, kind, instance, worker, unit_name(run.unit_seconds), piece_start if step else None, None
+                )
+                quantities[key] = quantities.get(key, 0) + piece.count
+                amounts.setdefault(key, []).append(piece.amount)
+    storage_sums: dict[_Key, Fraction] = {}
+    for charge in storage:
+        if not start <= charge.start < end:
+            continue
+        bucket_start = max(start, charge.start - charge.start % step) if step else None
+        key = _Key(
+            charge.endpoint_id if "endpoint_id" in grouped else None,
+            None,
+            None,
+            None,
+            STORAGE_UNIT,
+            bucket_start,
+            charge.storage_kind,
+        )
+        quantities[key] = quantities.get(key, 0) + 1
+        storage_sums[key] = storage_sums.get(key, Fraction(0)) + charge.exact_amount
+    rows = [
+        UsageRow(
+            *key[:5],
+            quantity=quantity,
+            amount=fraction_to_decimal(storage_sums[key]) if key.storage_kind is not None else exact_sum(amounts[key]),
+            bucket_start=key.bucket_start,
+            storage_kind=key.storage_kind,
+        )
+        for key, quantity in quantities.items()
+    ]
+    rows.sort(key=_row_order)
+    return rows
+
+
+class _Key(NamedTuple):
+    endpoint_id: str | None
+    workload_kind: str | None
+    instance_type: str | None
+    worker_type: str | None
+    unit: str
+    bucket_start: int | None
+    storage_kind: str | None
+
+
+def _row_order(row: UsageRow) -> tuple[object, ...]:
+    return (
+        row.bucket_start or 0,
+        row.unit == STORAGE_UNIT,
+        row.endpoint_id or "",
+        row.workload_kind or "",
+        row.instance_type or "",
+        row.worker_type or "",
+        row.unit,
+        row.storage_kind or "",
+    )
+
+
+def _buckets(start: int, end: int, step: int | None, run: UnitRun) -> Iterable[tuple[int, int]]:
+    """The window, or the UTC buckets of it that the run's unit starts can fall in."""
+    if step is None:
+        yield start, end
+        return
+    first = max(start, run.first_unit_start)
+    last = min(end, run.end)
+    if last <= first:
+        return
+    position = first - first % step
+    while position < last:
+        yield max(start, position), min(end, position + step)
+        position += step
 
 
 class UsageView:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, rollups: RollupSource | None = None) -> None:
         self.ledger = ledger
+        self.rollups = rollups
 
     def org_rating(self, org_id: str, now: int) -> OrgRating:
         """Every session, zero line, storage charge and anomaly of the org, open sessions accrued to `now` (R10)."""
         events = self.ledger.events_of(org_id)
         return rate_org(events, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now)
+
+    def query(
+        self,
+        org_id: str,
+        start: int,
+        end: int,
+        *,
+        now: int,
+        endpoint_id: str | None = None,
+        group_by: Sequence[str] = (),
+        bucket: BucketSize | None = None,
+    ) -> UsageReport:
+        """Billed units and exact amounts in [start, end), current to the last appended entry."""
+        if self.rollups is None:
+            raise RuntimeError("usage queries need rollups (a SQL store)")
+        violations = []
+        if end <= start:
+            violations.append(FieldViolation("end_time", "must be after start_time"))
+        elif end - start > MAX_WINDOW_MICROS:
+            violations.append(FieldViolation("end_time", "a usage window spans at most 400 days"))
+        for name in group_by:
+            if name not in GROUP_DIMENSIONS:
+                violations.append(FieldViolation("group_by", f"{name!r} is not one of {', '.join(GROUP_DIMENSIONS)}"))
+        if violations:
+            raise InvalidInput(violations)
+        prices = self.ledger.price_history()
+        plans = self.ledger.account_history(org_id).plans()
+        size = self.rollups.catch_up(org_id, prices, plans, now)
+        sessions = self.rollups.sessions_in(org_id, start, end, endpoint_id, prices, plans, now)
+        storage = self.rollups.storage_in(org_id, start, end, endpoint_id)
+        rows = usage_rows(sessions, storage, start, end, group_by, bucket)
+        return UsageReport(tuple(rows), exact_sum([r.amount for r in rows]), size)
+
+    def rebuild(self, org_id: str, now: int) -> tuple[int, int]:
+        if self.rollups is None:
+            raise RuntimeError("rollups need a SQL store")
+        return self.rollups.rebuild(
+            org_id, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now
+        )

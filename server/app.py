@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -12,15 +13,34 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.core import Ledger
-from ledger.sqlstore import open_store
+from ledger.sqlstore import SqlStore, open_store
+from ledger.sqlstore.keystore import SqlKeyStore
 from ledger.timeutil import Clock, system_clock
+from server.account_service import register_account
+from server.audit_service import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_SECONDS,
+    AuditOptions,
+    audit_options,
+    register_audit,
+)
+from server.auth import Authenticator, Authorization, CachedKeys
+from server.billing_service import BillingOptions, billing_options, register_billing, stop_billing
+from server.guard import RequestGuard
 from server.limits import DEFAULT_MAX_INFLIGHT, AppendLimit
 from server.service import LedgerServicer
+from server.support_service import register_support
+from server.telemetry import RpcObserver, server_interceptors, trace_sql
+from server.tls import ServerTls
+from server.usage_service import register_pricing, register_usage
 
 log = logging.getLogger("usageledger.server")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# How long a key record is cached: a revoked key stops working within this many seconds.
+KEY_CACHE_SECONDS = 5.0
 
 
 def _register_ledger(ledger: Ledger, server: grpc.Server) -> str:
@@ -29,7 +49,15 @@ def _register_ledger(ledger: Ledger, server: grpc.Server) -> str:
 
 
 # Every gRPC service the server exposes: each adds its servicer and returns its full name (for health/reflection).
-SERVICES: list[Callable[[Ledger, grpc.Server], str]] = [_register_ledger]
+SERVICES: list[Callable[[Ledger, grpc.Server], str]] = [
+    _register_ledger,
+    register_pricing,
+    register_usage,
+    register_audit,
+    register_support,
+    register_account,
+    register_billing,
+]
 
 
 @dataclass
@@ -40,6 +68,7 @@ class RunningServer:
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        stop_billing(self.ledger)  # the period closer finishes its org before the store closes
         self.ledger.store.close()
 
 
@@ -50,15 +79,32 @@ def start_server(
     clock: Clock = system_clock,
     workers: int = 16,
     max_inflight: int | None = DEFAULT_MAX_INFLIGHT,
+    signing_key: str | os.PathLike[str] | None = None,
+    ledger_name: str = DEFAULT_LEDGER_NAME,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    require_auth: bool = False,
+    tls: ServerTls | None = None,
+    tracing: bool = False,
+    key_cache_seconds: float = KEY_CACHE_SECONDS,
+    close_interval: float | None = None,
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
     At most `max_inflight` appends run at once (None: unbounded); the rest are refused with RESOURCE_EXHAUSTED.
+    With a `signing_key` file, each log's checkpoint (origin `<ledger_name>/<log id>`) is signed when it grew by
+    `checkpoint_every` entries or `checkpoint_seconds` after the last one (0 turns either trigger off).
+    With `require_auth` (implied by a `tls` with a client CA) every call but health and reflection needs an API key
+    or client certificate whose role server/auth.py's POLICY allows; `tracing` adds RPC and SQL spans.
+    With `close_interval` seconds, a period closer thread issues invoices and flips account state as time passes
+    (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs.
     """
-    interceptors = [AppendLimit(max_inflight)] if max_inflight is not None else []
+    store = open_store(database_url, clock=clock)
+    interceptors = _edge_interceptors(store, require_auth, tls, tracing, key_cache_seconds)
+    interceptors += [AppendLimit(max_inflight)] if max_inflight is not None else []
     # Appends at their limit must still leave threads for reads and health checks.
     threads = max(workers, (max_inflight or 0) + 4)
-    ledger = Ledger(open_store(database_url, clock=clock), clock=clock)
+    ledger = Ledger(store, clock=clock)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -67,11 +113,13 @@ def start_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    service_names = [register(ledger, server) for register in SERVICES]
+    audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
+    with audit_options(audit), billing_options(BillingOptions(close_interval)):
+        service_names = [register(ledger, server) for register in SERVICES]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
@@ -79,3 +127,20 @@ def start_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("usage ledger serving on port %d", port)
     return RunningServer(server, port, ledger)
+
+
+def _edge_interceptors(
+    store: SqlStore, require_auth: bool, tls: ServerTls | None, tracing: bool, key_cache_seconds: float
+) -> list[grpc.ServerInterceptor]:
+    """Outermost first: the RPC span, the access log, the request guard, then authentication and the policy."""
+    interceptors: list[grpc.ServerInterceptor] = []
+    if tracing:
+        interceptors += server_interceptors()
+        for engine in {store.writer, store.reader}:
+            trace_sql(engine)
+    interceptors += [RpcObserver(), RequestGuard()]
+    mutual = tls is not None and tls.mutual
+    if require_auth or mutual:
+        keys = CachedKeys(SqlKeyStore(store.reader), key_cache_seconds)
+        interceptors.append(Authorization(Authenticator(keys, trust_client_certs=mutual)))
+    return interceptors

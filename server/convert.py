@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.unknown_fields import UnknownFieldSet
 from usageledger.v1 import ledger_pb2 as pb
 
 from ledger.entry import Entry, EntryKind, LogHead
@@ -14,13 +16,28 @@ from ledger.store import Appended
 PROTO_FIELD_NAMES = {"occurred_at": "occur_time"}
 
 
-def _enum_name(enum: Any, value: int, prefix: str) -> str | None:
+def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
+    """Number -> billing-rules.md name of each value of a proto enum except zero (`*_UNSPECIFIED`: absent)."""
+    return {number: str(enum.Name(number))[len(prefix) :] for number in enum.values() if number != 0}
+
+
+# Looked up once here rather than through the enum wrappers for every field of every event on the ingest path.
+_WORKLOAD_KINDS = _enum_names(pb.WorkloadKind, "WORKLOAD_KIND_")
+_EVENT_TYPES = _enum_names(pb.EventType, "EVENT_TYPE_")
+_WORKER_TYPES = _enum_names(pb.WorkerType, "WORKER_TYPE_")
+_STOP_REASONS = _enum_names(pb.StopReason, "STOP_REASON_")
+_STORAGE_KINDS = _enum_names(pb.StorageKind, "STORAGE_KIND_")
+
+
+def _enum_name(names: dict[int, str], value: int) -> str | None:
     if value == 0:
         return None
-    try:
-        return str(enum.Name(value))[len(prefix) :]
-    except ValueError:
-        return f"<unknown enum value {value}>"
+    # A value this build does not know (proto3 enums are open) is passed on for the parser to reject by name.
+    return names.get(value) or f"<unknown enum value {value}>"
+
+
+# The range of a valid google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
 
 
 def event_to_raw(event: pb.UsageEvent) -> dict[str, Any]:
@@ -30,31 +47,49 @@ def event_to_raw(event: pb.UsageEvent) -> dict[str, Any]:
         "org_id": event.org_id,
         "endpoint_id": event.endpoint_id,
         "workload_id": event.workload_id,
-        "workload_kind": _enum_name(pb.WorkloadKind, event.workload_kind, "WORKLOAD_KIND_"),
+        "workload_kind": _enum_name(_WORKLOAD_KINDS, event.workload_kind),
         "development": event.development,
         "instance_type": event.instance_type,
-        "type": _enum_name(pb.EventType, event.type, "EVENT_TYPE_"),
+        "type": _enum_name(_EVENT_TYPES, event.type),
     }
     if event.HasField("occur_time"):
-        raw["occurred_at"] = event.occur_time.seconds * 1_000_000 + event.occur_time.nanos // 1000
-        if event.occur_time.nanos % 1000:
+        occur_time = event.occur_time
+        nanos = occur_time.nanos
+        if not 0 <= nanos < 1_000_000_000 or occur_time.seconds not in _TIMESTAMP_SECONDS:
+            raw["occurred_at"] = "Timestamp seconds/nanos out of range"  # not a valid Timestamp: rejected by name
+        elif nanos % 1000:
             raw["occurred_at"] = "sub-microsecond time"  # rejected by the parser with a clear message
-    optional_strings = ("workspace_id", "request_id", "volume_id", "gigabytes")
-    for name in optional_strings:
-        value = getattr(event, name)
-        if value:
-            raw[name] = value
-    worker = _enum_name(pb.WorkerType, event.worker_type, "WORKER_TYPE_")
-    if worker:
-        raw["worker_type"] = worker
-    stop = _enum_name(pb.StopReason, event.stop_reason, "STOP_REASON_")
-    if stop:
-        raw["stop_reason"] = stop
-    storage = _enum_name(pb.StorageKind, event.storage_kind, "STORAGE_KIND_")
-    if storage:
-        raw["storage_kind"] = storage
-    if event.interval_seconds:
-        raw["interval_seconds"] = event.interval_seconds
+        else:
+            raw["occurred_at"] = occur_time.seconds * 1_000_000 + nanos // 1000
+    text = event.workspace_id
+    if text:
+        raw["workspace_id"] = text
+    text = event.request_id
+    if text:
+        raw["request_id"] = text
+    text = event.volume_id
+    if text:
+        raw["volume_id"] = text
+    text = event.gigabytes
+    if text:
+        raw["gigabytes"] = text
+    value = event.worker_type
+    if value:
+        raw["worker_type"] = _enum_name(_WORKER_TYPES, value)
+    value = event.stop_reason
+    if value:
+        raw["stop_reason"] = _enum_name(_STOP_REASONS, value)
+    value = event.storage_kind
+    if value:
+        raw["storage_kind"] = _enum_name(_STORAGE_KINDS, value)
+    value = event.interval_seconds
+    if value:
+        raw["interval_seconds"] = value
+    # A field this build does not know, or a known one sent with the wrong wire type, would otherwise be dropped
+    # silently and the fact recorded without it; the parser refuses it by name like an unknown JSON field.
+    unknown = UnknownFieldSet(event)
+    for index in range(len(unknown)):
+        raw[f"field {unknown[index].field_number}"] = None
     return raw
 
 
@@ -148,6 +183,20 @@ def entry_from_proto(message: pb.Entry) -> Entry:
 
 def head_to_proto(head: LogHead) -> pb.LogHead:
     return pb.LogHead(log_id=head.log_id, size=head.size, head_hash=head.head_hash, root_hash=head.root_hash)
+
+
+def append_response(results: Sequence[Appended]) -> pb.AppendEventsResponse:
+    """The AppendEvents answer, built in place: one AppendResult per event, in request order."""
+    response = pb.AppendEventsResponse()
+    add = response.results.add
+    for result in results:
+        message = add()
+        message.log_id = result.log_id
+        message.sequence = result.sequence
+        message.entry_hash = result.entry_hash
+        if result.duplicate:
+            message.duplicate = True
+    return response
 
 
 def appended_to_proto(result: Appended) -> pb.AppendResult:

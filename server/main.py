@@ -9,10 +9,16 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
+from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
+from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.errors import LedgerError
 from server.app import start_server
+from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
 from server.limits import DEFAULT_MAX_INFLIGHT
+from server.telemetry import configure, configure_logging
+from server.tls import ServerTls
 
 DEFAULT_DATABASE_URL = "sqlite:///usage-ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -36,6 +42,19 @@ def _inflight_bound(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number of appends, 0 for no limit; got {text!r}")
     return value
+
+
+def _non_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be a non-negative {kind.__name__}, 0 to turn off; got {text!r}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,29 +85,142 @@ def main(argv: list[str] | None = None) -> int:
         help="appends served at once; more are refused with RESOURCE_EXHAUSTED so clients back off "
         "(default: %(default)s, 0: no limit) [env LEDGER_MAX_INFLIGHT]",
     )
+    parser.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        default=os.environ.get("LEDGER_SIGNING_KEY") or None,
+        help="private key file for signing checkpoints (create one with `ledgerctl audit keygen`); without it "
+        "no checkpoint is signed [env LEDGER_SIGNING_KEY]",
+    )
+    parser.add_argument(
+        "--ledger-name",
+        default=os.environ.get("LEDGER_NAME", DEFAULT_LEDGER_NAME),
+        help="checkpoint origins are LEDGER_NAME/LOG_ID (default: %(default)s) [env LEDGER_NAME]",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        metavar="N",
+        type=_non_negative(int),
+        default=os.environ.get("LEDGER_CHECKPOINT_EVERY", str(DEFAULT_CHECKPOINT_EVERY)),
+        help="sign a log's checkpoint once it grew by N entries (default: %(default)s, 0: off) "
+        "[env LEDGER_CHECKPOINT_EVERY]",
+    )
+    parser.add_argument(
+        "--checkpoint-seconds",
+        metavar="T",
+        type=_non_negative(float),
+        default=os.environ.get("LEDGER_CHECKPOINT_SECONDS", str(DEFAULT_CHECKPOINT_SECONDS)),
+        help="sign a grown log's checkpoint T seconds after its last one (default: %(default)s, 0: off) "
+        "[env LEDGER_CHECKPOINT_SECONDS]",
+    )
+    parser.add_argument(
+        "--close-interval",
+        metavar="T",
+        type=_non_negative(float),
+        default=os.environ.get("LEDGER_CLOSE_INTERVAL", str(DEFAULT_CLOSE_INTERVAL)),
+        help="every T seconds the period closer issues due invoices and re-checks account state (R15, R17-R19; "
+        "docs/billing.md) (default: %(default)s, 0: off) [env LEDGER_CLOSE_INTERVAL]",
+    )
+    parser.add_argument(
+        "--require-auth",
+        action="store_true",
+        default=os.environ.get("LEDGER_REQUIRE_AUTH", "") not in ("", "0", "false"),
+        help="every call but health and reflection needs an API key or client certificate whose role may make it "
+        "(docs/security.md; production sets this) [env LEDGER_REQUIRE_AUTH=1]",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=os.environ.get("LEDGER_SERVER_TLS_CERT") or None,
+        help="serve TLS with this PEM certificate chain [env LEDGER_SERVER_TLS_CERT]",
+    )
+    parser.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        default=os.environ.get("LEDGER_SERVER_TLS_KEY") or None,
+        help="the certificate's PEM private key, readable by its owner only [env LEDGER_SERVER_TLS_KEY]",
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        default=os.environ.get("LEDGER_TLS_CLIENT_CA") or None,
+        help="require client certificates signed by this CA (mutual TLS; the subject's CN is the role, O the org); "
+        "implies --require-auth [env LEDGER_TLS_CLIENT_CA]",
+    )
     parser.add_argument("--log-level", default=os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=os.environ.get("LEDGER_LOG_FORMAT", "json"),
+        help="JSON lines with trace ids (default) or plain text [env LEDGER_LOG_FORMAT]",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
 
-    if not _is_loopback(args.listen) and not args.allow_insecure_remote:
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        print("ledger-server: --tls-cert and --tls-key go together, and --tls-client-ca needs both", file=sys.stderr)
+        return 2
+    if args.tls_cert is None and not _is_loopback(args.listen) and not args.allow_insecure_remote:
         print(
             f"ledger-server: refusing to serve plaintext on {args.listen}, which is not a loopback address; "
-            "listen on 127.0.0.1 or pass --allow-insecure-remote",
+            "listen on 127.0.0.1, give --tls-cert and --tls-key, or pass --allow-insecure-remote",
             file=sys.stderr,
         )
         return 2
+    if not args.require_auth and not args.tls_client_ca and not _is_loopback(args.listen):
+        logging.getLogger("usageledger.server").warning(
+            "authentication is off on a non-loopback listener: anyone who reaches %s may append and read; "
+            "production runs with --require-auth",
+            args.listen,
+        )
     try:
-        running = start_server(args.database_url, args.listen, max_inflight=args.max_inflight or None)
+        tls = ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+        telemetry = configure(os.environ)
+    except (OSError, ValueError) as err:
+        print(f"ledger-server: {err}", file=sys.stderr)
+        return 2
+    try:
+        running = start_server(
+            args.database_url,
+            args.listen,
+            max_inflight=args.max_inflight or None,
+            signing_key=args.signing_key,
+            ledger_name=args.ledger_name,
+            checkpoint_every=int(args.checkpoint_every),
+            checkpoint_seconds=float(args.checkpoint_seconds),
+            close_interval=float(args.close_interval) or None,
+            require_auth=args.require_auth,
+            tls=tls,
+            tracing=telemetry.tracing,
+        )
     except (LedgerError, OSError) as err:
         print(f"ledger-server: {err}", file=sys.stderr)
         return 1
-    print(f"ledger-server: serving on {args.listen.rsplit(':', 1)[0]}:{running.port} ({args.database_url})", flush=True)
+    auth_on = args.require_auth or (tls is not None and tls.mutual)
+    security = ("TLS" if tls else "plaintext") + (", auth required" if auth_on else "")
+    print(
+        f"ledger-server: serving on {args.listen.rsplit(':', 1)[0]}:{running.port} "
+        f"({_redacted(args.database_url)}; {security})",
+        flush=True,
+    )
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     stopping.wait()
     running.stop(grace=5.0)
+    telemetry.shutdown()
     return 0
+
+
+def _redacted(url: str) -> str:
+    """A database URL fit to print: never its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("://", 1)[0] + "://…"
 
 
 if __name__ == "__main__":

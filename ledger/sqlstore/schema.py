@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, MetaData, String, Table
 
 metadata = MetaData()
 
@@ -49,4 +49,73 @@ log_heads = Table(
     Column("size", BigInteger, nullable=False),
     Column("head_hash", LargeBinary, nullable=False),
     Column("frontier", LargeBinary, nullable=False),
+)
+
+# -- derived usage rollups (rebuildable from the logs; never the source of truth) -------------------------------
+
+rollup_cursors = Table(
+    "rollup_cursors",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("applied_size", BigInteger, nullable=False),
+    Column("system_size", BigInteger, nullable=False),
+)
+rollup_workloads = Table(
+    "rollup_workloads",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("workload_id", String(128), primary_key=True),
+    Column("endpoint_id", String(128), nullable=False),
+    Column("workload_kind", String(16), nullable=False),
+    Column("instance_type", String(64), nullable=False),
+    Column("worker_type", String(16), nullable=False),
+    Column("lifecycle", LargeBinary, nullable=False),
+    Column("up", BigInteger),
+    Column("billed_end", BigInteger),
+    Column("is_open", Boolean, nullable=False),
+    Column("session", LargeBinary),
+)
+Index("ix_rollup_workloads_up", rollup_workloads.c.log_id, rollup_workloads.c.up)
+rollup_storage = Table(
+    "rollup_storage",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("endpoint_id", String(128), nullable=False),
+    Column("workload_id", String(128), nullable=False),
+    Column("storage_kind", String(16), nullable=False),
+    Column("start", BigInteger, nullable=False),
+    Column("charge", LargeBinary, nullable=False),
+)
+Index("ix_rollup_storage_start", rollup_storage.c.log_id, rollup_storage.c.start)
+
+# -- signed checkpoints (append-only like entries; see migration 0003) --------------------------------------------
+
+# One row per signed tree head of a log. The signature is in `note`; the other columns are copies of its text
+# for queries. (log_id, size) is the key: the ledger never signs two checkpoints of one size.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("note", String, nullable=False),  # no length: VARCHAR in PostgreSQL, TEXT in SQLite
+    Column("signed_at", BigInteger, nullable=False),
+)
+
+# -- API keys (mutable admin data, not ledger entries: no append-only triggers; see migration 0004) -------------
+
+# Only a salted hash of each key's secret is stored (ledger/keys.py). Revoking sets revoked_at; rows are kept so a
+# key id seen in an old log line can still be traced to its role and org.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("salt", LargeBinary, nullable=False),
+    Column("secret_hash", LargeBinary, nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("org_id", String(128)),
+    Column("label", String(200)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
 )

@@ -25,15 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cusageledger/v1/account.proto\x12\x0eusageledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\x0f\x41\x63\x63ountSettings\x12\x30\n\x0bgranularity\x18\x01 \x01(\x0e\x32\x1b.usageledger.v1.Granularity\x12\x18\n\x10\x64iscount_percent\x18\x02 \x01(\t\x12\x1c\n\x14spend_limit_per_hour\x18\x03 \x01(\t\x12#\n\x1bmonthly_after_paid_invoices\x18\x04 \x01(\r\"\xfc\x01\n\x19SetAccountSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0bgranularity\x18\x03 \x01(\x0e\x32\x1b.usageledger.v1.Granularity\x12\x18\n\x10\x64iscount_percent\x18\x04 \x01(\t\x12\x1c\n\x14spend_limit_per_hour\x18\x05 \x01(\t\x12#\n\x1bmonthly_after_paid_invoices\x18\x06 \x01(\r\x12\x0c\n\x04note\x18\x07 \x01(\t\"q\n\x1aSetAccountSettingsResponse\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x31\n\x08settings\x18\x03 \x01(\x0b\x32\x1f.usageledger.v1.AccountSettings\"X\n\x19GetAccountSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12+\n\x07\x61t_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1aGetAccountSettingsResponse\x12\x31\n\x08settings\x18\x01 \x01(\x0b\x32\x1f.usageledger.v1.AccountSettings*b\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16GRANULARITY_PER_MINUTE\x10\x01\x12\x1a\n\x16GRANULARITY_PER_SECOND\x10\x02\x32\xea\x01\n\x0e\x41\x63\x63ountService\x12k\n\x12SetAccountSettings\x12).usageledger.v1.SetAccountSettingsRequest\x1a*.usageledger.v1.SetAccountSettingsResponse\x12k\n\x12GetAccountSettings\x12).usageledger.v1.GetAccountSettingsRequest\x1a*.usageledger.v1.GetAccountSettingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cusageledger/v1/account.proto\x12\x0eusageledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\x0f\x41\x63\x63ountSettings\x12\x30\n\x0bgranularity\x18\x01 \x01(\x0e\x32\x1b.usageledger.v1.Granularity\x12\x18\n\x10\x64iscount_percent\x18\x02 \x01(\t\x12\x1c\n\x14spend_limit_per_hour\x18\x03 \x01(\t\x12#\n\x1bmonthly_after_paid_invoices\x18\x04 \x01(\r\"\xfc\x01\n\x19SetAccountSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0bgranularity\x18\x03 \x01(\x0e\x32\x1b.usageledger.v1.Granularity\x12\x18\n\x10\x64iscount_percent\x18\x04 \x01(\t\x12\x1c\n\x14spend_limit_per_hour\x18\x05 \x01(\t\x12#\n\x1bmonthly_after_paid_invoices\x18\x06 \x01(\r\x12\x0c\n\x04note\x18\x07 \x01(\t\"q\n\x1aSetAccountSettingsResponse\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x31\n\x08settings\x18\x03 \x01(\x0b\x32\x1f.usageledger.v1.AccountSettings\"X\n\x19GetAccountSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12+\n\x07\x61t_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1aGetAccountSettingsResponse\x12\x31\n\x08settings\x18\x01 \x01(\x0b\x32\x1f.usageledger.v1.AccountSettings\"\xb2\x02\n\x12\x41\x63\x63ountStateChange\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x34\n\x04type\x18\x03 \x01(\x0e\x32&.usageledger.v1.AccountStateChangeType\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x06 \x01(\t\x12@\n\x07\x66igures\x18\x07 \x03(\x0b\x32/.usageledger.v1.AccountStateChange.FiguresEntry\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\x16GetAccountStateRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\xf1\x04\n\x17GetAccountStateResponse\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.usageledger.v1.AccountState\x12\x1c\n\x14spend_limit_exceeded\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65\x61\x63tivated\x18\x04 \x01(\x08\x12\x1e\n\x16payment_method_on_file\x18\x05 \x01(\x08\x12 \n\x18payment_method_reference\x18\x06 \x01(\t\x12\x13\n\x0b\x63redit_left\x18\x07 \x01(\t\x12\x19\n\x11open_period_total\x18\x08 \x01(\t\x12\x1e\n\x16open_period_amount_due\x18\t \x01(\t\x12:\n\x16open_period_start_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0chourly_spend\x18\x0b \x01(\t\x12\x1c\n\x14spend_limit_per_hour\x18\x0c \x01(\t\x12\x19\n\x11unpaid_amount_due\x18\r \x01(\t\x12/\n\x07\x63\x61\x64\x65nce\x18\x0e \x01(\x0e\x32\x1e.usageledger.v1.InvoiceCadence\x12\x18\n\x10\x64iscount_percent\x18\x0f \x01(\t\x12\x15\n\rcurrency_code\x18\x10 \x01(\t\x12.\n\nas_of_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0blast_change\x18\x12 \x01(\x0b\x32\".usageledger.v1.AccountStateChange\"Z\n\x18WatchAccountStateRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1b\n\x0estart_sequence\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_start_sequence\"|\n\x19WatchAccountStateResponse\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.usageledger.v1.AccountState\x12\x32\n\x06\x63hange\x18\x02 \x01(\x0b\x32\".usageledger.v1.AccountStateChange\"<\n\x17SetPaymentMethodRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\"\x8c\x01\n\x18SetPaymentMethodResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x32\n\x06\x63hange\x18\x02 \x01(\x0b\x32\".usageledger.v1.AccountStateChange\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.usageledger.v1.AccountState\"+\n\x19\x43learPaymentMethodRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x8e\x01\n\x1a\x43learPaymentMethodResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x32\n\x06\x63hange\x18\x02 \x01(\x0b\x32\".usageledger.v1.AccountStateChange\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.usageledger.v1.AccountState*b\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16GRANULARITY_PER_MINUTE\x10\x01\x12\x1a\n\x16GRANULARITY_PER_SECOND\x10\x02*\x8e\x01\n\x0c\x41\x63\x63ountState\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43OUNT_STATE_ACTIVE\x10\x01\x12&\n\"ACCOUNT_STATE_SPEND_LIMIT_EXCEEDED\x10\x02\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_DEACTIVATED\x10\x03*\xe8\x02\n\x16\x41\x63\x63ountStateChangeType\x12)\n%ACCOUNT_STATE_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x32\n.ACCOUNT_STATE_CHANGE_TYPE_SPEND_LIMIT_EXCEEDED\x10\x01\x12\x31\n-ACCOUNT_STATE_CHANGE_TYPE_SPEND_LIMIT_CLEARED\x10\x02\x12)\n%ACCOUNT_STATE_CHANGE_TYPE_DEACTIVATED\x10\x03\x12)\n%ACCOUNT_STATE_CHANGE_TYPE_REACTIVATED\x10\x04\x12\x30\n,ACCOUNT_STATE_CHANGE_TYPE_PAYMENT_METHOD_SET\x10\x05\x12\x34\n0ACCOUNT_STATE_CHANGE_TYPE_PAYMENT_METHOD_CLEARED\x10\x06*z\n\x0eInvoiceCadence\x12\x1f\n\x1bINVOICE_CADENCE_UNSPECIFIED\x10\x00\x12*\n&INVOICE_CADENCE_THRESHOLD_OR_MONTH_END\x10\x01\x12\x1b\n\x17INVOICE_CADENCE_MONTHLY\x10\x02\x32\x8e\x05\n\x0e\x41\x63\x63ountService\x12k\n\x12SetAccountSettings\x12).usageledger.v1.SetAccountSettingsRequest\x1a*.usageledger.v1.SetAccountSettingsResponse\x12k\n\x12GetAccountSettings\x12).usageledger.v1.GetAccountSettingsRequest\x1a*.usageledger.v1.GetAccountSettingsResponse\x12\x62\n\x0fGetAccountState\x12&.usageledger.v1.GetAccountStateRequest\x1a\'.usageledger.v1.GetAccountStateResponse\x12j\n\x11WatchAccountState\x12(.usageledger.v1.WatchAccountStateRequest\x1a).usageledger.v1.WatchAccountStateResponse0\x01\x12\x65\n\x10SetPaymentMethod\x12\'.usageledger.v1.SetPaymentMethodRequest\x1a(.usageledger.v1.SetPaymentMethodResponse\x12k\n\x12\x43learPaymentMethod\x12).usageledger.v1.ClearPaymentMethodRequest\x1a*.usageledger.v1.ClearPaymentMethodResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'usageledger.v1.account_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRANULARITY']._serialized_start=785
-  _globals['_GRANULARITY']._serialized_end=883
+  _globals['_ACCOUNTSTATECHANGE_FIGURESENTRY']._loaded_options = None
+  _globals['_ACCOUNTSTATECHANGE_FIGURESENTRY']._serialized_options = b'8\001'
+  _globals['_GRANULARITY']._serialized_start=2377
+  _globals['_GRANULARITY']._serialized_end=2475
+  _globals['_ACCOUNTSTATE']._serialized_start=2478
+  _globals['_ACCOUNTSTATE']._serialized_end=2620
+  _globals['_ACCOUNTSTATECHANGETYPE']._serialized_start=2623
+  _globals['_ACCOUNTSTATECHANGETYPE']._serialized_end=2983
+  _globals['_INVOICECADENCE']._serialized_start=2985
+  _globals['_INVOICECADENCE']._serialized_end=3107
   _globals['_ACCOUNTSETTINGS']._serialized_start=82
   _globals['_ACCOUNTSETTINGS']._serialized_end=242
   _globals['_SETACCOUNTSETTINGSREQUEST']._serialized_start=245
@@ -44,6 +52,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETACCOUNTSETTINGSREQUEST']._serialized_end=702
   _globals['_GETACCOUNTSETTINGSRESPONSE']._serialized_start=704
   _globals['_GETACCOUNTSETTINGSRESPONSE']._serialized_end=783
-  _globals['_ACCOUNTSERVICE']._serialized_start=886
-  _globals['_ACCOUNTSERVICE']._serialized_end=1120
+  _globals['_ACCOUNTSTATECHANGE']._serialized_start=786
+  _globals['_ACCOUNTSTATECHANGE']._serialized_end=1092
+  _globals['_ACCOUNTSTATECHANGE_FIGURESENTRY']._serialized_start=1046
+  _globals['_ACCOUNTSTATECHANGE_FIGURESENTRY']._serialized_end=1092
+  _globals['_GETACCOUNTSTATEREQUEST']._serialized_start=1094
+  _globals['_GETACCOUNTSTATEREQUEST']._serialized_end=1134
+  _globals['_GETACCOUNTSTATERESPONSE']._serialized_start=1137
+  _globals['_GETACCOUNTSTATERESPONSE']._serialized_end=1762
+  _globals['_WATCHACCOUNTSTATEREQUEST']._serialized_start=1764
+  _globals['_WATCHACCOUNTSTATEREQUEST']._serialized_end=1854
+  _globals['_WATCHACCOUNTSTATERESPONSE']._serialized_start=1856
+  _globals['_WATCHACCOUNTSTATERESPONSE']._serialized_end=1980
+  _globals['_SETPAYMENTMETHODREQUEST']._serialized_start=1982
+  _globals['_SETPAYMENTMETHODREQUEST']._serialized_end=2042
+  _globals['_SETPAYMENTMETHODRESPONSE']._serialized_start=2045
+  _globals['_SETPAYMENTMETHODRESPONSE']._serialized_end=2185
+  _globals['_CLEARPAYMENTMETHODREQUEST']._serialized_start=2187
+  _globals['_CLEARPAYMENTMETHODREQUEST']._serialized_end=2230
+  _globals['_CLEARPAYMENTMETHODRESPONSE']._serialized_start=2233
+  _globals['_CLEARPAYMENTMETHODRESPONSE']._serialized_end=2375
+  _globals['_ACCOUNTSERVICE']._serialized_start=3110
+  _globals['_ACCOUNTSERVICE']._serialized_end=3764
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,26 @@ class AccountServiceStub:
                 request_serializer=usageledger_dot_v1_dot_account__pb2.GetAccountSettingsRequest.SerializeToString,
                 response_deserializer=usageledger_dot_v1_dot_account__pb2.GetAccountSettingsResponse.FromString,
                 _registered_method=True)
+        self.GetAccountState = channel.unary_unary(
+                '/usageledger.v1.AccountService/GetAccountState',
+                request_serializer=usageledger_dot_v1_dot_account__pb2.GetAccountStateRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_account__pb2.GetAccountStateResponse.FromString,
+                _registered_method=True)
+        self.WatchAccountState = channel.unary_stream(
+                '/usageledger.v1.AccountService/WatchAccountState',
+                request_serializer=usageledger_dot_v1_dot_account__pb2.WatchAccountStateRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_account__pb2.WatchAccountStateResponse.FromString,
+                _registered_method=True)
+        self.SetPaymentMethod = channel.unary_unary(
+                '/usageledger.v1.AccountService/SetPaymentMethod',
+                request_serializer=usageledger_dot_v1_dot_account__pb2.SetPaymentMethodRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_account__pb2.SetPaymentMethodResponse.FromString,
+                _registered_method=True)
+        self.ClearPaymentMethod = channel.unary_unary(
+                '/usageledger.v1.AccountService/ClearPaymentMethod',
+                request_serializer=usageledger_dot_v1_dot_account__pb2.ClearPaymentMethodRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_account__pb2.ClearPaymentMethodResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -65,6 +85,34 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccountState(self, request, context):
+        """GetAccountState returns the org's state (R15, R19) as its STATE entries leave it, with live figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAccountState(self, request, context):
+        """WatchAccountState sends the current state, then every state change as it is appended, until cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPaymentMethod(self, request, context):
+        """SetPaymentMethod records the payment processor's opaque reference for the org's payment method (R19).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearPaymentMethod(self, request, context):
+        """ClearPaymentMethod removes the payment method on file (R19).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +125,26 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.GetAccountSettings,
                     request_deserializer=usageledger_dot_v1_dot_account__pb2.GetAccountSettingsRequest.FromString,
                     response_serializer=usageledger_dot_v1_dot_account__pb2.GetAccountSettingsResponse.SerializeToString,
+            ),
+            'GetAccountState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountState,
+                    request_deserializer=usageledger_dot_v1_dot_account__pb2.GetAccountStateRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_account__pb2.GetAccountStateResponse.SerializeToString,
+            ),
+            'WatchAccountState': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAccountState,
+                    request_deserializer=usageledger_dot_v1_dot_account__pb2.WatchAccountStateRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_account__pb2.WatchAccountStateResponse.SerializeToString,
+            ),
+            'SetPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPaymentMethod,
+                    request_deserializer=usageledger_dot_v1_dot_account__pb2.SetPaymentMethodRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_account__pb2.SetPaymentMethodResponse.SerializeToString,
+            ),
+            'ClearPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearPaymentMethod,
+                    request_deserializer=usageledger_dot_v1_dot_account__pb2.ClearPaymentMethodRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_account__pb2.ClearPaymentMethodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +202,114 @@ class AccountService:
             '/usageledger.v1.AccountService/GetAccountSettings',
             usageledger_dot_v1_dot_account__pb2.GetAccountSettingsRequest.SerializeToString,
             usageledger_dot_v1_dot_account__pb2.GetAccountSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.AccountService/GetAccountState',
+            usageledger_dot_v1_dot_account__pb2.GetAccountStateRequest.SerializeToString,
+            usageledger_dot_v1_dot_account__pb2.GetAccountStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAccountState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/usageledger.v1.AccountService/WatchAccountState',
+            usageledger_dot_v1_dot_account__pb2.WatchAccountStateRequest.SerializeToString,
+            usageledger_dot_v1_dot_account__pb2.WatchAccountStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.AccountService/SetPaymentMethod',
+            usageledger_dot_v1_dot_account__pb2.SetPaymentMethodRequest.SerializeToString,
+            usageledger_dot_v1_dot_account__pb2.SetPaymentMethodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.AccountService/ClearPaymentMethod',
+            usageledger_dot_v1_dot_account__pb2.ClearPaymentMethodRequest.SerializeToString,
+            usageledger_dot_v1_dot_account__pb2.ClearPaymentMethodResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,46 @@
+"""Summarise py-spy's collapsed stacks: where the server's GIL-holding time goes, by function."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
+
+
+def _name(frame: str) -> str:
+    """`append (ledger/sqlstore/store.py:120)` -> `ledger/sqlstore/store.py:append` (line numbers dropped)."""
+    match = _FRAME.match(frame.strip())
+    if match is None:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{path}:{match['func']}"
+
+
+def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function, largest first."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_name(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+
+    def share(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [{"function": f, "share": round(n / total, 4), "samples": n} for f, n in counter.most_common(top)]
+
+    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}

@@ -1,0 +1,69 @@
+"""Audit verification rate (ledger.audit) and inclusion-proof latency (ledger.merkle) on a big org log."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ledger import audit, merkle
+from ledger.sqlstore import SqlStore
+
+
+def verify_rate(store: SqlStore, log_id: str) -> dict[str, Any]:
+    """Time ledger.audit.verify over one log, from entry 0 to its head."""
+    t0 = time.perf_counter()
+    report = audit.verify(store, [log_id])
+    elapsed = time.perf_counter() - t0
+    failure = report.first_failure()
+    if failure is not None:
+        raise RuntimeError(f"the benchmark log does not verify: {failure.failure}")
+    return {
+        "log_id": log_id,
+        "entries": report.entries,
+        "seconds": round(elapsed, 3),
+        "entries_per_second": round(report.entries / elapsed, 1),
+    }
+
+
+class _LogNodes:
+    """merkle.NodeSource for one log of the store."""
+
+    def __init__(self, store: SqlStore, log_id: str) -> None:
+        self.store = store
+        self.log_id = log_id
+
+    def subtree_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        return self.store.subtree_hashes(self.log_id, nodes)
+
+
+def inclusion_proofs(store: SqlStore, log_id: str, count: int, seed: int = 11) -> dict[str, Any] | None:
+    """Latency of merkle.inclusion_proof against SqlStore.subtree_hashes; every proof is then checked."""
+    if not hasattr(merkle, "inclusion_proof"):
+        return None
+    head = store.head(log_id)
+    rng = random.Random(seed)
+    indexes = [rng.randrange(head.size) for _ in range(count)]
+    source = _LogNodes(store, log_id)
+    for index in indexes[:20]:  # warm-up
+        merkle.inclusion_proof(index, head.size, source)
+    times = []
+    proofs = []
+    for index in indexes:
+        t0 = time.perf_counter()
+        proofs.append(merkle.inclusion_proof(index, head.size, source))
+        times.append(time.perf_counter() - t0)
+    for index, proof in zip(indexes, proofs, strict=True):
+        leaf = merkle.leaf_hash(store.get_entry(log_id, index).encoded())
+        merkle.verify_inclusion(leaf, index, head.size, proof, head.root_hash)
+    ordered = sorted(times)
+    return {
+        "tree_size": head.size,
+        "count": count,
+        "hashes_mean": round(statistics.fmean(len(p) for p in proofs), 1),
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[min(count - 1, int(count * 0.99))] * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+    }

@@ -1,0 +1,193 @@
+"""`ledgerctl export` / `ledgerctl import`: move whole logs between databases as JSON Lines, every hash re-checked."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+
+from client.ledger_client import LedgerClient
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    JsonFlag,
+    Target,
+    emit_json,
+    fail,
+    out,
+    rpc_failure,
+)
+from ledger.audit import all_log_ids
+from ledger.entry import Entry, LogHead, org_log_id
+from ledger.errors import LedgerError, NotFound, VerificationError
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="LEDGER_DATABASE_URL",
+        help="SQLAlchemy URL of the ledger database (sqlite:///FILE or postgresql+psycopg://USER@HOST/DB).",
+    ),
+]
+
+
+class _ApiLogs:
+    """Export through the API when no database URL is given: the served entries carry every exported field."""
+
+    def __init__(self, client: LedgerClient) -> None:
+        self.client = client
+
+    def head(self, log_id: str) -> LogHead:
+        try:
+            return self.client.head(log_id)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(err.details()) from err
+            raise
+
+    def list_logs(self, after: str, limit: int) -> list[LogHead]:
+        return [h for h in self.client.logs() if h.log_id > after][:limit]
+
+    def iter_entries(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Entry]:
+        for entry in self.client.entries(log_id, start):
+            if stop is not None and entry.sequence >= stop:
+                return
+            yield entry
+
+
+def export_command(
+    org: Annotated[list[str] | None, typer.Option("--org", help="Export this org's log (repeatable).")] = None,
+    log: Annotated[
+        list[str] | None, typer.Option("--log", help="Export this log, e.g. `system` for price books (repeatable).")
+    ] = None,
+    all_logs: Annotated[bool, typer.Option("--all", help="Export every log.")] = False,
+    database_url: DatabaseUrl = None,
+    target: Target = DEFAULT_TARGET,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of standard output.")
+    ] = None,
+) -> None:
+    """Write logs as JSON Lines: a header, then every entry with all its stored fields and hashes.
+
+    Reads the database with --database-url, otherwise the server at --target. Each log is exported up to its
+    head when the export began; every chain link is checked on the way out.
+    """
+    log_ids = [org_log_id(o) for o in org or []] + list(log or [])
+    if all_logs == bool(log_ids):
+        fail("give --org ORG and/or --log LOG, or --all", EXIT_USAGE)
+    with ExitStack() as stack:
+        source: Any
+        if database_url:
+            from ledger.sqlstore import open_store
+
+            try:
+                source = open_store(database_url)
+            except LedgerError as err:
+                fail(str(err), EXIT_USAGE)
+            stack.callback(source.close)
+        else:
+            source = _ApiLogs(stack.enter_context(LedgerClient(target)))
+        try:
+            if all_logs:
+                log_ids = list(all_log_ids(source))
+            _write(source, log_ids, output)
+        except grpc.RpcError as err:
+            rpc_failure(err, target, False)
+        except OSError as err:
+            fail(f"cannot write {output or 'standard output'}: {err}", EXIT_USAGE)
+        except LedgerError as err:
+            # NotFound (no such log) and VerificationError (a damaged store) alike: the ledger said no.
+            fail(str(err), EXIT_REFUSED)
+
+
+def _write(source: Any, log_ids: list[str], output: Path | None) -> None:
+    """Stream the export; a file is written beside its name and renamed at the end, so a failed export never
+    leaves a plausible-looking partial file behind."""
+    from ledger.export import export_lines
+
+    if output is None:
+        for line in export_lines(source, log_ids):
+            sys.stdout.buffer.write(line.encode("utf-8") + b"\n")
+        sys.stdout.buffer.flush()
+        return
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with partial.open("wb") as sink:
+            for line in export_lines(source, log_ids):
+                sink.write(line.encode("utf-8") + b"\n")
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def import_command(
+    file: Annotated[Path, typer.Argument(help="A file written by `ledgerctl export`.")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify every hash, chain link and Merkle root of FILE, then insert its logs with the very same hashes.
+
+    Nothing is written unless the whole file checks out; a bad file is refused naming its first bad line. The
+    target must not hold any of the file's logs yet (import creates logs, it never merges into one).
+    """
+    if not database_url:
+        fail("give --database-url URL (or set LEDGER_DATABASE_URL): import writes to the database", EXIT_USAGE)
+    if not file.is_file():
+        fail(f"cannot read {file}: no such file", EXIT_USAGE, as_json=as_json)
+    from ledger.export import import_export
+    from ledger.sqlstore import open_store
+
+    try:
+        store = open_store(database_url)
+    except LedgerError as err:
+        fail(str(err), EXIT_USAGE, as_json=as_json)
+    try:
+        logs = import_export(store, file)
+    except VerificationError as err:
+        fail(f"refused, nothing imported: {err}", EXIT_REFUSED, as_json=as_json)
+    except LedgerError as err:
+        fail(str(err), EXIT_REFUSED, as_json=as_json)
+    except OSError as err:
+        fail(f"cannot read {file}: {err}", EXIT_USAGE, as_json=as_json)
+    finally:
+        store.close()
+    summary = {
+        "ok": True,
+        "file": str(file),
+        "entries": sum(log.head.size for log in logs),
+        "logs": [
+            {
+                "log_id": log.head.log_id,
+                "size": log.head.size,
+                "head_hash": log.head.head_hash.hex(),
+                "root_hash": log.head.root_hash.hex(),
+            }
+            for log in logs
+        ],
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    for log in logs:
+        out.print(f"{log.head.log_id}: {log.head.size} entries, Merkle root {log.head.root_hash.hex()}")
+    out.print(f"[green]imported[/] {summary['entries']} entries in {len(logs)} logs, every hash verified")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `export` and `import` as top-level commands of `app` (ledgerctl)."""
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+
+
+app = typer.Typer(help="Export and import whole ledger logs as verified JSON Lines.", no_args_is_help=True)
+register(app)
+
+
+if __name__ == "__main__":
+    app(prog_name="ledgerctl")

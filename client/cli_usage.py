@@ -1,0 +1,251 @@
+"""`ledgerctl prices`, `ledgerctl usage` and `ledgerctl rollups`: price books (R11, R12) and rated usage (R10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+import yaml
+from rich.table import Table
+from usageledger.v1 import pricing_pb2 as ppb
+from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
+from usageledger.v1 import usage_pb2 as upb
+from usageledger.v1 import usage_pb2_grpc as upb_grpc
+
+from client.ledger_client import LedgerClient
+from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from ledger.timeutil import format_micros, parse_rfc3339_micros
+from server.convert import micros_to_timestamp, timestamp_to_micros
+
+prices_app = typer.Typer(help="Price books: per-second flex and active rates per instance type (R11, R12).")
+rollups_app = typer.Typer(help="Derived usage rollups (rebuildable from the logs).")
+
+_GROUPS = {
+    "endpoint": upb.GROUP_BY_ENDPOINT,
+    "workload_kind": upb.GROUP_BY_WORKLOAD_KIND,
+    "instance_type": upb.GROUP_BY_INSTANCE_TYPE,
+    "worker_type": upb.GROUP_BY_WORKER_TYPE,
+}
+_BUCKETS = {"hour": upb.BUCKET_HOUR, "day": upb.BUCKET_DAY}
+
+
+def _time(value: str, option: str, as_json: bool) -> int:
+    try:
+        return parse_rfc3339_micros(value)
+    except ValueError as err:
+        fail(f"{option} {value!r}: {err}", EXIT_USAGE, as_json=as_json)
+
+
+def _book_json(book: ppb.PriceBook) -> dict[str, Any]:
+    return {
+        "version": book.version,
+        "effective_from": format_micros(timestamp_to_micros(book.effective_time)),
+        "note": book.note,
+        "currency": book.currency_code,
+        "rates": {
+            r.instance_type: {"flex_per_second": r.flex_per_second, "active_per_second": r.active_per_second}
+            for r in book.rates
+        },
+    }
+
+
+def _print_book(book: ppb.PriceBook) -> None:
+    table = Table(
+        "instance type",
+        "flex $/s",
+        "active $/s",
+        "flex $/min",
+        "active $/min",
+        title=f"price book v{book.version}, in force from {format_micros(timestamp_to_micros(book.effective_time))}",
+    )
+    from decimal import Decimal
+
+    for r in book.rates:
+        table.add_row(
+            r.instance_type,
+            r.flex_per_second,
+            r.active_per_second,
+            str(Decimal(r.flex_per_second) * 60),
+            str(Decimal(r.active_per_second) * 60),
+        )
+    out.print(table)
+
+
+@prices_app.command("set")
+def prices_set(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON or YAML: {effective_from, note, rates: {TYPE: {flex_per_second, active_per_second}}}."
+        ),
+    ],
+    target: Target = DEFAULT_TARGET,
+    as_json: JsonFlag = False,
+) -> None:
+    """Append a price-book version (R12); its rates are merged over the version in force at effective_from."""
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (OSError, yaml.YAMLError) as err:
+        fail(f"cannot read {file}: {err}", EXIT_USAGE, as_json=as_json)
+    if not isinstance(raw, dict) or not isinstance(raw.get("rates"), dict):
+        fail(f"{file}: expected a mapping with `rates`", EXIT_USAGE, as_json=as_json)
+    request = ppb.SetPriceBookRequest(note=str(raw.get("note", "")))
+    for name, pair in raw["rates"].items():
+        if not isinstance(pair, dict):
+            fail(f"{file}: rates[{name!r}] must map flex_per_second and active_per_second", EXIT_USAGE, as_json=as_json)
+        request.rates.append(
+            ppb.InstanceRate(
+                instance_type=str(name),
+                flex_per_second=str(pair.get("flex_per_second", "")),
+                active_per_second=str(pair.get("active_per_second", "")),
+            )
+        )
+    if raw.get("effective_from"):
+        request.effective_time.CopyFrom(
+            micros_to_timestamp(_time(str(raw["effective_from"]), "effective_from", as_json))
+        )
+    with LedgerClient(target) as client:
+        try:
+            response = client.call(ppb_grpc.PricingServiceStub(client.channel).SetPriceBook, request)
+        except grpc.RpcError as err:
+            rpc_failure(err, target, as_json)
+    if as_json:
+        emit_json(_book_json(response.price_book))
+    else:
+        _print_book(response.price_book)
+
+
+@prices_app.command("show")
+def prices_show(
+    at: Annotated[str | None, typer.Option("--at", help="RFC 3339 instant (default: now).")] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Every version, in effective order.")] = False,
+    target: Target = DEFAULT_TARGET,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the price book in force at an instant (R12)."""
+    with LedgerClient(target) as client:
+        stub = ppb_grpc.PricingServiceStub(client.channel)
+        try:
+            if all_versions:
+                books = list(client.call(stub.ListPriceBooks, ppb.ListPriceBooksRequest()).price_books)
+            else:
+                request = ppb.GetPriceBookRequest()
+                if at:
+                    request.at_time.CopyFrom(micros_to_timestamp(_time(at, "--at", as_json)))
+                books = [client.call(stub.GetPriceBook, request).price_book]
+        except grpc.RpcError as err:
+            rpc_failure(err, target, as_json)
+    if as_json:
+        emit_json([_book_json(b) for b in books] if all_versions else _book_json(books[0]))
+    else:
+        for book in books:
+            _print_book(book)
+
+
+def usage(
+    org: Annotated[str, typer.Option("--org", help="Org ID.")],
+    start: Annotated[str, typer.Option("--from", help="Window start, RFC 3339 (inclusive).")],
+    end: Annotated[str, typer.Option("--to", help="Window end, RFC 3339 (exclusive).")],
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Only this endpoint.")] = None,
+    group_by: Annotated[
+        str, typer.Option("--group-by", help="Comma list of endpoint, workload_kind, instance_type, worker_type.")
+    ] = "",
+    bucket: Annotated[str | None, typer.Option("--bucket", help="hour or day (UTC).")] = None,
+    target: Target = DEFAULT_TARGET,
+    as_json: JsonFlag = False,
+) -> None:
+    """Billed units (R10) and exact amounts per group and bucket, plus storage lines (R13, R14)."""
+    request = upb.QueryUsageRequest(org_id=org, endpoint_id=endpoint or "")
+    request.start_time.CopyFrom(micros_to_timestamp(_time(start, "--from", as_json)))
+    request.end_time.CopyFrom(micros_to_timestamp(_time(end, "--to", as_json)))
+    for name in filter(None, (g.strip() for g in group_by.split(","))):
+        if name not in _GROUPS:
+            fail(f"--group-by {name!r}: use {', '.join(_GROUPS)}", EXIT_USAGE, as_json=as_json)
+        request.group_by.append(_GROUPS[name])
+    if bucket is not None:
+        if bucket not in _BUCKETS:
+            fail(f"--bucket {bucket!r}: use hour or day", EXIT_USAGE, as_json=as_json)
+        request.bucket = _BUCKETS[bucket]
+    with LedgerClient(target) as client:
+        try:
+            response = client.call(upb_grpc.UsageServiceStub(client.channel).QueryUsage, request)
+        except grpc.RpcError as err:
+            rpc_failure(err, target, as_json)
+    rows = [_row_json(r, bucket is not None) for r in response.rows]
+    if as_json:
+        emit_json({"org_id": org, "rows": rows, "total": response.total_amount, "currency": response.currency_code})
+        return
+    table = Table(title=f"usage of {org}, {start} to {end}")
+    columns = (["bucket"] if bucket else []) + [
+        "endpoint",
+        "kind",
+        "instance",
+        "worker",
+        "storage",
+        "unit",
+        "quantity",
+        "amount",
+    ]
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("quantity", "amount") else "left")
+    for row in rows:
+        values = [row.get("bucket_start", "")] if bucket else []
+        values += [
+            row["endpoint_id"] or "",
+            row["workload_kind"] or "",
+            row["instance_type"] or "",
+            row["worker_type"] or "",
+            row.get("storage_kind") or "",
+            row["unit"],
+            str(row["quantity"]),
+            _short(row["amount"]),
+        ]
+        table.add_row(*values)
+    out.print(table)
+    out.print(f"total {_short(response.total_amount)} {response.currency_code} (exact: {response.total_amount})")
+
+
+def _short(amount: str) -> str:
+    """Amounts are exact and can run to 50 digits (R13/R14 storage); tables show 8 places, JSON the whole."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return f"{Decimal(amount).quantize(Decimal('0.00000001'), rounding=ROUND_HALF_UP):f}"
+
+
+def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "endpoint_id": row.endpoint_id or None,
+        "workload_kind": row.workload_kind or None,
+        "instance_type": row.instance_type or None,
+        "worker_type": row.worker_type or None,
+        "unit": row.unit,
+        "quantity": row.quantity,
+        "amount": row.amount,
+    }
+    if row.storage_kind:
+        data["storage_kind"] = row.storage_kind
+    if bucketed:
+        data["bucket_start"] = format_micros(timestamp_to_micros(row.bucket_start_time))
+    return data
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    org: Annotated[str, typer.Option("--org", help="Org ID.")],
+    target: Target = DEFAULT_TARGET,
+    as_json: JsonFlag = False,
+) -> None:
+    """Drop the org's derived rollups and re-derive them from its log."""
+    with LedgerClient(target) as client:
+        try:
+            response = client.call(
+                upb_grpc.UsageServiceStub(client.channel).RebuildRollups, upb.RebuildRollupsRequest(org_id=org)
+            )
+        except grpc.RpcError as err:
+            rpc_failure(err, target, as_json)
+    if as_json:
+        emit_json({"ok": True, "org_id": org, "entries": response.entries, "workloads": response.workloads})
+    else:
+        out.print(f"rebuilt rollups of {org}: {response.entries} entries read, {response.workloads} workloads rated")

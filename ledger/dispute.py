@@ -1,0 +1,1272 @@
+"""Dispute reconstruction (R27): every charge of an endpoint in a time window, or of one request, rebuilt from entries.
+
+A support ticket names an endpoint, maybe a request, and an approximate time. `reconstruct` reads only what the
+indexes point at: the endpoint's entries in the window (ix_entries_endpoint_time), every entry of each workload
+found there (ix_entries_workload), the workloads up across the whole window with no entry inside it, a request's
+entries (ix_entries_request) and the org's ACCOUNT and ADJUSTMENT entries (ix_entries_kind). It re-rates those
+workloads with the rating engine and says, for every line, the rule that decided it (R1-R14, R25, R26) and the
+entries (log, sequence number, entry hash) it rests on. Invoices (R17, R22) and inclusion proofs come through
+small adapters that answer "not yet invoiced" and "no signed checkpoint" until ledger.billing and a signing key
+exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ledger.account import AccountChange, AccountHistory
+from ledger.adjustments import Adjustment
+from ledger.entry import SYSTEM_LOG, Entry, EntryKind, EntryRef, org_log_id
+from ledger.errors import FieldViolation, InvalidInput, NotFound
+from ledger.events import (
+    DEFAULT_STORAGE_INTERVAL_SECONDS,
+    IDENTIFIER_RE,
+    IDENTIFIER_RULE,
+    EventType,
+    StopReason,
+    UsageEvent,
+    WorkloadKind,
+    event_from_body,
+    format_decimal,
+)
+from ledger.pricebook import PriceHistory
+from ledger.rating import (
+    Anomaly,
+    RequestAttribution,
+    Session,
+    StorageCharge,
+    UnitRun,
+    WorkloadRating,
+    ZeroLine,
+    rate_workload,
+)
+from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal
+from ledger.rating.units import money_between
+from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
+
+if TYPE_CHECKING:
+    from ledger.billing.invoices import Invoice
+
+MINUTE = 60 * MICROS_PER_SECOND
+DEFAULT_TOLERANCE = 30 * MINUTE  # R27: "an approximate time" means +-30 min unless support says otherwise
+MAX_TOLERANCE = 7 * 24 * 60 * MINUTE
+MAX_WINDOW = 31 * 24 * 60 * MINUTE  # a lookup answers a ticket, not a month-end report
+# A storage sample reports the interval ending at its occurred_at (R13, R14): samples up to one default interval
+# after the window can still cover part of it.
+STORAGE_LOOKAHEAD = 300 * MICROS_PER_SECOND
+# Requests listed one by one per session; the R25 split always uses every request of the session.
+MAX_LISTED_REQUESTS = 500
+
+
+class Verdict(StrEnum):
+    BILLED = "BILLED"
+    NOT_BILLED = "NOT_BILLED"
+
+
+def decimal_text(value: Fraction | Decimal | int) -> tuple[str, bool]:
+    """A plain decimal string: exact when the value terminates in decimal, else 50 significant digits (R21: a
+    third of a serving instant does not terminate); and whether it is exact."""
+    fraction = Fraction(value)
+    denominator = fraction.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    return format_decimal(fraction_to_decimal(fraction)), denominator == 1
+
+
+# -- the question -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeQuery:
+    """What a ticket gives (R27). A window is [start, end), or `around` +- `tolerance` (default 30 min); with only
+    a request ID the window is the request's own time in flight. The org may be left out when the endpoint or the
+    request identifies it."""
+
+    endpoint_id: str | None = None
+    org_id: str | None = None
+    request_id: str | None = None
+    start: int | None = None
+    end: int | None = None
+    around: int | None = None
+    tolerance: int | None = None
+
+    def check(self) -> None:
+        """Raise InvalidInput naming every bad field."""
+        bad: list[FieldViolation] = []
+        for name in ("endpoint_id", "org_id", "request_id"):
+            value = getattr(self, name)
+            if value is not None and not IDENTIFIER_RE.match(value):
+                bad.append(FieldViolation(name, f"must be {IDENTIFIER_RULE}"))
+        if self.endpoint_id is None and self.request_id is None:
+            bad.append(FieldViolation("endpoint_id", "R27: give the endpoint ID from the ticket, or a request ID"))
+        if (self.start is None) != (self.end is None):
+            bad.append(FieldViolation("end_time" if self.end is None else "start_time", "give both ends of the window"))
+        elif self.start is not None and self.end is not None:
+            if self.end <= self.start:
+                bad.append(FieldViolation("end_time", "must be after start_time"))
+            elif self.end - self.start > MAX_WINDOW:
+                bad.append(FieldViolation("end_time", "a window is at most 31 days; narrow it to the ticket's time"))
+            if self.around is not None:
+                bad.append(FieldViolation("approximate_time", "give a window or an approximate time, not both"))
+        if self.tolerance is not None:
+            if self.around is None:
+                bad.append(FieldViolation("tolerance", "only an approximate time takes a tolerance"))
+            elif not 0 < self.tolerance <= MAX_TOLERANCE:
+                bad.append(FieldViolation("tolerance", "must be more than 0 and at most 7 days"))
+        if self.start is None and self.around is None and self.request_id is None:
+            bad.append(
+                FieldViolation("approximate_time", "R27: give the ticket's approximate time, a window or a request ID")
+            )
+        if bad:
+            raise InvalidInput(bad)
+
+    def window(self) -> tuple[int, int] | None:
+        if self.start is not None and self.end is not None:
+            return self.start, self.end
+        if self.around is not None:
+            tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
+            return self.around - tolerance, self.around + tolerance
+        return None
+
+
+# -- what it reads --------------------------------------------------------------------------------------------
+
+
+class DisputeSource(Protocol):
+    """The narrow, index-backed reads a reconstruction needs (ledger.sqlstore.SqlStore is one)."""
+
+    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
+
+    def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]: ...
+
+    def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]: ...
+
+    def request_entries(self, request_id: str, org_id: str | None = None) -> list[Entry]: ...
+
+    def workload_entries(self, log_id: str, workload_ids: Sequence[str]) -> list[Entry]: ...
+
+    def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]: ...
+
+    def endpoint_orgs(self, endpoint_id: str) -> list[str]: ...
+
+
+# -- invoices (R16, R17, R22): an adapter over ledger.billing.invoices --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceCoverage:
+    """Which invoice a charge went to; `invoice_id` None means not yet invoiced (R17)."""
+
+    invoice_id: str | None = None
+    ref: EntryRef | None = None
+    late: bool = False  # R22: usage of an already-invoiced period, on the next invoice
+
+    @property
+    def invoiced(self) -> bool:
+        return self.invoice_id is not None
+
+    @property
+    def explanation(self) -> str:
+        if self.invoice_id is None:
+            return "R17: not yet invoiced"
+        where = f" (entry {self.ref.log_id}#{self.ref.sequence})" if self.ref is not None else ""
+        late = "; R22: late usage (it starts before this invoice's period), on a later invoice than its period's"
+        return f"R17: on invoice #{self.invoice_id}{where}{late if self.late else ''}"
+
+
+NOT_YET_INVOICED = InvoiceCoverage()
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSummary:
+    """An invoice a reconstructed charge went to, with the credits applied on it (R16)."""
+
+    invoice_id: str
+    ref: EntryRef | None
+    issued_at: int | None
+    period_start: int | None
+    period_end: int | None
+    total: Decimal | None
+    credits_applied: Decimal | None
+    amount_due: Decimal | None
+
+
+class InvoiceLookup(Protocol):
+    """Where each reconstructed charge was invoiced."""
+
+    def unit(self, session: Session, unit_index: int) -> InvoiceCoverage: ...
+
+    def storage(self, charge: StorageCharge) -> InvoiceCoverage: ...
+
+    def adjustment(self, seq: int) -> InvoiceCoverage: ...
+
+    def summary(self, invoice_id: str) -> InvoiceSummary | None: ...
+
+
+class NoInvoices:
+    """Before any invoice exists (or without ledger.billing): every charge is not yet invoiced."""
+
+    def unit(self, session: Session, unit_index: int) -> InvoiceCoverage:
+        return NOT_YET_INVOICED
+
+    def storage(self, charge: StorageCharge) -> InvoiceCoverage:
+        return NOT_YET_INVOICED
+
+    def adjustment(self, seq: int) -> InvoiceCoverage:
+        return NOT_YET_INVOICED
+
+    def summary(self, invoice_id: str) -> InvoiceSummary | None:
+        return None
+
+
+class BillingInvoices:
+    """An org's issued invoices (ledger.billing.invoices), read through its `invoice_covering_*` functions.
+
+    R22: a charge is late on its invoice when it starts before that invoice's period, i.e. before the end of the
+    invoice issued before it (ledger.billing drafts late lines exactly so).
+    """
+
+    def __init__(self, invoices: Sequence[Invoice]) -> None:
+        from ledger.billing import invoices as billing
+
+        self._billing = billing
+        self.invoices = list(invoices)
+        self._by_id = {str(invoice.number): invoice for invoice in self.invoices}
+
+    def _coverage(self, invoice: Invoice | None, start: int | None) -> InvoiceCoverage:
+        if invoice is None:
+            return NOT_YET_INVOICED
+        late = start is not None and start < invoice.period_start
+        return InvoiceCoverage(str(invoice.number), _invoice_ref(invoice), late)
+
+    def unit(self, session: Session, unit_index: int) -> InvoiceCoverage:
+        found = self._billing.invoice_covering_unit(self.invoices, session.workload_id, unit_index, session.up_seq)
+        return self._coverage(found, session.up + unit_index * session.unit_seconds * MICROS_PER_SECOND)
+
+    def storage(self, charge: StorageCharge) -> InvoiceCoverage:
+        return self._coverage(self._billing.invoice_covering_storage(self.invoices, charge.seq), charge.start)
+
+    def adjustment(self, seq: int) -> InvoiceCoverage:
+        return self._coverage(self._billing.invoice_covering_adjustment(self.invoices, seq), None)
+
+    def summary(self, invoice_id: str) -> InvoiceSummary | None:
+        invoice = self._by_id.get(invoice_id)
+        if invoice is None:
+            return None
+        return InvoiceSummary(
+            invoice_id=invoice_id,
+            ref=_invoice_ref(invoice),
+            issued_at=None,
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            total=invoice.total,
+            credits_applied=invoice.credits_total,
+            amount_due=invoice.amount_due,
+        )
+
+
+def _invoice_ref(invoice: Invoice) -> EntryRef | None:
+    return EntryRef(org_log_id(invoice.org_id), invoice.sequence, invoice.entry_hash) if invoice.sequence >= 0 else None
+
+
+def invoices_for(ledger: Any, org_id: str) -> InvoiceLookup:
+    """The org's issued invoices from ledger.billing, or NoInvoices when this build has no billing package."""
+    try:
+        from ledger.billing import invoices as billing
+    except ImportError:
+        return NoInvoices()
+    return BillingInvoices(billing.invoices_of(ledger, org_id))
+
+
+# -- proofs (R27): an adapter over ledger.proofs -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntryProofs:
+    """Inclusion proofs of the cited entries of one log against its newest signed checkpoint; `unproven` are
+    entries appended after that checkpoint (proven once the next one is signed)."""
+
+    log_id: str
+    tree_size: int
+    root_hash: bytes
+    checkpoint_note: str
+    bundle: Mapping[str, Any]  # the proof.json form, verifiable offline (ledger.proofs.ProofBundle)
+    unproven: tuple[int, ...]
+
+
+def prove_cited(source: Any, cited: Mapping[str, Iterable[int]]) -> tuple[tuple[EntryProofs, ...], tuple[str, ...]]:
+    """Proofs of the cited entries per log, when ledger.proofs exists and the log has a signed checkpoint."""
+    try:
+        proofs = importlib.import_module("ledger.proofs")
+    except ImportError:
+        return (), ("R27: inclusion proofs are not available in this ledger build",)
+    latest = getattr(source, "latest_checkpoint", None)
+    if latest is None:
+        return (), ("R27: this store keeps no signed checkpoints, so no inclusion proofs",)
+    found: list[EntryProofs] = []
+    notes: list[str] = []
+    for log_id, sequences in sorted(cited.items()):
+        wanted = sorted(set(sequences))
+        stored = latest(log_id)
+        if stored is None:
+            notes.append(
+                f"R27: log {log_id} has no signed checkpoint yet (the server signs them when it has a signing key)"
+            )
+            continue
+        checkpoint = stored.signed()
+        covered = [s for s in wanted if s < checkpoint.size]
+        unproven = tuple(s for s in wanted if s >= checkpoint.size)
+        bundle = proofs.prove_entries(source, log_id, covered, checkpoint)
+        found.append(
+            EntryProofs(log_id, checkpoint.size, checkpoint.root_hash, checkpoint.note, bundle.to_json(), unproven)
+        )
+        if unproven:
+            notes.append(
+                f"R27: {len(unproven)} entries of {log_id} were appended after its newest signed checkpoint "
+                f"(size {checkpoint.size}); they are proven once the next checkpoint is signed"
+            )
+    return tuple(found), tuple(notes)
+
+
+# -- what it answers ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One ledger entry a figure rests on, with what it says."""
+
+    ref: EntryRef
+    kind: EntryKind
+    what: str
+    occurred_at: int | None = None
+    workload_id: str | None = None
+    request_id: str | None = None
+    event_type: EventType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineStep:
+    """One lifecycle or request event of a session, with the rule that says what it means for the bill."""
+
+    at: int
+    event_type: EventType
+    verdict: Verdict
+    rule: str
+    explanation: str
+    ref: EntryRef
+    request_id: str | None = None
+    stop_reason: StopReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePart:
+    """A part of a session's billed quantity (R25 for serving; R6/R7 for builds and training) and its rules."""
+
+    name: str
+    micros: int
+    amount: Decimal
+    rules: tuple[str, ...]
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCharge:
+    """Billed units of a session priced alike and invoiced together (R10, R11, R12, R17)."""
+
+    run: UnitRun
+    price_ref: EntryRef | None
+    invoice: InvoiceCoverage
+
+    @property
+    def last_unit_index(self) -> int:
+        return self.run.first_unit_index + self.run.count - 1
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCharge:
+    """R25: one request, the workload that served it and its attributed share of the serving time and money."""
+
+    request_id: str
+    workload_id: str
+    endpoint_id: str
+    started_at: int | None
+    finished_at: int | None
+    in_flight_from: int | None
+    in_flight_to: int | None
+    attributed_micros: Fraction
+    attributed_amount: Fraction
+    rules: tuple[str, ...]
+    explanation: str
+    refs: tuple[EntryRef, ...]
+    session_stop_reason: StopReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCharge:
+    """A session overlapping the window: the rated session, what decided each part, and where it was invoiced."""
+
+    session: Session
+    verdict: Verdict
+    timeline: tuple[TimelineStep, ...]
+    parts: tuple[ChargePart, ...]
+    units: tuple[UnitCharge, ...]
+    requests: tuple[RequestCharge, ...]
+    request_count: int
+    window_amount: Decimal
+    refs: tuple[EntryRef, ...]
+    plan_ref: EntryRef | None
+
+    @property
+    def unit(self) -> str:
+        return self.session.granularity.unit_name()
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroCharge:
+    """A line billed nothing and the rule that says so: R1 informational events, R5 failed boots, R8 development
+    deployments, R9 stretches of the window with no workload up (scaled to zero)."""
+
+    rule: str
+    start: int
+    end: int | None
+    explanation: str
+    refs: tuple[EntryRef, ...]
+    workload_id: str | None = None
+    event_type: EventType | None = None
+    line: ZeroLine | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLine:
+    charge: StorageCharge
+    ref: EntryRef
+    invoice: InvoiceCoverage
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyLine:
+    anomaly: Anomaly
+    ref: EntryRef
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentLine:
+    """R23: an adjustment correcting entries of this reconstruction, and the invoice it went to."""
+
+    adjustment: Adjustment
+    ref: EntryRef
+    invoice: InvoiceCoverage
+    corrects_here: tuple[EntryRef, ...]
+
+    @property
+    def explanation(self) -> str:
+        cited = ", ".join(f"{r.log_id}:{r.sequence}" for r in self.adjustment.corrects)
+        sign = "credit" if self.adjustment.amount < 0 else "debit"
+        return (
+            f"R23: ticket {self.adjustment.ticket}: {sign} of {format_money(abs(self.adjustment.amount))} "
+            f"({self.adjustment.reason}) correcting {cited}; {self.invoice.explanation}"
+        )
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """The answer to a ticket (R27)."""
+
+    org_id: str
+    endpoint_id: str
+    request_id: str | None
+    start: int
+    end: int
+    as_of: int
+    sessions: tuple[SessionCharge, ...]
+    zero_lines: tuple[ZeroCharge, ...]
+    storage: tuple[StorageLine, ...]
+    anomalies: tuple[AnomalyLine, ...]
+    adjustments: tuple[AdjustmentLine, ...]
+    request: RequestCharge | None
+    entries: tuple[Evidence, ...]
+    invoices: tuple[InvoiceSummary, ...]
+    proofs: tuple[EntryProofs, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sessions_amount(self) -> Decimal:
+        return exact_sum([s.session.amount for s in self.sessions])
+
+    @property
+    def storage_amount(self) -> Decimal:
+        return exact_sum([line.charge.amount for line in self.storage])
+
+    @property
+    def adjustments_amount(self) -> Decimal:
+        return exact_sum([line.adjustment.amount for line in self.adjustments])
+
+    @property
+    def total_amount(self) -> Decimal:
+        """Every listed session (whole, R10: rounding is per session), storage interval and adjustment."""
+        return exact_sum([self.sessions_amount, self.storage_amount, self.adjustments_amount])
+
+    @property
+    def window_compute_amount(self) -> Decimal:
+        """The units that start inside the window (R10: a unit belongs whole to the window containing its start)."""
+        return exact_sum([s.window_amount for s in self.sessions])
+
+    @property
+    def window_storage_amount(self) -> Decimal:
+        return exact_sum([line.charge.amount for line in self.storage if self.start <= line.charge.start < self.end])
+
+    def cited(self) -> dict[str, list[int]]:
+        """Sequence numbers of every cited entry, per log."""
+        found: dict[str, set[int]] = defaultdict(set)
+        for evidence in self.entries:
+            found[evidence.ref.log_id].add(evidence.ref.sequence)
+        return {log_id: sorted(seqs) for log_id, seqs in found.items()}
+
+
+# -- reconstruction -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Evidence:
+    """Entries loaded so far, and the ones the answer cites."""
+
+    source: DisputeSource
+    loaded: dict[tuple[str, int], Entry] = field(default_factory=dict)
+    events: dict[tuple[str, int], UsageEvent] = field(default_factory=dict)
+    cited: dict[tuple[str, int], Evidence] = field(default_factory=dict)
+
+    def add(self, entries: Iterable[Entry]) -> list[tuple[Entry, UsageEvent | None]]:
+        parsed = []
+        for entry in entries:
+            key = (entry.log_id, entry.sequence)
+            self.loaded[key] = entry
+            event = self.events.get(key)
+            if event is None and entry.kind is EntryKind.EVENT:
+                event = event_from_body(json.loads(entry.body))
+                self.events[key] = event
+            parsed.append((entry, event))
+        return parsed
+
+    def entry(self, log_id: str, sequence: int) -> Entry:
+        key = (log_id, sequence)
+        if key not in self.loaded:
+            self.loaded[key] = self.source.get_entry(log_id, sequence)
+        return self.loaded[key]
+
+    def cite(self, log_id: str, sequence: int, what: str | None = None) -> EntryRef:
+        entry = self.entry(log_id, sequence)
+        ref = EntryRef(entry.log_id, entry.sequence, entry.entry_hash)
+        key = (log_id, sequence)
+        if key not in self.cited:
+            event = self.events.get(key)
+            if event is not None:
+                detail = f" {event.request_id}" if event.request_id else ""
+                reason = f" ({event.stop_reason.value})" if event.stop_reason else ""
+                description = what or f"{event.type.value}{detail}{reason} of {event.workload_id}"
+                self.cited[key] = Evidence(
+                    ref,
+                    entry.kind,
+                    description,
+                    event.occurred_at,
+                    event.workload_id,
+                    event.request_id,
+                    event.type,
+                )
+            else:
+                self.cited[key] = Evidence(ref, entry.kind, what or entry.kind.value)
+        return ref
+
+
+@dataclass(frozen=True)
+class _Target:
+    org_id: str
+    endpoint_id: str
+    start: int
+    end: int
+    request_workload: str | None
+
+
+def reconstruct(
+    source: DisputeSource,
+    prices: PriceHistory,
+    query: DisputeQuery,
+    now: int,
+    *,
+    invoices: Callable[[str], InvoiceLookup] | None = None,
+) -> Reconstruction:
+    """Rebuild every charge of the query's endpoint in its window (or of its request) from ledger entries (R27).
+
+    `now` bounds open sessions (R10). `invoices(org_id)` says where each charge was invoiced (default: nowhere yet).
+    """
+    query.check()
+    evidence = _Evidence(source)
+    target = _resolve(source, query, evidence, now)
+    org_id, endpoint_id, start, end = target.org_id, target.endpoint_id, target.start, target.end
+    log_id = org_log_id(org_id)
+    lookup = invoices(org_id) if invoices is not None else NoInvoices()
+
+    # 1. The endpoint's entries in the window (and just after it, for storage samples covering its end).
+    workloads: set[str] = set()
+    for _entry, event in evidence.add(
+        source.endpoint_window_entries(org_id, endpoint_id, start, end + STORAGE_LOOKAHEAD)
+    ):
+        if event is not None and (event.occurred_at <= end or _storage_overlaps(event, start, end)):
+            workloads.add(event.workload_id)
+    # 2. Sessions up across the whole window with no entry inside it (a long idle replica, R3).
+    workloads.update(source.live_workloads(org_id, endpoint_id, start))
+    if target.request_workload is not None:
+        workloads.add(target.request_workload)
+    # 3. Every entry of those workloads, so each is rated whole (R10 rounds per session, R25 needs every request).
+    # Storage samples outside the window are left out: they change no session, zero line or anomaly (R13, R14).
+    by_workload: dict[str, list[tuple[UsageEvent, int]]] = defaultdict(list)
+    loaded = [e for e in source.workload_entries(log_id, sorted(workloads)) if not _storage_outside(e, start, end)]
+    for entry, event in evidence.add(loaded):
+        if event is None or event.workload_id not in workloads:
+            continue
+        if event.type is EventType.STORAGE_SAMPLE and not _storage_overlaps(event, start, end):
+            continue
+        by_workload[event.workload_id].append((event, entry.sequence))
+
+    account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
+    evidence.add(account_entries)
+    plans = AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)).plans()
+    ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
+
+    sessions: list[SessionCharge] = []
+    zero_lines: list[ZeroCharge] = []
+    storage: list[StorageLine] = []
+    anomalies: list[AnomalyLine] = []
+    spans: list[tuple[int, int, tuple[EntryRef, ...], tuple[EntryRef, ...]]] = []  # for R9 gaps
+    listed: set[str] = set()
+    for workload_id, rating in ratings.items():
+        session = rating.session
+        if (
+            session is not None
+            and session.endpoint_id == endpoint_id
+            and _overlaps(session.up, _end_of(session, now), start, end)
+        ):
+            sessions.append(_session_charge(session, rating, evidence, lookup, log_id, start, end, now))
+            listed.add(workload_id)
+            spans.append(
+                (
+                    session.up,
+                    _end_of(session, now),
+                    (evidence.cite(log_id, session.up_seq),),
+                    _stop_refs(session, evidence, log_id),
+                )
+            )
+        for line in rating.zero_lines:
+            line_end = line.end if line.end is not None else (now if line.rule == "R8" else line.start)
+            if line.endpoint_id != endpoint_id or not _overlaps(line.start, line_end, start, end):
+                continue
+            zero_lines.append(_zero_charge(line, evidence, log_id))
+            listed.add(workload_id)
+            if line.rule == "R8":
+                refs = tuple(evidence.cite(log_id, s) for s in line.seqs)
+                spans.append((line.start, line_end, refs[:1], refs[-1:] if line.end is not None else ()))
+    for workload_id, rating in ratings.items():
+        for charge in rating.storage:
+            if charge.endpoint_id == endpoint_id and charge.start < end and charge.end > start:
+                ref = evidence.cite(log_id, charge.seq)
+                storage.append(StorageLine(charge, ref, lookup.storage(charge)))
+        for anomaly in rating.anomalies:
+            if anomaly.endpoint_id == endpoint_id and (start <= anomaly.occurred_at <= end or workload_id in listed):
+                anomalies.append(AnomalyLine(anomaly, evidence.cite(log_id, anomaly.seq)))
+    zero_lines.extend(_scaled_to_zero(endpoint_id, spans, start, min(end, now)))
+
+    request = None
+    if query.request_id is not None:
+        request = _request_charge(query.request_id, target.request_workload, ratings, evidence, log_id)
+
+    reconstructed = {(ref.log_id, ref.sequence) for ref in (e.ref for e in evidence.cited.values())}
+    for workload_id in listed:
+        reconstructed.update((log_id, seq) for _, seq in by_workload.get(workload_id, ()))
+    adjustments = _adjustments(source, evidence, lookup, log_id, reconstructed)
+
+    invoice_ids = sorted(
+        {u.invoice.invoice_id for s in sessions for u in s.units if u.invoice.invoice_id}
+        | {line.invoice.invoice_id for line in storage if line.invoice.invoice_id}
+        | {line.invoice.invoice_id for line in adjustments if line.invoice.invoice_id}
+    )
+    summaries = []
+    for invoice_id in invoice_ids:
+        summary = lookup.summary(invoice_id)
+        if summary is not None and summary.ref is not None:
+            ref = summary.ref
+            evidence.cite(ref.log_id, ref.sequence, f"INVOICE #{invoice_id} (R17)")
+            summary = dataclasses.replace(summary, issued_at=evidence.entry(ref.log_id, ref.sequence).recorded_at)
+        if summary is not None:
+            summaries.append(summary)
+    notes = []
+    if isinstance(lookup, NoInvoices):
+        notes.append("R17: no invoice covers these charges yet (or invoicing is not enabled on this ledger)")
+    sessions.sort(key=lambda s: (s.session.up, s.session.up_seq))
+    zero_lines.sort(key=lambda z: (z.start, z.refs[0].sequence if z.refs else -1))
+    storage.sort(key=lambda line: (line.charge.start, line.charge.seq))
+    anomalies.sort(key=lambda line: line.anomaly.seq)
+    return Reconstruction(
+        org_id=org_id,
+        endpoint_id=endpoint_id,
+        request_id=query.request_id,
+        start=start,
+        end=end,
+        as_of=now,
+        sessions=tuple(sessions),
+        zero_lines=tuple(zero_lines),
+        storage=tuple(storage),
+        anomalies=tuple(anomalies),
+        adjustments=tuple(adjustments),
+        request=request,
+        entries=tuple(sorted(evidence.cited.values(), key=lambda e: (e.ref.log_id, e.ref.sequence))),
+        invoices=tuple(summaries),
+        notes=tuple(notes),
+    )
+
+
+def _resolve(source: DisputeSource, query: DisputeQuery, evidence: _Evidence, now: int) -> _Target:
+    """The org, endpoint and window of a query: given, or found from the request (ix_entries_request)."""
+    window = query.window()
+    if query.request_id is None:
+        assert query.endpoint_id is not None and window is not None  # DisputeQuery.check
+        org_id = query.org_id or _org_of_endpoint(source, query.endpoint_id)
+        return _Target(org_id, query.endpoint_id, window[0], window[1], None)
+
+    found = evidence.add(source.request_entries(query.request_id, query.org_id))
+    events = [(entry, event) for entry, event in found if event is not None]
+    if not events:
+        where = f" in org {query.org_id}'s log" if query.org_id else ""
+        raise NotFound(f"R27: no entry names request {query.request_id}{where}")
+    orgs = sorted({event.org_id for _, event in events})
+    if len(orgs) > 1:
+        raise InvalidInput(
+            [FieldViolation("org_id", f"request {query.request_id} is in the logs of orgs {', '.join(orgs)}: give one")]
+        )
+    org_id = orgs[0]
+    events.sort(key=lambda item: (item[1].type is not EventType.REQUEST_STARTED, item[1].occurred_at, item[0].sequence))
+    first = events[0][1]
+    if query.endpoint_id is not None and query.endpoint_id != first.endpoint_id:
+        raise InvalidInput(
+            [
+                FieldViolation(
+                    "endpoint_id",
+                    f"request {query.request_id} ran on endpoint {first.endpoint_id} "
+                    f"(entry {events[0][0].log_id}#{events[0][0].sequence}), not {query.endpoint_id}",
+                )
+            ]
+        )
+    if window is None:
+        window = _request_window(source, evidence, org_id, first, events, now)
+    return _Target(org_id, first.endpoint_id, window[0], window[1], first.workload_id)
+
+
+def _request_window(
+    source: DisputeSource,
+    evidence: _Evidence,
+    org_id: str,
+    first: UsageEvent,
+    events: Sequence[tuple[Entry, UsageEvent]],
+    now: int,
+) -> tuple[int, int]:
+    """A request's time in flight: its start to its finish, or (never finished) to its session's end (R4)."""
+    start = min(event.occurred_at for _, event in events)
+    finish = max(event.occurred_at for _, event in events)
+    if not any(event.type is EventType.REQUEST_FINISHED for _, event in events):
+        log_id = org_log_id(org_id)
+        loaded = evidence.add(source.workload_entries(log_id, [first.workload_id]))
+        stop = [
+            event.occurred_at
+            for _, event in loaded
+            if event is not None
+            and event.type in (EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED)
+            and event.occurred_at >= start
+        ]
+        finish = min(stop) if stop else max(now, start)
+    return start, max(finish, start + 1)
+
+
+def _org_of_endpoint(source: DisputeSource, endpoint_id: str) -> str:
+    orgs = source.endpoint_orgs(endpoint_id)
+    if not orgs:
+        raise NotFound(f"R27: no org's log has entries of endpoint {endpoint_id}")
+    if len(orgs) > 1:
+        raise InvalidInput(
+            [FieldViolation("org_id", f"endpoint {endpoint_id} is in the logs of orgs {', '.join(orgs)}: give one")]
+        )
+    return orgs[0]
+
+
+_STORAGE_TYPE = b'"type":"STORAGE_SAMPLE"'
+_OCCURRED_AT = b'"occurred_at":"'
+_INTERVAL = b'"interval_seconds":'
+
+
+def _storage_outside(entry: Entry, start: int, end: int) -> bool:
+    """A STORAGE_SAMPLE entry whose interval misses the window, told from its canonical body without parsing it
+    (most of a long session's entries besides requests): the fields are written in one fixed form."""
+    body = entry.body
+    if _STORAGE_TYPE not in body:
+        return False
+    at = body.find(_OCCURRED_AT)
+    found = body.find(_INTERVAL)
+    if at < 0 or found < 0:
+        return False  # not the canonical form: parse it the slow way
+    occurred = parse_rfc3339_micros(body[at + len(_OCCURRED_AT) : body.index(b'"', at + len(_OCCURRED_AT))].decode())
+    digits = body[found + len(_INTERVAL) :].split(b",", 1)[0].split(b"}", 1)[0]
+    return not (occurred > start and occurred - int(digits) * MICROS_PER_SECOND < end)
+
+
+def _storage_overlaps(event: UsageEvent, start: int, end: int) -> bool:
+    """Whether a STORAGE_SAMPLE's interval (ending at occurred_at, R13, R14) meets the window [start, end)."""
+    if event.type is not EventType.STORAGE_SAMPLE:
+        return False
+    interval = event.interval_seconds if event.interval_seconds is not None else DEFAULT_STORAGE_INTERVAL_SECONDS
+    return event.occurred_at > start and event.occurred_at - interval * MICROS_PER_SECOND < end
+
+
+def _overlaps(a_start: int, a_end: int, start: int, end: int) -> bool:
+    """[a_start, a_end] meets the window [start, end) (an instant event at `start` counts)."""
+    return a_start < end and a_end >= start
+
+
+def _end_of(session: Session, now: int) -> int:
+    return session.stop if session.stop is not None else max(now, session.up)
+
+
+def _stop_refs(session: Session, evidence: _Evidence, log_id: str) -> tuple[EntryRef, ...]:
+    seq = session.stop_seq if session.stop_seq is not None else session.boot_failed_seq
+    return (evidence.cite(log_id, seq),) if seq is not None else ()
+
+
+def _session_charge(
+    session: Session,
+    rating: WorkloadRating,
+    evidence: _Evidence,
+    lookup: InvoiceLookup,
+    log_id: str,
+    start: int,
+    end: int,
+    now: int,
+) -> SessionCharge:
+    refs = tuple(evidence.cite(log_id, seq) for seq in session.entry_seqs)
+    plan_ref = (
+        evidence.cite(log_id, session.plan_version, "ACCOUNT: plan granularity (R10)")
+        if session.plan_version is not None
+        else None
+    )
+    requests = _session_requests(session, evidence, log_id, start, end)[:MAX_LISTED_REQUESTS]
+    timeline = _timeline(session, rating, evidence, log_id, requests)
+    units = tuple(_unit_charges(session, lookup, evidence))
+    verdict = Verdict.BILLED if session.amount > 0 else Verdict.NOT_BILLED
+    return SessionCharge(
+        session=session,
+        verdict=verdict,
+        timeline=timeline,
+        parts=_parts(session, now),
+        units=units,
+        requests=requests,
+        request_count=len(session.attribution.requests) if session.attribution is not None else 0,
+        window_amount=session.usage_in(start, end).compute_amount,
+        refs=refs,
+        plan_ref=plan_ref,
+    )
+
+
+def _session_requests(
+    session: Session, evidence: _Evidence, log_id: str, start: int, end: int
+) -> tuple[RequestCharge, ...]:
+    if session.attribution is None:
+        return ()
+    return tuple(
+        _attributed(session, attributed, evidence, log_id)
+        for attributed in session.attribution.requests
+        if _overlaps(attributed.started_at, attributed.in_flight_to, start, end)
+    )
+
+
+def _attributed(session: Session, attributed: RequestAttribution, evidence: _Evidence, log_id: str) -> RequestCharge:
+    seqs = [attributed.started_seq] + ([attributed.finished_seq] if attributed.finished_seq is not None else [])
+    refs = tuple(evidence.cite(log_id, seq) for seq in seqs)
+    rules: tuple[str, ...] = ("R3", "R25")
+    explanation = attributed.explanation
+    killed = attributed.finished_seq is None and session.stop is not None
+    if killed:
+        rules = ("R3", "R4", "R25")
+        reason = session.stop_reason.value if session.stop_reason else "a stop"
+        explanation += (
+            f"; R4: the workload stopped ({reason}) at {format_micros(session.stop or 0)} with the request in flight, "
+            "so it is billed up to that instant"
+        )
+    return RequestCharge(
+        request_id=attributed.request_id,
+        workload_id=session.workload_id,
+        endpoint_id=session.endpoint_id,
+        started_at=attributed.started_at,
+        finished_at=attributed.finished_at,
+        in_flight_from=attributed.in_flight_from,
+        in_flight_to=attributed.in_flight_to,
+        attributed_micros=attributed.attributed_micros,
+        attributed_amount=attributed.attributed_amount,
+        rules=rules,
+        explanation=explanation,
+        refs=refs,
+        session_stop_reason=session.stop_reason if killed else None,
+    )
+
+
+def _timeline(
+    session: Session,
+    rating: WorkloadRating,
+    evidence: _Evidence,
+    log_id: str,
+    requests: Sequence[RequestCharge],
+) -> tuple[TimelineStep, ...]:
+    steps: list[TimelineStep] = []
+
+    def step(seq: int, verdict: Verdict, rule: str, explanation: str) -> None:
+        event = evidence.events[(log_id, seq)]
+        steps.append(
+            TimelineStep(
+                event.occurred_at,
+                event.type,
+                verdict,
+                rule,
+                explanation,
+                evidence.cite(log_id, seq),
+                event.request_id,
+                event.stop_reason,
+            )
+        )
+
+    for line in rating.zero_lines:
+        if line.rule == "R1":
+            step(line.seqs[0], Verdict.NOT_BILLED, "R1", line.explanation)
+    step(session.up_seq, Verdict.BILLED, "R1", f"R1: observed up: metering starts (entry #{session.up_seq})")
+    if session.ready_seq is not None:
+        cold = format_seconds(max(0, (session.ready or session.up) - session.up))
+        step(
+            session.ready_seq,
+            Verdict.BILLED,
+            "R2",
+            f"R2: ready after a {cold} s cold start (model load), billed at the same rate; R25: cold start ends here",
+        )
+    for request in requests:
+        in_flight = f"{format_micros(request.in_flight_from or 0)} to {format_micros(request.in_flight_to or 0)}"
+        started, *finished = [ref.sequence for ref in request.refs]
+        step(started, Verdict.BILLED, "R3", f"R3: request {request.request_id} started: serving ({in_flight})")
+        if finished:
+            step(finished[0], Verdict.BILLED, "R3", f"R3: request {request.request_id} finished")
+    if session.stop_seq is not None:
+        reason = session.stop_reason.value if session.stop_reason else "no reason"
+        step(
+            session.stop_seq,
+            Verdict.BILLED,
+            "R4",
+            f"R4: stopped ({reason}): billed up to this instant; R10: the last partial "
+            f"{session.granularity.unit_name()} is rounded up",
+        )
+    elif session.boot_failed_seq is not None:
+        step(
+            session.boot_failed_seq,
+            Verdict.BILLED,
+            "R5",
+            "R5: boot failed after the workload was observed up: the session ends here like a stop with reason CRASH",
+        )
+    steps.sort(key=lambda s: (s.at, s.ref.sequence))
+    return tuple(steps)
+
+
+def _parts(session: Session, now: int) -> tuple[ChargePart, ...]:
+    """The billed quantity split by the rule that bills each part; the parts add up to the session (R25)."""
+    unit = session.granularity.unit_name()
+    ended = "the stop" if session.stop is not None else f"now ({format_micros(now)})"
+    split = session.attribution
+    if split is not None:
+        return (
+            ChargePart(
+                "cold_start",
+                split.cold_start_micros,
+                split.cold_start_amount,
+                ("R2", "R25"),
+                "R2: model load between UP and READY, billed at the same rate",
+            ),
+            ChargePart(
+                "serving",
+                split.serving_micros,
+                split.serving_amount,
+                ("R3", "R25"),
+                f"R3: at least one request in flight; shared by {len(split.requests)} request(s) (R25)",
+            ),
+            ChargePart(
+                "idle",
+                split.idle_micros,
+                split.idle_amount,
+                ("R3", "R25"),
+                "R3: ready and no request in flight (a warm replica, or the idle wait before scale-down)",
+            ),
+            ChargePart(
+                "rounding",
+                split.rounding_micros,
+                split.rounding_amount,
+                ("R10", "R25"),
+                f"R10: billed past {ended}: the session's last partial {unit} rounded up",
+            ),
+        )
+    # An open session bills its units as they start (R10), so it has no rounding yet.
+    metered_micros = session.duration_micros if session.stop is not None else session.billed_micros
+    metered = money_between(session.runs, session.up, session.up + metered_micros)
+    name, rule, why = (
+        ("build", "R6", "R6: the image build, billed from UP to STOPPED whether it succeeds or fails")
+        if session.workload_kind is WorkloadKind.BUILD
+        else ("training", "R7", "R7: training, billed wall-clock from UP to STOPPED")
+    )
+    return (
+        ChargePart(name, metered_micros, metered, (rule,), why),
+        ChargePart(
+            "rounding",
+            session.billed_micros - metered_micros,
+            exact_sum([session.amount, -metered]),
+            ("R10",),
+            f"R10: billed past {ended}: the session's last partial {unit} rounded up",
+        ),
+    )
+
+
+def _unit_charges(session: Session, lookup: InvoiceLookup, evidence: _Evidence) -> list[UnitCharge]:
+    """The session's unit runs split where the invoice covering their units changes (R17, R22)."""
+    charges: list[UnitCharge] = []
+    for run in session.runs:
+        price_ref = evidence.cite(SYSTEM_LOG, run.price_version, f"PRICE_BOOK v{run.price_version} (R11, R12)")
+        last = run.first_unit_index + run.count - 1
+        for lo, hi, coverage in _invoice_pieces(session, run.first_unit_index, last, lookup):
+            part = run.clip(run.unit_start(lo), run.unit_start(hi) + run.unit_micros)
+            if part is not None:
+                charges.append(UnitCharge(part, price_ref, coverage))
+    return charges
+
+
+def _invoice_pieces(
+    session: Session, lo: int, hi: int, lookup: InvoiceLookup
+) -> list[tuple[int, int, InvoiceCoverage]]:
+    """Units lo..hi of a session grouped by the invoice covering them, in unit order.
+
+    A session's units are invoiced in order (R10: each as it starts; R22: late ones on the next invoice), so equal
+    coverage at both ends of a range means the whole range, and a run splits at a few points found by bisection
+    instead of one lookup per unit (a day of per-second units is 86,400 of them).
+    """
+    pieces: list[tuple[int, int, InvoiceCoverage]] = []
+    stack = [(lo, hi, lookup.unit(session, lo), lookup.unit(session, hi))]
+    while stack:
+        a, b, first, last = stack.pop()
+        if first == last:
+            pieces.append((a, b, first))
+        elif b - a == 1:
+            pieces.extend([(a, a, first), (b, b, last)])
+        else:
+            middle = (a + b) // 2
+            stack.append((middle + 1, b, lookup.unit(session, middle + 1), last))  # popped after the left half
+            stack.append((a, middle, first, lookup.unit(session, middle)))
+    merged: list[tuple[int, int, InvoiceCoverage]] = []
+    for piece in pieces:
+        if merged and merged[-1][2] == piece[2] and merged[-1][1] + 1 == piece[0]:
+            merged[-1] = (merged[-1][0], piece[1], piece[2])
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _zero_charge(line: ZeroLine, evidence: _Evidence, log_id: str) -> ZeroCharge:
+    refs = tuple(evidence.cite(log_id, seq) for seq in line.seqs)
+    return ZeroCharge(line.rule, line.start, line.end, line.explanation, refs, line.workload_id, line.event_type, line)
+
+
+def _scaled_to_zero(
+    endpoint_id: str,
+    spans: Sequence[tuple[int, int, tuple[EntryRef, ...], tuple[EntryRef, ...]]],
+    start: int,
+    end: int,
+) -> list[ZeroCharge]:
+    """R9: the stretches of the window in which no workload of the endpoint was up: no session, no charge."""
+    gaps: list[ZeroCharge] = []
+    cursor = start
+    before: tuple[EntryRef, ...] = ()
+    for up, stop, up_refs, stop_refs in sorted(spans, key=lambda s: (s[0], s[1])):
+        if up > cursor and cursor < end:
+            gaps.append(_gap(endpoint_id, cursor, min(up, end), before + up_refs))
+        if stop >= cursor:
+            cursor, before = stop, stop_refs
+    if cursor < end:
+        gaps.append(_gap(endpoint_id, cursor, end, before))
+    return gaps
+
+
+def _gap(endpoint_id: str, start: int, end: int, refs: tuple[EntryRef, ...]) -> ZeroCharge:
+    bounds = ", ".join(f"entry {r.log_id}#{r.sequence}" for r in refs)
+    shown = f" (between {bounds})" if bounds else ""
+    return ZeroCharge(
+        "R9",
+        start,
+        end,
+        f"R9: no workload of {endpoint_id} was up from {format_micros(start)} to {format_micros(end)}{shown}: "
+        "scaled to zero, no session, no charge",
+        refs,
+    )
+
+
+def _request_charge(
+    request_id: str,
+    workload_id: str | None,
+    ratings: Mapping[str, WorkloadRating],
+    evidence: _Evidence,
+    log_id: str,
+) -> RequestCharge:
+    rating = ratings.get(workload_id or "")
+    if rating is not None and rating.session is not None and rating.session.attribution is not None:
+        for attributed in rating.session.attribution.requests:
+            if attributed.request_id == request_id:
+                return _attributed(rating.session, attributed, evidence, log_id)
+    # Not part of a billed session: a development workload (R8) or an anomaly (R26).
+    seqs = sorted(
+        seq for (log, seq), event in evidence.events.items() if log == log_id and event.request_id == request_id
+    )
+    refs = tuple(evidence.cite(log_id, seq) for seq in seqs)
+    times = [evidence.events[(log_id, seq)].occurred_at for seq in seqs]
+    development = rating is not None and any(z.rule == "R8" for z in rating.zero_lines)
+    rule, why = (
+        ("R8", f"R8: request {request_id} ran on development workload {workload_id}, which is never billed")
+        if development
+        else (
+            "R26",
+            f"R26: request {request_id}'s events contradict workload {workload_id}'s lifecycle; kept, charged nothing",
+        )
+    )
+    return RequestCharge(
+        request_id=request_id,
+        workload_id=workload_id or "",
+        endpoint_id=rating.session.endpoint_id if rating is not None and rating.session is not None else "",
+        started_at=min(times) if times else None,
+        finished_at=max(times) if len(times) > 1 else None,
+        in_flight_from=None,
+        in_flight_to=None,
+        attributed_micros=Fraction(0),
+        attributed_amount=Fraction(0),
+        rules=(rule,),
+        explanation=why,
+        refs=refs,
+    )
+
+
+def _adjustments(
+    source: DisputeSource,
+    evidence: _Evidence,
+    lookup: InvoiceLookup,
+    log_id: str,
+    reconstructed: set[tuple[str, int]],
+) -> list[AdjustmentLine]:
+    """R23: adjustments citing any entry behind this reconstruction, read through ix_entries_kind."""
+    lines = []
+    for entry in source.entries_of_kind(log_id, [EntryKind.ADJUSTMENT.value]):
+        adjustment = Adjustment.from_body(entry.body_json(), entry.sequence)
+        here = tuple(r for r in adjustment.corrects if (r.log_id, r.sequence) in reconstructed)
+        if not here:
+            continue
+        evidence.add([entry])
+        ref = evidence.cite(entry.log_id, entry.sequence, f"ADJUSTMENT ticket {adjustment.ticket} (R23)")
+        lines.append(AdjustmentLine(adjustment, ref, lookup.adjustment(entry.sequence), here))
+    return lines
+
+
+# -- the ledger-level entry points ------------------------------------------------------------------------------
+
+
+def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool = True) -> Reconstruction:
+    """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
+    exists, inclusion proofs against each log's newest signed checkpoint when there is one."""
+    source: DisputeSource = ledger.store
+    result = reconstruct(
+        source,
+        ledger.price_history(),
+        query,
+        ledger.clock(),
+        invoices=lambda org_id: invoices_for(ledger, org_id),
+    )
+    if not with_proofs:
+        return result
+    proofs, notes = prove_cited(ledger.store, result.cited())
+    return dataclasses.replace(result, proofs=proofs, notes=result.notes + notes)
+
+
+def adjust_charges(
+    ledger: Any,
+    org_id: str,
+    ticket: str,
+    amount: str,
+    reason: str,
+    corrects: Sequence[tuple[str, int, bytes | None]],
+) -> tuple[Adjustment, EntryRef]:
+    """R23: append an ADJUSTMENT entry citing the entries it corrects and the ticket.
+
+    A hash given with a reference must be that entry's, so a credit never cites an entry support did not look at.
+    """
+    bad = []
+    for i, (log_id, sequence, entry_hash) in enumerate(corrects):
+        if entry_hash:
+            try:
+                stored = ledger.entry(log_id, sequence)
+            except NotFound:
+                continue  # append_adjustment names it
+            if stored.entry_hash != entry_hash:
+                bad.append(
+                    FieldViolation(
+                        f"corrects[{i}].entry_hash",
+                        f"R23: entry {log_id}:{sequence} has hash {stored.entry_hash.hex()[:16]}…, not "
+                        f"{entry_hash.hex()[:16]}…",
+                    )
+                )
+    if bad:
+        raise InvalidInput(bad)
+    adjustment, appended = ledger.append_adjustment(
+        org_id, ticket, amount, reason, [(log_id, seq) for log_id, seq, _ in corrects]
+    )
+    return adjustment, EntryRef(appended.log_id, appended.sequence, appended.entry_hash)
+
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "NOT_YET_INVOICED",
+    "AdjustmentLine",
+    "AnomalyLine",
+    "BillingInvoices",
+    "ChargePart",
+    "DisputeQuery",
+    "DisputeSource",
+    "EntryProofs",
+    "Evidence",
+    "InvoiceCoverage",
+    "InvoiceLookup",
+    "InvoiceSummary",
+    "NoInvoices",
+    "Reconstruction",
+    "RequestCharge",
+    "SessionCharge",
+    "StorageLine",
+    "TimelineStep",
+    "UnitCharge",
+    "Verdict",
+    "ZeroCharge",
+    "adjust_charges",
+    "decimal_text",
+    "invoices_for",
+    "prove_cited",
+    "reconstruct",
+    "reconstruct_charges",
+]

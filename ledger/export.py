@@ -1,0 +1,429 @@
+"""Whole logs as JSON Lines: export every stored field, and import only what re-verifies hash by hash.
+
+The file is one header line, then one line per entry, log after log in sequence order:
+
+    {"encoding_version":1,"format":"usage-ledger-export","logs":[{"head_hash":"…","log_id":"org/acme",
+     "root_hash":"…","size":2772}],"version":1}
+    {"body":"{\"development\":false,…}","entry_hash":"…","kind":"EVENT","log_id":"org/acme",
+     "previous_hash":"0000…","recorded_at":1791277200000000,"sequence":0}
+
+`body` is the stored bytes as a UTF-8 string (canonical JSON always is), or `body_base64` for bytes that are not
+UTF-8; `recorded_at` is the hashed integer (µs since the epoch, UTC); hashes are lowercase hex. Index columns and
+Merkle subtree hashes are not exported: they are derived from the entries, and import derives them again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ledger.core import derive_index
+from ledger.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
+from ledger.errors import LedgerError, StorageError, VerificationError
+from ledger.merkle import Frontier, leaf_hash
+from ledger.sqlstore.schema import entries, log_heads
+from ledger.sqlstore.store import SqlStore
+from ledger.store import IndexColumns
+
+EXPORT_FORMAT = "usage-ledger-export"
+EXPORT_VERSION = 1
+_ENTRY_FIELDS = frozenset({"log_id", "sequence", "kind", "recorded_at", "previous_hash", "entry_hash"})
+_BODY_FIELDS = frozenset({"body", "body_base64"})
+# Rows per INSERT: large enough to amortise round trips, small enough to keep memory flat on long logs.
+_INSERT_CHUNK = 1000
+
+
+class ExportSource(Protocol):
+    """What export reads: a SqlStore, or the API through an adapter (client/cli_export.py)."""
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def iter_entries(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Entry]: ...
+
+
+class ImportTargetNotEmpty(LedgerError):
+    """Import only creates logs: one of the file's logs already exists in the target database."""
+
+    reason = "IMPORT_TARGET_NOT_EMPTY"
+
+
+# -- export -----------------------------------------------------------------------------------------------------
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    # Sorted keys and no spaces: the same log always exports to the same bytes, so files can be compared.
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def header_record(heads: Sequence[LogHead]) -> dict[str, Any]:
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "encoding_version": ENCODING_VERSION,
+        "logs": [
+            {"log_id": h.log_id, "size": h.size, "head_hash": h.head_hash.hex(), "root_hash": h.root_hash.hex()}
+            for h in heads
+        ],
+    }
+
+
+def entry_record(entry: Entry) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "log_id": entry.log_id,
+        "sequence": entry.sequence,
+        "kind": entry.kind.value,
+        "recorded_at": entry.recorded_at,
+        "previous_hash": entry.previous_hash.hex(),
+        "entry_hash": entry.entry_hash.hex(),
+    }
+    try:
+        record["body"] = entry.body.decode("utf-8")
+    except UnicodeDecodeError:
+        record["body_base64"] = base64.b64encode(entry.body).decode("ascii")
+    return record
+
+
+def export_lines(source: ExportSource, log_ids: Sequence[str]) -> Iterator[str]:
+    """The header and one line per entry (without newlines), each log up to its head when the export began.
+
+    Every entry is checked as it goes out, so a damaged store fails the export instead of producing a file
+    that import would refuse.
+    """
+    if len(set(log_ids)) != len(log_ids):
+        raise ValueError("each log may be exported once per file")
+    heads = [source.head(log_id) for log_id in log_ids]
+    yield _dumps(header_record(heads))
+    for head in heads:
+        checker = _LogCheck(head.log_id)
+        for entry in source.iter_entries(head.log_id, 0, head.size):
+            try:
+                checker.add(entry)
+            except _Bad as bad:
+                raise VerificationError(f"cannot export {head.log_id}: {bad}") from None
+            yield _dumps(entry_record(entry))
+        try:
+            checker.finish(head)
+        except _Bad as bad:
+            raise VerificationError(f"cannot export {head.log_id}: {bad}") from None
+
+
+# -- verification -----------------------------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """A failed check; the reader adds the line number."""
+
+
+class _LogCheck:
+    """Follows one log from entry 0: sequence, chain link, entry hash, body, and the Merkle frontier."""
+
+    def __init__(self, log_id: str) -> None:
+        self.log_id = log_id
+        self.size = 0
+        self.previous = GENESIS_HASH
+        self.frontier = Frontier.empty()
+        self.event_ids: set[str] = set()
+
+    def add(self, entry: Entry) -> tuple[IndexColumns, bytes]:
+        """Check the next entry; returns its derived index columns and Merkle subtree hashes."""
+        where = f"entry {self.log_id}#{entry.sequence}"
+        if entry.log_id != self.log_id:
+            raise _Bad(f"{where}: belongs to log {entry.log_id!r}, expected an entry of {self.log_id!r}")
+        if entry.sequence != self.size:
+            raise _Bad(f"{where}: expected sequence {self.size} (entries missing, repeated or out of order)")
+        if entry.previous_hash != self.previous:
+            raise _Bad(f"{where}: previous hash does not match entry #{self.size - 1}'s hash")
+        encoded = entry.encoded()
+        if chain_hash(self.previous, encoded) != entry.entry_hash:
+            raise _Bad(f"{where}: entry hash does not match its bytes (body or header altered)")
+        try:
+            index = derive_index(entry.kind, json.loads(entry.body))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise _Bad(f"{where}: body is not a valid {entry.kind.value} body ({err})") from err
+        if index.event_id is not None:
+            # The store's unique index would refuse it anyway; naming the line is kinder.
+            if index.event_id in self.event_ids:
+                raise _Bad(f"{where}: idempotency key {index.event_id!r} appears twice in the log (R24)")
+            self.event_ids.add(index.event_id)
+        self.frontier, subtrees = self.frontier.append(leaf_hash(encoded))
+        self.previous = entry.entry_hash
+        self.size += 1
+        return index, b"".join(subtrees)
+
+    def finish(self, head: LogHead) -> None:
+        if self.size != head.size:
+            raise _Bad(f"log {self.log_id}: the header says {head.size} entries, {self.size} follow")
+        if self.previous != head.head_hash:
+            raise _Bad(f"log {self.log_id}: the header's head hash is not the hash of its last entry")
+        if self.frontier.root() != head.root_hash:
+            raise _Bad(f"log {self.log_id}: the header's Merkle root does not match the entries")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEntry:
+    """An entry that chained, hashed and parsed, with the columns the store derives for it."""
+
+    line: int
+    entry: Entry
+    index: IndexColumns
+    subtree_hashes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedLog:
+    head: LogHead
+    frontier: Frontier
+
+
+def _hash(record: dict[str, Any], name: str) -> bytes:
+    value = record.get(name)
+    if not isinstance(value, str) or len(value) != 2 * HASH_SIZE:
+        raise _Bad(f"{name} must be {2 * HASH_SIZE} hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError as err:
+        raise _Bad(f"{name} must be {2 * HASH_SIZE} hex digits") from err
+
+
+def _natural(record: dict[str, Any], name: str) -> int:
+    value = record.get(name)
+    # bool is an int in Python; a JSON true is not a sequence number.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _Bad(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _parse_header(record: Any) -> list[LogHead]:
+    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
+        raise _Bad(f"not a ledger export: the first line must be the {EXPORT_FORMAT!r} header")
+    if record.get("version") != EXPORT_VERSION:
+        raise _Bad(f"export version {record.get('version')!r} is not {EXPORT_VERSION}, the one this ledger reads")
+    if record.get("encoding_version") != ENCODING_VERSION:
+        raise _Bad(f"entry encoding version {record.get('encoding_version')!r} is not {ENCODING_VERSION}")
+    logs = record.get("logs")
+    if not isinstance(logs, list) or not logs:
+        raise _Bad("the header lists no logs")
+    heads = []
+    for log in logs:
+        if not isinstance(log, dict) or not isinstance(log.get("log_id"), str) or not log["log_id"]:
+            raise _Bad("each log in the header needs a log_id")
+        heads.append(LogHead(log["log_id"], _natural(log, "size"), _hash(log, "head_hash"), _hash(log, "root_hash")))
+    if len({h.log_id for h in heads}) != len(heads):
+        raise _Bad("the header lists a log twice")
+    return heads
+
+
+def _parse_entry(record: Any) -> Entry:
+    if not isinstance(record, dict):
+        raise _Bad("each line after the header must be a JSON object (one entry)")
+    fields = set(record)
+    if missing := sorted(_ENTRY_FIELDS - fields):
+        raise _Bad(f"missing {', '.join(missing)}")
+    if len(fields & _BODY_FIELDS) != 1:
+        raise _Bad("needs exactly one of body (UTF-8 text) or body_base64")
+    if unknown := sorted(fields - _ENTRY_FIELDS - _BODY_FIELDS):
+        raise _Bad(f"unknown field {', '.join(unknown)}")
+    try:
+        kind = EntryKind(record["kind"])
+    except ValueError as err:
+        raise _Bad(f"kind {record['kind']!r} is not an entry kind") from err
+    if not isinstance(record["log_id"], str):
+        raise _Bad("log_id must be a string")
+    recorded_at = record["recorded_at"]
+    if not isinstance(recorded_at, int) or isinstance(recorded_at, bool):
+        raise _Bad("recorded_at must be whole microseconds since the epoch")
+    try:
+        if "body" in record:
+            if not isinstance(record["body"], str):
+                raise _Bad("body must be a string")
+            body = record["body"].encode("utf-8")
+        else:
+            body = base64.b64decode(record["body_base64"], validate=True)
+    except (UnicodeEncodeError, binascii.Error, TypeError, ValueError) as err:
+        raise _Bad(f"body cannot be decoded ({err})") from err
+    return Entry(
+        log_id=record["log_id"],
+        sequence=_natural(record, "sequence"),
+        kind=kind,
+        recorded_at=recorded_at,
+        body=body,
+        previous_hash=_hash(record, "previous_hash"),
+        entry_hash=_hash(record, "entry_hash"),
+    )
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise VerificationError(f"{path}, line {number}: not UTF-8 text ({err})") from err
+            if line.strip():
+                yield number, line
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Bad(f"not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+class ExportReader:
+    """Reads an export file, checking each line before yielding it; raises VerificationError naming the line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.logs: list[VerifiedLog] = []
+
+    def entries(self) -> Iterator[VerifiedEntry]:
+        where = "line 1"
+        try:
+            lines = _numbered_lines(self.path)
+            first = next(lines, None)
+            if first is None:
+                raise _Bad("the file is empty: not a ledger export")
+            where = f"line {first[0]}"
+            heads = _parse_header(_json(first[1]))
+            position = 0
+            checker = _LogCheck(heads[0].log_id)
+            for number, text in lines:
+                where = f"line {number}"
+                entry = _parse_entry(_json(text))
+                # Logs come whole and in header order: an entry of another log closes the current one.
+                while entry.log_id != checker.log_id and position + 1 < len(heads):
+                    self._close(checker, heads[position])
+                    position += 1
+                    checker = _LogCheck(heads[position].log_id)
+                    if heads[position].size or heads[position].log_id == entry.log_id:
+                        break  # a log with entries must come next; only empty logs have no lines to skip
+                if entry.log_id == checker.log_id and checker.size >= heads[position].size:
+                    raise _Bad(
+                        f"entry {entry.log_id}#{entry.sequence}: the header lists only {heads[position].size} "
+                        f"entries of {entry.log_id}"
+                    )
+                index, subtrees = checker.add(entry)
+                yield VerifiedEntry(number, entry, index, subtrees)
+            where = "end of file"
+            self._close(checker, heads[position])
+            for head in heads[position + 1 :]:
+                self._close(_LogCheck(head.log_id), head)
+        except _Bad as bad:
+            raise VerificationError(f"{self.path}, {where}: {bad}") from None
+
+    def _close(self, checker: _LogCheck, head: LogHead) -> None:
+        checker.finish(head)
+        self.logs.append(VerifiedLog(head, checker.frontier))
+
+
+def verify_export(path: Path) -> list[VerifiedLog]:
+    """Check every line of an export file; returns each log's verified head, or raises naming the first bad line."""
+    reader = ExportReader(path)
+    for _ in reader.entries():
+        pass
+    return reader.logs
+
+
+# -- import -----------------------------------------------------------------------------------------------------
+
+
+def _require_absent(conn: Connection, log_ids: Iterable[str]) -> None:
+    wanted = sorted(log_ids)
+    present = set(conn.execute(select(log_heads.c.log_id).where(log_heads.c.log_id.in_(wanted))).scalars())
+    # Entries without a head would be damage, not a log; refuse those too rather than interleave with them.
+    present |= set(
+        conn.execute(select(entries.c.log_id).where(entries.c.log_id.in_(wanted)).group_by(entries.c.log_id)).scalars()
+    )
+    if present:
+        counts: dict[str, int] = dict(
+            conn.execute(
+                select(entries.c.log_id, func.count()).where(entries.c.log_id.in_(present)).group_by(entries.c.log_id)
+            ).all()
+        )
+        listed = ", ".join(f"{log} ({counts.get(log, 0)} entries)" for log in sorted(present))
+        raise ImportTargetNotEmpty(
+            f"the target already holds {listed}; import only into a database that has none of the file's logs"
+        )
+
+
+def _row(item: VerifiedEntry) -> dict[str, Any]:
+    entry, index = item.entry, item.index
+    return {
+        "log_id": entry.log_id,
+        "seq": entry.sequence,
+        "kind": entry.kind.value,
+        "recorded_at": entry.recorded_at,
+        "body": entry.body,
+        "prev_hash": entry.previous_hash,
+        "entry_hash": entry.entry_hash,
+        "subtree_hashes": item.subtree_hashes,
+        "event_id": index.event_id,
+        "org_id": index.org_id,
+        "endpoint_id": index.endpoint_id,
+        "workload_id": index.workload_id,
+        "request_id": index.request_id,
+        "occurred_at": index.occurred_at,
+    }
+
+
+def insert_verified(store: SqlStore, path: Path, logs: Sequence[VerifiedLog]) -> int:
+    """Insert pre-hashed entries exactly as exported, in one transaction, with their heads; returns the count.
+
+    This is the store-level half of import: it bypasses SqlStore.append (which would hash anew, with a new
+    recorded time) and writes the stored columns directly. The file is read and checked again as it is inserted,
+    so a file changed since `verify_export` rolls the whole import back.
+    """
+    count = 0
+    try:
+        with store.writer.begin() as conn:
+            _require_absent(conn, [log.head.log_id for log in logs])
+            # Heads first: on PostgreSQL a server appending to the same log meanwhile waits on these rows and
+            # then continues the imported chain, rather than racing to write entry 0.
+            conn.execute(
+                log_heads.insert(),
+                [
+                    {
+                        "log_id": log.head.log_id,
+                        "size": log.head.size,
+                        "head_hash": log.head.head_hash,
+                        "frontier": log.frontier.encode(),
+                    }
+                    for log in logs
+                ],
+            )
+            rows: list[dict[str, Any]] = []
+            reader = ExportReader(path)
+            for item in reader.entries():
+                rows.append(_row(item))
+                count += 1
+                if len(rows) >= _INSERT_CHUNK:
+                    conn.execute(entries.insert(), rows)
+                    rows = []
+            if rows:
+                conn.execute(entries.insert(), rows)
+            if reader.logs != list(logs):
+                raise VerificationError(f"{path} changed while it was being imported; nothing was imported")
+    except IntegrityError as err:
+        raise ImportTargetNotEmpty(
+            f"another writer created one of the file's logs during the import; nothing was imported ({err.orig})"
+        ) from err
+    except OperationalError as err:
+        raise StorageError(f"the database did not take the import ({err.orig}); nothing was imported") from err
+    return count
+
+
+def import_export(store: SqlStore, path: Path) -> list[VerifiedLog]:
+    """Verify the whole file, then insert it; nothing is written unless every hash and chain link checks out."""
+    logs = verify_export(path)
+    insert_verified(store, path, logs)
+    return logs

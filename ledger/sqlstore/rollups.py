@@ -1,0 +1,321 @@
+"""Derived usage rollups kept current by tailing each org log; rebuildable, never the source of truth.
+
+A cursor per log records how far the rollups have read. Catching up reads only the entries appended since,
+re-rates only the workloads whose lifecycle they touched (request events do not change billed units), and
+rates each storage sample once. A new price-book version or ACCOUNT entry re-rates every workload of the org
+from the lifecycle events kept here, never from the log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.engine import Connection
+
+from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id
+from ledger.events import EventType, UsageEvent, WorkerType, event_from_body
+from ledger.plans import PlanHistory
+from ledger.pricebook import PriceHistory
+from ledger.rating import Session, UnitRun, rate_storage_sample, rate_workload
+from ledger.sqlstore.schema import entries, log_heads, rollup_cursors, rollup_storage, rollup_workloads
+from ledger.sqlstore.store import SqlStore
+
+LIFECYCLE_TYPES = frozenset(
+    {EventType.WORKLOAD_UP, EventType.WORKLOAD_READY, EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED}
+)
+_CHUNK = 20_000  # entries read per catch-up transaction: bounds memory and lock time
+
+
+@dataclass(frozen=True, slots=True)
+class RolledSession:
+    """What a usage query needs of one rated session: its dimensions and its priced unit runs."""
+
+    workload_id: str
+    endpoint_id: str
+    workload_kind: str
+    instance_type: str
+    worker_type: str
+    unit_seconds: int
+    runs: tuple[UnitRun, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RolledStorage:
+    seq: int
+    endpoint_id: str
+    workload_id: str
+    storage_kind: str
+    start: int
+    exact_amount: Fraction
+
+
+class UsageRollups:
+    """Rollups for the logs of one SqlStore."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> int:
+        """Apply every entry appended to the org's log since the cursor; returns the log size now reflected."""
+        log_id = org_log_id(org_id)
+        while True:
+            with self.store.writer.begin() as conn:
+                applied, done = self._catch_up_chunk(conn, log_id, prices, plans, now)
+            if done:
+                return applied
+
+    def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]:
+        """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
+        log_id = org_log_id(org_id)
+        with self.store.writer.begin() as conn:
+            for table in (rollup_workloads, rollup_storage, rollup_cursors):
+                conn.execute(delete(table).where(table.c.log_id == log_id))
+        size = self.catch_up(org_id, prices, plans, now)
+        with self.store.reader.connect() as conn:
+            workloads = len(
+                conn.execute(select(rollup_workloads.c.workload_id).where(rollup_workloads.c.log_id == log_id)).all()
+            )
+        return size, workloads
+
+    def _catch_up_chunk(
+        self, conn: Connection, log_id: str, prices: PriceHistory, plans: PlanHistory, now: int
+    ) -> tuple[int, bool]:
+        applied, system_seen = self._lock_cursor(conn, log_id)
+        sizes = dict(
+            conn.execute(
+                select(log_heads.c.log_id, log_heads.c.size).where(log_heads.c.log_id.in_([log_id, SYSTEM_LOG]))
+            ).all()
+        )
+        head, system_size = int(sizes.get(log_id, 0)), int(sizes.get(SYSTEM_LOG, 0))
+        if applied >= head and system_size == system_seen:
+            return applied, True
+        stop = min(head, applied + _CHUNK)
+        touched: dict[str, list[tuple[UsageEvent, int]]] = {}
+        rerate_all = system_size != system_seen
+        storage_rows: list[dict[str, Any]] = []
+        rows = conn.execute(
+            select(entries.c.seq, entries.c.kind, entries.c.body)
+            .where(entries.c.log_id == log_id, entries.c.seq >= applied, entries.c.seq < stop)
+            .order_by(entries.c.seq)
+        )
+        for seq, kind, body in rows:
+            if kind == EntryKind.ACCOUNT.value:
+                rerate_all = True  # R10: a plan change can change how any session is rated
+                continue
+            if kind != EntryKind.EVENT.value:
+                continue
+            event = event_from_body(json.loads(body))
+            if event.type in LIFECYCLE_TYPES:
+                touched.setdefault(event.workload_id, []).append((event, int(seq)))
+            elif event.type is EventType.STORAGE_SAMPLE:
+                charge = rate_storage_sample(event, int(seq))
+                storage_rows.append(
+                    {
+                        "log_id": log_id,
+                        "seq": int(seq),
+                        "endpoint_id": event.endpoint_id,
+                        "workload_id": event.workload_id,
+                        "storage_kind": charge.storage_kind.value,
+                        "start": charge.start,
+                        "charge": f"{charge.exact_amount.numerator}/{charge.exact_amount.denominator}".encode(),
+                    }
+                )
+        if storage_rows:
+            conn.execute(rollup_storage.insert(), storage_rows)
+        self._rerate(conn, log_id, touched, rerate_all, prices, plans, now)
+        conn.execute(
+            rollup_cursors.update()
+            .where(rollup_cursors.c.log_id == log_id)
+            .values(applied_size=stop, system_size=system_size)
+        )
+        return stop, stop >= head
+
+    def _lock_cursor(self, conn: Connection, log_id: str) -> tuple[int, int]:
+        query = select(rollup_cursors.c.applied_size, rollup_cursors.c.system_size).where(
+            rollup_cursors.c.log_id == log_id
+        )
+        if self.store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(
+                pg_insert(rollup_cursors)
+                .values(log_id=log_id, applied_size=0, system_size=0)
+                .on_conflict_do_nothing(index_elements=["log_id"])
+            )
+            row = conn.execute(query.with_for_update()).one()
+        else:
+            found = conn.execute(query).one_or_none()  # SQLite: the writer's BEGIN IMMEDIATE is the lock
+            if found is None:
+                conn.execute(rollup_cursors.insert().values(log_id=log_id, applied_size=0, system_size=0))
+                return 0, 0
+            row = found
+        return int(row.applied_size), int(row.system_size)
+
+    def _rerate(
+        self,
+        conn: Connection,
+        log_id: str,
+        touched: dict[str, list[tuple[UsageEvent, int]]],
+        rerate_all: bool,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        now: int,
+    ) -> None:
+        query = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
+            rollup_workloads.c.log_id == log_id
+        )
+        if not rerate_all:
+            if not touched:
+                return
+            query = query.where(rollup_workloads.c.workload_id.in_(sorted(touched)))
+        known = {row.workload_id: _load_lifecycle(row.lifecycle) for row in conn.execute(query)}
+        workloads = set(known) | set(touched)
+        if not workloads:
+            return
+        if known:
+            conn.execute(
+                delete(rollup_workloads).where(
+                    rollup_workloads.c.log_id == log_id, rollup_workloads.c.workload_id.in_(sorted(known))
+                )
+            )
+        new_rows = []
+        for workload_id in sorted(workloads):
+            lifecycle = known.get(workload_id, []) + touched.get(workload_id, [])
+            new_rows.append(_workload_row(log_id, workload_id, lifecycle, prices, plans, now))
+        conn.execute(rollup_workloads.insert(), new_rows)
+
+    # -- reads --------------------------------------------------------------------------------------------
+
+    def sessions_in(
+        self,
+        org_id: str,
+        start: int,
+        end: int,
+        endpoint_id: str | None,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        now: int,
+    ) -> list[RolledSession]:
+        """Rated sessions with any unit starting in [start, end); open ones re-rated to `now` (R10)."""
+        log_id = org_log_id(org_id)
+        table = rollup_workloads
+        conditions = [
+            table.c.log_id == log_id,
+            table.c.up < end,
+            or_(table.c.is_open, table.c.billed_end > start),
+        ]
+        if endpoint_id is not None:
+            conditions.append(table.c.endpoint_id == endpoint_id)
+        with self.store.reader.connect() as conn:
+            rows = conn.execute(select(table).where(and_(*conditions))).all()
+        found = []
+        for row in rows:
+            if row.is_open:
+                lifecycle = _load_lifecycle(row.lifecycle)
+                session = rate_workload(lifecycle, prices, plans, now).session
+                if session is None:
+                    continue
+                found.append(_rolled(row, session.unit_seconds, session.runs))
+            elif row.session is not None:
+                data = json.loads(row.session)
+                found.append(_rolled(row, data["unit_seconds"], tuple(_run(r) for r in data["runs"])))
+        return found
+
+    def storage_in(self, org_id: str, start: int, end: int, endpoint_id: str | None) -> list[RolledStorage]:
+        """Storage intervals starting in [start, end) (R13, R14; R15 and invoices count them by start)."""
+        table = rollup_storage
+        conditions = [table.c.log_id == org_log_id(org_id), table.c.start >= start, table.c.start < end]
+        if endpoint_id is not None:
+            conditions.append(table.c.endpoint_id == endpoint_id)
+        with self.store.reader.connect() as conn:
+            rows = conn.execute(select(table).where(and_(*conditions))).all()
+        return [
+            RolledStorage(
+                int(r.seq), r.endpoint_id, r.workload_id, r.storage_kind, int(r.start), Fraction(r.charge.decode())
+            )
+            for r in rows
+        ]
+
+
+def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:
+    return [(event_from_body(body), int(seq)) for seq, body in json.loads(blob)]
+
+
+def _workload_row(
+    log_id: str,
+    workload_id: str,
+    lifecycle: list[tuple[UsageEvent, int]],
+    prices: PriceHistory,
+    plans: PlanHistory,
+    now: int,
+) -> dict[str, Any]:
+    rating = rate_workload(lifecycle, prices, plans, now)
+    session = rating.session
+    first = min(lifecycle, key=lambda item: (item[0].type is not EventType.WORKLOAD_UP, item[0].occurred_at))[0]
+    row: dict[str, Any] = {
+        "log_id": log_id,
+        "workload_id": workload_id,
+        "endpoint_id": first.endpoint_id,
+        "workload_kind": first.workload_kind.value,
+        "instance_type": first.instance_type,
+        "worker_type": first.worker_type.value,
+        "lifecycle": json.dumps([[seq, event.body()] for event, seq in lifecycle], separators=(",", ":")).encode(),
+        "up": None,
+        "billed_end": None,
+        "is_open": False,
+        "session": None,
+    }
+    if session is not None:
+        row["up"] = session.up
+        row["is_open"] = session.is_open
+        row["billed_end"] = session.up + session.billed_units * session.unit_seconds * 1_000_000
+        row["session"] = _session_blob(session)
+    return row
+
+
+def _session_blob(session: Session) -> bytes:
+    runs = [
+        [
+            r.first_unit_index,
+            r.count,
+            r.unit_seconds,
+            r.first_unit_start,
+            r.price_version,
+            str(r.rate_per_second),
+            r.worker_type.value,
+            str(r.amount),
+        ]
+        for r in session.runs
+    ]
+    return json.dumps({"unit_seconds": session.unit_seconds, "runs": runs}, separators=(",", ":")).encode()
+
+
+def _run(data: list[Any]) -> UnitRun:
+    return UnitRun(
+        first_unit_index=int(data[0]),
+        count=int(data[1]),
+        unit_seconds=int(data[2]),
+        first_unit_start=int(data[3]),
+        price_version=int(data[4]),
+        rate_per_second=Decimal(data[5]),
+        worker_type=WorkerType(data[6]),
+        amount=Decimal(data[7]),
+    )
+
+
+def _rolled(row: Any, unit_seconds: int, runs: Iterable[UnitRun]) -> RolledSession:
+    return RolledSession(
+        row.workload_id,
+        row.endpoint_id,
+        row.workload_kind,
+        row.instance_type,
+        row.worker_type,
+        unit_seconds,
+        tuple(runs),
+    )

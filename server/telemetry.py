@@ -1,0 +1,376 @@
+"""Observability: OpenTelemetry traces and metrics from the standard OTEL_* variables, JSON logs, an access log.
+
+Everything is off unless configured: `configure(os.environ)` installs an SDK only when OTEL_TRACES_EXPORTER or
+OTEL_METRICS_EXPORTER names an exporter (`otlp`, `console`; `none` or unset: off), so tests and the quick start
+pay nothing. The core records its spans through ledger/tracing.py, which needs only the API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from opentelemetry import metrics, trace
+from opentelemetry.trace import StatusCode as SpanStatusCode
+
+from server.guard import Behavior, Continuation, rewrap
+
+log = logging.getLogger("usageledger.telemetry")
+access_log = logging.getLogger("usageledger.access")
+
+SERVICE_NAME = "usage-ledger"
+
+# -- metrics ------------------------------------------------------------------------------------------------------
+# Instruments of the global meter: proxies that record nothing until configure() installs a meter provider.
+
+_meter = metrics.get_meter("usageledger")
+events_appended = _meter.create_counter(
+    "usageledger.events.appended", unit="{event}", description="Usage events appended as new entries"
+)
+events_duplicate = _meter.create_counter(
+    "usageledger.events.duplicates", unit="{event}", description="Usage events answered as duplicates (R24)"
+)
+append_batch_size = _meter.create_histogram(
+    "usageledger.append.batch_size", unit="{event}", description="Events per AppendEvents call or StreamEvents batch"
+)
+append_duration = _meter.create_histogram(
+    "usageledger.append.duration", unit="s", description="Time to serve an append call, by gRPC status code"
+)
+verification_failures = _meter.create_counter(
+    "usageledger.verification.failures",
+    unit="{failure}",
+    description="Failed verifications: hash chains, Merkle proofs, checkpoints, signatures (record_verification)",
+)
+account_state_changes = _meter.create_counter(
+    "usageledger.account.state_changes",
+    unit="{change}",
+    description="Account state transitions, by new state (record_account_state_change)",
+)
+
+
+def record_verification_failure(what: str) -> None:
+    """Count one failed verification; `what` is a low-cardinality kind such as `chain`, `proof`, `checkpoint`."""
+    verification_failures.add(1, {"kind": what})
+
+
+def record_account_state_change(state: str) -> None:
+    """Count one account state transition into `state` (for example `SUSPENDED`)."""
+    account_state_changes.add(1, {"state": state})
+
+
+# -- configuration ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Telemetry:
+    """What configure() installed; `tracing` says whether the server should add its RPC and SQL spans."""
+
+    tracing: bool = False
+    shutdown: Callable[[], None] = lambda: None
+
+
+def _exporters(environ: Mapping[str, str], variable: str) -> list[str]:
+    names = [n.strip().lower() for n in environ.get(variable, "").split(",") if n.strip()]
+    return [n for n in names if n != "none"]
+
+
+def configure(environ: Mapping[str, str]) -> Telemetry:
+    """Install tracer and meter providers as the OTEL_* variables say; nothing when they name no exporter.
+
+    OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER: `otlp` (OTLP over gRPC: OTEL_EXPORTER_OTLP_ENDPOINT and the
+    other OTEL_EXPORTER_OTLP_* variables), `console` (stdout), or both comma-separated. OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES name the resource; OTEL_SDK_DISABLED=true turns everything off.
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Telemetry()
+    trace_exporters = _exporters(environ, "OTEL_TRACES_EXPORTER")
+    metric_exporters = _exporters(environ, "OTEL_METRICS_EXPORTER")
+    if not trace_exporters and not metric_exporters:
+        return Telemetry()
+
+    from opentelemetry.sdk.resources import Resource
+
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
+    shutdowns: list[Callable[[], None]] = []
+    if trace_exporters:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        tracer_provider = TracerProvider(resource=resource)
+        for name in trace_exporters:
+            tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
+        trace.set_tracer_provider(tracer_provider)
+        shutdowns.append(tracer_provider.shutdown)
+    if metric_exporters:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in metric_exporters]
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(meter_provider)
+        shutdowns.append(meter_provider.shutdown)
+    log.info("telemetry on: traces %s, metrics %s", trace_exporters or "off", metric_exporters or "off")
+
+    def shutdown() -> None:
+        for stop in shutdowns:
+            stop()
+
+    return Telemetry(tracing=bool(trace_exporters), shutdown=shutdown)
+
+
+def _span_exporter(name: str) -> Any:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
+
+
+def _metric_exporter(name: str) -> Any:
+    if name == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return ConsoleMetricExporter()
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    raise ValueError(f"OTEL_METRICS_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
+
+
+def server_interceptors() -> list[grpc.ServerInterceptor]:
+    """The OpenTelemetry gRPC server interceptor: one SERVER span per RPC, on the global tracer provider."""
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    return [server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def trace_sql(engine: Any) -> None:
+    """A CLIENT span around every SQL statement on `engine`: the storage spans under an RPC or core span.
+
+    Spans carry the statement text (placeholders, never bound values) and the database system.
+    """
+    from sqlalchemy import event
+
+    tracer = trace.get_tracer("usageledger.sql")
+    system = engine.dialect.name
+
+    def before(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        current = tracer.start_span(
+            f"db {verb}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"db.system": system, "db.statement": statement[:2000]},
+        )
+        conn.info.setdefault("usageledger_spans", []).append(current)
+
+    def after(conn: Any, *_: Any) -> None:
+        spans = conn.info.get("usageledger_spans")
+        if spans:
+            spans.pop().end()
+
+    def failed(context: Any) -> None:
+        spans = context.connection.info.get("usageledger_spans") if context.connection is not None else None
+        if spans:
+            current = spans.pop()
+            current.set_status(SpanStatusCode.ERROR, type(context.original_exception).__name__)
+            current.end()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    event.listen(engine, "handle_error", failed)
+
+
+# -- structured logs ----------------------------------------------------------------------------------------------
+
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, trace_id/span_id inside a span, and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str = "json") -> None:
+    """Root logging to stderr: JSON lines (the default) or plain text for a person at a terminal."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# -- the access log, append metrics and span status, per call -------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    caller: str | None = None
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("usageledger_call", default=None)
+
+
+def note_caller(name: str) -> None:
+    """Name the authenticated caller of the current call in its access-log line (server/auth.py calls this)."""
+    call = _CALL.get()
+    if call is not None:
+        call.caller = name
+
+
+_APPEND = "/usageledger.v1.LedgerService/AppendEvents"
+_STREAM = "/usageledger.v1.LedgerService/StreamEvents"
+_QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Codes that mean the server failed, not the caller (OpenTelemetry's rule for marking server spans as errors).
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Per call: one access-log line (method, status, duration, caller, peer; no payload or credentials), append
+    metrics, and the status code on the RPC span (the gRPC instrumentation misses `abort_with_status`)."""
+
+    def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+
+        def wrap(behavior: Behavior, request_streaming: bool, response_streaming: bool) -> Behavior:
+            if response_streaming:
+                return self._observed_stream(method, behavior)
+            return self._observed(method, behavior, request_streaming)
+
+        return rewrap(handler, wrap)
+
+    def _observed(self, method: str, behavior: Behavior, request_streaming: bool) -> Behavior:
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            call = _Call()
+            token = _CALL.set(call)
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                if method == _STREAM and request_streaming:
+                    request = _batch_sizes(request)
+                response = behavior(request, context)
+                code = grpc.StatusCode.OK
+                _append_metrics(method, request, response)
+                return response
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                _CALL.reset(token)
+                elapsed = time.perf_counter() - started
+                if method in (_APPEND, _STREAM):
+                    append_duration.record(elapsed, {"rpc.method": method.rsplit("/", 1)[1], "code": code.name})
+                _finish(method, code, elapsed, call, context)
+
+        return observed
+
+    def _observed_stream(self, method: str, behavior: Behavior) -> Behavior:
+        def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = _Call()
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                token = _CALL.set(call)
+                try:
+                    responses = behavior(request, context)
+                finally:
+                    _CALL.reset(token)
+                yield from responses
+                code = grpc.StatusCode.OK
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                _finish(method, code, time.perf_counter() - started, call, context)
+
+        return observed
+
+
+def _batch_sizes(batches: Iterator[Any]) -> Iterator[Any]:
+    for batch in batches:
+        events = getattr(batch, "events", None)  # None: a batch the guard will refuse as undecodable
+        if events is not None:
+            append_batch_size.record(len(events), {"rpc.method": "StreamEvents"})
+        yield batch
+
+
+def _append_metrics(method: str, request: Any, response: Any) -> None:
+    if method == _APPEND:
+        append_batch_size.record(len(request.events), {"rpc.method": "AppendEvents"})
+        duplicates = sum(1 for result in response.results if result.duplicate)
+        events_appended.add(len(response.results) - duplicates)
+        events_duplicate.add(duplicates)
+    elif method == _STREAM:
+        events_appended.add(response.appended)
+        events_duplicate.add(response.duplicates)
+
+
+def _finish(method: str, code: grpc.StatusCode, elapsed: float, call: _Call, context: grpc.ServicerContext) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in _SERVER_FAULTS:
+            span.set_status(SpanStatusCode.ERROR, code.name)
+    level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
+    if access_log.isEnabledFor(level):
+        access_log.log(
+            level,
+            "%s %s %.1f ms",
+            method,
+            code.name,
+            elapsed * 1000,
+            extra={
+                "rpc_method": method,
+                "code": code.name,
+                "duration_ms": round(elapsed * 1000, 3),
+                "caller": call.caller,
+                "peer": context.peer(),
+            },
+        )

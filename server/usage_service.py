@@ -1,0 +1,163 @@
+"""PricingService and UsageService: price-book versions (R11, R12) and usage from rollups (R10, R13, R14)."""
+
+from __future__ import annotations
+
+import grpc
+from usageledger.v1 import pricing_pb2 as ppb
+from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
+from usageledger.v1 import usage_pb2 as upb
+from usageledger.v1 import usage_pb2_grpc as upb_grpc
+
+from ledger.core import Ledger
+from ledger.errors import FieldViolation, InvalidInput, LedgerError
+from ledger.events import format_decimal
+from ledger.pricebook import MONEY_CURRENCY, PriceBook
+from ledger.rating import BucketSize
+from ledger.sqlstore.rollups import UsageRollups
+from ledger.sqlstore.store import SqlStore
+from ledger.timeutil import format_micros
+from ledger.usage import UsageView
+from server.convert import micros_to_timestamp, timestamp_to_micros
+from server.errors import abort
+
+_GROUPS = {
+    upb.GROUP_BY_ENDPOINT: "endpoint_id",
+    upb.GROUP_BY_WORKLOAD_KIND: "workload_kind",
+    upb.GROUP_BY_INSTANCE_TYPE: "instance_type",
+    upb.GROUP_BY_WORKER_TYPE: "worker_type",
+}
+_BUCKETS = {upb.BUCKET_HOUR: BucketSize.HOUR, upb.BUCKET_DAY: BucketSize.DAY}
+
+
+def price_book_to_proto(book: PriceBook) -> ppb.PriceBook:
+    return ppb.PriceBook(
+        version=book.version,
+        effective_time=micros_to_timestamp(book.effective_from),
+        rates=[
+            ppb.InstanceRate(
+                instance_type=name,
+                flex_per_second=format_decimal(rate.flex_per_second),
+                active_per_second=format_decimal(rate.active_per_second),
+            )
+            for name, rate in sorted(book.rates.items())
+        ],
+        note=book.note,
+        currency_code=MONEY_CURRENCY,
+    )
+
+
+class PricingServicer(ppb_grpc.PricingServiceServicer):  # type: ignore[misc]
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def SetPriceBook(self, request: ppb.SetPriceBookRequest, context: grpc.ServicerContext) -> ppb.SetPriceBookResponse:
+        raw: dict[str, object] = {
+            "rates": {
+                r.instance_type: {"flex_per_second": r.flex_per_second, "active_per_second": r.active_per_second}
+                for r in request.rates
+            },
+            "note": request.note,
+        }
+        if request.HasField("effective_time"):
+            raw["effective_from"] = format_micros(timestamp_to_micros(request.effective_time))
+        try:
+            book, _ = self.ledger.set_price_book(raw)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        return ppb.SetPriceBookResponse(price_book=price_book_to_proto(book))
+
+    def GetPriceBook(self, request: ppb.GetPriceBookRequest, context: grpc.ServicerContext) -> ppb.GetPriceBookResponse:
+        at = timestamp_to_micros(request.at_time) if request.HasField("at_time") else self.ledger.clock()
+        try:
+            book = self.ledger.price_history().at(at)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        return ppb.GetPriceBookResponse(price_book=price_book_to_proto(book))
+
+    def ListPriceBooks(
+        self, request: ppb.ListPriceBooksRequest, context: grpc.ServicerContext
+    ) -> ppb.ListPriceBooksResponse:
+        books = sorted(self.ledger.price_history().versions, key=lambda b: (b.effective_from, b.version))
+        return ppb.ListPriceBooksResponse(price_books=[price_book_to_proto(b) for b in books])
+
+
+class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
+    def __init__(self, ledger: Ledger, usage: UsageView) -> None:
+        self.ledger = ledger
+        self.usage = usage
+
+    def QueryUsage(self, request: upb.QueryUsageRequest, context: grpc.ServicerContext) -> upb.QueryUsageResponse:
+        try:
+            violations = []
+            if not request.org_id:
+                violations.append(FieldViolation("org_id", "is required"))
+            for name in ("start_time", "end_time"):
+                if not request.HasField(name):
+                    violations.append(FieldViolation(name, "is required"))
+            unknown = [g for g in request.group_by if g not in _GROUPS]
+            if unknown:
+                violations.append(FieldViolation("group_by", f"unknown grouping {unknown[0]}"))
+            if request.bucket not in (upb.BUCKET_UNSPECIFIED, *_BUCKETS):
+                violations.append(FieldViolation("bucket", "must be BUCKET_HOUR or BUCKET_DAY"))
+            if violations:
+                raise InvalidInput(violations)
+            report = self.usage.query(
+                request.org_id,
+                timestamp_to_micros(request.start_time),
+                timestamp_to_micros(request.end_time),
+                now=self.ledger.clock(),
+                endpoint_id=request.endpoint_id or None,
+                group_by=[_GROUPS[g] for g in request.group_by],
+                bucket=_BUCKETS.get(request.bucket),
+            )
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        rows = []
+        for row in report.rows:
+            message = upb.UsageRow(
+                endpoint_id=row.endpoint_id or "",
+                workload_kind=row.workload_kind or "",
+                instance_type=row.instance_type or "",
+                worker_type=row.worker_type or "",
+                unit=row.unit,
+                quantity=row.quantity,
+                amount=format_decimal(row.amount),
+                storage_kind=row.storage_kind or "",
+            )
+            if row.bucket_start is not None:
+                message.bucket_start_time.CopyFrom(micros_to_timestamp(row.bucket_start))
+            rows.append(message)
+        return upb.QueryUsageResponse(
+            rows=rows,
+            total_amount=format_decimal(report.total),
+            currency_code=MONEY_CURRENCY,
+            as_of_size=report.as_of_size,
+        )
+
+    def RebuildRollups(
+        self, request: upb.RebuildRollupsRequest, context: grpc.ServicerContext
+    ) -> upb.RebuildRollupsResponse:
+        try:
+            if not request.org_id:
+                raise InvalidInput([FieldViolation("org_id", "is required")])
+            entries, workloads = self.usage.rebuild(request.org_id, self.ledger.clock())
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        return upb.RebuildRollupsResponse(entries=entries, workloads=workloads)
+
+
+def register_pricing(ledger: Ledger, server: grpc.Server) -> str:
+    ppb_grpc.add_PricingServiceServicer_to_server(PricingServicer(ledger), server)
+    return str(ppb.DESCRIPTOR.services_by_name["PricingService"].full_name)
+
+
+def register_usage(ledger: Ledger, server: grpc.Server) -> str:
+    store = ledger.store
+    if not isinstance(store, SqlStore):
+        raise TypeError("usage rollups need the SQL store")
+    upb_grpc.add_UsageServiceServicer_to_server(UsageServicer(ledger, UsageView(ledger, UsageRollups(store))), server)
+    return str(upb.DESCRIPTOR.services_by_name["UsageService"].full_name)

@@ -1,0 +1,69 @@
+"""The benchmark harness (bench/, issue #9) in a tiny run, so it keeps working: results only, no timing asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PG_ADMIN_URL
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(tmp_path: Path, backend: str) -> dict[str, Any]:
+    output = tmp_path / "results.json"
+    command = [
+        sys.executable, "-m", "bench.run", "--backend", backend, "--label", "smoke", "--output", str(output),
+        "--ingest-events", "1500", "--log-size", "2000", "--lookups", "20", "--proofs", "20",
+        "--clients", "2", "--orgs", "4", "--batch", "250", "--workdir", str(tmp_path),
+        "--pg-admin-url", PG_ADMIN_URL,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "results:" in done.stdout
+    document: dict[str, Any] = json.loads(output.read_text())
+    return document
+
+
+def check_backend(result: dict[str, Any]) -> None:
+    ingest = result["ingest"]
+    assert ingest["events"] == 1500 and ingest["duplicates"] == 0
+    assert ingest["events_per_second"] > 0 and ingest["server_cpu_seconds"] >= 0
+    assert ingest["batch_latency_ms"]["p99"] >= ingest["batch_latency_ms"]["p50"] > 0
+    assert ingest["server_memory_kib"]["VmHWM"] >= ingest["server_memory_kib"]["VmRSS"] > 0
+    assert result["ceiling"]["events"] == 1500 and result["ceiling"]["ratio_ingest_to_ceiling"] > 0
+    biglog = result["biglog"]
+    assert biglog["events"] == 2000 and [s["fraction"] for s in biglog["memory_by_size"]][-1] == 1.0
+    lookup = result["lookup"]
+    assert lookup["log_size"] >= 2000
+    for kind in ("endpoint_window", "request"):
+        assert lookup[kind]["count"] == 20 and 0 < lookup[kind]["p50_ms"] <= lookup[kind]["p99_ms"]
+        assert lookup[kind]["rows_max"] >= 1
+    # The lookups must run on their indexes, not scan the log.
+    assert "ix_entries_endpoint_time" in lookup["plans"]["endpoint_window"]
+    assert "ix_entries_request" in lookup["plans"]["request"]
+    assert result["verify"]["entries"] == lookup["log_size"] and result["verify"]["entries_per_second"] > 0
+    proof = result["inclusion_proof"]
+    assert proof["tree_size"] == lookup["log_size"] and proof["hashes_mean"] > 1
+
+
+def test_bench_quick_run_writes_results_for_sqlite(tmp_path: Path) -> None:
+    document = run_bench(tmp_path, "sqlite")
+    assert document["machine"]["nproc"] >= 1 and document["machine"]["sqlite"]
+    check_backend(document["results"]["sqlite"])
+    assert set(document["targets"]) >= {"sqlite_ingest_events_per_second", "sqlite_ingest_ceiling_ratio"}
+    assert not list(tmp_path.glob("*.db")), "the benchmark left its databases behind"
+
+
+@pytest.mark.postgres
+def test_bench_quick_run_writes_results_for_postgresql(tmp_path: Path) -> None:
+    document = run_bench(tmp_path, "postgresql")
+    result = document["results"]["postgresql"]
+    check_backend(result)
+    assert result["ceiling_copy"]["method"] == "copy"
+    assert document["machine"]["postgresql"]

@@ -1,0 +1,148 @@
+"""OpenTelemetry on a real server: RPC spans with storage spans under them, trace ids in JSON logs, append metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from client.ledger_client import LedgerClient
+from server.app import start_server
+from server.telemetry import JsonLogFormatter, configure
+from tests.conftest import EventFactory, FixedClock
+
+
+class _WhileRecording(SpanProcessor):
+    """Exports only while a test listens: the global tracer provider outlives this module's tests."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self.inner = SimpleSpanProcessor(exporter)
+        self.on = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.on:
+            self.inner.on_end(span)
+
+
+_exporter = InMemorySpanExporter()
+_switch = _WhileRecording(_exporter)
+_reader = InMemoryMetricReader()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def global_providers() -> None:
+    """The process's global providers, installed once (OpenTelemetry allows setting them only once)."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "another test installed a tracer provider this test cannot use"
+    if _switch not in provider._active_span_processor._span_processors:
+        provider.add_span_processor(_switch)
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(MeterProvider(metric_readers=[_reader]))
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    _exporter.clear()
+    _switch.on = True
+    yield _exporter
+    _switch.on = False
+    _exporter.clear()
+
+
+class _JsonLines(logging.Handler):
+    """Formats at emit time, in the thread (and span) that logged, as the server's stderr handler does."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonLogFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def _metric_sum(name: str) -> int:
+    data = _reader.get_metrics_data()
+    total = 0
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    total += sum(int(point.value) for point in metric.data.data_points)  # type: ignore[union-attr]
+    return total
+
+
+def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_is_logged(
+    tmp_path: Path, make_event: EventFactory, spans: InMemorySpanExporter
+) -> None:
+    lines = _JsonLines()
+    access = logging.getLogger("usageledger.access")
+    access.addHandler(lines)
+    previous_level = access.level
+    access.setLevel(logging.INFO)
+    appended_before = _metric_sum("usageledger.events.appended")
+    running = start_server(f"sqlite:///{tmp_path / 'ledger.db'}", clock=FixedClock(), tracing=True)
+    try:
+        with LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client:
+            client.append_events(
+                [
+                    make_event(),
+                    make_event(type="WORKLOAD_READY"),
+                    make_event(type="WORKLOAD_STOPPED", stop_reason="SCALED_DOWN"),
+                ]
+            )
+    finally:
+        running.stop(grace=None)
+        access.removeHandler(lines)
+        access.setLevel(previous_level)
+
+    finished: Sequence[ReadableSpan] = spans.get_finished_spans()
+    [rpc] = [s for s in finished if s.name == "/usageledger.v1.LedgerService/AppendEvents"]
+    assert rpc.kind is trace.SpanKind.SERVER and rpc.context is not None
+    [append] = [s for s in finished if s.name == "ledger.store.append"]
+    assert append.parent is not None and append.parent.span_id == rpc.context.span_id
+    assert append.context is not None and append.context.trace_id == rpc.context.trace_id
+    assert append.attributes is not None and append.attributes["entries"] == 3
+    sql = [s for s in finished if s.name.startswith("db ") and s.parent and s.parent.span_id == append.context.span_id]
+    assert {s.name for s in sql} >= {"db INSERT"}
+    assert all("ulk_" not in str(s.attributes) for s in finished)
+
+    trace_id = format(rpc.context.trace_id, "032x")
+    [logged] = [line for line in lines.lines if line.get("rpc_method") == rpc.name]
+    assert logged["trace_id"] == trace_id and logged["code"] == "OK" and logged["level"] == "INFO"
+    assert _metric_sum("usageledger.events.appended") - appended_before == 3
+
+
+def test_a_refused_call_is_marked_on_its_span(
+    tmp_path: Path, make_event: EventFactory, spans: InMemorySpanExporter
+) -> None:
+    running = start_server(f"sqlite:///{tmp_path / 'ledger.db'}", clock=FixedClock(), tracing=True)
+    try:
+        with LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client, pytest.raises(grpc.RpcError):
+            client.append_events([make_event(instance_type="TPU-9000")])
+    finally:
+        running.stop(grace=None)
+    [rpc] = [s for s in spans.get_finished_spans() if s.name.endswith("/AppendEvents")]
+    assert rpc.attributes is not None and rpc.attributes["rpc.grpc.status_code"] == 3  # INVALID_ARGUMENT
+    assert not [s for s in spans.get_finished_spans() if s.name == "ledger.store.append"]
+
+
+def test_telemetry_is_off_unless_an_exporter_is_named() -> None:
+    assert not configure({}).tracing
+    assert not configure({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}).tracing
+    assert not configure({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "console"}).tracing
+    with pytest.raises(ValueError, match="zipkin"):
+        configure({"OTEL_TRACES_EXPORTER": "zipkin"})
