@@ -83,7 +83,11 @@ def draw_cases(store: SqlStore, org_id: str, count: int, seed: int = 9) -> Cases
     log_id = org_log_id(org_id)
     with store.reader.connect() as conn:
         endpoints = sorted(
-            conn.execute(select(entries.c.endpoint_id).where(entries.c.org_id == org_id).distinct()).scalars()
+            conn.execute(
+                select(entries.c.endpoint_id)
+                .where(entries.c.org_id == org_id, entries.c.endpoint_id.is_not(None))  # events only
+                .distinct()
+            ).scalars()
         )
         first, last, size = conn.execute(
             select(func.min(entries.c.occurred_at), func.max(entries.c.occurred_at), func.count()).where(
