@@ -195,8 +195,15 @@ def spend_flips(
         return []
     deltas: dict[int, list[Decimal]] = defaultdict(list)
     windows = ((since + 1, until + 1, 1, 0), (since - HOUR + 1, until - HOUR + 1, -1, HOUR))
+    # The closer calls this for every org touched by appends about once a second, with a window of a second or
+    # so, over every session of the org's history: skip, before clipping, a run with no unit starting in either
+    # window (its units all start before the earlier one or after the later one).
+    lowest, highest = since - HOUR + 1, until + 1
     for session in rating.sessions:
         for run in session.runs:
+            first = run.first_unit_start
+            if first >= highest or first + (run.count - 1) * run.unit_seconds * MICROS_PER_SECOND < lowest:
+                continue
             for start, end, sign, shift in windows:
                 part = run.clip(start, end)
                 if part is None:
