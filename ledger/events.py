@@ -216,7 +216,23 @@ _is_instance_type = INSTANCE_TYPE_RE.match
 def _accept_well_formed(
     raw: Mapping[str, Any], now_micros: int, known_instance_type: Callable[[str], bool]
 ) -> UsageEvent | None:
-    """parse_event's result for an event that passes every one of its checks, or None to run them one by one.
+    """parse_event's result for an event that passes every one of its checks, or None to run them one by one."""
+    fields = well_formed_fields(raw, now_micros, known_instance_type)
+    # Positional (the field order is checked below): a third cheaper than keywords.
+    return None if fields is None else UsageEvent(*fields)
+
+
+# UsageEvent's fields in declaration order, as well_formed_fields returns them.
+EventFields = tuple[
+    str, str, str, str, WorkloadKind, str, EventType, int, str | None, bool, WorkerType,
+    str | None, StopReason | None, StorageKind | None, str | None, Decimal | None, int | None,
+]  # fmt: skip
+
+
+def well_formed_fields(
+    raw: Mapping[str, Any], now_micros: int, known_instance_type: Callable[[str], bool]
+) -> EventFields | None:
+    """The fields of parse_event's result for an event that passes every one of its checks, or None.
 
     Ingest validates every event, and almost all are well formed: deciding that with one straight pass (exact
     types only, no violation bookkeeping) is several times cheaper. It accepts only what the checks below accept
@@ -345,8 +361,7 @@ def _accept_well_formed(
             value = get(name)
             if value is not None and (type(value) is not str or value):
                 return None
-    # Positional (the field order is checked below): a third cheaper than keywords, on every event ingested.
-    return UsageEvent(
+    return (
         event_id,
         org_id,
         endpoint_id,
@@ -388,6 +403,34 @@ _FIELD_ORDER = (
 )
 if tuple(f.name for f in fields(UsageEvent)) != _FIELD_ORDER:
     raise ImportError("ledger.events: UsageEvent's fields changed order; update _accept_well_formed to match")
+
+
+def canonical_event_body(fields: EventFields) -> bytes:
+    """canonical_body(UsageEvent(*fields).body()), byte for byte, for fields that well_formed_fields returned.
+
+    Every string in such fields is an identifier, an instance type, an enum name, a formatted time or a decimal,
+    none of which JSON escapes: so the body is spliced together in sorted key order with no encoder, no
+    intermediate dict and no sort, several times cheaper on every event ingested (tests compare the two).
+    """
+    (
+        event_id, org_id, endpoint_id, workload_id, workload_kind, instance_type, event_type, occurred_at,
+        workspace_id, development, worker_type, request_id, stop_reason, storage_kind, volume_id, gigabytes,
+        interval_seconds,
+    ) = fields  # fmt: skip
+    # Optional fields as whole segments (or ""), then one f-string: StrEnum members format as their values.
+    gb = "" if gigabytes is None else '","gigabytes":"' + format_decimal(gigabytes)
+    iv = '",' if interval_seconds is None else '","interval_seconds":' + int.__repr__(interval_seconds) + ","
+    rq = "" if request_id is None else '","request_id":"' + request_id
+    sr = "" if stop_reason is None else '","stop_reason":"' + stop_reason
+    sk = "" if storage_kind is None else '","storage_kind":"' + storage_kind
+    vo = "" if volume_id is None else '","volume_id":"' + volume_id
+    ws = "" if workspace_id is None else '","workspace_id":"' + workspace_id
+    return (
+        f'{{"development":{"true" if development else "false"},"endpoint_id":"{endpoint_id}","event_id":"{event_id}'
+        f'{gb}","instance_type":"{instance_type}{iv}"occurred_at":"{_format_occurred_at(occurred_at)}'
+        f'","org_id":"{org_id}{rq}{sr}{sk}","type":"{event_type}{vo}","worker_type":"{worker_type}'
+        f'","workload_id":"{workload_id}","workload_kind":"{workload_kind}{ws}"}}'
+    ).encode()
 
 
 def parse_event(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -122,7 +123,12 @@ class PriceHistory:
 
     def knows(self, instance_type: str) -> bool:
         """An instance type is accepted if any version prices it (R11); rating still uses the version in force."""
-        return any(instance_type in book.rates for book in self.versions)
+        return instance_type in self.known_instance_types
+
+    @functools.cached_property
+    def known_instance_types(self) -> frozenset[str]:
+        """Every instance type some version prices: what `knows` accepts, asked once per ingested event."""
+        return frozenset(name for book in self.versions for name in book.rates)
 
 
 # R11: the GPU table of 004_4e306631aec1dee8.txt, per second, flex then active.

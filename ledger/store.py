@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ledger.entry import Entry, EntryKind, LogHead
 
 
-@dataclass(frozen=True, slots=True)
-class IndexColumns:
+# IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like
+# frozen dataclasses, at a quarter of the construction cost. (NewEntry stays a dataclass: its `index` field would
+# shadow tuple.index.)
+class IndexColumns(NamedTuple):
     """Query columns derived from an entry's body; audit verify re-derives them and compares."""
 
     org_id: str | None = None
@@ -31,8 +33,7 @@ class NewEntry:
     index: IndexColumns
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
+class Appended(NamedTuple):
     """Where a NewEntry landed; `duplicate` when its idempotency key was already there with the same body."""
 
     log_id: str

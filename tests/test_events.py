@@ -6,9 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ledger.entry import canonical_body
 from ledger.errors import InvalidInput
-from ledger.events import EventType, WorkerType, parse_event
+from ledger.events import EventType, UsageEvent, WorkerType, canonical_event_body, parse_event, well_formed_fields
 from ledger.pricebook import default_price_book
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 
@@ -125,3 +128,70 @@ def test_unknown_fields_are_refused_rather_than_silently_dropped() -> None:
     with pytest.raises(InvalidInput) as err:
         parse(base(occured_at="2026-10-05T09:00:00Z"))
     assert fields(err) == {"events[0].occured_at"}
+
+
+_IDENTIFIERS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,20}", fullmatch=True)
+_OPTIONAL_TEXT = st.one_of(st.none(), st.just(""), _IDENTIFIERS)
+
+
+@st.composite
+def _well_formed_events(draw: st.DrawFn) -> dict[str, Any]:
+    event_type = draw(st.sampled_from(list(EventType)))
+    raw: dict[str, Any] = {
+        "event_id": draw(_IDENTIFIERS),
+        "org_id": draw(_IDENTIFIERS),
+        "endpoint_id": draw(_IDENTIFIERS),
+        "workload_id": draw(_IDENTIFIERS),
+        "workload_kind": draw(st.sampled_from(["SERVING", "BUILD", "TRAINING"])),
+        "instance_type": draw(st.sampled_from(sorted(BOOK.rates))),
+        "type": event_type.value,
+        "occurred_at": draw(
+            st.one_of(
+                st.integers(parse_rfc3339_micros("2000-01-01T00:00:00Z"), NOW),
+                st.integers(parse_rfc3339_micros("2000-01-01T00:00:00Z"), NOW).map(format_micros),
+            )
+        ),
+    }
+    for name, values in (
+        ("workspace_id", _OPTIONAL_TEXT),
+        ("development", st.sampled_from([True, False, None])),
+        ("worker_type", st.sampled_from([None, "", "FLEX", "ACTIVE"])),
+    ):
+        value = draw(values)
+        if value is not None or draw(st.booleans()):
+            raw[name] = value
+    if event_type in (EventType.REQUEST_STARTED, EventType.REQUEST_FINISHED):
+        raw["request_id"] = draw(_IDENTIFIERS)
+    if event_type is EventType.WORKLOAD_STOPPED:
+        raw["stop_reason"] = draw(st.sampled_from(["SCALED_DOWN", "OOM", "CRASH", "COMPLETED", "BUILD_FAILED"]))
+    if event_type is EventType.STORAGE_SAMPLE:
+        raw["storage_kind"] = draw(st.sampled_from(["CONTAINER_DISK", "NETWORK_VOLUME"]))
+        raw["volume_id"] = draw(_IDENTIFIERS if raw["storage_kind"] == "NETWORK_VOLUME" else _OPTIONAL_TEXT)
+        raw["gigabytes"] = draw(
+            st.one_of(
+                st.integers(0, 10**9),
+                st.decimals(0, 10**9, places=draw(st.integers(0, 9)), allow_nan=False).map(str),
+            )
+        )
+        if draw(st.booleans()):
+            raw["interval_seconds"] = draw(st.integers(1, 31 * 24 * 3600))
+    return raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(_well_formed_events())
+def test_the_ingest_fast_path_builds_the_canonical_body_byte_for_byte(raw: dict[str, Any]) -> None:
+    """well_formed_fields + canonical_event_body (ingest) == parse_event + canonical_body (the reference)."""
+    event = parse(raw)
+    fields = well_formed_fields(raw, NOW, lambda t: t in BOOK.rates)
+    assert fields is not None
+    assert UsageEvent(*fields) == event
+    assert canonical_event_body(fields) == canonical_body(event.body())
+
+
+def test_the_ingest_fast_path_leaves_anything_unusual_to_the_full_checks() -> None:
+    class Text(str):
+        pass
+
+    for raw in (base(event_id=Text("e-1")), base(extra=1), base(type="REQUEST_STARTED"), base(event_id="e\n")):
+        assert well_formed_fields(raw, NOW, lambda t: t in BOOK.rates) is None
