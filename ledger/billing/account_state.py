@@ -6,6 +6,7 @@ when both are set. Each flip is a STATE entry holding the instant it happened an
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,8 +210,10 @@ def spend_flips(
                 if part is None:
                     continue
                 price = part.unit_price if sign > 0 else -part.unit_price
-                for index in range(part.count):
-                    deltas[part.first_unit_start + index * part.unit_micros + shift].append(price)
+                step = part.unit_micros
+                first_start = part.first_unit_start + shift
+                for instant in range(first_start, first_start + part.count * step, step):
+                    deltas[instant].append(price)
     for charge in rating.storage:
         for start, end, sign, shift in windows:
             if start <= charge.start < end and charge.amount:
@@ -218,10 +221,16 @@ def spend_flips(
     candidates = sorted({*deltas, *(c for c in limit_changes if since < c <= until), until})
     spend = hourly_spend(rating, since)
     flips: list[SpendFlip] = []
+    # The limit is constant between consecutive limit changes: ask limit_at again only past one.
+    changes = sorted(limit_changes)
+    limit_period: int | None = None
+    limit = Decimal(0)
     with localcontext(EXACT):
         for instant in candidates:
             spend += sum(deltas.get(instant, ()), Decimal(0))
-            limit = limit_at(instant)
+            period = bisect.bisect_right(changes, instant)
+            if period != limit_period:
+                limit, limit_period = limit_at(instant), period
             over = spend > limit
             if over != exceeded:
                 flips.append(SpendFlip(instant, over, spend, limit))
