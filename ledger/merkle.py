@@ -175,15 +175,20 @@ class Frontier:
         size = self.size
         stack = list(self.hashes)
         stored: list[list[bytes]] = []
+        # Run for every ingested entry: node_hash and the trailing-ones count are inlined (the same hashes).
+        sha256 = _sha256
         for lh in leaf_hashes:
-            _check_hash("leaf hash", lh)
+            if len(lh) != HASH_SIZE:
+                _check_hash("leaf hash", lh)
             if size == MAX_TREE_SIZE:
                 raise VerificationError(f"frontier: tree is full at size {size}")
             subtree = [lh]
             h = lh
-            for _ in range(_trailing_ones(size)):
-                h = node_hash(stack.pop(), h)
+            merges = size
+            while merges & 1:  # one merge per trailing 1-bit of the new leaf's index
+                h = sha256(_NODE_PREFIX + stack.pop() + h).digest()
                 subtree.append(h)
+                merges >>= 1
             stack.append(h)
             stored.append(subtree)
             size += 1
