@@ -176,6 +176,9 @@ class SpendFlip:
     limit: Decimal
 
 
+_NO_CHANGE = Decimal(0)
+
+
 def spend_flips(
     rating: OrgRating,
     limit_at: Callable[[int], Decimal],
@@ -194,30 +197,32 @@ def spend_flips(
     """
     if until <= since:
         return []
-    deltas: dict[int, list[Decimal]] = defaultdict(list)
+    # Each instant's net change, summed as it is found (exact arithmetic: the same totals as summing later).
+    deltas: dict[int, Decimal] = defaultdict(Decimal)
     windows = ((since + 1, until + 1, 1, 0), (since - HOUR + 1, until - HOUR + 1, -1, HOUR))
     # The closer calls this for every org touched by appends about once a second, with a window of a second or
     # so, over every session of the org's history: skip, before clipping, a run with no unit starting in either
     # window (its units all start before the earlier one or after the later one).
     lowest, highest = since - HOUR + 1, until + 1
-    for session in rating.sessions:
-        for run in session.runs:
-            first = run.first_unit_start
-            if first >= highest or first + (run.count - 1) * run.unit_seconds * MICROS_PER_SECOND < lowest:
-                continue
-            for start, end, sign, shift in windows:
-                part = run.clip(start, end)
-                if part is None:
+    with localcontext(EXACT):
+        for session in rating.sessions:
+            for run in session.runs:
+                first = run.first_unit_start
+                if first >= highest or first + (run.count - 1) * run.unit_seconds * MICROS_PER_SECOND < lowest:
                     continue
-                price = part.unit_price if sign > 0 else -part.unit_price
-                step = part.unit_micros
-                first_start = part.first_unit_start + shift
-                for instant in range(first_start, first_start + part.count * step, step):
-                    deltas[instant].append(price)
-    for charge in rating.storage:
-        for start, end, sign, shift in windows:
-            if start <= charge.start < end and charge.amount:
-                deltas[charge.start + shift].append(charge.amount if sign > 0 else -charge.amount)
+                for start, end, sign, shift in windows:
+                    part = run.clip(start, end)
+                    if part is None:
+                        continue
+                    price = part.unit_price if sign > 0 else -part.unit_price
+                    step = part.unit_micros
+                    first_start = part.first_unit_start + shift
+                    for instant in range(first_start, first_start + part.count * step, step):
+                        deltas[instant] += price
+        for charge in rating.storage:
+            for start, end, sign, shift in windows:
+                if start <= charge.start < end and charge.amount:
+                    deltas[charge.start + shift] += charge.amount if sign > 0 else -charge.amount
     candidates = sorted({*deltas, *(c for c in limit_changes if since < c <= until), until})
     spend = hourly_spend(rating, since)
     flips: list[SpendFlip] = []
@@ -227,7 +232,7 @@ def spend_flips(
     limit = Decimal(0)
     with localcontext(EXACT):
         for instant in candidates:
-            spend += sum(deltas.get(instant, ()), Decimal(0))
+            spend += deltas.get(instant, _NO_CHANGE)
             period = bisect.bisect_right(changes, instant)
             if period != limit_period:
                 limit, limit_period = limit_at(instant), period
