@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import os
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LedgerError, OSError) as err:
         print(f"ledger-server: {err}", file=sys.stderr)
         return 1
+    tune_interpreter()
     auth_on = args.require_auth or (tls is not None and tls.mutual)
     security = ("TLS" if tls else "plaintext") + (", auth required" if auth_on else "")
     print(
@@ -210,6 +212,24 @@ def main(argv: list[str] | None = None) -> int:
     running.stop(grace=5.0)
     telemetry.shutdown()
     return 0
+
+
+# Cyclic garbage collections start after this many net allocations of container objects (CPython: 700).
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_interpreter() -> None:
+    """Once the server is up: keep the cyclic garbage collector off the ingest path.
+
+    An append batch holds tens of thousands of young tuples, dicts and messages at once, so at CPython's default
+    threshold the collector runs several times per batch, and about one run in a hundred is a full collection
+    that walks every object of the process (grpc, SQLAlchemy, protobuf, billing state): with a heap of 300,000
+    objects that was about 10 us of the 50 us an appended event cost (gc callbacks, in-process AppendEvents).
+    Freezing what startup allocated takes it out of every collection for good; a higher first threshold makes
+    young collections rare. Almost everything the server allocates is freed by reference counting anyway.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _redacted(url: str) -> str:
