@@ -75,7 +75,8 @@ def wake_billing(ledger: Ledger, appended: Iterable[Appended]) -> None:
     """After an append: ask the period closer (if any) to re-evaluate the orgs that got new entries (R15, R19)."""
     closer = _CLOSERS.get(ledger)
     if closer is not None:
-        orgs = {org for a in appended if not a.duplicate and (org := org_of_log(a.log_id)) is not None}
+        logs = {a.log_id for a in appended if not a.duplicate}  # per event: the cheapest test first
+        orgs = {org for log_id in logs if (org := org_of_log(log_id)) is not None}
         if orgs:
             closer.notify(orgs)
 

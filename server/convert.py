@@ -16,9 +16,9 @@ from ledger.store import Appended
 PROTO_FIELD_NAMES = {"occurred_at": "occur_time"}
 
 
-def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
-    """Number -> billing-rules.md name of each value of a proto enum except zero (`*_UNSPECIFIED`: absent)."""
-    return {number: str(enum.Name(number))[len(prefix) :] for number in enum.values() if number != 0}
+def _enum_names(enum: Any, prefix: str) -> dict[int, str | None]:
+    """Number -> billing-rules.md name of each value of a proto enum; zero (`*_UNSPECIFIED`) -> None (absent)."""
+    return {number: None if number == 0 else str(enum.Name(number))[len(prefix) :] for number in enum.values()}
 
 
 # Looked up once here rather than through the enum wrappers for every field of every event on the ingest path.
@@ -29,11 +29,9 @@ _STOP_REASONS = _enum_names(pb.StopReason, "STOP_REASON_")
 _STORAGE_KINDS = _enum_names(pb.StorageKind, "STORAGE_KIND_")
 
 
-def _enum_name(names: dict[int, str], value: int) -> str | None:
-    if value == 0:
-        return None
+def _unknown_enum_value(value: int) -> str:
     # A value this build does not know (proto3 enums are open) is passed on for the parser to reject by name.
-    return names.get(value) or f"<unknown enum value {value}>"
+    return f"<unknown enum value {value}>"
 
 
 # The range of a valid google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -42,25 +40,31 @@ _TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
 
 def event_to_raw(event: pb.UsageEvent) -> dict[str, Any]:
     """A proto event as the billing-rules.md mapping that ledger.events.parse_event validates."""
+    # Run for every ingested event: each field is read once, enums are looked up in plain dicts.
+    value = event.workload_kind
+    workload_kind = _WORKLOAD_KINDS[value] if value in _WORKLOAD_KINDS else _unknown_enum_value(value)
+    value = event.type
+    event_type = _EVENT_TYPES[value] if value in _EVENT_TYPES else _unknown_enum_value(value)
     raw: dict[str, Any] = {
         "event_id": event.event_id,
         "org_id": event.org_id,
         "endpoint_id": event.endpoint_id,
         "workload_id": event.workload_id,
-        "workload_kind": _enum_name(_WORKLOAD_KINDS, event.workload_kind),
+        "workload_kind": workload_kind,
         "development": event.development,
         "instance_type": event.instance_type,
-        "type": _enum_name(_EVENT_TYPES, event.type),
+        "type": event_type,
     }
-    if event.HasField("occur_time"):
-        occur_time = event.occur_time
+    occur_time = event.occur_time
+    seconds = occur_time.seconds
+    if seconds or event.HasField("occur_time"):  # a non-zero field means the message is present
         nanos = occur_time.nanos
-        if not 0 <= nanos < 1_000_000_000 or occur_time.seconds not in _TIMESTAMP_SECONDS:
+        if not 0 <= nanos < 1_000_000_000 or seconds not in _TIMESTAMP_SECONDS:
             raw["occurred_at"] = "Timestamp seconds/nanos out of range"  # not a valid Timestamp: rejected by name
         elif nanos % 1000:
             raw["occurred_at"] = "sub-microsecond time"  # rejected by the parser with a clear message
         else:
-            raw["occurred_at"] = occur_time.seconds * 1_000_000 + nanos // 1000
+            raw["occurred_at"] = seconds * 1_000_000 + nanos // 1000
     text = event.workspace_id
     if text:
         raw["workspace_id"] = text
@@ -75,21 +79,22 @@ def event_to_raw(event: pb.UsageEvent) -> dict[str, Any]:
         raw["gigabytes"] = text
     value = event.worker_type
     if value:
-        raw["worker_type"] = _enum_name(_WORKER_TYPES, value)
+        raw["worker_type"] = _WORKER_TYPES[value] if value in _WORKER_TYPES else _unknown_enum_value(value)
     value = event.stop_reason
     if value:
-        raw["stop_reason"] = _enum_name(_STOP_REASONS, value)
+        raw["stop_reason"] = _STOP_REASONS[value] if value in _STOP_REASONS else _unknown_enum_value(value)
     value = event.storage_kind
     if value:
-        raw["storage_kind"] = _enum_name(_STORAGE_KINDS, value)
+        raw["storage_kind"] = _STORAGE_KINDS[value] if value in _STORAGE_KINDS else _unknown_enum_value(value)
     value = event.interval_seconds
     if value:
         raw["interval_seconds"] = value
     # A field this build does not know, or a known one sent with the wrong wire type, would otherwise be dropped
     # silently and the fact recorded without it; the parser refuses it by name like an unknown JSON field.
     unknown = UnknownFieldSet(event)
-    for index in range(len(unknown)):
-        raw[f"field {unknown[index].field_number}"] = None
+    if len(unknown):
+        for index in range(len(unknown)):
+            raw[f"field {unknown[index].field_number}"] = None
     return raw
 
 
