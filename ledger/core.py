@@ -115,8 +115,15 @@ class Ledger:
 
     def append_events(self, raw_events: Sequence[Mapping[str, Any]]) -> list[Appended]:
         """Append a batch atomically: all events (duplicates answered with their original entry, R24) or none."""
+        return self.append_event_entries(self.event_entries(raw_events))
+
+    def event_entries(self, raw_events: Sequence[Mapping[str, Any]]) -> list[NewEntry]:
+        """append_events' first half: validate a batch into its entries (InvalidInput names every bad field)."""
         with span("ledger.validate_events", events=len(raw_events)):
-            new = self._event_entries(raw_events)
+            return self._event_entries(raw_events)
+
+    def append_event_entries(self, new: Sequence[NewEntry]) -> list[Appended]:
+        """append_events' second half: append entries event_entries built, atomically."""
         with span("ledger.store.append", entries=len(new)):
             return self.store.append(new)
 

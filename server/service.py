@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextvars
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -12,7 +14,7 @@ from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from ledger.core import Ledger
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
-from ledger.store import Appended
+from ledger.store import Appended, NewEntry
 from server import convert
 from server.billing_service import wake_billing
 from server.errors import abort
@@ -50,17 +52,24 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def _append(self, events: Any) -> list[Appended]:
+    def _entries(self, events: Any) -> list[NewEntry]:
+        """A batch of proto events validated into entries; violations name the proto's fields."""
         event_to_raw = convert.event_to_raw
         raw = [event_to_raw(e) for e in events]
         try:
-            results = self.ledger.append_events(raw)
+            return self.ledger.event_entries(raw)
         except InvalidInput as err:
             raise InvalidInput(
                 [FieldViolation(convert.proto_field(v.field), v.description) for v in err.violations]
             ) from err
+
+    def _append_entries(self, entries: list[NewEntry]) -> list[Appended]:
+        results = self.ledger.append_event_entries(entries)
         wake_billing(self.ledger, results)  # the period closer re-evaluates the orgs just appended to (R15, R19)
         return results
+
+    def _append(self, events: Any) -> list[Appended]:
+        return self._append_entries(self._entries(events))
 
     def AppendEvents(self, request: pb.AppendEventsRequest, context: grpc.ServicerContext) -> pb.AppendEventsResponse:
         try:
@@ -73,18 +82,39 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
         self, request_iterator: Iterator[pb.StreamEventsRequest], context: grpc.ServicerContext
     ) -> pb.StreamEventsResponse:
         appended = duplicates = batches = 0
+        # Batch k is appended on a thread of its own while batch k + 1 is received and validated here, so the
+        # store's work (SQLite steps and commits without the GIL; PostgreSQL works in its own process) overlaps
+        # this thread's. One append is in flight at a time: the stream's batches still land in order, each whole.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-append")
+        pending: Future[list[Appended]] | None = None
+
+        def finish(future: Future[list[Appended]]) -> None:
+            nonlocal appended, duplicates, batches
+            results = future.result()  # the append's own error, if it failed
+            found = sum(1 for result in results if result.duplicate)
+            duplicates += found
+            appended += len(results) - found
+            batches += 1
+
         try:
             for batch in request_iterator:
-                results = self._append(batch.events)
-                found = sum(1 for result in results if result.duplicate)
-                duplicates += found
-                appended += len(results) - found
-                batches += 1
+                try:
+                    entries = self._entries(batch.events)
+                finally:  # the batch before this one is reported (and counted) first, whatever this one holds
+                    if pending is not None:
+                        current, pending = pending, None
+                        finish(current)
+                pending = writer.submit(contextvars.copy_context().run, self._append_entries, entries)
+            if pending is not None:
+                current, pending = pending, None
+                finish(current)
         except LedgerError as err:
             # Earlier batches of the stream stay appended; the status says which batch failed.
             err.args = (f"batch {batches} (0-based) of the stream: {err}",)
             abort(context, err)
             raise
+        finally:
+            writer.shutdown(wait=True)  # a batch handed over is appended whole even if the stream breaks off
         return pb.StreamEventsResponse(appended=appended, duplicates=duplicates, batches=batches)
 
     def GetEntry(self, request: pb.GetEntryRequest, context: grpc.ServicerContext) -> pb.GetEntryResponse:

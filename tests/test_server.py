@@ -118,6 +118,29 @@ def test_stream_events_appends_each_batch(
     assert verify(server.ledger.store).ok
 
 
+@pytest.mark.parametrize("failing", [0, 1, 2])
+def test_stream_events_stops_at_the_failing_batch_and_keeps_the_earlier_ones(
+    client: LedgerClient, server: RunningServer, make_event: EventFactory, failing: int
+) -> None:
+    """Batches are validated while the one before is appended: the status still names the first failing batch
+    (a validation error or an R24 conflict), every batch before it stays appended and none after it is."""
+    first = make_event()
+    client.append_events([first])
+    batches = [[make_event() for _ in range(2)] for _ in range(4)]
+    if failing == 1:
+        batches[1][1] = make_event(instance_type="TPU")  # refused by validation
+    else:
+        batches[failing][0] = {**first, "type": "WORKLOAD_READY"}  # the same event_id, other content: R24
+    requests = (pb.StreamEventsRequest(events=[raw_to_event(e) for e in batch]) for batch in batches)
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.StreamEvents(requests)
+    expected = grpc.StatusCode.INVALID_ARGUMENT if failing == 1 else grpc.StatusCode.ALREADY_EXISTS
+    assert err.value.code() == expected
+    assert f"batch {failing} (0-based)" in (err.value.details() or "")
+    assert client.head("org/acme").size == 1 + 2 * failing
+    assert verify(server.ledger.store).ok
+
+
 def test_health_and_reflection_are_served(server: RunningServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
