@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -35,11 +35,11 @@ from client.output import (
     progress_bar,
     rpc_failure,
 )
-from ledger.audit import AuditSource, LogVerification, all_log_ids, verify_log
+from ledger.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
 from ledger.checkpoint import NoteVerifier, generate_signer_key, write_private_key_file
 from ledger.entry import Entry, LogHead, org_log_id
 from ledger.errors import LedgerError, NotFound, VerificationError
-from ledger.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
+from ledger.merkle import EMPTY_ROOT, consistency_proof
 from ledger.proofs import (
     DEFAULT_LEDGER_NAME,
     LogNodes,
@@ -181,6 +181,12 @@ class _DatabaseLogs:
     def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
         yield from self.store.audit_rows(log_id, start)
 
+    def audit_pages(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Sequence[Sequence[Any]]]:
+        return self.store.audit_pages(log_id, start, stop)
+
+    def audit_opener(self) -> Callable[[], PagedAuditSource] | None:
+        return self.store.audit_opener()
+
     def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
         stored = self.store.latest_checkpoint(log_id)
         return None if stored is None else stored.signed()
@@ -190,30 +196,6 @@ class _DatabaseLogs:
 
     def close(self) -> None:
         self.store.close()
-
-
-class _RootsAt:
-    """Passes a log's rows through to verify_log and notes the Merkle root after each wanted number of leaves,
-    so checkpoints are checked against roots rebuilt from the entries in the same single pass."""
-
-    def __init__(self, source: AuditSource, sizes: set[int]) -> None:
-        self.source = source
-        self.sizes = sizes
-        self.roots: dict[int, bytes] = {0: EMPTY_ROOT} if 0 in sizes else {}
-
-    def head(self, log_id: str) -> LogHead:
-        return self.source.head(log_id)
-
-    def list_logs(self, after: str, limit: int) -> list[LogHead]:
-        return self.source.list_logs(after, limit)
-
-    def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
-        frontier = Frontier.empty()
-        for row in self.source.audit_rows(log_id, start):
-            frontier, _ = frontier.append(leaf_hash(row[0].encoded()))
-            if frontier.size in self.sizes:
-                self.roots[frontier.size] = frontier.root()
-            yield row
 
 
 # -- the auditor's saved checkpoints ---------------------------------------------------------------------------------
@@ -335,11 +317,12 @@ def _audit_log(
             except VerificationError as err:
                 failure = failure or f"log {log_id}: the checkpoint verified earlier no longer verifies: {err}"
     sizes = {cp.size for cp in (newest, trusted) if cp is not None}
-    rows = _RootsAt(source, sizes)
     try:
-        verification = verify_log(rows, log_id, progress)
+        # Checkpoints are checked against roots rebuilt from the entries in the same single pass.
+        verification = verify_log(source, log_id, progress, roots_at=sizes)
     except NotFound:
         verification = LogVerification(log_id, 0, b"", b"", f"log {log_id} does not exist", None)
+    roots = {0: EMPTY_ROOT, **verification.roots} if 0 in sizes else verification.roots
     audit = LogAudit(verification, newest, trusted, failure)
     if verifier is None or not verification.ok or failure is not None:
         return audit
@@ -347,7 +330,7 @@ def _audit_log(
         check_against_checkpoints(
             log_id,
             verification.size,
-            rows.roots,
+            roots,
             newest,
             trusted,
             lambda old, new: source.consistency(log_id, old, new),

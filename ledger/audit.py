@@ -10,7 +10,7 @@ import pickle
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,6 +82,8 @@ class LogVerification:
     head_hash: bytes
     failure: str | None = None
     failed_sequence: int | None = None
+    # The Merkle root after each of verify_log's `roots_at` sizes the log reached, rebuilt in the same pass.
+    roots: dict[int, bytes] = field(default_factory=dict, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -104,17 +106,22 @@ class AuditReport:
         return next((log for log in self.logs if not log.ok), None)
 
 
-def verify_log(store: AuditSource, log_id: str, progress: Progress | None = None) -> LogVerification:
-    """Verify one log from entry 0 to its head; never raises for a bad log, reports the first bad entry."""
+def verify_log(
+    store: AuditSource, log_id: str, progress: Progress | None = None, roots_at: Collection[int] = ()
+) -> LogVerification:
+    """Verify one log from entry 0 to its head; never raises for a bad log, reports the first bad entry.
+
+    `roots_at`: sizes (say, of signed checkpoints) at which to note the Merkle root in LogVerification.roots.
+    """
     head = store.head(log_id)
-    check = _LogCheck(log_id)
+    check = _LogCheck(log_id, roots_at=frozenset(roots_at))
     helper: _Helper | None = None
     try:
         if isinstance(store, PagedAuditSource):
             if head.size >= PARALLEL_FROM:
-                helper = _Helper.start(store, log_id, head.size // 2, head.size)
+                helper = _Helper.start(store, log_id, head.size // 2, head.size, check.roots_at)
             for rows in store.audit_pages(log_id, 0, None if helper is None else helper.begin):
-                check.rows(rows)
+                check.page(rows)
                 if progress is not None:
                     progress(log_id, check.expected)
             if helper is not None:
@@ -126,26 +133,30 @@ def verify_log(store: AuditSource, log_id: str, progress: Progress | None = None
                         check.join(result)
                 helper.stop()
                 for rows in store.audit_pages(log_id, check.expected):
-                    check.rows(rows)
+                    check.page(rows)
                     if progress is not None:
                         progress(log_id, check.expected)
         else:
             for entry, stored_index, subtrees in store.audit_rows(log_id):
                 check.entry(entry, stored_index, subtrees)
+                if check.expected in check.roots_at:
+                    check.note_root()
                 if progress is not None and check.expected % 1000 == 0:
                     progress(log_id, check.expected)
         check.head(head)
     except _Bad as bad:
-        return LogVerification(log_id, check.expected, check.root(), check.previous, str(bad), bad.sequence)
+        root = check.root()
+        return LogVerification(log_id, check.expected, root, check.previous, str(bad), bad.sequence, check.roots)
     except (ValueError, TypeError) as err:  # a row the source itself could not decode (kind, numbers)
         message = f"entry {log_id}#{check.expected}: stored row is unreadable ({err})"
-        return LogVerification(log_id, check.expected, check.root(), check.previous, message, check.expected)
+        root = check.root()
+        return LogVerification(log_id, check.expected, root, check.previous, message, check.expected, check.roots)
     finally:
         if helper is not None:
             helper.stop()
     if progress is not None:
         progress(log_id, check.expected)
-    return LogVerification(log_id, check.expected, check.root(), check.previous)
+    return LogVerification(log_id, check.expected, check.root(), check.previous, roots=check.roots)
 
 
 class _LogCheck:
@@ -156,11 +167,17 @@ class _LogCheck:
     (a failed check, an unexpected type) goes through `entry`, so failures and their messages are the reference's.
     """
 
-    def __init__(self, log_id: str, start: int = 0, previous: bytes = GENESIS_HASH) -> None:
+    def __init__(
+        self, log_id: str, start: int = 0, previous: bytes = GENESIS_HASH, roots_at: frozenset[int] = frozenset()
+    ) -> None:
         self.log_id = log_id
         self.expected = start
         self.previous = previous
         self.stack: list[bytes] = []  # the frontier's perfect-subtree hashes, largest first
+        self.roots_at = roots_at
+        self.roots: dict[int, bytes] = {}
+        # A helper's roots_at inside its part: (size, its own frontier then, how many _Deferred came before).
+        self.partial_roots: list[tuple[int, list[bytes], int]] = []
         # A check starting inside the log (a helper's) lacks the frontier left of `start`: where a leaf's subtrees
         # reach into it, it checks what it can and leaves the rest here for the joiner (_Deferred).
         self.deferred: list[_Deferred] | None = [] if start else None
@@ -253,6 +270,23 @@ class _LogCheck:
         self.previous = entry.entry_hash
         self.expected = sequence + 1
 
+    def note_root(self) -> None:
+        if self.deferred is None:
+            self.roots[self.expected] = self.root()
+        else:  # the helper lacks the frontier left of its start: the joiner completes it
+            self.partial_roots.append((self.expected, list(self.stack), len(self.deferred)))
+
+    def page(self, rows: Sequence[Sequence[Any]]) -> None:
+        """`rows`, cut where the log reaches a size of roots_at to note the root there."""
+        base = self.expected
+        start = 0
+        for size in sorted(s for s in self.roots_at if base < s <= base + len(rows)):
+            self.rows(rows[start : size - base])
+            start = size - base
+            if self.expected == size:
+                self.note_root()
+        self.rows(rows[start:] if start else rows)
+
     def join(self, helper: _HelperResult) -> None:
         """Take over from a helper that checked the rest of the log from where this check stands, raising the
         first failure a single pass would have met: at the seam, in a subtree spanning it, or the helper's own."""
@@ -260,7 +294,12 @@ class _LogCheck:
             seq = self.expected
             raise _Bad(seq, f"entry {self.log_id}#{seq}: previous hash does not match entry #{seq - 1}'s hash")
         stack = self.stack
-        for deferred in helper.deferred:
+        partial_roots = iter(helper.partial_roots)
+        partial = next(partial_roots, None)
+        for replayed, deferred in enumerate(helper.deferred):
+            while partial is not None and partial[2] == replayed:
+                self.roots[partial[0]] = Frontier(partial[0], (*stack, *partial[1])).root()
+                partial = next(partial_roots, None)
             sequence = deferred.sequence
             if helper.failure is not None and sequence >= helper.failure[0]:
                 break
@@ -278,6 +317,9 @@ class _LogCheck:
                 )
             del stack[-deferred.merges :]
             stack.append(h)
+        while partial is not None and (helper.failure is None or partial[0] <= helper.failure[0]):
+            self.roots[partial[0]] = Frontier(partial[0], (*stack, *partial[1])).root()
+            partial = next(partial_roots, None)
         stack.extend(helper.stack)
         if helper.expected != self.expected:  # else it verified nothing, and its previous hash is only a guess
             self.expected = helper.expected
@@ -417,6 +459,7 @@ class _HelperResult:
     previous: bytes
     stack: list[bytes]
     deferred: list[_Deferred]
+    partial_roots: list[tuple[int, list[bytes], int]]
     failure: tuple[int, str] | None
 
 
@@ -433,12 +476,14 @@ class _Helper:
         self.begin = begin
 
     @classmethod
-    def start(cls, store: PagedAuditSource, log_id: str, begin: int, stop: int) -> _Helper | None:
+    def start(
+        cls, store: PagedAuditSource, log_id: str, begin: int, stop: int, roots_at: frozenset[int]
+    ) -> _Helper | None:
         try:
             opener = store.audit_opener()
             if opener is None:
                 return None
-            request = pickle.dumps((opener, log_id, begin, stop))
+            request = pickle.dumps((opener, log_id, begin, stop, roots_at))
             code = (
                 "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
                 "import ledger.audit as audit; audit._helper_main()"
@@ -479,29 +524,32 @@ class _Helper:
 
 def _helper_main() -> None:
     """The helper process: verify the requested part of a log and write a pickled _HelperResult to stdout."""
-    opener, log_id, begin, stop = pickle.load(sys.stdin.buffer)
+    opener, log_id, begin, stop, roots_at = pickle.load(sys.stdin.buffer)
     source = opener()
     pages = source.audit_pages(log_id, begin, stop)
     first = next(pages, None)
     first_previous = None
     if first and first[0][0] == begin and isinstance(first[0][4], bytes):
         first_previous = first[0][4]
-    check = _LogCheck(log_id, begin, first_previous if first_previous is not None else GENESIS_HASH)
+    check = _LogCheck(log_id, begin, first_previous if first_previous is not None else GENESIS_HASH, roots_at)
     failure = None
     try:
         for rows in itertools.chain((first,) if first else (), pages):
-            check.rows(rows)
+            check.page(rows)
     except _Bad as bad:
         failure = (bad.sequence, str(bad))
     except (ValueError, TypeError) as err:
         failure = (check.expected, f"entry {log_id}#{check.expected}: stored row is unreadable ({err})")
     assert check.deferred is not None
-    result = _HelperResult(first_previous, check.expected, check.previous, check.stack, check.deferred, failure)
+    result = _HelperResult(
+        first_previous, check.expected, check.previous, check.stack, check.deferred, check.partial_roots, failure
+    )
     sys.stdout.buffer.write(pickle.dumps(result))
     sys.stdout.flush()
 
 
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # what json.loads runs, configured as json.loads' default decoder is
+# What json.loads runs, configured as json.loads' default decoder is.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _LAST_MINUTE = 253_402_300_800_000_000 // 60_000_000  # 10000-01-01T00:00Z
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from ledger import audit
+from ledger import audit, merkle
 from ledger.core import Ledger
+from ledger.proofs import LogNodes
 from ledger.sqlstore import SqlStore
 from tests.conftest import EventFactory
 
@@ -165,3 +166,16 @@ def test_no_helper_for_a_database_in_memory() -> None:
         assert store.audit_opener() is None
     finally:
         store.close()
+
+
+def test_roots_at_sizes_on_both_sides_of_the_seam_match_the_stored_tree(
+    filled: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(filled)
+    sizes = {1, 50, 99, 100, 101, 104, 127, 128, 150, 200}
+    monkeypatch.setattr(audit, "PARALLEL_FROM", 10)
+    split = audit.verify_log(store, LOG, roots_at=sizes)
+    monkeypatch.setattr(audit, "PARALLEL_FROM", 1 << 62)
+    single = audit.verify_log(store, LOG, roots_at=sizes)
+    nodes = LogNodes(store, LOG)
+    assert split.roots == single.roots == {size: merkle.root_at(size, nodes) for size in sizes}
