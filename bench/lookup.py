@@ -1,9 +1,8 @@
-"""Dispute-lookup latency (R27) on a big org log, behind a small interface a lookup RPC can implement later.
+"""Dispute-lookup latency (R27) on a big org log.
 
-The lookup RPC does not exist yet. `IndexedQueryLookup` runs the two indexed queries it will start from, timed
-where the server would run them (in-process, no gRPC): every entry of one endpoint in a window, through
-ix_entries_endpoint_time, and every entry of one request, through ix_entries_request. When the RPC lands,
-write an `RpcLookup` with the same two methods and pass it to `measure`; the cases and the statistics stay.
+`ReconstructionLookup` times the whole reconstruction where SupportService.ReconstructCharges runs it (server-side,
+in-process, no gRPC): the figure issue #5 sets a target for. `IndexedQueryLookup` times only the two raw index reads
+a lookup starts from (an endpoint's entries in a window, a request's entries), as a floor to compare with.
 """
 
 from __future__ import annotations
@@ -172,27 +171,31 @@ def query_plans(store: SqlStore, cases: Cases) -> dict[str, str]:
 
 
 class ReconstructionLookup:
-    """The whole R27 reconstruction (ledger.dispute.reconstruct) in-process, as SupportService.ReconstructCharges runs
-    it server-side: the indexed reads, re-rating every workload found whole, attribution, evidence. Pass it to
-    `measure` instead of IndexedQueryLookup; each method returns how many ledger entries the answer cites."""
+    """The whole R27 reconstruction as SupportService.ReconstructCharges runs it server-side
+    (ledger.dispute.reconstruct_charges): rollups caught up, lifecycle and nearby request reads, rating, the R25
+    split from the serving union, invoices, evidence and inclusion proofs. Each method returns how many ledger
+    entries the answer cites."""
 
-    def __init__(self, store: SqlStore) -> None:
-        from ledger.entry import SYSTEM_LOG, EntryKind
-        from ledger.pricebook import PriceBook, PriceHistory
+    def __init__(self, store: SqlStore, *, with_proofs: bool = True) -> None:
+        from ledger.core import Ledger
 
-        self.store = store
-        self.prices = PriceHistory(
-            [
-                PriceBook.from_body(e.body_json(), e.sequence)
-                for e in store.iter_entries(SYSTEM_LOG)
-                if e.kind is EntryKind.PRICE_BOOK
-            ]
-        )
+        self.ledger = Ledger(store)
+        self.with_proofs = with_proofs
+
+    def catch_up(self, org_id: str) -> float:
+        """Bring the org's rollups up to its log (as the server's first query would); returns the seconds taken."""
+        from ledger.sqlstore.rollups import UsageRollups
+
+        t0 = time.perf_counter()
+        plans = self.ledger.account_history(org_id).plans()
+        UsageRollups(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans, self.ledger.clock())
+        return time.perf_counter() - t0
 
     def _run(self, **query: Any) -> int:
-        from ledger.dispute import DisputeQuery, reconstruct
+        from ledger.dispute import DisputeQuery, reconstruct_charges
 
-        return len(reconstruct(self.store, self.prices, DisputeQuery(**query), time.time_ns() // 1000).entries)
+        result = reconstruct_charges(self.ledger, DisputeQuery(**query), with_proofs=self.with_proofs)
+        return len(result.entries)
 
     def endpoint_window(self, org_id: str, endpoint_id: str, start: int, end: int) -> int:
         return self._run(org_id=org_id, endpoint_id=endpoint_id, start=start, end=end)

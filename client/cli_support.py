@@ -194,6 +194,7 @@ def session_json(session: spb.DisputeSession) -> dict[str, Any]:
         ],
         "requests": [request_json(r) for r in session.requests],
         "request_count": session.request_count,
+        "requests_in_window": session.requests_in_window,
         "explanation": session.explanation,
         "refs": [ref_json(r) for r in session.refs],
         "plan_ref": _opt_ref(session, "plan_ref"),
@@ -398,8 +399,13 @@ def print_report(report: dict[str, Any]) -> None:
         out.print(timeline)
         if len(steps) > MAX_TIMELINE_ROWS:
             out.print(f"  … {len(steps) - MAX_TIMELINE_ROWS} more steps (use --json)")
-        if s["request_count"] > len(s["requests"]):
-            out.print(f"  {len(s['requests'])} of the session's {s['request_count']} requests are in the window")
+        if s["requests_in_window"] > len(s["requests"]):
+            out.print(
+                f"  {len(s['requests'])} of the {s['requests_in_window']} requests in flight in the window are listed: "
+                "narrow the window, or look one up with --request ID"
+            )
+        if s["request_count"] > s["requests_in_window"]:
+            out.print(f"  {s['requests_in_window']} of the session's {s['request_count']} requests are in the window")
 
     if report["zero_lines"]:
         zero = Table(

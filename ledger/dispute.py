@@ -41,16 +41,21 @@ from ledger.events import (
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
     Anomaly,
+    Attribution,
     RequestAttribution,
+    RequestSpan,
     Session,
     StorageCharge,
     UnitRun,
     WorkloadRating,
     ZeroLine,
+    attribute_serving,
     rate_workload,
 )
+from ledger.rating.attribution import cold_start_end, split_session
 from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal
 from ledger.rating.units import money_between
+from ledger.sqlstore.serving import RequestSummary, ServingUnion, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
 
 if TYPE_CHECKING:
@@ -64,7 +69,7 @@ MAX_WINDOW = 31 * 24 * 60 * MINUTE  # a lookup answers a ticket, not a month-end
 # after the window can still cover part of it.
 STORAGE_LOOKAHEAD = 300 * MICROS_PER_SECOND
 # Requests listed one by one per session; the R25 split always uses every request of the session.
-MAX_LISTED_REQUESTS = 500
+MAX_LISTED_REQUESTS = 20  # a report to paste into a ticket; a request asked for by ID is always answered
 
 
 class Verdict(StrEnum):
@@ -158,6 +163,38 @@ class DisputeSource(Protocol):
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]: ...
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]: ...
+
+
+RequestMark = tuple[int, int, str, bool]  # seq, occurred_at, request_id, whether it is the REQUEST_FINISHED
+
+
+class IndexedSource(DisputeSource, Protocol):
+    """The further reads the rollup-backed lookup uses (ledger.sqlstore.SqlStore has them)."""
+
+    def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
+
+    def workload_entries_between(
+        self, log_id: str, workload_id: str, start: int, end: int, *, requests: bool = True
+    ) -> list[Entry]: ...
+
+    def request_marks(
+        self, log_id: str, workload_id: str, start: int, end: int
+    ) -> list[tuple[int, int, str, bool]]: ...
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]: ...
+
+
+class SessionIndex(Protocol):
+    """Rollups that let a lookup rate a long session without reading its every request (ledger.sqlstore.rollups
+    implements it, caught up to the log before the lookup starts)."""
+
+    def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
+
+    def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]: ...
+
+    def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
+
+    def serving_union(self, log_id: str, workload_id: str, start: int, end: int) -> ServingUnion: ...
 
 
 # -- invoices (R16, R17, R22): an adapter over ledger.billing.invoices --------------------------------------------
@@ -422,6 +459,7 @@ class SessionCharge:
     units: tuple[UnitCharge, ...]
     requests: tuple[RequestCharge, ...]
     request_count: int
+    requests_in_window: int
     window_amount: Decimal
     refs: tuple[EntryRef, ...]
     plan_ref: EntryRef | None
@@ -594,6 +632,7 @@ class _Target:
     start: int
     end: int
     request_workload: str | None
+    request_span: tuple[int, int, bool] | None = None  # first and last event of the request, and whether it finished
 
 
 def reconstruct(
@@ -603,10 +642,14 @@ def reconstruct(
     now: int,
     *,
     invoices: Callable[[str], InvoiceLookup] | None = None,
+    index: Callable[[str], SessionIndex] | None = None,
 ) -> Reconstruction:
     """Rebuild every charge of the query's endpoint in its window (or of its request) from ledger entries (R27).
 
     `now` bounds open sessions (R10). `invoices(org_id)` says where each charge was invoiced (default: nowhere yet).
+    `index(org_id)`, when given, is the org's rollups: sessions are then rated from their lifecycle entries and the
+    requests near the window, with the R25 split from the rollups' serving union, so a lookup reads a bounded
+    number of entries however long the sessions are. Without it every entry of each workload is read.
     """
     query.check()
     evidence = _Evidence(source)
@@ -615,32 +658,15 @@ def reconstruct(
     log_id = org_log_id(org_id)
     lookup = invoices(org_id) if invoices is not None else NoInvoices()
 
-    # 1. The endpoint's entries in the window (and just after it, for storage samples covering its end).
-    workloads: set[str] = set()
-    for _entry, event in evidence.add(
-        source.endpoint_window_entries(org_id, endpoint_id, start, end + STORAGE_LOOKAHEAD)
-    ):
-        if event is not None and (event.occurred_at <= end or _storage_overlaps(event, start, end)):
-            workloads.add(event.workload_id)
-    # 2. Sessions up across the whole window with no entry inside it (a long idle replica, R3).
-    workloads.update(source.live_workloads(org_id, endpoint_id, start))
-    if target.request_workload is not None:
-        workloads.add(target.request_workload)
-    # 3. Every entry of those workloads, so each is rated whole (R10 rounds per session, R25 needs every request).
-    # Storage samples outside the window are left out: they change no session, zero line or anomaly (R13, R14).
-    by_workload: dict[str, list[tuple[UsageEvent, int]]] = defaultdict(list)
-    loaded = [e for e in source.workload_entries(log_id, sorted(workloads)) if not _storage_outside(e, start, end)]
-    for entry, event in evidence.add(loaded):
-        if event is None or event.workload_id not in workloads:
-            continue
-        if event.type is EventType.STORAGE_SAMPLE and not _storage_overlaps(event, start, end):
-            continue
-        by_workload[event.workload_id].append((event, entry.sequence))
-
     account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
     evidence.add(account_entries)
     plans = AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)).plans()
-    ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
+    if index is not None:
+        indexed = _IndexedRating(source, index(org_id), evidence, prices, plans, now, target)  # type: ignore[arg-type]
+        by_workload, ratings = indexed.rate()
+    else:
+        by_workload = _whole_workloads(source, evidence, target)
+        ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
 
     sessions: list[SessionCharge] = []
     zero_lines: list[ZeroCharge] = []
@@ -691,7 +717,7 @@ def reconstruct(
     reconstructed = {(ref.log_id, ref.sequence) for ref in (e.ref for e in evidence.cited.values())}
     for workload_id in listed:
         reconstructed.update((log_id, seq) for _, seq in by_workload.get(workload_id, ()))
-    adjustments = _adjustments(source, evidence, lookup, log_id, reconstructed)
+    adjustments = _adjustments(source, evidence, lookup, log_id, reconstructed, listed if index is not None else None)
 
     invoice_ids = sorted(
         {u.invoice.invoice_id for s in sessions for u in s.units if u.invoice.invoice_id}
@@ -764,9 +790,14 @@ def _resolve(source: DisputeSource, query: DisputeQuery, evidence: _Evidence, no
                 )
             ]
         )
+    span = (
+        min(event.occurred_at for _, event in events),
+        max(event.occurred_at for _, event in events),
+        any(event.type is EventType.REQUEST_FINISHED for _, event in events),
+    )
     if window is None:
         window = _request_window(source, evidence, org_id, first, events, now)
-    return _Target(org_id, first.endpoint_id, window[0], window[1], first.workload_id)
+    return _Target(org_id, first.endpoint_id, window[0], window[1], first.workload_id, span)
 
 
 def _request_window(
@@ -863,7 +894,8 @@ def _session_charge(
         if session.plan_version is not None
         else None
     )
-    requests = _session_requests(session, evidence, log_id, start, end)[:MAX_LISTED_REQUESTS]
+    in_window = _requests_in_window(session, start, end)
+    requests = tuple(_attributed(session, r, evidence, log_id) for r in in_window[:MAX_LISTED_REQUESTS])
     timeline = _timeline(session, rating, evidence, log_id, requests)
     units = tuple(_unit_charges(session, lookup, evidence))
     verdict = Verdict.BILLED if session.amount > 0 else Verdict.NOT_BILLED
@@ -874,23 +906,19 @@ def _session_charge(
         parts=_parts(session, now),
         units=units,
         requests=requests,
-        request_count=len(session.attribution.requests) if session.attribution is not None else 0,
+        request_count=session.attribution.request_count if session.attribution is not None else 0,
+        requests_in_window=len(in_window),
         window_amount=session.usage_in(start, end).compute_amount,
         refs=refs,
         plan_ref=plan_ref,
     )
 
 
-def _session_requests(
-    session: Session, evidence: _Evidence, log_id: str, start: int, end: int
-) -> tuple[RequestCharge, ...]:
+def _requests_in_window(session: Session, start: int, end: int) -> list[RequestAttribution]:
+    """The session's requests in flight at some point of the window, by start (R3, R25)."""
     if session.attribution is None:
-        return ()
-    return tuple(
-        _attributed(session, attributed, evidence, log_id)
-        for attributed in session.attribution.requests
-        if _overlaps(attributed.started_at, attributed.in_flight_to, start, end)
-    )
+        return []
+    return [r for r in session.attribution.requests if _overlaps(r.started_at, r.in_flight_to, start, end)]
 
 
 def _attributed(session: Session, attributed: RequestAttribution, evidence: _Evidence, log_id: str) -> RequestCharge:
@@ -1004,7 +1032,7 @@ def _parts(session: Session, now: int) -> tuple[ChargePart, ...]:
                 split.serving_micros,
                 split.serving_amount,
                 ("R3", "R25"),
-                f"R3: at least one request in flight; shared by {len(split.requests)} request(s) (R25)",
+                f"R3: at least one request in flight; shared by {split.request_count} request(s) (R25)",
             ),
             ChargePart(
                 "idle",
@@ -1171,11 +1199,29 @@ def _adjustments(
     lookup: InvoiceLookup,
     log_id: str,
     reconstructed: set[tuple[str, int]],
+    listed: set[str] | None = None,
 ) -> list[AdjustmentLine]:
-    """R23: adjustments citing any entry behind this reconstruction, read through ix_entries_kind."""
+    """R23: adjustments citing any entry behind this reconstruction, read through ix_entries_kind.
+
+    With `listed` (the rollup-backed lookup, which reads only the requests near the window), an adjustment citing
+    any other entry of a listed workload counts too: its cited entries are read to tell their workload.
+    """
     lines = []
-    for entry in source.entries_of_kind(log_id, [EntryKind.ADJUSTMENT.value]):
-        adjustment = Adjustment.from_body(entry.body_json(), entry.sequence)
+    found = [
+        (entry, Adjustment.from_body(entry.body_json(), entry.sequence))
+        for entry in source.entries_of_kind(log_id, [EntryKind.ADJUSTMENT.value])
+    ]
+    if listed:
+        unknown = sorted(
+            {r.sequence for _, a in found for r in a.corrects if r.log_id == log_id}
+            - {seq for log, seq in reconstructed if log == log_id}
+        )
+        if unknown:
+            indexed: IndexedSource = source  # type: ignore[assignment]
+            for cited, event in evidence.add(indexed.entries_at(log_id, unknown)):
+                if event is not None and event.workload_id in listed:
+                    reconstructed = reconstructed | {(log_id, cited.sequence)}
+    for entry, adjustment in found:
         here = tuple(r for r in adjustment.corrects if (r.log_id, r.sequence) in reconstructed)
         if not here:
             continue
@@ -1185,6 +1231,227 @@ def _adjustments(
     return lines
 
 
+# -- which entries a reconstruction reads ------------------------------------------------------------------------
+
+LoggedEvents = dict[str, list[tuple[UsageEvent, int]]]
+
+
+def _whole_workloads(source: DisputeSource, evidence: _Evidence, target: _Target) -> LoggedEvents:
+    """Every entry of each workload touching the window (the reads of a store without rollups)."""
+    org_id, endpoint_id, start, end = target.org_id, target.endpoint_id, target.start, target.end
+    # 1. The endpoint's entries in the window (and just after it, for storage samples covering its end).
+    workloads: set[str] = set()
+    for _entry, event in evidence.add(
+        source.endpoint_window_entries(org_id, endpoint_id, start, end + STORAGE_LOOKAHEAD)
+    ):
+        if event is not None and (event.occurred_at <= end or _storage_overlaps(event, start, end)):
+            workloads.add(event.workload_id)
+    # 2. Sessions up across the whole window with no entry inside it (a long idle replica, R3).
+    workloads.update(source.live_workloads(org_id, endpoint_id, start))
+    if target.request_workload is not None:
+        workloads.add(target.request_workload)
+    # 3. Every entry of those workloads, so each is rated whole (R10 rounds per session, R25 needs every request).
+    # Storage samples outside the window are left out: they change no session, zero line or anomaly (R13, R14).
+    by_workload: LoggedEvents = defaultdict(list)
+    log_id = org_log_id(org_id)
+    loaded = [e for e in source.workload_entries(log_id, sorted(workloads)) if not _storage_outside(e, start, end)]
+    for entry, event in evidence.add(loaded):
+        if event is None or event.workload_id not in workloads:
+            continue
+        if event.type is EventType.STORAGE_SAMPLE and not _storage_overlaps(event, start, end):
+            continue
+        by_workload[event.workload_id].append((event, entry.sequence))
+    return by_workload
+
+
+class _IndexedRating:
+    """Rate the workloads touching a window from their lifecycle entries and the requests near the window.
+
+    A long replica's R25 split needs the union of all its requests' in-flight time; the rollups keep that union
+    (ledger.sqlstore.serving), so only requests that can share an instant with a request in the window are read:
+    with D the workload's longest request, a request overlapping [start, end] starts after start - D, and any
+    request overlapping that one starts after start - 2D and finishes before end + 2D. Requests still in flight
+    (no finish) run to the session's end, so their starts are always read, and so is the range they cover when
+    they reach into the window. A workload whose requests are not regular (a request started twice, a finish
+    with no start, requests outside the session), which the engine turns into R26 anomalies, is read whole.
+    """
+
+    def __init__(
+        self,
+        source: IndexedSource,
+        index: SessionIndex,
+        evidence: _Evidence,
+        prices: PriceHistory,
+        plans: Any,
+        now: int,
+        target: _Target,
+    ) -> None:
+        self.source = source
+        self.index = index
+        self.evidence = evidence
+        self.prices = prices
+        self.plans = plans
+        self.now = now
+        self.target = target
+        self.log_id = org_log_id(target.org_id)
+
+    def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
+        target, log_id = self.target, self.log_id
+        start, end = target.start, target.end
+        workloads = set(
+            self.source.endpoint_window_workloads(target.org_id, target.endpoint_id, start, end + STORAGE_LOOKAHEAD)
+        )
+        workloads.update(self.index.workloads_live(target.org_id, target.endpoint_id, start, end))
+        if target.request_workload is not None:
+            workloads.add(target.request_workload)
+        ids = sorted(workloads)
+        lifecycles = self.index.lifecycles(log_id, ids)
+        summaries = self.index.request_summaries(log_id, ids)
+        # The lifecycle entries themselves, from the log (the rollups only say which they are), and the starts of
+        # requests still in flight.
+        seqs = [seq for w in ids for _, seq in lifecycles.get(w, ())]
+        seqs += [seq for w in ids if w in summaries for _, seq in summaries[w].in_flight.values()]
+        self.evidence.add(self.source.entries_at(log_id, seqs))
+
+        by_workload: LoggedEvents = {}
+        ratings: dict[str, WorkloadRating] = {}
+        whole: list[str] = []
+        for workload_id in ids:
+            summary = summaries.get(workload_id, RequestSummary())
+            lifecycle = [(self.evidence.events[(log_id, seq)], seq) for _, seq in lifecycles.get(workload_id, ())]
+            rated = self._rate_near_window(workload_id, lifecycle, summary)
+            if rated is None:
+                whole.append(workload_id)
+                continue
+            by_workload[workload_id], ratings[workload_id] = rated
+        if whole:
+            loaded = [e for e in self.source.workload_entries(log_id, whole) if not _storage_outside(e, start, end)]
+            events: LoggedEvents = defaultdict(list)
+            for entry, event in self.evidence.add(loaded):
+                if event is None or (
+                    event.type is EventType.STORAGE_SAMPLE and not _storage_overlaps(event, start, end)
+                ):
+                    continue
+                events[event.workload_id].append((event, entry.sequence))
+            for workload_id in whole:
+                if events.get(workload_id):
+                    by_workload[workload_id] = events[workload_id]
+                    ratings[workload_id] = rate_workload(events[workload_id], self.prices, self.plans, self.now)
+        # The entries of the requests the answer lists, in one read (they are cited one by one).
+        listed = [
+            seq
+            for rating in ratings.values()
+            if rating.session is not None and rating.session.attribution is not None
+            for request in [
+                r for r in rating.session.attribution.requests if _overlaps(r.started_at, r.in_flight_to, start, end)
+            ][:MAX_LISTED_REQUESTS]
+            for seq in (request.started_seq, request.finished_seq)
+            if seq is not None and (log_id, seq) not in self.evidence.loaded
+        ]
+        self.evidence.add(self.source.entries_at(log_id, listed))
+        return by_workload, dict(sorted(ratings.items()))
+
+    def _rate_near_window(
+        self, workload_id: str, lifecycle: list[tuple[UsageEvent, int]], summary: RequestSummary
+    ) -> tuple[list[tuple[UsageEvent, int]], WorkloadRating] | None:
+        """The workload rated from its lifecycle, its storage samples in the window and its requests near the
+        window, or None: read it whole."""
+        if not lifecycle or not summary.regular:
+            return None
+        start, end = self.target.start, self.target.end
+        events = {seq: (event, seq) for event, seq in lifecycle}
+        for entry, event in self.evidence.add(
+            self.source.workload_entries_between(
+                self.log_id, workload_id, start, end + STORAGE_LOOKAHEAD, requests=False
+            )
+        ):
+            if event is not None and event.type is EventType.STORAGE_SAMPLE and _storage_overlaps(event, start, end):
+                events[entry.sequence] = (event, entry.sequence)
+        kept = list(events.values())
+        base = rate_workload(kept, self.prices, self.plans, self.now)
+        if summary.count == 0 and not summary.in_flight:
+            return kept, base
+        session = base.session
+        if (
+            session is None
+            or session.attribution is None
+            or lifecycle[0][0].workload_kind is not WorkloadKind.SERVING
+            or not summary.within(session.up, session.stop)
+        ):
+            return None  # requests the engine would call anomalies (R26): let it see them all
+        requests = self._requests_near_window(workload_id, session, summary)
+        split = self._whole_split(workload_id, session, session.attribution, summary, requests)
+        return kept, dataclasses.replace(base, session=dataclasses.replace(session, attribution=split))
+
+    def _requests_near_window(self, workload_id: str, session: Session, summary: RequestSummary) -> list[RequestSpan]:
+        """Every request that can share an instant with a request in the window (see the class)."""
+        start, end = self.target.start, self.target.end
+        reach = 2 * summary.longest
+        lo, hi = start - reach, end + reach
+        session_end = _end_of(session, self.now)
+        for started_at, _ in summary.in_flight.values():
+            if started_at <= hi:
+                lo, hi = min(lo, started_at - summary.longest), max(hi, session_end)
+        span = self.target.request_span if self.target.request_workload == workload_id else None
+        if span is not None:
+            lo, hi = min(lo, span[0] - reach), max(hi, span[1] + reach if span[2] else session_end)
+        starts: dict[str, tuple[int, int]] = dict(summary.in_flight)
+        finishes: dict[str, tuple[int, int]] = {}
+        for seq, at, request_id, finished in self.source.request_marks(self.log_id, workload_id, lo, hi):
+            (finishes if finished else starts)[request_id] = (at, seq)
+        # A finish whose start lies before the range read: that request cannot meet the window (see the class).
+        return [
+            RequestSpan(request_id, at, seq, *finishes.get(request_id, (None, None)))
+            for request_id, (at, seq) in starts.items()
+        ]
+
+    def _whole_split(
+        self,
+        workload_id: str,
+        session: Session,
+        lifecycle_split: Attribution,
+        summary: RequestSummary,
+        requests: Sequence[RequestSpan],
+    ) -> Attribution:
+        """The R25 split over every request (from the rollups), with the shares of the requests read."""
+        end = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
+        shares = attribute_serving(
+            session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests
+        )
+        cold_end = cold_start_end(session.up, session.ready, end)
+        union = self.index.serving_union(self.log_id, workload_id, cold_end, end)
+        in_flight_from = min((at for at, _ in summary.in_flight.values()), default=None)
+        micros, amount = serving_totals(union, session.runs, cold_end, end, in_flight_from)
+        return split_session(
+            session.up,
+            session.ready,
+            end,
+            session.billed_micros,
+            session.amount,
+            session.runs,
+            micros,
+            amount,
+            shares.requests,
+            summary.count,
+        )
+
+
+def _rollups_of(ledger: Any, prices: PriceHistory, now: int) -> Callable[[str], SessionIndex] | None:
+    """The org's rollups, caught up to its log, when the ledger's store keeps them (a SQL store)."""
+    from ledger.sqlstore import SqlStore
+    from ledger.sqlstore.rollups import UsageRollups
+
+    if not isinstance(ledger.store, SqlStore):
+        return None
+    rollups = UsageRollups(ledger.store)
+
+    def caught_up(org_id: str) -> SessionIndex:
+        rollups.catch_up(org_id, prices, ledger.account_history(org_id).plans(), now)
+        return rollups
+
+    return caught_up
+
+
 # -- the ledger-level entry points ------------------------------------------------------------------------------
 
 
@@ -1192,12 +1459,15 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
     exists, inclusion proofs against each log's newest signed checkpoint when there is one."""
     source: DisputeSource = ledger.store
+    now = ledger.clock()
+    prices = ledger.price_history()
     result = reconstruct(
         source,
-        ledger.price_history(),
+        prices,
         query,
-        ledger.clock(),
+        now,
         invoices=lambda org_id: invoices_for(ledger, org_id),
+        index=_rollups_of(ledger, prices, now),
     )
     if not with_proofs:
         return result

@@ -247,6 +247,7 @@ def session_to_proto(charge: SessionCharge) -> spb.DisputeSession:
         ],
         requests=[request_to_proto(r) for r in charge.requests],
         request_count=charge.request_count,
+        requests_in_window=charge.requests_in_window,
         explanation=session.explanation,
         verdict=_verdict(charge.verdict),
         refs=[ref_to_proto(r) for r in charge.refs],

@@ -8,6 +8,8 @@ or still uninvoiced (R17). Units are invoiced by the instant each starts (R10).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -344,13 +346,39 @@ class Invoice:
 # -- reads for dispute lookup (R27) ------------------------------------------------------------------------------
 
 
+# Parsed INVOICE entries by (log, seq, entry hash). Entries are never edited, so a parse stays right for as long
+# as the hash matches; an invoice covering a month of a busy org is a large body, and every dispute lookup (R27)
+# asks for all of the org's invoices.
+_PARSED: OrderedDict[tuple[str, int, bytes], Invoice] = OrderedDict()
+_PARSED_MAX = 512
+_PARSED_LOCK = threading.Lock()
+
+
 def invoices_of(ledger: Ledger, org_id: str) -> list[Invoice]:
     """Every issued invoice of an org, oldest first."""
+    log_id = org_log_id(org_id)
+    store: Any = ledger.store
     try:
-        entries = ledger.store.entries_of_kind(org_log_id(org_id), [EntryKind.INVOICE.value])
+        if not hasattr(store, "kind_refs"):
+            entries = store.entries_of_kind(log_id, [EntryKind.INVOICE.value])
+            return [Invoice.from_body(e.body_json(), e.sequence, e.entry_hash) for e in entries]
+        refs = [(log_id, seq, entry_hash) for seq, entry_hash in store.kind_refs(log_id, EntryKind.INVOICE.value)]
+        with _PARSED_LOCK:
+            known = {key: _PARSED[key] for key in refs if key in _PARSED}
+        missing = [seq for key in refs if key not in known for seq in (key[1],)]
+        for entry in store.entries_at(log_id, missing) if missing else ():
+            known[(log_id, entry.sequence, entry.entry_hash)] = Invoice.from_body(
+                entry.body_json(), entry.sequence, entry.entry_hash
+            )
     except NotFound:
         return []
-    return [Invoice.from_body(e.body_json(), e.sequence, e.entry_hash) for e in entries]
+    with _PARSED_LOCK:
+        for key in refs:
+            _PARSED[key] = known[key]
+            _PARSED.move_to_end(key)
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return [known[key] for key in refs]
 
 
 def invoice_covering_unit(

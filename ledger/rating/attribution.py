@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +66,10 @@ class Attribution:
     serving_amount: Decimal
     idle_amount: Decimal
     rounding_amount: Decimal
+    # Each request's share. A dispute lookup keeps only the requests near its window here (the split above is
+    # still over all of them); request_count always counts every request of the session.
     requests: tuple[RequestAttribution, ...]
+    request_count: int
 
     @property
     def total_micros(self) -> int:
@@ -88,7 +92,7 @@ class Attribution:
         )
         return (
             f"R25: {format_seconds(self.total_micros)} s billed = {parts}; "
-            f"serving shared by {len(self.requests)} request(s)"
+            f"serving shared by {self.request_count} request(s)"
         )
 
 
@@ -107,7 +111,7 @@ def attribute_serving(
     rounding (R10: its units are billed as they start). Requests without a finish are in flight until `end`.
     Money of any interval is its overlap with each unit times that unit's rate, so R12 price changes hold.
     """
-    cold_end = end if ready is None else min(max(ready, up), end)
+    cold_end = cold_start_end(up, ready, end)
     spans = []
     for request in requests:
         start = min(max(request.started_at, up), end)
@@ -124,35 +128,38 @@ def attribute_serving(
         if serving_from < finish:
             opening[serving_from].append(index)
             closing[finish].append(index)
-    shares_micros = [Fraction(0)] * len(spans)
-    shares_amount = [Fraction(0)] * len(spans)
-    share_micros = share_amount = Fraction(0)
-    serving_micros = 0
-    serving_parts: list[Decimal] = []
-    in_flight = 0
+    # Exact integers, not Fractions: shares are kept in 1/common µs, where common is the least common multiple of
+    # the in-flight counts that occur, and money in 10**-money_digits dollars (every rate times whole µs is an
+    # integer there). The Fractions of each share are made once, at the end.
     points = sorted(set(opening) | set(closing))
-    for a, b in pairwise([*points, end]):
+    counts = []
+    in_flight = 0
+    for a in points:
+        in_flight += len(opening.get(a, ())) - len(closing.get(a, ()))
+        counts.append(in_flight)
+    common = math.lcm(*{k for k in counts if k}) if any(counts) else 1
+    money_digits, rates = _integer_rates(runs)
+    shares_micros = [0] * len(spans)
+    shares_amount = [0] * len(spans)
+    share_micros = share_amount = 0
+    serving_micros = serving_money = 0
+    for (a, b), in_flight in zip(pairwise([*points, end]), counts, strict=True):
         for index in closing.get(a, ()):
-            in_flight -= 1
             shares_micros[index] += share_micros
             shares_amount[index] += share_amount
         for index in opening.get(a, ()):
-            in_flight += 1
             shares_micros[index] -= share_micros
             shares_amount[index] -= share_amount
         if in_flight and b > a:
-            money = money_between(runs, a, b)
+            money = _money_between(runs, rates, a, b)
             serving_micros += b - a
-            serving_parts.append(money)
-            share_micros += Fraction(b - a, in_flight)
-            share_amount += Fraction(money) / in_flight
-
-    serving_amount = exact_sum(serving_parts)
-    cold_start_amount = money_between(runs, up, cold_end)
+            serving_money += money
+            weight = common // in_flight
+            share_micros += (b - a) * weight
+            share_amount += money * weight
+    money_unit = 10**money_digits
     with localcontext(EXACT):
-        idle_amount = money_between(runs, cold_end, end) - serving_amount
-        # R25: rounding money is what the session bills beyond the other three, so money adds up exactly.
-        rounding_amount = amount - cold_start_amount - serving_amount - idle_amount
+        serving_amount = Decimal(serving_money).scaleb(-money_digits)
     attributed = tuple(
         sorted(
             (
@@ -164,14 +171,65 @@ def attribute_serving(
                     request.finished_seq,
                     start,
                     finish,
-                    shares_micros[index],
-                    shares_amount[index],
+                    Fraction(shares_micros[index], common),
+                    Fraction(shares_amount[index], common * money_unit),
                 )
                 for index, (request, start, finish) in enumerate(spans)
             ),
             key=lambda r: (r.started_at, r.started_seq),
         )
     )
+    return split_session(
+        up, ready, end, billed_micros, amount, runs, serving_micros, serving_amount, attributed, len(spans)
+    )
+
+
+def _integer_rates(runs: Sequence[UnitRun]) -> tuple[int, list[int]]:
+    """Each run's rate as an integer count of 10**-digits dollars per µs, with the digits that makes exact."""
+    rate_digits = max((max(0, -int(run.rate_per_second.as_tuple().exponent)) for run in runs), default=0)
+    with localcontext(EXACT):
+        rates = [int(run.rate_per_second.scaleb(rate_digits)) for run in runs]
+    return rate_digits + 6, rates  # per second -> per µs: six more digits
+
+
+def _money_between(runs: Sequence[UnitRun], rates: Sequence[int], start: int, end: int) -> int:
+    """units.money_between in integers: [start, end)'s overlap with each run times its rate."""
+    total = 0
+    for run, rate in zip(runs, rates, strict=True):
+        overlap = min(end, run.end) - max(start, run.first_unit_start)
+        if overlap > 0:
+            total += overlap * rate
+    return total
+
+
+def cold_start_end(up: int, ready: int | None, end: int) -> int:
+    """Where a session's cold start (R2) ends: at READY, clamped into [up, end]; a session never ready is all cold."""
+    return end if ready is None else min(max(ready, up), end)
+
+
+def split_session(
+    up: int,
+    ready: int | None,
+    end: int,
+    billed_micros: int,
+    amount: Decimal,
+    runs: Sequence[UnitRun],
+    serving_micros: int,
+    serving_amount: Decimal,
+    requests: tuple[RequestAttribution, ...],
+    request_count: int,
+) -> Attribution:
+    """The R25 split of [up, end) plus rounding, given the serving time after READY and its money.
+
+    attribute_serving sweeps every request to find those two; the dispute lookup reads them from the rollups'
+    serving union instead (ledger/sqlstore/serving.py). Everything else is derived here, the one formula for both.
+    """
+    cold_end = cold_start_end(up, ready, end)
+    cold_start_amount = money_between(runs, up, cold_end)
+    with localcontext(EXACT):
+        idle_amount = money_between(runs, cold_end, end) - serving_amount
+        # R25: rounding money is what the session bills beyond the other three, so money adds up exactly.
+        rounding_amount = amount - cold_start_amount - serving_amount - idle_amount
     return Attribution(
         cold_start_micros=cold_end - up,
         serving_micros=serving_micros,
@@ -181,5 +239,6 @@ def attribute_serving(
         serving_amount=serving_amount,
         idle_amount=idle_amount,
         rounding_amount=rounding_amount,
-        requests=attributed,
+        requests=requests,
+        request_count=request_count,
     )

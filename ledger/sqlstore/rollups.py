@@ -23,12 +23,32 @@ from ledger.events import EventType, UsageEvent, WorkerType, event_from_body
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import Session, UnitRun, rate_storage_sample, rate_workload
-from ledger.sqlstore.schema import entries, log_heads, rollup_cursors, rollup_storage, rollup_workloads
+from ledger.sqlstore import serving
+from ledger.sqlstore.schema import (
+    entries,
+    log_heads,
+    rollup_cursors,
+    rollup_requests,
+    rollup_serving,
+    rollup_storage,
+    rollup_workloads,
+)
 from ledger.sqlstore.store import SqlStore
 
+# Kept per workload: everything but requests and storage samples. SCHEDULED and IMAGE_PULL_STARTED bill nothing
+# (R1) but a dispute lookup lists them, so they are kept too.
 LIFECYCLE_TYPES = frozenset(
-    {EventType.WORKLOAD_UP, EventType.WORKLOAD_READY, EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED}
+    {
+        EventType.WORKLOAD_SCHEDULED,
+        EventType.IMAGE_PULL_STARTED,
+        EventType.WORKLOAD_UP,
+        EventType.WORKLOAD_READY,
+        EventType.WORKLOAD_STOPPED,
+        EventType.WORKLOAD_BOOT_FAILED,
+    }
 )
+REQUEST_TYPES = frozenset({EventType.REQUEST_STARTED, EventType.REQUEST_FINISHED})
+_ENDS = frozenset({EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED})
 _CHUNK = 20_000  # entries read per catch-up transaction: bounds memory and lock time
 
 
@@ -74,7 +94,7 @@ class UsageRollups:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
         log_id = org_log_id(org_id)
         with self.store.writer.begin() as conn:
-            for table in (rollup_workloads, rollup_storage, rollup_cursors):
+            for table in (rollup_workloads, rollup_storage, rollup_requests, rollup_serving, rollup_cursors):
                 conn.execute(delete(table).where(table.c.log_id == log_id))
         size = self.catch_up(org_id, prices, plans, now)
         with self.store.reader.connect() as conn:
@@ -97,6 +117,7 @@ class UsageRollups:
             return applied, True
         stop = min(head, applied + _CHUNK)
         touched: dict[str, list[tuple[UsageEvent, int]]] = {}
+        requests: dict[str, list[tuple[UsageEvent, int]]] = {}
         rerate_all = system_size != system_seen
         storage_rows: list[dict[str, Any]] = []
         rows = conn.execute(
@@ -113,6 +134,8 @@ class UsageRollups:
             event = event_from_body(json.loads(body))
             if event.type in LIFECYCLE_TYPES:
                 touched.setdefault(event.workload_id, []).append((event, int(seq)))
+            elif event.type in REQUEST_TYPES:
+                requests.setdefault(event.workload_id, []).append((event, int(seq)))
             elif event.type is EventType.STORAGE_SAMPLE:
                 charge = rate_storage_sample(event, int(seq))
                 storage_rows.append(
@@ -129,6 +152,7 @@ class UsageRollups:
         if storage_rows:
             conn.execute(rollup_storage.insert(), storage_rows)
         self._rerate(conn, log_id, touched, rerate_all, prices, plans, now)
+        serving.apply_request_events(conn, log_id, requests, applied)
         conn.execute(
             rollup_cursors.update()
             .where(rollup_cursors.c.log_id == log_id)
@@ -242,6 +266,41 @@ class UsageRollups:
             for r in rows
         ]
 
+    # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
+
+    def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
+        """Workloads of an endpoint whose lifecycle [first event, stop or boot failure] meets [start, end]: a
+        replica up across the whole window with no entry inside it is found too (R3)."""
+        table = rollup_workloads
+        query = select(table.c.workload_id).where(
+            table.c.log_id == org_log_id(org_id),
+            table.c.endpoint_id == endpoint_id,
+            table.c.lifecycle_from <= end,
+            or_(table.c.lifecycle_to.is_(None), table.c.lifecycle_to >= start),
+        )
+        with self.store.reader.connect() as conn:
+            return sorted(conn.execute(query).scalars())
+
+    def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:
+        """The lifecycle events (with their sequence numbers) the rollups keep of each workload that has any."""
+        ids = sorted(set(workload_ids))
+        found: dict[str, list[tuple[UsageEvent, int]]] = {}
+        with self.store.reader.connect() as conn:
+            for at in range(0, len(ids), 500):
+                query = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
+                    rollup_workloads.c.log_id == log_id, rollup_workloads.c.workload_id.in_(ids[at : at + 500])
+                )
+                found.update((row.workload_id, _load_lifecycle(row.lifecycle)) for row in conn.execute(query))
+        return found
+
+    def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
+        with self.store.reader.connect() as conn:
+            return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
+
+    def serving_union(self, log_id: str, workload_id: str, start: int, end: int) -> serving.ServingUnion:
+        with self.store.reader.connect() as conn:
+            return serving.ServingUnion.load(conn, log_id, workload_id, start, end)
+
 
 def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:
     return [(event_from_body(body), int(seq)) for seq, body in json.loads(blob)]
@@ -270,6 +329,8 @@ def _workload_row(
         "billed_end": None,
         "is_open": False,
         "session": None,
+        "lifecycle_from": min(event.occurred_at for event, _ in lifecycle),
+        "lifecycle_to": max((event.occurred_at for event, _ in lifecycle if event.type in _ENDS), default=None),
     }
     if session is not None:
         row["up"] = session.up

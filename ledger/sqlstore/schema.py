@@ -30,7 +30,7 @@ entries = Table(
 Index("ux_entries_event_id", entries.c.log_id, entries.c.event_id, unique=True)
 Index("ix_entries_endpoint_time", entries.c.org_id, entries.c.endpoint_id, entries.c.occurred_at)
 Index("ix_entries_request", entries.c.request_id)
-Index("ix_entries_workload", entries.c.log_id, entries.c.workload_id)
+Index("ix_entries_workload_time", entries.c.log_id, entries.c.workload_id, entries.c.occurred_at)
 Index(
     "ix_entries_kind",
     entries.c.log_id,
@@ -74,8 +74,35 @@ rollup_workloads = Table(
     Column("billed_end", BigInteger),
     Column("is_open", Boolean, nullable=False),
     Column("session", LargeBinary),
+    # The first and last lifecycle event (last: None until STOPPED or BOOT_FAILED): live across a window (R27).
+    Column("lifecycle_from", BigInteger),
+    Column("lifecycle_to", BigInteger),
 )
 Index("ix_rollup_workloads_up", rollup_workloads.c.log_id, rollup_workloads.c.up)
+Index(
+    "ix_rollup_workloads_endpoint",
+    rollup_workloads.c.log_id,
+    rollup_workloads.c.endpoint_id,
+    rollup_workloads.c.lifecycle_from,
+)
+# R25 serving time per workload (ledger/sqlstore/serving.py): a summary of its requests, and the union of its
+# closed requests' in-flight intervals per hour with that union's measure.
+rollup_requests = Table(
+    "rollup_requests",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("workload_id", String(128), primary_key=True),
+    Column("summary", LargeBinary, nullable=False),
+)
+rollup_serving = Table(
+    "rollup_serving",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("workload_id", String(128), primary_key=True),
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("serving_micros", BigInteger, nullable=False),
+    Column("intervals", LargeBinary, nullable=False),
+)
 rollup_storage = Table(
     "rollup_storage",
     metadata,

@@ -622,6 +622,16 @@ class SqlStore:
             ).all()
         return [_entry(row) for row in rows]
 
+    def kind_refs(self, log_id: str, kind: str) -> list[tuple[int, bytes]]:
+        """(seq, entry_hash) of every entry of one non-EVENT kind in a log, without bodies (ix_entries_kind)."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(entries.c.seq, entries.c.entry_hash)
+                .where(entries.c.log_id == log_id, entries.c.kind != "EVENT", entries.c.kind == kind)
+                .order_by(entries.c.seq)
+            ).all()
+        return [(int(seq), _bytes(entry_hash)) for seq, entry_hash in rows]
+
     # -- signed checkpoints (ledger.checkpoints) --------------------------------------------------------------
 
     def latest_checkpoint(self, log_id: str) -> StoredCheckpoint | None:
@@ -715,6 +725,68 @@ class SqlStore:
         found.sort(key=lambda entry: entry.sequence)
         return found
 
+    def workload_entries_between(
+        self, log_id: str, workload_id: str, start: int, end: int, *, requests: bool = True
+    ) -> list[Entry]:
+        """Entries of one workload with occurred_at in [start, end] (without request events unless `requests`), in
+        sequence order (ix_entries_workload_time)."""
+        query = select(*_ENTRY_COLUMNS).where(
+            entries.c.log_id == log_id,
+            entries.c.workload_id == workload_id,
+            entries.c.occurred_at >= start,
+            entries.c.occurred_at <= end,
+        )
+        if not requests:
+            query = query.where(entries.c.request_id.is_(None))
+        with self.reader.connect() as conn:
+            found = [_entry(row) for row in conn.execute(query)]
+        found.sort(key=lambda entry: entry.sequence)
+        return found
+
+    def request_marks(self, log_id: str, workload_id: str, start: int, end: int) -> list[tuple[int, int, str, bool]]:
+        """(seq, occurred_at, request_id, finished) of one workload's request entries with occurred_at in [start,
+        end] (ix_entries_workload_time), read from the index columns and the body's type without parsing it: a
+        dispute lookup sweeps hundreds of these and decodes only the few it cites."""
+        query = select(entries.c.seq, entries.c.occurred_at, entries.c.request_id, entries.c.body).where(
+            entries.c.log_id == log_id,
+            entries.c.workload_id == workload_id,
+            entries.c.occurred_at >= start,
+            entries.c.occurred_at <= end,
+            entries.c.request_id.is_not(None),
+        )
+        with self.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(int(seq), int(at), request_id, _FINISHED in _bytes(body)) for seq, at, request_id, body in rows]
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
+        """The entries of one log at the given sequence numbers (those that exist), in sequence order."""
+        wanted = sorted(set(sequences))
+        found: list[Entry] = []
+        with self.reader.connect() as conn:
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                query = select(*_ENTRY_COLUMNS).where(
+                    entries.c.log_id == log_id, entries.c.seq.in_(wanted[start : start + _LOOKUP_CHUNK])
+                )
+                found.extend(_entry(row) for row in conn.execute(query))
+        found.sort(key=lambda entry: entry.sequence)
+        return found
+
+    def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
+        """Workloads with an entry of the endpoint in [start, end], read from the index columns alone."""
+        query = (
+            select(entries.c.workload_id)
+            .where(
+                entries.c.org_id == org_id,
+                entries.c.endpoint_id == endpoint_id,
+                entries.c.occurred_at >= start,
+                entries.c.occurred_at <= end,
+                entries.c.workload_id.is_not(None),
+            )
+            .distinct()
+        )
+        with self.reader.connect() as conn:
+            return sorted(conn.execute(query).scalars())
+
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
         """Workloads of an endpoint up at `at`: a WORKLOAD_UP before it and no WORKLOAD_STOPPED or
         WORKLOAD_BOOT_FAILED before it (R1, R4, R5), so a session spanning a whole window with no entry inside it
@@ -764,6 +836,10 @@ class SqlStore:
                 )
                 found.update(conn.execute(query).scalars())
         return sorted(found)
+
+
+# The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
+_FINISHED = b'"type":"REQUEST_FINISHED"'
 
 
 def _bytes(value: Any) -> bytes:

@@ -1,0 +1,313 @@
+"""Per-workload request summaries and serving unions: the rollups behind a fast dispute lookup (R25, R27).
+
+A session's R25 split needs its serving time: the measure of the union of its requests' in-flight intervals after
+READY. Summing that from a long replica's every request event took seconds on a big log, so the rollups keep it:
+
+- `rollup_requests`, one row per workload: the requests still in flight (a start and no finish yet), finishes
+  whose start has not been seen, how many requests there were, the longest one, and whether anything was
+  irregular (a request started or finished twice, or finishing before it started);
+- `rollup_serving`, one row per workload and hour: the union of the closed requests' intervals in that hour
+  (merged, as packed integers) and its measure, so the serving time of any span is a sum of hour measures plus
+  at most two partial hours.
+
+Both are kept in step with the log by ledger.sqlstore.rollups as it tails it, in whatever order events arrive
+(R22). They summarise exactly what the rating engine computes when the workload's requests are regular; when they
+are not, `RequestSummary.regular` says so and the lookup re-rates the workload from its entries instead.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select
+from sqlalchemy.engine import Connection
+
+from ledger.events import EventType, UsageEvent
+from ledger.rating.money import exact_sum, money_of
+from ledger.rating.units import UnitRun
+from ledger.sqlstore.schema import entries, rollup_requests, rollup_serving
+
+HOUR = 3600 * 1_000_000
+_LOOKUP_CHUNK = 500
+
+Interval = tuple[int, int]  # [start, end) in µs
+
+
+@dataclass
+class RequestSummary:
+    """What the rollups know of one workload's requests, whatever order their events arrived in."""
+
+    count: int = 0  # requests with a REQUEST_STARTED
+    longest: int = 0  # the longest closed request, µs
+    first_at: int | None = None  # earliest request event
+    last_at: int | None = None  # latest request event
+    irregular: bool = False
+    in_flight: dict[str, tuple[int, int]] = field(default_factory=dict)  # request -> (started_at, seq)
+    unmatched_finishes: dict[str, tuple[int, int]] = field(default_factory=dict)  # request -> (finished_at, seq)
+
+    @property
+    def regular(self) -> bool:
+        """Every request started once, finished at most once, never before it started: the rating engine then
+        counts every request and raises no request anomaly, which is what the summary assumes."""
+        return not self.irregular and not self.unmatched_finishes
+
+    def within(self, start: int, end: int | None) -> bool:
+        """Whether every request event lies inside the session [start, end] (else the engine makes anomalies)."""
+        if self.first_at is None or self.last_at is None:
+            return True
+        return self.first_at >= start and (end is None or self.last_at <= end)
+
+    def take(self, event: UsageEvent, seq: int) -> Interval | None:
+        """Apply one request event; returns the request's closed interval when this event closes it."""
+        at = event.occurred_at
+        request_id = event.request_id or ""
+        self.first_at = at if self.first_at is None else min(self.first_at, at)
+        self.last_at = at if self.last_at is None else max(self.last_at, at)
+        if event.type is EventType.REQUEST_STARTED:
+            if request_id in self.in_flight:
+                self.irregular = True
+                return None
+            self.count += 1
+            finish = self.unmatched_finishes.pop(request_id, None)
+            if finish is None:
+                self.in_flight[request_id] = (at, seq)
+                return None
+            return self._close(at, finish[0])
+        started = self.in_flight.pop(request_id, None)
+        if started is None:
+            if request_id in self.unmatched_finishes:
+                self.irregular = True
+            else:
+                self.unmatched_finishes[request_id] = (at, seq)
+            return None
+        return self._close(started[0], at)
+
+    def _close(self, started_at: int, finished_at: int) -> Interval | None:
+        if finished_at < started_at:
+            self.irregular = True  # the engine sees the finish first: an anomaly, and the start stays in flight
+            return None
+        self.longest = max(self.longest, finished_at - started_at)
+        return (started_at, finished_at)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "count": self.count,
+                "longest": self.longest,
+                "first_at": self.first_at,
+                "last_at": self.last_at,
+                "irregular": self.irregular,
+                "in_flight": self.in_flight,
+                "unmatched_finishes": self.unmatched_finishes,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, blob: bytes) -> RequestSummary:
+        data = json.loads(blob)
+        return cls(
+            count=data["count"],
+            longest=data["longest"],
+            first_at=data["first_at"],
+            last_at=data["last_at"],
+            irregular=data["irregular"],
+            in_flight={k: (v[0], v[1]) for k, v in data["in_flight"].items()},
+            unmatched_finishes={k: (v[0], v[1]) for k, v in data["unmatched_finishes"].items()},
+        )
+
+
+def _pack(intervals: Sequence[Interval]) -> bytes:
+    flat = [value for interval in intervals for value in interval]
+    return struct.pack(f"<{len(flat)}q", *flat)
+
+
+def _unpack(blob: bytes) -> list[Interval]:
+    flat = struct.unpack(f"<{len(blob) // 8}q", blob)
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def merge(intervals: Iterable[Interval]) -> list[Interval]:
+    """The union of half-open intervals as sorted, disjoint, non-touching intervals (empty ones dropped)."""
+    merged: list[list[int]] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged]
+
+
+def _hour_pieces(interval: Interval) -> Iterable[tuple[int, Interval]]:
+    start, end = interval
+    hour = start // HOUR * HOUR
+    while hour < end:
+        yield hour, (max(start, hour), min(end, hour + HOUR))
+        hour += HOUR
+
+
+# -- maintenance (called by UsageRollups inside its catch-up transaction) ----------------------------------------
+
+
+def apply_request_events(
+    conn: Connection, log_id: str, events: dict[str, list[tuple[UsageEvent, int]]], first_new_seq: int
+) -> None:
+    """Fold a chunk of request events (by workload) into the summaries and the serving unions."""
+    if not events:
+        return
+    workloads = sorted(events)
+    summaries = _load_summaries(conn, log_id, workloads)
+    closed: dict[str, list[Interval]] = defaultdict(list)
+    for workload_id in workloads:
+        summary = summaries.setdefault(workload_id, RequestSummary())
+        closed_now: set[str] = set()  # closed in this chunk (earlier chunks: _reused_request_ids)
+        for event, seq in sorted(events[workload_id], key=lambda item: item[1]):
+            if event.request_id in closed_now:
+                summary.irregular = True
+            interval = summary.take(event, seq)
+            if interval is not None:
+                closed[workload_id].append(interval)
+                closed_now.add(event.request_id or "")
+    for workload_id in _reused_request_ids(conn, log_id, events, first_new_seq):
+        summaries[workload_id].irregular = True
+    conn.execute(
+        delete(rollup_requests).where(rollup_requests.c.log_id == log_id, rollup_requests.c.workload_id.in_(workloads))
+    )
+    conn.execute(
+        rollup_requests.insert(),
+        [{"log_id": log_id, "workload_id": w, "summary": summaries[w].encode()} for w in workloads],
+    )
+    for workload_id, intervals in closed.items():
+        _add_serving(conn, log_id, workload_id, intervals)
+
+
+def _reused_request_ids(
+    conn: Connection, log_id: str, events: dict[str, list[tuple[UsageEvent, int]]], first_new_seq: int
+) -> set[str]:
+    """Workloads with a request event whose request ID an earlier entry of the log already closed: a request
+    started or finished a second time (the summary forgets closed requests, so it asks the request index)."""
+    workload_of = {event.request_id: w for w, items in events.items() for event, _ in items if event.request_id}
+    ids = sorted(workload_of)
+    reused: set[str] = set()
+    for at in range(0, len(ids), _LOOKUP_CHUNK):
+        query = (
+            select(entries.c.request_id)
+            .where(
+                entries.c.request_id.in_(ids[at : at + _LOOKUP_CHUNK]),
+                entries.c.log_id == log_id,
+                entries.c.seq < first_new_seq,
+            )
+            .group_by(entries.c.request_id)
+            .having(func.count() >= 2)
+        )
+        reused.update(workload_of[r] for r in conn.execute(query).scalars())
+    return reused
+
+
+def _load_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> dict[str, RequestSummary]:
+    found: dict[str, RequestSummary] = {}
+    for at in range(0, len(workloads), _LOOKUP_CHUNK):
+        rows = conn.execute(
+            select(rollup_requests.c.workload_id, rollup_requests.c.summary).where(
+                rollup_requests.c.log_id == log_id,
+                rollup_requests.c.workload_id.in_(workloads[at : at + _LOOKUP_CHUNK]),
+            )
+        )
+        found.update((row.workload_id, RequestSummary.decode(row.summary)) for row in rows)
+    return found
+
+
+def _add_serving(conn: Connection, log_id: str, workload_id: str, intervals: Sequence[Interval]) -> None:
+    by_hour: dict[int, list[Interval]] = defaultdict(list)
+    for interval in intervals:
+        for hour, piece in _hour_pieces(interval):
+            by_hour[hour].append(piece)
+    if not by_hour:
+        return
+    hours = sorted(by_hour)
+    where = and_(
+        rollup_serving.c.log_id == log_id,
+        rollup_serving.c.workload_id == workload_id,
+        rollup_serving.c.hour.in_(hours),
+    )
+    for row in conn.execute(select(rollup_serving.c.hour, rollup_serving.c.intervals).where(where)):
+        by_hour[int(row.hour)].extend(_unpack(row.intervals))
+    conn.execute(delete(rollup_serving).where(where))
+    rows = []
+    for hour in hours:
+        union = merge(by_hour[hour])
+        if union:
+            rows.append(
+                {
+                    "log_id": log_id,
+                    "workload_id": workload_id,
+                    "hour": hour,
+                    "serving_micros": sum(end - start for start, end in union),
+                    "intervals": _pack(union),
+                }
+            )
+    if rows:
+        conn.execute(rollup_serving.insert(), rows)
+
+
+# -- reads ---------------------------------------------------------------------------------------------------
+
+
+def request_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> dict[str, RequestSummary]:
+    return _load_summaries(conn, log_id, sorted(set(workloads)))
+
+
+class ServingUnion:
+    """The closed requests' union of one workload over a span, from its hour rows."""
+
+    def __init__(self, rows: Iterable[Any]) -> None:
+        self.hours = sorted((int(row.hour), int(row.serving_micros), row.intervals) for row in rows)
+
+    @classmethod
+    def load(cls, conn: Connection, log_id: str, workload_id: str, start: int, end: int) -> ServingUnion:
+        table = rollup_serving
+        query = select(table.c.hour, table.c.serving_micros, table.c.intervals).where(
+            table.c.log_id == log_id,
+            table.c.workload_id == workload_id,
+            table.c.hour >= start // HOUR * HOUR,
+            table.c.hour < end,
+        )
+        return cls(conn.execute(query))
+
+    def measure(self, start: int, end: int) -> int:
+        """µs of [start, end) inside the union: whole hours by their stored measure, the edges piece by piece."""
+        total = 0
+        for hour, micros, blob in self.hours:
+            if hour + HOUR <= start or hour >= end:
+                continue
+            if start <= hour and hour + HOUR <= end:
+                total += micros
+            else:
+                total += sum(max(0, min(b, end) - max(a, start)) for a, b in _unpack(blob))
+        return total
+
+
+def serving_totals(
+    union: ServingUnion, runs: Sequence[UnitRun], cold_end: int, end: int, in_flight_from: int | None
+) -> tuple[int, Decimal]:
+    """R25 serving time of [cold_end, end) and its money: the closed requests' union, and everything from the
+    first request still in flight (it is in flight until the session's end), each part at its unit's rate (R12)."""
+    open_from = end if in_flight_from is None else min(max(in_flight_from, cold_end), end)
+
+    def serving(a: int, b: int) -> int:
+        a, b = max(a, cold_end), min(b, end)
+        if b <= a:
+            return 0
+        closed = union.measure(a, min(b, open_from)) if a < open_from else 0
+        return closed + max(0, b - max(a, open_from))
+
+    micros = serving(cold_end, end)
+    amount = exact_sum([money_of(serving(run.first_unit_start, run.end), run.rate_per_second) for run in runs])
+    return micros, amount
