@@ -536,10 +536,20 @@ def support_adjust(
         list[str],
         typer.Option("--ref", help="LOG:SEQ of an entry the adjustment corrects (repeatable), e.g. org/acme:1042."),
     ],
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-id",
+            help="Idempotency key. Default: derived from ticket, amount, reason and refs, so re-running the "
+            "same command appends nothing new; give a new one to make a second, identical adjustment.",
+        ),
+    ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:
-    """Append an ADJUSTMENT entry citing the corrected entries and the ticket (R23); later lookups show it."""
+    """Append an ADJUSTMENT entry citing the corrected entries and the ticket (R23); later lookups show it.
+
+    Safe to re-run: the same adjustment is appended once (see --request-id)."""
     corrects = []
     for text in ref:
         try:
@@ -547,16 +557,18 @@ def support_adjust(
         except ValueError as err:
             fail(f"--ref: {err}", EXIT_USAGE, as_json=as_json)
         corrects.append(spb.DisputeEntryRef(log_id=log_id, sequence=sequence))
-    message = spb.AdjustChargesRequest(org_id=org, ticket=ticket, amount=amount, reason=reason, corrects=corrects)
-    # No retries: an adjustment has no idempotency key, so a blind resend could credit twice.
-    with LedgerClient(target, retries=0) as client:
+    message = spb.AdjustChargesRequest(
+        org_id=org, ticket=ticket, amount=amount, reason=reason, corrects=corrects, request_id=request_id or ""
+    )
+    # Retried like any call: the idempotency key makes a resend find the first entry instead of crediting twice.
+    with LedgerClient(target) as client:
         try:
             response = client.call(spb_grpc.SupportServiceStub(client.channel).AdjustCharges, message)
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
     adjustment = adjustment_json(response.adjustment)
     if as_json:
-        emit_json({"ok": True, "adjustment": adjustment})
+        emit_json({"ok": True, "duplicate": response.duplicate, "adjustment": adjustment})
     else:
         out.print(f"{adjustment['explanation']}")
         out.print(f"entry {_short(adjustment['ref'])}; corrects {', '.join(r['ref'] for r in adjustment['corrects'])}")

@@ -5,6 +5,8 @@ Nothing is ever edited: a disputed charge stays in the ledger and the adjustment
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,9 @@ class Adjustment:
     reason: str
     corrects: tuple[EntryRef, ...]
     sequence: int = -1
+    # The store keeps one entry per key (R24 for entries): a resent AdjustCharges finds the first one, never
+    # credits twice. Empty only on entries written before keys existed.
+    idempotency_key: str = ""
 
     def body(self) -> dict[str, Any]:
         return {
@@ -40,6 +45,7 @@ class Adjustment:
             "corrects": [
                 {"log_id": r.log_id, "sequence": r.sequence, "entry_hash": r.entry_hash.hex()} for r in self.corrects
             ],
+            **({"idempotency_key": self.idempotency_key} if self.idempotency_key else {}),
         }
 
     @classmethod
@@ -53,7 +59,19 @@ class Adjustment:
                 EntryRef(r["log_id"], int(r["sequence"]), bytes.fromhex(r["entry_hash"])) for r in body["corrects"]
             ),
             sequence=sequence,
+            idempotency_key=str(body.get("idempotency_key", "")),
         )
+
+
+def adjustment_key(request_id: str | None, ticket: str, amount: Decimal, reason: str, refs: Sequence[EntryRef]) -> str:
+    """The idempotency key of an adjustment: the caller's request ID, or else one derived from what it says, so
+    running the same `ledgerctl support adjust` twice appends one entry (R23: a correction is made once)."""
+    if request_id:
+        return f"adjustment:{request_id}"
+    said = json.dumps(
+        [ticket, format_decimal(amount), reason, [[r.log_id, r.sequence] for r in refs]], separators=(",", ":")
+    )
+    return "adjustment:" + hashlib.sha256(said.encode()).hexdigest()[:40]
 
 
 def parse_ref(text: str) -> tuple[str, int]:

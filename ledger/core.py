@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger.account import AccountChange, AccountHistory, parse_account_change
-from ledger.adjustments import Adjustment, validate_adjustment
+from ledger.adjustments import Adjustment, adjustment_key, validate_adjustment
 from ledger.entry import ORG_LOG_PREFIX, SYSTEM_LOG, Entry, EntryKind, EntryRef, canonical_body, org_log_id
 from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.events import (
@@ -213,10 +213,21 @@ class Ledger:
     # -- corrections (R23) ------------------------------------------------------------------------
 
     def append_adjustment(
-        self, org_id: str, ticket: str, amount: str, reason: str, refs: Sequence[tuple[str, int]]
+        self,
+        org_id: str,
+        ticket: str,
+        amount: str,
+        reason: str,
+        refs: Sequence[tuple[str, int]],
+        request_id: str | None = None,
     ) -> tuple[Adjustment, Appended]:
-        """Append an ADJUSTMENT entry citing the entries it corrects (each must exist) and the support ticket."""
+        """Append an ADJUSTMENT entry citing the entries it corrects (each must exist) and the support ticket.
+
+        Idempotent: the same request ID, or with none the same ticket, amount, reason and entries, returns the entry
+        already appended (`Appended.duplicate`)."""
         org_id, ticket, value, reason = validate_adjustment(org_id, ticket, amount, reason, refs)
+        if request_id is not None and request_id != "" and not IDENTIFIER_RE.match(request_id):
+            raise InvalidInput([FieldViolation("request_id", f"must be {IDENTIFIER_RULE}")])
         corrected: list[EntryRef] = []
         violations: list[FieldViolation] = []
         for i, (log_id, sequence) in enumerate(refs):
@@ -228,7 +239,8 @@ class Ledger:
             corrected.append(EntryRef(entry.log_id, entry.sequence, entry.entry_hash))
         if violations:
             raise InvalidInput(violations)
-        adjustment = Adjustment(org_id, ticket, value, reason, tuple(corrected))
+        key = adjustment_key(request_id, ticket, value, reason, corrected)
+        adjustment = Adjustment(org_id, ticket, value, reason, tuple(corrected), idempotency_key=key)
         body = adjustment.body()
         [appended] = self.store.append(
             [

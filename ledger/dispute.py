@@ -1482,10 +1482,12 @@ def adjust_charges(
     amount: str,
     reason: str,
     corrects: Sequence[tuple[str, int, bytes | None]],
-) -> tuple[Adjustment, EntryRef]:
-    """R23: append an ADJUSTMENT entry citing the entries it corrects and the ticket.
+    request_id: str | None = None,
+) -> tuple[Adjustment, EntryRef, bool]:
+    """R23: append an ADJUSTMENT entry citing the entries it corrects and the ticket; True when it was already there.
 
     A hash given with a reference must be that entry's, so a credit never cites an entry support did not look at.
+    Idempotent (Ledger.append_adjustment): a resent or re-run request appends nothing new.
     """
     bad = []
     for i, (log_id, sequence, entry_hash) in enumerate(corrects):
@@ -1505,9 +1507,9 @@ def adjust_charges(
     if bad:
         raise InvalidInput(bad)
     adjustment, appended = ledger.append_adjustment(
-        org_id, ticket, amount, reason, [(log_id, seq) for log_id, seq, _ in corrects]
+        org_id, ticket, amount, reason, [(log_id, seq) for log_id, seq, _ in corrects], request_id
     )
-    return adjustment, EntryRef(appended.log_id, appended.sequence, appended.entry_hash)
+    return adjustment, EntryRef(appended.log_id, appended.sequence, appended.entry_hash), appended.duplicate
 
 
 __all__ = [

@@ -60,8 +60,14 @@ class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
     ) -> spb.AdjustChargesResponse:
         corrects = [(ref.log_id, ref.sequence, bytes(ref.entry_hash) or None) for ref in request.corrects]
         try:
-            adjustment, ref = adjust_charges(
-                self.ledger, request.org_id, request.ticket, request.amount, request.reason, corrects
+            adjustment, ref, duplicate = adjust_charges(
+                self.ledger,
+                request.org_id,
+                request.ticket,
+                request.amount,
+                request.reason,
+                corrects,
+                request.request_id or None,
             )
         except LedgerError as err:
             abort(context, err)
@@ -75,10 +81,12 @@ class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
                 corrects=[ref_to_proto(r) for r in adjustment.corrects],
                 invoice=coverage_to_proto(InvoiceCoverage()),
                 explanation=(
-                    f"R23: adjustment for ticket {adjustment.ticket} appended as entry {ref.log_id}:{ref.sequence}; "
+                    f"R23: adjustment for ticket {adjustment.ticket} "
+                    f"{'was already appended' if duplicate else 'appended'} as entry {ref.log_id}:{ref.sequence}; "
                     "it lands on the org's next invoice"
                 ),
-            )
+            ),
+            duplicate=duplicate,
         )
 
 

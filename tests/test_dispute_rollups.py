@@ -176,7 +176,8 @@ def test_r25_split_of_a_long_replica_comes_from_the_serving_union(ledger: Ledger
     ]
     ledger.append_events([_event(n, type, at, "wl-long", **extra) for n, (type, at, extra) in enumerate(steps)])
     half_hour = 1800 * SECOND
-    query = DisputeQuery(org_id="acme", endpoint_id="ep-1", start=t0 + 3 * hour - half_hour, end=t0 + 3 * hour + half_hour)
+    around = t0 + 3 * hour
+    query = DisputeQuery(org_id="acme", endpoint_id="ep-1", start=around - half_hour, end=around + half_hour)
     result = reconstruct_charges(ledger, query, with_proofs=False)
     (charge,) = result.sessions
     split = charge.session.attribution

@@ -125,6 +125,30 @@ def test_r23_adjust_charges_checks_the_cited_hash_and_later_lookups_show_it(clie
     assert not shown.invoice.invoiced and shown.explanation.startswith("R23: ticket T-77: credit of $0.0912")
 
 
+def test_r23_a_resent_adjustment_credits_once_and_a_new_request_id_credits_again(client: LedgerClient) -> None:
+    client.append_events(lifecycle_day().items)
+    stub = support(client)
+    stop = stub.ReconstructCharges(spb.ReconstructChargesRequest(request_id="req-4"), timeout=10).sessions[-1].refs[-1]
+    adjust = spb.AdjustChargesRequest(
+        org_id="acme", ticket="T-78", amount="-0.05", reason="R4: platform OOM", corrects=[stop]
+    )
+    first = stub.AdjustCharges(adjust, timeout=10)
+    size = client.head("org/acme").size
+    resent = stub.AdjustCharges(adjust, timeout=10)  # a retry after a lost reply, or the command run twice
+    assert not first.duplicate and resent.duplicate
+    assert resent.adjustment.ref == first.adjustment.ref and "already appended" in resent.adjustment.explanation
+    assert client.head("org/acme").size == size  # nothing appended
+    keyed = spb.AdjustChargesRequest(**{**_fields(adjust), "request_id": "adj-2"})
+    second = stub.AdjustCharges(keyed, timeout=10)
+    assert not second.duplicate and second.adjustment.ref.sequence == size
+    assert stub.AdjustCharges(keyed, timeout=10).adjustment.ref == second.adjustment.ref
+    shown = stub.ReconstructCharges(spb.ReconstructChargesRequest(request_id="req-4"), timeout=10).adjustments
+    assert [a.ref.sequence for a in shown] == [first.adjustment.ref.sequence, second.adjustment.ref.sequence]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.AdjustCharges(spb.AdjustChargesRequest(**{**_fields(adjust), "request_id": "bad id!"}), timeout=10)
+    assert violations(err.value) == ["request_id"]
+
+
 def _fields(message: Any) -> dict[str, Any]:
     return {field.name: value for field, value in message.ListFields()}
 
@@ -227,6 +251,11 @@ def test_r27_ledgerctl_support_lookup_of_the_oom_request_in_the_example_day(runn
     assert json.loads(adjusted.stdout)["adjustment"]["corrects"][0]["ref"] == stop
     again = json.loads(ledgerctl("support", "lookup", "--request", "req-000384", "--json", target=target).stdout)
     assert [(a["ticket"], a["amount"]) for a in again["adjustments"]] == [("T-384", "-0.01")]
+    rerun = ledgerctl(
+        "support", "adjust", "--org", "acme", "--ticket", "T-384", "--amount", "-0.01",
+        "--reason", "R4: OOM mid-request", "--ref", stop, "--json", target=target,
+    )  # fmt: skip
+    assert rerun.returncode == 0 and json.loads(rerun.stdout)["duplicate"] is True
 
 
 def test_ledgerctl_support_usage_errors_exit_2_and_refusals_exit_1(running: RunningServer) -> None:

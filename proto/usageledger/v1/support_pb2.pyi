@@ -424,21 +424,25 @@ class DisputeProof(_message.Message):
     def __init__(self, log_id: _Optional[str] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., signed_note: _Optional[str] = ..., bundle_json: _Optional[str] = ..., unproven_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AdjustChargesRequest(_message.Message):
-    __slots__ = ("org_id", "ticket", "amount", "reason", "corrects")
+    __slots__ = ("org_id", "ticket", "amount", "reason", "corrects", "request_id")
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CORRECTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     org_id: str
     ticket: str
     amount: str
     reason: str
     corrects: _containers.RepeatedCompositeFieldContainer[DisputeEntryRef]
-    def __init__(self, org_id: _Optional[str] = ..., ticket: _Optional[str] = ..., amount: _Optional[str] = ..., reason: _Optional[str] = ..., corrects: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, org_id: _Optional[str] = ..., ticket: _Optional[str] = ..., amount: _Optional[str] = ..., reason: _Optional[str] = ..., corrects: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AdjustChargesResponse(_message.Message):
-    __slots__ = ("adjustment",)
+    __slots__ = ("adjustment", "duplicate")
     ADJUSTMENT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     adjustment: DisputeAdjustment
-    def __init__(self, adjustment: _Optional[_Union[DisputeAdjustment, _Mapping]] = ...) -> None: ...
+    duplicate: bool
+    def __init__(self, adjustment: _Optional[_Union[DisputeAdjustment, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
