@@ -349,6 +349,7 @@ class _LogCheck:
         scan = _SCAN
         framing = self._framing
         minutes = self._minutes
+        seconds = _SECONDS
         expected = self.expected
         previous = self.previous
         stack = self.stack
@@ -401,10 +402,9 @@ class _LogCheck:
                             # Rather than parse the body's time, write the column's as the ledger does and compare.
                             if type(at) is not int:
                                 raise _Unusual
-                            minute = at // 60_000_000
+                            minute, rest = divmod(at, 60_000_000)
                             prefix = minutes.get(minute) or self._minute(minute)
-                            second, micros = divmod(at - minute * 60_000_000, 1_000_000)
-                            if when != f"{prefix}{second:02d}.{micros:06d}Z":
+                            if when != prefix + seconds(*divmod(rest, 1_000_000)):
                                 raise _Unusual
                     elif derive_index(EntryKind(kind), fields) != IndexColumns(
                         org, endpoint, workload, request, at, key
@@ -550,6 +550,7 @@ def _helper_main() -> None:
 
 # What json.loads runs, configured as json.loads' default decoder is.
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_SECONDS = "{:02d}.{:06d}Z".format  # the rest of format_micros' text after the minute, from (second, micros)
 _LAST_MINUTE = 253_402_300_800_000_000 // 60_000_000  # 10000-01-01T00:00Z
 
 
