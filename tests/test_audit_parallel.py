@@ -15,7 +15,8 @@ from ledger.sqlstore import SqlStore
 from tests.conftest import EventFactory
 
 LOG = "org/acme"
-SIZE = 200  # the helper takes [100, 200)
+SIZE = 200
+SEAM = 100  # the helper takes [100, 200)
 
 
 @pytest.fixture
@@ -73,6 +74,7 @@ def _single_and_split(
 
     monkeypatch.setattr(audit._Helper, "result", spy)
     monkeypatch.setattr(audit, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(audit, "_seam", lambda size: SEAM)
     split = audit.verify_log(store, LOG)
     assert split == single
     return single
@@ -174,6 +176,7 @@ def test_roots_at_sizes_on_both_sides_of_the_seam_match_the_stored_tree(
     store = _store(filled)
     sizes = {1, 50, 99, 100, 101, 104, 127, 128, 150, 200}
     monkeypatch.setattr(audit, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(audit, "_seam", lambda size: SEAM)
     split = audit.verify_log(store, LOG, roots_at=sizes)
     monkeypatch.setattr(audit, "PARALLEL_FROM", 1 << 62)
     single = audit.verify_log(store, LOG, roots_at=sizes)
