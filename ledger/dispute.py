@@ -633,6 +633,7 @@ class _Target:
     end: int
     request_workload: str | None
     request_span: tuple[int, int, bool] | None = None  # first and last event of the request, and whether it finished
+    request_id: str | None = None
 
 
 def reconstruct(
@@ -797,7 +798,7 @@ def _resolve(source: DisputeSource, query: DisputeQuery, evidence: _Evidence, no
     )
     if window is None:
         window = _request_window(source, evidence, org_id, first, events, now)
-    return _Target(org_id, first.endpoint_id, window[0], window[1], first.workload_id, span)
+    return _Target(org_id, first.endpoint_id, window[0], window[1], first.workload_id, span, query.request_id)
 
 
 def _request_window(
@@ -1415,8 +1416,14 @@ class _IndexedRating:
     ) -> Attribution:
         """The R25 split over every request (from the rollups), with the shares of the requests read."""
         end = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
+        start, stop = self.target.start, self.target.end
+        asked = self.target.request_id
+
+        def wanted(request: RequestSpan, in_flight_from: int, in_flight_to: int) -> bool:
+            return request.request_id == asked or _overlaps(request.started_at, in_flight_to, start, stop)
+
         shares = attribute_serving(
-            session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests
+            session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests, wanted
         )
         cold_end = cold_start_end(session.up, session.ready, end)
         union = self.index.serving_union(self.log_id, workload_id, cold_end, end)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -104,8 +104,12 @@ def attribute_serving(
     amount: Decimal,
     runs: Sequence[UnitRun],
     requests: Sequence[RequestSpan],
+    keep: Callable[[RequestSpan, int, int], bool] | None = None,
 ) -> Attribution:
     """Split [up, end) plus the rounding past `end` (R25).
+
+    `keep(request, in_flight_from, in_flight_to)`, when given, picks the requests whose shares are wanted (a
+    dispute lookup lists those in its window); the split still counts every request.
 
     `end` is the stop, or for an open session the end of its last started unit, so an open session has no
     rounding (R10: its units are billed as they start). Requests without a finish are in flight until `end`.
@@ -175,6 +179,7 @@ def attribute_serving(
                     Fraction(shares_amount[index], common * money_unit),
                 )
                 for index, (request, start, finish) in enumerate(spans)
+                if keep is None or keep(request, start, finish)
             ),
             key=lambda r: (r.started_at, r.started_seq),
         )

@@ -749,7 +749,8 @@ class SqlStore:
         """(seq, occurred_at, request_id, finished) of one workload's request entries with occurred_at in [start,
         end] (ix_entries_workload_time), read from the index columns and the body's type without parsing it: a
         dispute lookup sweeps hundreds of these and decodes only the few it cites."""
-        query = select(entries.c.seq, entries.c.occurred_at, entries.c.request_id, entries.c.body).where(
+        finished = self._body_contains(_FINISHED).label("finished")
+        query = select(entries.c.seq, entries.c.occurred_at, entries.c.request_id, finished).where(
             entries.c.log_id == log_id,
             entries.c.workload_id == workload_id,
             entries.c.occurred_at >= start,
@@ -758,7 +759,7 @@ class SqlStore:
         )
         with self.reader.connect() as conn:
             rows = conn.execute(query).all()
-        return [(int(seq), int(at), request_id, _FINISHED in _bytes(body)) for seq, at, request_id, body in rows]
+        return [(int(seq), int(at), request_id, bool(done)) for seq, at, request_id, done in rows]
 
     def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
         """The entries of one log at the given sequence numbers (those that exist), in sequence order."""
