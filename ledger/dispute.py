@@ -1,13 +1,14 @@
 """Dispute reconstruction (R27): every charge of an endpoint in a time window, or of one request, rebuilt from entries.
 
 A support ticket names an endpoint, maybe a request, and an approximate time. `reconstruct` reads only what the
-indexes point at: the endpoint's entries in the window (ix_entries_endpoint_time), every entry of each workload
-found there (ix_entries_workload), the workloads up across the whole window with no entry inside it, a request's
-entries (ix_entries_request) and the org's ACCOUNT and ADJUSTMENT entries (ix_entries_kind). It re-rates those
-workloads with the rating engine and says, for every line, the rule that decided it (R1-R14, R25, R26) and the
-entries (log, sequence number, entry hash) it rests on. Invoices (R17, R22) and inclusion proofs come through
-small adapters that answer "not yet invoiced" and "no signed checkpoint" until ledger.billing and a signing key
-exist.
+indexes and the usage rollups point at: the workloads of the endpoint around the window, their lifecycle entries,
+the requests near the window, a request's entries (ix_entries_request) and the org's ACCOUNT and ADJUSTMENT
+entries (ix_entries_kind); each session's R25 split over all its requests comes from the rollups' serving union
+(`_IndexedRating`; docs/disputes.md). Without rollups it reads every entry of each workload (`_whole_workloads`).
+It rates those workloads with the rating engine and says, for every line, the rule that decided it (R1-R14, R25,
+R26) and the entries (log, sequence number, entry hash) it rests on. Invoices (R17, R22) and inclusion proofs come
+through small adapters that answer "not yet invoiced" and "no signed checkpoint" until ledger.billing and a signing
+key exist.
 """
 
 from __future__ import annotations
