@@ -175,12 +175,12 @@ class IndexedSource(DisputeSource, Protocol):
     def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
 
     def workload_entries_between(
-        self, log_id: str, workload_id: str, start: int, end: int, *, requests: bool = True
-    ) -> list[Entry]: ...
+        self, log_id: str, workload_ids: Sequence[str], start: int, end: int, *, requests: bool = True
+    ) -> dict[str, list[Entry]]: ...
 
     def request_marks(
-        self, log_id: str, workload_id: str, start: int, end: int
-    ) -> list[tuple[int, int, str, bool]]: ...
+        self, log_id: str, workload_ids: Sequence[str], start: int, end: int
+    ) -> dict[str, list[RequestMark]]: ...
 
     def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]: ...
 
@@ -195,7 +195,7 @@ class SessionIndex(Protocol):
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
 
-    def serving_union(self, log_id: str, workload_id: str, start: int, end: int) -> ServingUnion: ...
+    def serving_unions(self, log_id: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, ServingUnion]: ...
 
 
 # -- invoices (R16, R17, R22): an adapter over ledger.billing.invoices --------------------------------------------
@@ -1309,84 +1309,99 @@ class _IndexedRating:
         ids = sorted(workloads)
         lifecycles = self.index.lifecycles(log_id, ids)
         summaries = self.index.request_summaries(log_id, ids)
-        # The lifecycle entries themselves, from the log (the rollups only say which they are), and the starts of
-        # requests still in flight.
-        seqs = [seq for w in ids for _, seq in lifecycles.get(w, ())]
-        seqs += [seq for w in ids if w in summaries for _, seq in summaries[w].in_flight.values()]
-        self.evidence.add(self.source.entries_at(log_id, seqs))
+        # The lifecycle entries themselves, from the log (the rollups only say which they are).
+        self.evidence.add(self.source.entries_at(log_id, [seq for w in ids for _, seq in lifecycles.get(w, ())]))
+        near = [w for w in ids if lifecycles.get(w) and summaries.get(w, RequestSummary()).regular]
+        whole = [w for w in ids if w not in near]
 
+        # 1. Each workload from its lifecycle and its storage samples in the window (one read for all).
         by_workload: LoggedEvents = {}
         ratings: dict[str, WorkloadRating] = {}
-        whole: list[str] = []
-        for workload_id in ids:
+        around = self.source.workload_entries_between(log_id, near, start, end + STORAGE_LOOKAHEAD, requests=False)
+        sessions: dict[str, tuple[Session, Attribution, RequestSummary, tuple[int, int]]] = {}
+        for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
-            lifecycle = [(self.evidence.events[(log_id, seq)], seq) for _, seq in lifecycles.get(workload_id, ())]
-            rated = self._rate_near_window(workload_id, lifecycle, summary)
-            if rated is None:
-                whole.append(workload_id)
-                continue
-            by_workload[workload_id], ratings[workload_id] = rated
+            events = {seq: (self.evidence.events[(log_id, seq)], seq) for _, seq in lifecycles[workload_id]}
+            for entry, event in self.evidence.add(around.get(workload_id, ())):
+                if (
+                    event is not None
+                    and event.type is EventType.STORAGE_SAMPLE
+                    and _storage_overlaps(event, start, end)
+                ):
+                    events[entry.sequence] = (event, entry.sequence)
+            kept = list(events.values())
+            base = rate_workload(kept, self.prices, self.plans, self.now)
+            session = base.session
+            if summary.count == 0 and not summary.in_flight:
+                by_workload[workload_id], ratings[workload_id] = kept, base
+            elif (
+                session is None
+                or session.attribution is None
+                or kept[0][0].workload_kind is not WorkloadKind.SERVING
+                or not summary.within(session.up, session.stop)
+            ):
+                whole.append(workload_id)  # requests the engine would call anomalies (R26): let it see them all
+            else:
+                by_workload[workload_id], ratings[workload_id] = kept, base
+                reach = self._reach(workload_id, session, summary)
+                sessions[workload_id] = (session, session.attribution, summary, reach)
+
+        # 2. Their requests near the window and their serving unions (one read each for all of them), and the
+        # R25 split over every request in place of the lifecycle-only one.
+        if sessions:
+            lo = min(reach[0] for *_, reach in sessions.values())
+            hi = max(reach[1] for *_, reach in sessions.values())
+            marks = self.source.request_marks(log_id, sorted(sessions), lo, hi)
+            spans = {}
+            for workload_id, (session, lifecycle_split, _, _) in sessions.items():
+                end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
+                spans[workload_id] = (cold_start_end(session.up, session.ready, end_at), end_at)
+            unions = self.index.serving_unions(log_id, spans)
+            for workload_id, (session, _, summary, reach) in sessions.items():
+                requests = _spans(marks.get(workload_id, ()), summary, reach)
+                split = self._whole_split(session, summary, requests, spans[workload_id], unions[workload_id])
+                session = dataclasses.replace(session, attribution=split)
+                ratings[workload_id] = dataclasses.replace(ratings[workload_id], session=session)
+
+        # 3. Workloads read whole.
         if whole:
             loaded = [e for e in self.source.workload_entries(log_id, whole) if not _storage_outside(e, start, end)]
-            events: LoggedEvents = defaultdict(list)
+            read: LoggedEvents = defaultdict(list)
             for entry, event in self.evidence.add(loaded):
                 if event is None or (
                     event.type is EventType.STORAGE_SAMPLE and not _storage_overlaps(event, start, end)
                 ):
                     continue
-                events[event.workload_id].append((event, entry.sequence))
+                read[event.workload_id].append((event, entry.sequence))
             for workload_id in whole:
-                if events.get(workload_id):
-                    by_workload[workload_id] = events[workload_id]
-                    ratings[workload_id] = rate_workload(events[workload_id], self.prices, self.plans, self.now)
-        # The entries of the requests the answer lists, in one read (they are cited one by one).
+                if read.get(workload_id):
+                    by_workload[workload_id] = read[workload_id]
+                    ratings[workload_id] = rate_workload(read[workload_id], self.prices, self.plans, self.now)
+
+        # 4. The entries of the requests the answer lists, in one read (they are cited one by one).
         listed = [
             seq
             for rating in ratings.values()
-            if rating.session is not None and rating.session.attribution is not None
-            for request in [
-                r for r in rating.session.attribution.requests if _overlaps(r.started_at, r.in_flight_to, start, end)
-            ][:MAX_LISTED_REQUESTS]
+            if rating.session is not None
+            for request in _requests_in_window(rating.session, start, end)[:MAX_LISTED_REQUESTS]
             for seq in (request.started_seq, request.finished_seq)
             if seq is not None and (log_id, seq) not in self.evidence.loaded
         ]
+        if target.request_id is not None:
+            listed += [
+                seq
+                for rating in ratings.values()
+                if rating.session is not None and rating.session.attribution is not None
+                for r in rating.session.attribution.requests
+                if r.request_id == target.request_id
+                for seq in (r.started_seq, r.finished_seq)
+                if seq is not None and (log_id, seq) not in self.evidence.loaded
+            ]
         self.evidence.add(self.source.entries_at(log_id, listed))
         return by_workload, dict(sorted(ratings.items()))
 
-    def _rate_near_window(
-        self, workload_id: str, lifecycle: list[tuple[UsageEvent, int]], summary: RequestSummary
-    ) -> tuple[list[tuple[UsageEvent, int]], WorkloadRating] | None:
-        """The workload rated from its lifecycle, its storage samples in the window and its requests near the
-        window, or None: read it whole."""
-        if not lifecycle or not summary.regular:
-            return None
-        start, end = self.target.start, self.target.end
-        events = {seq: (event, seq) for event, seq in lifecycle}
-        for entry, event in self.evidence.add(
-            self.source.workload_entries_between(
-                self.log_id, workload_id, start, end + STORAGE_LOOKAHEAD, requests=False
-            )
-        ):
-            if event is not None and event.type is EventType.STORAGE_SAMPLE and _storage_overlaps(event, start, end):
-                events[entry.sequence] = (event, entry.sequence)
-        kept = list(events.values())
-        base = rate_workload(kept, self.prices, self.plans, self.now)
-        if summary.count == 0 and not summary.in_flight:
-            return kept, base
-        session = base.session
-        if (
-            session is None
-            or session.attribution is None
-            or lifecycle[0][0].workload_kind is not WorkloadKind.SERVING
-            or not summary.within(session.up, session.stop)
-        ):
-            return None  # requests the engine would call anomalies (R26): let it see them all
-        requests = self._requests_near_window(workload_id, session, summary)
-        split = self._whole_split(workload_id, session, session.attribution, summary, requests)
-        return kept, dataclasses.replace(base, session=dataclasses.replace(session, attribution=split))
-
-    def _requests_near_window(self, workload_id: str, session: Session, summary: RequestSummary) -> list[RequestSpan]:
-        """Every request that can share an instant with a request in the window (see the class)."""
+    def _reach(self, workload_id: str, session: Session, summary: RequestSummary) -> tuple[int, int]:
+        """The occurred_at range holding every request that can share an instant with one in the window."""
         start, end = self.target.start, self.target.end
         reach = 2 * summary.longest
         lo, hi = start - reach, end + reach
@@ -1397,26 +1412,18 @@ class _IndexedRating:
         span = self.target.request_span if self.target.request_workload == workload_id else None
         if span is not None:
             lo, hi = min(lo, span[0] - reach), max(hi, span[1] + reach if span[2] else session_end)
-        starts: dict[str, tuple[int, int]] = dict(summary.in_flight)
-        finishes: dict[str, tuple[int, int]] = {}
-        for seq, at, request_id, finished in self.source.request_marks(self.log_id, workload_id, lo, hi):
-            (finishes if finished else starts)[request_id] = (at, seq)
-        # A finish whose start lies before the range read: that request cannot meet the window (see the class).
-        return [
-            RequestSpan(request_id, at, seq, *finishes.get(request_id, (None, None)))
-            for request_id, (at, seq) in starts.items()
-        ]
+        return lo, hi
 
     def _whole_split(
         self,
-        workload_id: str,
         session: Session,
-        lifecycle_split: Attribution,
         summary: RequestSummary,
         requests: Sequence[RequestSpan],
+        span: tuple[int, int],
+        union: ServingUnion,
     ) -> Attribution:
-        """The R25 split over every request (from the rollups), with the shares of the requests read."""
-        end = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
+        """The R25 split over every request (from the rollups), with the shares of the requests the answer lists."""
+        cold_end, end = span
         start, stop = self.target.start, self.target.end
         asked = self.target.request_id
 
@@ -1426,8 +1433,6 @@ class _IndexedRating:
         shares = attribute_serving(
             session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests, wanted
         )
-        cold_end = cold_start_end(session.up, session.ready, end)
-        union = self.index.serving_union(self.log_id, workload_id, cold_end, end)
         in_flight_from = min((at for at, _ in summary.in_flight.values()), default=None)
         micros, amount = serving_totals(union, session.runs, cold_end, end, in_flight_from)
         return split_session(
@@ -1442,6 +1447,21 @@ class _IndexedRating:
             shares.requests,
             summary.count,
         )
+
+
+def _spans(marks: Iterable[RequestMark], summary: RequestSummary, reach: tuple[int, int]) -> list[RequestSpan]:
+    """Requests as the engine pairs them, from the marks in this workload's reach and its requests in flight. A
+    finish whose start lies before the reach is dropped: that request cannot meet the window (see the class)."""
+    lo, hi = reach
+    starts: dict[str, tuple[int, int]] = dict(summary.in_flight)
+    finishes: dict[str, tuple[int, int]] = {}
+    for seq, at, request_id, finished in marks:
+        if lo <= at <= hi:
+            (finishes if finished else starts)[request_id] = (at, seq)
+    return [
+        RequestSpan(request_id, at, seq, *finishes.get(request_id, (None, None)))
+        for request_id, (at, seq) in starts.items()
+    ]
 
 
 def _rollups_of(ledger: Any, prices: PriceHistory, now: int) -> Callable[[str], SessionIndex] | None:

@@ -9,7 +9,7 @@ from the lifecycle events kept here, never from the log.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -297,9 +297,10 @@ class UsageRollups:
         with self.store.reader.connect() as conn:
             return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
 
-    def serving_union(self, log_id: str, workload_id: str, start: int, end: int) -> serving.ServingUnion:
+    def serving_unions(self, log_id: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, serving.ServingUnion]:
+        """Each workload's serving union over its [start, end) span, in one read."""
         with self.store.reader.connect() as conn:
-            return serving.ServingUnion.load(conn, log_id, workload_id, start, end)
+            return serving.serving_unions(conn, log_id, spans)
 
 
 def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:

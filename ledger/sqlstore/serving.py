@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import struct
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select
 from sqlalchemy.engine import Connection
 
 from ledger.events import EventType, UsageEvent
@@ -270,17 +270,6 @@ class ServingUnion:
     def __init__(self, rows: Iterable[Any]) -> None:
         self.hours = sorted((int(row.hour), int(row.serving_micros), row.intervals) for row in rows)
 
-    @classmethod
-    def load(cls, conn: Connection, log_id: str, workload_id: str, start: int, end: int) -> ServingUnion:
-        table = rollup_serving
-        query = select(table.c.hour, table.c.serving_micros, table.c.intervals).where(
-            table.c.log_id == log_id,
-            table.c.workload_id == workload_id,
-            table.c.hour >= start // HOUR * HOUR,
-            table.c.hour < end,
-        )
-        return cls(conn.execute(query))
-
     def measure(self, start: int, end: int) -> int:
         """µs of [start, end) inside the union: whole hours by their stored measure, the edges piece by piece."""
         total = 0
@@ -292,6 +281,31 @@ class ServingUnion:
             else:
                 total += sum(max(0, min(b, end) - max(a, start)) for a, b in _unpack(blob))
         return total
+
+
+_UNIONS = select(
+    rollup_serving.c.workload_id, rollup_serving.c.hour, rollup_serving.c.serving_micros, rollup_serving.c.intervals
+).where(
+    rollup_serving.c.log_id == bindparam("log_id"),
+    rollup_serving.c.workload_id.in_(bindparam("workload_ids", expanding=True)),
+    rollup_serving.c.hour >= bindparam("start"),
+    rollup_serving.c.hour < bindparam("end"),
+)
+
+
+def serving_unions(conn: Connection, log_id: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, ServingUnion]:
+    """Each workload's union over its [start, end) span, in one query over all their hours."""
+    if not spans:
+        return {}
+    start = min(a for a, _ in spans.values()) // HOUR * HOUR
+    end = max(b for _, b in spans.values())
+    rows: dict[str, list[Any]] = {workload_id: [] for workload_id in spans}
+    params = {"log_id": log_id, "workload_ids": sorted(spans), "start": start, "end": end}
+    for row in conn.execute(_UNIONS, params).all():
+        a, b = spans[row.workload_id]
+        if a // HOUR * HOUR <= row.hour < b:
+            rows[row.workload_id].append(row)
+    return {workload_id: ServingUnion(found) for workload_id, found in rows.items()}
 
 
 def serving_totals(

@@ -728,38 +728,37 @@ class SqlStore:
         return found
 
     def workload_entries_between(
-        self, log_id: str, workload_id: str, start: int, end: int, *, requests: bool = True
-    ) -> list[Entry]:
-        """Entries of one workload with occurred_at in [start, end] (without request events unless `requests`), in
-        sequence order (ix_entries_workload_time)."""
-        query = select(*_ENTRY_COLUMNS).where(
-            entries.c.log_id == log_id,
-            entries.c.workload_id == workload_id,
-            entries.c.occurred_at >= start,
-            entries.c.occurred_at <= end,
-        )
-        if not requests:
-            query = query.where(entries.c.request_id.is_(None))
+        self, log_id: str, workload_ids: Sequence[str], start: int, end: int, *, requests: bool = True
+    ) -> dict[str, list[Entry]]:
+        """Entries of the given workloads with occurred_at in [start, end] (without request events unless
+        `requests`), by workload, in sequence order (ix_entries_workload_time)."""
+        found: dict[str, list[Entry]] = {}
+        statement = _WORKLOAD_WINDOW if requests else _WORKLOAD_WINDOW_NO_REQUESTS
         with self.reader.connect() as conn:
-            found = [_entry(row) for row in conn.execute(query)]
-        found.sort(key=lambda entry: entry.sequence)
+            for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
+                ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
+                params = {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}
+                for row in conn.execute(statement, params).all():
+                    found.setdefault(row.workload_id, []).append(_entry(row))
+        for rows in found.values():
+            rows.sort(key=lambda entry: entry.sequence)
         return found
 
-    def request_marks(self, log_id: str, workload_id: str, start: int, end: int) -> list[tuple[int, int, str, bool]]:
-        """(seq, occurred_at, request_id, finished) of one workload's request entries with occurred_at in [start,
-        end] (ix_entries_workload_time), read from the index columns and the body's type without parsing it: a
-        dispute lookup sweeps hundreds of these and decodes only the few it cites."""
-        finished = self._body_contains(_FINISHED).label("finished")
-        query = select(entries.c.seq, entries.c.occurred_at, entries.c.request_id, finished).where(
-            entries.c.log_id == log_id,
-            entries.c.workload_id == workload_id,
-            entries.c.occurred_at >= start,
-            entries.c.occurred_at <= end,
-            entries.c.request_id.is_not(None),
-        )
+    def request_marks(
+        self, log_id: str, workload_ids: Sequence[str], start: int, end: int
+    ) -> dict[str, list[tuple[int, int, str, bool]]]:
+        """(seq, occurred_at, request_id, finished) of the given workloads' request entries with occurred_at in
+        [start, end], by workload (ix_entries_workload_time): from the index columns and a match on the body's type,
+        without parsing it. A dispute lookup sweeps hundreds of these and decodes only the few it cites."""
+        statement = _request_marks_sql(self.dialect)
+        found: dict[str, list[tuple[int, int, str, bool]]] = {}
         with self.reader.connect() as conn:
-            rows = conn.execute(query).all()
-        return [(int(seq), int(at), request_id, bool(done)) for seq, at, request_id, done in rows]
+            for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
+                ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
+                params = {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}
+                for workload_id, seq, occurred, request_id, done in conn.execute(statement, params).all():
+                    found.setdefault(workload_id, []).append((int(seq), int(occurred), request_id, bool(done)))
+        return found
 
     def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
         """The entries of one log at the given sequence numbers (those that exist), in sequence order."""
@@ -839,6 +838,32 @@ class SqlStore:
                 )
                 found.update(conn.execute(query).scalars())
         return sorted(found)
+
+# Dispute-lookup reads, built once: building a statement costs more than SQLite takes to run it.
+_WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
+    entries.c.log_id == sa.bindparam("log_id"),
+    entries.c.workload_id.in_(sa.bindparam("workload_ids", expanding=True)),
+    entries.c.occurred_at >= sa.bindparam("start"),
+    entries.c.occurred_at <= sa.bindparam("end"),
+)
+_WORKLOAD_WINDOW_NO_REQUESTS = _WORKLOAD_WINDOW.where(entries.c.request_id.is_(None))
+
+
+@functools.lru_cache(maxsize=4)
+def _request_marks_sql(dialect: str) -> Any:
+    if dialect == "sqlite":
+        finished = sa.func.instr(entries.c.body, _FINISHED) > 0
+    else:
+        finished = entries.c.body.op("LIKE", is_comparison=True)(b"%" + _FINISHED + b"%")
+    return select(
+        entries.c.workload_id, entries.c.seq, entries.c.occurred_at, entries.c.request_id, finished.label("finished")
+    ).where(
+        entries.c.log_id == sa.bindparam("log_id"),
+        entries.c.workload_id.in_(sa.bindparam("workload_ids", expanding=True)),
+        entries.c.occurred_at >= sa.bindparam("start"),
+        entries.c.occurred_at <= sa.bindparam("end"),
+        entries.c.request_id.is_not(None),
+    )
 
 
 # The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
