@@ -47,7 +47,8 @@ LIFECYCLE_TYPES = frozenset(
         EventType.WORKLOAD_BOOT_FAILED,
     }
 )
-REQUEST_TYPES = frozenset({EventType.REQUEST_STARTED, EventType.REQUEST_FINISHED})
+# A REQUEST_FINISHED's canonical body (identifiers hold no quote, so no other field can match).
+_FINISHED = b'"type":"REQUEST_FINISHED"'
 _ENDS = frozenset({EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED})
 _CHUNK = 20_000  # entries read per catch-up transaction: bounds memory and lock time
 
@@ -117,25 +118,34 @@ class UsageRollups:
             return applied, True
         stop = min(head, applied + _CHUNK)
         touched: dict[str, list[tuple[UsageEvent, int]]] = {}
-        requests: dict[str, list[tuple[UsageEvent, int]]] = {}
+        requests: dict[str, list[serving.RequestMark]] = {}
         rerate_all = system_size != system_seen
         storage_rows: list[dict[str, Any]] = []
         rows = conn.execute(
-            select(entries.c.seq, entries.c.kind, entries.c.body)
+            select(
+                entries.c.seq,
+                entries.c.kind,
+                entries.c.body,
+                entries.c.workload_id,
+                entries.c.request_id,
+                entries.c.occurred_at,
+            )
             .where(entries.c.log_id == log_id, entries.c.seq >= applied, entries.c.seq < stop)
             .order_by(entries.c.seq)
         )
-        for seq, kind, body in rows:
+        for seq, kind, body, workload_id, request_id, occurred_at in rows:
             if kind == EntryKind.ACCOUNT.value:
                 rerate_all = True  # R10: a plan change can change how any session is rated
                 continue
             if kind != EntryKind.EVENT.value:
                 continue
+            if request_id is not None:  # only request events carry one: read from the index columns, not parsed
+                mark = (int(seq), int(occurred_at), request_id, _FINISHED in bytes(body))
+                requests.setdefault(workload_id, []).append(mark)
+                continue
             event = event_from_body(json.loads(body))
             if event.type in LIFECYCLE_TYPES:
                 touched.setdefault(event.workload_id, []).append((event, int(seq)))
-            elif event.type in REQUEST_TYPES:
-                requests.setdefault(event.workload_id, []).append((event, int(seq)))
             elif event.type is EventType.STORAGE_SAMPLE:
                 charge = rate_storage_sample(event, int(seq))
                 storage_rows.append(
@@ -152,7 +162,7 @@ class UsageRollups:
         if storage_rows:
             conn.execute(rollup_storage.insert(), storage_rows)
         self._rerate(conn, log_id, touched, rerate_all, prices, plans, now)
-        serving.apply_request_events(conn, log_id, requests, applied)
+        serving.apply_request_events(conn, log_id, requests)
         conn.execute(
             rollup_cursors.update()
             .where(rollup_cursors.c.log_id == log_id)

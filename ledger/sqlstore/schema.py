@@ -29,7 +29,7 @@ entries = Table(
 )
 Index("ux_entries_event_id", entries.c.log_id, entries.c.event_id, unique=True)
 Index("ix_entries_endpoint_time", entries.c.org_id, entries.c.endpoint_id, entries.c.occurred_at)
-Index("ix_entries_request", entries.c.request_id)
+Index("ix_entries_request", entries.c.request_id, entries.c.log_id)
 Index("ix_entries_workload_time", entries.c.log_id, entries.c.workload_id, entries.c.occurred_at)
 Index(
     "ix_entries_kind",

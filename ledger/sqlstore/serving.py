@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,7 +28,6 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, select
 from sqlalchemy.engine import Connection
 
-from ledger.events import EventType, UsageEvent
 from ledger.rating.money import exact_sum, money_of
 from ledger.rating.units import UnitRun
 from ledger.sqlstore.schema import entries, rollup_requests, rollup_serving
@@ -37,6 +36,7 @@ HOUR = 3600 * 1_000_000
 _LOOKUP_CHUNK = 500
 
 Interval = tuple[int, int]  # [start, end) in µs
+RequestMark = tuple[int, int, str, bool]  # seq, occurred_at, request_id, whether it is the REQUEST_FINISHED
 
 
 @dataclass
@@ -63,13 +63,12 @@ class RequestSummary:
             return True
         return self.first_at >= start and (end is None or self.last_at <= end)
 
-    def take(self, event: UsageEvent, seq: int) -> Interval | None:
+    def take(self, mark: RequestMark) -> Interval | None:
         """Apply one request event; returns the request's closed interval when this event closes it."""
-        at = event.occurred_at
-        request_id = event.request_id or ""
+        seq, at, request_id, finished = mark
         self.first_at = at if self.first_at is None else min(self.first_at, at)
         self.last_at = at if self.last_at is None else max(self.last_at, at)
-        if event.type is EventType.REQUEST_STARTED:
+        if not finished:
             if request_id in self.in_flight:
                 self.irregular = True
                 return None
@@ -156,26 +155,30 @@ def _hour_pieces(interval: Interval) -> Iterable[tuple[int, Interval]]:
 # -- maintenance (called by UsageRollups inside its catch-up transaction) ----------------------------------------
 
 
-def apply_request_events(
-    conn: Connection, log_id: str, events: dict[str, list[tuple[UsageEvent, int]]], first_new_seq: int
-) -> None:
+def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[RequestMark]]) -> None:
     """Fold a chunk of request events (by workload) into the summaries and the serving unions."""
     if not events:
         return
     workloads = sorted(events)
     summaries = _load_summaries(conn, log_id, workloads)
     closed: dict[str, list[Interval]] = defaultdict(list)
+    # Request IDs an earlier chunk may already have closed: a start not in flight, a finish with no start in flight.
+    unsure: dict[str, str] = {}
     for workload_id in workloads:
         summary = summaries.setdefault(workload_id, RequestSummary())
         closed_now: set[str] = set()  # closed in this chunk (earlier chunks: _reused_request_ids)
-        for event, seq in sorted(events[workload_id], key=lambda item: item[1]):
-            if event.request_id in closed_now:
+        for mark in sorted(events[workload_id]):
+            request_id = mark[2]
+            if request_id in closed_now:
                 summary.irregular = True
-            interval = summary.take(event, seq)
+            elif request_id not in summary.in_flight and request_id not in summary.unmatched_finishes:
+                unsure[request_id] = workload_id
+            interval = summary.take(mark)
             if interval is not None:
                 closed[workload_id].append(interval)
-                closed_now.add(event.request_id or "")
-    for workload_id in _reused_request_ids(conn, log_id, events, first_new_seq):
+                closed_now.add(request_id)
+    in_chunk = Counter(mark[2] for marks in events.values() for mark in marks)
+    for workload_id in _reused_request_ids(conn, log_id, unsure, in_chunk):
         summaries[workload_id].irregular = True
     conn.execute(
         delete(rollup_requests).where(rollup_requests.c.log_id == log_id, rollup_requests.c.workload_id.in_(workloads))
@@ -189,25 +192,24 @@ def apply_request_events(
 
 
 def _reused_request_ids(
-    conn: Connection, log_id: str, events: dict[str, list[tuple[UsageEvent, int]]], first_new_seq: int
+    conn: Connection, log_id: str, workload_of: dict[str, str], in_chunk: dict[str, int]
 ) -> set[str]:
     """Workloads with a request event whose request ID an earlier entry of the log already closed: a request
-    started or finished a second time (the summary forgets closed requests, so it asks the request index)."""
-    workload_of = {event.request_id: w for w, items in events.items() for event, _ in items if event.request_id}
+    started or finished a second time. The summary forgets closed requests, so it counts the request's entries in
+    the log from ix_entries_request (request_id, log_id) alone: two or more before this chunk means reused."""
     ids = sorted(workload_of)
     reused: set[str] = set()
     for at in range(0, len(ids), _LOOKUP_CHUNK):
         query = (
-            select(entries.c.request_id)
-            .where(
-                entries.c.request_id.in_(ids[at : at + _LOOKUP_CHUNK]),
-                entries.c.log_id == log_id,
-                entries.c.seq < first_new_seq,
-            )
+            select(entries.c.request_id, func.count())
+            .where(entries.c.request_id.in_(ids[at : at + _LOOKUP_CHUNK]), entries.c.log_id == log_id)
             .group_by(entries.c.request_id)
-            .having(func.count() >= 2)
         )
-        reused.update(workload_of[r] for r in conn.execute(query).scalars())
+        reused.update(
+            workload_of[request_id]
+            for request_id, count in conn.execute(query).all()
+            if count - in_chunk.get(request_id, 0) >= 2
+        )
     return reused
 
 

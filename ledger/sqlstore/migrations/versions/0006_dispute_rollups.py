@@ -4,7 +4,9 @@
   lookup never reads a long replica's every request;
 - `rollup_workloads` gains the span of each workload's lifecycle events, indexed by endpoint, so the workloads
   live across a window are found without scanning the endpoint's history;
-- ix_entries_workload becomes (log_id, workload_id, occurred_at): a workload's entries in a time range.
+- ix_entries_workload becomes (log_id, workload_id, occurred_at): a workload's entries in a time range;
+- ix_entries_request becomes (request_id, log_id): the rollups ask whether a request ID was already used in a log
+  (a request started twice, R26) from the index alone.
 
 Rollups are derived, so the existing ones are cleared here and rebuilt from the logs on their next read.
 
@@ -46,6 +48,8 @@ def upgrade() -> None:
     op.create_index("ix_rollup_workloads_endpoint", "rollup_workloads", ["log_id", "endpoint_id", "lifecycle_from"])
     op.drop_index("ix_entries_workload", table_name="entries")
     op.create_index("ix_entries_workload_time", "entries", ["log_id", "workload_id", "occurred_at"])
+    op.drop_index("ix_entries_request", table_name="entries")
+    op.create_index("ix_entries_request", "entries", ["request_id", "log_id"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'usage_ledger_app') THEN "
@@ -55,6 +59,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_entries_request", table_name="entries")
+    op.create_index("ix_entries_request", "entries", ["request_id"])
     op.drop_index("ix_entries_workload_time", table_name="entries")
     op.create_index("ix_entries_workload", "entries", ["log_id", "workload_id"])
     op.drop_index("ix_rollup_workloads_endpoint", table_name="rollup_workloads")
