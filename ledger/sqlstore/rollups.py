@@ -85,11 +85,34 @@ class UsageRollups:
     def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> int:
         """Apply every entry appended to the org's log since the cursor; returns the log size now reflected."""
         log_id = org_log_id(org_id)
+        current = self._current(log_id)
+        if current is not None:
+            return current  # nothing to apply: no write transaction, so reads never queue behind appends
         while True:
             with self.store.writer.begin() as conn:
                 applied, done = self._catch_up_chunk(conn, log_id, prices, plans, now)
             if done:
                 return applied
+
+    def _current(self, log_id: str) -> int | None:
+        """The log size the rollups reflect, if they are up to date with the log and the system log."""
+        with self.store.reader.connect() as conn:
+            cursor = conn.execute(
+                select(rollup_cursors.c.applied_size, rollup_cursors.c.system_size).where(
+                    rollup_cursors.c.log_id == log_id
+                )
+            ).one_or_none()
+            sizes = dict(
+                conn.execute(
+                    select(log_heads.c.log_id, log_heads.c.size).where(log_heads.c.log_id.in_([log_id, SYSTEM_LOG]))
+                ).all()
+            )
+        if cursor is None or sizes.get(log_id) is None:
+            return None
+        applied, system_seen = int(cursor.applied_size), int(cursor.system_size)
+        if applied >= int(sizes[log_id]) and system_seen == int(sizes.get(SYSTEM_LOG, 0)):
+            return applied
+        return None
 
     def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
