@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import sqlite3
 import threading
 from collections import defaultdict
@@ -104,12 +105,13 @@ _INSERT_COLUMNS = (
     "prev_hash",
     "entry_hash",
     "subtree_hashes",
-    "event_id",
+    # IndexColumns' fields, in its order: a row is the entry's columns plus its index tuple.
     "org_id",
     "endpoint_id",
     "workload_id",
     "request_id",
     "occurred_at",
+    "event_id",
 )
 _EMPTY_FRONTIER = Frontier.empty().encode()
 
@@ -128,14 +130,6 @@ class _AppendSql:
         return f"COPY entries ({', '.join(_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     @property
-    def read_head(self) -> str:
-        return f"SELECT size, head_hash, frontier FROM log_heads WHERE log_id = {self.marker}"
-
-    @property
-    def lock_head(self) -> str:
-        return self.read_head + " FOR UPDATE"
-
-    @property
     def create_head(self) -> str:
         m = self.marker
         insert = f"INSERT INTO log_heads (log_id, size, head_hash, frontier) VALUES ({m}, 0, {m}, {m})"
@@ -146,27 +140,47 @@ class _AppendSql:
         m = self.marker
         return f"UPDATE log_heads SET size = {m}, head_hash = {m}, frontier = {m} WHERE log_id = {m}"
 
-    def existing(self, count: int) -> str:
-        return _existing_sql(self.marker, count)
 
-
-def _sqlite_rows_per_insert() -> int:
-    """Rows per multi-row INSERT: 500, or fewer if this SQLite library binds fewer variables per statement."""
+def _sqlite_variables() -> int:
+    """How many variables this SQLite library binds per statement (999 in old builds, 32766 since 3.32)."""
     probe = sqlite3.connect(":memory:")
     try:
-        variables = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        return int(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
     finally:
         probe.close()
-    return min(500, variables // len(_INSERT_COLUMNS))
 
 
-_SQLITE_ROWS_PER_INSERT = _sqlite_rows_per_insert()
+_SQLITE_VARIABLES = _sqlite_variables()
+# Rows per multi-row INSERT, and (log id, key) pairs per idempotency lookup: at most 500, within the limit.
+_SQLITE_ROWS_PER_INSERT = min(500, _SQLITE_VARIABLES // len(_INSERT_COLUMNS))
+_SQLITE_PAIRS_PER_LOOKUP = min(_LOOKUP_CHUNK, _SQLITE_VARIABLES // 2)
 
 
 @functools.lru_cache(maxsize=16)
 def _multirow_insert_sql(rows: int) -> str:
     row = "(" + ", ".join(["?"] * len(_INSERT_COLUMNS)) + ")"
     return f"INSERT INTO entries ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join([row] * rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_read_heads_sql(count: int) -> str:
+    marks = ", ".join(["?"] * count)
+    return f"SELECT log_id, size, head_hash, frontier FROM log_heads WHERE log_id IN ({marks})"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_existing_sql(count: int) -> str:
+    # A VALUES table joined on (log_id, event_id): SQLite searches ux_entries_event_id once per pair (a row-value
+    # `IN (VALUES ...)` would scan the table instead).
+    keys = ", ".join(["(?, ?)"] * count)
+    return (
+        "SELECT e.log_id, e.event_id, e.seq, e.entry_hash, e.body "
+        f"FROM (VALUES {keys}) AS k JOIN entries AS e ON e.log_id = k.column1 AND e.event_id = k.column2"
+    )
+
+
+# The kind column's text for each kind (a dict lookup, not the enum's `value` descriptor, on every entry).
+_KIND_TEXT = {kind: kind.value for kind in EntryKind}
 
 
 # PostgreSQL, for all the logs of a batch at once. New heads are inserted in the order of the (sorted) array.
@@ -178,22 +192,19 @@ _PG_CREATE_HEADS = (
 _PG_LOCK_HEADS = (
     "SELECT log_id, size, head_hash, frontier FROM log_heads WHERE log_id = ANY(%s) ORDER BY log_id FOR UPDATE"
 )
+# The (log id, key) pairs go as two JSON arrays: json.dumps is C, while psycopg dumps a list parameter element by
+# element in Python (a tenth of the server's GIL time under ingest). PostgreSQL searches ux_entries_event_id per pair.
 _PG_EXISTING = (
     "SELECT e.log_id, e.event_id, e.seq, e.entry_hash, e.body FROM entries AS e "
-    "JOIN unnest(%s::varchar[], %s::varchar[]) AS k(log_id, event_id) "
+    "JOIN ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json)) AS k(log_id, event_id) "
     "ON e.log_id = k.log_id AND e.event_id = k.event_id"
 )
+_PG_BINARY = "b"  # psycopg.adapt.PyFormat.BINARY, without importing psycopg where SQLite is all there is
 # COPY in binary, which costs this process a third less per row than text; the types are the columns' own.
 _PG_COPY_TYPES = (
     "varchar", "int8", "varchar", "int8", "bytea", "bytea", "bytea", "bytea",
-    "varchar", "varchar", "varchar", "varchar", "varchar", "int8",
+    "varchar", "varchar", "varchar", "varchar", "int8", "varchar",
 )  # fmt: skip
-
-
-@functools.lru_cache(maxsize=256)
-def _existing_sql(marker: str, count: int) -> str:
-    keys = ", ".join([marker] * count)
-    return f"SELECT event_id, seq, entry_hash, body FROM entries WHERE log_id = {marker} AND event_id IN ({keys})"
 
 
 # A group commit takes at most this many queued appends, or entries, so no one transaction grows without bound.
@@ -333,17 +344,17 @@ class SqlStore:
         known_by_log = self._existing_by_log(conn, {log: [new_entries[p] for p in by_log[log]] for log in logs})
         for log_id in logs:
             size, head_hash, frontier = heads[log_id]
-            positions = by_log[log_id]
             known = known_by_log[log_id]
             batch_seen: dict[str, tuple[bytes, Appended]] = {}
             encode = None
-            # New entries of this log as (entry, sequence, previous hash, entry hash); their Merkle leaves are
+            # New entries of this log as (row without its subtree hashes, index columns); their Merkle leaves are
             # added in one Frontier.extend below, which hashes exactly what one append per leaf would.
-            fresh: list[tuple[NewEntry, int, bytes, bytes]] = []
+            fresh: list[tuple[tuple[Any, ...], IndexColumns]] = []
             leaves: list[bytes] = []
-            for position in positions:
+            for position in by_log[log_id]:
                 item = new_entries[position]
-                key = item.index.event_id
+                index = item.index
+                key = index.event_id
                 if key is not None:
                     prior = known.get(key) or batch_seen.get(key)
                     if prior is not None:
@@ -354,39 +365,24 @@ class SqlStore:
                         continue
                 if encode is None:
                     encode = entry_encoder(log_id)
-                encoded = encode(size, item.kind.value, recorded_at, item.body)
+                kind = _KIND_TEXT[item.kind]
+                body = item.body
+                encoded = encode(size, kind, recorded_at, body)
                 entry_hash = chain_hash(head_hash, encoded)
                 leaves.append(leaf_hash(encoded))
-                fresh.append((item, size, head_hash, entry_hash))
+                fresh.append(((log_id, size, kind, recorded_at, body, head_hash, entry_hash), index))
                 appended = Appended(log_id, size, entry_hash, False)
                 results[position] = appended
                 if key is not None:
-                    batch_seen[key] = (item.body, appended)
+                    batch_seen[key] = (body, appended)
                 head_hash = entry_hash
                 size += 1
             if fresh:
                 frontier, subtrees = frontier.extend(leaves)
                 join = b"".join
-                for (item, sequence, previous_hash, entry_hash), nodes in zip(fresh, subtrees, strict=True):
-                    index = item.index
-                    rows.append(
-                        (
-                            log_id,
-                            sequence,
-                            item.kind.value,
-                            recorded_at,
-                            item.body,
-                            previous_hash,
-                            entry_hash,
-                            join(nodes),
-                            index.event_id,
-                            index.org_id,
-                            index.endpoint_id,
-                            index.workload_id,
-                            index.request_id,
-                            index.occurred_at,
-                        )
-                    )
+                rows.extend(
+                    (*columns, join(nodes), *index) for (columns, index), nodes in zip(fresh, subtrees, strict=True)
+                )
                 head_updates.append((size, head_hash, frontier.encode(), log_id))
         if rows:
             self._insert_entries(conn, rows)
@@ -413,11 +409,16 @@ class SqlStore:
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
         try:
-            with driver.cursor() as cursor, cursor.copy(self._sql.copy_entries) as copy:
-                copy.set_types(_PG_COPY_TYPES)
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
+            with driver.cursor() as cursor:
+                # set_types looks dumpers up by type oid, and for bytea that finds psycopg.dbapi20's dumper (it also
+                # takes psycopg.Binary wrappers), written in Python: four calls into it per row. This cursor alone
+                # dumps bytea with the C dumper psycopg itself picks for bytes values.
+                cursor.adapters.register_dumper(bytes, cursor.adapters.get_dumper(bytes, _PG_BINARY))
+                with cursor.copy(self._sql.copy_entries) as copy:
+                    copy.set_types(_PG_COPY_TYPES)
+                    write_row = copy.write_row
+                    for row in rows:
+                        write_row(row)
         except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
             raise DBAPIError.instance(self._sql.copy_entries, None, err, dbapi.Error, dialect=conn.dialect) from err
 
@@ -428,7 +429,20 @@ class SqlStore:
         order), so two multi-log batches can never deadlock.
         """
         if self.dialect != "postgresql":
-            return {log_id: self._lock_head(conn, log_id) for log_id in logs}
+            # SQLite: BEGIN IMMEDIATE already holds the database's write lock. One read for every log of the
+            # batch (each statement costs this process far more than the index search it runs).
+            heads: dict[str, tuple[int, bytes, Frontier]] = {}
+            for start in range(0, len(logs), _LOOKUP_CHUNK):
+                chunk = logs[start : start + _LOOKUP_CHUNK]
+                for log_id, size, head_hash, frontier in conn.exec_driver_sql(
+                    _sqlite_read_heads_sql(len(chunk)), tuple(chunk)
+                ):
+                    heads[log_id] = (int(size), bytes(head_hash), Frontier.decode(bytes(frontier)))
+            missing = [(log_id, GENESIS_HASH, _EMPTY_FRONTIER) for log_id in logs if log_id not in heads]
+            if missing:
+                conn.exec_driver_sql(self._sql.create_head, missing)
+                heads.update((log_id, (0, GENESIS_HASH, Frontier.empty())) for log_id, _, _ in missing)
+            return heads
         # Two statements for the whole batch rather than two per log: each is a round trip to the server.
         conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
         rows = conn.exec_driver_sql(_PG_LOCK_HEADS, (logs,)).all()
@@ -438,43 +452,25 @@ class SqlStore:
         self, conn: Connection, items_by_log: dict[str, list[NewEntry]]
     ) -> dict[str, dict[str, tuple[bytes, Appended]]]:
         """For each log, the entries already stored under the idempotency keys of its new items (R24)."""
-        if self.dialect != "postgresql":
-            return {log_id: self._existing(conn, log_id, items) for log_id, items in items_by_log.items()}
         found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in items_by_log}
         pairs = sorted(
             {(log_id, item.index.event_id) for log_id, items in items_by_log.items() for item in items}
             - {(log_id, None) for log_id in items_by_log}
         )
-        if pairs:
+        if pairs and self.dialect != "postgresql":
+            # SQLite: one join of the batch's (log, key) pairs with the unique index per chunk, not one query per log.
+            for start in range(0, len(pairs), _SQLITE_PAIRS_PER_LOOKUP):
+                chunk = pairs[start : start + _SQLITE_PAIRS_PER_LOOKUP]
+                params = tuple(itertools.chain.from_iterable(chunk))
+                for log_id, event_id, seq, entry_hash, body in conn.exec_driver_sql(
+                    _sqlite_existing_sql(len(chunk)), params
+                ):
+                    found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
+        elif pairs:
             # One statement with two array parameters: its text never changes, so psycopg prepares it once.
-            logs, keys = [p[0] for p in pairs], [p[1] for p in pairs]
+            logs, keys = json.dumps([p[0] for p in pairs]), json.dumps([p[1] for p in pairs])
             for log_id, event_id, seq, entry_hash, body in conn.exec_driver_sql(_PG_EXISTING, (logs, keys)):
                 found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
-        return found
-
-    def _lock_head(self, conn: Connection, log_id: str) -> tuple[int, bytes, Frontier]:
-        """Take the log's head row lock (creating the head of a new log) and read size, head hash and frontier."""
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(self._sql.create_head, (log_id, GENESIS_HASH, _EMPTY_FRONTIER))
-            row = conn.exec_driver_sql(self._sql.lock_head, (log_id,)).one()
-        else:
-            # SQLite: BEGIN IMMEDIATE already holds the database's write lock.
-            found = conn.exec_driver_sql(self._sql.read_head, (log_id,)).one_or_none()
-            if found is None:
-                conn.exec_driver_sql(self._sql.create_head, (log_id, GENESIS_HASH, _EMPTY_FRONTIER))
-                return 0, GENESIS_HASH, Frontier.empty()
-            row = found
-        return int(row[0]), bytes(row[1]), Frontier.decode(bytes(row[2]))
-
-    def _existing(self, conn: Connection, log_id: str, items: Sequence[NewEntry]) -> dict[str, tuple[bytes, Appended]]:
-        keys = sorted({item.index.event_id for item in items if item.index.event_id is not None})
-        found: dict[str, tuple[bytes, Appended]] = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            for event_id, seq, entry_hash, body in conn.exec_driver_sql(
-                self._sql.existing(len(chunk)), (log_id, *chunk)
-            ):
-                found[event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
         return found
 
     # -- read -------------------------------------------------------------------------------------
@@ -849,6 +845,10 @@ class SqlStore:
                 found.update(conn.execute(query).scalars())
         return sorted(found)
 
+
+# The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
+_FINISHED = b'"type":"REQUEST_FINISHED"'
+
 # Dispute-lookup reads, built once: building a statement costs more than SQLite takes to run it.
 _WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
     entries.c.log_id == sa.bindparam("log_id"),
@@ -874,10 +874,6 @@ def _request_marks_sql(dialect: str) -> Any:
         entries.c.occurred_at <= sa.bindparam("end"),
         entries.c.request_id.is_not(None),
     )
-
-
-# The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
-_FINISHED = b'"type":"REQUEST_FINISHED"'
 
 
 def _bytes(value: Any) -> bytes:
