@@ -1332,8 +1332,8 @@ class _IndexedRating:
             kept = list(events.values())
             base = rate_workload(kept, self.prices, self.plans, self.now)
             session = base.session
-            if summary.count == 0 and not summary.in_flight:
-                by_workload[workload_id], ratings[workload_id] = kept, base
+            if (summary.count == 0 and not summary.in_flight) or _development_quiet(base, kept, summary):
+                by_workload[workload_id], ratings[workload_id] = kept, base  # its requests change nothing
             elif (
                 session is None
                 or session.attribution is None
@@ -1447,6 +1447,18 @@ class _IndexedRating:
             shares.requests,
             summary.count,
         )
+
+
+def _development_quiet(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]], summary: RequestSummary) -> bool:
+    """A development workload (R8: no session, never billed) whose requests all fall inside its lifecycle: the
+    engine makes nothing of them, neither a charge nor an anomaly (R26), so they need not be read."""
+    development = [line for line in base.zero_lines if line.rule == "R8"]
+    return (
+        base.session is None
+        and len(development) == 1
+        and kept[0][0].workload_kind is WorkloadKind.SERVING
+        and summary.within(development[0].start, development[0].end)
+    )
 
 
 def _spans(marks: Iterable[RequestMark], summary: RequestSummary, reach: tuple[int, int]) -> list[RequestSpan]:

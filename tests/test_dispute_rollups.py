@@ -46,7 +46,8 @@ def _event(n: int, type: str, at: int, workload: str, **fields: Any) -> dict[str
 
 @st.composite
 def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """One endpoint: a few replicas over a few hours, each with requests, some unfinished, some irregular."""
+    """One endpoint: a few replicas over a few hours, each with requests, some unfinished, some irregular, some
+    development deployments."""
     events: list[dict[str, Any]] = []
 
     def add(type: str, at: int, workload: str, **fields: Any) -> None:
@@ -82,6 +83,10 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
             add("WORKLOAD_STOPPED", stop, workload, stop_reason=draw(st.sampled_from(["SCALED_DOWN", "OOM"])))
             if irregular == "after-stop":
                 add("REQUEST_STARTED", stop + SECOND, workload, request_id=f"req-{w}-late")
+        if draw(st.integers(0, 4)) == 0:  # a development deployment (R8): its requests bill nothing
+            for event in events:
+                if event["workload_id"] == workload:
+                    event["development"] = True
         add(
             "STORAGE_SAMPLE",
             up + 300 * SECOND,

@@ -856,7 +856,8 @@ _WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
     entries.c.occurred_at >= sa.bindparam("start"),
     entries.c.occurred_at <= sa.bindparam("end"),
 )
-_WORKLOAD_WINDOW_NO_REQUESTS = _WORKLOAD_WINDOW.where(entries.c.request_id.is_(None))
+# Not `request_id IS NULL`: planners then pick ix_entries_request and walk every entry of the log without one.
+_WORKLOAD_WINDOW_NO_REQUESTS = _WORKLOAD_WINDOW.where(sa.func.coalesce(entries.c.request_id, "") == "")
 
 
 @functools.lru_cache(maxsize=4)
