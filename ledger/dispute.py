@@ -1349,9 +1349,14 @@ class _IndexedRating:
         # 2. Their requests near the window and their serving unions (one read each for all of them), and the
         # R25 split over every request in place of the lifecycle-only one.
         if sessions:
-            lo = min(reach[0] for *_, reach in sessions.values())
-            hi = max(reach[1] for *_, reach in sessions.values())
-            marks = self.source.request_marks(log_id, sorted(sessions), lo, hi)
+            # One read per distinct reach: most workloads share the window's, and one with a request in flight
+            # since long ago must not widen the others' read.
+            by_reach: dict[tuple[int, int], list[str]] = defaultdict(list)
+            for workload_id, (*_, reach) in sessions.items():
+                by_reach[reach].append(workload_id)
+            marks: dict[str, list[RequestMark]] = {}
+            for (lo, hi), group in sorted(by_reach.items()):
+                marks.update(self.source.request_marks(log_id, sorted(group), lo, hi))
             spans = {}
             for workload_id, (session, lifecycle_split, _, _) in sessions.items():
                 end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
