@@ -195,7 +195,7 @@ class SessionIndex(Protocol):
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
 
-    def serving_unions(self, log_id: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, ServingUnion]: ...
+    def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
 
 
 # -- invoices (R16, R17, R22): an adapter over ledger.billing.invoices --------------------------------------------
@@ -1361,10 +1361,10 @@ class _IndexedRating:
             for workload_id, (session, lifecycle_split, _, _) in sessions.items():
                 end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
                 spans[workload_id] = (cold_start_end(session.up, session.ready, end_at), end_at)
-            unions = self.index.serving_unions(log_id, spans)
             for workload_id, (session, _, summary, reach) in sessions.items():
                 requests = _spans(marks.get(workload_id, ()), summary, reach)
-                split = self._whole_split(session, summary, requests, spans[workload_id], unions[workload_id])
+                union = self.index.serving_union(log_id, workload_id, summary)
+                split = self._whole_split(session, summary, requests, spans[workload_id], union)
                 session = dataclasses.replace(session, attribution=split)
                 ratings[workload_id] = dataclasses.replace(ratings[workload_id], session=session)
 

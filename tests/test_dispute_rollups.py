@@ -22,7 +22,7 @@ from ledger.core import Ledger
 from ledger.dispute import DisputeQuery, NoInvoices, Reconstruction, reconstruct, reconstruct_charges
 from ledger.sqlstore import SqlStore
 from ledger.sqlstore.rollups import UsageRollups
-from ledger.sqlstore.serving import merge
+from ledger.sqlstore.serving import RequestSummary, ServingUnion, _hour_pieces, _pack, merge
 from ledger.timeutil import format_micros
 from tests.conftest import FixedClock
 
@@ -207,3 +207,36 @@ def test_r25_split_of_a_long_replica_comes_from_the_serving_union(ledger: Ledger
 
 def test_serving_union_merges_overlapping_and_touching_intervals() -> None:
     assert merge([(5, 9), (1, 3), (3, 4), (8, 12), (20, 20)]) == [(1, 4), (5, 12)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(st.tuples(st.integers(0, 72 * 3600), st.integers(0, 3 * 3600)), max_size=40),
+    window=st.tuples(st.integers(-3600, 80 * 3600), st.integers(0, 80 * 3600)),
+)
+def test_r25_serving_union_measure_from_hours_or_from_the_total_less_the_rest(
+    spans: list[tuple[int, int]], window: tuple[int, int]
+) -> None:
+    """ServingUnion.measure reads a span's own hour rows, or the summary's total less the hours outside the span
+    (for a span covering most of a days-long session); both must equal the measure of the merged intervals."""
+    closed = [(BASE + a * SECOND, BASE + (a + d) * SECOND) for a, d in spans]
+    union = merge(closed)
+    rows: dict[int, list[tuple[int, int]]] = {}
+    for interval in union:
+        for hour, piece in _hour_pieces(interval):
+            rows.setdefault(hour, []).append(piece)
+    table = [(hour, sum(b - a for a, b in pieces), _pack(pieces)) for hour, pieces in sorted(rows.items())]
+    summary = RequestSummary(
+        count=len(closed),
+        serving_micros=sum(b - a for a, b in union),
+        first_at=min((a for a, _ in closed), default=None),
+        last_at=max((b for _, b in closed), default=None),
+    )
+
+    def read(_statement: Any, params: dict[str, Any]) -> list[Any]:
+        return [row for row in table if params["start"] <= row[0] < params["end"]]
+
+    start = BASE + window[0] * SECOND
+    end = start + window[1] * SECOND
+    expected = sum(max(0, min(b, end) - max(a, start)) for a, b in union)
+    assert ServingUnion(read, "org/acme", "wl-1", summary).measure(start, end) == expected

@@ -9,7 +9,7 @@ from the lifecycle events kept here, never from the log.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -330,10 +330,14 @@ class UsageRollups:
         with self.store.reader.connect() as conn:
             return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
 
-    def serving_unions(self, log_id: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, serving.ServingUnion]:
-        """Each workload's serving union over its [start, end) span, in one read."""
-        with self.store.reader.connect() as conn:
-            return serving.serving_unions(conn, log_id, spans)
+    def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
+        """The workload's serving union (R25), read hour rows at a time as it is measured."""
+
+        def read(statement: Any, params: dict[str, Any]) -> list[Any]:
+            with self.store.reader.connect() as conn:
+                return list(conn.execute(statement, params).all())
+
+        return serving.ServingUnion(read, log_id, workload_id, summary)
 
 
 def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:

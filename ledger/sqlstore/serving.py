@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -44,6 +44,7 @@ class RequestSummary:
     """What the rollups know of one workload's requests, whatever order their events arrived in."""
 
     count: int = 0  # requests with a REQUEST_STARTED
+    serving_micros: int = 0  # the measure of the closed requests' union: the sum of the workload's hour rows
     longest: int = 0  # the longest closed request, µs
     first_at: int | None = None  # earliest request event
     last_at: int | None = None  # latest request event
@@ -98,6 +99,7 @@ class RequestSummary:
         return json.dumps(
             {
                 "count": self.count,
+                "serving_micros": self.serving_micros,
                 "longest": self.longest,
                 "first_at": self.first_at,
                 "last_at": self.last_at,
@@ -114,6 +116,7 @@ class RequestSummary:
         data = json.loads(blob)
         return cls(
             count=data["count"],
+            serving_micros=data["serving_micros"],
             longest=data["longest"],
             first_at=data["first_at"],
             last_at=data["last_at"],
@@ -180,6 +183,8 @@ def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[R
     in_chunk = Counter(mark[2] for marks in events.values() for mark in marks)
     for workload_id in _reused_request_ids(conn, log_id, unsure, in_chunk):
         summaries[workload_id].irregular = True
+    for workload_id, intervals in closed.items():
+        summaries[workload_id].serving_micros += _add_serving(conn, log_id, workload_id, intervals)
     conn.execute(
         delete(rollup_requests).where(rollup_requests.c.log_id == log_id, rollup_requests.c.workload_id.in_(workloads))
     )
@@ -187,8 +192,6 @@ def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[R
         rollup_requests.insert(),
         [{"log_id": log_id, "workload_id": w, "summary": summaries[w].encode()} for w in workloads],
     )
-    for workload_id, intervals in closed.items():
-        _add_serving(conn, log_id, workload_id, intervals)
 
 
 def _reused_request_ids(
@@ -226,25 +229,32 @@ def _load_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> 
     return found
 
 
-def _add_serving(conn: Connection, log_id: str, workload_id: str, intervals: Sequence[Interval]) -> None:
+def _add_serving(conn: Connection, log_id: str, workload_id: str, intervals: Sequence[Interval]) -> int:
+    """Merge closed requests into the workload's hour rows; returns how much the union's measure grew."""
     by_hour: dict[int, list[Interval]] = defaultdict(list)
     for interval in intervals:
         for hour, piece in _hour_pieces(interval):
             by_hour[hour].append(piece)
     if not by_hour:
-        return
+        return 0
     hours = sorted(by_hour)
     where = and_(
         rollup_serving.c.log_id == log_id,
         rollup_serving.c.workload_id == workload_id,
         rollup_serving.c.hour.in_(hours),
     )
-    for row in conn.execute(select(rollup_serving.c.hour, rollup_serving.c.intervals).where(where)):
+    before = 0
+    for row in conn.execute(
+        select(rollup_serving.c.hour, rollup_serving.c.serving_micros, rollup_serving.c.intervals).where(where)
+    ):
         by_hour[int(row.hour)].extend(_unpack(row.intervals))
+        before += int(row.serving_micros)
     conn.execute(delete(rollup_serving).where(where))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    after = 0
     for hour in hours:
         union = merge(by_hour[hour])
+        after += sum(end - start for start, end in union)
         if union:
             rows.append(
                 {
@@ -257,6 +267,7 @@ def _add_serving(conn: Connection, log_id: str, workload_id: str, intervals: Seq
             )
     if rows:
         conn.execute(rollup_serving.insert(), rows)
+    return after - before
 
 
 # -- reads ---------------------------------------------------------------------------------------------------
@@ -266,48 +277,56 @@ def request_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -
     return _load_summaries(conn, log_id, sorted(set(workloads)))
 
 
-class ServingUnion:
-    """The closed requests' union of one workload over a span, from its hour rows."""
-
-    def __init__(self, rows: Iterable[Any]) -> None:
-        self.hours = sorted((int(row.hour), int(row.serving_micros), row.intervals) for row in rows)
-
-    def measure(self, start: int, end: int) -> int:
-        """µs of [start, end) inside the union: whole hours by their stored measure, the edges piece by piece."""
-        total = 0
-        for hour, micros, blob in self.hours:
-            if hour + HOUR <= start or hour >= end:
-                continue
-            if start <= hour and hour + HOUR <= end:
-                total += micros
-            else:
-                total += sum(max(0, min(b, end) - max(a, start)) for a, b in _unpack(blob))
-        return total
+def _hours(start: int, end: int) -> int:
+    """How many hour rows [start, end) spans."""
+    return 0 if end <= start else (end - 1) // HOUR - start // HOUR + 1
 
 
-_UNIONS = select(
-    rollup_serving.c.workload_id, rollup_serving.c.hour, rollup_serving.c.serving_micros, rollup_serving.c.intervals
-).where(
+_HOURS = select(rollup_serving.c.hour, rollup_serving.c.serving_micros, rollup_serving.c.intervals).where(
     rollup_serving.c.log_id == bindparam("log_id"),
-    rollup_serving.c.workload_id.in_(bindparam("workload_ids", expanding=True)),
+    rollup_serving.c.workload_id == bindparam("workload_id"),
     rollup_serving.c.hour >= bindparam("start"),
     rollup_serving.c.hour < bindparam("end"),
 )
 
 
-def serving_unions(conn: Connection, log_id: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, ServingUnion]:
-    """Each workload's union over its [start, end) span, in one query over all their hours."""
-    if not spans:
-        return {}
-    start = min(a for a, _ in spans.values()) // HOUR * HOUR
-    end = max(b for _, b in spans.values())
-    rows: dict[str, list[Any]] = {workload_id: [] for workload_id in spans}
-    params = {"log_id": log_id, "workload_ids": sorted(spans), "start": start, "end": end}
-    for row in conn.execute(_UNIONS, params).all():
-        a, b = spans[row.workload_id]
-        if a // HOUR * HOUR <= row.hour < b:
-            rows[row.workload_id].append(row)
-    return {workload_id: ServingUnion(found) for workload_id, found in rows.items()}
+class ServingUnion:
+    """The closed requests' union of one workload, measured over any span from the fewest hour rows: the span's
+    own, or (for a span covering most of a days-long session) the summary's total less the hours outside it."""
+
+    def __init__(self, read: Callable[[Any, dict[str, Any]], list[Any]], log_id: str, workload_id: str,
+                 summary: RequestSummary) -> None:  # fmt: skip
+        self.read = read
+        self.log_id = log_id
+        self.workload_id = workload_id
+        self.summary = summary
+
+    def measure(self, start: int, end: int) -> int:
+        """µs of [start, end) inside the union."""
+        first, last = self.summary.first_at, self.summary.last_at
+        if first is None or last is None:
+            return 0
+        lo, hi = first, last + 1  # every closed interval lies between the first and last request event
+        start, end = max(start, lo), min(end, hi)
+        if end <= start:
+            return 0
+        if _hours(start, end) <= _hours(lo, start) + _hours(end, hi):
+            return self._rows(start, end)
+        return self.summary.serving_micros - self._rows(lo, start) - self._rows(end, hi)
+
+    def _rows(self, start: int, end: int) -> int:
+        """µs of [start, end) inside the union, from its hour rows: whole hours by their stored measure, the
+        edges piece by piece."""
+        if end <= start:
+            return 0
+        params = {"log_id": self.log_id, "workload_id": self.workload_id, "start": start // HOUR * HOUR, "end": end}
+        total = 0
+        for hour, micros, blob in self.read(_HOURS, params):
+            if start <= hour and hour + HOUR <= end:
+                total += int(micros)
+            else:
+                total += sum(max(0, min(b, end) - max(a, start)) for a, b in _unpack(blob))
+        return total
 
 
 def serving_totals(
