@@ -666,9 +666,11 @@ def reconstruct(
     if index is not None:
         indexed = _IndexedRating(source, index(org_id), evidence, prices, plans, now, target)  # type: ignore[arg-type]
         by_workload, ratings = indexed.rate()
+        in_window = indexed.in_window
     else:
         by_workload = _whole_workloads(source, evidence, target)
         ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
+        in_window = {}
 
     sessions: list[SessionCharge] = []
     zero_lines: list[ZeroCharge] = []
@@ -683,7 +685,8 @@ def reconstruct(
             and session.endpoint_id == endpoint_id
             and _overlaps(session.up, _end_of(session, now), start, end)
         ):
-            sessions.append(_session_charge(session, rating, evidence, lookup, log_id, start, end, now))
+            count = in_window.get(workload_id)
+            sessions.append(_session_charge(session, rating, evidence, lookup, log_id, start, end, now, count))
             listed.add(workload_id)
             spans.append(
                 (
@@ -889,7 +892,10 @@ def _session_charge(
     start: int,
     end: int,
     now: int,
+    requests_in_window: int | None = None,
 ) -> SessionCharge:
+    """`requests_in_window`: how many requests were in flight in the window, when the session's split carries
+    shares only for those the answer lists (the rollup-backed lookup)."""
     refs = tuple(evidence.cite(log_id, seq) for seq in session.entry_seqs)
     plan_ref = (
         evidence.cite(log_id, session.plan_version, "ACCOUNT: plan granularity (R10)")
@@ -909,7 +915,7 @@ def _session_charge(
         units=units,
         requests=requests,
         request_count=session.attribution.request_count if session.attribution is not None else 0,
-        requests_in_window=len(in_window),
+        requests_in_window=len(in_window) if requests_in_window is None else requests_in_window,
         window_amount=session.usage_in(start, end).compute_amount,
         refs=refs,
         plan_ref=plan_ref,
@@ -1296,6 +1302,7 @@ class _IndexedRating:
         self.now = now
         self.target = target
         self.log_id = org_log_id(target.org_id)
+        self.in_window: dict[str, int] = {}  # requests in flight in the window, by workload (only some have shares)
 
     def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
         target, log_id = self.target, self.log_id
@@ -1430,10 +1437,20 @@ class _IndexedRating:
         """The R25 split over every request (from the rollups), with the shares of the requests the answer lists."""
         cold_end, end = span
         start, stop = self.target.start, self.target.end
-        asked = self.target.request_id
+        # Shares only for what the answer shows: the first requests in flight in the window, and the one asked for.
+        # Making a share (two exact Fractions) costs more than sweeping the request.
+        in_window = sorted(
+            (r.started_at, r.started_seq, r.request_id)
+            for r in requests
+            if _overlaps(r.started_at, _in_flight_to(r, session.up, end), start, stop)
+        )
+        self.in_window[session.workload_id] = len(in_window)
+        shown = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
+        if self.target.request_id is not None:
+            shown.add(self.target.request_id)
 
         def wanted(request: RequestSpan, in_flight_from: int, in_flight_to: int) -> bool:
-            return request.request_id == asked or _overlaps(request.started_at, in_flight_to, start, stop)
+            return request.request_id in shown
 
         shares = attribute_serving(
             session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests, wanted
@@ -1452,6 +1469,13 @@ class _IndexedRating:
             shares.requests,
             summary.count,
         )
+
+
+def _in_flight_to(request: RequestSpan, up: int, end: int) -> int:
+    """Where R25 ends a request's flight: its finish, or the session's end without one (attribute_serving)."""
+    start = min(max(request.started_at, up), end)
+    finish = end if request.finished_at is None else request.finished_at
+    return min(max(finish, start), end)
 
 
 def _development_quiet(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]], summary: RequestSummary) -> bool:
