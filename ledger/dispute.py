@@ -1325,7 +1325,7 @@ class _IndexedRating:
         by_workload: LoggedEvents = {}
         ratings: dict[str, WorkloadRating] = {}
         around = self.source.workload_entries_between(log_id, near, start, end + STORAGE_LOOKAHEAD, requests=False)
-        sessions: dict[str, tuple[Session, Attribution, RequestSummary, tuple[int, int]]] = {}
+        sessions: dict[str, tuple[Session, Attribution, RequestSummary, tuple[int, int], int]] = {}
         for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
             events = {seq: (self.evidence.events[(log_id, seq)], seq) for _, seq in lifecycles[workload_id]}
@@ -1345,13 +1345,28 @@ class _IndexedRating:
                 session is None
                 or session.attribution is None
                 or kept[0][0].workload_kind is not WorkloadKind.SERVING
-                or not summary.within(session.up, session.stop)
+                or not summary.within(session.up, None)
             ):
                 whole.append(workload_id)  # requests the engine would call anomalies (R26): let it see them all
             else:
+                late_starts = 0
+                if session.stop is not None and summary.last_at is not None and summary.last_at > session.stop:
+                    # Request events after the stop (a finish logged after the replica died, R4): R26 anomalies
+                    # the engine must see to list them. They add no serving: the split ends at the stop.
+                    late = self.source.workload_entries_between(
+                        log_id, [workload_id], session.stop + 1, summary.last_at
+                    )
+                    for entry, event in self.evidence.add(late.get(workload_id, ())):
+                        if event is not None and event.request_id is not None:
+                            kept.append((event, entry.sequence))
+                            late_starts += event.type is EventType.REQUEST_STARTED
+                    base = rate_workload(kept, self.prices, self.plans, self.now)
+                    session = base.session
+                if session is None or session.attribution is None:  # the lifecycle decided both: cannot happen
+                    raise AssertionError(f"{workload_id}: the session changed with its late request events")
                 by_workload[workload_id], ratings[workload_id] = kept, base
                 reach = self._reach(workload_id, session, summary)
-                sessions[workload_id] = (session, session.attribution, summary, reach)
+                sessions[workload_id] = (session, session.attribution, summary, reach, late_starts)
 
         # 2. Their requests near the window and their serving unions (one read each for all of them), and the
         # R25 split over every request in place of the lifecycle-only one.
@@ -1359,19 +1374,19 @@ class _IndexedRating:
             # One read per distinct reach: most workloads share the window's, and one with a request in flight
             # since long ago must not widen the others' read.
             by_reach: dict[tuple[int, int], list[str]] = defaultdict(list)
-            for workload_id, (*_, reach) in sessions.items():
+            for workload_id, (*_, reach, _late) in sessions.items():
                 by_reach[reach].append(workload_id)
             marks: dict[str, list[RequestMark]] = {}
             for (lo, hi), group in sorted(by_reach.items()):
                 marks.update(self.source.request_marks(log_id, sorted(group), lo, hi))
             spans = {}
-            for workload_id, (session, lifecycle_split, _, _) in sessions.items():
+            for workload_id, (session, lifecycle_split, *_) in sessions.items():
                 end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
                 spans[workload_id] = (cold_start_end(session.up, session.ready, end_at), end_at)
-            for workload_id, (session, _, summary, reach) in sessions.items():
-                requests = _spans(marks.get(workload_id, ()), summary, reach)
+            for workload_id, (session, _, summary, reach, late_starts) in sessions.items():
+                requests = _spans(marks.get(workload_id, ()), summary, reach, session)
                 union = self.index.serving_union(log_id, workload_id, summary)
-                split = self._whole_split(session, summary, requests, spans[workload_id], union)
+                split = self._whole_split(session, summary, requests, spans[workload_id], union, late_starts)
                 session = dataclasses.replace(session, attribution=split)
                 ratings[workload_id] = dataclasses.replace(ratings[workload_id], session=session)
 
@@ -1433,6 +1448,7 @@ class _IndexedRating:
         requests: Sequence[RequestSpan],
         span: tuple[int, int],
         union: ServingUnion,
+        late_starts: int,
     ) -> Attribution:
         """The R25 split over every request (from the rollups), with the shares of the requests the answer lists."""
         cold_end, end = span
@@ -1455,7 +1471,7 @@ class _IndexedRating:
         shares = attribute_serving(
             session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests, wanted
         )
-        in_flight_from = min((at for at, _ in summary.in_flight.values()), default=None)
+        in_flight_from = min((at for at, _ in summary.in_flight.values() if _in_session(at, session)), default=None)
         micros, amount = serving_totals(union, session.runs, cold_end, end, in_flight_from)
         return split_session(
             session.up,
@@ -1467,7 +1483,7 @@ class _IndexedRating:
             micros,
             amount,
             shares.requests,
-            summary.count,
+            summary.count - late_starts,  # a request started after the stop is an anomaly, not the session's
         )
 
 
@@ -1490,14 +1506,23 @@ def _development_quiet(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, in
     )
 
 
-def _spans(marks: Iterable[RequestMark], summary: RequestSummary, reach: tuple[int, int]) -> list[RequestSpan]:
+def _in_session(at: int, session: Session) -> bool:
+    """A request event the engine counts in the session: from UP to the stop, both included (TYPE_ORDER)."""
+    return session.up <= at and (session.stop is None or at <= session.stop)
+
+
+def _spans(
+    marks: Iterable[RequestMark], summary: RequestSummary, reach: tuple[int, int], session: Session
+) -> list[RequestSpan]:
     """Requests as the engine pairs them, from the marks in this workload's reach and its requests in flight. A
-    finish whose start lies before the reach is dropped: that request cannot meet the window (see the class)."""
+    finish whose start lies before the reach is dropped: that request cannot meet the window (see the class).
+    Events after the stop are the engine's anomalies (R26): a request finished only after it is in flight to the
+    end, as the engine has it."""
     lo, hi = reach
-    starts: dict[str, tuple[int, int]] = dict(summary.in_flight)
+    starts = {r: start for r, start in summary.in_flight.items() if _in_session(start[0], session)}
     finishes: dict[str, tuple[int, int]] = {}
     for seq, at, request_id, finished in marks:
-        if lo <= at <= hi:
+        if lo <= at <= hi and _in_session(at, session):
             (finishes if finished else starts)[request_id] = (at, seq)
     return [
         RequestSpan(request_id, at, seq, *finishes.get(request_id, (None, None)))

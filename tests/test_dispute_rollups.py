@@ -83,6 +83,9 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
             add("WORKLOAD_STOPPED", stop, workload, stop_reason=draw(st.sampled_from(["SCALED_DOWN", "OOM"])))
             if irregular == "after-stop":
                 add("REQUEST_STARTED", stop + SECOND, workload, request_id=f"req-{w}-late")
+            if draw(st.booleans()):  # a finish logged after the replica stopped (R4, R26)
+                add("REQUEST_STARTED", stop - 5 * SECOND, workload, request_id=f"req-{w}-cut")
+                add("REQUEST_FINISHED", stop + 3 * SECOND, workload, request_id=f"req-{w}-cut")
         if draw(st.integers(0, 4)) == 0:  # a development deployment (R8): its requests bill nothing
             for event in events:
                 if event["workload_id"] == workload:
