@@ -1281,7 +1281,8 @@ class _IndexedRating:
     request overlapping that one starts after start - 2D and finishes before end + 2D. Requests still in flight
     (no finish) run to the session's end, so their starts are always read, and so is the range they cover when
     they reach into the window. A workload whose requests are not regular (a request started twice, a finish
-    with no start, requests outside the session), which the engine turns into R26 anomalies, is read whole.
+    with no start, a request before UP), which the engine turns into R26 anomalies, is read whole; request
+    events after the stop (anomalies too, but adding no serving time) are read alone, for the engine to list.
     """
 
     def __init__(
