@@ -56,7 +56,7 @@ from ledger.rating import (
 from ledger.rating.attribution import cold_start_end, split_session
 from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal
 from ledger.rating.units import money_between
-from ledger.sqlstore.serving import RequestSummary, ServingUnion, serving_totals
+from ledger.sqlstore.serving import RequestMark, RequestSummary, ServingUnion, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
 
 if TYPE_CHECKING:
@@ -164,9 +164,6 @@ class DisputeSource(Protocol):
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]: ...
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]: ...
-
-
-RequestMark = tuple[int, int, str, bool]  # seq, occurred_at, request_id, whether it is the REQUEST_FINISHED
 
 
 class IndexedSource(DisputeSource, Protocol):

@@ -33,7 +33,7 @@ from ledger.sqlstore.schema import (
     rollup_storage,
     rollup_workloads,
 )
-from ledger.sqlstore.store import SqlStore
+from ledger.sqlstore.store import FINISHED_TYPE, SqlStore
 
 # Kept per workload: everything but requests and storage samples. SCHEDULED and IMAGE_PULL_STARTED bill nothing
 # (R1) but a dispute lookup lists them, so they are kept too.
@@ -47,8 +47,6 @@ LIFECYCLE_TYPES = frozenset(
         EventType.WORKLOAD_BOOT_FAILED,
     }
 )
-# A REQUEST_FINISHED's canonical body (identifiers hold no quote, so no other field can match).
-_FINISHED = b'"type":"REQUEST_FINISHED"'
 _ENDS = frozenset({EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED})
 _CHUNK = 20_000  # entries read per catch-up transaction: bounds memory and lock time
 
@@ -163,7 +161,7 @@ class UsageRollups:
             if kind != EntryKind.EVENT.value:
                 continue
             if request_id is not None:  # only request events carry one: read from the index columns, not parsed
-                mark = (int(seq), int(occurred_at), request_id, _FINISHED in bytes(body))
+                mark = (int(seq), int(occurred_at), request_id, FINISHED_TYPE in bytes(body))
                 requests.setdefault(workload_id, []).append(mark)
                 continue
             event = event_from_body(json.loads(body))

@@ -822,11 +822,7 @@ class SqlStore:
         return sorted(up - ended)
 
     def _body_contains(self, needle: bytes) -> Any:
-        """A condition on the stored body bytes: SQLite's LIKE never matches a BLOB but instr() searches one byte
-        for byte; PostgreSQL has bytea LIKE bytea (the needle holds no LIKE wildcard but `_`, which matches itself)."""
-        if self.dialect == "sqlite":
-            return sa.func.instr(entries.c.body, needle) > 0
-        return entries.c.body.op("LIKE", is_comparison=True)(b"%" + needle + b"%")
+        return _body_contains(self.dialect, needle)
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint: each org log probed through ix_entries_endpoint_time."""
@@ -847,7 +843,16 @@ class SqlStore:
 
 
 # The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
-_FINISHED = b'"type":"REQUEST_FINISHED"'
+FINISHED_TYPE = b'"type":"REQUEST_FINISHED"'
+
+
+def _body_contains(dialect: str, needle: bytes) -> Any:
+    """A condition on the stored body bytes: SQLite's LIKE never matches a BLOB but instr() searches one byte
+    for byte; PostgreSQL has bytea LIKE bytea (the needle holds no LIKE wildcard but `_`, which matches itself)."""
+    if dialect == "sqlite":
+        return sa.func.instr(entries.c.body, needle) > 0
+    return entries.c.body.op("LIKE", is_comparison=True)(b"%" + needle + b"%")
+
 
 # Dispute-lookup reads, built once: building a statement costs more than SQLite takes to run it.
 _WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
@@ -862,10 +867,7 @@ _WORKLOAD_WINDOW_NO_REQUESTS = _WORKLOAD_WINDOW.where(sa.func.coalesce(entries.c
 
 @functools.lru_cache(maxsize=4)
 def _request_marks_sql(dialect: str) -> Any:
-    if dialect == "sqlite":
-        finished = sa.func.instr(entries.c.body, _FINISHED) > 0
-    else:
-        finished = entries.c.body.op("LIKE", is_comparison=True)(b"%" + _FINISHED + b"%")
+    finished = _body_contains(dialect, FINISHED_TYPE)
     return select(
         entries.c.workload_id, entries.c.seq, entries.c.occurred_at, entries.c.request_id, finished.label("finished")
     ).where(
