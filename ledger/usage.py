@@ -7,17 +7,21 @@ rollups kept current as entries are appended, so it never re-reads or re-rates a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ledger.core import Ledger
-from ledger.errors import FieldViolation, InvalidInput
+from ledger.entry import org_log_id
+from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import BucketSize, OrgRating, UnitRun, rate_org
 from ledger.rating.money import exact_sum, fraction_to_decimal
+
+if TYPE_CHECKING:
+    from ledger.billing.scope import BillingScope
 
 GROUP_DIMENSIONS = ("endpoint_id", "workload_kind", "instance_type", "worker_type")
 STORAGE_UNIT = "interval"  # one STORAGE_SAMPLE interval (R13, R14)
@@ -69,6 +73,17 @@ class RollupSource(Protocol):
     ) -> Sequence[RolledSessionLike]: ...
 
     def storage_in(self, org_id: str, start: int, end: int, endpoint_id: str | None) -> Sequence[RolledStorageLike]: ...
+
+    def billing_rating(
+        self,
+        org_id: str,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        now: int,
+        *,
+        changed_from: int,
+        units_from: int | None,
+    ) -> OrgRating: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +216,28 @@ class UsageView:
         self.rollups = rollups
 
     def org_rating(self, org_id: str, now: int) -> OrgRating:
-        """Every session, zero line, storage charge and anomaly of the org, open sessions accrued to `now` (R10)."""
+        """Every session, zero line, storage charge and anomaly of the org, open sessions accrued to `now` (R10),
+        re-rated from the whole log."""
+        try:
+            size = self.ledger.store.head(org_log_id(org_id)).size  # before the read: at most what it reflects
+        except NotFound:
+            size = 0
         events = self.ledger.events_of(org_id)
-        return rate_org(events, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now)
+        rating = rate_org(events, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now)
+        return replace(rating, log_size=size)
+
+    def billing_rating(self, org_id: str, now: int, scope: BillingScope) -> OrgRating:
+        """The sessions and storage charges a billing evaluation needs (ledger/billing/scope.py), open sessions
+        accrued to `now`; from the rollups when there are any. No zero lines or anomalies: billing charges none."""
+        if self.rollups is None:
+            return self.org_rating(org_id, now)
+        prices = self.ledger.price_history()
+        plans = self.ledger.account_history(org_id).plans()
+        size = self.rollups.catch_up(org_id, prices, plans, now)
+        rating = self.rollups.billing_rating(
+            org_id, prices, plans, now, changed_from=scope.changed_from, units_from=scope.units_from
+        )
+        return replace(rating, log_size=size)
 
     def query(
         self,

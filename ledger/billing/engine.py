@@ -1,7 +1,9 @@
 """The billing engine: grants credits, closes periods into invoices, records payments and flips account state.
 
 Every change is an entry in the org's log (CREDIT, INVOICE, PAYMENT, STATE), so an auditor replays the account from
-the log alone. Reads of rated usage go through UsageView.org_rating. Writes for one org are serialized in this
+the log alone. Rated usage is read through UsageView.billing_rating: from the usage rollups, only the workloads
+an evaluation can charge differently (ledger/billing/scope.py), so an evaluation's cost and memory follow the
+usage since the last invoice, not the length of the log. Writes for one org are serialized in this
 process; across processes, each entry's idempotency key (invoice number, state ordinal) turns a race into a
 refused duplicate instead of a second invoice.
 """
@@ -47,12 +49,15 @@ from ledger.billing.payments import (
     is_paid,
     paid_streak,
 )
+from ledger.billing.scope import billing_scope
 from ledger.billing.watch import AccountStateHub
 from ledger.core import Ledger, derive_index
 from ledger.entry import EntryKind, canonical_body, org_log_id
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
 from ledger.rating import OrgRating
+from ledger.sqlstore.rollups import UsageRollups
+from ledger.sqlstore.store import SqlStore
 from ledger.store import Appended, NewEntry
 from ledger.timeutil import format_micros, from_datetime, to_datetime
 from ledger.usage import UsageView
@@ -199,9 +204,14 @@ class BillingEngine:
         usage: UsageView | None = None,
         hub: AccountStateHub | None = None,
         spend_lookback: int = DEFAULT_SPEND_LOOKBACK,
+        scoped: bool = True,
     ) -> None:
+        """`scoped=False` re-rates the whole log at every evaluation: the reference the scoped path is tested
+        against (tests/test_billing_scope.py)."""
         self.ledger = ledger
-        self.usage = usage or UsageView(ledger)
+        rollups = UsageRollups(ledger.store) if isinstance(ledger.store, SqlStore) else None
+        self.usage = usage or UsageView(ledger, rollups)
+        self.scoped = scoped
         self.hub = hub or AccountStateHub()
         self.spend_lookback = spend_lookback
         self._guard = threading.Lock()
@@ -223,8 +233,16 @@ class BillingEngine:
         return load_books(self.ledger, org_id)
 
     def rating(self, org_id: str, at: int) -> OrgRating:
-        """Rated usage with every unit that started at or before `at` (R10)."""
+        """Every workload's rated usage with every unit that started at or before `at` (R10), from the log."""
         return self.usage.org_rating(org_id, at + 1)
+
+    def _rating(self, books: OrgBooks, at: int, spend_checked_from: int | None = None) -> OrgRating:
+        """Rated usage with every unit that started at or before `at` (R10): of the workloads an evaluation at
+        `at` can charge differently (scope.py), R15's window from `spend_checked_from` included."""
+        if not self.scoped:
+            return self.usage.org_rating(books.org_id, at + 1)
+        scope = billing_scope(books.invoices, books.account, at, spend_checked_from)
+        return self.usage.billing_rating(books.org_id, at + 1, scope)
 
     def invoice(self, org_id: str, number: int) -> tuple[Invoice, OrgBooks]:
         books = self.books(org_id)
@@ -237,7 +255,7 @@ class BillingEngine:
     def summary(self, org_id: str, at: int | None = None) -> AccountSummary:
         instant = self.now() if at is None else at
         books = self.books(org_id)
-        rating = self.rating(org_id, instant)
+        rating = self._rating(books, instant, instant)  # hourly_spend looks at the hour before `instant`
         balances = books.balances(instant)
         settings = books.account.at(instant)
         return AccountSummary(
@@ -379,7 +397,7 @@ class BillingEngine:
             )
         with self._lock(org_id):
             books = self.books(org_id)
-            return self._close(books, self.rating(org_id, now), instant)
+            return self._close(books, self._rating(books, now), instant)
 
     def _draft(
         self, books: OrgBooks, invoices: Sequence[Invoice], rating: OrgRating, at: int, trigger: Trigger
@@ -470,7 +488,7 @@ class BillingEngine:
         instant = self.now() if now is None else now
         with self._lock(org_id):
             books = self.books(org_id)
-            rating = self.rating(org_id, instant)
+            rating = self._rating(books, instant, self._spend_since(books, instant))
             changes = self._evaluate_spend(books, rating, instant)
             change = self._evaluate_deactivation(books, rating, instant)  # its family is unaffected by R15's
             return [*changes, *([change] if change is not None else [])]
@@ -480,7 +498,7 @@ class BillingEngine:
         now = self.now()
         with self._lock(org_id):
             books = self.books(org_id)
-            rating = self.rating(org_id, now)
+            rating = self._rating(books, now, self._spend_since(books, now))
             result = self._close(books, rating, now)
             if result.issued:
                 books = self.books(org_id)
@@ -488,14 +506,18 @@ class BillingEngine:
             change = self._evaluate_deactivation(books, rating, now)
         return result, [*changes, *([change] if change is not None else [])]
 
-    def _evaluate_spend(self, books: OrgBooks, rating: OrgRating, now: int) -> list[StateChange]:
-        status = books.status
-        last = status.last(StateFamily.SPEND_LIMIT)
-        since = max(
+    def _spend_since(self, books: OrgBooks, now: int) -> int:
+        """R15 looks for flips at instants after this one: the last look, the last flip, or the lookback."""
+        last = books.status.last(StateFamily.SPEND_LIMIT)
+        return max(
             now - self.spend_lookback,
             last.at if last is not None else now - self.spend_lookback,
             self._spend_checked.get(books.org_id, now - self.spend_lookback),
         )
+
+    def _evaluate_spend(self, books: OrgBooks, rating: OrgRating, now: int) -> list[StateChange]:
+        status = books.status
+        since = self._spend_since(books, now)
         limit_changes = [c.effective_from for c in books.account.changes if c.spend_limit_per_hour is not None]
         flips = spend_flips(
             rating,
@@ -537,7 +559,7 @@ class BillingEngine:
         """R19: no payment method on file and credits no longer cover usage -> DEACTIVATED; else REACTIVATED."""
         status = books.status
         if rating is None:
-            rating = self.rating(books.org_id, now)
+            rating = self._rating(books, now)
         draft = self.open_period(books, rating, now)
         unpaid = books.unpaid_amount_due(now)
         left = credit_left(books.balances(now), now)

@@ -270,6 +270,9 @@ class Invoice:
     storage_sequences: tuple[int, ...]
     adjustment_sequences: tuple[int, ...]
     carried_from_invoice: int | None = None
+    # How many entries of the org's log the rating behind this invoice reflected (None on invoices issued before
+    # it was recorded): the next evaluation re-rates only what changed since (ledger/billing/scope.py).
+    rated_log_size: int | None = None
     sequence: int = -1
     entry_hash: bytes = b""
 
@@ -314,6 +317,7 @@ class Invoice:
                 "adjustment_sequences": list(self.adjustment_sequences),
                 "carried_from_invoice": self.carried_from_invoice,
             },
+            **({} if self.rated_log_size is None else {"rated_log_size": self.rated_log_size}),
         }
 
     @classmethod
@@ -338,6 +342,7 @@ class Invoice:
             storage_sequences=tuple(int(s) for s in covers["storage_sequences"]),
             adjustment_sequences=tuple(int(s) for s in covers["adjustment_sequences"]),
             carried_from_invoice=covers.get("carried_from_invoice"),
+            rated_log_size=int(body["rated_log_size"]) if "rated_log_size" in body else None,
             sequence=sequence,
             entry_hash=entry_hash,
         )
@@ -781,8 +786,12 @@ def draft_invoice(
             drafting.charge_units(template, session.runs_in(template.unit_start(invoiced), period_end))
         elif due < invoiced and held is not None:
             drafting.reverse_units(held, due)
-    for held in coverage.values():  # sessions no longer in the rating (their UP was replaced, R26)
-        drafting.reverse_units(held, 0)
+    # Sessions no longer in the rating (their UP was replaced, R26). A rating may hold only some workloads
+    # (ledger/billing/scope.py); each it holds is rated whole, and the others are not looked at.
+    rated = {workload.workload_id for workload in rating.workloads}
+    for held in coverage.values():
+        if held.template.workload_id in rated:
+            drafting.reverse_units(held, 0)
 
     covered_storage = {seq for invoice in prior for seq in invoice.storage_sequences}
     for charge in rating.storage:
@@ -828,4 +837,5 @@ def draft_invoice(
         storage_sequences=tuple(sorted(drafting.storage_sequences)),
         adjustment_sequences=tuple(a.sequence for a in new_adjustments),
         carried_from_invoice=carried_from,
+        rated_log_size=rating.log_size,
     )

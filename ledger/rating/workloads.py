@@ -95,11 +95,16 @@ class WorkloadRating:
 
 @dataclass(frozen=True)
 class OrgRating:
-    """An org's rated usage: one WorkloadRating per workload, sorted by workload_id, and flattened views."""
+    """An org's rated usage: one WorkloadRating per workload, sorted by workload_id, and flattened views.
+
+    `log_size`, when known, is how many entries of the org's log the rating reflects (an invoice records it, so
+    the next billing evaluation knows which workloads changed since: ledger/billing/scope.py).
+    """
 
     org_id: str | None
     as_of: int
     workloads: tuple[WorkloadRating, ...]
+    log_size: int | None = None
 
     @cached_property
     def sessions(self) -> tuple[Session, ...]:
@@ -128,7 +133,8 @@ class OrgRating:
     def with_workload(self, rating: WorkloadRating) -> OrgRating:
         """This rating with one workload re-rated (incremental rollups after an event touched it)."""
         others = [w for w in self.workloads if w.workload_id != rating.workload_id]
-        return OrgRating(self.org_id, self.as_of, tuple(sorted([*others, rating], key=lambda w: w.workload_id)))
+        workloads = tuple(sorted([*others, rating], key=lambda w: w.workload_id))
+        return OrgRating(self.org_id, self.as_of, workloads, self.log_size)
 
 
 def rate_org(events: Iterable[LoggedEvent], prices: PriceHistory, plans: PlanHistory, now: int) -> OrgRating:

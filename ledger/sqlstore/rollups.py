@@ -22,7 +22,15 @@ from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id
 from ledger.events import EventType, UsageEvent, WorkerType, event_from_body
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
-from ledger.rating import Session, UnitRun, rate_storage_sample, rate_workload
+from ledger.rating import (
+    OrgRating,
+    Session,
+    StorageCharge,
+    UnitRun,
+    WorkloadRating,
+    rate_storage_sample,
+    rate_workload,
+)
 from ledger.sqlstore import serving
 from ledger.sqlstore.schema import (
     entries,
@@ -297,6 +305,54 @@ class UsageRollups:
             for r in rows
         ]
 
+    # -- reads for a billing evaluation (ledger/billing/scope.py) --------------------------------------------------
+
+    def billing_rating(
+        self,
+        org_id: str,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        now: int,
+        *,
+        changed_from: int,
+        units_from: int | None,
+    ) -> OrgRating:
+        """The sessions and storage charges of the org that a billing evaluation can still charge differently,
+        re-rated to `now` from the lifecycle events kept here, never from the log.
+
+        In: workloads with a lifecycle entry at or after sequence `changed_from`, open sessions, and sessions
+        billed past `units_from`; storage samples at or after `changed_from` or starting at or after
+        `units_from`. `changed_from=0` takes everything. Call catch_up first.
+        """
+        log_id = org_log_id(org_id)
+        table = rollup_workloads
+        wanted = [table.c.changed_seq >= changed_from, table.c.is_open.is_(True)]
+        if units_from is not None:
+            wanted.append(table.c.billed_end > units_from)
+        query = select(table.c.workload_id, table.c.lifecycle).where(table.c.log_id == log_id, or_(*wanted))
+        storage_wanted = [rollup_storage.c.seq >= changed_from]
+        if units_from is not None:
+            storage_wanted.append(rollup_storage.c.start >= units_from)
+        storage_query = select(rollup_storage.c.seq).where(rollup_storage.c.log_id == log_id, or_(*storage_wanted))
+        with self.store.reader.connect() as conn:
+            lifecycles = {row.workload_id: row.lifecycle for row in conn.execute(query)}
+            storage_seqs = list(conn.execute(storage_query).scalars())
+        storage: dict[str, list[StorageCharge]] = {}
+        for entry in self.store.entries_at(log_id, storage_seqs):
+            event = event_from_body(entry.body_json())
+            storage.setdefault(event.workload_id, []).append(rate_storage_sample(event, entry.sequence))
+        # Every workload returned is rated whole (an invoice draft takes back what it no longer finds in one), so a
+        # workload with a storage sample in scope comes with its session too.
+        loaded = {w: _load_lifecycle(blob) for w, blob in lifecycles.items()}
+        loaded.update(self.lifecycles(log_id, set(storage) - set(loaded)))
+        workloads = []
+        for workload_id in sorted(set(loaded) | set(storage)):
+            lifecycle = loaded.get(workload_id)
+            session = rate_workload(lifecycle, prices, plans, now).session if lifecycle else None
+            charges = tuple(storage.get(workload_id, ()))
+            workloads.append(WorkloadRating(workload_id, now, session, (), charges, ()))
+        return OrgRating(org_id, now, tuple(workloads))
+
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
 
     def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
@@ -367,6 +423,7 @@ def _workload_row(
         "session": None,
         "lifecycle_from": min(event.occurred_at for event, _ in lifecycle),
         "lifecycle_to": max((event.occurred_at for event, _ in lifecycle if event.type in _ENDS), default=None),
+        "changed_seq": max(seq for _, seq in lifecycle),
     }
     if session is not None:
         row["up"] = session.up

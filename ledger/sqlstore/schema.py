@@ -77,8 +77,13 @@ rollup_workloads = Table(
     # The first and last lifecycle event (last: None until STOPPED or BOOT_FAILED): live across a window (R27).
     Column("lifecycle_from", BigInteger),
     Column("lifecycle_to", BigInteger),
+    # The sequence number of its latest lifecycle entry: changed since an invoice was rated (billing/scope.py).
+    Column("changed_seq", BigInteger),
 )
 Index("ix_rollup_workloads_up", rollup_workloads.c.log_id, rollup_workloads.c.up)
+Index("ix_rollup_workloads_changed", rollup_workloads.c.log_id, rollup_workloads.c.changed_seq)
+Index("ix_rollup_workloads_billed_end", rollup_workloads.c.log_id, rollup_workloads.c.billed_end)
+Index("ix_rollup_workloads_open", rollup_workloads.c.log_id, rollup_workloads.c.is_open)
 Index(
     "ix_rollup_workloads_endpoint",
     rollup_workloads.c.log_id,
