@@ -40,7 +40,29 @@ class StorageCharge:
     rule: str
     exact_amount: Fraction
     amount: Decimal
-    explanation: str
+
+    @property
+    def explanation(self) -> str:
+        """The charge in words, with the rule's arithmetic (made on demand: billing rates many and shows none)."""
+        size = f"{format_decimal(self.gigabytes)} GB for {self.interval_seconds} s"
+        period = f"{format_micros(self.start)} to {format_micros(self.end)}, entry #{self.seq}"
+        months = f"{self.interval_seconds}/{SECONDS_PER_MONTH}"
+        if self.rule == "R8":
+            return (
+                f"R8: development workload {self.workload_id}: {self.storage_kind.value} {size} ({period}) "
+                "is not billed"
+            )
+        if self.storage_kind is StorageKind.CONTAINER_DISK:
+            return (
+                f"R13: container disk {size} ({period}): {format_decimal(self.gigabytes)} GB x $0.10/GB-month x "
+                f"{months} = {format_money(self.exact_amount)}"
+            )
+        first_tier = min(self.gigabytes, Decimal(NETWORK_VOLUME_TIER_GB))
+        beyond = max(self.gigabytes - NETWORK_VOLUME_TIER_GB, ZERO)
+        return (
+            f"R14: network volume {self.volume_id} {size} ({period}): ({format_decimal(first_tier)} GB x $0.07 + "
+            f"{format_decimal(beyond)} GB x $0.05)/GB-month x {months} = {format_money(self.exact_amount)}"
+        )
 
 
 def rate_storage_sample(event: UsageEvent, seq: int) -> StorageCharge:
@@ -48,52 +70,63 @@ def rate_storage_sample(event: UsageEvent, seq: int) -> StorageCharge:
     if event.type is not EventType.STORAGE_SAMPLE or event.storage_kind is None or event.gigabytes is None:
         raise ValueError(f"entry #{seq} is not a complete STORAGE_SAMPLE")
     interval = event.interval_seconds if event.interval_seconds is not None else DEFAULT_STORAGE_INTERVAL_SECONDS
-    gigabytes = Fraction(event.gigabytes)
-    months = Fraction(interval, SECONDS_PER_MONTH)
-    period = f"{format_micros(event.occurred_at - interval * MICROS_PER_SECOND)} to {format_micros(event.occurred_at)}"
-    size = f"{format_decimal(event.gigabytes)} GB for {interval} s"
-    if event.development:
+    return storage_charge(
+        seq,
+        event.event_id,
+        event.org_id,
+        event.endpoint_id,
+        event.workload_id,
+        event.workspace_id,
+        event.storage_kind,
+        event.volume_id,
+        event.gigabytes,
+        interval,
+        event.occurred_at,
+        development=event.development,
+    )
+
+
+def storage_charge(
+    seq: int,
+    event_id: str,
+    org_id: str,
+    endpoint_id: str,
+    workload_id: str,
+    workspace_id: str | None,
+    storage_kind: StorageKind,
+    volume_id: str | None,
+    gigabytes: Decimal,
+    interval_seconds: int,
+    occurred_at: int,
+    *,
+    development: bool,
+) -> StorageCharge:
+    """R13/R14 (R8 for development workloads) on a sample's fields (the usage rollups keep them)."""
+    gb = Fraction(gigabytes)
+    months = Fraction(interval_seconds, SECONDS_PER_MONTH)
+    if development:
         rule, exact = "R8", Fraction(0)
-        explanation = (
-            f"R8: development workload {event.workload_id}: {event.storage_kind.value} {size} "
-            f"({period}, entry #{seq}) is not billed"
-        )
-    elif event.storage_kind is StorageKind.CONTAINER_DISK:
-        rule = "R13"
-        exact = gigabytes * CONTAINER_DISK_PER_GB_MONTH * months
-        explanation = (
-            f"R13: container disk {size} ({period}, entry #{seq}): "
-            f"{format_decimal(event.gigabytes)} GB x $0.10/GB-month x {interval}/{SECONDS_PER_MONTH} "
-            f"= {format_money(exact)}"
-        )
+    elif storage_kind is StorageKind.CONTAINER_DISK:
+        rule, exact = "R13", gb * CONTAINER_DISK_PER_GB_MONTH * months
     else:
-        rule = "R14"
-        first_tier = min(gigabytes, Fraction(NETWORK_VOLUME_TIER_GB))
-        beyond = max(gigabytes - NETWORK_VOLUME_TIER_GB, Fraction(0))
-        exact = (
-            first_tier * NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH + beyond * NETWORK_VOLUME_BEYOND_PER_GB_MONTH
-        ) * months
-        explanation = (
-            f"R14: network volume {event.volume_id} {size} ({period}, entry #{seq}): "
-            f"({format_decimal(min(event.gigabytes, Decimal(NETWORK_VOLUME_TIER_GB)))} GB x $0.07 + "
-            f"{format_decimal(max(event.gigabytes - NETWORK_VOLUME_TIER_GB, ZERO))} GB x $0.05)/GB-month "
-            f"x {interval}/{SECONDS_PER_MONTH} = {format_money(exact)}"
-        )
+        first_tier = min(gb, Fraction(NETWORK_VOLUME_TIER_GB))
+        beyond = max(gb - NETWORK_VOLUME_TIER_GB, Fraction(0))
+        per_month = first_tier * NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH + beyond * NETWORK_VOLUME_BEYOND_PER_GB_MONTH
+        rule, exact = "R14", per_month * months
     return StorageCharge(
         seq=seq,
-        event_id=event.event_id,
-        org_id=event.org_id,
-        endpoint_id=event.endpoint_id,
-        workload_id=event.workload_id,
-        workspace_id=event.workspace_id,
-        storage_kind=event.storage_kind,
-        volume_id=event.volume_id,
-        gigabytes=event.gigabytes,
-        interval_seconds=interval,
-        start=event.occurred_at - interval * MICROS_PER_SECOND,
-        end=event.occurred_at,
+        event_id=event_id,
+        org_id=org_id,
+        endpoint_id=endpoint_id,
+        workload_id=workload_id,
+        workspace_id=workspace_id,
+        storage_kind=storage_kind,
+        volume_id=volume_id,
+        gigabytes=gigabytes,
+        interval_seconds=interval_seconds,
+        start=occurred_at - interval_seconds * MICROS_PER_SECOND,
+        end=occurred_at,
         rule=rule,
         exact_amount=exact,
         amount=fraction_to_decimal(exact) if exact else ZERO,
-        explanation=explanation,
     )

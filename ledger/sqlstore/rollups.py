@@ -19,7 +19,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.engine import Connection
 
 from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id
-from ledger.events import EventType, UsageEvent, WorkerType, event_from_body
+from ledger.events import EventType, StorageKind, UsageEvent, WorkerType, event_from_body
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
@@ -31,6 +31,7 @@ from ledger.rating import (
     rate_storage_sample,
     rate_workload,
 )
+from ledger.rating.storage import storage_charge
 from ledger.sqlstore import serving
 from ledger.sqlstore.schema import (
     entries,
@@ -186,6 +187,12 @@ class UsageRollups:
                         "storage_kind": charge.storage_kind.value,
                         "start": charge.start,
                         "charge": f"{charge.exact_amount.numerator}/{charge.exact_amount.denominator}".encode(),
+                        "event_id": event.event_id,
+                        "workspace_id": event.workspace_id,
+                        "volume_id": event.volume_id,
+                        "gigabytes": str(charge.gigabytes),
+                        "interval_seconds": charge.interval_seconds,
+                        "development": event.development,
                     }
                 )
         if storage_rows:
@@ -333,14 +340,12 @@ class UsageRollups:
         storage_wanted = [rollup_storage.c.seq >= changed_from]
         if units_from is not None:
             storage_wanted.append(rollup_storage.c.start >= units_from)
-        storage_query = select(rollup_storage.c.seq).where(rollup_storage.c.log_id == log_id, or_(*storage_wanted))
+        storage_query = select(rollup_storage).where(rollup_storage.c.log_id == log_id, or_(*storage_wanted))
+        storage: dict[str, list[StorageCharge]] = {}
         with self.store.reader.connect() as conn:
             lifecycles = {row.workload_id: row.lifecycle for row in conn.execute(query)}
-            storage_seqs = list(conn.execute(storage_query).scalars())
-        storage: dict[str, list[StorageCharge]] = {}
-        for entry in self.store.entries_at(log_id, storage_seqs):
-            event = event_from_body(entry.body_json())
-            storage.setdefault(event.workload_id, []).append(rate_storage_sample(event, entry.sequence))
+            for row in conn.execute(storage_query):
+                storage.setdefault(row.workload_id, []).append(_storage_charge(org_id, row))
         # Every workload returned is rated whole (an invoice draft takes back what it no longer finds in one), so a
         # workload with a storage sample in scope comes with its session too.
         loaded = {w: _load_lifecycle(blob) for w, blob in lifecycles.items()}
@@ -392,6 +397,24 @@ class UsageRollups:
                 return list(conn.execute(statement, params).all())
 
         return serving.ServingUnion(read, log_id, workload_id, summary)
+
+
+def _storage_charge(org_id: str, row: Any) -> StorageCharge:
+    interval = int(row.interval_seconds)
+    return storage_charge(
+        int(row.seq),
+        row.event_id,
+        org_id,
+        row.endpoint_id,
+        row.workload_id,
+        row.workspace_id,
+        StorageKind(row.storage_kind),
+        row.volume_id,
+        Decimal(row.gigabytes),
+        interval,
+        int(row.start) + interval * 1_000_000,
+        development=bool(row.development),
+    )
 
 
 def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:

@@ -118,6 +118,13 @@ rollup_storage = Table(
     Column("storage_kind", String(16), nullable=False),
     Column("start", BigInteger, nullable=False),
     Column("charge", LargeBinary, nullable=False),
+    # The sample's fields, so billing makes its charge without reading the entry (migration 0007).
+    Column("event_id", String(128)),
+    Column("workspace_id", String(128)),
+    Column("volume_id", String(128)),
+    Column("gigabytes", String(64)),
+    Column("interval_seconds", BigInteger),
+    Column("development", Boolean),
 )
 Index("ix_rollup_storage_start", rollup_storage.c.log_id, rollup_storage.c.start)
 
