@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from enum import StrEnum
 from fractions import Fraction
+from functools import cached_property
 from typing import Any
 
 from ledger.account import DEFAULT_INVOICE_THRESHOLD
@@ -276,6 +277,11 @@ class Invoice:
     sequence: int = -1
     entry_hash: bytes = b""
 
+    @cached_property
+    def storage_sequence_set(self) -> frozenset[int]:
+        """`storage_sequences` for membership tests (a month's invoice can hold tens of thousands)."""
+        return frozenset(self.storage_sequences)
+
     @property
     def credits_total(self) -> Decimal:
         return sum((c.amount for c in self.credits_applied), ZERO_CENTS)
@@ -407,7 +413,7 @@ def invoice_covering_unit(
 
 def invoice_covering_storage(invoices: Sequence[Invoice], seq: int) -> Invoice | None:
     """The invoice that charged the storage interval of STORAGE_SAMPLE entry `seq` (R13, R14, R17)."""
-    return next((inv for inv in invoices if seq in inv.storage_sequences), None)
+    return next((inv for inv in invoices if seq in inv.storage_sequence_set), None)
 
 
 def invoice_covering_adjustment(invoices: Sequence[Invoice], seq: int) -> Invoice | None:
