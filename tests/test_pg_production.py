@@ -212,9 +212,38 @@ def _conflicts_everywhere(targets: list[str], event: dict[str, Any]) -> None:
 
 
 @pytest.mark.postgres
+def test_stores_opened_together_on_an_empty_database_migrate_it_once(pg_url: str) -> None:
+    """Four servers starting at once on a new database: each migrates in a transaction behind an advisory lock, so
+    one creates the schema, the others find it current, and all four append (the genesis price book once, R11)."""
+    barrier = threading.Barrier(4)
+    opened: list[SqlStore] = []
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            store = SqlStore(pg_url)
+            Ledger(store)
+            opened.append(store)
+        except BaseException as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert failures == [] and len(opened) == 4
+        with opened[0].reader.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+            assert conn.execute(text("SELECT count(*) FROM entries WHERE log_id = 'system'")).scalar_one() == 1
+    finally:
+        for store in opened:
+            store.close()
+
+
 def test_four_server_processes_on_one_database_keep_every_chain_linear_r24(pg_url: str, tmp_path: Path) -> None:
-    # Migrate and write the genesis entry once, before the servers: Alembic does not serialize two processes
-    # migrating an empty database at the same moment (see docs/scaling.md, "Starting many servers").
     store = SqlStore(pg_url)
     Ledger(store)
     store.close()

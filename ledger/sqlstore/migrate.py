@@ -14,7 +14,13 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine) -> None:
+    """Migrate in one transaction. Servers started together on an empty PostgreSQL database take turns on an
+    advisory lock (released at commit), so the first migrates and the others find the schema current; PostgreSQL's
+    DDL is transactional, so a failed migration leaves nothing behind. SQLite's writer begins IMMEDIATE: the
+    database lock serializes them the same way."""
     config = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('usage-ledger schema migrations'))")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
