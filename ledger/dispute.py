@@ -13,9 +13,11 @@ key exist.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import importlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1466,8 +1468,12 @@ class _IndexedRating:
         def wanted(request: RequestSpan, in_flight_from: int, in_flight_to: int) -> bool:
             return request.request_id in shown
 
+        # A request's share integrates 1 / (requests in flight) over its own flight, so it depends only on the
+        # requests whose flights meet it: sweep those alone. The split's totals come from the serving union.
+        flights = _merged((r.started_at, _in_flight_to(r, session.up, end)) for r in requests if r.request_id in shown)
+        sweep = [r for r in requests if _meets_any(r.started_at, _in_flight_to(r, session.up, end), flights)]
         shares = attribute_serving(
-            session.up, session.ready, end, session.billed_micros, session.amount, session.runs, requests, wanted
+            session.up, session.ready, end, session.billed_micros, session.amount, session.runs, sweep, wanted
         )
         in_flight_from = min((at for at, _ in summary.in_flight.values() if _in_session(at, session)), default=None)
         micros, amount = serving_totals(union, session.runs, cold_end, end, in_flight_from)
@@ -1483,6 +1489,23 @@ class _IndexedRating:
             shares.requests,
             summary.count - late_starts,  # a request started after the stop is an anomaly, not the session's
         )
+
+
+def _merged(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Closed intervals merged where they meet, in order."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(intervals):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _meets_any(lo: int, hi: int, merged: Sequence[tuple[int, int]]) -> bool:
+    """Whether the closed interval [lo, hi] meets one of `merged` (sorted, disjoint)."""
+    at = bisect.bisect_right(merged, (hi, math.inf)) - 1  # the last interval starting at or before hi
+    return at >= 0 and merged[at][1] >= lo
 
 
 def _in_flight_to(request: RequestSpan, up: int, end: int) -> int:
