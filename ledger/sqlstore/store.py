@@ -88,7 +88,7 @@ def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
     # One pooled writer connection: SQLite runs one write transaction at a time anyway, so more connections only
     # wait on its lock, and each would grow its own 32 MiB page cache (tune_writer). With the default pool, the
     # appends, the rollups' catch-up and the billing closer each came to hold one, and the server's memory grew
-    # with the database (bench/: 164 MiB with one writer, 427 MiB with several, over a 1M-entry log).
+    # with the database (bench/, peak over a 1M-entry log: 427 MiB with several writers, 212 MiB with one).
     pool: dict[str, Any] = (
         {"poolclass": NullPool} if ":memory:" in url else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 300}
     )
