@@ -271,8 +271,9 @@ class Invoice:
     storage_sequences: tuple[int, ...]
     adjustment_sequences: tuple[int, ...]
     carried_from_invoice: int | None = None
-    # How many entries of the org's log the rating behind this invoice reflected (None on invoices issued before
-    # it was recorded): the next evaluation re-rates only what changed since (ledger/billing/scope.py).
+    # The rating behind this invoice reflected at least the org log's first `rated_log_size` entries (it may have
+    # seen a few appended while it read; None on invoices issued before the field): the next evaluation re-rates
+    # what changed from there on (ledger/billing/scope.py), so a lower bound is enough.
     rated_log_size: int | None = None
     sequence: int = -1
     entry_hash: bytes = b""

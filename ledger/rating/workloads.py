@@ -97,8 +97,9 @@ class WorkloadRating:
 class OrgRating:
     """An org's rated usage: one WorkloadRating per workload, sorted by workload_id, and flattened views.
 
-    `log_size`, when known, is how many entries of the org's log the rating reflects (an invoice records it, so
-    the next billing evaluation knows which workloads changed since: ledger/billing/scope.py).
+    `log_size`, when known, is a lower bound on how many entries of the org's log the rating reflects (it may
+    have seen a few more appended while it read). An invoice records it, so the next billing evaluation knows
+    which workloads can have changed since (ledger/billing/scope.py).
     """
 
     org_id: str | None
