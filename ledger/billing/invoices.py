@@ -279,6 +279,14 @@ class Invoice:
     entry_hash: bytes = b""
 
     @cached_property
+    def sessions_by_workload(self) -> Mapping[str, tuple[CoveredSession, ...]]:
+        """`sessions` by workload (a dispute lookup asks about one workload's units at a time)."""
+        found: dict[str, list[CoveredSession]] = {}
+        for covered in self.sessions:
+            found.setdefault(covered.workload_id, []).append(covered)
+        return {workload_id: tuple(covered) for workload_id, covered in found.items()}
+
+    @cached_property
     def storage_sequence_set(self) -> frozenset[int]:
         """`storage_sequences` for membership tests (a month's invoice can hold tens of thousands)."""
         return frozenset(self.storage_sequences)
@@ -403,8 +411,8 @@ def invoice_covering_unit(
     """
     holders: dict[int, Invoice | None] = {}
     for invoice in invoices:
-        for covered in invoice.sessions:
-            if covered.workload_id != workload_id or (up_seq is not None and covered.up_seq != up_seq):
+        for covered in invoice.sessions_by_workload.get(workload_id, ()):
+            if up_seq is not None and covered.up_seq != up_seq:
                 continue
             if covered.first <= unit_index < covered.end:
                 holders[covered.up_seq] = None if covered.reversal else invoice

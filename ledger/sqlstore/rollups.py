@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, bindparam, delete, or_, select
 from sqlalchemy.engine import Connection
 
 from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id
@@ -379,10 +379,9 @@ class UsageRollups:
         found: dict[str, list[tuple[UsageEvent, int]]] = {}
         with self.store.reader.connect() as conn:
             for at in range(0, len(ids), 500):
-                query = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
-                    rollup_workloads.c.log_id == log_id, rollup_workloads.c.workload_id.in_(ids[at : at + 500])
-                )
-                found.update((row.workload_id, _load_lifecycle(row.lifecycle)) for row in conn.execute(query))
+                params = {"log_id": log_id, "workload_ids": ids[at : at + 500]}
+                rows = conn.execute(_LIFECYCLES, params)
+                found.update((row.workload_id, _load_lifecycle(row.lifecycle)) for row in rows)
         return found
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
@@ -415,6 +414,12 @@ def _storage_charge(org_id: str, row: Any) -> StorageCharge:
         int(row.start) + interval * 1_000_000,
         development=bool(row.development),
     )
+
+
+_LIFECYCLES = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
+    rollup_workloads.c.log_id == bindparam("log_id"),
+    rollup_workloads.c.workload_id.in_(bindparam("workload_ids", expanding=True)),
+)
 
 
 def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:

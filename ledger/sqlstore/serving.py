@@ -216,15 +216,17 @@ def _reused_request_ids(
     return reused
 
 
+_SUMMARIES = select(rollup_requests.c.workload_id, rollup_requests.c.summary).where(
+    rollup_requests.c.log_id == bindparam("log_id"),
+    rollup_requests.c.workload_id.in_(bindparam("workload_ids", expanding=True)),
+)
+
+
 def _load_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> dict[str, RequestSummary]:
     found: dict[str, RequestSummary] = {}
     for at in range(0, len(workloads), _LOOKUP_CHUNK):
-        rows = conn.execute(
-            select(rollup_requests.c.workload_id, rollup_requests.c.summary).where(
-                rollup_requests.c.log_id == log_id,
-                rollup_requests.c.workload_id.in_(workloads[at : at + _LOOKUP_CHUNK]),
-            )
-        )
+        params = {"log_id": log_id, "workload_ids": list(workloads[at : at + _LOOKUP_CHUNK])}
+        rows = conn.execute(_SUMMARIES, params)
         found.update((row.workload_id, RequestSummary.decode(row.summary)) for row in rows)
     return found
 

@@ -484,9 +484,7 @@ class SqlStore:
 
     def get_entry(self, log_id: str, sequence: int) -> Entry:
         with self.reader.connect() as conn:
-            row = conn.execute(
-                select(*_ENTRY_COLUMNS).where(entries.c.log_id == log_id, entries.c.seq == sequence)
-            ).one_or_none()
+            row = conn.execute(_ENTRY_AT, {"log_id": log_id, "seq": sequence}).one_or_none()
         if row is None:
             raise NotFound(f"no entry {log_id}#{sequence}")
         return _entry(row)
@@ -630,21 +628,13 @@ class SqlStore:
     def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]:
         """Every non-EVENT entry of the given kinds in a log, in sequence order (served by ix_entries_kind)."""
         with self.reader.connect() as conn:
-            rows = conn.execute(
-                select(*_ENTRY_COLUMNS)
-                .where(entries.c.log_id == log_id, entries.c.kind != "EVENT", entries.c.kind.in_(list(kinds)))
-                .order_by(entries.c.seq)
-            ).all()
+            rows = conn.execute(_ENTRIES_OF_KIND, {"log_id": log_id, "kinds": list(kinds)}).all()
         return [_entry(row) for row in rows]
 
     def kind_refs(self, log_id: str, kind: str) -> list[tuple[int, bytes]]:
         """(seq, entry_hash) of every entry of one non-EVENT kind in a log, without bodies (ix_entries_kind)."""
         with self.reader.connect() as conn:
-            rows = conn.execute(
-                select(entries.c.seq, entries.c.entry_hash)
-                .where(entries.c.log_id == log_id, entries.c.kind != "EVENT", entries.c.kind == kind)
-                .order_by(entries.c.seq)
-            ).all()
+            rows = conn.execute(_KIND_REFS, {"log_id": log_id, "kind": kind}).all()
         return [(int(seq), _bytes(entry_hash)) for seq, entry_hash in rows]
 
     # -- signed checkpoints (ledger.checkpoints) --------------------------------------------------------------
@@ -779,28 +769,16 @@ class SqlStore:
         found: list[Entry] = []
         with self.reader.connect() as conn:
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
-                query = select(*_ENTRY_COLUMNS).where(
-                    entries.c.log_id == log_id, entries.c.seq.in_(wanted[start : start + _LOOKUP_CHUNK])
-                )
-                found.extend(_entry(row) for row in conn.execute(query))
+                params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
+                found.extend(_entry(row) for row in conn.execute(_ENTRIES_AT, params))
         found.sort(key=lambda entry: entry.sequence)
         return found
 
     def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
         """Workloads with an entry of the endpoint in [start, end], read from the index columns alone."""
-        query = (
-            select(entries.c.workload_id)
-            .where(
-                entries.c.org_id == org_id,
-                entries.c.endpoint_id == endpoint_id,
-                entries.c.occurred_at >= start,
-                entries.c.occurred_at <= end,
-                entries.c.workload_id.is_not(None),
-            )
-            .distinct()
-        )
+        params = {"org_id": org_id, "endpoint_id": endpoint_id, "start": start, "end": end}
         with self.reader.connect() as conn:
-            return sorted(conn.execute(query).scalars())
+            return sorted(conn.execute(_ENDPOINT_WINDOW_WORKLOADS, params).scalars())
 
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
         """Workloads of an endpoint up at `at`: a WORKLOAD_UP before it and no WORKLOAD_STOPPED or
@@ -862,6 +840,39 @@ def _body_contains(dialect: str, needle: bytes) -> Any:
 
 
 # Dispute-lookup reads, built once: building a statement costs more than SQLite takes to run it.
+_ENTRY_AT = select(*_ENTRY_COLUMNS).where(
+    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
+)
+_ENTRIES_AT = select(*_ENTRY_COLUMNS).where(
+    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq.in_(sa.bindparam("seqs", expanding=True))
+)
+_ENTRIES_OF_KIND = (
+    select(*_ENTRY_COLUMNS)
+    .where(
+        entries.c.log_id == sa.bindparam("log_id"),
+        entries.c.kind != "EVENT",
+        entries.c.kind.in_(sa.bindparam("kinds", expanding=True)),
+    )
+    .order_by(entries.c.seq)
+)
+_KIND_REFS = (
+    select(entries.c.seq, entries.c.entry_hash)
+    .where(
+        entries.c.log_id == sa.bindparam("log_id"), entries.c.kind != "EVENT", entries.c.kind == sa.bindparam("kind")
+    )
+    .order_by(entries.c.seq)
+)
+_ENDPOINT_WINDOW_WORKLOADS = (
+    select(entries.c.workload_id)
+    .where(
+        entries.c.org_id == sa.bindparam("org_id"),
+        entries.c.endpoint_id == sa.bindparam("endpoint_id"),
+        entries.c.occurred_at >= sa.bindparam("start"),
+        entries.c.occurred_at <= sa.bindparam("end"),
+        entries.c.workload_id.is_not(None),
+    )
+    .distinct()
+)
 _WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
     entries.c.log_id == sa.bindparam("log_id"),
     entries.c.workload_id.in_(sa.bindparam("workload_ids", expanding=True)),
