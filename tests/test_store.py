@@ -159,3 +159,30 @@ def test_entries_cannot_be_updated_or_deleted_through_plain_sql(ledger: Ledger, 
         with pytest.raises(Exception, match="append-only"), ledger.store.writer.begin() as conn:
             conn.execute(text(statement))
     assert verify(ledger.store).ok
+
+
+def test_sqlite_appends_share_one_writer_connection_and_a_busy_one_is_a_retryable_storage_error(
+    sqlite_url: str, clock: Any, make_event: EventFactory
+) -> None:
+    """One pooled writer connection keeps SQLite's page cache from multiplying (bench/: server memory flat). While
+    something else holds it past the wait, an append fails as STORAGE_UNAVAILABLE and appends nothing; once it is
+    free, the same events append."""
+    from ledger.errors import StorageError
+    from ledger.sqlstore import SqlStore
+
+    store = SqlStore(sqlite_url, clock=clock)
+    try:
+        ledger = Ledger(store, clock=clock)
+        assert store.writer.pool.size() == 1  # type: ignore[attr-defined]  # QueuePool
+        store.writer.pool._timeout = 0.2  # type: ignore[attr-defined]  # the 30 s wait, shortened for the test
+        events = [make_event()]
+        held = store.writer.connect()
+        try:
+            with pytest.raises(StorageError, match="writer connection stayed busy"):
+                ledger.append_events(events)
+        finally:
+            held.close()
+        [appended] = ledger.append_events(events)
+        assert (appended.sequence, appended.duplicate) == (0, False)  # the refused attempt appended nothing
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import and_, create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool
 
 from ledger.audit import AUDIT_COLUMNS
@@ -88,9 +89,10 @@ def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
     # One pooled writer connection: SQLite runs one write transaction at a time anyway, so more connections only
     # wait on its lock, and each would grow its own 32 MiB page cache (tune_writer). With the default pool, the
     # appends, the rollups' catch-up and the billing closer each came to hold one, and the server's memory grew
-    # with the database (bench/, peak over a 1M-entry log: 427 MiB with several writers, 212 MiB with one).
+    # with the database (bench/, peak over a 1M-entry log: 427 MiB with several writers, 212 MiB with one). A
+    # writer waits for the connection as long as SQLite's busy_timeout would have let it wait for the lock.
     pool: dict[str, Any] = (
-        {"poolclass": NullPool} if ":memory:" in url else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 300}
+        {"poolclass": NullPool} if ":memory:" in url else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 30}
     )
     writer = create_engine(url, connect_args=connect_args, **pool)
     reader = create_engine(url, connect_args=connect_args)
@@ -242,13 +244,15 @@ def _take_group(queue: list[_QueuedAppend]) -> list[_QueuedAppend]:
     return group
 
 
-def _storage_error(err: OperationalError) -> StorageError:
-    return StorageError(f"the database did not take the append ({err.orig}); retry with the same event IDs")
+def _storage_error(err: OperationalError | PoolTimeout) -> StorageError:
+    why = err.orig if isinstance(err, OperationalError) else "its writer connection stayed busy"
+    return StorageError(f"the database did not take the append ({why}); retry with the same event IDs")
 
 
 def _translated(err: BaseException) -> BaseException:
-    """What an append raises for `err`: a StorageError caused by it for an OperationalError, else `err` itself."""
-    if isinstance(err, OperationalError):
+    """What an append raises for `err`: a StorageError caused by it for an OperationalError or a wait for the
+    writer connection that timed out, else `err` itself."""
+    if isinstance(err, OperationalError | PoolTimeout):
         storage = _storage_error(err)
         storage.__cause__ = err
         return storage
@@ -309,7 +313,7 @@ class SqlStore:
         try:
             with self.writer.begin() as conn:
                 return self._append(conn, new_entries)
-        except OperationalError as err:
+        except (OperationalError, PoolTimeout) as err:
             raise _storage_error(err) from err
 
     def _append_group(self, group: list[_QueuedAppend]) -> None:
