@@ -91,6 +91,22 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
 
 
+def open_account(desk: Desk, scenario: Scenario, **settings: str) -> None:
+    """The scenario's plan (R10), discount (R20) and credits (R16) for org acme, with any further settings."""
+    desk.ledger.set_account(
+        "acme",
+        {
+            "effective_from": "2026-01-01T00:00:00Z",
+            "granularity": scenario.granularity,
+            "discount_percent": scenario.discount,
+            **settings,
+        },
+    )
+    for index, (amount, expiry) in enumerate(scenario.credits):
+        expires = T0 + expiry * MINUTE if expiry is not None else None
+        desk.engine.grant_credit("acme", amount, "property test", expires, f"grant-{index}")
+
+
 def check_lines(invoice: Invoice) -> None:
     """R21 on one invoice."""
     for line in invoice.lines:
@@ -154,17 +170,7 @@ def test_r16_r17_r21_r22_invoices_cover_every_unit_once_and_never_change(scenari
     with tempfile.TemporaryDirectory() as tmp:
         desk = Desk(f"sqlite:///{tmp}/ledger.db", format_micros(T0 - 24 * 60 * MINUTE))
         try:
-            desk.ledger.set_account(
-                "acme",
-                {
-                    "effective_from": "2026-01-01T00:00:00Z",
-                    "granularity": scenario.granularity,
-                    "discount_percent": scenario.discount,
-                },
-            )
-            for index, (amount, expiry) in enumerate(scenario.credits):
-                expires = T0 + expiry * MINUTE if expiry is not None else None
-                desk.engine.grant_credit("acme", amount, "property test", expires, f"grant-{index}")
+            open_account(desk, scenario)
             issued: list[tuple[int, bytes, bytes]] = []
             bounds = [0, *scenario.batches, len(scenario.events)]
             for batch, advance in zip(itertools.pairwise(bounds), scenario.closes, strict=True):

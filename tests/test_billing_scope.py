@@ -19,7 +19,7 @@ from ledger.billing.scope import EVERYTHING, billing_scope
 from ledger.entry import org_log_id
 from ledger.timeutil import format_micros
 from tests.billing_support import MINUTE, Desk, t
-from tests.test_billing_properties import T0, Scenario, scenarios
+from tests.test_billing_properties import T0, Scenario, open_account, scenarios
 
 
 def run(scenario: Scenario, scoped: bool, limit: str, plan_change_after: int | None, tmp: str) -> list[Any]:
@@ -27,18 +27,7 @@ def run(scenario: Scenario, scoped: bool, limit: str, plan_change_after: int | N
     desk = Desk(f"sqlite:///{tmp}/{'scoped' if scoped else 'whole'}.db", format_micros(T0 - 24 * 60 * MINUTE))
     desk.engine = BillingEngine(desk.ledger, scoped=scoped)
     try:
-        desk.ledger.set_account(
-            "acme",
-            {
-                "effective_from": "2026-01-01T00:00:00Z",
-                "granularity": scenario.granularity,
-                "discount_percent": scenario.discount,
-                "spend_limit_per_hour": limit,
-            },
-        )
-        for index, (amount, expiry) in enumerate(scenario.credits):
-            expires = T0 + expiry * MINUTE if expiry is not None else None
-            desk.engine.grant_credit("acme", amount, "property test", expires, f"grant-{index}")
+        open_account(desk, scenario, spend_limit_per_hour=limit)
         seen: list[Any] = []
         bounds = [0, *scenario.batches, len(scenario.events)]
         for step, (batch, advance) in enumerate(zip(itertools.pairwise(bounds), scenario.closes, strict=True)):

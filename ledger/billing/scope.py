@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger.account import AccountHistory
+from ledger.billing.account_state import HOUR
 from ledger.billing.invoices import Invoice
-
-HOUR = 3600 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -794,8 +794,10 @@ class SqlStore:
         the pattern only matches the `type` field); only lifecycle rows leave the database. Its cost grows with
         the endpoint's history: an index on the lifecycle events would bound it (see docs/disputes.md).
         """
-        is_up = self._body_contains(b'"type":"WORKLOAD_UP"')
-        ends = self._body_contains(b'"type":"WORKLOAD_STOPPED"') | self._body_contains(b'"type":"WORKLOAD_BOOT_FAILED"')
+        is_up = _body_contains(self.dialect, b'"type":"WORKLOAD_UP"')
+        ends = _body_contains(self.dialect, b'"type":"WORKLOAD_STOPPED"') | _body_contains(
+            self.dialect, b'"type":"WORKLOAD_BOOT_FAILED"'
+        )
         query = select(entries.c.workload_id, is_up.label("is_up")).where(
             entries.c.org_id == org_id,
             entries.c.endpoint_id == endpoint_id,
@@ -809,9 +811,6 @@ class SqlStore:
             for row in conn.execute(query):
                 (up if row.is_up else ended).add(row.workload_id)
         return sorted(up - ended)
-
-    def _body_contains(self, needle: bytes) -> Any:
-        return _body_contains(self.dialect, needle)
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint: each org log probed through ix_entries_endpoint_time."""
