@@ -14,6 +14,7 @@ key exist.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.account import AccountChange, AccountHistory
 from ledger.adjustments import Adjustment
-from ledger.entry import SYSTEM_LOG, Entry, EntryKind, EntryRef, org_log_id
+from ledger.entry import SYSTEM_LOG, Entry, EntryKind, EntryRef, org_log_id, org_of_log
 from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.events import (
     DEFAULT_STORAGE_INTERVAL_SECONDS,
@@ -1551,7 +1552,19 @@ def _spans(
     ]
 
 
-def _rollups_of(ledger: Any, prices: PriceHistory, now: int) -> Callable[[str], SessionIndex] | None:
+def _org_of_query(source: DisputeSource, query: DisputeQuery) -> str | None:
+    """The org a query is about, read before the lookup proper; None when the request names no single org
+    (reconstruct then says so)."""
+    if query.org_id is not None:
+        return query.org_id
+    if query.request_id is not None:
+        orgs = {org_of_log(entry.log_id) for entry in source.request_entries(query.request_id)}
+        return orgs.pop() if len(orgs) == 1 else None
+    assert query.endpoint_id is not None  # DisputeQuery.check
+    return _org_of_endpoint(source, query.endpoint_id)
+
+
+def _caught_up_rollups(ledger: Any, org_id: str, prices: PriceHistory, now: int) -> SessionIndex | None:
     """The org's rollups, caught up to its log, when the ledger's store keeps them (a SQL store)."""
     from ledger.sqlstore import SqlStore
     from ledger.sqlstore.rollups import UsageRollups
@@ -1559,12 +1572,8 @@ def _rollups_of(ledger: Any, prices: PriceHistory, now: int) -> Callable[[str], 
     if not isinstance(ledger.store, SqlStore):
         return None
     rollups = UsageRollups(ledger.store)
-
-    def caught_up(org_id: str) -> SessionIndex:
-        rollups.catch_up(org_id, prices, ledger.account_history(org_id).plans(), now)
-        return rollups
-
-    return caught_up
+    rollups.catch_up(org_id, prices, ledger.account_history(org_id).plans(), now)
+    return rollups
 
 
 # -- the ledger-level entry points ------------------------------------------------------------------------------
@@ -1572,21 +1581,34 @@ def _rollups_of(ledger: Any, prices: PriceHistory, now: int) -> Callable[[str], 
 
 def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool = True) -> Reconstruction:
     """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
-    exists, inclusion proofs against each log's newest signed checkpoint when there is one."""
+    exists, inclusion proofs against each log's newest signed checkpoint when there is one.
+
+    Every read after the rollups' catch-up runs in one snapshot of the store (SqlStore.snapshot): one connection,
+    and one consistent view, so an append landing mid-lookup is in all of the answer or none of it.
+    """
+    query.check()
     source: DisputeSource = ledger.store
     now = ledger.clock()
     prices = ledger.price_history()
-    result = reconstruct(
-        source,
-        prices,
-        query,
-        now,
-        invoices=lambda org_id: invoices_for(ledger, org_id),
-        index=_rollups_of(ledger, prices, now),
-    )
-    if not with_proofs:
-        return result
-    proofs, notes = prove_cited(ledger.store, result.cited())
+    rollups = None
+    org_id = _org_of_query(source, query)
+    if org_id is not None:
+        query = dataclasses.replace(query, org_id=org_id)
+        # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
+        rollups = _caught_up_rollups(ledger, org_id, prices, now)
+    snapshot = getattr(ledger.store, "snapshot", contextlib.nullcontext)
+    with snapshot():
+        result = reconstruct(
+            source,
+            prices,
+            query,
+            now,
+            invoices=lambda org_id: invoices_for(ledger, org_id),
+            index=None if rollups is None else (lambda _org_id: rollups),  # type: ignore[misc]
+        )
+        if not with_proofs:
+            return result
+        proofs, notes = prove_cited(ledger.store, result.cited())
     return dataclasses.replace(result, proofs=proofs, notes=result.notes + notes)
 
 

@@ -186,3 +186,27 @@ def test_sqlite_appends_share_one_writer_connection_and_a_busy_one_is_a_retryabl
         assert (appended.sequence, appended.duplicate) == (0, False)  # the refused attempt appended nothing
     finally:
         store.close()
+
+
+def test_reads_in_a_snapshot_share_one_connection_and_see_one_state(ledger: Ledger, make_event: EventFactory) -> None:
+    """A dispute lookup's reads run in SqlStore.snapshot(): an append committed meanwhile shows up in none of them
+    (it is in all of the next lookup's), and the rollups refuse to catch up inside one, since the snapshot could not
+    see what they write."""
+    from ledger.entry import org_log_id
+    from ledger.sqlstore.rollups import UsageRollups
+
+    store: Any = ledger.store
+    first = make_event(event_id="e-before")
+    ledger.append_events([first])
+    log_id = org_log_id(first["org_id"])
+    with store.snapshot():
+        assert store.head(log_id).size == 1
+        with store.reading() as conn, store.reading() as same:
+            assert conn is same  # one connection for every read inside
+        ledger.append_events([make_event(event_id="e-during")])  # on the writer, committed at once
+        assert store.head(log_id).size == 1
+        assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0]
+        with pytest.raises(RuntimeError, match="before SqlStore.snapshot"):
+            UsageRollups(store).catch_up(first["org_id"], ledger.price_history(), None, 0)  # type: ignore[arg-type]
+    assert store.head(log_id).size == 2
+    assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0, 1]

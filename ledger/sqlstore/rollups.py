@@ -91,6 +91,8 @@ class UsageRollups:
 
     def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> int:
         """Apply every entry appended to the org's log since the cursor; returns the log size now reflected."""
+        if self.store.in_snapshot():
+            raise RuntimeError("catch the rollups up before SqlStore.snapshot(): its reads would miss what this writes")
         log_id = org_log_id(org_id)
         current = self._current(log_id)
         if current is not None:
@@ -103,7 +105,7 @@ class UsageRollups:
 
     def _current(self, log_id: str) -> int | None:
         """The log size the rollups reflect, if they are up to date with the log and the system log."""
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             cursor = conn.execute(
                 select(rollup_cursors.c.applied_size, rollup_cursors.c.system_size).where(
                     rollup_cursors.c.log_id == log_id
@@ -128,7 +130,7 @@ class UsageRollups:
             for table in (rollup_workloads, rollup_storage, rollup_requests, rollup_serving, rollup_cursors):
                 conn.execute(delete(table).where(table.c.log_id == log_id))
         size = self.catch_up(org_id, prices, plans, now)
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             workloads = len(
                 conn.execute(select(rollup_workloads.c.workload_id).where(rollup_workloads.c.log_id == log_id)).all()
             )
@@ -282,7 +284,7 @@ class UsageRollups:
         ]
         if endpoint_id is not None:
             conditions.append(table.c.endpoint_id == endpoint_id)
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             rows = conn.execute(select(table).where(and_(*conditions))).all()
         found = []
         for row in rows:
@@ -303,7 +305,7 @@ class UsageRollups:
         conditions = [table.c.log_id == org_log_id(org_id), table.c.start >= start, table.c.start < end]
         if endpoint_id is not None:
             conditions.append(table.c.endpoint_id == endpoint_id)
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             rows = conn.execute(select(table).where(and_(*conditions))).all()
         return [
             RolledStorage(
@@ -342,7 +344,7 @@ class UsageRollups:
             storage_wanted.append(rollup_storage.c.start >= units_from)
         storage_query = select(rollup_storage).where(rollup_storage.c.log_id == log_id, or_(*storage_wanted))
         storage: dict[str, list[StorageCharge]] = {}
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             lifecycles = {row.workload_id: row.lifecycle for row in conn.execute(query)}
             for row in conn.execute(storage_query):
                 storage.setdefault(row.workload_id, []).append(_storage_charge(org_id, row))
@@ -370,14 +372,14 @@ class UsageRollups:
             table.c.lifecycle_from <= end,
             or_(table.c.lifecycle_to.is_(None), table.c.lifecycle_to >= start),
         )
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             return sorted(conn.execute(query).scalars())
 
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:
         """The lifecycle events (with their sequence numbers) the rollups keep of each workload that has any."""
         ids = sorted(set(workload_ids))
         found: dict[str, list[tuple[UsageEvent, int]]] = {}
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             for at in range(0, len(ids), 500):
                 params = {"log_id": log_id, "workload_ids": ids[at : at + 500]}
                 rows = conn.execute(_LIFECYCLES, params)
@@ -385,14 +387,14 @@ class UsageRollups:
         return found
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
-        with self.store.reader.connect() as conn:
+        with self.store.reading() as conn:
             return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
 
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""
 
         def read(statement: Any, params: dict[str, Any]) -> list[Any]:
-            with self.store.reader.connect() as conn:
+            with self.store.reading() as conn:
                 return list(conn.execute(statement, params).all())
 
         return serving.ServingUnion(read, log_id, workload_id, summary)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import json
@@ -277,6 +279,8 @@ class SqlStore:
         self._queue: list[_QueuedAppend] = []
         self._sql = _AppendSql("?" if self.writer.dialect.paramstyle == "qmark" else "%s")
         self._copy_entries = self.writer.dialect.driver == "psycopg"
+        # The connection of the snapshot() this thread is inside, if any: every read then runs on it.
+        self._pinned: contextvars.ContextVar[Connection | None] = contextvars.ContextVar("pinned", default=None)
         if migrate_schema:
             migrate.upgrade(self.writer)
 
@@ -486,15 +490,51 @@ class SqlStore:
 
     # -- read -------------------------------------------------------------------------------------
 
-    def get_entry(self, log_id: str, sequence: int) -> Entry:
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection to read on: the snapshot's, inside snapshot(); else one from the pool for this read."""
+        pinned = self._pinned.get()
+        if pinned is not None:
+            yield pinned
+            return
         with self.reader.connect() as conn:
+            yield conn
+
+    def in_snapshot(self) -> bool:
+        return self._pinned.get() is not None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run every read inside on one connection and one read transaction, so they all see the same state.
+
+        A dispute lookup makes a score of small reads: from one pooled connection each, checking out (and, on
+        PostgreSQL, pinging) a connection cost more than most of the reads. And the answer must be consistent: an
+        append landing between two of its reads must not show up in one and not the other. SQLite's deferred
+        transaction (WAL) fixes its view at the first read; PostgreSQL's REPEATABLE READ at the first statement.
+        Nested snapshots share the outer one.
+        """
+        if self._pinned.get() is not None:
+            yield
+            return
+        with self.reader.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                token = self._pinned.set(conn)
+                try:
+                    yield
+                finally:
+                    self._pinned.reset(token)
+
+    def get_entry(self, log_id: str, sequence: int) -> Entry:
+        with self.reading() as conn:
             row = conn.execute(_ENTRY_AT, {"log_id": log_id, "seq": sequence}).one_or_none()
         if row is None:
             raise NotFound(f"no entry {log_id}#{sequence}")
         return _entry(row)
 
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]:
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(
                 select(*_ENTRY_COLUMNS)
                 .where(entries.c.log_id == log_id, entries.c.seq >= start)
@@ -516,14 +556,14 @@ class SqlStore:
             position = batch[-1].sequence + 1
 
     def head(self, log_id: str) -> LogHead:
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(select(log_heads).where(log_heads.c.log_id == log_id)).one_or_none()
         if row is None:
             raise NotFound(f"no log {log_id!r}")
         return _head(row)
 
     def list_logs(self, after: str, limit: int) -> list[LogHead]:
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(
                 select(log_heads).where(log_heads.c.log_id > after).order_by(log_heads.c.log_id).limit(limit)
             ).all()
@@ -535,7 +575,7 @@ class SqlStore:
         sequences = sorted({seq for seq, _ in places})
         stored: dict[int, bytes] = {}
         marker = self._sql.marker
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             # Through the driver's cursor: every proof is one such query, and building and compiling a select()
             # for it took three quarters of a proof's time (bench.verification, 1M-entry log).
             driver: Any = conn.connection.driver_connection
@@ -574,7 +614,7 @@ class SqlStore:
         page = 5000
         position = start
         while True:
-            with self.reader.connect() as conn:
+            with self.reading() as conn:
                 # Keyset paging on the primary key: a deleted row shows up as a gap, not a shifted page.
                 rows = conn.execute(
                     select(*columns)
@@ -606,7 +646,7 @@ class SqlStore:
         end = 2**63 - 1 if stop is None else stop
         position = start
         while position < end:
-            with self.reader.connect() as conn:
+            with self.reading() as conn:
                 driver: Any = conn.connection.driver_connection
                 # psycopg's binary format halves the client's cost of reading these rows (bytea needs no hex).
                 cursor = driver.cursor(binary=True) if self.dialect == "postgresql" else driver.cursor()
@@ -631,13 +671,13 @@ class SqlStore:
 
     def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]:
         """Every non-EVENT entry of the given kinds in a log, in sequence order (served by ix_entries_kind)."""
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(_ENTRIES_OF_KIND, {"log_id": log_id, "kinds": list(kinds)}).all()
         return [_entry(row) for row in rows]
 
     def kind_refs(self, log_id: str, kind: str) -> list[tuple[int, bytes]]:
         """(seq, entry_hash) of every entry of one non-EVENT kind in a log, without bodies (ix_entries_kind)."""
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(_KIND_REFS, {"log_id": log_id, "kind": kind}).all()
         return [(int(seq), _bytes(entry_hash)) for seq, entry_hash in rows]
 
@@ -646,7 +686,7 @@ class SqlStore:
     def latest_checkpoint(self, log_id: str) -> StoredCheckpoint | None:
         """The log's checkpoint of the largest size, or None."""
         table = _schema.checkpoints
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(
                 select(table).where(table.c.log_id == log_id).order_by(table.c.size.desc()).limit(1)
             ).one_or_none()
@@ -654,7 +694,7 @@ class SqlStore:
 
     def checkpoint_at(self, log_id: str, size: int) -> StoredCheckpoint | None:
         table = _schema.checkpoints
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(select(table).where(table.c.log_id == log_id, table.c.size == size)).one_or_none()
         return None if row is None else _checkpoint(row)
 
@@ -708,7 +748,7 @@ class SqlStore:
             )
             .order_by(entries.c.occurred_at, entries.c.seq)
         )
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(query).all()
         return [_entry(row) for row in rows]
 
@@ -717,7 +757,7 @@ class SqlStore:
         query = select(*_ENTRY_COLUMNS).where(entries.c.request_id == request_id)
         if org_id is not None:
             query = query.where(entries.c.org_id == org_id)
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(query.order_by(entries.c.log_id, entries.c.seq)).all()
         return [_entry(row) for row in rows]
 
@@ -725,7 +765,7 @@ class SqlStore:
         """Every entry of the given workloads of one log, in sequence order (ix_entries_workload)."""
         ids = sorted(set(workload_ids))
         found: list[Entry] = []
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             for start in range(0, len(ids), _LOOKUP_CHUNK):
                 query = select(*_ENTRY_COLUMNS).where(
                     entries.c.log_id == log_id, entries.c.workload_id.in_(ids[start : start + _LOOKUP_CHUNK])
@@ -741,7 +781,7 @@ class SqlStore:
         `requests`), by workload, in sequence order (ix_entries_workload_time)."""
         found: dict[str, list[Entry]] = {}
         statement = _WORKLOAD_WINDOW if requests else _WORKLOAD_WINDOW_NO_REQUESTS
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
                 ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
                 params = {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}
@@ -759,7 +799,7 @@ class SqlStore:
         without parsing it. A dispute lookup sweeps hundreds of these and decodes only the few it cites."""
         statement = _request_marks_sql(self.dialect)
         found: dict[str, list[tuple[int, int, str, bool]]] = {}
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
                 ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
                 params = {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}
@@ -771,7 +811,7 @@ class SqlStore:
         """The entries of one log at the given sequence numbers (those that exist), in sequence order."""
         wanted = sorted(set(sequences))
         found: list[Entry] = []
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
                 found.extend(_entry(row) for row in conn.execute(_ENTRIES_AT, params))
@@ -781,7 +821,7 @@ class SqlStore:
     def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
         """Workloads with an entry of the endpoint in [start, end], read from the index columns alone."""
         params = {"org_id": org_id, "endpoint_id": endpoint_id, "start": start, "end": end}
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             return sorted(conn.execute(_ENDPOINT_WINDOW_WORKLOADS, params).scalars())
 
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
@@ -807,14 +847,14 @@ class SqlStore:
         )
         up: set[str] = set()
         ended: set[str] = set()
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             for row in conn.execute(query):
                 (up if row.is_up else ended).add(row.workload_id)
         return sorted(up - ended)
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint: each org log probed through ix_entries_endpoint_time."""
-        with self.reader.connect() as conn:
+        with self.reading() as conn:
             logs = conn.execute(select(log_heads.c.log_id).where(log_heads.c.log_id.like("org/%"))).scalars().all()
             orgs = sorted(org for org in (org_of_log(log_id) for log_id in logs) if org)
             found: set[str] = set()
