@@ -206,7 +206,7 @@ def test_reads_in_a_snapshot_share_one_connection_and_see_one_state(ledger: Ledg
         ledger.append_events([make_event(event_id="e-during")])  # on the writer, committed at once
         assert store.head(log_id).size == 1
         assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0]
-        with pytest.raises(RuntimeError, match="before SqlStore.snapshot"):
+        with pytest.raises(RuntimeError, match=r"before SqlStore\.snapshot"):
             UsageRollups(store).catch_up(first["org_id"], ledger.price_history(), None, 0)  # type: ignore[arg-type]
     assert store.head(log_id).size == 2
     assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0, 1]
