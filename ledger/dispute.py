@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.account import AccountChange, AccountHistory
 from ledger.adjustments import Adjustment
-from ledger.entry import SYSTEM_LOG, Entry, EntryKind, EntryRef, org_log_id, org_of_log
+from ledger.entry import SYSTEM_LOG, Entry, EntryHead, EntryKind, EntryRef, org_log_id, org_of_log
 from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.events import (
     DEFAULT_STORAGE_INTERVAL_SECONDS,
@@ -154,7 +154,7 @@ class DisputeQuery:
 class DisputeSource(Protocol):
     """The narrow, index-backed reads a reconstruction needs (ledger.sqlstore.SqlStore is one)."""
 
-    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
+    def entry_head(self, log_id: str, sequence: int) -> EntryHead: ...
 
     def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]: ...
 
@@ -178,10 +178,6 @@ class IndexedSource(DisputeSource, Protocol):
         self, log_id: str, workload_ids: Sequence[str], start: int, end: int, *, requests: bool = True
     ) -> dict[str, list[Entry]]: ...
 
-    def request_marks(
-        self, log_id: str, workload_ids: Sequence[str], start: int, end: int
-    ) -> dict[str, list[RequestMark]]: ...
-
     def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]: ...
 
 
@@ -194,6 +190,8 @@ class SessionIndex(Protocol):
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]: ...
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
+
+    def request_marks(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[RequestMark]]: ...
 
     def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
 
@@ -581,6 +579,7 @@ class _Evidence:
 
     source: DisputeSource
     loaded: dict[tuple[str, int], Entry] = field(default_factory=dict)
+    heads: dict[tuple[str, int], EntryHead] = field(default_factory=dict)  # cited, never loaded
     events: dict[tuple[str, int], UsageEvent] = field(default_factory=dict)
     cited: dict[tuple[str, int], Evidence] = field(default_factory=dict)
 
@@ -596,14 +595,16 @@ class _Evidence:
             parsed.append((entry, event))
         return parsed
 
-    def entry(self, log_id: str, sequence: int) -> Entry:
+    def head(self, log_id: str, sequence: int) -> Entry | EntryHead:
+        """The entry if it was loaded, else its head: citing needs no body."""
         key = (log_id, sequence)
-        if key not in self.loaded:
-            self.loaded[key] = self.source.get_entry(log_id, sequence)
-        return self.loaded[key]
+        found = self.loaded.get(key) or self.heads.get(key)
+        if found is None:
+            found = self.heads[key] = self.source.entry_head(log_id, sequence)
+        return found
 
     def cite(self, log_id: str, sequence: int, what: str | None = None) -> EntryRef:
-        entry = self.entry(log_id, sequence)
+        entry = self.head(log_id, sequence)
         ref = EntryRef(entry.log_id, entry.sequence, entry.entry_hash)
         key = (log_id, sequence)
         if key not in self.cited:
@@ -735,7 +736,7 @@ def reconstruct(
         if summary is not None and summary.ref is not None:
             ref = summary.ref
             evidence.cite(ref.log_id, ref.sequence, f"INVOICE #{invoice_id} (R17)")
-            summary = dataclasses.replace(summary, issued_at=evidence.entry(ref.log_id, ref.sequence).recorded_at)
+            summary = dataclasses.replace(summary, issued_at=evidence.head(ref.log_id, ref.sequence).recorded_at)
         if summary is not None:
             summaries.append(summary)
     notes = []
@@ -1372,14 +1373,9 @@ class _IndexedRating:
         # 2. Their requests near the window and their serving unions (one read each for all of them), and the
         # R25 split over every request in place of the lifecycle-only one.
         if sessions:
-            # One read per distinct reach: most workloads share the window's, and one with a request in flight
-            # since long ago must not widen the others' read.
-            by_reach: dict[tuple[int, int], list[str]] = defaultdict(list)
-            for workload_id, (*_, reach, _late) in sessions.items():
-                by_reach[reach].append(workload_id)
-            marks: dict[str, list[RequestMark]] = {}
-            for (lo, hi), group in sorted(by_reach.items()):
-                marks.update(self.source.request_marks(log_id, sorted(group), lo, hi))
+            # One read, each workload in its own reach: one with a request in flight since long ago must not
+            # widen the others'.
+            marks = self.index.request_marks(log_id, {w: reach for w, (*_, reach, _late) in sessions.items()})
             spans = {}
             for workload_id, (session, lifecycle_split, *_) in sessions.items():
                 end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
@@ -1604,7 +1600,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
             query,
             now,
             invoices=lambda org_id: invoices_for(ledger, org_id),
-            index=None if rollups is None else (lambda _org_id: rollups),  # type: ignore[misc]
+            index=None if rollups is None else (lambda _org_id: rollups),
         )
         if not with_proofs:
             return result

@@ -188,6 +188,17 @@ class EntryRef:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryHead:
+    """An entry without its body: what citing it takes (an invoice's body can run to hundreds of KB)."""
+
+    log_id: str
+    sequence: int
+    kind: EntryKind
+    recorded_at: int
+    entry_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class LogHead:
     log_id: str
     size: int

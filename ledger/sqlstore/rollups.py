@@ -37,12 +37,16 @@ from ledger.sqlstore.schema import (
     entries,
     log_heads,
     rollup_cursors,
+    rollup_request_spans,
     rollup_requests,
     rollup_serving,
     rollup_storage,
     rollup_workloads,
 )
-from ledger.sqlstore.store import FINISHED_TYPE, SqlStore
+from ledger.sqlstore.store import SqlStore
+
+# The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
+FINISHED_TYPE = b'"type":"REQUEST_FINISHED"'
 
 # Kept per workload: everything but requests and storage samples. SCHEDULED and IMAGE_PULL_STARTED bill nothing
 # (R1) but a dispute lookup lists them, so they are kept too.
@@ -127,7 +131,8 @@ class UsageRollups:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
         log_id = org_log_id(org_id)
         with self.store.writer.begin() as conn:
-            for table in (rollup_workloads, rollup_storage, rollup_requests, rollup_serving, rollup_cursors):
+            tables = (rollup_workloads, rollup_storage, rollup_requests, rollup_request_spans, rollup_serving)
+            for table in (*tables, rollup_cursors):
                 conn.execute(delete(table).where(table.c.log_id == log_id))
         size = self.catch_up(org_id, prices, plans, now)
         with self.store.reading() as conn:
@@ -389,6 +394,11 @@ class UsageRollups:
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
         with self.store.reading() as conn:
             return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
+
+    def request_marks(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[serving.RequestMark]]:
+        """The requests each workload started in its own range (serving.request_marks)."""
+        with self.store.reading() as conn:
+            return serving.request_marks(conn, log_id, reaches)
 
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""

@@ -108,6 +108,26 @@ rollup_serving = Table(
     Column("serving_micros", BigInteger, nullable=False),
     Column("intervals", LargeBinary, nullable=False),
 )
+# Each request's start and finish, so a lookup pairs the requests near its window without reading their entries
+# (migration 0008). A request seen started or finished twice keeps its first; its workload is irregular and a
+# lookup reads it whole.
+rollup_request_spans = Table(
+    "rollup_request_spans",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("workload_id", String(128), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("started_at", BigInteger),
+    Column("started_seq", BigInteger),
+    Column("finished_at", BigInteger),
+    Column("finished_seq", BigInteger),
+)
+Index(
+    "ix_rollup_request_spans_start",
+    rollup_request_spans.c.log_id,
+    rollup_request_spans.c.workload_id,
+    rollup_request_spans.c.started_at,
+)
 rollup_storage = Table(
     "rollup_storage",
     metadata,

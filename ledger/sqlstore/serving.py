@@ -17,6 +17,7 @@ are not, `RequestSummary.regular` says so and the lookup re-rates the workload f
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections import Counter, defaultdict
@@ -25,12 +26,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select, union_all
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from ledger.rating.money import exact_sum, money_of
 from ledger.rating.units import UnitRun
-from ledger.sqlstore.schema import entries, rollup_requests, rollup_serving
+from ledger.sqlstore.schema import entries, rollup_request_spans, rollup_requests, rollup_serving
 
 HOUR = 3600 * 1_000_000
 _LOOKUP_CHUNK = 500
@@ -185,6 +188,7 @@ def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[R
         summaries[workload_id].irregular = True
     for workload_id, intervals in closed.items():
         summaries[workload_id].serving_micros += _add_serving(conn, log_id, workload_id, intervals)
+    _add_spans(conn, log_id, events)
     conn.execute(
         delete(rollup_requests).where(rollup_requests.c.log_id == log_id, rollup_requests.c.workload_id.in_(workloads))
     )
@@ -192,6 +196,41 @@ def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[R
         rollup_requests.insert(),
         [{"log_id": log_id, "workload_id": w, "summary": summaries[w].encode()} for w in workloads],
     )
+
+
+def _add_spans(conn: Connection, log_id: str, events: dict[str, list[RequestMark]]) -> None:
+    """Record each request's start and finish; what an earlier chunk recorded stays (the first one seen wins)."""
+    spans: dict[tuple[str, str], list[int | None]] = {}
+    for workload_id, marks in events.items():
+        for seq, at, request_id, finished in sorted(marks):
+            span = spans.setdefault((workload_id, request_id), [None, None, None, None])
+            if span[2 * finished] is None:
+                span[2 * finished : 2 * finished + 2] = [at, seq]
+    rows = [
+        {
+            "log_id": log_id,
+            "workload_id": workload_id,
+            "request_id": request_id,
+            "started_at": started_at,
+            "started_seq": started_seq,
+            "finished_at": finished_at,
+            "finished_seq": finished_seq,
+        }
+        for (workload_id, request_id), (started_at, started_seq, finished_at, finished_seq) in spans.items()
+    ]
+    conn.execute(_upsert_spans(conn.dialect.name), rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _upsert_spans(dialect: str) -> Any:
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    statement = insert(rollup_request_spans)
+    table, new = rollup_request_spans.c, statement.excluded
+    keep_first = {
+        name: func.coalesce(getattr(table, name), getattr(new, name))
+        for name in ("started_at", "started_seq", "finished_at", "finished_seq")
+    }
+    return statement.on_conflict_do_update(index_elements=["log_id", "workload_id", "request_id"], set_=keep_first)
 
 
 def _reused_request_ids(
@@ -277,6 +316,51 @@ def _add_serving(conn: Connection, log_id: str, workload_id: str, intervals: Seq
 
 def request_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> dict[str, RequestSummary]:
     return _load_summaries(conn, log_id, sorted(set(workloads)))
+
+
+def request_marks(conn: Connection, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[RequestMark]]:
+    """Each workload's requests started in its [lo, hi], as marks: the start, and the finish when that is in
+    [lo, hi] too. What a dispute lookup sweeps (ledger.dispute) without reading a body: it drops a finish whose
+    start lies before its range anyway. One statement for every workload; workloads sharing a range share its
+    part of it."""
+    groups: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for workload_id, reach in reaches.items():
+        groups[reach].append(workload_id)
+    params: dict[str, Any] = {"log_id": log_id}
+    for i, ((lo, hi), workloads) in enumerate(sorted(groups.items())):
+        params.update({f"workloads_{i}": sorted(workloads), f"lo_{i}": lo, f"hi_{i}": hi})
+    found: dict[str, list[RequestMark]] = {}
+    for workload_id, request_id, started_at, started_seq, finished_at, finished_seq in conn.execute(
+        _spans_statement(len(groups)), params
+    ):
+        lo, hi = reaches[workload_id]
+        marks = found.setdefault(workload_id, [])
+        marks.append((int(started_seq), int(started_at), request_id, False))
+        if finished_at is not None and lo <= finished_at <= hi:
+            marks.append((int(finished_seq), int(finished_at), request_id, True))
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _spans_statement(groups: int) -> Any:
+    spans = rollup_request_spans.c
+    parts = [
+        select(
+            spans.workload_id,
+            spans.request_id,
+            spans.started_at,
+            spans.started_seq,
+            spans.finished_at,
+            spans.finished_seq,
+        ).where(
+            spans.log_id == bindparam("log_id"),
+            spans.workload_id.in_(bindparam(f"workloads_{i}", expanding=True)),
+            spans.started_at >= bindparam(f"lo_{i}"),
+            spans.started_at <= bindparam(f"hi_{i}"),
+        )
+        for i in range(groups)
+    ]
+    return parts[0] if groups == 1 else union_all(*parts)
 
 
 def _hours(start: int, end: int) -> int:

@@ -27,6 +27,7 @@ from ledger.entry import (
     GENESIS_HASH,
     HASH_SIZE,
     Entry,
+    EntryHead,
     EntryKind,
     LogHead,
     chain_hash,
@@ -533,6 +534,14 @@ class SqlStore:
             raise NotFound(f"no entry {log_id}#{sequence}")
         return _entry(row)
 
+    def entry_head(self, log_id: str, sequence: int) -> EntryHead:
+        """An entry's kind, time and hash, without reading its body."""
+        with self.reading() as conn:
+            row = conn.execute(_ENTRY_HEAD_AT, {"log_id": log_id, "seq": sequence}).one_or_none()
+        if row is None:
+            raise NotFound(f"no entry {log_id}#{sequence}")
+        return EntryHead(log_id, sequence, EntryKind(row.kind), int(row.recorded_at), _bytes(row.entry_hash))
+
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]:
         with self.reading() as conn:
             rows = conn.execute(
@@ -791,22 +800,6 @@ class SqlStore:
             rows.sort(key=lambda entry: entry.sequence)
         return found
 
-    def request_marks(
-        self, log_id: str, workload_ids: Sequence[str], start: int, end: int
-    ) -> dict[str, list[tuple[int, int, str, bool]]]:
-        """(seq, occurred_at, request_id, finished) of the given workloads' request entries with occurred_at in
-        [start, end], by workload (ix_entries_workload_time): from the index columns and a match on the body's type,
-        without parsing it. A dispute lookup sweeps hundreds of these and decodes only the few it cites."""
-        statement = _request_marks_sql(self.dialect)
-        found: dict[str, list[tuple[int, int, str, bool]]] = {}
-        with self.reading() as conn:
-            for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
-                ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
-                params = {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}
-                for workload_id, seq, occurred, request_id, done in conn.execute(statement, params).all():
-                    found.setdefault(workload_id, []).append((int(seq), int(occurred), request_id, bool(done)))
-        return found
-
     def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
         """The entries of one log at the given sequence numbers (those that exist), in sequence order."""
         wanted = sorted(set(sequences))
@@ -870,10 +863,6 @@ class SqlStore:
         return sorted(found)
 
 
-# The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
-FINISHED_TYPE = b'"type":"REQUEST_FINISHED"'
-
-
 def _body_contains(dialect: str, needle: bytes) -> Any:
     """A condition on the stored body bytes: SQLite's LIKE never matches a BLOB but instr() searches one byte
     for byte; PostgreSQL has bytea LIKE bytea (the needle holds no LIKE wildcard but `_`, which matches itself)."""
@@ -884,6 +873,9 @@ def _body_contains(dialect: str, needle: bytes) -> Any:
 
 # Dispute-lookup reads, built once: building a statement costs more than SQLite takes to run it.
 _ENTRY_AT = select(*_ENTRY_COLUMNS).where(
+    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
+)
+_ENTRY_HEAD_AT = select(entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
     entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
 )
 _ENTRIES_AT = select(*_ENTRY_COLUMNS).where(
@@ -924,20 +916,6 @@ _WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
 )
 # Not `request_id IS NULL`: planners then pick ix_entries_request and walk every entry of the log without one.
 _WORKLOAD_WINDOW_NO_REQUESTS = _WORKLOAD_WINDOW.where(sa.func.coalesce(entries.c.request_id, "") == "")
-
-
-@functools.lru_cache(maxsize=4)
-def _request_marks_sql(dialect: str) -> Any:
-    finished = _body_contains(dialect, FINISHED_TYPE)
-    return select(
-        entries.c.workload_id, entries.c.seq, entries.c.occurred_at, entries.c.request_id, finished.label("finished")
-    ).where(
-        entries.c.log_id == sa.bindparam("log_id"),
-        entries.c.workload_id.in_(sa.bindparam("workload_ids", expanding=True)),
-        entries.c.occurred_at >= sa.bindparam("start"),
-        entries.c.occurred_at <= sa.bindparam("end"),
-        entries.c.request_id.is_not(None),
-    )
 
 
 def _bytes(value: Any) -> bytes:
