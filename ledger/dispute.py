@@ -180,6 +180,8 @@ class IndexedSource(DisputeSource, Protocol):
 
     def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]: ...
 
+    def entry_heads(self, log_id: str, sequences: Sequence[int]) -> list[EntryHead]: ...
+
 
 class SessionIndex(Protocol):
     """Rollups that let a lookup rate a long session without reading its every request (ledger.sqlstore.rollups
@@ -573,14 +575,31 @@ class Reconstruction:
 # -- reconstruction -------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Fact:
+    """What the answer says of a cited event entry: from its body, or for a request entry the lookup did not load,
+    from the rollups' pairing of the request (ledger.sqlstore.serving) next to the entry's hash from the log."""
+
+    type: EventType
+    occurred_at: int
+    workload_id: str
+    request_id: str | None = None
+    stop_reason: StopReason | None = None
+
+    @classmethod
+    def of(cls, event: UsageEvent) -> _Fact:
+        return cls(event.type, event.occurred_at, event.workload_id, event.request_id, event.stop_reason)
+
+
 @dataclass
 class _Evidence:
     """Entries loaded so far, and the ones the answer cites."""
 
     source: DisputeSource
     loaded: dict[tuple[str, int], Entry] = field(default_factory=dict)
-    heads: dict[tuple[str, int], EntryHead] = field(default_factory=dict)  # cited, never loaded
+    heads: dict[tuple[str, int], EntryHead] = field(default_factory=dict)  # read without their bodies
     events: dict[tuple[str, int], UsageEvent] = field(default_factory=dict)
+    facts: dict[tuple[str, int], _Fact] = field(default_factory=dict)  # of every event entry loaded or headed
     cited: dict[tuple[str, int], Evidence] = field(default_factory=dict)
 
     def add(self, entries: Iterable[Entry]) -> list[tuple[Entry, UsageEvent | None]]:
@@ -592,8 +611,16 @@ class _Evidence:
             if event is None and entry.kind is EntryKind.EVENT:
                 event = event_from_body(json.loads(entry.body))
                 self.events[key] = event
+                self.facts[key] = _Fact.of(event)
             parsed.append((entry, event))
         return parsed
+
+    def add_heads(self, heads: Iterable[EntryHead], facts: Mapping[int, _Fact]) -> None:
+        """Entries known by their heads and what the rollups say of them (`facts`, by sequence number)."""
+        for head in heads:
+            key = (head.log_id, head.sequence)
+            self.heads[key] = head
+            self.facts.setdefault(key, facts[head.sequence])
 
     def head(self, log_id: str, sequence: int) -> Entry | EntryHead:
         """The entry if it was loaded, else its head: citing needs no body."""
@@ -608,19 +635,13 @@ class _Evidence:
         ref = EntryRef(entry.log_id, entry.sequence, entry.entry_hash)
         key = (log_id, sequence)
         if key not in self.cited:
-            event = self.events.get(key)
-            if event is not None:
-                detail = f" {event.request_id}" if event.request_id else ""
-                reason = f" ({event.stop_reason.value})" if event.stop_reason else ""
-                description = what or f"{event.type.value}{detail}{reason} of {event.workload_id}"
+            fact = self.facts.get(key)
+            if fact is not None:
+                detail = f" {fact.request_id}" if fact.request_id else ""
+                reason = f" ({fact.stop_reason.value})" if fact.stop_reason else ""
+                description = what or f"{fact.type.value}{detail}{reason} of {fact.workload_id}"
                 self.cited[key] = Evidence(
-                    ref,
-                    entry.kind,
-                    description,
-                    event.occurred_at,
-                    event.workload_id,
-                    event.request_id,
-                    event.type,
+                    ref, entry.kind, description, fact.occurred_at, fact.workload_id, fact.request_id, fact.type
                 )
             else:
                 self.cited[key] = Evidence(ref, entry.kind, what or entry.kind.value)
@@ -970,17 +991,17 @@ def _timeline(
     steps: list[TimelineStep] = []
 
     def step(seq: int, verdict: Verdict, rule: str, explanation: str) -> None:
-        event = evidence.events[(log_id, seq)]
+        fact = evidence.facts[(log_id, seq)]
         steps.append(
             TimelineStep(
-                event.occurred_at,
-                event.type,
+                fact.occurred_at,
+                fact.type,
                 verdict,
                 rule,
                 explanation,
                 evidence.cite(log_id, seq),
-                event.request_id,
-                event.stop_reason,
+                fact.request_id,
+                fact.stop_reason,
             )
         )
 
@@ -1402,26 +1423,23 @@ class _IndexedRating:
                     by_workload[workload_id] = read[workload_id]
                     ratings[workload_id] = rate_workload(read[workload_id], self.prices, self.plans, self.now)
 
-        # 4. The entries of the requests the answer lists, in one read (they are cited one by one).
-        listed = [
-            seq
-            for rating in ratings.values()
-            if rating.session is not None
-            for request in _requests_in_window(rating.session, start, end)[:MAX_LISTED_REQUESTS]
-            for seq in (request.started_seq, request.finished_seq)
-            if seq is not None and (log_id, seq) not in self.evidence.loaded
-        ]
-        if target.request_id is not None:
-            listed += [
-                seq
-                for rating in ratings.values()
-                if rating.session is not None and rating.session.attribution is not None
-                for r in rating.session.attribution.requests
-                if r.request_id == target.request_id
-                for seq in (r.started_seq, r.finished_seq)
-                if seq is not None and (log_id, seq) not in self.evidence.loaded
-            ]
-        self.evidence.add(self.source.entries_at(log_id, listed))
+        # 4. The heads of the request entries the answer lists, in one read (they are cited one by one): what
+        # each is comes from the pairing the rating used, so their bodies are neither read nor decoded.
+        facts: dict[int, _Fact] = {}
+        for rating in ratings.values():
+            session = rating.session
+            if session is None or session.attribution is None:
+                continue
+            listed = _requests_in_window(session, start, end)[:MAX_LISTED_REQUESTS]
+            listed += [r for r in session.attribution.requests if r.request_id == target.request_id]
+            for r in listed:
+                facts[r.started_seq] = _Fact(EventType.REQUEST_STARTED, r.started_at, session.workload_id, r.request_id)
+                if r.finished_seq is not None and r.finished_at is not None:
+                    facts[r.finished_seq] = _Fact(
+                        EventType.REQUEST_FINISHED, r.finished_at, session.workload_id, r.request_id
+                    )
+        unread = [seq for seq in facts if (log_id, seq) not in self.evidence.loaded]
+        self.evidence.add_heads(self.source.entry_heads(log_id, unread), facts)
         return by_workload, dict(sorted(ratings.items()))
 
     def _reach(self, workload_id: str, session: Session, summary: RequestSummary) -> tuple[int, int]:

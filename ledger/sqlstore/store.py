@@ -811,6 +811,20 @@ class SqlStore:
         found.sort(key=lambda entry: entry.sequence)
         return found
 
+    def entry_heads(self, log_id: str, sequences: Sequence[int]) -> list[EntryHead]:
+        """The heads (kind, time, hash) of one log's entries at the given sequence numbers, in sequence order."""
+        wanted = sorted(set(sequences))
+        found: list[EntryHead] = []
+        with self.reading() as conn:
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
+                found.extend(
+                    EntryHead(log_id, int(row.seq), EntryKind(row.kind), int(row.recorded_at), _bytes(row.entry_hash))
+                    for row in conn.execute(_ENTRY_HEADS_AT, params)
+                )
+        found.sort(key=lambda head: head.sequence)
+        return found
+
     def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
         """Workloads with an entry of the endpoint in [start, end], read from the index columns alone."""
         params = {"org_id": org_id, "endpoint_id": endpoint_id, "start": start, "end": end}
@@ -877,6 +891,9 @@ _ENTRY_AT = select(*_ENTRY_COLUMNS).where(
 )
 _ENTRY_HEAD_AT = select(entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
     entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
+)
+_ENTRY_HEADS_AT = select(entries.c.seq, entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
+    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq.in_(sa.bindparam("seqs", expanding=True))
 )
 _ENTRIES_AT = select(*_ENTRY_COLUMNS).where(
     entries.c.log_id == sa.bindparam("log_id"), entries.c.seq.in_(sa.bindparam("seqs", expanding=True))
