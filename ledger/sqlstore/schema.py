@@ -28,7 +28,8 @@ entries = Table(
     Column("occurred_at", BigInteger),
 )
 Index("ux_entries_event_id", entries.c.log_id, entries.c.event_id, unique=True)
-Index("ix_entries_endpoint_time", entries.c.org_id, entries.c.endpoint_id, entries.c.occurred_at)
+# With workload_id, the workloads of an endpoint's window come from the index alone (migration 0008).
+Index("ix_entries_endpoint_time", entries.c.org_id, entries.c.endpoint_id, entries.c.occurred_at, entries.c.workload_id)
 Index("ix_entries_request", entries.c.request_id, entries.c.log_id)
 Index("ix_entries_workload_time", entries.c.log_id, entries.c.workload_id, entries.c.occurred_at)
 Index(
@@ -122,11 +123,16 @@ rollup_request_spans = Table(
     Column("finished_at", BigInteger),
     Column("finished_seq", BigInteger),
 )
+# Covering: a lookup reads a reach's spans from the index alone.
 Index(
     "ix_rollup_request_spans_start",
     rollup_request_spans.c.log_id,
     rollup_request_spans.c.workload_id,
     rollup_request_spans.c.started_at,
+    rollup_request_spans.c.finished_at,
+    rollup_request_spans.c.started_seq,
+    rollup_request_spans.c.finished_seq,
+    rollup_request_spans.c.request_id,
 )
 rollup_storage = Table(
     "rollup_storage",
