@@ -33,6 +33,7 @@ from ledger.rating import (
 )
 from ledger.rating.storage import storage_charge
 from ledger.sqlstore import serving
+from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import (
     entries,
     log_heads,
@@ -430,7 +431,7 @@ def _storage_charge(org_id: str, row: Any) -> StorageCharge:
 
 _LIFECYCLES = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
     rollup_workloads.c.log_id == bindparam("log_id"),
-    rollup_workloads.c.workload_id.in_(bindparam("workload_ids", expanding=True)),
+    member_of(rollup_workloads.c.workload_id, "workload_ids"),
 )
 
 

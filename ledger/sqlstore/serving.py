@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from ledger.rating.money import exact_sum, money_of
 from ledger.rating.units import UnitRun
+from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, rollup_request_spans, rollup_requests, rollup_serving
 
 HOUR = 3600 * 1_000_000
@@ -257,7 +258,7 @@ def _reused_request_ids(
 
 _SUMMARIES = select(rollup_requests.c.workload_id, rollup_requests.c.summary).where(
     rollup_requests.c.log_id == bindparam("log_id"),
-    rollup_requests.c.workload_id.in_(bindparam("workload_ids", expanding=True)),
+    member_of(rollup_requests.c.workload_id, "workload_ids"),
 )
 
 
@@ -354,7 +355,7 @@ def _spans_statement(groups: int) -> Any:
             spans.finished_seq,
         ).where(
             spans.log_id == bindparam("log_id"),
-            spans.workload_id.in_(bindparam(f"workloads_{i}", expanding=True)),
+            member_of(spans.workload_id, f"workloads_{i}"),
             spans.started_at >= bindparam(f"lo_{i}"),
             spans.started_at <= bindparam(f"hi_{i}"),
         )

@@ -38,6 +38,7 @@ from ledger.errors import EventConflict, NotFound, StorageError
 from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import migrate
 from ledger.sqlstore import schema as _schema
+from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, log_heads
 from ledger.store import Appended, IndexColumns, NewEntry
 from ledger.timeutil import Clock, system_clock
@@ -893,17 +894,17 @@ _ENTRY_HEAD_AT = select(entries.c.kind, entries.c.recorded_at, entries.c.entry_h
     entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
 )
 _ENTRY_HEADS_AT = select(entries.c.seq, entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
-    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq.in_(sa.bindparam("seqs", expanding=True))
+    entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs")
 )
 _ENTRIES_AT = select(*_ENTRY_COLUMNS).where(
-    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq.in_(sa.bindparam("seqs", expanding=True))
+    entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs")
 )
 _ENTRIES_OF_KIND = (
     select(*_ENTRY_COLUMNS)
     .where(
         entries.c.log_id == sa.bindparam("log_id"),
         entries.c.kind != "EVENT",
-        entries.c.kind.in_(sa.bindparam("kinds", expanding=True)),
+        member_of(entries.c.kind, "kinds"),
     )
     .order_by(entries.c.seq)
 )
@@ -927,7 +928,7 @@ _ENDPOINT_WINDOW_WORKLOADS = (
 )
 _WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
     entries.c.log_id == sa.bindparam("log_id"),
-    entries.c.workload_id.in_(sa.bindparam("workload_ids", expanding=True)),
+    member_of(entries.c.workload_id, "workload_ids"),
     entries.c.occurred_at >= sa.bindparam("start"),
     entries.c.occurred_at <= sa.bindparam("end"),
 )
