@@ -631,9 +631,12 @@ class _Evidence:
         return found
 
     def cite(self, log_id: str, sequence: int, what: str | None = None) -> EntryRef:
+        key = (log_id, sequence)
+        already = self.cited.get(key)
+        if already is not None:  # a busy session's requests are cited from several lines
+            return already.ref
         entry = self.head(log_id, sequence)
         ref = EntryRef(entry.log_id, entry.sequence, entry.entry_hash)
-        key = (log_id, sequence)
         if key not in self.cited:
             fact = self.facts.get(key)
             if fact is not None:
@@ -667,6 +670,7 @@ def reconstruct(
     *,
     invoices: Callable[[str], InvoiceLookup] | None = None,
     index: Callable[[str], SessionIndex] | None = None,
+    account_entries: Sequence[Entry] | None = None,
 ) -> Reconstruction:
     """Rebuild every charge of the query's endpoint in its window (or of its request) from ledger entries (R27).
 
@@ -674,6 +678,7 @@ def reconstruct(
     `index(org_id)`, when given, is the org's rollups: sessions are then rated from their lifecycle entries and the
     requests near the window, with the R25 split from the rollups' serving union, so a lookup reads a bounded
     number of entries however long the sessions are. Without it every entry of each workload is read.
+    `account_entries`, when given, are the org's ACCOUNT entries (read already for the rollups' catch-up).
     """
     query.check()
     evidence = _Evidence(source)
@@ -682,7 +687,8 @@ def reconstruct(
     log_id = org_log_id(org_id)
     lookup = invoices(org_id) if invoices is not None else NoInvoices()
 
-    account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
+    if account_entries is None:  # else the caller read them (for the rollups' catch-up)
+        account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
     evidence.add(account_entries)
     plans = AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)).plans()
     if index is not None:
@@ -1578,7 +1584,9 @@ def _org_of_query(source: DisputeSource, query: DisputeQuery) -> str | None:
     return _org_of_endpoint(source, query.endpoint_id)
 
 
-def _caught_up_rollups(ledger: Any, org_id: str, prices: PriceHistory, now: int) -> SessionIndex | None:
+def _caught_up_rollups(
+    ledger: Any, org_id: str, prices: PriceHistory, now: int, account_entries: Sequence[Entry]
+) -> SessionIndex | None:
     """The org's rollups, caught up to its log, when the ledger's store keeps them (a SQL store)."""
     from ledger.sqlstore import SqlStore
     from ledger.sqlstore.rollups import UsageRollups
@@ -1586,7 +1594,8 @@ def _caught_up_rollups(ledger: Any, org_id: str, prices: PriceHistory, now: int)
     if not isinstance(ledger.store, SqlStore):
         return None
     rollups = UsageRollups(ledger.store)
-    rollups.catch_up(org_id, prices, ledger.account_history(org_id).plans(), now)
+    changes = tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)
+    rollups.catch_up(org_id, prices, AccountHistory(changes).plans(), now)
     return rollups
 
 
@@ -1605,11 +1614,13 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     now = ledger.clock()
     prices = ledger.price_history()
     rollups = None
+    account_entries = None
     org_id = _org_of_query(source, query)
     if org_id is not None:
         query = dataclasses.replace(query, org_id=org_id)
+        account_entries = source.entries_of_kind(org_log_id(org_id), [EntryKind.ACCOUNT.value])
         # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
-        rollups = _caught_up_rollups(ledger, org_id, prices, now)
+        rollups = _caught_up_rollups(ledger, org_id, prices, now, account_entries)
     snapshot = getattr(ledger.store, "snapshot", contextlib.nullcontext)
     with snapshot():
         result = reconstruct(
@@ -1619,6 +1630,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
             now,
             invoices=lambda org_id: invoices_for(ledger, org_id),
             index=None if rollups is None else (lambda _org_id: rollups),
+            account_entries=account_entries,
         )
         if not with_proofs:
             return result

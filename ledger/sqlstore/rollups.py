@@ -111,20 +111,11 @@ class UsageRollups:
     def _current(self, log_id: str) -> int | None:
         """The log size the rollups reflect, if they are up to date with the log and the system log."""
         with self.store.reading() as conn:
-            cursor = conn.execute(
-                select(rollup_cursors.c.applied_size, rollup_cursors.c.system_size).where(
-                    rollup_cursors.c.log_id == log_id
-                )
-            ).one_or_none()
-            sizes = dict(
-                conn.execute(
-                    select(log_heads.c.log_id, log_heads.c.size).where(log_heads.c.log_id.in_([log_id, SYSTEM_LOG]))
-                ).all()
-            )
-        if cursor is None or sizes.get(log_id) is None:
+            row = conn.execute(_CURRENT, {"log_id": log_id, "system_log": SYSTEM_LOG}).one_or_none()
+        if row is None or row.size is None:
             return None
-        applied, system_seen = int(cursor.applied_size), int(cursor.system_size)
-        if applied >= int(sizes[log_id]) and system_seen == int(sizes.get(SYSTEM_LOG, 0)):
+        applied, system_seen = int(row.applied_size), int(row.system_size)
+        if applied >= int(row.size) and system_seen == int(row.system_log_size or 0):
             return applied
         return None
 
@@ -429,6 +420,16 @@ def _storage_charge(org_id: str, row: Any) -> StorageCharge:
     )
 
 
+# The cursor and both log sizes it is compared with, in one statement (every lookup and evaluation runs it).
+_CURRENT = select(
+    rollup_cursors.c.applied_size,
+    rollup_cursors.c.system_size,
+    select(log_heads.c.size).where(log_heads.c.log_id == rollup_cursors.c.log_id).scalar_subquery().label("size"),
+    select(log_heads.c.size)
+    .where(log_heads.c.log_id == bindparam("system_log"))
+    .scalar_subquery()
+    .label("system_log_size"),
+).where(rollup_cursors.c.log_id == bindparam("log_id"))
 _LIFECYCLES = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
     rollup_workloads.c.log_id == bindparam("log_id"),
     member_of(rollup_workloads.c.workload_id, "workload_ids"),
