@@ -33,6 +33,7 @@ from ledger.rating import (
 )
 from ledger.rating.storage import storage_charge
 from ledger.sqlstore import serving
+from ledger.sqlstore.driver import DriverQuery
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import (
     entries,
@@ -111,11 +112,11 @@ class UsageRollups:
     def _current(self, log_id: str) -> int | None:
         """The log size the rollups reflect, if they are up to date with the log and the system log."""
         with self.store.reading() as conn:
-            row = conn.execute(_CURRENT, {"log_id": log_id, "system_log": SYSTEM_LOG}).one_or_none()
-        if row is None or row.size is None:
+            rows = _CURRENT.rows(conn, {"log_id": log_id, "system_log": SYSTEM_LOG})
+        if not rows or rows[0][2] is None:
             return None
-        applied, system_seen = int(row.applied_size), int(row.system_size)
-        if applied >= int(row.size) and system_seen == int(row.system_log_size or 0):
+        applied, system_seen, size, system_log_size = (int(value or 0) for value in rows[0])
+        if applied >= size and system_seen == system_log_size:
             return applied
         return None
 
@@ -362,15 +363,9 @@ class UsageRollups:
     def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
         """Workloads of an endpoint whose lifecycle [first event, stop or boot failure] meets [start, end]: a
         replica up across the whole window with no entry inside it is found too (R3)."""
-        table = rollup_workloads
-        query = select(table.c.workload_id).where(
-            table.c.log_id == org_log_id(org_id),
-            table.c.endpoint_id == endpoint_id,
-            table.c.lifecycle_from <= end,
-            or_(table.c.lifecycle_to.is_(None), table.c.lifecycle_to >= start),
-        )
+        params = {"log_id": org_log_id(org_id), "endpoint_id": endpoint_id, "start": start, "end": end}
         with self.store.reading() as conn:
-            return sorted(conn.execute(query).scalars())
+            return sorted(workload_id for (workload_id,) in _WORKLOADS_LIVE.rows(conn, params))
 
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:
         """The lifecycle events (with their sequence numbers) the rollups keep of each workload that has any."""
@@ -379,8 +374,8 @@ class UsageRollups:
         with self.store.reading() as conn:
             for at in range(0, len(ids), 500):
                 params = {"log_id": log_id, "workload_ids": ids[at : at + 500]}
-                rows = conn.execute(_LIFECYCLES, params)
-                found.update((row.workload_id, _load_lifecycle(row.lifecycle)) for row in rows)
+                rows = _LIFECYCLES.rows(conn, params)
+                found.update((workload_id, _load_lifecycle(lifecycle)) for workload_id, lifecycle in rows)
         return found
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
@@ -395,9 +390,9 @@ class UsageRollups:
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""
 
-        def read(statement: Any, params: dict[str, Any]) -> list[Any]:
+        def read(query: DriverQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
             with self.store.reading() as conn:
-                return list(conn.execute(statement, params).all())
+                return query.rows(conn, params)
 
         return serving.ServingUnion(read, log_id, workload_id, summary)
 
@@ -421,18 +416,27 @@ def _storage_charge(org_id: str, row: Any) -> StorageCharge:
 
 
 # The cursor and both log sizes it is compared with, in one statement (every lookup and evaluation runs it).
-_CURRENT = select(
-    rollup_cursors.c.applied_size,
-    rollup_cursors.c.system_size,
-    select(log_heads.c.size).where(log_heads.c.log_id == rollup_cursors.c.log_id).scalar_subquery().label("size"),
-    select(log_heads.c.size)
-    .where(log_heads.c.log_id == bindparam("system_log"))
-    .scalar_subquery()
-    .label("system_log_size"),
-).where(rollup_cursors.c.log_id == bindparam("log_id"))
-_LIFECYCLES = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
-    rollup_workloads.c.log_id == bindparam("log_id"),
-    member_of(rollup_workloads.c.workload_id, "workload_ids"),
+_CURRENT = DriverQuery(
+    select(
+        rollup_cursors.c.applied_size,
+        rollup_cursors.c.system_size,
+        select(log_heads.c.size).where(log_heads.c.log_id == rollup_cursors.c.log_id).scalar_subquery(),
+        select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")).scalar_subquery(),
+    ).where(rollup_cursors.c.log_id == bindparam("log_id"))
+)
+_LIFECYCLES = DriverQuery(
+    select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
+        rollup_workloads.c.log_id == bindparam("log_id"),
+        member_of(rollup_workloads.c.workload_id, "workload_ids"),
+    )
+)
+_WORKLOADS_LIVE = DriverQuery(
+    select(rollup_workloads.c.workload_id).where(
+        rollup_workloads.c.log_id == bindparam("log_id"),
+        rollup_workloads.c.endpoint_id == bindparam("endpoint_id"),
+        rollup_workloads.c.lifecycle_from <= bindparam("end"),
+        or_(rollup_workloads.c.lifecycle_to.is_(None), rollup_workloads.c.lifecycle_to >= bindparam("start")),
+    )
 )
 
 

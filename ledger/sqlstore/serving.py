@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from ledger.rating.money import exact_sum, money_of
 from ledger.rating.units import UnitRun
+from ledger.sqlstore.driver import DriverQuery
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, rollup_request_spans, rollup_requests, rollup_serving
 
@@ -256,9 +257,11 @@ def _reused_request_ids(
     return reused
 
 
-_SUMMARIES = select(rollup_requests.c.workload_id, rollup_requests.c.summary).where(
-    rollup_requests.c.log_id == bindparam("log_id"),
-    member_of(rollup_requests.c.workload_id, "workload_ids"),
+_SUMMARIES = DriverQuery(
+    select(rollup_requests.c.workload_id, rollup_requests.c.summary).where(
+        rollup_requests.c.log_id == bindparam("log_id"),
+        member_of(rollup_requests.c.workload_id, "workload_ids"),
+    )
 )
 
 
@@ -266,8 +269,8 @@ def _load_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> 
     found: dict[str, RequestSummary] = {}
     for at in range(0, len(workloads), _LOOKUP_CHUNK):
         params = {"log_id": log_id, "workload_ids": list(workloads[at : at + _LOOKUP_CHUNK])}
-        rows = conn.execute(_SUMMARIES, params)
-        found.update((row.workload_id, RequestSummary.decode(row.summary)) for row in rows)
+        rows = _SUMMARIES.rows(conn, params)
+        found.update((workload_id, RequestSummary.decode(summary)) for workload_id, summary in rows)
     return found
 
 
@@ -331,9 +334,9 @@ def request_marks(conn: Connection, log_id: str, reaches: dict[str, tuple[int, i
     for i, ((lo, hi), workloads) in enumerate(sorted(groups.items())):
         params.update({f"workloads_{i}": sorted(workloads), f"lo_{i}": lo, f"hi_{i}": hi})
     found: dict[str, list[RequestMark]] = {}
-    for workload_id, request_id, started_at, started_seq, finished_at, finished_seq in conn.execute(
-        _spans_statement(len(groups)), params
-    ):
+    for workload_id, request_id, started_at, started_seq, finished_at, finished_seq in _spans_statement(
+        len(groups)
+    ).rows(conn, params):
         lo, hi = reaches[workload_id]
         marks = found.setdefault(workload_id, [])
         marks.append((int(started_seq), int(started_at), request_id, False))
@@ -343,7 +346,7 @@ def request_marks(conn: Connection, log_id: str, reaches: dict[str, tuple[int, i
 
 
 @functools.lru_cache(maxsize=16)
-def _spans_statement(groups: int) -> Any:
+def _spans_statement(groups: int) -> DriverQuery:
     spans = rollup_request_spans.c
     parts = [
         select(
@@ -361,7 +364,7 @@ def _spans_statement(groups: int) -> Any:
         )
         for i in range(groups)
     ]
-    return parts[0] if groups == 1 else union_all(*parts)
+    return DriverQuery(parts[0] if groups == 1 else union_all(*parts))
 
 
 def _hours(start: int, end: int) -> int:
@@ -369,11 +372,13 @@ def _hours(start: int, end: int) -> int:
     return 0 if end <= start else (end - 1) // HOUR - start // HOUR + 1
 
 
-_HOURS = select(rollup_serving.c.hour, rollup_serving.c.serving_micros, rollup_serving.c.intervals).where(
-    rollup_serving.c.log_id == bindparam("log_id"),
-    rollup_serving.c.workload_id == bindparam("workload_id"),
-    rollup_serving.c.hour >= bindparam("start"),
-    rollup_serving.c.hour < bindparam("end"),
+_HOURS = DriverQuery(
+    select(rollup_serving.c.hour, rollup_serving.c.serving_micros, rollup_serving.c.intervals).where(
+        rollup_serving.c.log_id == bindparam("log_id"),
+        rollup_serving.c.workload_id == bindparam("workload_id"),
+        rollup_serving.c.hour >= bindparam("start"),
+        rollup_serving.c.hour < bindparam("end"),
+    )
 )
 
 

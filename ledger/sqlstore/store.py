@@ -38,6 +38,7 @@ from ledger.errors import EventConflict, NotFound, StorageError
 from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import migrate
 from ledger.sqlstore import schema as _schema
+from ledger.sqlstore.driver import DriverQuery
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, log_heads
 from ledger.store import Appended, IndexColumns, NewEntry
@@ -528,20 +529,23 @@ class SqlStore:
                 finally:
                     self._pinned.reset(token)
 
-    def get_entry(self, log_id: str, sequence: int) -> Entry:
+    def _read(self, query: DriverQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.reading() as conn:
-            row = conn.execute(_ENTRY_AT, {"log_id": log_id, "seq": sequence}).one_or_none()
-        if row is None:
+            return query.rows(conn, params)
+
+    def get_entry(self, log_id: str, sequence: int) -> Entry:
+        rows = self._read(_ENTRY_AT, {"log_id": log_id, "seq": sequence})
+        if not rows:
             raise NotFound(f"no entry {log_id}#{sequence}")
-        return _entry(row)
+        return _entry(rows[0])
 
     def entry_head(self, log_id: str, sequence: int) -> EntryHead:
         """An entry's kind, time and hash, without reading its body."""
-        with self.reading() as conn:
-            row = conn.execute(_ENTRY_HEAD_AT, {"log_id": log_id, "seq": sequence}).one_or_none()
-        if row is None:
+        rows = self._read(_ENTRY_HEAD_AT, {"log_id": log_id, "seq": sequence})
+        if not rows:
             raise NotFound(f"no entry {log_id}#{sequence}")
-        return EntryHead(log_id, sequence, EntryKind(row.kind), int(row.recorded_at), _bytes(row.entry_hash))
+        kind, recorded_at, entry_hash = rows[0]
+        return EntryHead(log_id, sequence, EntryKind(kind), int(recorded_at), _bytes(entry_hash))
 
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]:
         with self.reading() as conn:
@@ -566,11 +570,10 @@ class SqlStore:
             position = batch[-1].sequence + 1
 
     def head(self, log_id: str) -> LogHead:
-        with self.reading() as conn:
-            row = conn.execute(select(log_heads).where(log_heads.c.log_id == log_id)).one_or_none()
-        if row is None:
+        rows = self._read(_LOG_HEAD, {"log_id": log_id})
+        if not rows:
             raise NotFound(f"no log {log_id!r}")
-        return _head(row)
+        return _head(rows[0])
 
     def list_logs(self, after: str, limit: int) -> list[LogHead]:
         with self.reading() as conn:
@@ -681,26 +684,19 @@ class SqlStore:
 
     def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]:
         """Every non-EVENT entry of the given kinds in a log, in sequence order (served by ix_entries_kind)."""
-        with self.reading() as conn:
-            rows = conn.execute(_ENTRIES_OF_KIND, {"log_id": log_id, "kinds": list(kinds)}).all()
-        return [_entry(row) for row in rows]
+        return [_entry(row) for row in self._read(_ENTRIES_OF_KIND, {"log_id": log_id, "kinds": list(kinds)})]
 
     def kind_refs(self, log_id: str, kind: str) -> list[tuple[int, bytes]]:
         """(seq, entry_hash) of every entry of one non-EVENT kind in a log, without bodies (ix_entries_kind)."""
-        with self.reading() as conn:
-            rows = conn.execute(_KIND_REFS, {"log_id": log_id, "kind": kind}).all()
+        rows = self._read(_KIND_REFS, {"log_id": log_id, "kind": kind})
         return [(int(seq), _bytes(entry_hash)) for seq, entry_hash in rows]
 
     # -- signed checkpoints (ledger.checkpoints) --------------------------------------------------------------
 
     def latest_checkpoint(self, log_id: str) -> StoredCheckpoint | None:
         """The log's checkpoint of the largest size, or None."""
-        table = _schema.checkpoints
-        with self.reading() as conn:
-            row = conn.execute(
-                select(table).where(table.c.log_id == log_id).order_by(table.c.size.desc()).limit(1)
-            ).one_or_none()
-        return None if row is None else _checkpoint(row)
+        rows = self._read(_LATEST_CHECKPOINT, {"log_id": log_id})
+        return _checkpoint(rows[0]) if rows else None
 
     def checkpoint_at(self, log_id: str, size: int) -> StoredCheckpoint | None:
         table = _schema.checkpoints
@@ -764,11 +760,10 @@ class SqlStore:
 
     def request_entries(self, request_id: str, org_id: str | None = None) -> list[Entry]:
         """Entries naming a request, in every org's log unless `org_id` is given (ix_entries_request)."""
-        query = select(*_ENTRY_COLUMNS).where(entries.c.request_id == request_id)
-        if org_id is not None:
-            query = query.where(entries.c.org_id == org_id)
-        with self.reading() as conn:
-            rows = conn.execute(query.order_by(entries.c.log_id, entries.c.seq)).all()
+        if org_id is None:
+            rows = self._read(_REQUEST_ENTRIES_ANY_ORG, {"request_id": request_id})
+        else:
+            rows = self._read(_REQUEST_ENTRIES_OF_ORG, {"request_id": request_id, "org_id": org_id})
         return [_entry(row) for row in rows]
 
     def workload_entries(self, log_id: str, workload_ids: Sequence[str]) -> list[Entry]:
@@ -791,12 +786,10 @@ class SqlStore:
         `requests`), by workload, in sequence order (ix_entries_workload_time)."""
         found: dict[str, list[Entry]] = {}
         statement = _WORKLOAD_WINDOW if requests else _WORKLOAD_WINDOW_NO_REQUESTS
-        with self.reading() as conn:
-            for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
-                ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
-                params = {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}
-                for row in conn.execute(statement, params).all():
-                    found.setdefault(row.workload_id, []).append(_entry(row))
+        for at in range(0, len(workload_ids), _LOOKUP_CHUNK):
+            ids = list(workload_ids[at : at + _LOOKUP_CHUNK])
+            for row in self._read(statement, {"log_id": log_id, "workload_ids": ids, "start": start, "end": end}):
+                found.setdefault(row[-1], []).append(_entry(row))
         for rows in found.values():
             rows.sort(key=lambda entry: entry.sequence)
         return found
@@ -805,10 +798,9 @@ class SqlStore:
         """The entries of one log at the given sequence numbers (those that exist), in sequence order."""
         wanted = sorted(set(sequences))
         found: list[Entry] = []
-        with self.reading() as conn:
-            for start in range(0, len(wanted), _LOOKUP_CHUNK):
-                params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
-                found.extend(_entry(row) for row in conn.execute(_ENTRIES_AT, params))
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
+            found.extend(_entry(row) for row in self._read(_ENTRIES_AT, params))
         found.sort(key=lambda entry: entry.sequence)
         return found
 
@@ -816,21 +808,19 @@ class SqlStore:
         """The heads (kind, time, hash) of one log's entries at the given sequence numbers, in sequence order."""
         wanted = sorted(set(sequences))
         found: list[EntryHead] = []
-        with self.reading() as conn:
-            for start in range(0, len(wanted), _LOOKUP_CHUNK):
-                params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
-                found.extend(
-                    EntryHead(log_id, int(row.seq), EntryKind(row.kind), int(row.recorded_at), _bytes(row.entry_hash))
-                    for row in conn.execute(_ENTRY_HEADS_AT, params)
-                )
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            params = {"log_id": log_id, "seqs": wanted[start : start + _LOOKUP_CHUNK]}
+            found.extend(
+                EntryHead(log_id, int(seq), EntryKind(kind), int(recorded_at), _bytes(entry_hash))
+                for seq, kind, recorded_at, entry_hash in self._read(_ENTRY_HEADS_AT, params)
+            )
         found.sort(key=lambda head: head.sequence)
         return found
 
     def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
         """Workloads with an entry of the endpoint in [start, end], read from the index columns alone."""
         params = {"org_id": org_id, "endpoint_id": endpoint_id, "start": start, "end": end}
-        with self.reading() as conn:
-            return sorted(conn.execute(_ENDPOINT_WINDOW_WORKLOADS, params).scalars())
+        return sorted(workload_id for (workload_id,) in self._read(_ENDPOINT_WINDOW_WORKLOADS, params))
 
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
         """Workloads of an endpoint up at `at`: a WORKLOAD_UP before it and no WORKLOAD_STOPPED or
@@ -886,20 +876,25 @@ def _body_contains(dialect: str, needle: bytes) -> Any:
     return entries.c.body.op("LIKE", is_comparison=True)(b"%" + needle + b"%")
 
 
-# Dispute-lookup reads, built once: building a statement costs more than SQLite takes to run it.
-_ENTRY_AT = select(*_ENTRY_COLUMNS).where(
-    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
+# Dispute-lookup reads, built once and run on the driver's cursor (ledger/sqlstore/driver.py): building and
+# executing a statement through SQLAlchemy costs more than the database takes to run it.
+_ENTRY_AT = DriverQuery(
+    select(*_ENTRY_COLUMNS).where(entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq"))
 )
-_ENTRY_HEAD_AT = select(entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
-    entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
+_ENTRY_HEAD_AT = DriverQuery(
+    select(entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
+        entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq")
+    )
 )
-_ENTRY_HEADS_AT = select(entries.c.seq, entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
-    entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs")
+_ENTRY_HEADS_AT = DriverQuery(
+    select(entries.c.seq, entries.c.kind, entries.c.recorded_at, entries.c.entry_hash).where(
+        entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs")
+    )
 )
-_ENTRIES_AT = select(*_ENTRY_COLUMNS).where(
-    entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs")
+_ENTRIES_AT = DriverQuery(
+    select(*_ENTRY_COLUMNS).where(entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs"))
 )
-_ENTRIES_OF_KIND = (
+_ENTRIES_OF_KIND = DriverQuery(
     select(*_ENTRY_COLUMNS)
     .where(
         entries.c.log_id == sa.bindparam("log_id"),
@@ -908,14 +903,21 @@ _ENTRIES_OF_KIND = (
     )
     .order_by(entries.c.seq)
 )
-_KIND_REFS = (
+_KIND_REFS = DriverQuery(
     select(entries.c.seq, entries.c.entry_hash)
     .where(
         entries.c.log_id == sa.bindparam("log_id"), entries.c.kind != "EVENT", entries.c.kind == sa.bindparam("kind")
     )
     .order_by(entries.c.seq)
 )
-_ENDPOINT_WINDOW_WORKLOADS = (
+_REQUEST_ENTRIES = (
+    select(*_ENTRY_COLUMNS)
+    .where(entries.c.request_id == sa.bindparam("request_id"))
+    .order_by(entries.c.log_id, entries.c.seq)
+)
+_REQUEST_ENTRIES_ANY_ORG = DriverQuery(_REQUEST_ENTRIES)
+_REQUEST_ENTRIES_OF_ORG = DriverQuery(_REQUEST_ENTRIES.where(entries.c.org_id == sa.bindparam("org_id")))
+_ENDPOINT_WINDOW_WORKLOADS = DriverQuery(
     select(entries.c.workload_id)
     .where(
         entries.c.org_id == sa.bindparam("org_id"),
@@ -926,14 +928,26 @@ _ENDPOINT_WINDOW_WORKLOADS = (
     )
     .distinct()
 )
-_WORKLOAD_WINDOW = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
+_WORKLOAD_WINDOW_ALL = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
     entries.c.log_id == sa.bindparam("log_id"),
     member_of(entries.c.workload_id, "workload_ids"),
     entries.c.occurred_at >= sa.bindparam("start"),
     entries.c.occurred_at <= sa.bindparam("end"),
 )
+_WORKLOAD_WINDOW = DriverQuery(_WORKLOAD_WINDOW_ALL)
 # Not `request_id IS NULL`: planners then pick ix_entries_request and walk every entry of the log without one.
-_WORKLOAD_WINDOW_NO_REQUESTS = _WORKLOAD_WINDOW.where(sa.func.coalesce(entries.c.request_id, "") == "")
+_WORKLOAD_WINDOW_NO_REQUESTS = DriverQuery(_WORKLOAD_WINDOW_ALL.where(sa.func.coalesce(entries.c.request_id, "") == ""))
+_LOG_HEAD = DriverQuery(
+    select(log_heads.c.log_id, log_heads.c.size, log_heads.c.head_hash, log_heads.c.frontier).where(
+        log_heads.c.log_id == sa.bindparam("log_id")
+    )
+)
+_LATEST_CHECKPOINT = DriverQuery(
+    select(*_schema.checkpoints.c)
+    .where(_schema.checkpoints.c.log_id == sa.bindparam("log_id"))
+    .order_by(_schema.checkpoints.c.size.desc())
+    .limit(1)
+)
 
 
 def _bytes(value: Any) -> bytes:
@@ -941,25 +955,28 @@ def _bytes(value: Any) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-def _entry(row: Any) -> Entry:
+def _entry(row: Sequence[Any]) -> Entry:
+    """An entry from a row whose first columns are _ENTRY_COLUMNS, in that order."""
+    log_id, seq, kind, recorded_at, body, prev_hash, entry_hash = row[:7]
     return Entry(
-        log_id=row.log_id,
-        sequence=int(row.seq),
-        kind=EntryKind(row.kind),
-        recorded_at=int(row.recorded_at),
-        body=_bytes(row.body),
-        previous_hash=_bytes(row.prev_hash),
-        entry_hash=_bytes(row.entry_hash),
+        log_id=log_id,
+        sequence=int(seq),
+        kind=EntryKind(kind),
+        recorded_at=int(recorded_at),
+        body=_bytes(body),
+        previous_hash=_bytes(prev_hash),
+        entry_hash=_bytes(entry_hash),
     )
 
 
-def _checkpoint(row: Any) -> StoredCheckpoint:
-    return StoredCheckpoint(row.log_id, int(row.size), _bytes(row.root_hash), str(row.note), int(row.signed_at))
+def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
+    log_id, size, root_hash, note, signed_at = row
+    return StoredCheckpoint(log_id, int(size), _bytes(root_hash), str(note), int(signed_at))
 
 
-def _head(row: Any) -> LogHead:
-    frontier = Frontier.decode(bytes(row.frontier))
-    return LogHead(row.log_id, int(row.size), bytes(row.head_hash), frontier.root())
+def _head(row: Sequence[Any]) -> LogHead:
+    log_id, size, head_hash, frontier = row
+    return LogHead(log_id, int(size), bytes(head_hash), Frontier.decode(bytes(frontier)).root())
 
 
 def open_store(url: str, *, clock: Clock = system_clock) -> SqlStore:
