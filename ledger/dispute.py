@@ -1476,10 +1476,11 @@ class _IndexedRating:
         start, stop = self.target.start, self.target.end
         # Shares only for what the answer shows: the first requests in flight in the window, and the one asked for.
         # Making a share (two exact Fractions) costs more than sweeping the request.
+        flight_ends = [_in_flight_to(r, session.up, end) for r in requests]
         in_window = sorted(
             (r.started_at, r.started_seq, r.request_id)
-            for r in requests
-            if _overlaps(r.started_at, _in_flight_to(r, session.up, end), start, stop)
+            for r, to in zip(requests, flight_ends, strict=True)
+            if _overlaps(r.started_at, to, start, stop)
         )
         self.in_window[session.workload_id] = len(in_window)
         shown = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
@@ -1491,8 +1492,10 @@ class _IndexedRating:
 
         # A request's share integrates 1 / (requests in flight) over its own flight, so it depends only on the
         # requests whose flights meet it: sweep those alone. The split's totals come from the serving union.
-        flights = _merged((r.started_at, _in_flight_to(r, session.up, end)) for r in requests if r.request_id in shown)
-        sweep = [r for r in requests if _meets_any(r.started_at, _in_flight_to(r, session.up, end), flights)]
+        flights = _merged(
+            (r.started_at, to) for r, to in zip(requests, flight_ends, strict=True) if r.request_id in shown
+        )
+        sweep = [r for r, to in zip(requests, flight_ends, strict=True) if _meets_any(r.started_at, to, flights)]
         shares = attribute_serving(
             session.up, session.ready, end, session.billed_micros, session.amount, session.runs, sweep, wanted
         )

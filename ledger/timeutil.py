@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ def parse_rfc3339_micros(text: str) -> int:
     return (delta.days * 86400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
 
 
+@functools.lru_cache(maxsize=4096)  # a dispute answer writes each request's instants several times
 def format_micros(micros: int) -> str:
     """The one RFC 3339 form the ledger writes: UTC, six fraction digits, `Z`."""
     seconds, fraction = divmod(micros, MICROS_PER_SECOND)
