@@ -1609,35 +1609,37 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
     exists, inclusion proofs against each log's newest signed checkpoint when there is one.
 
-    Every read after the rollups' catch-up runs in one snapshot of the store (SqlStore.snapshot): one connection,
-    and one consistent view, so an append landing mid-lookup is in all of the answer or none of it.
+    The whole lookup reads on one connection (SqlStore.session), and every read after the rollups' catch-up runs
+    in one snapshot (SqlStore.snapshot): an append landing mid-lookup is in all of the answer or none of it.
     """
     query.check()
     source: DisputeSource = ledger.store
-    now = ledger.clock()
-    prices = ledger.price_history()
-    rollups = None
-    account_entries = None
-    org_id = _org_of_query(source, query)
-    if org_id is not None:
-        query = dataclasses.replace(query, org_id=org_id)
-        account_entries = source.entries_of_kind(org_log_id(org_id), [EntryKind.ACCOUNT.value])
-        # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
-        rollups = _caught_up_rollups(ledger, org_id, prices, now, account_entries)
+    session = getattr(ledger.store, "session", contextlib.nullcontext)
     snapshot = getattr(ledger.store, "snapshot", contextlib.nullcontext)
-    with snapshot():
-        result = reconstruct(
-            source,
-            prices,
-            query,
-            now,
-            invoices=lambda org_id: invoices_for(ledger, org_id),
-            index=None if rollups is None else (lambda _org_id: rollups),
-            account_entries=account_entries,
-        )
-        if not with_proofs:
-            return result
-        proofs, notes = prove_cited(ledger.store, result.cited())
+    now = ledger.clock()
+    with session():
+        prices = ledger.price_history()
+        rollups = None
+        account_entries = None
+        org_id = _org_of_query(source, query)
+        if org_id is not None:
+            query = dataclasses.replace(query, org_id=org_id)
+            account_entries = source.entries_of_kind(org_log_id(org_id), [EntryKind.ACCOUNT.value])
+            # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
+            rollups = _caught_up_rollups(ledger, org_id, prices, now, account_entries)
+        with snapshot():
+            result = reconstruct(
+                source,
+                prices,
+                query,
+                now,
+                invoices=lambda org_id: invoices_for(ledger, org_id),
+                index=None if rollups is None else (lambda _org_id: rollups),
+                account_entries=account_entries,
+            )
+            if not with_proofs:
+                return result
+            proofs, notes = prove_cited(ledger.store, result.cited())
     return dataclasses.replace(result, proofs=proofs, notes=result.notes + notes)
 
 

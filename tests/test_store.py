@@ -210,3 +210,31 @@ def test_reads_in_a_snapshot_share_one_connection_and_see_one_state(ledger: Ledg
             UsageRollups(store).catch_up(first["org_id"], ledger.price_history(), None, 0)  # type: ignore[arg-type]
     assert store.head(log_id).size == 2
     assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0, 1]
+
+
+def test_a_session_reads_on_one_connection_each_read_seeing_what_is_committed(
+    ledger: Ledger, make_event: EventFactory
+) -> None:
+    """A lookup runs in SqlStore.session(): one connection, no transaction held between reads, so the rollups'
+    catch-up can run in it and the snapshot opened after it sees what the catch-up wrote, on the same connection."""
+    from ledger.entry import org_log_id
+    from ledger.sqlstore.rollups import UsageRollups
+
+    store: Any = ledger.store
+    first = make_event(event_id="e-1")
+    ledger.append_events([first])
+    org_id, log_id = first["org_id"], org_log_id(first["org_id"])
+    with store.session(), store.reading() as conn:
+        assert store.head(log_id).size == 1
+        ledger.append_events([make_event(event_id="e-2")])
+        assert store.head(log_id).size == 2  # a session holds no snapshot
+        assert not store.in_snapshot()
+        assert (
+            UsageRollups(store).catch_up(org_id, ledger.price_history(), ledger.account_history(org_id).plans(), 0) == 2
+        )
+        with store.snapshot(), store.reading() as inside:
+            assert inside is conn
+            assert store.in_snapshot()
+            ledger.append_events([make_event(event_id="e-3")])
+            assert store.head(log_id).size == 2
+        assert store.head(log_id).size == 3

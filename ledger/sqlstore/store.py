@@ -282,8 +282,9 @@ class SqlStore:
         self._queue: list[_QueuedAppend] = []
         self._sql = _AppendSql("?" if self.writer.dialect.paramstyle == "qmark" else "%s")
         self._copy_entries = self.writer.dialect.driver == "psycopg"
-        # The connection of the snapshot() this thread is inside, if any: every read then runs on it.
+        # The connection of the session() or snapshot() this thread is inside, if any: every read runs on it.
         self._pinned: contextvars.ContextVar[Connection | None] = contextvars.ContextVar("pinned", default=None)
+        self._snapshot: contextvars.ContextVar[bool] = contextvars.ContextVar("snapshot", default=False)
         if migrate_schema:
             migrate.upgrade(self.writer)
 
@@ -495,7 +496,7 @@ class SqlStore:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A connection to read on: the snapshot's, inside snapshot(); else one from the pool for this read."""
+        """A connection to read on: the pinned one inside session() or snapshot(); else one from the pool."""
         pinned = self._pinned.get()
         if pinned is not None:
             yield pinned
@@ -504,30 +505,53 @@ class SqlStore:
             yield conn
 
     def in_snapshot(self) -> bool:
-        return self._pinned.get() is not None
+        return self._snapshot.get()
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """Run every read inside on one connection and one read transaction, so they all see the same state.
+    def session(self) -> Iterator[None]:
+        """Run every read inside on one pooled connection, each seeing what is committed when it runs.
 
         A dispute lookup makes a score of small reads: from one pooled connection each, checking out (and, on
-        PostgreSQL, pinging) a connection cost more than most of the reads. And the answer must be consistent: an
-        append landing between two of its reads must not show up in one and not the other. SQLite's deferred
-        transaction (WAL) fixes its view at the first read; PostgreSQL's REPEATABLE READ at the first statement.
-        Nested snapshots share the outer one.
+        PostgreSQL, pinging) a connection and resetting it cost more than most of the reads. A snapshot() inside
+        a session continues on its connection.
         """
         if self._pinned.get() is not None:
             yield
             return
         with self.reader.connect() as conn:
             if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # no transaction held between reads
+            token = self._pinned.set(conn)
+            try:
+                yield
+            finally:
+                self._pinned.reset(token)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run every read inside in one read transaction on one connection, so they all see the same state.
+
+        The answer must be consistent: an append landing between two of a lookup's reads must not show up in one
+        and not the other. SQLite's deferred transaction (WAL) fixes its view at the first read; PostgreSQL's
+        REPEATABLE READ at the first statement. Nested snapshots share the outer one.
+        """
+        if self._snapshot.get():
+            yield
+            return
+        with self.session():
+            conn = self._pinned.get()
+            assert conn is not None
+            if conn.in_transaction():  # SQLAlchemy began one for a read of the session: the snapshot starts now
+                conn.rollback()
+            if self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                token = self._pinned.set(conn)
-                try:
+            pinned, snapshot = self._pinned.set(conn), self._snapshot.set(True)
+            try:
+                with conn.begin():
                     yield
-                finally:
-                    self._pinned.reset(token)
+            finally:
+                self._snapshot.reset(snapshot)
+                self._pinned.reset(pinned)
 
     def _read(self, query: DriverQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.reading() as conn:
