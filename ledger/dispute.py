@@ -189,7 +189,7 @@ class SessionIndex(Protocol):
 
     def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
 
-    def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]: ...
+    def lifecycle_seqs(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[int]]: ...
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
 
@@ -1343,10 +1343,10 @@ class _IndexedRating:
         if target.request_workload is not None:
             workloads.add(target.request_workload)
         ids = sorted(workloads)
-        lifecycles = self.index.lifecycles(log_id, ids)
+        lifecycles = self.index.lifecycle_seqs(log_id, ids)
         summaries = self.index.request_summaries(log_id, ids)
         # The lifecycle entries themselves, from the log (the rollups only say which they are).
-        self.evidence.add(self.source.entries_at(log_id, [seq for w in ids for _, seq in lifecycles.get(w, ())]))
+        self.evidence.add(self.source.entries_at(log_id, [seq for w in ids for seq in lifecycles.get(w, ())]))
         near = [w for w in ids if lifecycles.get(w) and summaries.get(w, RequestSummary()).regular]
         whole = [w for w in ids if w not in near]
 
@@ -1357,7 +1357,7 @@ class _IndexedRating:
         sessions: dict[str, tuple[Session, Attribution, RequestSummary, tuple[int, int], int]] = {}
         for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
-            events = {seq: (self.evidence.events[(log_id, seq)], seq) for _, seq in lifecycles[workload_id]}
+            events = {seq: (self.evidence.events[(log_id, seq)], seq) for seq in lifecycles[workload_id]}
             for entry, event in self.evidence.add(around.get(workload_id, ())):
                 if (
                     event is not None

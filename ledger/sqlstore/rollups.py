@@ -378,6 +378,18 @@ class UsageRollups:
                 found.update((workload_id, _load_lifecycle(lifecycle)) for workload_id, lifecycle in rows)
         return found
 
+    def lifecycle_seqs(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[int]]:
+        """The sequence numbers of the lifecycle entries each workload has, without decoding the events (a dispute
+        lookup reads and cites the entries themselves)."""
+        ids = sorted(set(workload_ids))
+        found: dict[str, list[int]] = {}
+        with self.store.reading() as conn:
+            for at in range(0, len(ids), 500):
+                params = {"log_id": log_id, "workload_ids": ids[at : at + 500]}
+                for workload_id, lifecycle in _LIFECYCLES.rows(conn, params):
+                    found[workload_id] = [int(seq) for seq, _ in json.loads(lifecycle)]
+        return found
+
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
         with self.store.reading() as conn:
             return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
