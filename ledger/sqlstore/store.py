@@ -9,7 +9,7 @@ import itertools
 import json
 import sqlite3
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,8 @@ from ledger.sqlstore.schema import entries, log_heads
 from ledger.store import Appended, IndexColumns, NewEntry
 from ledger.timeutil import Clock, system_clock
 
+# Entry heads cited one at a time and kept (entry_head), least recently used first out.
+_HEADS_CACHED = 4096
 # Bound the IN (...) lists of the idempotency lookup well under every backend's parameter limit.
 _LOOKUP_CHUNK = 500
 _ENTRY_COLUMNS = (
@@ -285,6 +287,8 @@ class SqlStore:
         # The connection of the session() or snapshot() this thread is inside, if any: every read runs on it.
         self._pinned: contextvars.ContextVar[Connection | None] = contextvars.ContextVar("pinned", default=None)
         self._snapshot: contextvars.ContextVar[bool] = contextvars.ContextVar("snapshot", default=False)
+        self._heads: OrderedDict[tuple[str, int], EntryHead] = OrderedDict()  # entry_head's cache
+        self._heads_lock = threading.Lock()
         if migrate_schema:
             migrate.upgrade(self.writer)
 
@@ -564,12 +568,24 @@ class SqlStore:
         return _entry(rows[0])
 
     def entry_head(self, log_id: str, sequence: int) -> EntryHead:
-        """An entry's kind, time and hash, without reading its body."""
+        """An entry's kind, time and hash, without reading its body. Entries never change, so heads are cached:
+        the ones cited one at a time (price books, invoices) are the same in lookup after lookup."""
+        key = (log_id, sequence)
+        with self._heads_lock:
+            cached = self._heads.get(key)
+            if cached is not None:
+                self._heads.move_to_end(key)
+                return cached
         rows = self._read(_ENTRY_HEAD_AT, {"log_id": log_id, "seq": sequence})
         if not rows:
             raise NotFound(f"no entry {log_id}#{sequence}")
         kind, recorded_at, entry_hash = rows[0]
-        return EntryHead(log_id, sequence, EntryKind(kind), int(recorded_at), _bytes(entry_hash))
+        head = EntryHead(log_id, sequence, EntryKind(kind), int(recorded_at), _bytes(entry_hash))
+        with self._heads_lock:
+            self._heads[key] = head
+            if len(self._heads) > _HEADS_CACHED:
+                self._heads.popitem(last=False)
+        return head
 
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]:
         with self.reading() as conn:
