@@ -6,7 +6,9 @@ slowest part of a busy window's lookup. `rollup_request_spans` (ledger/sqlstore/
 request: when and at which entry it started and finished; its index covers what a lookup reads.
 
 ix_entries_endpoint_time gains workload_id, so the workloads with entries in an endpoint's window are read from the
-index alone (in a busy window, a table row per entry was most of that read).
+index alone (in a busy window, a table row per entry was most of that read). ix_entries_workload_time gains
+request_id, so a read of a workload's entries in a time range without its requests skips the requests in the index
+(on SQLite; they were 94% of the rows that read fetched on the bench's log).
 
 Rollups are derived, so the existing ones are cleared here and rebuilt from the logs on their next read.
 
@@ -43,6 +45,8 @@ def upgrade() -> None:
     )
     op.drop_index("ix_entries_endpoint_time", table_name="entries")
     op.create_index("ix_entries_endpoint_time", "entries", ["org_id", "endpoint_id", "occurred_at", "workload_id"])
+    op.drop_index("ix_entries_workload_time", table_name="entries")
+    op.create_index("ix_entries_workload_time", "entries", ["log_id", "workload_id", "occurred_at", "request_id"])
     for table in ("rollup_cursors", "rollup_workloads", "rollup_storage", "rollup_requests", "rollup_serving"):
         op.execute(f"DELETE FROM {table}")
     if op.get_bind().dialect.name == "postgresql":
@@ -54,6 +58,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_entries_workload_time", table_name="entries")
+    op.create_index("ix_entries_workload_time", "entries", ["log_id", "workload_id", "occurred_at"])
     op.drop_index("ix_entries_endpoint_time", table_name="entries")
     op.create_index("ix_entries_endpoint_time", "entries", ["org_id", "endpoint_id", "occurred_at"])
     op.drop_index("ix_rollup_request_spans_start", table_name="rollup_request_spans")
