@@ -8,11 +8,13 @@ READY. Summing that from a long replica's every request event took seconds on a 
   irregular (a request started or finished twice, or finishing before it started);
 - `rollup_serving`, one row per workload and hour: the union of the closed requests' intervals in that hour
   (merged, as packed integers) and its measure, so the serving time of any span is a sum of hour measures plus
-  at most two partial hours.
+  at most two partial hours;
+- `rollup_request_spans`, one row per request: when and at which entry it started and finished, so a lookup
+  pairs the requests near its window without reading their entries.
 
-Both are kept in step with the log by ledger.sqlstore.rollups as it tails it, in whatever order events arrive
-(R22). They summarise exactly what the rating engine computes when the workload's requests are regular; when they
-are not, `RequestSummary.regular` says so and the lookup re-rates the workload from its entries instead.
+All three are kept in step with the log by ledger.sqlstore.rollups as it tails it, in whatever order events
+arrive (R22). They summarise exactly what the rating engine computes when the workload's requests are regular;
+when they are not, `RequestSummary.regular` says so and the lookup re-rates the workload from its entries instead.
 """
 
 from __future__ import annotations
