@@ -59,7 +59,7 @@ from ledger.rating import (
 from ledger.rating.attribution import cold_start_end, split_session
 from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal
 from ledger.rating.units import money_between
-from ledger.sqlstore.serving import RequestMark, RequestSummary, ServingUnion, serving_totals
+from ledger.sqlstore.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ class SessionIndex(Protocol):
 
     def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
 
-    def request_marks(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[RequestMark]]: ...
+    def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]: ...
 
     def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
 
@@ -1402,13 +1402,13 @@ class _IndexedRating:
         if sessions:
             # One read, each workload in its own reach: one with a request in flight since long ago must not
             # widen the others'.
-            marks = self.index.request_marks(log_id, {w: reach for w, (*_, reach, _late) in sessions.items()})
+            started = self.index.request_spans(log_id, {w: reach for w, (*_, reach, _late) in sessions.items()})
             spans = {}
             for workload_id, (session, lifecycle_split, *_) in sessions.items():
                 end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
                 spans[workload_id] = (cold_start_end(session.up, session.ready, end_at), end_at)
             for workload_id, (session, _, summary, reach, late_starts) in sessions.items():
-                requests = _spans(marks.get(workload_id, ()), summary, reach, session)
+                requests = _spans(started.get(workload_id, ()), summary, reach, session)
                 union = self.index.serving_union(log_id, workload_id, summary)
                 split = self._whole_split(session, summary, requests, spans[workload_id], union, late_starts)
                 session = dataclasses.replace(session, attribution=split)
@@ -1557,22 +1557,26 @@ def _in_session(at: int, session: Session) -> bool:
 
 
 def _spans(
-    marks: Iterable[RequestMark], summary: RequestSummary, reach: tuple[int, int], session: Session
+    started: Iterable[StartedSpan], summary: RequestSummary, reach: tuple[int, int], session: Session
 ) -> list[RequestSpan]:
-    """Requests as the engine pairs them, from the marks in this workload's reach and its requests in flight. A
-    finish whose start lies before the reach is dropped: that request cannot meet the window (see the class).
+    """Requests as the engine pairs them, from those started in this workload's reach and its requests in flight.
+    A finish outside the reach is left out: such a request cannot meet a request the answer lists (see the class).
     Events after the stop are the engine's anomalies (R26): a request finished only after it is in flight to the
     end, as the engine has it."""
     lo, hi = reach
-    starts = {r: start for r, start in summary.in_flight.items() if _in_session(start[0], session)}
-    finishes: dict[str, tuple[int, int]] = {}
-    for seq, at, request_id, finished in marks:
-        if lo <= at <= hi and _in_session(at, session):
-            (finishes if finished else starts)[request_id] = (at, seq)
-    return [
-        RequestSpan(request_id, at, seq, *finishes.get(request_id, (None, None)))
-        for request_id, (at, seq) in starts.items()
-    ]
+    spans = {
+        request_id: RequestSpan(request_id, at, seq)
+        for request_id, (at, seq) in summary.in_flight.items()
+        if _in_session(at, session)
+    }
+    for request_id, at, seq, finished_at, finished_seq in started:
+        if not _in_session(at, session):
+            continue
+        if finished_at is not None and lo <= finished_at <= hi and _in_session(finished_at, session):
+            spans[request_id] = RequestSpan(request_id, at, seq, finished_at, finished_seq)
+        else:
+            spans[request_id] = RequestSpan(request_id, at, seq)
+    return list(spans.values())
 
 
 def _org_of_query(source: DisputeSource, query: DisputeQuery) -> str | None:

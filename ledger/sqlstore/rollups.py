@@ -394,10 +394,10 @@ class UsageRollups:
         with self.store.reading() as conn:
             return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
 
-    def request_marks(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[serving.RequestMark]]:
-        """The requests each workload started in its own range (serving.request_marks)."""
+    def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[serving.StartedSpan]]:
+        """The requests each workload started in its own range (serving.request_spans)."""
         with self.store.reading() as conn:
-            return serving.request_marks(conn, log_id, reaches)
+            return serving.request_spans(conn, log_id, reaches)
 
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""

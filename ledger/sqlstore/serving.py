@@ -324,26 +324,21 @@ def request_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -
     return _load_summaries(conn, log_id, sorted(set(workloads)))
 
 
-def request_marks(conn: Connection, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[RequestMark]]:
-    """Each workload's requests started in its [lo, hi], as marks: the start, and the finish when that is in
-    [lo, hi] too. What a dispute lookup sweeps (ledger.dispute) without reading a body: it drops a finish whose
-    start lies before its range anyway. One statement for every workload; workloads sharing a range share its
-    part of it."""
+StartedSpan = tuple[str, int, int, int | None, int | None]  # request, started at, its seq, finished at, its seq
+
+
+def request_spans(conn: Connection, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]:
+    """Each workload's requests started in its [lo, hi]: what a dispute lookup sweeps (ledger.dispute) without
+    reading an entry. One statement for every workload; workloads sharing a range share its part of it."""
     groups: dict[tuple[int, int], list[str]] = defaultdict(list)
     for workload_id, reach in reaches.items():
         groups[reach].append(workload_id)
     params: dict[str, Any] = {"log_id": log_id}
     for i, ((lo, hi), workloads) in enumerate(sorted(groups.items())):
         params.update({f"workloads_{i}": sorted(workloads), f"lo_{i}": lo, f"hi_{i}": hi})
-    found: dict[str, list[RequestMark]] = {}
-    for workload_id, request_id, started_at, started_seq, finished_at, finished_seq in _spans_statement(
-        len(groups)
-    ).rows(conn, params):
-        lo, hi = reaches[workload_id]
-        marks = found.setdefault(workload_id, [])
-        marks.append((int(started_seq), int(started_at), request_id, False))
-        if finished_at is not None and lo <= finished_at <= hi:
-            marks.append((int(finished_seq), int(finished_at), request_id, True))
+    found: dict[str, list[StartedSpan]] = defaultdict(list)
+    for workload_id, *span in _spans_statement(len(groups)).rows(conn, params):
+        found[workload_id].append(tuple(span))
     return found
 
 
