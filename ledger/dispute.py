@@ -189,9 +189,9 @@ class SessionIndex(Protocol):
 
     def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
 
-    def lifecycle_seqs(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[int]]: ...
-
-    def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, RequestSummary]: ...
+    def lifecycles_and_summaries(
+        self, log_id: str, workload_ids: Iterable[str]
+    ) -> tuple[dict[str, list[int]], dict[str, RequestSummary]]: ...
 
     def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]: ...
 
@@ -1343,8 +1343,7 @@ class _IndexedRating:
         if target.request_workload is not None:
             workloads.add(target.request_workload)
         ids = sorted(workloads)
-        lifecycles = self.index.lifecycle_seqs(log_id, ids)
-        summaries = self.index.request_summaries(log_id, ids)
+        lifecycles, summaries = self.index.lifecycles_and_summaries(log_id, ids)
         # The lifecycle entries themselves, from the log (the rollups only say which they are).
         self.evidence.add(self.source.entries_at(log_id, [seq for w in ids for seq in lifecycles.get(w, ())]))
         near = [w for w in ids if lifecycles.get(w) and summaries.get(w, RequestSummary()).regular]

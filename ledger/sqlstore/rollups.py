@@ -378,21 +378,22 @@ class UsageRollups:
                 found.update((workload_id, _load_lifecycle(lifecycle)) for workload_id, lifecycle in rows)
         return found
 
-    def lifecycle_seqs(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[int]]:
-        """The sequence numbers of the lifecycle entries each workload has, without decoding the events (a dispute
-        lookup reads and cites the entries themselves)."""
+    def lifecycles_and_summaries(
+        self, log_id: str, workload_ids: Iterable[str]
+    ) -> tuple[dict[str, list[int]], dict[str, serving.RequestSummary]]:
+        """For each workload with lifecycle entries: their sequence numbers (the events are not decoded: a dispute
+        lookup reads and cites the entries themselves), and its request summary if it has requests. One read."""
         ids = sorted(set(workload_ids))
-        found: dict[str, list[int]] = {}
+        seqs: dict[str, list[int]] = {}
+        summaries: dict[str, serving.RequestSummary] = {}
         with self.store.reading() as conn:
             for at in range(0, len(ids), 500):
                 params = {"log_id": log_id, "workload_ids": ids[at : at + 500]}
-                for workload_id, lifecycle in _LIFECYCLES.rows(conn, params):
-                    found[workload_id] = [int(seq) for seq, _ in json.loads(lifecycle)]
-        return found
-
-    def request_summaries(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, serving.RequestSummary]:
-        with self.store.reading() as conn:
-            return serving.request_summaries(conn, log_id, sorted(set(workload_ids)))
+                for workload_id, lifecycle, summary in _LIFECYCLES_AND_SUMMARIES.rows(conn, params):
+                    seqs[workload_id] = [int(seq) for seq, _ in json.loads(lifecycle)]
+                    if summary is not None:
+                        summaries[workload_id] = serving.RequestSummary.decode(summary)
+        return seqs, summaries
 
     def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[serving.StartedSpan]]:
         """The requests each workload started in its own range (serving.request_spans)."""
@@ -438,6 +439,20 @@ _CURRENT = DriverQuery(
 )
 _LIFECYCLES = DriverQuery(
     select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
+        rollup_workloads.c.log_id == bindparam("log_id"),
+        member_of(rollup_workloads.c.workload_id, "workload_ids"),
+    )
+)
+_LIFECYCLES_AND_SUMMARIES = DriverQuery(
+    select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle, rollup_requests.c.summary)
+    .outerjoin(
+        rollup_requests,
+        and_(
+            rollup_requests.c.log_id == rollup_workloads.c.log_id,
+            rollup_requests.c.workload_id == rollup_workloads.c.workload_id,
+        ),
+    )
+    .where(
         rollup_workloads.c.log_id == bindparam("log_id"),
         member_of(rollup_workloads.c.workload_id, "workload_ids"),
     )

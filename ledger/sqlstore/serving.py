@@ -320,10 +320,6 @@ def _add_serving(conn: Connection, log_id: str, workload_id: str, intervals: Seq
 # -- reads ---------------------------------------------------------------------------------------------------
 
 
-def request_summaries(conn: Connection, log_id: str, workloads: Sequence[str]) -> dict[str, RequestSummary]:
-    return _load_summaries(conn, log_id, sorted(set(workloads)))
-
-
 StartedSpan = tuple[str, int, int, int | None, int | None]  # request, started at, its seq, finished at, its seq
 
 
