@@ -934,20 +934,22 @@ _ENTRY_HEADS_AT = DriverQuery(
 _ENTRIES_AT = DriverQuery(
     select(*_ENTRY_COLUMNS).where(entries.c.log_id == sa.bindparam("log_id"), member_of(entries.c.seq, "seqs"))
 )
+# `kind != 'EVENT'` written into the SQL, not bound: it is ix_entries_kind's predicate, and PostgreSQL's generic plan
+# for a prepared statement can use a partial index only if the query states its predicate (bound as a parameter,
+# the generic plan is a parallel scan of the whole table, so PostgreSQL kept re-planning the statement each time).
+_NOT_AN_EVENT = entries.c.kind != sa.literal_column("'EVENT'")
 _ENTRIES_OF_KIND = DriverQuery(
     select(*_ENTRY_COLUMNS)
     .where(
         entries.c.log_id == sa.bindparam("log_id"),
-        entries.c.kind != "EVENT",
+        _NOT_AN_EVENT,
         member_of(entries.c.kind, "kinds"),
     )
     .order_by(entries.c.seq)
 )
 _KIND_REFS = DriverQuery(
     select(entries.c.seq, entries.c.entry_hash)
-    .where(
-        entries.c.log_id == sa.bindparam("log_id"), entries.c.kind != "EVENT", entries.c.kind == sa.bindparam("kind")
-    )
+    .where(entries.c.log_id == sa.bindparam("log_id"), _NOT_AN_EVENT, entries.c.kind == sa.bindparam("kind"))
     .order_by(entries.c.seq)
 )
 _REQUEST_ENTRIES = (
