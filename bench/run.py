@@ -282,7 +282,7 @@ def _memory_by_size(samples: list[dict[str, Any]], size: int) -> list[dict[str, 
 
 def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str, Any]) -> None:
     from bench import lookup, verification
-    from ledger.entry import org_log_id
+    from ledger.entry import SYSTEM_LOG, org_log_id
     from ledger.sqlstore import SqlStore
 
     store = SqlStore(url, migrate_schema=False)  # the server migrated it
@@ -290,6 +290,9 @@ def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str,
         with store.writer.begin() as conn:  # fresh statistics, as autovacuum / a maintenance job would keep them
             conn.exec_driver_sql("ANALYZE")
         if "lookup" in args.phases:
+            # As a server with --signing-key runs: each lookup proves the entries it cites against the newest
+            # signed checkpoint of their log (without one it only names them, and skips the proofs).
+            signed = _sign_checkpoints(store, [org_log_id(BIG_ORG), SYSTEM_LOG])
             cases = lookup.draw_cases(store, BIG_ORG, args.lookups)
             reconstruction = lookup.ReconstructionLookup(store)
             catch_up_seconds = reconstruction.catch_up(BIG_ORG)
@@ -297,6 +300,7 @@ def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str,
             result["log_size"] = store.head(org_log_id(BIG_ORG)).size
             result["implementation"] = "ledger.dispute.reconstruct_charges, in-process as the server runs it"
             result["rollup_catch_up_seconds"] = round(catch_up_seconds, 2)
+            result["signed_checkpoint_sizes"] = signed
             result["index_reads_only"] = lookup.measure(lookup.IndexedQueryLookup(store), cases)
             result["plans"] = lookup.query_plans(store, cases)
             result["load_average_after"] = load_average()
@@ -311,6 +315,14 @@ def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str,
                 out["inclusion_proof"] = proofs
     finally:
         store.close()
+
+
+def _sign_checkpoints(store: Any, log_ids: list[str]) -> dict[str, int]:
+    from ledger.checkpoint import NoteSigner, generate_signer_key
+    from ledger.checkpoints import CheckpointSigner
+
+    signer = CheckpointSigner(store, NoteSigner(generate_signer_key("bench.example")))
+    return {log_id: signer.sign(log_id)[0].size for log_id in log_ids}
 
 
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:

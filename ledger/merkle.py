@@ -18,6 +18,7 @@ __all__ = [
     "NodeSource",
     "consistency_proof",
     "inclusion_proof",
+    "inclusion_proofs",
     "leaf_hash",
     "node_hash",
     "root_at",
@@ -281,6 +282,22 @@ def inclusion_proof(index: int, size: int, source: NodeSource) -> list[bytes]:
     if not 0 <= index < size:
         raise _invalid("index", f"leaf index {index} is not in a tree of size {size}")
     return _Plan(_inclusion_ranges(index, size)).assemble(source)
+
+
+def inclusion_proofs(indexes: Iterable[int], size: int, source: NodeSource) -> dict[int, list[bytes]]:
+    """inclusion_proof for many leaves of one tree: every node they need fetched in one batch."""
+    _check_size("size", size)
+    plans: dict[int, _Plan] = {}
+    for index in indexes:
+        if not 0 <= index < size:
+            raise _invalid("index", f"leaf index {index} is not in a tree of size {size}")
+        plans[index] = _Plan(_inclusion_ranges(index, size))
+    nodes = sorted({node for plan in plans.values() for node in plan.nodes})
+    fetched = source.subtree_hashes(nodes) if nodes else []
+    if len(fetched) != len(nodes):
+        raise NotFound(f"node source returned {len(fetched)} hashes for {len(nodes)} nodes")
+    by_node = dict(zip(nodes, fetched, strict=True))
+    return {index: [_fold([by_node[n] for n in r]) for r in plan.ranges] for index, plan in plans.items()}
 
 
 def consistency_proof(old_size: int, new_size: int, source: NodeSource) -> list[bytes]:

@@ -17,7 +17,13 @@ from typing import Any, Protocol
 from ledger.checkpoint import Checkpoint, NoteVerifier
 from ledger.entry import ENCODING_VERSION, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash, entry_bytes
 from ledger.errors import FieldViolation, InvalidInput, VerificationError
-from ledger.merkle import inclusion_proof, leaf_hash, root_at, verify_consistency, verify_inclusion
+from ledger.merkle import (
+    inclusion_proofs,
+    leaf_hash,
+    root_at,
+    verify_consistency,
+    verify_inclusion,
+)
 
 __all__ = [
     "DEFAULT_LEDGER_NAME",
@@ -489,10 +495,20 @@ def prove_entries(
         raise VerificationError(
             f"log {log_id}: the stored tree of size {size} no longer has the signed root (log rewritten)"
         )
+    # Every proof's nodes in one batch and every entry in one read, when the store reads many at once (a dispute
+    # lookup proves each entry it cites: one read per node set and per entry cost more than the rest of it).
+    proofs = inclusion_proofs(wanted, size, nodes)
+    entries_at = getattr(store, "entries_at", None)
+    if entries_at is not None:
+        by_sequence = {entry.sequence: entry for entry in entries_at(log_id, wanted)}
+    else:
+        by_sequence = {sequence: store.get_entry(log_id, sequence) for sequence in wanted}
     proven = []
     for sequence in wanted:
-        entry = store.get_entry(log_id, sequence)
-        proof = tuple(inclusion_proof(sequence, size, nodes))
+        entry = by_sequence.get(sequence)
+        if entry is None:
+            raise VerificationError(f"entry {log_id}#{sequence}: missing from the log the checkpoint covers")
+        proof = tuple(proofs[sequence])
         try:
             verify_inclusion(leaf_hash(entry.encoded()), sequence, size, proof, checkpoint.root_hash)
         except VerificationError as err:

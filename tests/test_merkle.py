@@ -20,6 +20,7 @@ from ledger.merkle import (
     InMemoryTree,
     consistency_proof,
     inclusion_proof,
+    inclusion_proofs,
     leaf_hash,
     node_hash,
     root_at,
@@ -259,6 +260,23 @@ def test_proofs_fetch_one_batch_of_logarithmic_size() -> None:
         assert len(source.batches) == 1
         assert len(source.batches[0]) <= bound
         assert len(set(source.batches[0])) == len(source.batches[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 300), picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=30))
+def test_proofs_for_many_leaves_equal_each_leafs_proof_from_one_batch(size: int, picks: list[int]) -> None:
+    """What a dispute lookup proves its cited entries with (ledger.proofs.prove_entries): one node fetch."""
+    tree = InMemoryTree(i.to_bytes(2, "big") for i in range(size))
+    indexes = sorted({p % size for p in picks})
+    source = CountingSource(tree)
+    proofs = inclusion_proofs(indexes, size, source)
+    assert len(source.batches) == (1 if size > 1 else 0)  # a one-leaf tree's proofs are empty
+    assert proofs == {index: inclusion_proof(index, size, tree) for index in indexes}
+    root = root_at(size, tree)
+    for index in indexes:
+        verify_inclusion(leaf_hash(index.to_bytes(2, "big")), index, size, proofs[index], root)
+    with pytest.raises(InvalidInput, match="index"):
+        inclusion_proofs([size], size, tree)
 
 
 def test_proof_arguments_out_of_range_are_invalid_input() -> None:
