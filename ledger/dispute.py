@@ -42,6 +42,7 @@ from ledger.events import (
     event_from_body,
     format_decimal,
 )
+from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
     Anomaly,
@@ -637,17 +638,16 @@ class _Evidence:
             return already.ref
         entry = self.head(log_id, sequence)
         ref = EntryRef(entry.log_id, entry.sequence, entry.entry_hash)
-        if key not in self.cited:
-            fact = self.facts.get(key)
-            if fact is not None:
-                detail = f" {fact.request_id}" if fact.request_id else ""
-                reason = f" ({fact.stop_reason.value})" if fact.stop_reason else ""
-                description = what or f"{fact.type.value}{detail}{reason} of {fact.workload_id}"
-                self.cited[key] = Evidence(
-                    ref, entry.kind, description, fact.occurred_at, fact.workload_id, fact.request_id, fact.type
-                )
-            else:
-                self.cited[key] = Evidence(ref, entry.kind, what or entry.kind.value)
+        fact = self.facts.get(key)
+        if fact is not None:
+            detail = f" {fact.request_id}" if fact.request_id else ""
+            reason = f" ({fact.stop_reason.value})" if fact.stop_reason else ""
+            description = what or f"{fact.type.value}{detail}{reason} of {fact.workload_id}"
+            self.cited[key] = Evidence(
+                ref, entry.kind, description, fact.occurred_at, fact.workload_id, fact.request_id, fact.type
+            )
+        else:
+            self.cited[key] = Evidence(ref, entry.kind, what or entry.kind.value)
         return ref
 
 
@@ -690,7 +690,7 @@ def reconstruct(
     if account_entries is None:  # else the caller read them (for the rollups' catch-up)
         account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
     evidence.add(account_entries)
-    plans = AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)).plans()
+    plans = _plans_of(account_entries)
     if index is not None:
         indexed = _IndexedRating(source, index(org_id), evidence, prices, plans, now, target)  # type: ignore[arg-type]
         by_workload, ratings = indexed.rate()
@@ -1600,9 +1600,13 @@ def _caught_up_rollups(
     if not isinstance(ledger.store, SqlStore):
         return None
     rollups = UsageRollups(ledger.store)
-    changes = tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)
-    rollups.catch_up(org_id, prices, AccountHistory(changes).plans(), now)
+    rollups.catch_up(org_id, prices, _plans_of(account_entries), now)
     return rollups
+
+
+def _plans_of(account_entries: Sequence[Entry]) -> PlanHistory:
+    """R10: the plan history the org's ACCOUNT entries make."""
+    return AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in account_entries)).plans()
 
 
 # -- the ledger-level entry points ------------------------------------------------------------------------------

@@ -27,10 +27,9 @@ _POLL_SECONDS = 0.25
 _MAX_DIRTY_GAP_SECONDS = 1.0
 # After evaluating an org for t seconds the closer rests PACE_FACTOR x t before the next one. An evaluation re-rates
 # the org's usage since its last invoice (ledger/billing/scope.py; its first one looks 24 h back for R15 flips),
-# and under sustained ingest every org is
-# always touched: unpaced, the closer would hold the GIL for most of the time appends need it. Paced, it takes at
-# most 1 / (1 + PACE_FACTOR) of the time; a flip found later is still recorded at the instant it happened (R15
-# looks back to the last check), just later.
+# and under sustained ingest every org is always touched: unpaced, the closer would hold the GIL for most of the
+# time appends need it. Paced, it takes at most 1 / (1 + PACE_FACTOR) of the time; a flip found later is still
+# recorded at the instant it happened (R15 looks back to the last check), just later.
 PACE_FACTOR = 3.0
 
 
