@@ -44,7 +44,6 @@ from ledger.proofs import (
     DEFAULT_LEDGER_NAME,
     LogNodes,
     ProofBundle,
-    ProvenEntry,
     SignedCheckpoint,
     check_against_checkpoints,
     load_proof,
@@ -616,7 +615,8 @@ def audit_prove(
     try:
         bundle = ProofBundle(
             checkpoint_from_proto(response.checkpoint),
-            (ProvenEntry(leaf_from_proto(response.leaf), tuple(response.proof_hashes)),),
+            (leaf_from_proto(response.leaf),),
+            tuple(response.proof_hashes),
         )
     except VerificationError as err:
         fail(f"the server's answer is malformed: {err}", EXIT_REFUSED, as_json=True)
@@ -643,7 +643,7 @@ def audit_check_proof(
         checkpoint = bundle.verify(verifier, ledger_name)
     except VerificationError as err:
         fail(f"{proof_file}: proof does NOT verify: {err}", EXIT_REFUSED, as_json=as_json)
-    entries = [_proven_json(p) for p in bundle.entries]
+    entries = [_proven_json(e) for e in bundle.entries]
     if as_json:
         emit_json(
             {
@@ -665,8 +665,7 @@ def audit_check_proof(
         out.print(f"  body: {item['body']}", markup=False, highlight=False)
 
 
-def _proven_json(proven: ProvenEntry) -> dict[str, Any]:
-    entry = proven.entry
+def _proven_json(entry: Entry) -> dict[str, Any]:
     body: Any
     try:
         body = json.loads(entry.body)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,15 +17,17 @@ __all__ = [
     "Frontier",
     "InMemoryTree",
     "NodeSource",
+    "combine_inclusion_proofs",
     "consistency_proof",
     "inclusion_proof",
-    "inclusion_proofs",
     "leaf_hash",
+    "multi_inclusion_proof",
     "node_hash",
     "root_at",
     "stored_at",
     "verify_consistency",
     "verify_inclusion",
+    "verify_multi_inclusion",
 ]
 
 HASH_SIZE = 32
@@ -284,20 +287,132 @@ def inclusion_proof(index: int, size: int, source: NodeSource) -> list[bytes]:
     return _Plan(_inclusion_ranges(index, size)).assemble(source)
 
 
-def inclusion_proofs(indexes: Iterable[int], size: int, source: NodeSource) -> dict[int, list[bytes]]:
-    """inclusion_proof for many leaves of one tree: every node they need fetched in one batch."""
-    _check_size("size", size)
-    plans: dict[int, _Plan] = {}
+def _multi_inclusion_ranges(indexes: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """The ranges whose hashes form the multi-leaf inclusion proof of `indexes` (sorted, distinct) in D[0:size].
+
+    RFC 9162's PATH generalised to many leaves: the verifier rebuilds MTH(D[0:size]) by the RFC's recursion,
+    splitting each range at the largest power of two below its length. A range with leaves in both halves needs
+    nothing sent; one with leaves in one half needs that half's proof, then the other half's hash. For one leaf
+    this is exactly PATH(m, D[0:n]); for many, each hash the paths share is sent once, and none a verifier can
+    compute from the leaves it holds.
+    """
+    ranges: list[tuple[int, int]] = []
+
+    def walk(lo: int, hi: int, first: int, last: int) -> None:
+        # indexes[first:last] are the leaves in [lo, hi); there is at least one.
+        if hi - lo == 1:
+            return
+        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+        split = bisect_left(indexes, mid, first, last)
+        if split == last:
+            walk(lo, mid, first, last)
+            ranges.append((mid, hi))
+        elif split == first:
+            walk(mid, hi, first, last)
+            ranges.append((lo, mid))
+        else:
+            walk(lo, mid, first, split)
+            walk(mid, hi, split, last)
+
+    walk(0, size, 0, len(indexes))
+    return ranges
+
+
+def _check_leaf_indexes(what: str, indexes: Sequence[int], size: int) -> None:
+    if not indexes:
+        raise VerificationError(f"{what}: no leaves to prove")
+    previous = -1
     for index in indexes:
+        if index <= previous:
+            raise VerificationError(f"{what}: leaf indexes must be distinct and increasing ({previous}, {index})")
+        previous = index
+    if indexes[-1] >= size:
+        raise VerificationError(f"{what}: leaf index {indexes[-1]} is not in a tree of size {size}")
+
+
+def multi_inclusion_proof(indexes: Iterable[int], size: int, source: NodeSource) -> list[bytes]:
+    """One proof that all the leaves `indexes` are in the tree of the first `size` leaves (docs/audit.md).
+
+    A dispute lookup proves the hundreds of entries it cites with it: the entries near a window share most of
+    their paths, so this is far fewer hashes to fetch, send and check than one RFC 9162 proof per entry.
+    """
+    _check_size("size", size)
+    wanted = sorted(set(indexes))
+    for index in wanted:
         if not 0 <= index < size:
             raise _invalid("index", f"leaf index {index} is not in a tree of size {size}")
-        plans[index] = _Plan(_inclusion_ranges(index, size))
-    nodes = sorted({node for plan in plans.values() for node in plan.nodes})
-    fetched = source.subtree_hashes(nodes) if nodes else []
-    if len(fetched) != len(nodes):
-        raise NotFound(f"node source returned {len(fetched)} hashes for {len(nodes)} nodes")
-    by_node = dict(zip(nodes, fetched, strict=True))
-    return {index: [_fold([by_node[n] for n in r]) for r in plan.ranges] for index, plan in plans.items()}
+    if not wanted:
+        return []
+    return _Plan(_multi_inclusion_ranges(wanted, size)).assemble(source)
+
+
+def verify_multi_inclusion(leaves: Sequence[tuple[int, bytes]], size: int, proof: Sequence[bytes], root: bytes) -> None:
+    """Check a multi-leaf inclusion proof: `leaves` are (index, leaf hash) by increasing index. Raises
+    VerificationError naming what failed; a proof of one leaf is checked exactly as RFC 9162 2.1.3.2 checks it."""
+    _check_hash("inclusion proof: root", root)
+    _check_proof_hashes("inclusion proof", proof)
+    indexes = [index for index, _ in leaves]
+    if size < 0:
+        raise VerificationError(f"inclusion proof: negative tree size {size}")
+    _check_leaf_indexes("inclusion proof", indexes, size)
+    hashes = []
+    for index, leaf in leaves:
+        _check_hash(f"inclusion proof: leaf {index}", leaf)
+        hashes.append(leaf)
+    want = len(_multi_inclusion_ranges(indexes, size))
+    if len(proof) != want:
+        raise VerificationError(
+            f"inclusion proof: has {len(proof)} hashes, {len(indexes)} leaves in a tree of size {size} need {want}"
+        )
+    position = 0
+
+    def climb(lo: int, hi: int, first: int, last: int) -> bytes:
+        # MTH(D[lo:hi]) from the leaves indexes[first:last] and the proof, in _multi_inclusion_ranges' order.
+        nonlocal position
+        if hi - lo == 1:
+            return hashes[first]
+        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+        split = bisect_left(indexes, mid, first, last)
+        if split == last:
+            left = climb(lo, mid, first, last)
+            right = proof[position]
+            position += 1
+        elif split == first:
+            right = climb(mid, hi, first, last)
+            left = proof[position]
+            position += 1
+        else:
+            left = climb(lo, mid, first, split)
+            right = climb(mid, hi, split, last)
+        return node_hash(left, right)
+
+    computed = climb(0, size, 0, len(indexes))
+    if computed != root:
+        where = f"leaf {indexes[0]}" if len(indexes) == 1 else f"{len(indexes)} leaves from {indexes[0]}"
+        raise VerificationError(
+            f"inclusion proof: computed root {computed.hex()} does not match expected root {root.hex()} "
+            f"({where}, tree size {size})"
+        )
+
+
+def combine_inclusion_proofs(proofs: Mapping[int, Sequence[bytes]], size: int) -> list[bytes]:
+    """The multi-leaf inclusion proof of the leaves `proofs` holds RFC 9162 proofs for, taken from those proofs.
+
+    Each hash of a multi-leaf proof is the sibling of a node on the path of a leaf below that node, so it is in
+    that leaf's proof. The proofs are not checked here (verify_inclusion each first); a wrong length is refused.
+    """
+    _check_size("size", size)
+    known: dict[tuple[int, int], bytes] = {}
+    for index, proof in proofs.items():
+        if not 0 <= index < size:
+            raise VerificationError(f"inclusion proof: leaf index {index} is not in a tree of size {size}")
+        ranges = _inclusion_ranges(index, size)
+        if len(ranges) != len(proof):
+            raise VerificationError(
+                f"inclusion proof: has {len(proof)} hashes, leaf {index} in a tree of size {size} needs {len(ranges)}"
+            )
+        known.update(zip(ranges, proof, strict=True))
+    return [known[r] for r in _multi_inclusion_ranges(sorted(proofs), size)]
 
 
 def consistency_proof(old_size: int, new_size: int, source: NodeSource) -> list[bytes]:

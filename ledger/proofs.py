@@ -18,20 +18,23 @@ from ledger.checkpoint import Checkpoint, NoteVerifier
 from ledger.entry import ENCODING_VERSION, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash, entry_bytes
 from ledger.errors import FieldViolation, InvalidInput, VerificationError
 from ledger.merkle import (
-    inclusion_proofs,
+    combine_inclusion_proofs,
+    inclusion_proof,
     leaf_hash,
+    multi_inclusion_proof,
     root_at,
     verify_consistency,
     verify_inclusion,
+    verify_multi_inclusion,
 )
 
 __all__ = [
     "DEFAULT_LEDGER_NAME",
     "PROOF_FORMAT",
+    "PROOF_FORMAT_V1",
     "LogNodes",
     "ProofBundle",
     "ProofSource",
-    "ProvenEntry",
     "SignedCheckpoint",
     "SubtreeSource",
     "check_against_checkpoints",
@@ -44,7 +47,9 @@ __all__ = [
     "prove_entries",
 ]
 
-PROOF_FORMAT = "usage-ledger-proof/v1"
+PROOF_FORMAT = "usage-ledger-proof/v2"
+# One RFC 9162 proof per entry; still read (ProofBundle.from_json), no longer written.
+PROOF_FORMAT_V1 = "usage-ledger-proof/v1"
 DEFAULT_LEDGER_NAME = "usage-ledger.local"
 
 
@@ -296,39 +301,36 @@ def check_against_checkpoints(
 
 
 @dataclass(frozen=True)
-class ProvenEntry:
-    """An entry with its inclusion proof (leaf index = entry.sequence) in the bundle's checkpoint."""
-
-    entry: Entry
-    proof: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
 class ProofBundle:
-    """Entries of one log, each with an inclusion proof against the same signed checkpoint."""
+    """Entries of one log and one multi-leaf inclusion proof that the signed checkpoint holds all of them.
+
+    `entries` are in increasing sequence order (the leaf index of an entry is its sequence) and `proof` is
+    `merkle.multi_inclusion_proof` of their sequences; for a single entry that is its RFC 9162 inclusion proof.
+    """
 
     checkpoint: SignedCheckpoint
-    entries: tuple[ProvenEntry, ...]
+    entries: tuple[Entry, ...]
+    proof: tuple[bytes, ...]
 
     @property
     def log_id(self) -> str:
         return self.checkpoint.log_id
 
     def verify(self, verifier: NoteVerifier, ledger_name: str | None = None) -> Checkpoint:
-        """Check the checkpoint's signature and every entry's inclusion; raises VerificationError naming the entry."""
+        """Check the checkpoint's signature, every entry's chain link and their inclusion; raises VerificationError."""
         checkpoint = SignedCheckpoint.open(self.log_id, self.checkpoint.note, verifier, ledger_name).checkpoint
-        for proven in self.entries:
-            entry = proven.entry
-            where = f"entry {entry.log_id}#{entry.sequence}"
+        leaves = []
+        for entry in self.entries:
             if entry.log_id != self.log_id:
-                raise VerificationError(f"proof: {where} is not in log {self.log_id}")
+                raise VerificationError(f"proof: entry {entry.log_id}#{entry.sequence} is not in log {self.log_id}")
             check_chain(entry)
-            try:
-                verify_inclusion(
-                    leaf_hash(entry.encoded()), entry.sequence, checkpoint.size, proven.proof, checkpoint.root_hash
-                )
-            except VerificationError as err:
-                raise VerificationError(f"proof: {where} is not in the signed checkpoint: {err}") from err
+            leaves.append((entry.sequence, leaf_hash(entry.encoded())))
+        if not leaves:
+            return checkpoint  # nothing claimed but the signed checkpoint itself
+        try:
+            verify_multi_inclusion(leaves, checkpoint.size, self.proof, checkpoint.root_hash)
+        except VerificationError as err:
+            raise VerificationError(f"proof: {_which(self.entries)} not in the signed checkpoint: {err}") from err
         return checkpoint
 
     def to_json(self) -> dict[str, Any]:
@@ -344,37 +346,28 @@ class ProofBundle:
             "verifier_key_id": signers[0][1] if signers else "",
             "entries": [
                 {
-                    "leaf_index": p.entry.sequence,
-                    "entry_bytes": p.entry.encoded().hex(),
-                    "previous_hash": p.entry.previous_hash.hex(),
-                    "entry_hash": p.entry.entry_hash.hex(),
-                    "leaf_hash": leaf_hash(p.entry.encoded()).hex(),
-                    "inclusion_proof": [h.hex() for h in p.proof],
-                    "entry": _readable(p.entry),
+                    "leaf_index": entry.sequence,
+                    "entry_bytes": encoded.hex(),
+                    "previous_hash": entry.previous_hash.hex(),
+                    "entry_hash": entry.entry_hash.hex(),
+                    "leaf_hash": leaf_hash(encoded).hex(),
+                    "entry": _readable(entry),
                 }
-                for p in self.entries
+                for entry in self.entries
+                for encoded in (entry.encoded(),)
             ],
+            "inclusion_proof": [h.hex() for h in self.proof],
         }
 
     @classmethod
     def from_json(cls, document: Any) -> ProofBundle:
         """Parse proof.json strictly: unknown or missing fields, and readable copies that differ from the bytes,
-        are errors, so what a person reads in the file is what the proof covers."""
-        top = _fields(
-            "proof",
-            document,
-            {
-                "format",
-                "log_id",
-                "tree_size",
-                "root_hash",
-                "checkpoint",
-                "verifier_key_name",
-                "verifier_key_id",
-                "entries",
-            },
-        )
-        if top["format"] != PROOF_FORMAT:
+        are errors, so what a person reads in the file is what the proof covers. Reads the v1 form too (one
+        inclusion proof per entry), so proofs handed out before v2 still check."""
+        legacy = isinstance(document, Mapping) and document.get("format") == PROOF_FORMAT_V1
+        top_fields = set(_TOP_FIELDS) if legacy else {*_TOP_FIELDS, "inclusion_proof"}
+        top = _fields("proof", document, top_fields)
+        if top["format"] not in (PROOF_FORMAT, PROOF_FORMAT_V1):
             raise VerificationError(f"proof: format {top['format']!r} is not {PROOF_FORMAT!r}")
         log_id = _string("proof.log_id", top["log_id"])
         signed = SignedCheckpoint.parse(log_id, _string("proof.checkpoint", top["checkpoint"]))
@@ -382,14 +375,12 @@ class ProofBundle:
             raise VerificationError("proof: tree_size or root_hash differ from the signed checkpoint's")
         if not isinstance(top["entries"], list):
             raise VerificationError("proof.entries: must be a list")
-        entries = []
+        entry_fields = {*_ENTRY_FIELDS, "inclusion_proof"} if legacy else set(_ENTRY_FIELDS)
+        entries: list[Entry] = []
+        single_proofs: list[tuple[bytes, ...]] = []
         for i, item in enumerate(top["entries"]):
             where = f"proof.entries[{i}]"
-            fields = _fields(
-                where,
-                item,
-                {"leaf_index", "entry_bytes", "previous_hash", "entry_hash", "leaf_hash", "inclusion_proof", "entry"},
-            )
+            fields = _fields(where, item, entry_fields)
             entry = decode_entry(
                 _hex(f"{where}.entry_bytes", fields["entry_bytes"]),
                 _hex(f"{where}.previous_hash", fields["previous_hash"]),
@@ -402,12 +393,57 @@ class ProofBundle:
                 raise VerificationError(f"{where}: leaf_hash is not SHA-256(0x00 || entry_bytes)")
             if fields["entry"] != _readable(entry):
                 raise VerificationError(f"{where}.entry: differs from what entry_bytes encode")
-            proof = fields["inclusion_proof"]
-            if not isinstance(proof, list):
-                raise VerificationError(f"{where}.inclusion_proof: must be a list of hex hashes")
-            hashes = tuple(_hex(f"{where}.inclusion_proof[{j}]", h) for j, h in enumerate(proof))
-            entries.append(ProvenEntry(entry, hashes))
-        return cls(signed, tuple(entries))
+            if entries and entry.sequence <= entries[-1].sequence:
+                raise VerificationError(f"{where}: entries must be in increasing sequence order, once each")
+            entries.append(entry)
+            if legacy:
+                single_proofs.append(_hashes(f"{where}.inclusion_proof", fields["inclusion_proof"]))
+        if legacy:
+            proof = _from_single_proofs(tuple(entries), single_proofs, signed)
+        else:
+            proof = _hashes("proof.inclusion_proof", top["inclusion_proof"])
+        return cls(signed, tuple(entries), proof)
+
+
+_TOP_FIELDS = (
+    "format",
+    "log_id",
+    "tree_size",
+    "root_hash",
+    "checkpoint",
+    "verifier_key_name",
+    "verifier_key_id",
+    "entries",
+)
+_ENTRY_FIELDS = ("leaf_index", "entry_bytes", "previous_hash", "entry_hash", "leaf_hash", "entry")
+
+
+def _which(entries: Sequence[Entry]) -> str:
+    if len(entries) == 1:
+        return f"entry {entries[0].log_id}#{entries[0].sequence} is"
+    return f"the {len(entries)} entries are"
+
+
+def _from_single_proofs(
+    entries: tuple[Entry, ...], proofs: Sequence[tuple[bytes, ...]], signed: SignedCheckpoint
+) -> tuple[bytes, ...]:
+    """A v1 bundle's per-entry RFC 9162 proofs, each checked as v1 checked it, as the one multi-leaf proof of v2
+    (the signature over the root is then checked by ProofBundle.verify, as for v2)."""
+    for entry, proof in zip(entries, proofs, strict=True):
+        try:
+            verify_inclusion(leaf_hash(entry.encoded()), entry.sequence, signed.size, proof, signed.root_hash)
+        except VerificationError as err:
+            raise VerificationError(
+                f"proof: entry {entry.log_id}#{entry.sequence} is not in the signed checkpoint: {err}"
+            ) from err
+    by_index = {entry.sequence: proof for entry, proof in zip(entries, proofs, strict=True)}
+    return tuple(combine_inclusion_proofs(by_index, signed.size))
+
+
+def _hashes(where: str, value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise VerificationError(f"{where}: must be a list of hex hashes")
+    return tuple(_hex(f"{where}[{j}]", h) for j, h in enumerate(value))
 
 
 def _readable(entry: Entry) -> dict[str, Any]:
@@ -495,25 +531,40 @@ def prove_entries(
         raise VerificationError(
             f"log {log_id}: the stored tree of size {size} no longer has the signed root (log rewritten)"
         )
-    # Every proof's nodes in one batch and every entry in one read, when the store reads many at once (a dispute
-    # lookup proves each entry it cites: one read per node set and per entry cost more than the rest of it).
-    proofs = inclusion_proofs(wanted, size, nodes)
+    # One multi-leaf proof and one read of the entries: a dispute lookup proves the hundreds of entries it cites,
+    # and one RFC 9162 proof each (twenty nodes to assemble and check per entry) cost more than the rest of it.
+    proof = tuple(multi_inclusion_proof(wanted, size, nodes))
     entries_at = getattr(store, "entries_at", None)
     if entries_at is not None:
         by_sequence = {entry.sequence: entry for entry in entries_at(log_id, wanted)}
     else:
         by_sequence = {sequence: store.get_entry(log_id, sequence) for sequence in wanted}
-    proven = []
+    entries = []
     for sequence in wanted:
         entry = by_sequence.get(sequence)
         if entry is None:
             raise VerificationError(f"entry {log_id}#{sequence}: missing from the log the checkpoint covers")
-        proof = tuple(proofs[sequence])
+        entries.append(entry)
+    if entries:
         try:
-            verify_inclusion(leaf_hash(entry.encoded()), sequence, size, proof, checkpoint.root_hash)
+            verify_multi_inclusion(
+                [(e.sequence, leaf_hash(e.encoded())) for e in entries], size, proof, checkpoint.root_hash
+            )
         except VerificationError as err:
-            raise VerificationError(
-                f"entry {log_id}#{sequence}: its bytes are not the leaf the signed tree holds (entry rewritten)"
-            ) from err
-        proven.append(ProvenEntry(entry, proof))
-    return ProofBundle(checkpoint, tuple(proven))
+            raise _rewritten_entry(entries, size, checkpoint.root_hash, nodes) from err
+    return ProofBundle(checkpoint, tuple(entries), proof)
+
+
+def _rewritten_entry(entries: Sequence[Entry], size: int, root: bytes, nodes: _CachedNodes) -> VerificationError:
+    """Which entry no longer matches the signed tree, once the proof of them all failed: each on its own path."""
+    for entry in entries:
+        try:
+            verify_inclusion(
+                leaf_hash(entry.encoded()), entry.sequence, size, inclusion_proof(entry.sequence, size, nodes), root
+            )
+        except VerificationError:
+            return VerificationError(
+                f"entry {entry.log_id}#{entry.sequence}: its bytes are not the leaf the signed tree holds "
+                "(entry rewritten)"
+            )
+    return VerificationError(f"log {entries[0].log_id}: the stored Merkle nodes no longer give the signed root")

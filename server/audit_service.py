@@ -200,8 +200,8 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             if sequence >= size:
                 raise InvalidInput([FieldViolation("sequence", f"entry #{sequence} is not in a tree of size {size}")])
             if stored is not None:
-                [proven] = prove_entries(self.store, log_id, [sequence], stored.signed()).entries
-                entry, proof = proven.entry, list(proven.proof)
+                bundle = prove_entries(self.store, log_id, [sequence], stored.signed())
+                [entry], proof = bundle.entries, list(bundle.proof)  # one entry's proof is its RFC 9162 proof
             else:
                 entry = self.store.get_entry(log_id, sequence)
                 proof = inclusion_proof(sequence, size, LogNodes(self.store, log_id))

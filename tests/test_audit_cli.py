@@ -349,7 +349,7 @@ def test_prove_then_check_proof_offline_and_a_modified_proof_fails(
     as_json = ledgerctl("audit", "check-proof", proof, "--verifier-key", key_as_file, "--json")
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["entries"][0]["sequence"] == 3
 
-    document["entries"][0]["inclusion_proof"][0] = "00" * 32
+    document["inclusion_proof"][0] = "00" * 32
     proof.write_text(json.dumps(document))
     failed = ledgerctl("audit", "check-proof", proof, "--verifier-key", verifier_key)
     assert failed.exit_code == 1 and "does NOT verify" in failed.stderr

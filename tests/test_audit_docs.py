@@ -12,8 +12,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
 from ledger.entry import GENESIS_HASH, Entry, EntryKind, chain_hash, entry_bytes
-from ledger.merkle import InMemoryTree, consistency_proof, inclusion_proof, leaf_hash, node_hash, root_at
-from ledger.proofs import ProofBundle, ProvenEntry, SignedCheckpoint, load_proof
+from ledger.merkle import (
+    InMemoryTree,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    multi_inclusion_proof,
+    node_hash,
+    root_at,
+    verify_multi_inclusion,
+)
+from ledger.proofs import ProofBundle, SignedCheckpoint, load_proof
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "audit.md"
 
@@ -49,7 +58,7 @@ def worked_example() -> dict[str, Any]:
     checkpoint = Checkpoint(f"{KEY_NAME}/{LOG_ID}", 3, tree.root())
     note = sign_checkpoint(checkpoint, signer)
     signed = SignedCheckpoint.open(LOG_ID, note, NoteVerifier(signer.verifier_key), KEY_NAME)
-    bundle = ProofBundle(signed, (ProvenEntry(entries[1], tuple(inclusion_proof(1, 3, tree))),))
+    bundle = ProofBundle(signed, (entries[1],), tuple(inclusion_proof(1, 3, tree)))
     return {
         "entries": entries,
         "leaf_hashes": [tree.leaf_hash(i) for i in range(3)],
@@ -58,6 +67,7 @@ def worked_example() -> dict[str, Any]:
         "root_2": root_at(2, tree),
         "root_3": tree.root(),
         "inclusion_1_3": inclusion_proof(1, 3, tree),
+        "multi_0_2_3": multi_inclusion_proof([0, 2], 3, tree),
         "consistency_2_3": consistency_proof(2, 3, tree),
         "verifier_key": signer.verifier_key,
         "key_id": signer.key_id,
@@ -75,7 +85,7 @@ def _values(example: dict[str, Any]) -> list[str]:
         values += [entry.encoded().hex(), entry.entry_hash.hex()]
     values += [h.hex() for h in example["leaf_hashes"]]
     values += [b"".join(s).hex() for s in example["stored"]]
-    values += [h.hex() for h in example["inclusion_1_3"] + example["consistency_2_3"]]
+    values += [h.hex() for h in example["inclusion_1_3"] + example["consistency_2_3"] + example["multi_0_2_3"]]
     values += example["note"].splitlines()
     return values
 
@@ -93,6 +103,16 @@ def test_the_documented_proof_json_verifies() -> None:
     document = text[start : text.index("```", start)]
     assert json.loads(document) == json.loads(example["proof_json"])
     assert load_proof(document).verify(NoteVerifier(example["verifier_key"]), KEY_NAME).size == 3
+
+
+def test_the_example_multi_leaf_proof_is_the_one_hash_the_document_says() -> None:
+    """Entries 0 and 2 of three: the verifier computes node (1, 0) from leaf 0 and the proof's leaf 1, then the
+    root from that and leaf 2; leaf 1 is all it is sent."""
+    example = worked_example()
+    leaves = example["leaf_hashes"]
+    assert example["multi_0_2_3"] == [leaves[1]]
+    verify_multi_inclusion([(0, leaves[0]), (2, leaves[2])], 3, example["multi_0_2_3"], example["root_3"])
+    assert "Multi-leaf inclusion proof of entries 0 and 2 in the tree of size 3: `[leaf 1]`" in DOC.read_text()
 
 
 def test_the_example_stored_layout_follows_stored_at() -> None:
@@ -118,6 +138,8 @@ if __name__ == "__main__":  # prints the values for the document
     print("root 3", example["root_3"].hex(), base64.b64encode(example["root_3"]).decode())
     print("inclusion 1 in 3", [h.hex() for h in example["inclusion_1_3"]])
     print("consistency 2 -> 3", [h.hex() for h in example["consistency_2_3"]])
+    print("multi 0, 2 in 3", [h.hex() for h in example["multi_0_2_3"]])
+    print(example["proof_json"])
     print("verifier key", example["verifier_key"], "key id", example["key_id"].hex())
     print(example["note"])
     print(example["proof_json"])

@@ -13,9 +13,10 @@ from ledger.checkpoints import CheckpointSigner
 from ledger.core import Ledger
 from ledger.entry import EntryKind, entry_bytes
 from ledger.errors import InvalidInput, VerificationError
-from ledger.merkle import EMPTY_ROOT, InMemoryTree, consistency_proof, root_at
+from ledger.merkle import EMPTY_ROOT, InMemoryTree, consistency_proof, inclusion_proof, multi_inclusion_proof, root_at
 from ledger.proofs import (
     PROOF_FORMAT,
+    PROOF_FORMAT_V1,
     LogNodes,
     SignedCheckpoint,
     check_against_checkpoints,
@@ -121,7 +122,8 @@ def test_prove_entries_gives_a_bundle_that_verifies_offline(ledger: Ledger, make
     checkpoint = _signed(ledger)
     ledger.append_events([make_event() for _ in range(4)])  # proofs stay against the signed size
     bundle = prove_entries(_store(ledger), "org/acme", [7, 0, 3, 3], checkpoint)
-    assert [p.entry.sequence for p in bundle.entries] == [0, 3, 7]
+    assert [e.sequence for e in bundle.entries] == [0, 3, 7]
+    assert bundle.proof == tuple(multi_inclusion_proof([0, 3, 7], 9, _tree(ledger)))
     assert bundle.verify(VERIFIER, "usage-ledger.local") == checkpoint.checkpoint
     assert bundle.verify(VERIFIER) == checkpoint.checkpoint
 
@@ -156,8 +158,11 @@ def test_prove_entries_refuses_a_store_that_no_longer_matches_the_checkpoint(
     body = ledger.entry("org/acme", 2).body.replace(b'"A100"', b'"L4"')
     with tamper() as t:
         t("UPDATE entries SET body = :body WHERE log_id = 'org/acme' AND seq = 2", body=body)
-    with pytest.raises(VerificationError, match=r"entry org/acme#2: its bytes are not the leaf .* \(entry rewritten\)"):
-        prove_entries(_store(ledger), "org/acme", [2], checkpoint)
+    for cited in ([2], [0, 1, 2, 5]):  # named among many too: the shared proof fails, each path says which
+        with pytest.raises(
+            VerificationError, match=r"entry org/acme#2: its bytes are not the leaf .* \(entry rewritten\)"
+        ):
+            prove_entries(_store(ledger), "org/acme", cited, checkpoint)
     prove_entries(_store(ledger), "org/acme", [1], checkpoint).verify(VERIFIER)  # other entries still prove
     with tamper() as t:
         t.truncate("org/acme", 4)
@@ -177,9 +182,9 @@ def test_prove_entries_refuses_rewritten_merkle_nodes(
         prove_entries(_store(ledger), "org/acme", [0], checkpoint)
 
 
-def _document(ledger: Ledger, make_event: EventFactory) -> dict[str, Any]:
+def _document(ledger: Ledger, make_event: EventFactory, cited: tuple[int, ...] = (2,)) -> dict[str, Any]:
     ledger.append_events([make_event() for _ in range(5)])
-    bundle = prove_entries(_store(ledger), "org/acme", [2], _signed(ledger))
+    bundle = prove_entries(_store(ledger), "org/acme", cited, _signed(ledger))
     return json.loads(json.dumps(bundle.to_json()))  # type: ignore[no-any-return]
 
 
@@ -200,10 +205,10 @@ def _shrink_checkpoint(document: dict[str, Any]) -> None:
 MODIFICATIONS: list[tuple[str, Any, str]] = [
     (
         "proof hash",
-        lambda d: d["entries"][0]["inclusion_proof"].__setitem__(0, _flip_hex(d["entries"][0]["inclusion_proof"][0])),
-        "is not in the signed checkpoint",
+        lambda d: d["inclusion_proof"].__setitem__(0, _flip_hex(d["inclusion_proof"][0])),
+        "entry org/acme#2 is not in the signed checkpoint",
     ),
-    ("proof hash dropped", lambda d: d["entries"][0]["inclusion_proof"].pop(), "needs"),
+    ("proof hash dropped", lambda d: d["inclusion_proof"].pop(), "need 3"),
     (
         "entry body",
         lambda d: d["entries"][0].__setitem__("entry_bytes", _with_body(d, b'{"a":1}')),
@@ -218,7 +223,8 @@ MODIFICATIONS: list[tuple[str, Any, str]] = [
     ("tree size", lambda d: d.__setitem__("tree_size", 4), "tree_size or root_hash differ"),
     ("checkpoint text", _shrink_checkpoint, "does not verify"),
     ("unknown field", lambda d: d.__setitem__("trust_me", True), "unknown fields ['trust_me']"),
-    ("format", lambda d: d.__setitem__("format", "other/v9"), "is not 'usage-ledger-proof/v1'"),
+    ("format", lambda d: d.__setitem__("format", "other/v9"), "is not 'usage-ledger-proof/v2'"),
+    ("a v1 entry proof in v2", lambda d: d["entries"][0].__setitem__("inclusion_proof", []), "unknown fields"),
     (
         "upper-case hex",
         lambda d: d["entries"][0].__setitem__("entry_hash", d["entries"][0]["entry_hash"].upper()),
@@ -237,6 +243,53 @@ def test_a_modified_proof_does_not_verify(
     modify(document)
     with pytest.raises(VerificationError, match=re.escape(message)):
         load_proof(json.dumps(document)).verify(VERIFIER, "usage-ledger.local")
+
+
+MANY_MODIFICATIONS: list[tuple[str, Any, str]] = [
+    ("proof hash", lambda d: d["inclusion_proof"].__setitem__(1, _flip_hex(d["inclusion_proof"][1])), "the 3 entries"),
+    ("entry left out", lambda d: d["entries"].pop(1), "need"),
+    ("entries reordered", lambda d: d["entries"].reverse(), "increasing sequence order"),
+    ("entry twice", lambda d: d["entries"].insert(1, d["entries"][0]), "increasing sequence order"),
+    ("extra hash", lambda d: d["inclusion_proof"].append(d["inclusion_proof"][0]), "need"),
+]
+
+
+@sqlite_only
+@pytest.mark.parametrize(("what", "modify", "message"), MANY_MODIFICATIONS, ids=[m[0] for m in MANY_MODIFICATIONS])
+def test_a_modified_proof_of_many_entries_does_not_verify(
+    ledger: Ledger, make_event: EventFactory, what: str, modify: Any, message: str
+) -> None:
+    document = _document(ledger, make_event, cited=(0, 2, 3))
+    assert load_proof(json.dumps(document)).verify(VERIFIER).size == 5
+    modify(document)
+    with pytest.raises(VerificationError, match=re.escape(message)):
+        load_proof(json.dumps(document)).verify(VERIFIER)
+
+
+def _v1_document(ledger: Ledger, make_event: EventFactory, cited: tuple[int, ...]) -> dict[str, Any]:
+    """proof.json as the ledger wrote it before v2: one RFC 9162 proof in each entry, none at the top."""
+    document = _document(ledger, make_event, cited)
+    tree = _tree(ledger)
+    del document["inclusion_proof"]
+    document["format"] = PROOF_FORMAT_V1
+    for item in document["entries"]:
+        item["inclusion_proof"] = [h.hex() for h in inclusion_proof(item["leaf_index"], 5, tree)]
+    return document
+
+
+@sqlite_only
+def test_a_v1_proof_still_checks_and_a_modified_one_does_not(ledger: Ledger, make_event: EventFactory) -> None:
+    document = _v1_document(ledger, make_event, (0, 2, 3))
+    bundle = load_proof(json.dumps(document))
+    assert bundle.verify(VERIFIER).size == 5
+    assert bundle.proof == tuple(multi_inclusion_proof([0, 2, 3], 5, _tree(ledger)))
+    # A hash only entry 3's own proof uses (its sibling, entry 2's leaf, is cited anyway) is still checked.
+    document["entries"][2]["inclusion_proof"][0] = _flip_hex(document["entries"][2]["inclusion_proof"][0])
+    with pytest.raises(VerificationError, match=re.escape("entry org/acme#3 is not in the signed checkpoint")):
+        load_proof(json.dumps(document))
+    document["entries"][2]["inclusion_proof"].pop()
+    with pytest.raises(VerificationError, match="needs"):
+        load_proof(json.dumps(document))
 
 
 @sqlite_only

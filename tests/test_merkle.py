@@ -18,15 +18,17 @@ from ledger.merkle import (
     EMPTY_ROOT,
     Frontier,
     InMemoryTree,
+    combine_inclusion_proofs,
     consistency_proof,
     inclusion_proof,
-    inclusion_proofs,
     leaf_hash,
+    multi_inclusion_proof,
     node_hash,
     root_at,
     stored_at,
     verify_consistency,
     verify_inclusion,
+    verify_multi_inclusion,
 )
 
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
@@ -76,6 +78,19 @@ def test_inclusion_vector(path: Path) -> None:
             verify_inclusion(*args)
     else:
         verify_inclusion(*args)
+
+
+@pytest.mark.parametrize("path", _vector_files("inclusion"), ids=_vector_id)
+def test_inclusion_vector_through_the_multi_leaf_verifier(path: Path) -> None:
+    """A multi-leaf proof of one leaf is an RFC 9162 proof: the public vectors pass and fail alike."""
+    case = _load(path)
+    leaves = [(case["leafIdx"], _b64(case["leafHash"]))]
+    args = (leaves, case["treeSize"], _proof(case["proof"]), _b64(case["root"]))
+    if _expect_error(path, case):
+        with pytest.raises(VerificationError, match=r"^inclusion proof: "):
+            verify_multi_inclusion(*args)
+    else:
+        verify_multi_inclusion(*args)
 
 
 @pytest.mark.parametrize("path", _vector_files("consistency"), ids=_vector_id)
@@ -260,23 +275,6 @@ def test_proofs_fetch_one_batch_of_logarithmic_size() -> None:
         assert len(source.batches) == 1
         assert len(source.batches[0]) <= bound
         assert len(set(source.batches[0])) == len(source.batches[0])
-
-
-@settings(max_examples=60, deadline=None)
-@given(size=st.integers(1, 300), picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=30))
-def test_proofs_for_many_leaves_equal_each_leafs_proof_from_one_batch(size: int, picks: list[int]) -> None:
-    """What a dispute lookup proves its cited entries with (ledger.proofs.prove_entries): one node fetch."""
-    tree = InMemoryTree(i.to_bytes(2, "big") for i in range(size))
-    indexes = sorted({p % size for p in picks})
-    source = CountingSource(tree)
-    proofs = inclusion_proofs(indexes, size, source)
-    assert len(source.batches) == (1 if size > 1 else 0)  # a one-leaf tree's proofs are empty
-    assert proofs == {index: inclusion_proof(index, size, tree) for index in indexes}
-    root = root_at(size, tree)
-    for index in indexes:
-        verify_inclusion(leaf_hash(index.to_bytes(2, "big")), index, size, proofs[index], root)
-    with pytest.raises(InvalidInput, match="index"):
-        inclusion_proofs([size], size, tree)
 
 
 def test_proof_arguments_out_of_range_are_invalid_input() -> None:
@@ -464,3 +462,112 @@ def test_frontier_root_matches_stored_nodes(entries: list[bytes]) -> None:
     tree = InMemoryTree(entries)
     assert tree.frontier.root() == root_at(len(entries), tree)
     assert Frontier.decode(tree.frontier.encode()) == tree.frontier
+
+
+@st.composite
+def tree_and_leaves(draw: st.DrawFn) -> tuple[InMemoryTree, list[int]]:
+    """A random tree and a set of its leaves, often clustered like the entries near a dispute's window."""
+    tree = draw(random_tree())
+    size = tree.size
+    if draw(st.booleans()):
+        start = draw(st.integers(0, size - 1))
+        width = draw(st.integers(1, size - start))
+        picks = draw(st.lists(st.integers(start, start + width - 1), min_size=1, max_size=40))
+    else:
+        picks = draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=40))
+    return tree, sorted(set(picks))
+
+
+def _leaves(tree: InMemoryTree, indexes: list[int]) -> list[tuple[int, bytes]]:
+    return [(i, tree.leaf_hash(i)) for i in indexes]
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree_and_leaves())
+def test_multi_leaf_proof_verifies_from_one_batch_and_sends_each_hash_once(
+    case: tuple[InMemoryTree, list[int]],
+) -> None:
+    """What a dispute lookup proves its cited entries with (ledger.proofs.prove_entries)."""
+    tree, indexes = case
+    size = tree.size
+    source = CountingSource(tree)
+    proof = multi_inclusion_proof(indexes, size, source)
+    assert len(source.batches) <= 1
+    verify_multi_inclusion(_leaves(tree, indexes), size, proof, tree.root())
+    # Never more than the RFC 9162 proofs of the same leaves hold, and never a hash twice.
+    singles = [inclusion_proof(i, size, tree) for i in indexes]
+    assert len(proof) <= sum(len(p) for p in singles)
+    assert set(proof) <= {h for p in singles for h in p}
+    assert len(set(proof)) == len(proof)
+    # The v1 bundles' per-entry proofs give the same multi-leaf proof.
+    assert combine_inclusion_proofs(dict(zip(indexes, singles, strict=True)), size) == proof
+
+
+@settings(max_examples=100, deadline=None)
+@given(tree_and_index())
+def test_multi_leaf_proof_of_one_leaf_is_its_rfc9162_proof(case: tuple[int, int]) -> None:
+    size, index = case
+    assert multi_inclusion_proof([index], size, BIG_TREE) == inclusion_proof(index, size, BIG_TREE)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree_and_leaves(), st.data())
+def test_a_tampered_multi_leaf_proof_fails(case: tuple[InMemoryTree, list[int]], data: st.DataObject) -> None:
+    tree, indexes = case
+    size, root = tree.size, tree.root()
+    leaves = _leaves(tree, indexes)
+    proof = multi_inclusion_proof(indexes, size, tree)
+    attempts: list[tuple[list[tuple[int, bytes]], list[bytes]]] = []
+    if proof:
+        i = data.draw(st.integers(0, len(proof) - 1), label="proof hash")
+        attempts += [(leaves, _flip(proof, i, data.draw(st.integers(0, 255), label="bit"))), (leaves, proof[:-1])]
+    attempts.append((leaves, [*proof, proof[0] if proof else bytes(32)]))  # one hash too many
+    k = data.draw(st.integers(0, len(leaves) - 1), label="leaf")
+    forged = bytes(b ^ 1 for b in leaves[k][1][:1]) + leaves[k][1][1:]
+    attempts.append(([*leaves[:k], (leaves[k][0], forged), *leaves[k + 1 :]], proof))
+    if len(leaves) > 1:
+        attempts.append((leaves[1:], proof))  # a leaf left out
+        attempts.append((leaves[::-1], proof))  # out of order
+    unproven = [i for i in range(size) if i not in indexes]
+    if unproven:
+        # A leaf the proof was not made for, claimed at an index it was not made for.
+        other = data.draw(st.sampled_from(unproven), label="other leaf")
+        attempts.append((sorted([*leaves, (other, tree.leaf_hash(other))]), proof))
+        attempts.append((sorted([(other, leaves[0][1]), *leaves[1:]]), proof))
+    for claimed, hashes in attempts:
+        if claimed == leaves and hashes == proof:
+            continue
+        with pytest.raises(VerificationError, match=r"^inclusion proof: "):
+            verify_multi_inclusion(claimed, size, hashes, root)
+
+
+class AnyNodes:
+    """A node source for a tree too big to build: every node hashes to zeros (for counting, not verifying)."""
+
+    def subtree_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        return [bytes(32)] * len(nodes)
+
+
+def test_multi_leaf_proof_of_a_window_is_a_fraction_of_the_paths() -> None:
+    """The shape of a dispute lookup: 250 entries among 2,000 consecutive ones of a big tree, plus two far back
+    (the UP of a long session). One proof each sends ~20 hashes per entry; the shared proof, under 4."""
+    size = 1 << 20
+    indexes = sorted({3, 77_777, *range(600_000, 602_000, 8)})
+    shared = len(multi_inclusion_proof(indexes, size, AnyNodes()))
+    separate = sum(len(inclusion_proof(i, size, AnyNodes())) for i in indexes)
+    assert separate == 20 * len(indexes)
+    assert shared < 4 * len(indexes)
+
+
+def test_multi_leaf_proof_arguments() -> None:
+    tree = InMemoryTree([b"a", b"b", b"c"])
+    assert multi_inclusion_proof([], 3, tree) == []
+    assert multi_inclusion_proof([2, 0, 2], 3, tree) == multi_inclusion_proof([0, 2], 3, tree)
+    with pytest.raises(InvalidInput, match="index"):
+        multi_inclusion_proof([1, 3], 3, tree)
+    with pytest.raises(VerificationError, match="no leaves to prove"):
+        verify_multi_inclusion([], 3, [], tree.root())
+    with pytest.raises(VerificationError, match="distinct and increasing"):
+        verify_multi_inclusion([(1, tree.leaf_hash(1)), (1, tree.leaf_hash(1))], 3, [], tree.root())
+    with pytest.raises(VerificationError, match="need 1"):
+        verify_multi_inclusion(_leaves(tree, [0, 1]), 3, [], tree.root())
