@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
@@ -459,9 +461,13 @@ def print_report(report: dict[str, Any]) -> None:
         out.print(f"invoice {invoice['invoice_id']}: total {invoice['total_amount']}, credits applied {credits} (R16)")
     for proof in report["proofs"]:
         unproven = f", {len(proof['unproven_sequences'])} newer entries not yet" if proof["unproven_sequences"] else ""
+        where = proof.get("file")
         out.print(
-            f"proofs: {proof['log_id']} entries proven in the signed checkpoint of size {proof['tree_size']} "
-            f"(root {proof['root_hash'][:16]}…){unproven}"
+            f"proofs: {proof.get('entries_proven', 'the')} entries of {proof['log_id']} proven in its signed "
+            f"checkpoint of size {proof['tree_size']} (root {proof['root_hash'][:16]}…){unproven}"
+            + (f": {where} (check: ledgerctl audit check-proof {where} --verifier-key KEY)" if where else ""),
+            markup=False,
+            highlight=False,
         )
     for note in report["notes"]:
         out.print(f"[dim]note: {note}[/]")
@@ -486,13 +492,23 @@ def support_lookup(
     org: Annotated[
         str | None, typer.Option("--org", help="Org ID (found from the endpoint or request if left out).")
     ] = None,
+    proofs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--proofs",
+            help="Also ask for inclusion proofs of every cited entry and write one proof.json per log into this "
+            "folder, to check offline with `ledgerctl audit check-proof FILE --verifier-key KEY`.",
+            file_okay=False,
+        ),
+    ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:
     """Reconstruct every charge of an endpoint around a time, or of one request (R27): the rule behind each line and
     the ledger entries (log, sequence, hash) behind each figure.
 
-    Give --endpoint with --around (default tolerance 30m) or --from/--to, or just --request."""
+    Give --endpoint with --around (default tolerance 30m) or --from/--to, or just --request; --proofs DIR for
+    evidence anyone with the ledger's verifier key can check."""
     if endpoint is None and request is None:
         fail("give --endpoint (and a time), or --request", EXIT_USAGE, as_json=as_json)
     if around is not None and (start is not None or end is not None):
@@ -505,7 +521,9 @@ def support_lookup(
         fail(
             "R27: give the ticket's approximate time (--around) or a window (--from/--to)", EXIT_USAGE, as_json=as_json
         )
-    message = spb.ReconstructChargesRequest(org_id=org or "", endpoint_id=endpoint or "", request_id=request or "")
+    message = spb.ReconstructChargesRequest(
+        org_id=org or "", endpoint_id=endpoint or "", request_id=request or "", include_proofs=proofs_dir is not None
+    )
     if around is not None:
         message.approximate_time.CopyFrom(micros_to_timestamp(parse_instant(around, "--around", as_json)))
         if tolerance is not None:
@@ -520,10 +538,29 @@ def support_lookup(
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
     report = reconstruction_json(response)
+    if proofs_dir is not None:
+        write_proofs(report, proofs_dir, as_json)
     if as_json:
         emit_json(report)
     else:
         print_report(report)
+
+
+def write_proofs(report: dict[str, Any], folder: Path, as_json: bool) -> None:
+    """Each log's proof.json into `folder` as <log id with / as ->.proof.json; the report then names the files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for proof in report["proofs"]:
+            path = folder / f"{proof['log_id'].replace('/', '-')}.proof.json"
+            path.write_text(proof["bundle_json"] + "\n", encoding="utf-8")
+            proof["file"] = str(path)
+            proof["entries_proven"] = len(json.loads(proof["bundle_json"])["entries"])
+    except OSError as err:
+        fail(
+            f"--proofs {folder}: cannot write the proofs there ({err.strerror}); give a folder you can write to",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
 
 
 @support_app.command("adjust")

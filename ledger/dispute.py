@@ -329,6 +329,11 @@ def invoices_for(ledger: Any, org_id: str) -> InvoiceLookup:
 
 # -- proofs (R27): an adapter over ledger.proofs -----------------------------------------------------------------
 
+PROOFS_ON_REQUEST = (
+    "R27: every figure cites its entries by log, sequence and hash; for inclusion proofs of them, checkable offline, "
+    "ask again with include_proofs (ledgerctl support lookup --proofs DIR)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class EntryProofs:
@@ -1612,9 +1617,9 @@ def _plans_of(account_entries: Sequence[Entry]) -> PlanHistory:
 # -- the ledger-level entry points ------------------------------------------------------------------------------
 
 
-def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool = True) -> Reconstruction:
+def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool = False) -> Reconstruction:
     """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
-    exists, inclusion proofs against each log's newest signed checkpoint when there is one.
+    exists; with `with_proofs`, inclusion proofs against each log's newest signed checkpoint when there is one.
 
     The whole lookup reads on one connection (SqlStore.session), and every read after the rollups' catch-up runs
     in one snapshot (SqlStore.snapshot): an append landing mid-lookup is in all of the answer or none of it.
@@ -1645,7 +1650,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
                 account_entries=account_entries,
             )
             if not with_proofs:
-                return result
+                return dataclasses.replace(result, notes=(*result.notes, PROOFS_ON_REQUEST))
             proofs, notes = prove_cited(ledger.store, result.cited())
     return dataclasses.replace(result, proofs=proofs, notes=result.notes + notes)
 
@@ -1690,6 +1695,7 @@ def adjust_charges(
 __all__ = [
     "DEFAULT_TOLERANCE",
     "NOT_YET_INVOICED",
+    "PROOFS_ON_REQUEST",
     "AdjustmentLine",
     "AnomalyLine",
     "BillingInvoices",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from decimal import Decimal
-from fractions import Fraction
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -34,7 +35,7 @@ from ledger.dispute import (
     decimal_text,
     reconstruct_charges,
 )
-from ledger.entry import EntryRef
+from ledger.entry import EntryKind, EntryRef
 from ledger.errors import LedgerError
 from ledger.events import EventType, StopReason, format_decimal
 from ledger.pricebook import MONEY_CURRENCY
@@ -50,7 +51,8 @@ class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
         self, request: spb.ReconstructChargesRequest, context: grpc.ServicerContext
     ) -> spb.ReconstructChargesResponse:
         try:
-            return reconstruction_to_proto(reconstruct_charges(self.ledger, query_from_proto(request)))
+            result = reconstruct_charges(self.ledger, query_from_proto(request), with_proofs=request.include_proofs)
+            return reconstruction_to_proto(result)
         except LedgerError as err:
             abort(context, err)
             raise
@@ -131,30 +133,53 @@ def query_to_proto(query: DisputeQuery) -> spb.ReconstructChargesRequest:
 
 
 # -- domain to proto --------------------------------------------------------------------------------------------
+#
+# A busy window's answer holds hundreds of cited entries, timeline steps and requests, so messages are filled in
+# place (`add()`, field assignment) rather than built as temporaries that protobuf then copies into their parent,
+# and enum numbers come from maps made once.
+
+_EVENT_TYPES = {t: int(lpb.EventType.Value("EVENT_TYPE_" + t.value)) for t in EventType}
+_STOP_REASONS = {r: int(lpb.StopReason.Value("STOP_REASON_" + r.value)) for r in StopReason}
+_VERDICTS = {v: int(spb.Verdict.Value("VERDICT_" + v.value)) for v in Verdict}
+_ENTRY_KINDS = {k: int(lpb.EntryKind.Value("ENTRY_KIND_" + k.value)) for k in EntryKind}
 
 
 def _money(amount: Decimal) -> str:
     return format_decimal(amount)
 
 
-def _seconds(micros: int) -> str:
-    return decimal_text(Fraction(micros, 1_000_000))[0]
+def seconds_text(micros: int) -> str:
+    """Whole microseconds as exact decimal seconds, as decimal_text writes them ("90", "1.5", "0.000001")."""
+    whole, fraction = divmod(abs(micros), 1_000_000)
+    sign = "-" if micros < 0 else ""
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{fraction:06d}".rstrip("0")
 
 
-def _time(micros: int | None) -> Timestamp | None:
-    return micros_to_timestamp(micros) if micros is not None else None
+def _set_time(message: Timestamp, micros: int) -> None:
+    seconds, fraction = divmod(micros, 1_000_000)
+    message.seconds = seconds
+    message.nanos = fraction * 1000
 
 
 def _event_type(value: EventType | None) -> int:
-    return int(lpb.EventType.Value("EVENT_TYPE_" + value.value)) if value is not None else 0
+    return _EVENT_TYPES[value] if value is not None else 0
 
 
 def _stop_reason(value: StopReason | None) -> int:
-    return int(lpb.StopReason.Value("STOP_REASON_" + value.value)) if value is not None else 0
+    return _STOP_REASONS[value] if value is not None else 0
 
 
-def _verdict(value: Verdict) -> int:
-    return int(spb.Verdict.Value("VERDICT_" + value.value))
+def _set_ref(message: spb.DisputeEntryRef, ref: EntryRef) -> None:
+    message.log_id = ref.log_id
+    message.sequence = ref.sequence
+    message.entry_hash = ref.entry_hash
+
+
+def _add_refs(repeated: Any, refs: Iterable[EntryRef]) -> None:
+    for ref in refs:
+        _set_ref(repeated.add(), ref)
 
 
 def ref_to_proto(ref: EntryRef | None) -> spb.DisputeEntryRef | None:
@@ -164,240 +189,250 @@ def ref_to_proto(ref: EntryRef | None) -> spb.DisputeEntryRef | None:
 
 
 def coverage_to_proto(coverage: InvoiceCoverage) -> spb.DisputeInvoiceCoverage:
-    return spb.DisputeInvoiceCoverage(
-        invoiced=coverage.invoiced,
-        invoice_id=coverage.invoice_id or "",
-        invoice_ref=ref_to_proto(coverage.ref),
-        late=coverage.late,
-        explanation=coverage.explanation,
-    )
-
-
-def _step(step: TimelineStep) -> spb.DisputeTimelineStep:
-    return spb.DisputeTimelineStep(
-        occur_time=micros_to_timestamp(step.at),
-        event_type=_event_type(step.event_type),
-        request_id=step.request_id or "",
-        stop_reason=_stop_reason(step.stop_reason),
-        verdict=_verdict(step.verdict),
-        rule=step.rule,
-        explanation=step.explanation,
-        ref=ref_to_proto(step.ref),
-    )
-
-
-def _unit_run(charge: UnitCharge) -> spb.DisputeUnitRun:
-    run = charge.run
-    return spb.DisputeUnitRun(
-        first_unit_index=run.first_unit_index,
-        count=run.count,
-        unit_seconds=run.unit_seconds,
-        first_unit_start_time=micros_to_timestamp(run.first_unit_start),
-        price_version=run.price_version,
-        price_ref=ref_to_proto(charge.price_ref),
-        rate_per_second=_money(run.rate_per_second),
-        unit_price=_money(run.unit_price),
-        amount=_money(run.amount),
-        invoice=coverage_to_proto(charge.invoice),
-        explanation=run.explanation,
-    )
-
-
-def request_to_proto(charge: RequestCharge) -> spb.DisputeRequest:
-    amount, exact = decimal_text(charge.attributed_amount)
-    return spb.DisputeRequest(
-        request_id=charge.request_id,
-        workload_id=charge.workload_id,
-        endpoint_id=charge.endpoint_id,
-        start_time=_time(charge.started_at),
-        finish_time=_time(charge.finished_at),
-        in_flight_start_time=_time(charge.in_flight_from),
-        in_flight_end_time=_time(charge.in_flight_to),
-        attributed_seconds=decimal_text(charge.attributed_micros / 1_000_000)[0],
-        attributed_amount=amount,
-        attributed_amount_exact=exact,
-        attributed_amount_fraction=f"{charge.attributed_amount.numerator}/{charge.attributed_amount.denominator}",
-        rules=list(charge.rules),
-        explanation=charge.explanation,
-        refs=[ref_to_proto(r) for r in charge.refs],
-        killed_by=_stop_reason(charge.session_stop_reason),
-    )
-
-
-def session_to_proto(charge: SessionCharge) -> spb.DisputeSession:
-    session = charge.session
-    message = spb.DisputeSession(
-        workload_id=session.workload_id,
-        endpoint_id=session.endpoint_id,
-        workload_kind=lpb.WorkloadKind.Value("WORKLOAD_KIND_" + session.workload_kind.value),
-        instance_type=session.instance_type,
-        worker_type=lpb.WorkerType.Value("WORKER_TYPE_" + session.worker_type.value),
-        up_time=micros_to_timestamp(session.up),
-        ready_time=_time(session.ready),
-        stop_time=_time(session.stop),
-        stop_reason=_stop_reason(session.stop_reason),
-        unit=charge.unit,
-        billed_units=session.billed_units,
-        duration_seconds=_seconds(session.duration_micros),
-        amount=_money(session.amount),
-        rules=list(session.rules),
-        timeline=[_step(step) for step in charge.timeline],
-        units=[_unit_run(unit) for unit in charge.units],
-        parts=[
-            spb.DisputeChargePart(
-                name=part.name,
-                seconds=_seconds(part.micros),
-                amount=_money(part.amount),
-                rules=list(part.rules),
-                explanation=part.explanation,
-            )
-            for part in charge.parts
-        ],
-        requests=[request_to_proto(r) for r in charge.requests],
-        request_count=charge.request_count,
-        requests_in_window=charge.requests_in_window,
-        explanation=session.explanation,
-        verdict=_verdict(charge.verdict),
-        refs=[ref_to_proto(r) for r in charge.refs],
-        plan_ref=ref_to_proto(charge.plan_ref),
-        window_amount=_money(charge.window_amount),
-    )
-    split = session.attribution
-    if split is not None:
-        message.attribution.CopyFrom(
-            spb.DisputeAttribution(
-                cold_start_seconds=_seconds(split.cold_start_micros),
-                serving_seconds=_seconds(split.serving_micros),
-                idle_seconds=_seconds(split.idle_micros),
-                rounding_seconds=_seconds(split.rounding_micros),
-                cold_start_amount=_money(split.cold_start_amount),
-                serving_amount=_money(split.serving_amount),
-                idle_amount=_money(split.idle_amount),
-                rounding_amount=_money(split.rounding_amount),
-            )
-        )
+    message = spb.DisputeInvoiceCoverage()
+    _set_coverage(message, coverage)
     return message
 
 
-def _zero_line(line: ZeroCharge) -> spb.DisputeZeroLine:
-    return spb.DisputeZeroLine(
-        rule=line.rule,
-        event_type=_event_type(line.event_type),
-        workload_id=line.workload_id or "",
-        start_time=micros_to_timestamp(line.start),
-        end_time=_time(line.end),
-        explanation=line.explanation,
-        refs=[ref_to_proto(r) for r in line.refs],
-        verdict=_verdict(Verdict.NOT_BILLED),
-        amount="0",
-    )
+def _set_coverage(message: spb.DisputeInvoiceCoverage, coverage: InvoiceCoverage) -> None:
+    message.invoiced = coverage.invoiced
+    if coverage.invoice_id:
+        message.invoice_id = coverage.invoice_id
+    if coverage.ref is not None:
+        _set_ref(message.invoice_ref, coverage.ref)
+    message.late = coverage.late
+    message.explanation = coverage.explanation
 
 
-def _storage_line(line: StorageLine) -> spb.DisputeStorageLine:
+def _set_step(message: spb.DisputeTimelineStep, step: TimelineStep) -> None:
+    _set_time(message.occur_time, step.at)
+    message.event_type = _EVENT_TYPES[step.event_type]
+    if step.request_id:
+        message.request_id = step.request_id
+    message.stop_reason = _stop_reason(step.stop_reason)
+    message.verdict = _VERDICTS[step.verdict]
+    message.rule = step.rule
+    message.explanation = step.explanation
+    _set_ref(message.ref, step.ref)
+
+
+def _set_unit_run(message: spb.DisputeUnitRun, charge: UnitCharge) -> None:
+    run = charge.run
+    message.first_unit_index = run.first_unit_index
+    message.count = run.count
+    message.unit_seconds = run.unit_seconds
+    _set_time(message.first_unit_start_time, run.first_unit_start)
+    message.price_version = run.price_version
+    if charge.price_ref is not None:
+        _set_ref(message.price_ref, charge.price_ref)
+    message.rate_per_second = _money(run.rate_per_second)
+    message.unit_price = _money(run.unit_price)
+    message.amount = _money(run.amount)
+    _set_coverage(message.invoice, charge.invoice)
+    message.explanation = run.explanation
+
+
+def _set_request(message: spb.DisputeRequest, charge: RequestCharge) -> None:
+    amount, exact = decimal_text(charge.attributed_amount)
+    message.request_id = charge.request_id
+    message.workload_id = charge.workload_id
+    message.endpoint_id = charge.endpoint_id
+    for name, micros in (
+        ("start_time", charge.started_at),
+        ("finish_time", charge.finished_at),
+        ("in_flight_start_time", charge.in_flight_from),
+        ("in_flight_end_time", charge.in_flight_to),
+    ):
+        if micros is not None:
+            _set_time(getattr(message, name), micros)
+    message.attributed_seconds = decimal_text(charge.attributed_micros / 1_000_000)[0]
+    message.attributed_amount = amount
+    message.attributed_amount_exact = exact
+    fraction = charge.attributed_amount
+    message.attributed_amount_fraction = f"{fraction.numerator}/{fraction.denominator}"
+    message.rules.extend(charge.rules)
+    message.explanation = charge.explanation
+    _add_refs(message.refs, charge.refs)
+    message.killed_by = _stop_reason(charge.session_stop_reason)
+
+
+def _set_session(message: spb.DisputeSession, charge: SessionCharge) -> None:
+    session = charge.session
+    message.workload_id = session.workload_id
+    message.endpoint_id = session.endpoint_id
+    message.workload_kind = lpb.WorkloadKind.Value("WORKLOAD_KIND_" + session.workload_kind.value)
+    message.instance_type = session.instance_type
+    message.worker_type = lpb.WorkerType.Value("WORKER_TYPE_" + session.worker_type.value)
+    _set_time(message.up_time, session.up)
+    if session.ready is not None:
+        _set_time(message.ready_time, session.ready)
+    if session.stop is not None:
+        _set_time(message.stop_time, session.stop)
+    message.stop_reason = _stop_reason(session.stop_reason)
+    message.unit = charge.unit
+    message.billed_units = session.billed_units
+    message.duration_seconds = seconds_text(session.duration_micros)
+    message.amount = _money(session.amount)
+    message.rules.extend(session.rules)
+    for step in charge.timeline:
+        _set_step(message.timeline.add(), step)
+    for unit in charge.units:
+        _set_unit_run(message.units.add(), unit)
+    for part in charge.parts:
+        message.parts.add(
+            name=part.name,
+            seconds=seconds_text(part.micros),
+            amount=_money(part.amount),
+            rules=part.rules,
+            explanation=part.explanation,
+        )
+    for request in charge.requests:
+        _set_request(message.requests.add(), request)
+    message.request_count = charge.request_count
+    message.requests_in_window = charge.requests_in_window
+    message.explanation = session.explanation
+    message.verdict = _VERDICTS[charge.verdict]
+    _add_refs(message.refs, charge.refs)
+    if charge.plan_ref is not None:
+        _set_ref(message.plan_ref, charge.plan_ref)
+    message.window_amount = _money(charge.window_amount)
+    split = session.attribution
+    if split is not None:
+        attribution = message.attribution
+        attribution.cold_start_seconds = seconds_text(split.cold_start_micros)
+        attribution.serving_seconds = seconds_text(split.serving_micros)
+        attribution.idle_seconds = seconds_text(split.idle_micros)
+        attribution.rounding_seconds = seconds_text(split.rounding_micros)
+        attribution.cold_start_amount = _money(split.cold_start_amount)
+        attribution.serving_amount = _money(split.serving_amount)
+        attribution.idle_amount = _money(split.idle_amount)
+        attribution.rounding_amount = _money(split.rounding_amount)
+
+
+def _set_zero_line(message: spb.DisputeZeroLine, line: ZeroCharge) -> None:
+    message.rule = line.rule
+    message.event_type = _event_type(line.event_type)
+    if line.workload_id:
+        message.workload_id = line.workload_id
+    _set_time(message.start_time, line.start)
+    if line.end is not None:
+        _set_time(message.end_time, line.end)
+    message.explanation = line.explanation
+    _add_refs(message.refs, line.refs)
+    message.verdict = _VERDICTS[Verdict.NOT_BILLED]
+    message.amount = "0"
+
+
+def _set_storage_line(message: spb.DisputeStorageLine, line: StorageLine) -> None:
     charge = line.charge
-    return spb.DisputeStorageLine(
-        workload_id=charge.workload_id,
-        storage_kind=lpb.StorageKind.Value("STORAGE_KIND_" + charge.storage_kind.value),
-        volume_id=charge.volume_id or "",
-        gigabytes=format_decimal(charge.gigabytes),
-        interval_seconds=charge.interval_seconds,
-        start_time=micros_to_timestamp(charge.start),
-        end_time=micros_to_timestamp(charge.end),
-        rule=charge.rule,
-        amount=_money(charge.amount),
-        explanation=charge.explanation,
-        ref=ref_to_proto(line.ref),
-        invoice=coverage_to_proto(line.invoice),
-    )
+    message.workload_id = charge.workload_id
+    message.storage_kind = lpb.StorageKind.Value("STORAGE_KIND_" + charge.storage_kind.value)
+    if charge.volume_id:
+        message.volume_id = charge.volume_id
+    message.gigabytes = format_decimal(charge.gigabytes)
+    message.interval_seconds = charge.interval_seconds
+    _set_time(message.start_time, charge.start)
+    _set_time(message.end_time, charge.end)
+    message.rule = charge.rule
+    message.amount = _money(charge.amount)
+    message.explanation = charge.explanation
+    _set_ref(message.ref, line.ref)
+    _set_coverage(message.invoice, line.invoice)
 
 
-def _anomaly(line: AnomalyLine) -> spb.DisputeAnomaly:
+def _set_anomaly(message: spb.DisputeAnomaly, line: AnomalyLine) -> None:
     anomaly = line.anomaly
-    return spb.DisputeAnomaly(
-        workload_id=anomaly.workload_id,
-        event_type=_event_type(anomaly.event_type),
-        occur_time=micros_to_timestamp(anomaly.occurred_at),
-        reason=anomaly.reason,
-        ref=ref_to_proto(line.ref),
-    )
+    message.workload_id = anomaly.workload_id
+    message.event_type = _event_type(anomaly.event_type)
+    _set_time(message.occur_time, anomaly.occurred_at)
+    message.reason = anomaly.reason
+    _set_ref(message.ref, line.ref)
 
 
-def _adjustment(line: AdjustmentLine) -> spb.DisputeAdjustment:
+def _set_adjustment(message: spb.DisputeAdjustment, line: AdjustmentLine) -> None:
     adjustment = line.adjustment
-    return spb.DisputeAdjustment(
-        ticket=adjustment.ticket,
-        amount=format_decimal(adjustment.amount),
-        reason=adjustment.reason,
-        ref=ref_to_proto(line.ref),
-        corrects=[ref_to_proto(r) for r in adjustment.corrects],
-        invoice=coverage_to_proto(line.invoice),
-        explanation=line.explanation,
-    )
+    message.ticket = adjustment.ticket
+    message.amount = format_decimal(adjustment.amount)
+    message.reason = adjustment.reason
+    _set_ref(message.ref, line.ref)
+    _add_refs(message.corrects, adjustment.corrects)
+    _set_coverage(message.invoice, line.invoice)
+    message.explanation = line.explanation
 
 
-def _evidence(item: Evidence) -> spb.DisputeEvidence:
-    return spb.DisputeEvidence(
-        ref=ref_to_proto(item.ref),
-        kind=lpb.EntryKind.Value("ENTRY_KIND_" + item.kind.value),
-        event_type=_event_type(item.event_type),
-        occur_time=_time(item.occurred_at),
-        workload_id=item.workload_id or "",
-        request_id=item.request_id or "",
-        description=item.what,
-    )
+def _set_evidence(message: spb.DisputeEvidence, item: Evidence) -> None:
+    _set_ref(message.ref, item.ref)
+    message.kind = _ENTRY_KINDS[item.kind]
+    if item.event_type is not None:
+        message.event_type = _EVENT_TYPES[item.event_type]
+    if item.occurred_at is not None:
+        _set_time(message.occur_time, item.occurred_at)
+    if item.workload_id:
+        message.workload_id = item.workload_id
+    if item.request_id:
+        message.request_id = item.request_id
+    message.description = item.what
 
 
-def _invoice(summary: InvoiceSummary) -> spb.DisputeInvoice:
-    def money(value: Decimal | None) -> str:
-        return _money(value) if value is not None else ""
+def _set_invoice(message: spb.DisputeInvoice, summary: InvoiceSummary) -> None:
+    message.invoice_id = summary.invoice_id
+    if summary.ref is not None:
+        _set_ref(message.ref, summary.ref)
+    for name, micros in (
+        ("issue_time", summary.issued_at),
+        ("period_start_time", summary.period_start),
+        ("period_end_time", summary.period_end),
+    ):
+        if micros is not None:
+            _set_time(getattr(message, name), micros)
+    for name, value in (
+        ("total_amount", summary.total),
+        ("credits_applied", summary.credits_applied),
+        ("amount_due", summary.amount_due),
+    ):
+        if value is not None:
+            setattr(message, name, _money(value))
 
-    return spb.DisputeInvoice(
-        invoice_id=summary.invoice_id,
-        ref=ref_to_proto(summary.ref),
-        issue_time=_time(summary.issued_at),
-        period_start_time=_time(summary.period_start),
-        period_end_time=_time(summary.period_end),
-        total_amount=money(summary.total),
-        credits_applied=money(summary.credits_applied),
-        amount_due=money(summary.amount_due),
-    )
 
-
-def _proof(proofs: EntryProofs) -> spb.DisputeProof:
-    return spb.DisputeProof(
-        log_id=proofs.log_id,
-        tree_size=proofs.tree_size,
-        root_hash=proofs.root_hash,
-        signed_note=proofs.checkpoint_note,
-        bundle_json=json.dumps(proofs.bundle, sort_keys=True),
-        unproven_sequences=list(proofs.unproven),
-    )
+def _set_proof(message: spb.DisputeProof, proofs: EntryProofs) -> None:
+    message.log_id = proofs.log_id
+    message.tree_size = proofs.tree_size
+    message.root_hash = proofs.root_hash
+    message.signed_note = proofs.checkpoint_note
+    message.bundle_json = json.dumps(proofs.bundle, sort_keys=True)
+    message.unproven_sequences.extend(proofs.unproven)
 
 
 def reconstruction_to_proto(result: Reconstruction) -> spb.ReconstructChargesResponse:
-    return spb.ReconstructChargesResponse(
-        org_id=result.org_id,
-        endpoint_id=result.endpoint_id,
-        start_time=micros_to_timestamp(result.start),
-        end_time=micros_to_timestamp(result.end),
-        as_of_time=micros_to_timestamp(result.as_of),
-        sessions=[session_to_proto(s) for s in result.sessions],
-        zero_lines=[_zero_line(z) for z in result.zero_lines],
-        storage=[_storage_line(s) for s in result.storage],
-        anomalies=[_anomaly(a) for a in result.anomalies],
-        adjustments=[_adjustment(a) for a in result.adjustments],
-        request=request_to_proto(result.request) if result.request is not None else None,
-        entries=[_evidence(e) for e in result.entries],
-        totals=spb.DisputeTotals(
-            sessions_amount=_money(result.sessions_amount),
-            storage_amount=_money(result.storage_amount),
-            adjustments_amount=_money(result.adjustments_amount),
-            total_amount=_money(result.total_amount),
-            window_compute_amount=_money(result.window_compute_amount),
-            window_storage_amount=_money(result.window_storage_amount),
-        ),
-        invoices=[_invoice(i) for i in result.invoices],
-        proofs=[_proof(p) for p in result.proofs],
-        notes=list(result.notes),
-        currency_code=MONEY_CURRENCY,
+    message = spb.ReconstructChargesResponse(
+        org_id=result.org_id, endpoint_id=result.endpoint_id, notes=result.notes, currency_code=MONEY_CURRENCY
     )
+    _set_time(message.start_time, result.start)
+    _set_time(message.end_time, result.end)
+    _set_time(message.as_of_time, result.as_of)
+    for session in result.sessions:
+        _set_session(message.sessions.add(), session)
+    for zero_line in result.zero_lines:
+        _set_zero_line(message.zero_lines.add(), zero_line)
+    for storage_line in result.storage:
+        _set_storage_line(message.storage.add(), storage_line)
+    for anomaly in result.anomalies:
+        _set_anomaly(message.anomalies.add(), anomaly)
+    for adjustment in result.adjustments:
+        _set_adjustment(message.adjustments.add(), adjustment)
+    for evidence in result.entries:
+        _set_evidence(message.entries.add(), evidence)
+    for invoice in result.invoices:
+        _set_invoice(message.invoices.add(), invoice)
+    for proofs in result.proofs:
+        _set_proof(message.proofs.add(), proofs)
+    if result.request is not None:
+        _set_request(message.request, result.request)
+    totals = message.totals
+    totals.sessions_amount = _money(result.sessions_amount)
+    totals.storage_amount = _money(result.storage_amount)
+    totals.adjustments_amount = _money(result.adjustments_amount)
+    totals.total_amount = _money(result.total_amount)
+    totals.window_compute_amount = _money(result.window_compute_amount)
+    totals.window_storage_amount = _money(result.window_storage_amount)
+    return message

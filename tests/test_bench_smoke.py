@@ -44,6 +44,7 @@ def check_backend(result: dict[str, Any]) -> None:
     for kind in ("endpoint_window", "request"):
         assert lookup[kind]["count"] == 20 and 0 < lookup[kind]["p50_ms"] <= lookup[kind]["p99_ms"]
         assert lookup[kind]["rows_max"] >= 1
+        assert lookup["with_proofs"][kind]["count"] == 20  # the same cases, asking for proofs
     # The lookups must run on their indexes, not scan the log.
     assert "ix_entries_endpoint_time" in lookup["plans"]["endpoint_window"]
     assert "ix_entries_request" in lookup["plans"]["request"]

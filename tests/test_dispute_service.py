@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import given
+from hypothesis import strategies as st
 from usageledger.v1 import audit_pb2 as apb
 from usageledger.v1 import audit_pb2_grpc as apb_grpc
 from usageledger.v1 import ledger_pb2 as lpb
@@ -26,9 +29,11 @@ from usageledger.v1 import support_pb2_grpc as spb_grpc
 
 from client.ledger_client import LedgerClient
 from ledger.checkpoint import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.dispute import decimal_text
 from ledger.proofs import load_proof
 from server.app import RunningServer, start_server
 from server.convert import micros_to_timestamp
+from server.support_service import seconds_text
 from tests.conftest import EXAMPLE_DAY, FixedClock
 from tests.test_dispute_reconstruction import at, lifecycle_day
 
@@ -149,6 +154,12 @@ def test_r23_a_resent_adjustment_credits_once_and_a_new_request_id_credits_again
     assert violations(err.value) == ["request_id"]
 
 
+@given(st.integers(-(10**15), 10**15) | st.sampled_from([0, 1, -1, 10**6, 1_500_000, 999_999, 60 * 10**6]))
+def test_seconds_in_an_answer_are_the_exact_decimal_of_their_microseconds(micros: int) -> None:
+    """The answer writes whole-microsecond durations without a Fraction; the text is the exact one (R21)."""
+    assert seconds_text(micros) == decimal_text(Fraction(micros, 1_000_000))[0]
+
+
 def _fields(message: Any) -> dict[str, Any]:
     return {field.name: value for field, value in message.ListFields()}
 
@@ -169,9 +180,22 @@ def test_r27_cited_entries_come_with_inclusion_proofs_when_the_server_signs_chec
             for log_id in ("org/acme", "system"):
                 audit.SignCheckpoint(apb.SignCheckpointRequest(log_id=log_id), timeout=10)
             client.append_events([dict(lifecycle_day().items[0], event_id="after", occurred_at="2026-10-05T10:50:00Z")])
-            response = support(client).ReconstructCharges(spb.ReconstructChargesRequest(request_id="req-4"), timeout=10)
+            plain = support(client).ReconstructCharges(spb.ReconstructChargesRequest(request_id="req-4"), timeout=10)
+            response = support(client).ReconstructCharges(
+                spb.ReconstructChargesRequest(request_id="req-4", include_proofs=True), timeout=10
+            )
+            target = f"127.0.0.1:{server.port}"
+            folder = tmp_path / "proofs"
+            written = ledgerctl("support", "lookup", "--request", "req-4", "--proofs", str(folder), target=target)
+            as_json = ledgerctl(
+                "support", "lookup", "--request", "req-4", "--proofs", str(folder), "--json", target=target
+            )
     finally:
         server.stop(grace=None)
+    # Asked for or not, the answer is the same but for the proofs and the note that says how to ask for them.
+    assert not plain.proofs and any("include_proofs" in note for note in plain.notes)
+    assert [e.ref for e in plain.entries] == [e.ref for e in response.entries]
+    assert not any("include_proofs" in note for note in response.notes)
     proofs = {p.log_id: p for p in response.proofs}
     assert set(proofs) == {"org/acme", "system"}
     cited = {e.ref.sequence for e in response.entries if e.ref.log_id == "org/acme"}
@@ -181,6 +205,31 @@ def test_r27_cited_entries_come_with_inclusion_proofs_when_the_server_signs_chec
     assert json.loads(proofs["org/acme"].bundle_json)["format"] == "usage-ledger-proof/v2"  # one shared proof
     load_proof(proofs["system"].bundle_json).verify(verifier)
     assert not any("no signed checkpoint" in note for note in response.notes)
+
+    # ledgerctl writes one proof.json per log, which check-proof verifies with no server at all.
+    assert written.returncode == 0, written.stderr
+    path = folder / "org-acme.proof.json"
+    assert f"{path} (check: ledgerctl audit check-proof" in " ".join(written.stdout.split())
+    report = json.loads(as_json.stdout)
+    assert {p["file"] for p in report["proofs"]} == {str(path), str(folder / "system.proof.json")}
+    assert load_proof(path.read_text()) == bundle
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client.cli",
+            "audit",
+            "check-proof",
+            str(path),
+            "--verifier-key",
+            verifier.verifier_key,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert checked.returncode == 0 and "verified" in checked.stdout, checked.stderr
 
 
 # -- ledgerctl support ---------------------------------------------------------------------------------------------

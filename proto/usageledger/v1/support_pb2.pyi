@@ -32,7 +32,7 @@ class DisputeEntryRef(_message.Message):
     def __init__(self, log_id: _Optional[str] = ..., sequence: _Optional[int] = ..., entry_hash: _Optional[bytes] = ...) -> None: ...
 
 class ReconstructChargesRequest(_message.Message):
-    __slots__ = ("org_id", "endpoint_id", "request_id", "start_time", "end_time", "approximate_time", "tolerance")
+    __slots__ = ("org_id", "endpoint_id", "request_id", "start_time", "end_time", "approximate_time", "tolerance", "include_proofs")
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class ReconstructChargesRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PROOFS_FIELD_NUMBER: _ClassVar[int]
     org_id: str
     endpoint_id: str
     request_id: str
@@ -47,7 +48,8 @@ class ReconstructChargesRequest(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     approximate_time: _timestamp_pb2.Timestamp
     tolerance: _duration_pb2.Duration
-    def __init__(self, org_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approximate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tolerance: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    include_proofs: bool
+    def __init__(self, org_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approximate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tolerance: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., include_proofs: _Optional[bool] = ...) -> None: ...
 
 class ReconstructChargesResponse(_message.Message):
     __slots__ = ("org_id", "endpoint_id", "start_time", "end_time", "as_of_time", "sessions", "zero_lines", "storage", "anomalies", "adjustments", "request", "entries", "totals", "invoices", "proofs", "notes", "currency_code")
