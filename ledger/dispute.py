@@ -1470,7 +1470,7 @@ class _IndexedRating:
         self,
         session: Session,
         summary: RequestSummary,
-        requests: Sequence[RequestSpan],
+        requests: Sequence[StartedSpan],
         span: tuple[int, int],
         union: ServingUnion,
         late_starts: int,
@@ -1480,11 +1480,12 @@ class _IndexedRating:
         start, stop = self.target.start, self.target.end
         # Shares only for what the answer shows: the first requests in flight in the window, and the one asked for.
         # Making a share (two exact Fractions) costs more than sweeping the request.
-        flight_ends = [_in_flight_to(r, session.up, end) for r in requests]
+        up = session.up
+        flight_ends = [_in_flight_to(at, finished_at, up, end) for _, at, _, finished_at, _ in requests]
         in_window = sorted(
-            (r.started_at, r.started_seq, r.request_id)
-            for r, to in zip(requests, flight_ends, strict=True)
-            if _overlaps(r.started_at, to, start, stop)
+            (at, seq, request_id)
+            for (request_id, at, seq, _, _), to in zip(requests, flight_ends, strict=True)
+            if at < stop and to >= start  # _overlaps, inlined: a busy window has a thousand requests in reach
         )
         self.in_window[session.workload_id] = len(in_window)
         shown = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
@@ -1496,10 +1497,8 @@ class _IndexedRating:
 
         # A request's share integrates 1 / (requests in flight) over its own flight, so it depends only on the
         # requests whose flights meet it: sweep those alone. The split's totals come from the serving union.
-        flights = _merged(
-            (r.started_at, to) for r, to in zip(requests, flight_ends, strict=True) if r.request_id in shown
-        )
-        sweep = [r for r, to in zip(requests, flight_ends, strict=True) if _meets_any(r.started_at, to, flights)]
+        flights = _merged((r[1], to) for r, to in zip(requests, flight_ends, strict=True) if r[0] in shown)
+        sweep = [RequestSpan(*r) for r, to in zip(requests, flight_ends, strict=True) if _meets_any(r[1], to, flights)]
         shares = attribute_serving(
             session.up, session.ready, end, session.billed_micros, session.amount, session.runs, sweep, wanted
         )
@@ -1536,10 +1535,10 @@ def _meets_any(lo: int, hi: int, merged: Sequence[tuple[int, int]]) -> bool:
     return at >= 0 and merged[at][1] >= lo
 
 
-def _in_flight_to(request: RequestSpan, up: int, end: int) -> int:
+def _in_flight_to(started_at: int, finished_at: int | None, up: int, end: int) -> int:
     """Where R25 ends a request's flight: its finish, or the session's end without one (attribute_serving)."""
-    start = min(max(request.started_at, up), end)
-    finish = end if request.finished_at is None else request.finished_at
+    start = min(max(started_at, up), end)
+    finish = end if finished_at is None else finished_at
     return min(max(finish, start), end)
 
 
@@ -1562,24 +1561,27 @@ def _in_session(at: int, session: Session) -> bool:
 
 def _spans(
     started: Iterable[StartedSpan], summary: RequestSummary, reach: tuple[int, int], session: Session
-) -> list[RequestSpan]:
+) -> list[StartedSpan]:
     """Requests as the engine pairs them, from those started in this workload's reach and its requests in flight.
     A finish outside the reach is left out: such a request cannot meet a request the answer lists (see the class).
     Events after the stop are the engine's anomalies (R26): a request finished only after it is in flight to the
-    end, as the engine has it."""
+    end, as the engine has it. Plain tuples, in RequestSpan's field order: a busy window has a thousand of them
+    and only the few the sweep needs become RequestSpans."""
     lo, hi = reach
-    spans = {
-        request_id: RequestSpan(request_id, at, seq)
+    up, stop = session.up, session.stop
+    spans: dict[str, StartedSpan] = {
+        request_id: (request_id, at, seq, None, None)
         for request_id, (at, seq) in summary.in_flight.items()
         if _in_session(at, session)
     }
-    for request_id, at, seq, finished_at, finished_seq in started:
-        if not _in_session(at, session):
+    for span in started:
+        request_id, at, seq, finished_at, _ = span
+        if at < up or (stop is not None and at > stop):  # not _in_session, inlined
             continue
         if finished_at is not None and lo <= finished_at <= hi and _in_session(finished_at, session):
-            spans[request_id] = RequestSpan(request_id, at, seq, finished_at, finished_seq)
+            spans[request_id] = span
         else:
-            spans[request_id] = RequestSpan(request_id, at, seq)
+            spans[request_id] = (request_id, at, seq, None, None)
     return list(spans.values())
 
 
