@@ -123,10 +123,12 @@ def comparable(result: Reconstruction) -> Reconstruction:
     history=histories(),
     seed=st.integers(0, 2**32 - 1),
     window=st.tuples(st.integers(0, 8 * 3600), st.integers(60, 3 * 3600)),
+    kind=st.sampled_from(["window", "request", "window and request"]),
 )
 def test_r25_r27_rollup_lookup_equals_reading_every_entry(
-    history: list[dict[str, Any]], seed: int, window: tuple[int, int]
+    history: list[dict[str, Any]], seed: int, window: tuple[int, int], kind: str
 ) -> None:
+    """By endpoint and window, by a request ID alone, and by both (the request perhaps far from the window)."""
     rng = random.Random(seed)
     shuffled = history[:]
     rng.shuffle(shuffled)
@@ -136,18 +138,26 @@ def test_r25_r27_rollup_lookup_equals_reading_every_entry(
         store = SqlStore(f"sqlite:///{Path(tmp) / 'ledger.db'}", clock=clock)
         try:
             ledger = Ledger(store, clock=clock)
-            query = DisputeQuery(
+            query = window_query = DisputeQuery(
                 org_id="acme",
                 endpoint_id="ep-1",
                 start=BASE + window[0] * SECOND,
                 end=BASE + (window[0] + window[1]) * SECOND,
             )
+            started = sorted({e["request_id"] for e in history if e["type"] == "REQUEST_STARTED"})
+            if kind != "window" and started:
+                asked = rng.choice(started)
+                query = (
+                    DisputeQuery(org_id="acme", request_id=asked)
+                    if kind == "request"
+                    else dataclasses.replace(query, request_id=asked)
+                )
             # Two batches with a lookup between them: the rollups catch up twice, the second time with late events
             # of requests they already summarised (R22).
             for batch in (shuffled[:cut], shuffled[cut:]):
                 if batch:
                     ledger.append_events(batch)
-                    reconstruct_charges(ledger, query, with_proofs=False)
+                    reconstruct_charges(ledger, window_query, with_proofs=False)  # the request may come later
             rollups = UsageRollups(store)
             prices = ledger.price_history()
             plans = ledger.account_history("acme").plans()
