@@ -196,6 +196,10 @@ class SessionIndex(Protocol):
 
     def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]: ...
 
+    def window_request_spans(
+        self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, request_id: str | None
+    ) -> dict[str, tuple[int, list[StartedSpan]]]: ...
+
     def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
 
 
@@ -1404,17 +1408,15 @@ class _IndexedRating:
         # 2. Their requests near the window and their serving unions (one read each for all of them), and the
         # R25 split over every request in place of the lifecycle-only one.
         if sessions:
-            # One read, each workload in its own reach: one with a request in flight since long ago must not
-            # widen the others'.
-            started = self.index.request_spans(log_id, {w: reach for w, (*_, reach, _late) in sessions.items()})
             spans = {}
             for workload_id, (session, lifecycle_split, *_) in sessions.items():
                 end_at = session.up + session.billed_micros - lifecycle_split.rounding_micros  # where the engine splits
                 spans[workload_id] = (cold_start_end(session.up, session.ready, end_at), end_at)
-            for workload_id, (session, _, summary, reach, late_starts) in sessions.items():
-                requests = _spans(started.get(workload_id, ()), summary, reach, session)
+            picked = self._requests_to_sweep(sessions, spans)
+            for workload_id, (session, _, summary, _reach, late_starts) in sessions.items():
+                candidates, shown = picked[workload_id]
                 union = self.index.serving_union(log_id, workload_id, summary)
-                split = self._whole_split(session, summary, requests, spans[workload_id], union, late_starts)
+                split = self._whole_split(session, summary, candidates, shown, spans[workload_id], union, late_starts)
                 session = dataclasses.replace(session, attribution=split)
                 ratings[workload_id] = dataclasses.replace(ratings[workload_id], session=session)
 
@@ -1466,31 +1468,102 @@ class _IndexedRating:
             lo, hi = min(lo, span[0] - reach), max(hi, span[1] + reach if span[2] else session_end)
         return lo, hi
 
+    def _requests_to_sweep(
+        self,
+        sessions: Mapping[str, tuple[Session, Attribution, RequestSummary, tuple[int, int], int]],
+        spans: Mapping[str, tuple[int, int]],
+    ) -> dict[str, tuple[list[StartedSpan], set[str]]]:
+        """For each workload, the requests of its reach the R25 sweep needs and the ones the answer lists (the
+        first MAX_LISTED_REQUESTS in flight in the window, and the one asked for); `in_window` gets how many
+        were in flight in the window. Two statements for all the workloads.
+
+        The reach of a busy replica holds a thousand requests, and only these are read: a request started in the
+        window is in flight in it, so those are counted in SQL and the first few read; of those started before it,
+        only the ones started at most the longest request D before its start can still be in flight at its start
+        (a request with no finish is in the summary); and a request meeting a listed one's flight started at most
+        D before that flight. Each is taken as `_spans` takes the reach's requests, so the answer is the same.
+        """
+        target, log_id = self.target, self.log_id
+        start, stop = target.start, target.end
+        ranges: dict[str, tuple[int, int, int]] = {}
+        for workload_id, (session, _, summary, (lo, hi), _) in sessions.items():
+            last = min(hi, stop - 1) if session.stop is None else min(hi, stop - 1, session.stop)
+            first = max(lo, start - summary.longest)
+            if first <= last:
+                ranges[workload_id] = (first, max(first, start, session.up), last)
+        found = self.index.window_request_spans(log_id, ranges, MAX_LISTED_REQUESTS, target.request_id)
+        asked = target.request_workload
+        if (
+            asked is not None
+            and asked in sessions
+            and target.request_span is not None
+            and not any(r[0] == target.request_id for r in found.get(asked, (0, []))[1])
+        ):
+            # The request asked for, outside the window it came with: its own start (its flight is listed).
+            at = target.request_span[0]
+            count, rows = found.get(asked, (0, []))
+            found[asked] = (count, [*rows, *self.index.request_spans(log_id, {asked: (at, at)}).get(asked, ())])
+        picked: dict[str, tuple[list[StartedSpan], set[str]]] = {}
+        sweep: dict[str, tuple[int, int]] = {}
+        for workload_id, (session, _, summary, reach, _) in sessions.items():
+            _, end = spans[workload_id]
+            after_start, rows = found.get(workload_id, (0, []))
+            known = _spans(rows, summary, reach, session)
+            up = session.up
+            in_window = sorted(
+                (at, seq, request_id)
+                for request_id, at, seq, finished_at, _ in known
+                if at < stop and _in_flight_to(at, finished_at, up, end) >= start
+            )
+            if end < start:  # the split ends before the window: nothing of the session is in flight in it
+                count = 0
+            else:
+                # Those started before the split, read; and every one from the split to `last`, counted in SQL (the
+                # reach reaches 2D past the window, so a request of the session started in it is in that range).
+                split_at = ranges[workload_id][1] if workload_id in ranges else start
+                count = sum(1 for at, *_ in in_window if at < split_at) + after_start
+            self.in_window[workload_id] = count
+            shown = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
+            if target.request_id is not None:
+                shown.add(target.request_id)
+            flights = [
+                (at, _in_flight_to(at, finished_at, up, end))
+                for request_id, at, _, finished_at, _ in known
+                if request_id in shown
+            ]
+            if flights:
+                lo, hi = reach
+                sweep[workload_id] = (
+                    max(lo, min(a for a, _ in flights) - summary.longest),
+                    min(hi, max(b for _, b in flights)),
+                )
+            picked[workload_id] = ([], shown)
+        swept = self.index.request_spans(log_id, {w: r for w, r in sweep.items() if r[0] <= r[1]}) if sweep else {}
+        for workload_id, (session, _, summary, reach, _) in sessions.items():
+            if workload_id in sweep:
+                picked[workload_id] = (
+                    _spans(swept.get(workload_id, ()), summary, reach, session),
+                    picked[workload_id][1],
+                )
+        return picked
+
     def _whole_split(
         self,
         session: Session,
         summary: RequestSummary,
         requests: Sequence[StartedSpan],
+        shown: set[str],
         span: tuple[int, int],
         union: ServingUnion,
         late_starts: int,
     ) -> Attribution:
-        """The R25 split over every request (from the rollups), with the shares of the requests the answer lists."""
+        """The R25 split over every request (from the rollups), with the shares of the requests the answer lists
+        (`shown`): `requests` hold every request whose flight meets one of theirs (_requests_to_sweep)."""
         cold_end, end = span
-        start, stop = self.target.start, self.target.end
         # Shares only for what the answer shows: the first requests in flight in the window, and the one asked for.
         # Making a share (two exact Fractions) costs more than sweeping the request.
         up = session.up
         flight_ends = [_in_flight_to(at, finished_at, up, end) for _, at, _, finished_at, _ in requests]
-        in_window = sorted(
-            (at, seq, request_id)
-            for (request_id, at, seq, _, _), to in zip(requests, flight_ends, strict=True)
-            if at < stop and to >= start  # _overlaps, inlined: a busy window has a thousand requests in reach
-        )
-        self.in_window[session.workload_id] = len(in_window)
-        shown = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
-        if self.target.request_id is not None:
-            shown.add(self.target.request_id)
 
         def wanted(request: RequestSpan, in_flight_from: int, in_flight_to: int) -> bool:
             return request.request_id in shown

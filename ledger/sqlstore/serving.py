@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, union_all
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, union_all
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -336,6 +336,75 @@ def request_spans(conn: Connection, log_id: str, reaches: dict[str, tuple[int, i
     for workload_id, *span in _spans_statement(len(groups)).rows(conn, params):
         found[workload_id].append(tuple(span))
     return found
+
+
+def window_request_spans(
+    conn: Connection, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, request_id: str | None
+) -> dict[str, tuple[int, list[StartedSpan]]]:
+    """Per workload, of the requests it started in [lo, hi] with (lo, split, hi) its range: how many started at or
+    after `split`, every one started before it, the first `limit` after it by start (and sequence number), and
+    `request_id` wherever it is. What a dispute lookup counts and lists of a busy window, in one statement,
+    without reading the rest of the window."""
+    if not ranges:
+        return {}
+    params: dict[str, Any] = {"log_id": log_id, "limit": limit, "request_id": request_id or ""}
+    for i, (workload_id, (lo, split, hi)) in enumerate(sorted(ranges.items())):
+        params.update({f"workload_{i}": workload_id, f"lo_{i}": lo, f"split_{i}": split, f"hi_{i}": hi})
+    found: dict[str, tuple[int, list[StartedSpan]]] = {}
+    rows = _window_statement(len(ranges)).rows(conn, params)
+    for workload_id, request, at, seq, finished_at, finished_seq, after in rows:
+        _, spans = found.setdefault(workload_id, (int(after), []))
+        spans.append((request, at, seq, finished_at, finished_seq))
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _window_statement(workloads: int) -> DriverQuery:
+    spans = rollup_request_spans.c
+    parts = [
+        select(
+            spans.workload_id,
+            spans.request_id,
+            spans.started_at,
+            spans.started_seq,
+            spans.finished_at,
+            spans.finished_seq,
+            case((spans.started_at < bindparam(f"split_{i}"), 1), else_=0).label("before"),
+        ).where(
+            spans.log_id == bindparam("log_id"),
+            spans.workload_id == bindparam(f"workload_{i}"),
+            spans.started_at >= bindparam(f"lo_{i}"),
+            spans.started_at <= bindparam(f"hi_{i}"),
+        )
+        for i in range(workloads)
+    ]
+    ranged = (parts[0] if workloads == 1 else union_all(*parts)).subquery("ranged")
+    workload = ranged.c.workload_id
+    ranked = select(
+        *ranged.c,
+        func.row_number()
+        .over(partition_by=workload, order_by=(ranged.c.started_at, ranged.c.started_seq))
+        .label("rank"),
+        func.sum(ranged.c.before).over(partition_by=workload).label("before_count"),
+        func.count().over(partition_by=workload).label("total"),
+    ).subquery("ranked")
+    return DriverQuery(
+        select(
+            ranked.c.workload_id,
+            ranked.c.request_id,
+            ranked.c.started_at,
+            ranked.c.started_seq,
+            ranked.c.finished_at,
+            ranked.c.finished_seq,
+            (ranked.c.total - ranked.c.before_count).label("after"),
+        ).where(
+            or_(
+                ranked.c.before == 1,
+                ranked.c.rank - ranked.c.before_count <= bindparam("limit"),
+                ranked.c.request_id == bindparam("request_id"),
+            )
+        )
+    )
 
 
 @functools.lru_cache(maxsize=16)
