@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, union_all
+from sqlalchemy import BigInteger, String, and_, bindparam, cast, delete, func, null, select, union_all
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -344,67 +344,57 @@ def window_request_spans(
     """Per workload, of the requests it started in [lo, hi] with (lo, split, hi) its range: how many started at or
     after `split`, every one started before it, the first `limit` after it by start (and sequence number), and
     `request_id` wherever it is. What a dispute lookup counts and lists of a busy window, in one statement,
-    without reading the rest of the window."""
+    without reading the rest of the window: each part is an index range, the count from the index alone."""
     if not ranges:
         return {}
     params: dict[str, Any] = {"log_id": log_id, "limit": limit, "request_id": request_id or ""}
+    params["workloads"] = sorted(ranges)
     for i, (workload_id, (lo, split, hi)) in enumerate(sorted(ranges.items())):
         params.update({f"workload_{i}": workload_id, f"lo_{i}": lo, f"split_{i}": split, f"hi_{i}": hi})
-    found: dict[str, tuple[int, list[StartedSpan]]] = {}
-    rows = _window_statement(len(ranges)).rows(conn, params)
-    for workload_id, request, at, seq, finished_at, finished_seq, after in rows:
-        _, spans = found.setdefault(workload_id, (int(after), []))
-        spans.append((request, at, seq, finished_at, finished_seq))
+    found: dict[str, tuple[int, list[StartedSpan]]] = {workload_id: (0, []) for workload_id in ranges}
+    seen: dict[str, set[str]] = defaultdict(set)
+    for workload_id, request, at, seq, finished_at, finished_seq, count in _window_statement(len(ranges)).rows(
+        conn, params
+    ):
+        _, spans = found[workload_id]
+        if count is not None:
+            found[workload_id] = (int(count), spans)
+        elif request not in seen[workload_id]:  # the request asked for may also be a first one
+            seen[workload_id].add(request)
+            spans.append((request, at, seq, finished_at, finished_seq))
     return found
 
 
 @functools.lru_cache(maxsize=16)
 def _window_statement(workloads: int) -> DriverQuery:
     spans = rollup_request_spans.c
-    parts = [
-        select(
-            spans.workload_id,
-            spans.request_id,
-            spans.started_at,
-            spans.started_seq,
-            spans.finished_at,
-            spans.finished_seq,
-            case((spans.started_at < bindparam(f"split_{i}"), 1), else_=0).label("before"),
-        ).where(
-            spans.log_id == bindparam("log_id"),
-            spans.workload_id == bindparam(f"workload_{i}"),
-            spans.started_at >= bindparam(f"lo_{i}"),
-            spans.started_at <= bindparam(f"hi_{i}"),
+    columns = (spans.workload_id, spans.request_id, spans.started_at, spans.started_seq, spans.finished_at,
+               spans.finished_seq)  # fmt: skip
+    none = cast(null(), BigInteger)
+    parts = []
+    for i in range(workloads):
+        workload = (spans.log_id == bindparam("log_id"), spans.workload_id == bindparam(f"workload_{i}"))
+        after = (spans.started_at >= bindparam(f"split_{i}"), spans.started_at <= bindparam(f"hi_{i}"))
+        before = select(*columns, none).where(
+            *workload, spans.started_at >= bindparam(f"lo_{i}"), spans.started_at < bindparam(f"split_{i}")
         )
-        for i in range(workloads)
-    ]
-    ranged = (parts[0] if workloads == 1 else union_all(*parts)).subquery("ranged")
-    workload = ranged.c.workload_id
-    ranked = select(
-        *ranged.c,
-        func.row_number()
-        .over(partition_by=workload, order_by=(ranged.c.started_at, ranged.c.started_seq))
-        .label("rank"),
-        func.sum(ranged.c.before).over(partition_by=workload).label("before_count"),
-        func.count().over(partition_by=workload).label("total"),
-    ).subquery("ranked")
-    return DriverQuery(
-        select(
-            ranked.c.workload_id,
-            ranked.c.request_id,
-            ranked.c.started_at,
-            ranked.c.started_seq,
-            ranked.c.finished_at,
-            ranked.c.finished_seq,
-            (ranked.c.total - ranked.c.before_count).label("after"),
-        ).where(
-            or_(
-                ranked.c.before == 1,
-                ranked.c.rank - ranked.c.before_count <= bindparam("limit"),
-                ranked.c.request_id == bindparam("request_id"),
-            )
+        first = (
+            select(*columns, none)
+            .where(*workload, *after)
+            .order_by(spans.started_at, spans.started_seq)
+            .limit(bindparam("limit"))
+            .subquery(f"first_{i}")
         )
+        counted = select(
+            bindparam(f"workload_{i}", type_=String), *(cast(null(), c.type) for c in columns[1:]), func.count()
+        ).where(*workload, *after)
+        parts += [before, select(*first.c), counted]
+    asked = select(*columns, none).where(
+        spans.log_id == bindparam("log_id"),
+        member_of(spans.workload_id, "workloads"),
+        spans.request_id == bindparam("request_id"),
     )
+    return DriverQuery(union_all(*parts, asked))
 
 
 @functools.lru_cache(maxsize=16)
