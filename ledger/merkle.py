@@ -314,7 +314,8 @@ def _multi_inclusion_ranges(indexes: Sequence[int], size: int) -> list[tuple[int
             walk(lo, mid, first, split)
             walk(mid, hi, split, last)
 
-    walk(0, size, 0, len(indexes))
+    if indexes:
+        walk(0, size, 0, len(indexes))
     return ranges
 
 

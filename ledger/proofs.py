@@ -326,6 +326,8 @@ class ProofBundle:
             check_chain(entry)
             leaves.append((entry.sequence, leaf_hash(entry.encoded())))
         if not leaves:
+            if self.proof:
+                raise VerificationError(f"proof: {len(self.proof)} inclusion proof hashes for no entries")
             return checkpoint  # nothing claimed but the signed checkpoint itself
         try:
             verify_multi_inclusion(leaves, checkpoint.size, self.proof, checkpoint.root_hash)

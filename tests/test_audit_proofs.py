@@ -293,6 +293,20 @@ def test_a_v1_proof_still_checks_and_a_modified_one_does_not(ledger: Ledger, mak
 
 
 @sqlite_only
+def test_a_proof_of_no_entries_claims_only_its_checkpoint(ledger: Ledger, make_event: EventFactory) -> None:
+    """A dispute lookup whose cited entries all came after the checkpoint hands out such a bundle."""
+    document = _document(ledger, make_event)
+    document["entries"], document["inclusion_proof"] = [], []
+    assert load_proof(json.dumps(document)).verify(VERIFIER).size == 5
+    legacy = dict(document, format=PROOF_FORMAT_V1)
+    del legacy["inclusion_proof"]
+    assert load_proof(json.dumps(legacy)).verify(VERIFIER).size == 5
+    document["inclusion_proof"] = ["00" * 32]
+    with pytest.raises(VerificationError, match="inclusion proof hashes for no entries"):
+        load_proof(json.dumps(document)).verify(VERIFIER)
+
+
+@sqlite_only
 def test_a_proof_checked_with_another_key_or_ledger_name_fails(ledger: Ledger, make_event: EventFactory) -> None:
     bundle = load_proof(json.dumps(_document(ledger, make_event)))
     with pytest.raises(VerificationError, match="no signature by key"):
