@@ -462,8 +462,10 @@ def print_report(report: dict[str, Any]) -> None:
     for proof in report["proofs"]:
         unproven = f", {len(proof['unproven_sequences'])} newer entries not yet" if proof["unproven_sequences"] else ""
         where = proof.get("file")
+        count = proof.get("entries_proven")
+        proven = "the entries" if count is None else f"{count} entr{'y' if count == 1 else 'ies'}"
         out.print(
-            f"proofs: {proof.get('entries_proven', 'the')} entries of {proof['log_id']} proven in its signed "
+            f"proofs: {proven} of {proof['log_id']} proven in its signed "
             f"checkpoint of size {proof['tree_size']} (root {proof['root_hash'][:16]}…){unproven}"
             + (f": {where} (check: ledgerctl audit check-proof {where} --verifier-key KEY)" if where else ""),
             markup=False,
