@@ -197,7 +197,7 @@ class SessionIndex(Protocol):
     def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]: ...
 
     def window_request_spans(
-        self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, request_id: str | None
+        self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, asked: tuple[str, str] | None
     ) -> dict[str, tuple[int, list[StartedSpan]]]: ...
 
     def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
@@ -1472,10 +1472,10 @@ class _IndexedRating:
         self,
         sessions: Mapping[str, tuple[Session, Attribution, RequestSummary, tuple[int, int], int]],
         spans: Mapping[str, tuple[int, int]],
-    ) -> dict[str, tuple[list[StartedSpan], set[str]]]:
-        """For each workload, the requests of its reach the R25 sweep needs and the ones the answer lists (the
-        first MAX_LISTED_REQUESTS in flight in the window, and the one asked for); `in_window` gets how many
-        were in flight in the window. Two statements for all the workloads.
+    ) -> dict[str, tuple[list[RequestSpan], set[str]]]:
+        """For each workload, the requests the R25 sweep needs (every one whose flight meets a listed one's) and the
+        ones the answer lists (the first MAX_LISTED_REQUESTS in flight in the window, and the one asked for);
+        `in_window` gets how many were in flight in the window. Two statements for all the workloads.
 
         The reach of a busy replica holds a thousand requests, and only these are read: a request started in the
         window is in flight in it, so those are counted in SQL and the first few read; of those started before it,
@@ -1489,89 +1489,78 @@ class _IndexedRating:
         for workload_id, (session, _, summary, (lo, hi), _) in sessions.items():
             last = min(hi, stop - 1) if session.stop is None else min(hi, stop - 1, session.stop)
             first = max(lo, start - summary.longest)
-            if first <= last:
-                ranges[workload_id] = (first, max(first, start, session.up), last)
-        found = self.index.window_request_spans(log_id, ranges, MAX_LISTED_REQUESTS, target.request_id)
-        asked = target.request_workload
+            # When last < first the session stopped before `first`: nothing is counted, and what is read before the
+            # split lies after the stop, which `_spans` leaves out.
+            ranges[workload_id] = (first, max(first, start, session.up), last)
+        asked = None
         if (
-            asked is not None
-            and asked in sessions
-            and target.request_span is not None
-            and not any(r[0] == target.request_id for r in found.get(asked, (0, []))[1])
+            target.request_id is not None
+            and target.request_workload is not None
+            and target.request_workload in sessions
         ):
-            # The request asked for, outside the window it came with: its own start (its flight is listed).
-            at = target.request_span[0]
-            count, rows = found.get(asked, (0, []))
-            found[asked] = (count, [*rows, *self.index.request_spans(log_id, {asked: (at, at)}).get(asked, ())])
-        picked: dict[str, tuple[list[StartedSpan], set[str]]] = {}
-        sweep: dict[str, tuple[int, int]] = {}
+            asked = (target.request_workload, target.request_id)  # its reach holds it (_reach), wherever it is
+        found = self.index.window_request_spans(log_id, ranges, MAX_LISTED_REQUESTS, asked)
+        shown: dict[str, set[str]] = {}
+        flights: dict[str, list[tuple[int, int]]] = {}
         for workload_id, (session, _, summary, reach, _) in sessions.items():
             _, end = spans[workload_id]
-            after_start, rows = found.get(workload_id, (0, []))
-            known = _spans(rows, summary, reach, session)
             up = session.up
-            in_window = sorted(
-                (at, seq, request_id)
-                for request_id, at, seq, finished_at, _ in known
-                if at < stop and _in_flight_to(at, finished_at, up, end) >= start
-            )
-            if end < start:  # the split ends before the window: nothing of the session is in flight in it
-                count = 0
-            else:
-                # Those started before the split, read; and every one from the split to `last`, counted in SQL (the
-                # reach reaches 2D past the window, so a request of the session started in it is in that range).
-                split_at = ranges[workload_id][1] if workload_id in ranges else start
-                count = sum(1 for at, *_ in in_window if at < split_at) + after_start
+            after_split, rows = found[workload_id]
+            in_window = []
+            flight_of = {}
+            for request_id, at, seq, finished_at, _ in _spans(rows, summary, reach, session):
+                flight_of[request_id] = (at, _in_flight_to(at, finished_at, up, end))
+                if at < stop and flight_of[request_id][1] >= start:
+                    in_window.append((at, seq, request_id))
+            in_window.sort()
+            # Those started before the split are read; every one from the split on is counted in SQL (the reach
+            # runs 2D past the window, so a request of the session started in the window is in that range). A split
+            # ending before the window has nothing in flight in it.
+            split_at = ranges[workload_id][1]
+            count = 0 if end < start else sum(1 for at, *_ in in_window if at < split_at) + after_split
             self.in_window[workload_id] = count
-            shown = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
-            if target.request_id is not None:
-                shown.add(target.request_id)
-            flights = [
-                (at, _in_flight_to(at, finished_at, up, end))
-                for request_id, at, _, finished_at, _ in known
-                if request_id in shown
-            ]
-            if flights:
-                lo, hi = reach
-                sweep[workload_id] = (
-                    max(lo, min(a for a, _ in flights) - summary.longest),
-                    min(hi, max(b for _, b in flights)),
-                )
-            picked[workload_id] = ([], shown)
-        swept = self.index.request_spans(log_id, {w: r for w, r in sweep.items() if r[0] <= r[1]}) if sweep else {}
+            shown[workload_id] = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
+            if asked is not None and asked[0] == workload_id:
+                shown[workload_id].add(asked[1])
+            flights[workload_id] = _merged(flight_of[r] for r in shown[workload_id] if r in flight_of)
+        reads = {}
+        for workload_id, merged in flights.items():
+            lo, hi = sessions[workload_id][3]
+            if merged:
+                longest = sessions[workload_id][2].longest
+                reads[workload_id] = (max(lo, merged[0][0] - longest), min(hi, max(b for _, b in merged)))
+        swept = self.index.request_spans(log_id, reads) if reads else {}
+        picked: dict[str, tuple[list[RequestSpan], set[str]]] = {}
         for workload_id, (session, _, summary, reach, _) in sessions.items():
-            if workload_id in sweep:
-                picked[workload_id] = (
-                    _spans(swept.get(workload_id, ()), summary, reach, session),
-                    picked[workload_id][1],
-                )
+            _, end = spans[workload_id]
+            merged = flights[workload_id]
+            sweep = [
+                RequestSpan(*r)
+                for r in _spans(swept.get(workload_id, ()), summary, reach, session)
+                if _meets_any(r[1], _in_flight_to(r[1], r[3], session.up, end), merged)
+            ]
+            picked[workload_id] = (sweep, shown[workload_id])
         return picked
 
     def _whole_split(
         self,
         session: Session,
         summary: RequestSummary,
-        requests: Sequence[StartedSpan],
+        sweep: Sequence[RequestSpan],
         shown: set[str],
         span: tuple[int, int],
         union: ServingUnion,
         late_starts: int,
     ) -> Attribution:
         """The R25 split over every request (from the rollups), with the shares of the requests the answer lists
-        (`shown`): `requests` hold every request whose flight meets one of theirs (_requests_to_sweep)."""
+        (`shown`). A request's share integrates 1 / (requests in flight) over its own flight, so `sweep` holds only
+        the requests whose flights meet theirs (_requests_to_sweep); the split's totals come from the serving union.
+        Shares are made only for what the answer shows: making one (two exact Fractions) costs more than sweeping."""
         cold_end, end = span
-        # Shares only for what the answer shows: the first requests in flight in the window, and the one asked for.
-        # Making a share (two exact Fractions) costs more than sweeping the request.
-        up = session.up
-        flight_ends = [_in_flight_to(at, finished_at, up, end) for _, at, _, finished_at, _ in requests]
 
         def wanted(request: RequestSpan, in_flight_from: int, in_flight_to: int) -> bool:
             return request.request_id in shown
 
-        # A request's share integrates 1 / (requests in flight) over its own flight, so it depends only on the
-        # requests whose flights meet it: sweep those alone. The split's totals come from the serving union.
-        flights = _merged((r[1], to) for r, to in zip(requests, flight_ends, strict=True) if r[0] in shown)
-        sweep = [RequestSpan(*r) for r, to in zip(requests, flight_ends, strict=True) if _meets_any(r[1], to, flights)]
         shares = attribute_serving(
             session.up, session.ready, end, session.billed_micros, session.amount, session.runs, sweep, wanted
         )

@@ -401,11 +401,11 @@ class UsageRollups:
             return serving.request_spans(conn, log_id, reaches)
 
     def window_request_spans(
-        self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, request_id: str | None
+        self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, asked: tuple[str, str] | None
     ) -> dict[str, tuple[int, list[serving.StartedSpan]]]:
         """The requests a dispute lookup counts and lists of each workload (serving.window_request_spans)."""
         with self.store.reading() as conn:
-            return serving.window_request_spans(conn, log_id, ranges, limit, request_id)
+            return serving.window_request_spans(conn, log_id, ranges, limit, asked)
 
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""

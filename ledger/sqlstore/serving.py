@@ -339,16 +339,22 @@ def request_spans(conn: Connection, log_id: str, reaches: dict[str, tuple[int, i
 
 
 def window_request_spans(
-    conn: Connection, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, request_id: str | None
+    conn: Connection,
+    log_id: str,
+    ranges: dict[str, tuple[int, int, int]],
+    limit: int,
+    asked: tuple[str, str] | None = None,
 ) -> dict[str, tuple[int, list[StartedSpan]]]:
     """Per workload, of the requests it started in [lo, hi] with (lo, split, hi) its range: how many started at or
-    after `split`, every one started before it, the first `limit` after it by start (and sequence number), and
-    `request_id` wherever it is. What a dispute lookup counts and lists of a busy window, in one statement,
-    without reading the rest of the window: each part is an index range, the count from the index alone."""
+    after `split`, every one started before it, and the first `limit` after it by start (and sequence number); and
+    the request `asked` = (workload, request) wherever it started. What a dispute lookup counts and lists of a busy
+    window, in one statement, without reading the rest of the window: each part is an index range, the count from
+    the index alone, the request asked for a primary-key lookup."""
     if not ranges:
         return {}
-    params: dict[str, Any] = {"log_id": log_id, "limit": limit, "request_id": request_id or ""}
-    params["workloads"] = sorted(ranges)
+    asked_workload, asked_request = asked if asked is not None else ("", "")
+    params: dict[str, Any] = {"log_id": log_id, "limit": limit, "asked_workload": asked_workload}
+    params["asked_request"] = asked_request
     for i, (workload_id, (lo, split, hi)) in enumerate(sorted(ranges.items())):
         params.update({f"workload_{i}": workload_id, f"lo_{i}": lo, f"split_{i}": split, f"hi_{i}": hi})
     found: dict[str, tuple[int, list[StartedSpan]]] = {workload_id: (0, []) for workload_id in ranges}
@@ -391,8 +397,8 @@ def _window_statement(workloads: int) -> DriverQuery:
         parts += [before, select(*first.c), counted]
     asked = select(*columns, none).where(
         spans.log_id == bindparam("log_id"),
-        member_of(spans.workload_id, "workloads"),
-        spans.request_id == bindparam("request_id"),
+        spans.workload_id == bindparam("asked_workload"),
+        spans.request_id == bindparam("asked_request"),
     )
     return DriverQuery(union_all(*parts, asked))
 
