@@ -47,8 +47,9 @@ def _event(n: int, type: str, at: int, workload: str, **fields: Any) -> dict[str
 @st.composite
 def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     """One endpoint: a few replicas over a few hours, each with requests, some unfinished, some irregular, some
-    development deployments."""
+    development deployments; sometimes the replicas reuse each other's request IDs."""
     events: list[dict[str, Any]] = []
+    shared_ids = draw(st.booleans())
 
     def add(type: str, at: int, workload: str, **fields: Any) -> None:
         events.append(_event(len(events), type, at, workload, **fields))
@@ -64,7 +65,7 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
         stopped = draw(st.booleans())
         for r in range(draw(st.integers(0, 25))):
             start = ready + draw(st.integers(0, life // SECOND)) * SECOND + draw(st.integers(0, 999_999))
-            request = f"req-{w}-{r}"
+            request = f"req-{r}" if shared_ids else f"req-{w}-{r}"
             add("REQUEST_STARTED", start, workload, request_id=request)
             finish = draw(st.sampled_from(["normal", "normal", "normal", "long", "never"]))
             if finish == "normal":
@@ -216,6 +217,43 @@ def test_r25_split_of_a_long_replica_comes_from_the_serving_union(ledger: Ledger
     assert [r.request_id for r in charge.requests] == ["r3"]
     # Only the lifecycle and r3's entries were read and cited, never the 10:30 requests (sequences 2-5).
     assert {e.ref.sequence for e in result.entries if e.ref.log_id == "org/acme"} == {0, 1, 6, 7, 8}
+
+
+def test_r26_r27_a_reused_request_id_far_from_the_window_is_not_in_another_replicas_window(ledger: Ledger) -> None:
+    """Two replicas up 00:00-04:00. wl-a serves r-1 at 00:01 (5 s); wl-b serves another r-1 at 02:00 (5 s, the ID
+    reused) and r-2 at 03:00:10 (5 s). A lookup of r-1 with the window 03:00-03:01: the request asked for is
+    wl-a's (the first start, R27), and wl-b's r-1, finished an hour before the window, is no request of wl-b's in
+    it: wl-b lists r-2 alone, and the lookup from the rollups answers as reading every entry does."""
+    hour, minute = 3600 * SECOND, 60 * SECOND
+    steps = [
+        ("WORKLOAD_UP", 0, "wl-a", {}),
+        ("WORKLOAD_READY", 10 * SECOND, "wl-a", {}),
+        ("REQUEST_STARTED", minute, "wl-a", {"request_id": "r-1"}),
+        ("REQUEST_FINISHED", minute + 5 * SECOND, "wl-a", {"request_id": "r-1"}),
+        ("WORKLOAD_UP", 0, "wl-b", {}),
+        ("WORKLOAD_READY", 10 * SECOND, "wl-b", {}),
+        ("REQUEST_STARTED", 2 * hour, "wl-b", {"request_id": "r-1"}),
+        ("REQUEST_FINISHED", 2 * hour + 5 * SECOND, "wl-b", {"request_id": "r-1"}),
+        ("REQUEST_STARTED", 3 * hour + 10 * SECOND, "wl-b", {"request_id": "r-2"}),
+        ("REQUEST_FINISHED", 3 * hour + 15 * SECOND, "wl-b", {"request_id": "r-2"}),
+        ("WORKLOAD_STOPPED", 4 * hour, "wl-a", {"stop_reason": "SCALED_DOWN"}),
+        ("WORKLOAD_STOPPED", 4 * hour, "wl-b", {"stop_reason": "SCALED_DOWN"}),
+    ]
+    ledger.append_events(
+        [_event(n, type, BASE + at, workload, **extra) for n, (type, at, workload, extra) in enumerate(steps)]
+    )
+    query = DisputeQuery(
+        org_id="acme", endpoint_id="ep-1", request_id="r-1", start=BASE + 3 * hour, end=BASE + 3 * hour + minute
+    )
+    result = reconstruct_charges(ledger, query, with_proofs=False)
+    assert result.request is not None and result.request.workload_id == "wl-a"
+    listed = {charge.session.workload_id: [r.request_id for r in charge.requests] for charge in result.sessions}
+    assert listed == {"wl-a": [], "wl-b": ["r-2"]}
+    assert [c.requests_in_window for c in result.sessions] == [0, 1]
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
+    assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
 
 
 def test_serving_union_merges_overlapping_and_touching_intervals() -> None:
