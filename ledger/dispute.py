@@ -1414,9 +1414,9 @@ class _IndexedRating:
                 spans[workload_id] = (cold_start_end(session.up, session.ready, end_at), end_at)
             picked = self._requests_to_sweep(sessions, spans)
             for workload_id, (session, _, summary, _reach, late_starts) in sessions.items():
-                candidates, shown = picked[workload_id]
+                sweep, shown = picked[workload_id]
                 union = self.index.serving_union(log_id, workload_id, summary)
-                split = self._whole_split(session, summary, candidates, shown, spans[workload_id], union, late_starts)
+                split = self._whole_split(session, summary, sweep, shown, spans[workload_id], union, late_starts)
                 session = dataclasses.replace(session, attribution=split)
                 ratings[workload_id] = dataclasses.replace(ratings[workload_id], session=session)
 
