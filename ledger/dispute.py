@@ -35,6 +35,7 @@ from ledger.events import (
     DEFAULT_STORAGE_INTERVAL_SECONDS,
     IDENTIFIER_RE,
     IDENTIFIER_RULE,
+    MAX_INTERVAL_SECONDS,
     EventType,
     StopReason,
     UsageEvent,
@@ -198,7 +199,11 @@ class SessionIndex(Protocol):
 
     def window_request_spans(
         self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, asked: tuple[str, str] | None
-    ) -> dict[str, tuple[int, list[StartedSpan]]]: ...
+    ) -> tuple[dict[str, tuple[int, list[StartedSpan]]], dict[int, bytes]]: ...
+
+    def endpoint_storage(
+        self, log_id: str, endpoint_id: str, start: int, end: int
+    ) -> list[tuple[StorageCharge, bytes]]: ...
 
     def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
 
@@ -608,6 +613,7 @@ class _Evidence:
     source: DisputeSource
     loaded: dict[tuple[str, int], Entry] = field(default_factory=dict)
     heads: dict[tuple[str, int], EntryHead] = field(default_factory=dict)  # read without their bodies
+    hashed: dict[tuple[str, int], bytes] = field(default_factory=dict)  # event entries by their hash in the rollups
     events: dict[tuple[str, int], UsageEvent] = field(default_factory=dict)
     facts: dict[tuple[str, int], _Fact] = field(default_factory=dict)  # of every event entry loaded or headed
     cited: dict[tuple[str, int], Evidence] = field(default_factory=dict)
@@ -632,6 +638,14 @@ class _Evidence:
             self.heads[key] = head
             self.facts.setdefault(key, facts[head.sequence])
 
+    def add_hashed(self, log_id: str, hashes: Mapping[int, bytes], facts: Mapping[int, _Fact]) -> None:
+        """Event entries known by the hash the rollups keep of them and what the rollups say of them (`facts`),
+        by sequence number: citing one needs neither its body nor its head."""
+        for sequence, entry_hash in hashes.items():
+            key = (log_id, sequence)
+            self.hashed[key] = entry_hash
+            self.facts.setdefault(key, facts[sequence])
+
     def head(self, log_id: str, sequence: int) -> Entry | EntryHead:
         """The entry if it was loaded, else its head: citing needs no body."""
         key = (log_id, sequence)
@@ -645,18 +659,23 @@ class _Evidence:
         already = self.cited.get(key)
         if already is not None:  # a busy session's requests are cited from several lines
             return already.ref
-        entry = self.head(log_id, sequence)
-        ref = EntryRef(entry.log_id, entry.sequence, entry.entry_hash)
+        entry_hash = self.hashed.get(key)
+        if entry_hash is None:
+            entry = self.head(log_id, sequence)
+            kind, entry_hash = entry.kind, entry.entry_hash
+        else:
+            kind = EntryKind.EVENT
+        ref = EntryRef(log_id, sequence, entry_hash)
         fact = self.facts.get(key)
         if fact is not None:
             detail = f" {fact.request_id}" if fact.request_id else ""
             reason = f" ({fact.stop_reason.value})" if fact.stop_reason else ""
             description = what or f"{fact.type.value}{detail}{reason} of {fact.workload_id}"
             self.cited[key] = Evidence(
-                ref, entry.kind, description, fact.occurred_at, fact.workload_id, fact.request_id, fact.type
+                ref, kind, description, fact.occurred_at, fact.workload_id, fact.request_id, fact.type
             )
         else:
-            self.cited[key] = Evidence(ref, entry.kind, what or entry.kind.value)
+            self.cited[key] = Evidence(ref, kind, what or kind.value)
         return ref
 
 
@@ -680,6 +699,7 @@ def reconstruct(
     invoices: Callable[[str], InvoiceLookup] | None = None,
     index: Callable[[str], SessionIndex] | None = None,
     account_entries: Sequence[Entry] | None = None,
+    adjustment_entries: Sequence[Entry] | None = None,
 ) -> Reconstruction:
     """Rebuild every charge of the query's endpoint in its window (or of its request) from ledger entries (R27).
 
@@ -687,7 +707,8 @@ def reconstruct(
     `index(org_id)`, when given, is the org's rollups: sessions are then rated from their lifecycle entries and the
     requests near the window, with the R25 split from the rollups' serving union, so a lookup reads a bounded
     number of entries however long the sessions are. Without it every entry of each workload is read.
-    `account_entries`, when given, are the org's ACCOUNT entries (read already for the rollups' catch-up).
+    `account_entries`, when given, are the org's ACCOUNT entries (read already for the rollups' catch-up), and
+    `adjustment_entries` its ADJUSTMENT entries (read with them).
     """
     query.check()
     evidence = _Evidence(source)
@@ -703,11 +724,11 @@ def reconstruct(
     if index is not None:
         indexed = _IndexedRating(source, index(org_id), evidence, prices, plans, now, target)  # type: ignore[arg-type]
         by_workload, ratings = indexed.rate()
-        in_window = indexed.in_window
+        in_window, indexed_storage = indexed.in_window, indexed.storage
     else:
         by_workload = _whole_workloads(source, evidence, target)
         ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
-        in_window = {}
+        in_window, indexed_storage = {}, []
 
     sessions: list[SessionCharge] = []
     zero_lines: list[ZeroCharge] = []
@@ -742,11 +763,14 @@ def reconstruct(
             if line.rule == "R8":
                 refs = tuple(evidence.cite(log_id, s) for s in line.seqs)
                 spans.append((line.start, line_end, refs[:1], refs[-1:] if line.end is not None else ()))
+    # R13, R14: the rollups' storage intervals of the endpoint (with an index), and those of workloads read whole.
+    charges = {charge.seq: charge for rating in ratings.values() for charge in rating.storage}
+    charges.update((charge.seq, charge) for charge in indexed_storage)
+    for charge in charges.values():
+        if charge.endpoint_id == endpoint_id and charge.start < end and charge.end > start:
+            ref = evidence.cite(log_id, charge.seq)
+            storage.append(StorageLine(charge, ref, lookup.storage(charge)))
     for workload_id, rating in ratings.items():
-        for charge in rating.storage:
-            if charge.endpoint_id == endpoint_id and charge.start < end and charge.end > start:
-                ref = evidence.cite(log_id, charge.seq)
-                storage.append(StorageLine(charge, ref, lookup.storage(charge)))
         for anomaly in rating.anomalies:
             if anomaly.endpoint_id == endpoint_id and (start <= anomaly.occurred_at <= end or workload_id in listed):
                 anomalies.append(AnomalyLine(anomaly, evidence.cite(log_id, anomaly.seq)))
@@ -759,7 +783,11 @@ def reconstruct(
     reconstructed = {(ref.log_id, ref.sequence) for ref in (e.ref for e in evidence.cited.values())}
     for workload_id in listed:
         reconstructed.update((log_id, seq) for _, seq in by_workload.get(workload_id, ()))
-    adjustments = _adjustments(source, evidence, lookup, log_id, reconstructed, listed if index is not None else None)
+    if adjustment_entries is None:
+        adjustment_entries = source.entries_of_kind(log_id, [EntryKind.ADJUSTMENT.value])
+    adjustments = _adjustments(
+        source, evidence, lookup, log_id, adjustment_entries, reconstructed, listed if index is not None else None
+    )
 
     invoice_ids = sorted(
         {u.invoice.invoice_id for s in sessions for u in s.units if u.invoice.invoice_id}
@@ -1243,19 +1271,17 @@ def _adjustments(
     evidence: _Evidence,
     lookup: InvoiceLookup,
     log_id: str,
+    adjustment_entries: Sequence[Entry],
     reconstructed: set[tuple[str, int]],
     listed: set[str] | None = None,
 ) -> list[AdjustmentLine]:
-    """R23: adjustments citing any entry behind this reconstruction, read through ix_entries_kind.
+    """R23: the adjustments (the org's ADJUSTMENT entries) citing any entry behind this reconstruction.
 
     With `listed` (the rollup-backed lookup, which reads only the requests near the window), an adjustment citing
     any other entry of a listed workload counts too: its cited entries are read to tell their workload.
     """
     lines = []
-    found = [
-        (entry, Adjustment.from_body(entry.body_json(), entry.sequence))
-        for entry in source.entries_of_kind(log_id, [EntryKind.ADJUSTMENT.value])
-    ]
+    found = [(entry, Adjustment.from_body(entry.body_json(), entry.sequence)) for entry in adjustment_entries]
     if listed:
         unknown = sorted(
             {r.sequence for _, a in found for r in a.corrects if r.log_id == log_id}
@@ -1306,6 +1332,15 @@ def _whole_workloads(source: DisputeSource, evidence: _Evidence, target: _Target
         if event.type is EventType.STORAGE_SAMPLE and not _storage_overlaps(event, start, end):
             continue
         by_workload[event.workload_id].append((event, entry.sequence))
+    # 4. A sample covers up to 31 days before its occurred_at (R13, R14): the endpoint's samples after the lookahead
+    # that still reach back into the window, of workloads not read whole.
+    later = source.endpoint_window_entries(
+        org_id, endpoint_id, end + STORAGE_LOOKAHEAD + 1, end + MAX_INTERVAL_SECONDS * MICROS_PER_SECOND
+    )
+    reaching = [e for e in later if _STORAGE_TYPE in e.body and not _storage_outside(e, start, end)]
+    for entry, event in evidence.add(reaching):
+        if event is not None and event.workload_id not in workloads and _storage_overlaps(event, start, end):
+            by_workload[event.workload_id].append((event, entry.sequence))
     return by_workload
 
 
@@ -1341,6 +1376,8 @@ class _IndexedRating:
         self.target = target
         self.log_id = org_log_id(target.org_id)
         self.in_window: dict[str, int] = {}  # requests in flight in the window, by workload (only some have shares)
+        self.storage: list[StorageCharge] = []  # the endpoint's storage intervals meeting the window (R13, R14)
+        self.request_hashes: dict[int, bytes] = {}  # entry hashes of the requests read from the rollups, by seq
 
     def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
         target, log_id = self.target, self.log_id
@@ -1358,22 +1395,24 @@ class _IndexedRating:
         near = [w for w in ids if lifecycles.get(w) and summaries.get(w, RequestSummary()).regular]
         whole = [w for w in ids if w not in near]
 
-        # 1. Each workload from its lifecycle and its storage samples in the window (one read for all).
+        # 0. The endpoint's storage intervals meeting the window, rated by the rollups and cited by the hashes
+        # they keep (R13, R14): no sample is read. Storage changes no session, zero line or anomaly.
+        self.storage = []
+        hashes: dict[int, bytes] = {}
+        storage_facts: dict[int, _Fact] = {}
+        for charge, entry_hash in self.index.endpoint_storage(log_id, target.endpoint_id, start, end):
+            self.storage.append(charge)
+            hashes[charge.seq] = entry_hash
+            storage_facts[charge.seq] = _Fact(EventType.STORAGE_SAMPLE, charge.end, charge.workload_id)
+        self.evidence.add_hashed(log_id, hashes, storage_facts)
+
+        # 1. Each workload from its lifecycle.
         by_workload: LoggedEvents = {}
         ratings: dict[str, WorkloadRating] = {}
-        around = self.source.workload_entries_between(log_id, near, start, end + STORAGE_LOOKAHEAD, requests=False)
         sessions: dict[str, tuple[Session, Attribution, RequestSummary, tuple[int, int], int]] = {}
         for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
-            events = {seq: (self.evidence.events[(log_id, seq)], seq) for seq in lifecycles[workload_id]}
-            for entry, event in self.evidence.add(around.get(workload_id, ())):
-                if (
-                    event is not None
-                    and event.type is EventType.STORAGE_SAMPLE
-                    and _storage_overlaps(event, start, end)
-                ):
-                    events[entry.sequence] = (event, entry.sequence)
-            kept = list(events.values())
+            kept = [(self.evidence.events[(log_id, seq)], seq) for seq in lifecycles[workload_id]]
             base = rate_workload(kept, self.prices, self.plans, self.now)
             session = base.session
             if (summary.count == 0 and not summary.in_flight) or _development_quiet(base, kept, summary):
@@ -1450,8 +1489,12 @@ class _IndexedRating:
                     facts[r.finished_seq] = _Fact(
                         EventType.REQUEST_FINISHED, r.finished_at, session.workload_id, r.request_id
                     )
-        unread = [seq for seq in facts if (log_id, seq) not in self.evidence.loaded]
-        self.evidence.add_heads(self.source.entry_heads(log_id, unread), facts)
+        # Most were read with their hashes from the rollups (_requests_to_sweep); only a request in flight since
+        # before the reach's range was not.
+        self.evidence.add_hashed(log_id, {s: h for s, h in self.request_hashes.items() if s in facts}, facts)
+        unread = [seq for seq in facts if (log_id, seq) not in self.evidence.loaded and seq not in self.request_hashes]
+        if unread:
+            self.evidence.add_heads(self.source.entry_heads(log_id, unread), facts)
         return by_workload, dict(sorted(ratings.items()))
 
     def _reach(self, workload_id: str, session: Session, summary: RequestSummary) -> tuple[int, int]:
@@ -1499,7 +1542,7 @@ class _IndexedRating:
             and target.request_workload in sessions
         ):
             asked = (target.request_workload, target.request_id)  # its reach holds it (_reach), wherever it is
-        found = self.index.window_request_spans(log_id, ranges, MAX_LISTED_REQUESTS, asked)
+        found, self.request_hashes = self.index.window_request_spans(log_id, ranges, MAX_LISTED_REQUESTS, asked)
         shown: dict[str, set[str]] = {}
         flights: dict[str, list[tuple[int, int]]] = {}
         for workload_id, (session, _, summary, reach, _) in sessions.items():
@@ -1696,11 +1739,16 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     with session():
         prices = ledger.price_history()
         rollups = None
-        account_entries = None
+        account_entries: list[Entry] | None = None
+        adjustment_entries: list[Entry] | None = None
         org_id = _org_of_query(source, query)
         if org_id is not None:
             query = dataclasses.replace(query, org_id=org_id)
-            account_entries = source.entries_of_kind(org_log_id(org_id), [EntryKind.ACCOUNT.value])
+            # R10's plans and R23's adjustments in one read (ix_entries_kind): both are few.
+            kinds = [EntryKind.ACCOUNT.value, EntryKind.ADJUSTMENT.value]
+            read = source.entries_of_kind(org_log_id(org_id), kinds)
+            account_entries = [entry for entry in read if entry.kind is EntryKind.ACCOUNT]
+            adjustment_entries = [entry for entry in read if entry.kind is EntryKind.ADJUSTMENT]
             # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
             rollups = _caught_up_rollups(ledger, org_id, prices, now, account_entries)
         with snapshot():
@@ -1712,6 +1760,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
                 invoices=lambda org_id: invoices_for(ledger, org_id),
                 index=None if rollups is None else (lambda _org_id: rollups),
                 account_entries=account_entries,
+                adjustment_entries=adjustment_entries,
             )
             if not with_proofs:
                 return dataclasses.replace(result, notes=(*result.notes, PROOFS_ON_REQUEST))

@@ -369,6 +369,41 @@ def test_r3_session_spanning_the_whole_window_with_no_entry_inside_it_is_found(l
     assert zero(result, "R9") == []  # something was up the whole window
 
 
+def test_r13_r14_a_long_storage_interval_ending_hours_after_the_window_is_in_it(ledger: Ledger) -> None:
+    """A sample reports the interval ending at its occurred_at, up to 31 days long: one ending 2 h after the window
+    still covers part of it, and the lookup finds it from the rollups as reading every entry does."""
+    e = Events()
+    e.add("WORKLOAD_UP", "08:00:00", "wl-a")
+    e.add("WORKLOAD_STOPPED", "09:05:00", "wl-a", stop_reason="SCALED_DOWN")
+    # R13: 72 GB for 3 h ending 11:00:00 (08:00-11:00): 72 x $0.10 x 10800/2592000 = $0.03.
+    e.add("STORAGE_SAMPLE", "11:00:00", "wl-a", storage_kind="CONTAINER_DISK", gigabytes="72", interval_seconds=10800)
+    # R14: 100 GB for 1 h ending 12:00:00 (11:00-12:00), after the window: not in it.
+    e.add(
+        "STORAGE_SAMPLE",
+        "12:00:00",
+        "wl-a",
+        storage_kind="NETWORK_VOLUME",
+        volume_id="vol-1",
+        gigabytes="100",
+        interval_seconds=3600,
+    )
+    load(ledger, e)
+    query = DisputeQuery(endpoint_id="ep-chat", org_id="acme", start=at("08:30:00"), end=at("09:00:00"))
+    indexed = reconstruct_charges(ledger, query)
+    whole = reconstruct(ledger.store, ledger.price_history(), query, ledger.clock())
+    for result in (indexed, whole):
+        assert [(line.charge.rule, line.charge.amount, line.ref.sequence) for line in result.storage] == [
+            ("R13", Decimal("0.03"), 2)
+        ]
+        assert result.storage_amount == Decimal("0.03")
+    (cited,) = [evidence for evidence in indexed.entries if evidence.ref.sequence == 2]
+    assert (cited.event_type, cited.workload_id, cited.ref.entry_hash) == (
+        EventType.STORAGE_SAMPLE,
+        "wl-a",
+        ledger.entry("org/acme", 2).entry_hash,
+    )
+
+
 class FakeInvoices:
     """Invoices as an InvoiceLookup: units 0-2 of wl-late on invoice #1; the later ones, which a late STOPPED made
     due after #1 was issued, on #2 and marked late (R22); storage on #1."""

@@ -91,14 +91,20 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
             for event in events:
                 if event["workload_id"] == workload:
                     event["development"] = True
-        add(
-            "STORAGE_SAMPLE",
-            up + 300 * SECOND,
-            workload,
-            storage_kind="CONTAINER_DISK",
-            gigabytes="20",
-            interval_seconds=300,
-        )
+        # Storage samples (R13, R14): mostly of the default 300 s, some of hours, ending up to a few hours past the
+        # replica's life, so an interval may cover a window the replica's other entries are far from.
+        for _ in range(draw(st.integers(1, 3))):
+            interval = draw(st.sampled_from([300, 300, 60, 3600, 6 * 3600]))
+            volume = draw(st.booleans())
+            add(
+                "STORAGE_SAMPLE",
+                up + draw(st.integers(1, 6 * 3600)) * SECOND,
+                workload,
+                storage_kind="NETWORK_VOLUME" if volume else "CONTAINER_DISK",
+                gigabytes="20",
+                interval_seconds=interval,
+                **({"volume_id": f"vol-{w}"} if volume else {}),
+            )
     return events
 
 

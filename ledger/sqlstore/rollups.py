@@ -15,11 +15,11 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select
+from sqlalchemy import and_, bindparam, delete, or_, select, text, union_all
 from sqlalchemy.engine import Connection
 
-from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id
-from ledger.events import EventType, StorageKind, UsageEvent, WorkerType, event_from_body
+from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id, org_of_log
+from ledger.events import MAX_INTERVAL_SECONDS, EventType, StorageKind, UsageEvent, WorkerType, event_from_body
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
@@ -36,6 +36,7 @@ from ledger.sqlstore import serving
 from ledger.sqlstore.driver import DriverQuery
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import (
+    SHORT_STORAGE_INTERVAL_SECONDS,
     entries,
     log_heads,
     rollup_cursors,
@@ -149,6 +150,7 @@ class UsageRollups:
         stop = min(head, applied + _CHUNK)
         touched: dict[str, list[tuple[UsageEvent, int]]] = {}
         requests: dict[str, list[serving.RequestMark]] = {}
+        request_hashes: dict[int, bytes] = {}  # by seq, so a lookup cites requests from the rollups
         rerate_all = system_size != system_seen
         storage_rows: list[dict[str, Any]] = []
         rows = conn.execute(
@@ -159,11 +161,12 @@ class UsageRollups:
                 entries.c.workload_id,
                 entries.c.request_id,
                 entries.c.occurred_at,
+                entries.c.entry_hash,
             )
             .where(entries.c.log_id == log_id, entries.c.seq >= applied, entries.c.seq < stop)
             .order_by(entries.c.seq)
         )
-        for seq, kind, body, workload_id, request_id, occurred_at in rows:
+        for seq, kind, body, workload_id, request_id, occurred_at, entry_hash in rows:
             if kind == EntryKind.ACCOUNT.value:
                 rerate_all = True  # R10: a plan change can change how any session is rated
                 continue
@@ -172,6 +175,7 @@ class UsageRollups:
             if request_id is not None:  # only request events carry one: read from the index columns, not parsed
                 mark = (int(seq), int(occurred_at), request_id, FINISHED_TYPE in bytes(body))
                 requests.setdefault(workload_id, []).append(mark)
+                request_hashes[int(seq)] = bytes(entry_hash)
                 continue
             event = event_from_body(json.loads(body))
             if event.type in LIFECYCLE_TYPES:
@@ -193,12 +197,13 @@ class UsageRollups:
                         "gigabytes": str(charge.gigabytes),
                         "interval_seconds": charge.interval_seconds,
                         "development": event.development,
+                        "entry_hash": bytes(entry_hash),
                     }
                 )
         if storage_rows:
             conn.execute(rollup_storage.insert(), storage_rows)
         self._rerate(conn, log_id, touched, rerate_all, prices, plans, now)
-        serving.apply_request_events(conn, log_id, requests)
+        serving.apply_request_events(conn, log_id, requests, request_hashes)
         conn.execute(
             rollup_cursors.update()
             .where(rollup_cursors.c.log_id == log_id)
@@ -402,10 +407,52 @@ class UsageRollups:
 
     def window_request_spans(
         self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, asked: tuple[str, str] | None
-    ) -> dict[str, tuple[int, list[serving.StartedSpan]]]:
-        """The requests a dispute lookup counts and lists of each workload (serving.window_request_spans)."""
+    ) -> tuple[dict[str, tuple[int, list[serving.StartedSpan]]], dict[int, bytes]]:
+        """The requests a dispute lookup counts and lists of each workload, and their entry hashes
+        (serving.window_request_spans)."""
         with self.store.reading() as conn:
             return serving.window_request_spans(conn, log_id, ranges, limit, asked)
+
+    def endpoint_storage(
+        self, log_id: str, endpoint_id: str, start: int, end: int
+    ) -> list[tuple[StorageCharge, bytes]]:
+        """The endpoint's storage intervals meeting [start, end) (R13, R14, R8 for development workloads) and each
+        sample's entry hash, by sequence number: the samples of 300 s or less by start (ix_rollup_storage_endpoint),
+        the longer ones from their own index (ix_rollup_storage_long), in one statement."""
+        params = {
+            "log_id": log_id,
+            "endpoint_id": endpoint_id,
+            "end": end,
+            "short_from": start - SHORT_STORAGE_INTERVAL_SECONDS * 1_000_000,
+            "long_from": start - MAX_INTERVAL_SECONDS * 1_000_000,
+        }
+        with self.store.reading() as conn:
+            rows = _ENDPOINT_STORAGE.rows(conn, params)
+        org_id = org_of_log(log_id)
+        assert org_id is not None, log_id  # storage samples are in org logs only
+        found: dict[int, tuple[StorageCharge, bytes]] = {}
+        for row in rows:
+            (seq, event_id, endpoint, workload_id, workspace_id, kind, volume_id, gigabytes, interval, at,
+             development, entry_hash) = row  # fmt: skip
+            ends = int(at) + int(interval) * 1_000_000
+            if ends <= start or int(seq) in found:  # before the window, or a long sample both parts found
+                continue
+            charge = storage_charge(
+                int(seq),
+                event_id,
+                org_id,
+                endpoint,
+                workload_id,
+                workspace_id,
+                StorageKind(kind),
+                volume_id,
+                Decimal(gigabytes),
+                int(interval),
+                ends,
+                development=bool(development),
+            )
+            found[charge.seq] = (charge, bytes(entry_hash))
+        return [found[seq] for seq in sorted(found)]
 
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""
@@ -462,6 +509,36 @@ _LIFECYCLES_AND_SUMMARIES = DriverQuery(
     .where(
         rollup_workloads.c.log_id == bindparam("log_id"),
         member_of(rollup_workloads.c.workload_id, "workload_ids"),
+    )
+)
+_STORAGE_COLUMNS = (
+    rollup_storage.c.seq,
+    rollup_storage.c.event_id,
+    rollup_storage.c.endpoint_id,
+    rollup_storage.c.workload_id,
+    rollup_storage.c.workspace_id,
+    rollup_storage.c.storage_kind,
+    rollup_storage.c.volume_id,
+    rollup_storage.c.gigabytes,
+    rollup_storage.c.interval_seconds,
+    rollup_storage.c.start,
+    rollup_storage.c.development,
+    rollup_storage.c.entry_hash,
+)
+_OF_ENDPOINT = (
+    rollup_storage.c.log_id == bindparam("log_id"),
+    rollup_storage.c.endpoint_id == bindparam("endpoint_id"),
+    rollup_storage.c.start < bindparam("end"),
+)
+# The long samples' condition is written as the partial index's own (a bound value would not match it).
+_ENDPOINT_STORAGE = DriverQuery(
+    union_all(
+        select(*_STORAGE_COLUMNS).where(*_OF_ENDPOINT, rollup_storage.c.start > bindparam("short_from")),
+        select(*_STORAGE_COLUMNS).where(
+            *_OF_ENDPOINT,
+            rollup_storage.c.start > bindparam("long_from"),
+            text(f"interval_seconds > {SHORT_STORAGE_INTERVAL_SECONDS}"),
+        ),
     )
 )
 _WORKLOADS_LIVE = DriverQuery(

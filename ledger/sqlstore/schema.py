@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, MetaData, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, MetaData, String, Table, text
 
 metadata = MetaData()
 
@@ -124,8 +124,11 @@ rollup_request_spans = Table(
     Column("started_seq", BigInteger),
     Column("finished_at", BigInteger),
     Column("finished_seq", BigInteger),
+    # The two entries' hashes, so the lookup cites the requests it lists without reading them (migration 0009).
+    Column("started_hash", LargeBinary),
+    Column("finished_hash", LargeBinary),
 )
-# Covering: a lookup reads a reach's spans from the index alone.
+# Covering: a lookup reads a reach's spans, and cites the ones it lists, from the index alone.
 Index(
     "ix_rollup_request_spans_start",
     rollup_request_spans.c.log_id,
@@ -135,6 +138,8 @@ Index(
     rollup_request_spans.c.started_seq,
     rollup_request_spans.c.finished_seq,
     rollup_request_spans.c.request_id,
+    rollup_request_spans.c.started_hash,
+    rollup_request_spans.c.finished_hash,
 )
 rollup_storage = Table(
     "rollup_storage",
@@ -153,8 +158,25 @@ rollup_storage = Table(
     Column("gigabytes", String(64)),
     Column("interval_seconds", BigInteger),
     Column("development", Boolean),
+    # The sample entry's hash, so a dispute lookup cites the sample without reading it (migration 0009).
+    Column("entry_hash", LargeBinary),
 )
 Index("ix_rollup_storage_start", rollup_storage.c.log_id, rollup_storage.c.start)
+# A dispute lookup's storage intervals of one endpoint meeting its window (R13, R14): an interval [start,
+# start + interval) meets [from, to) when start < to and start + interval > from. Nearly every sample covers the
+# default 300 s or less, found by start in (from - 300 s, to); the few longer ones (up to 31 days) have an index of
+# their own, so neither read runs over a month of an endpoint's samples (migration 0009).
+SHORT_STORAGE_INTERVAL_SECONDS = 300
+_LONG_INTERVAL = text(f"interval_seconds > {SHORT_STORAGE_INTERVAL_SECONDS}")
+Index("ix_rollup_storage_endpoint", rollup_storage.c.log_id, rollup_storage.c.endpoint_id, rollup_storage.c.start)
+Index(
+    "ix_rollup_storage_long",
+    rollup_storage.c.log_id,
+    rollup_storage.c.endpoint_id,
+    rollup_storage.c.start,
+    sqlite_where=_LONG_INTERVAL,
+    postgresql_where=_LONG_INTERVAL,
+)
 
 # -- signed checkpoints (append-only like entries; see migration 0003) --------------------------------------------
 

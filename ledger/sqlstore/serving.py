@@ -165,8 +165,11 @@ def _hour_pieces(interval: Interval) -> Iterable[tuple[int, Interval]]:
 # -- maintenance (called by UsageRollups inside its catch-up transaction) ----------------------------------------
 
 
-def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[RequestMark]]) -> None:
-    """Fold a chunk of request events (by workload) into the summaries and the serving unions."""
+def apply_request_events(
+    conn: Connection, log_id: str, events: dict[str, list[RequestMark]], hashes: dict[int, bytes]
+) -> None:
+    """Fold a chunk of request events (by workload) into the summaries, the serving unions and the request spans;
+    `hashes` are the events' entry hashes by sequence number."""
     if not events:
         return
     workloads = sorted(events)
@@ -192,7 +195,7 @@ def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[R
         summaries[workload_id].irregular = True
     for workload_id, intervals in closed.items():
         summaries[workload_id].serving_micros += _add_serving(conn, log_id, workload_id, intervals)
-    _add_spans(conn, log_id, events)
+    _add_spans(conn, log_id, events, hashes)
     conn.execute(
         delete(rollup_requests).where(rollup_requests.c.log_id == log_id, rollup_requests.c.workload_id.in_(workloads))
     )
@@ -202,14 +205,14 @@ def apply_request_events(conn: Connection, log_id: str, events: dict[str, list[R
     )
 
 
-def _add_spans(conn: Connection, log_id: str, events: dict[str, list[RequestMark]]) -> None:
+def _add_spans(conn: Connection, log_id: str, events: dict[str, list[RequestMark]], hashes: dict[int, bytes]) -> None:
     """Record each request's start and finish; what an earlier chunk recorded stays (the first one seen wins)."""
-    spans: dict[tuple[str, str], list[int | None]] = {}
+    spans: dict[tuple[str, str], list[Any]] = {}
     for workload_id, marks in events.items():
         for seq, at, request_id, finished in sorted(marks):
-            span = spans.setdefault((workload_id, request_id), [None, None, None, None])
-            if span[2 * finished] is None:
-                span[2 * finished : 2 * finished + 2] = [at, seq]
+            span = spans.setdefault((workload_id, request_id), [None, None, None, None, None, None])
+            if span[3 * finished] is None:
+                span[3 * finished : 3 * finished + 3] = [at, seq, hashes[seq]]
     rows = [
         {
             "log_id": log_id,
@@ -217,10 +220,19 @@ def _add_spans(conn: Connection, log_id: str, events: dict[str, list[RequestMark
             "request_id": request_id,
             "started_at": started_at,
             "started_seq": started_seq,
+            "started_hash": started_hash,
             "finished_at": finished_at,
             "finished_seq": finished_seq,
+            "finished_hash": finished_hash,
         }
-        for (workload_id, request_id), (started_at, started_seq, finished_at, finished_seq) in spans.items()
+        for (workload_id, request_id), (
+            started_at,
+            started_seq,
+            started_hash,
+            finished_at,
+            finished_seq,
+            finished_hash,
+        ) in spans.items()
     ]
     conn.execute(_upsert_spans(conn.dialect.name), rows)
 
@@ -232,7 +244,7 @@ def _upsert_spans(dialect: str) -> Any:
     table, new = rollup_request_spans.c, statement.excluded
     keep_first = {
         name: func.coalesce(getattr(table, name), getattr(new, name))
-        for name in ("started_at", "started_seq", "finished_at", "finished_seq")
+        for name in ("started_at", "started_seq", "started_hash", "finished_at", "finished_seq", "finished_hash")
     }
     return statement.on_conflict_do_update(index_elements=["log_id", "workload_id", "request_id"], set_=keep_first)
 
@@ -344,14 +356,15 @@ def window_request_spans(
     ranges: dict[str, tuple[int, int, int]],
     limit: int,
     asked: tuple[str, str] | None = None,
-) -> dict[str, tuple[int, list[StartedSpan]]]:
+) -> tuple[dict[str, tuple[int, list[StartedSpan]]], dict[int, bytes]]:
     """Per workload, of the requests it started in [lo, hi] with (lo, split, hi) its range: how many started at or
     after `split`, every one started before it, and the first `limit` after it by start (and sequence number); and
     the request `asked` = (workload, request) wherever it started. What a dispute lookup counts and lists of a busy
     window, in one statement, without reading the rest of the window: each part is an index range, the count from
-    the index alone, the request asked for a primary-key lookup."""
+    the index alone, the request asked for a primary-key lookup. Also the entry hashes of the requests read, by
+    sequence number, for citing them."""
     if not ranges:
-        return {}
+        return {}, {}
     asked_workload, asked_request = asked if asked is not None else ("", "")
     params: dict[str, Any] = {"log_id": log_id, "limit": limit, "asked_workload": asked_workload}
     params["asked_request"] = asked_request
@@ -359,23 +372,27 @@ def window_request_spans(
         params.update({f"workload_{i}": workload_id, f"lo_{i}": lo, f"split_{i}": split, f"hi_{i}": hi})
     found: dict[str, tuple[int, list[StartedSpan]]] = {workload_id: (0, []) for workload_id in ranges}
     seen: dict[str, set[str]] = defaultdict(set)
-    for workload_id, request, at, seq, finished_at, finished_seq, count in _window_statement(len(ranges)).rows(
-        conn, params
-    ):
+    hashes: dict[int, bytes] = {}
+    rows = _window_statement(len(ranges)).rows(conn, params)
+    for workload_id, request, at, seq, finished_at, finished_seq, started_hash, finished_hash, count in rows:
         _, spans = found[workload_id]
         if count is not None:
             found[workload_id] = (int(count), spans)
         elif request not in seen[workload_id]:  # the request asked for may also be a first one
             seen[workload_id].add(request)
             spans.append((request, at, seq, finished_at, finished_seq))
-    return found
+            if started_hash is not None:
+                hashes[seq] = bytes(started_hash)
+            if finished_hash is not None:
+                hashes[finished_seq] = bytes(finished_hash)
+    return found, hashes
 
 
 @functools.lru_cache(maxsize=16)
 def _window_statement(workloads: int) -> DriverQuery:
     spans = rollup_request_spans.c
     columns = (spans.workload_id, spans.request_id, spans.started_at, spans.started_seq, spans.finished_at,
-               spans.finished_seq)  # fmt: skip
+               spans.finished_seq, spans.started_hash, spans.finished_hash)  # fmt: skip
     none = cast(null(), BigInteger)
     parts = []
     for i in range(workloads):
