@@ -174,8 +174,6 @@ class DisputeSource(Protocol):
 class IndexedSource(DisputeSource, Protocol):
     """The further reads the rollup-backed lookup uses (ledger.sqlstore.SqlStore has them)."""
 
-    def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
-
     def workload_entries_between(
         self, log_id: str, workload_ids: Sequence[str], start: int, end: int, *, requests: bool = True
     ) -> dict[str, list[Entry]]: ...
@@ -189,7 +187,7 @@ class SessionIndex(Protocol):
     """Rollups that let a lookup rate a long session without reading its every request (ledger.sqlstore.rollups
     implements it, caught up to the log before the lookup starts)."""
 
-    def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]: ...
+    def window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int) -> list[str]: ...
 
     def lifecycles_and_summaries(
         self, log_id: str, workload_ids: Iterable[str]
@@ -1382,10 +1380,11 @@ class _IndexedRating:
     def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
         target, log_id = self.target, self.log_id
         start, end = target.start, target.end
+        # Those with an entry of the endpoint in the window or the storage lookahead after it (as the whole read
+        # takes them), and those up across the window with no entry inside it (R3).
         workloads = set(
-            self.source.endpoint_window_workloads(target.org_id, target.endpoint_id, start, end + STORAGE_LOOKAHEAD)
+            self.index.window_workloads(target.org_id, target.endpoint_id, start, end, end + STORAGE_LOOKAHEAD)
         )
-        workloads.update(self.index.workloads_live(target.org_id, target.endpoint_id, start, end))
         if target.request_workload is not None:
             workloads.add(target.request_workload)
         ids = sorted(workloads)

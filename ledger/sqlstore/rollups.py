@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, text, union_all
+from sqlalchemy import and_, bindparam, delete, or_, select, text, union, union_all
 from sqlalchemy.engine import Connection
 
 from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id, org_of_log
@@ -365,12 +365,21 @@ class UsageRollups:
 
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
 
-    def workloads_live(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
-        """Workloads of an endpoint whose lifecycle [first event, stop or boot failure] meets [start, end]: a
-        replica up across the whole window with no entry inside it is found too (R3)."""
-        params = {"log_id": org_log_id(org_id), "endpoint_id": endpoint_id, "start": start, "end": end}
+    def window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int) -> list[str]:
+        """The workloads a dispute lookup of [start, end] rates, in one statement: those with an entry of the
+        endpoint in [start, entries_to] (from ix_entries_endpoint_time alone), and those whose lifecycle [first
+        event, stop or boot failure] meets [start, end], so a replica up across the whole window with no entry
+        inside it is found too (R3)."""
+        params = {
+            "org_id": org_id,
+            "log_id": org_log_id(org_id),
+            "endpoint_id": endpoint_id,
+            "start": start,
+            "end": end,
+            "entries_to": entries_to,
+        }
         with self.store.reading() as conn:
-            return sorted(workload_id for (workload_id,) in _WORKLOADS_LIVE.rows(conn, params))
+            return sorted({workload_id for (workload_id,) in _WINDOW_WORKLOADS.rows(conn, params)})
 
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:
         """The lifecycle events (with their sequence numbers) the rollups keep of each workload that has any."""
@@ -541,12 +550,22 @@ _ENDPOINT_STORAGE = DriverQuery(
         ),
     )
 )
-_WORKLOADS_LIVE = DriverQuery(
-    select(rollup_workloads.c.workload_id).where(
-        rollup_workloads.c.log_id == bindparam("log_id"),
-        rollup_workloads.c.endpoint_id == bindparam("endpoint_id"),
-        rollup_workloads.c.lifecycle_from <= bindparam("end"),
-        or_(rollup_workloads.c.lifecycle_to.is_(None), rollup_workloads.c.lifecycle_to >= bindparam("start")),
+_LIVE = select(rollup_workloads.c.workload_id).where(
+    rollup_workloads.c.log_id == bindparam("log_id"),
+    rollup_workloads.c.endpoint_id == bindparam("endpoint_id"),
+    rollup_workloads.c.lifecycle_from <= bindparam("end"),
+    or_(rollup_workloads.c.lifecycle_to.is_(None), rollup_workloads.c.lifecycle_to >= bindparam("start")),
+)
+_WINDOW_WORKLOADS = DriverQuery(
+    union(
+        select(entries.c.workload_id).where(
+            entries.c.org_id == bindparam("org_id"),
+            entries.c.endpoint_id == bindparam("endpoint_id"),
+            entries.c.occurred_at >= bindparam("start"),
+            entries.c.occurred_at <= bindparam("entries_to"),
+            entries.c.workload_id.is_not(None),
+        ),
+        _LIVE,
     )
 )
 

@@ -857,11 +857,6 @@ class SqlStore:
         found.sort(key=lambda head: head.sequence)
         return found
 
-    def endpoint_window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[str]:
-        """Workloads with an entry of the endpoint in [start, end], read from the index columns alone."""
-        params = {"org_id": org_id, "endpoint_id": endpoint_id, "start": start, "end": end}
-        return sorted(workload_id for (workload_id,) in self._read(_ENDPOINT_WINDOW_WORKLOADS, params))
-
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
         """Workloads of an endpoint up at `at`: a WORKLOAD_UP before it and no WORKLOAD_STOPPED or
         WORKLOAD_BOOT_FAILED before it (R1, R4, R5), so a session spanning a whole window with no entry inside it
@@ -959,17 +954,6 @@ _REQUEST_ENTRIES = (
 )
 _REQUEST_ENTRIES_ANY_ORG = DriverQuery(_REQUEST_ENTRIES)
 _REQUEST_ENTRIES_OF_ORG = DriverQuery(_REQUEST_ENTRIES.where(entries.c.org_id == sa.bindparam("org_id")))
-_ENDPOINT_WINDOW_WORKLOADS = DriverQuery(
-    select(entries.c.workload_id)
-    .where(
-        entries.c.org_id == sa.bindparam("org_id"),
-        entries.c.endpoint_id == sa.bindparam("endpoint_id"),
-        entries.c.occurred_at >= sa.bindparam("start"),
-        entries.c.occurred_at <= sa.bindparam("end"),
-        entries.c.workload_id.is_not(None),
-    )
-    .distinct()
-)
 _WORKLOAD_WINDOW_ALL = select(*_ENTRY_COLUMNS, entries.c.workload_id).where(
     entries.c.log_id == sa.bindparam("log_id"),
     member_of(entries.c.workload_id, "workload_ids"),
