@@ -191,7 +191,7 @@ class SessionIndex(Protocol):
 
     def lifecycles_and_summaries(
         self, log_id: str, workload_ids: Iterable[str]
-    ) -> tuple[dict[str, list[int]], dict[str, RequestSummary]]: ...
+    ) -> tuple[dict[str, list[tuple[UsageEvent, int]]], dict[int, bytes], dict[str, RequestSummary]]: ...
 
     def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]: ...
 
@@ -1388,22 +1388,28 @@ class _IndexedRating:
         if target.request_workload is not None:
             workloads.add(target.request_workload)
         ids = sorted(workloads)
-        lifecycles, summaries = self.index.lifecycles_and_summaries(log_id, ids)
-        # The lifecycle entries themselves, from the log (the rollups only say which they are).
-        self.evidence.add(self.source.entries_at(log_id, [seq for w in ids for seq in lifecycles.get(w, ())]))
+        lifecycles, hashes, summaries = self.index.lifecycles_and_summaries(log_id, ids)
+        # The lifecycle events as the rollups keep them, cited by the entry hashes kept with them (R27); an entry
+        # whose hash the rollups lack is read from the log.
+        kept_events = {seq: event for w in ids for event, seq in lifecycles.get(w, ())}
+        self.evidence.add_hashed(log_id, hashes, {seq: _Fact.of(kept_events[seq]) for seq in hashes})
+        self.evidence.events.update(((log_id, seq), kept_events[seq]) for seq in hashes)
+        unhashed = [seq for seq in kept_events if seq not in hashes]
+        if unhashed:
+            self.evidence.add(self.source.entries_at(log_id, unhashed))
         near = [w for w in ids if lifecycles.get(w) and summaries.get(w, RequestSummary()).regular]
         whole = [w for w in ids if w not in near]
 
-        # 0. The endpoint's storage intervals meeting the window, rated by the rollups and cited by the hashes
-        # they keep (R13, R14): no sample is read. Storage changes no session, zero line or anomaly.
+        # 0. The endpoint's storage intervals meeting the window, rated by the rollups and cited by the hashes they
+        # keep (R13, R14): no sample is read. Storage changes no session, zero line or anomaly.
         self.storage = []
-        hashes: dict[int, bytes] = {}
+        storage_hashes: dict[int, bytes] = {}
         storage_facts: dict[int, _Fact] = {}
         for charge, entry_hash in self.index.endpoint_storage(log_id, target.endpoint_id, start, end):
             self.storage.append(charge)
-            hashes[charge.seq] = entry_hash
+            storage_hashes[charge.seq] = entry_hash
             storage_facts[charge.seq] = _Fact(EventType.STORAGE_SAMPLE, charge.end, charge.workload_id)
-        self.evidence.add_hashed(log_id, hashes, storage_facts)
+        self.evidence.add_hashed(log_id, storage_hashes, storage_facts)
 
         # 1. Each workload from its lifecycle.
         by_workload: LoggedEvents = {}
@@ -1411,7 +1417,7 @@ class _IndexedRating:
         sessions: dict[str, tuple[Session, Attribution, RequestSummary, tuple[int, int], int]] = {}
         for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
-            kept = [(self.evidence.events[(log_id, seq)], seq) for seq in lifecycles[workload_id]]
+            kept = list(lifecycles[workload_id])
             base = rate_workload(kept, self.prices, self.plans, self.now)
             session = base.session
             if (summary.count == 0 and not summary.in_flight) or _development_quiet(base, kept, summary):

@@ -149,6 +149,7 @@ class UsageRollups:
             return applied, True
         stop = min(head, applied + _CHUNK)
         touched: dict[str, list[tuple[UsageEvent, int]]] = {}
+        lifecycle_hashes: dict[int, bytes] = {}  # by seq: kept with the lifecycle, so a lookup cites it unread
         requests: dict[str, list[serving.RequestMark]] = {}
         request_hashes: dict[int, bytes] = {}  # by seq, so a lookup cites requests from the rollups
         rerate_all = system_size != system_seen
@@ -180,6 +181,7 @@ class UsageRollups:
             event = event_from_body(json.loads(body))
             if event.type in LIFECYCLE_TYPES:
                 touched.setdefault(event.workload_id, []).append((event, int(seq)))
+                lifecycle_hashes[int(seq)] = bytes(entry_hash)
             elif event.type is EventType.STORAGE_SAMPLE:
                 charge = rate_storage_sample(event, int(seq))
                 storage_rows.append(
@@ -202,7 +204,7 @@ class UsageRollups:
                 )
         if storage_rows:
             conn.execute(rollup_storage.insert(), storage_rows)
-        self._rerate(conn, log_id, touched, rerate_all, prices, plans, now)
+        self._rerate(conn, log_id, touched, lifecycle_hashes, rerate_all, prices, plans, now)
         serving.apply_request_events(conn, log_id, requests, request_hashes)
         conn.execute(
             rollup_cursors.update()
@@ -237,6 +239,7 @@ class UsageRollups:
         conn: Connection,
         log_id: str,
         touched: dict[str, list[tuple[UsageEvent, int]]],
+        touched_hashes: dict[int, bytes],
         rerate_all: bool,
         prices: PriceHistory,
         plans: PlanHistory,
@@ -249,7 +252,10 @@ class UsageRollups:
             if not touched:
                 return
             query = query.where(rollup_workloads.c.workload_id.in_(sorted(touched)))
-        known = {row.workload_id: _load_lifecycle(row.lifecycle) for row in conn.execute(query)}
+        known: dict[str, list[tuple[UsageEvent, int]]] = {}
+        hashes = dict(touched_hashes)
+        for row in conn.execute(query):
+            known[row.workload_id] = _load_lifecycle(row.lifecycle, hashes)
         workloads = set(known) | set(touched)
         if not workloads:
             return
@@ -262,7 +268,7 @@ class UsageRollups:
         new_rows = []
         for workload_id in sorted(workloads):
             lifecycle = known.get(workload_id, []) + touched.get(workload_id, [])
-            new_rows.append(_workload_row(log_id, workload_id, lifecycle, prices, plans, now))
+            new_rows.append(_workload_row(log_id, workload_id, lifecycle, hashes, prices, plans, now))
         conn.execute(rollup_workloads.insert(), new_rows)
 
     # -- reads --------------------------------------------------------------------------------------------
@@ -394,20 +400,22 @@ class UsageRollups:
 
     def lifecycles_and_summaries(
         self, log_id: str, workload_ids: Iterable[str]
-    ) -> tuple[dict[str, list[int]], dict[str, serving.RequestSummary]]:
-        """For each workload with lifecycle entries: their sequence numbers (the events are not decoded: a dispute
-        lookup reads and cites the entries themselves), and its request summary if it has requests. One read."""
+    ) -> tuple[dict[str, list[tuple[UsageEvent, int]]], dict[int, bytes], dict[str, serving.RequestSummary]]:
+        """For each workload with lifecycle entries: its lifecycle events with their sequence numbers, the entry
+        hashes kept with them (by seq; a dispute lookup cites them without reading them), and its request summary
+        if it has requests. One read."""
         ids = sorted(set(workload_ids))
-        seqs: dict[str, list[int]] = {}
+        lifecycles: dict[str, list[tuple[UsageEvent, int]]] = {}
+        hashes: dict[int, bytes] = {}
         summaries: dict[str, serving.RequestSummary] = {}
         with self.store.reading() as conn:
             for at in range(0, len(ids), 500):
                 params = {"log_id": log_id, "workload_ids": ids[at : at + 500]}
                 for workload_id, lifecycle, summary in _LIFECYCLES_AND_SUMMARIES.rows(conn, params):
-                    seqs[workload_id] = [int(seq) for seq, _ in json.loads(lifecycle)]
+                    lifecycles[workload_id] = _load_lifecycle(lifecycle, hashes)
                     if summary is not None:
                         summaries[workload_id] = serving.RequestSummary.decode(summary)
-        return seqs, summaries
+        return lifecycles, hashes, summaries
 
     def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[serving.StartedSpan]]:
         """The requests each workload started in its own range (serving.request_spans)."""
@@ -570,14 +578,27 @@ _WINDOW_WORKLOADS = DriverQuery(
 )
 
 
-def _load_lifecycle(blob: bytes) -> list[tuple[UsageEvent, int]]:
-    return [(event_from_body(body), int(seq)) for seq, body in json.loads(blob)]
+def _load_lifecycle(blob: bytes, hashes: dict[int, bytes] | None = None) -> list[tuple[UsageEvent, int]]:
+    """A workload's kept lifecycle events; each entry's hash goes into `hashes` (by seq) when given."""
+    items = json.loads(blob)
+    if hashes is not None:
+        hashes.update((int(item[0]), bytes.fromhex(item[2])) for item in items if len(item) > 2)
+    return [(event_from_body(item[1]), int(item[0])) for item in items]
+
+
+def _lifecycle_blob(lifecycle: list[tuple[UsageEvent, int]], hashes: dict[int, bytes]) -> bytes:
+    """[seq, body, entry hash] per lifecycle event (the hash left out where unknown)."""
+    items = [
+        [seq, event.body(), hashes[seq].hex()] if seq in hashes else [seq, event.body()] for event, seq in lifecycle
+    ]
+    return json.dumps(items, separators=(",", ":")).encode()
 
 
 def _workload_row(
     log_id: str,
     workload_id: str,
     lifecycle: list[tuple[UsageEvent, int]],
+    hashes: dict[int, bytes],
     prices: PriceHistory,
     plans: PlanHistory,
     now: int,
@@ -592,7 +613,7 @@ def _workload_row(
         "workload_kind": first.workload_kind.value,
         "instance_type": first.instance_type,
         "worker_type": first.worker_type.value,
-        "lifecycle": json.dumps([[seq, event.body()] for event, seq in lifecycle], separators=(",", ":")).encode(),
+        "lifecycle": _lifecycle_blob(lifecycle, hashes),
         "up": None,
         "billed_end": None,
         "is_open": False,

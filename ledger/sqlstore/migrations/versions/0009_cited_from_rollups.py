@@ -1,9 +1,11 @@
 """A dispute lookup cites request and storage entries from the rollups, and finds an endpoint's storage there.
 
-A lookup read two sets of entries only to cite them: the heads of the requests it lists (their hash), and the
-storage samples of the window's workloads, whose bodies it decoded and rated again although the rollups had
-rated each one already. `rollup_request_spans` now keeps each request's two entry hashes (in its covering
-index), and `rollup_storage` each sample's hash, so the lookup reads neither.
+A lookup read three sets of entries only to cite them: the lifecycle entries of the window's workloads (whose
+events the rollups keep), the heads of the requests it lists (their hash), and the storage samples of the
+window's workloads, whose bodies it decoded and rated again although the rollups had rated each one already.
+`rollup_workloads.lifecycle` now keeps each event's entry hash beside its body, `rollup_request_spans` each
+request's two entry hashes (in its covering index), and `rollup_storage` each sample's hash, so the lookup reads
+none of them.
 
 The storage read of a lookup asks for an endpoint's intervals meeting its window (R13, R14). An interval runs up to
 31 days, so a bound on its start alone would read a month of samples: ix_rollup_storage_endpoint finds the
