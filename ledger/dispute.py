@@ -72,7 +72,9 @@ DEFAULT_TOLERANCE = 30 * MINUTE  # R27: "an approximate time" means +-30 min unl
 MAX_TOLERANCE = 7 * 24 * 60 * MINUTE
 MAX_WINDOW = 31 * 24 * 60 * MINUTE  # a lookup answers a ticket, not a month-end report
 # A storage sample reports the interval ending at its occurred_at (R13, R14): samples up to one default interval
-# after the window can still cover part of it.
+# after the window can still cover part of it, so the workloads with entries that far past it are rated too. A
+# longer interval (up to MAX_INTERVAL_SECONDS) ending later is found apart: from the rollups by its start, or by the
+# whole read's own pass over the endpoint's later samples.
 STORAGE_LOOKAHEAD = 300 * MICROS_PER_SECOND
 # Requests listed one by one per session; the R25 split always uses every request of the session.
 MAX_LISTED_REQUESTS = 20  # a report to paste into a ticket; a request asked for by ID is always answered
