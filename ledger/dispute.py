@@ -1391,20 +1391,15 @@ class _IndexedRating:
             workloads.add(target.request_workload)
         ids = sorted(workloads)
         lifecycles, hashes, summaries = self.index.lifecycles_and_summaries(log_id, ids)
-        # The lifecycle events as the rollups keep them, cited by the entry hashes kept with them (R27); an entry
-        # whose hash the rollups lack is read from the log.
+        # The lifecycle events as the rollups keep them, cited by the entry hashes kept with them (R27).
         kept_events = {seq: event for w in ids for event, seq in lifecycles.get(w, ())}
-        self.evidence.add_hashed(log_id, hashes, {seq: _Fact.of(kept_events[seq]) for seq in hashes})
-        self.evidence.events.update(((log_id, seq), kept_events[seq]) for seq in hashes)
-        unhashed = [seq for seq in kept_events if seq not in hashes]
-        if unhashed:
-            self.evidence.add(self.source.entries_at(log_id, unhashed))
+        self.evidence.add_hashed(log_id, hashes, {seq: _Fact.of(event) for seq, event in kept_events.items()})
+        self.evidence.events.update(((log_id, seq), event) for seq, event in kept_events.items())
         near = [w for w in ids if lifecycles.get(w) and summaries.get(w, RequestSummary()).regular]
         whole = [w for w in ids if w not in near]
 
         # 0. The endpoint's storage intervals meeting the window, rated by the rollups and cited by the hashes they
         # keep (R13, R14): no sample is read. Storage changes no session, zero line or anomaly.
-        self.storage = []
         storage_hashes: dict[int, bytes] = {}
         storage_facts: dict[int, _Fact] = {}
         for charge, entry_hash in self.index.endpoint_storage(log_id, target.endpoint_id, start, end):

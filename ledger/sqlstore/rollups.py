@@ -582,15 +582,13 @@ def _load_lifecycle(blob: bytes, hashes: dict[int, bytes] | None = None) -> list
     """A workload's kept lifecycle events; each entry's hash goes into `hashes` (by seq) when given."""
     items = json.loads(blob)
     if hashes is not None:
-        hashes.update((int(item[0]), bytes.fromhex(item[2])) for item in items if len(item) > 2)
-    return [(event_from_body(item[1]), int(item[0])) for item in items]
+        hashes.update((int(seq), bytes.fromhex(entry_hash)) for seq, _, entry_hash in items)
+    return [(event_from_body(body), int(seq)) for seq, body, _ in items]
 
 
 def _lifecycle_blob(lifecycle: list[tuple[UsageEvent, int]], hashes: dict[int, bytes]) -> bytes:
-    """[seq, body, entry hash] per lifecycle event (the hash left out where unknown)."""
-    items = [
-        [seq, event.body(), hashes[seq].hex()] if seq in hashes else [seq, event.body()] for event, seq in lifecycle
-    ]
+    """[seq, body, entry hash] per lifecycle event: every hash is known, from the entry or the row it was kept in."""
+    items = [[seq, event.body(), hashes[seq].hex()] for event, seq in lifecycle]
     return json.dumps(items, separators=(",", ":")).encode()
 
 
