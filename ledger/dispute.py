@@ -41,7 +41,6 @@ from ledger.events import (
     UsageEvent,
     WorkloadKind,
     event_from_body,
-    format_decimal,
 )
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
@@ -59,7 +58,7 @@ from ledger.rating import (
     rate_workload,
 )
 from ledger.rating.attribution import cold_start_end, split_session
-from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal
+from ledger.rating.money import exact_sum, format_money, format_seconds, ratio_text
 from ledger.rating.units import money_between
 from ledger.sqlstore.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
@@ -88,12 +87,8 @@ class Verdict(StrEnum):
 def decimal_text(value: Fraction | Decimal | int) -> tuple[str, bool]:
     """A plain decimal string: exact when the value terminates in decimal, else 50 significant digits (R21: a
     third of a serving instant does not terminate); and whether it is exact."""
-    fraction = Fraction(value)
-    denominator = fraction.denominator
-    for prime in (2, 5):
-        while denominator % prime == 0:
-            denominator //= prime
-    return format_decimal(fraction_to_decimal(fraction)), denominator == 1
+    fraction = value if isinstance(value, Fraction) else Fraction(value)
+    return ratio_text(fraction.numerator, fraction.denominator)
 
 
 # -- the question -------------------------------------------------------------------------------------------------
@@ -218,13 +213,16 @@ class InvoiceCoverage:
     invoice_id: str | None = None
     ref: EntryRef | None = None
     late: bool = False  # R22: usage of an already-invoiced period, on the next invoice
+    explanation: str = field(init=False, compare=False, repr=False)  # made once: a window's lines share a few
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "explanation", self._explain())
 
     @property
     def invoiced(self) -> bool:
         return self.invoice_id is not None
 
-    @property
-    def explanation(self) -> str:
+    def _explain(self) -> str:
         if self.invoice_id is None:
             return "R17: not yet invoiced"
         where = f" (entry {self.ref.log_id}#{self.ref.sequence})" if self.ref is not None else ""
@@ -290,12 +288,18 @@ class BillingInvoices:
         self._billing = billing
         self.invoices = list(invoices)
         self._by_id = {str(invoice.number): invoice for invoice in self.invoices}
+        # One coverage per (invoice, late): a window's hundreds of lines share a few, and answers compare them.
+        self._coverages: dict[tuple[int, bool], InvoiceCoverage] = {}
 
     def _coverage(self, invoice: Invoice | None, start: int | None) -> InvoiceCoverage:
         if invoice is None:
             return NOT_YET_INVOICED
         late = start is not None and start < invoice.period_start
-        return InvoiceCoverage(str(invoice.number), _invoice_ref(invoice), late)
+        coverage = self._coverages.get((invoice.number, late))
+        if coverage is None:
+            coverage = InvoiceCoverage(str(invoice.number), _invoice_ref(invoice), late)
+            self._coverages[(invoice.number, late)] = coverage
+        return coverage
 
     def unit(self, session: Session, unit_index: int) -> InvoiceCoverage:
         found = self._billing.invoice_covering_unit(self.invoices, session.workload_id, unit_index, session.up_seq)
@@ -462,6 +466,10 @@ class RequestCharge:
     explanation: str
     refs: tuple[EntryRef, ...]
     session_stop_reason: StopReason | None = None
+    # The share as decimal_text writes it (seconds, amount, and whether the amount is exact), made once.
+    attributed_seconds_text: str = "0"
+    attributed_amount_text: str = "0"
+    attributed_amount_exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -998,7 +1006,13 @@ def _attributed(session: Session, attributed: RequestAttribution, evidence: _Evi
     seqs = [attributed.started_seq] + ([attributed.finished_seq] if attributed.finished_seq is not None else [])
     refs = tuple(evidence.cite(log_id, seq) for seq in seqs)
     rules: tuple[str, ...] = ("R3", "R25")
-    explanation = attributed.explanation
+    micros, amount = attributed.attributed_micros, attributed.attributed_amount
+    seconds_text, seconds_exact = ratio_text(micros.numerator, micros.denominator * 1_000_000)
+    amount_text, amount_exact = ratio_text(amount.numerator, amount.denominator)
+    explanation = attributed.explain(
+        seconds_text if seconds_exact else format_seconds(micros),
+        "$" + amount_text if amount_exact else format_money(amount),
+    )
     killed = attributed.finished_seq is None and session.stop is not None
     if killed:
         rules = ("R3", "R4", "R25")
@@ -1021,6 +1035,9 @@ def _attributed(session: Session, attributed: RequestAttribution, evidence: _Evi
         explanation=explanation,
         refs=refs,
         session_stop_reason=session.stop_reason if killed else None,
+        attributed_seconds_text=seconds_text,
+        attributed_amount_text=amount_text,
+        attributed_amount_exact=amount_exact,
     )
 
 

@@ -32,12 +32,11 @@ from ledger.dispute import (
     Verdict,
     ZeroCharge,
     adjust_charges,
-    decimal_text,
     reconstruct_charges,
 )
 from ledger.entry import EntryKind, EntryRef
 from ledger.errors import LedgerError
-from ledger.events import EventType, StopReason, format_decimal
+from ledger.events import EventType, StopReason, StorageKind, format_decimal
 from ledger.pricebook import MONEY_CURRENCY
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
@@ -142,6 +141,7 @@ _EVENT_TYPES = {t: int(lpb.EventType.Value("EVENT_TYPE_" + t.value)) for t in Ev
 _STOP_REASONS = {r: int(lpb.StopReason.Value("STOP_REASON_" + r.value)) for r in StopReason}
 _VERDICTS = {v: int(spb.Verdict.Value("VERDICT_" + v.value)) for v in Verdict}
 _ENTRY_KINDS = {k: int(lpb.EntryKind.Value("ENTRY_KIND_" + k.value)) for k in EntryKind}
+_STORAGE_KINDS = {k: int(lpb.StorageKind.Value("STORAGE_KIND_" + k.value)) for k in StorageKind}
 
 
 def _money(amount: Decimal) -> str:
@@ -233,21 +233,20 @@ def _set_unit_run(message: spb.DisputeUnitRun, charge: UnitCharge) -> None:
 
 
 def _set_request(message: spb.DisputeRequest, charge: RequestCharge) -> None:
-    amount, exact = decimal_text(charge.attributed_amount)
     message.request_id = charge.request_id
     message.workload_id = charge.workload_id
     message.endpoint_id = charge.endpoint_id
-    for name, micros in (
-        ("start_time", charge.started_at),
-        ("finish_time", charge.finished_at),
-        ("in_flight_start_time", charge.in_flight_from),
-        ("in_flight_end_time", charge.in_flight_to),
-    ):
-        if micros is not None:
-            _set_time(getattr(message, name), micros)
-    message.attributed_seconds = decimal_text(charge.attributed_micros / 1_000_000)[0]
-    message.attributed_amount = amount
-    message.attributed_amount_exact = exact
+    if charge.started_at is not None:
+        _set_time(message.start_time, charge.started_at)
+    if charge.finished_at is not None:
+        _set_time(message.finish_time, charge.finished_at)
+    if charge.in_flight_from is not None:
+        _set_time(message.in_flight_start_time, charge.in_flight_from)
+    if charge.in_flight_to is not None:
+        _set_time(message.in_flight_end_time, charge.in_flight_to)
+    message.attributed_seconds = charge.attributed_seconds_text
+    message.attributed_amount = charge.attributed_amount_text
+    message.attributed_amount_exact = charge.attributed_amount_exact
     fraction = charge.attributed_amount
     message.attributed_amount_fraction = f"{fraction.numerator}/{fraction.denominator}"
     message.rules.extend(charge.rules)
@@ -326,7 +325,7 @@ def _set_zero_line(message: spb.DisputeZeroLine, line: ZeroCharge) -> None:
 def _set_storage_line(message: spb.DisputeStorageLine, line: StorageLine) -> None:
     charge = line.charge
     message.workload_id = charge.workload_id
-    message.storage_kind = lpb.StorageKind.Value("STORAGE_KIND_" + charge.storage_kind.value)
+    message.storage_kind = _STORAGE_KINDS[charge.storage_kind]
     if charge.volume_id:
         message.volume_id = charge.volume_id
     message.gigabytes = format_decimal(charge.gigabytes)

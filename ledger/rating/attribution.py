@@ -43,6 +43,11 @@ class RequestAttribution:
 
     @property
     def explanation(self) -> str:
+        return self.explain(format_seconds(self.attributed_micros), format_money(self.attributed_amount))
+
+    def explain(self, seconds: str, money: str) -> str:
+        """The explanation with the share already written (`seconds` as format_seconds, `money` as format_money
+        write them): a dispute answer writes each share once for this and for its exact fields."""
         if self.finished_seq is None:
             finish = "no REQUEST_FINISHED before the session ended, so in flight until its end"
         else:
@@ -50,7 +55,7 @@ class RequestAttribution:
         return (
             f"R25: request {self.request_id} (REQUEST_STARTED entry #{self.started_seq}, {finish}) in flight "
             f"{format_micros(self.in_flight_from)} to {format_micros(self.in_flight_to)}: attributed "
-            f"{format_seconds(self.attributed_micros)} s of serving time = {format_money(self.attributed_amount)}"
+            f"{seconds} s of serving time = {money}"
         )
 
 

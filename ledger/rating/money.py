@@ -50,6 +50,14 @@ def fraction_to_decimal(value: Fraction) -> Decimal:
     return context.divide(Decimal(value.numerator), Decimal(value.denominator))
 
 
+def ratio_text(numerator: int, denominator: int) -> tuple[str, bool]:
+    """numerator / denominator in plain decimal notation, exact when it terminates, else to 50 significant digits
+    (as fraction_to_decimal makes it), and whether it is exact. From the two integers: no Fraction is made."""
+    exact = _terminates_denominator(denominator)
+    context = EXACT if exact else STORAGE_DIGITS
+    return format_decimal(context.divide(Decimal(numerator), Decimal(denominator))), exact
+
+
 def format_money(amount: Decimal | Fraction) -> str:
     """`$0.0456`; a non-terminating Fraction is shown to 12 significant digits with `≈`."""
     if isinstance(amount, Fraction):
@@ -76,7 +84,10 @@ def format_seconds(micros: int | Fraction) -> str:
 
 def _terminates(value: Fraction) -> bool:
     """Whether the denominator has no prime factor but 2 and 5."""
-    denominator = value.denominator
+    return _terminates_denominator(value.denominator)
+
+
+def _terminates_denominator(denominator: int) -> bool:
     denominator //= denominator & -denominator  # every factor of 2 at once
     while denominator % 5 == 0:
         denominator //= 5

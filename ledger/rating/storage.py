@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -44,25 +45,54 @@ class StorageCharge:
     @property
     def explanation(self) -> str:
         """The charge in words, with the rule's arithmetic (made on demand: billing rates many and shows none)."""
-        size = f"{format_decimal(self.gigabytes)} GB for {self.interval_seconds} s"
+        terms = _terms(self.storage_kind, self.gigabytes, self.interval_seconds, self.rule == "R8")
+        size = f"{terms.gigabytes_text} GB for {self.interval_seconds} s"
         period = f"{format_micros(self.start)} to {format_micros(self.end)}, entry #{self.seq}"
-        months = f"{self.interval_seconds}/{SECONDS_PER_MONTH}"
         if self.rule == "R8":
             return (
                 f"R8: development workload {self.workload_id}: {self.storage_kind.value} {size} ({period}) "
                 "is not billed"
             )
         if self.storage_kind is StorageKind.CONTAINER_DISK:
-            return (
-                f"R13: container disk {size} ({period}): {format_decimal(self.gigabytes)} GB x $0.10/GB-month x "
-                f"{months} = {format_money(self.exact_amount)}"
-            )
-        first_tier = min(self.gigabytes, Decimal(NETWORK_VOLUME_TIER_GB))
-        beyond = max(self.gigabytes - NETWORK_VOLUME_TIER_GB, ZERO)
-        return (
-            f"R14: network volume {self.volume_id} {size} ({period}): ({format_decimal(first_tier)} GB x $0.07 + "
-            f"{format_decimal(beyond)} GB x $0.05)/GB-month x {months} = {format_money(self.exact_amount)}"
-        )
+            return f"R13: container disk {size} ({period}): {terms.arithmetic}"
+        return f"R14: network volume {self.volume_id} {size} ({period}): {terms.arithmetic}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """What a sample's size, interval and kind decide, whichever sample it is: many samples repeat them."""
+
+    rule: str
+    exact_amount: Fraction
+    amount: Decimal
+    gigabytes_text: str
+    arithmetic: str  # the rule's arithmetic in words, ending in the amount
+
+
+@functools.lru_cache(maxsize=4096)
+def _terms(storage_kind: StorageKind, gigabytes: Decimal, interval_seconds: int, development: bool) -> _Terms:
+    """R13/R14 (R8 for development workloads) on a size and an interval. Cached: a replica's samples mostly repeat
+    one size and interval, and equal Decimals (72 and 72.0) rate alike."""
+    gb = Fraction(gigabytes)
+    months = Fraction(interval_seconds, SECONDS_PER_MONTH)
+    months_text = f"{interval_seconds}/{SECONDS_PER_MONTH}"
+    gb_text = format_decimal(gigabytes)
+    if development:
+        return _Terms("R8", Fraction(0), ZERO, gb_text, "not billed")
+    if storage_kind is StorageKind.CONTAINER_DISK:
+        exact = gb * CONTAINER_DISK_PER_GB_MONTH * months
+        arithmetic = f"{gb_text} GB x $0.10/GB-month x {months_text} = {format_money(exact)}"
+        return _Terms("R13", exact, fraction_to_decimal(exact) if exact else ZERO, gb_text, arithmetic)
+    first_tier = min(gb, Fraction(NETWORK_VOLUME_TIER_GB))
+    beyond = max(gb - NETWORK_VOLUME_TIER_GB, Fraction(0))
+    per_month = first_tier * NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH + beyond * NETWORK_VOLUME_BEYOND_PER_GB_MONTH
+    exact = per_month * months
+    first_text = format_decimal(min(gigabytes, Decimal(NETWORK_VOLUME_TIER_GB)))
+    beyond_text = format_decimal(max(gigabytes - NETWORK_VOLUME_TIER_GB, ZERO))
+    arithmetic = (
+        f"({first_text} GB x $0.07 + {beyond_text} GB x $0.05)/GB-month x {months_text} = {format_money(exact)}"
+    )
+    return _Terms("R14", exact, fraction_to_decimal(exact) if exact else ZERO, gb_text, arithmetic)
 
 
 def rate_storage_sample(event: UsageEvent, seq: int) -> StorageCharge:
@@ -102,17 +132,7 @@ def storage_charge(
     development: bool,
 ) -> StorageCharge:
     """R13/R14 (R8 for development workloads) on a sample's fields (the usage rollups keep them)."""
-    gb = Fraction(gigabytes)
-    months = Fraction(interval_seconds, SECONDS_PER_MONTH)
-    if development:
-        rule, exact = "R8", Fraction(0)
-    elif storage_kind is StorageKind.CONTAINER_DISK:
-        rule, exact = "R13", gb * CONTAINER_DISK_PER_GB_MONTH * months
-    else:
-        first_tier = min(gb, Fraction(NETWORK_VOLUME_TIER_GB))
-        beyond = max(gb - NETWORK_VOLUME_TIER_GB, Fraction(0))
-        per_month = first_tier * NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH + beyond * NETWORK_VOLUME_BEYOND_PER_GB_MONTH
-        rule, exact = "R14", per_month * months
+    terms = _terms(storage_kind, gigabytes, interval_seconds, development)
     return StorageCharge(
         seq=seq,
         event_id=event_id,
@@ -126,7 +146,7 @@ def storage_charge(
         interval_seconds=interval_seconds,
         start=occurred_at - interval_seconds * MICROS_PER_SECOND,
         end=occurred_at,
-        rule=rule,
-        exact_amount=exact,
-        amount=fraction_to_decimal(exact) if exact else ZERO,
+        rule=terms.rule,
+        exact_amount=terms.exact_amount,
+        amount=terms.amount,
     )
