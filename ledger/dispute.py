@@ -75,8 +75,11 @@ MAX_WINDOW = 31 * 24 * 60 * MINUTE  # a lookup answers a ticket, not a month-end
 # longer interval (up to MAX_INTERVAL_SECONDS) ending later is found apart: from the rollups by its start, or by the
 # whole read's own pass over the endpoint's later samples.
 STORAGE_LOOKAHEAD = 300 * MICROS_PER_SECOND
-# Requests listed one by one per session; the R25 split always uses every request of the session.
-MAX_LISTED_REQUESTS = 20  # a report to paste into a ticket; a request asked for by ID is always answered
+# Requests listed one by one: the endpoint's first 20 in flight in the window, whichever sessions served them (each
+# session still counts all of its own, and the R25 split always uses every request of the session). A report to
+# paste into a ticket: its size is bounded by the window, not by how many replicas the endpoint ran; a request
+# asked for by ID is always answered.
+MAX_LISTED_REQUESTS = 20
 
 
 class Verdict(StrEnum):
@@ -290,6 +293,7 @@ class BillingInvoices:
         self._by_id = {str(invoice.number): invoice for invoice in self.invoices}
         # One coverage per (invoice, late): a window's hundreds of lines share a few, and answers compare them.
         self._coverages: dict[tuple[int, bool], InvoiceCoverage] = {}
+        self._holding: dict[str, list[Invoice]] = {}  # by workload: the invoices charging its units, in order
 
     def _coverage(self, invoice: Invoice | None, start: int | None) -> InvoiceCoverage:
         if invoice is None:
@@ -302,7 +306,11 @@ class BillingInvoices:
         return coverage
 
     def unit(self, session: Session, unit_index: int) -> InvoiceCoverage:
-        found = self._billing.invoice_covering_unit(self.invoices, session.workload_id, unit_index, session.up_seq)
+        holding = self._holding.get(session.workload_id)
+        if holding is None:  # only the invoices charging the workload can cover its units; found once per lookup
+            holding = [i for i in self.invoices if session.workload_id in i.sessions_by_workload]
+            self._holding[session.workload_id] = holding
+        found = self._billing.invoice_covering_unit(holding, session.workload_id, unit_index, session.up_seq)
         return self._coverage(found, session.up + unit_index * session.unit_seconds * MICROS_PER_SECOND)
 
     def storage(self, charge: StorageCharge) -> InvoiceCoverage:
@@ -744,15 +752,17 @@ def reconstruct(
     anomalies: list[AnomalyLine] = []
     spans: list[tuple[int, int, tuple[EntryRef, ...], tuple[EntryRef, ...]]] = []  # for R9 gaps
     listed: set[str] = set()
+    listing = _listed_requests(ratings, endpoint_id, start, end, now)
     for workload_id, rating in ratings.items():
         session = rating.session
-        if (
-            session is not None
-            and session.endpoint_id == endpoint_id
-            and _overlaps(session.up, _end_of(session, now), start, end)
-        ):
+        if _shown_session(session, endpoint_id, start, end, now):
+            assert session is not None  # _shown_session
             count = in_window.get(workload_id)
-            sessions.append(_session_charge(session, rating, evidence, lookup, log_id, start, end, now, count))
+            sessions.append(
+                _session_charge(
+                    session, rating, evidence, lookup, log_id, start, end, now, listing.get(workload_id, ()), count
+                )
+            )
             listed.add(workload_id)
             spans.append(
                 (
@@ -965,10 +975,12 @@ def _session_charge(
     start: int,
     end: int,
     now: int,
+    listed: Sequence[RequestAttribution],
     requests_in_window: int | None = None,
 ) -> SessionCharge:
-    """`requests_in_window`: how many requests were in flight in the window, when the session's split carries
-    shares only for those the answer lists (the rollup-backed lookup)."""
+    """`listed`: the session's requests the answer lists (_listed_requests). `requests_in_window`: how many
+    requests were in flight in the window, when the session's split carries shares only for those the answer lists
+    (the rollup-backed lookup)."""
     refs = tuple(evidence.cite(log_id, seq) for seq in session.entry_seqs)
     plan_ref = (
         evidence.cite(log_id, session.plan_version, "ACCOUNT: plan granularity (R10)")
@@ -976,7 +988,7 @@ def _session_charge(
         else None
     )
     in_window = _requests_in_window(session, start, end)
-    requests = tuple(_attributed(session, r, evidence, log_id) for r in in_window[:MAX_LISTED_REQUESTS])
+    requests = tuple(_attributed(session, r, evidence, log_id) for r in listed)
     timeline = _timeline(session, rating, evidence, log_id, requests)
     units = tuple(_unit_charges(session, lookup, evidence))
     verdict = Verdict.BILLED if session.amount > 0 else Verdict.NOT_BILLED
@@ -993,6 +1005,33 @@ def _session_charge(
         refs=refs,
         plan_ref=plan_ref,
     )
+
+
+def _shown_session(session: Session | None, endpoint_id: str, start: int, end: int, now: int) -> bool:
+    """Whether the answer lists this session: one of the endpoint's, overlapping the window."""
+    return (
+        session is not None
+        and session.endpoint_id == endpoint_id
+        and _overlaps(session.up, _end_of(session, now), start, end)
+    )
+
+
+def _listed_requests(
+    ratings: Mapping[str, WorkloadRating], endpoint_id: str, start: int, end: int, now: int
+) -> dict[str, list[RequestAttribution]]:
+    """The requests the answer lists, by workload: the first MAX_LISTED_REQUESTS in flight in the window across the
+    endpoint's sessions, by start and then entry, each in start order under its session (R27)."""
+    found = []
+    for workload_id, rating in ratings.items():
+        session = rating.session
+        if _shown_session(session, endpoint_id, start, end, now):
+            assert session is not None  # _shown_session
+            found += [((r.started_at, r.started_seq), workload_id, r) for r in _requests_in_window(session, start, end)]
+    found.sort(key=lambda item: item[0])
+    listing: dict[str, list[RequestAttribution]] = {}
+    for _, workload_id, request in found[:MAX_LISTED_REQUESTS]:
+        listing.setdefault(workload_id, []).append(request)
+    return listing
 
 
 def _requests_in_window(session: Session, start: int, end: int) -> list[RequestAttribution]:
@@ -1496,12 +1535,13 @@ class _IndexedRating:
         # 4. The heads of the request entries the answer lists, in one read (they are cited one by one): what
         # each is comes from the pairing the rating used, so their bodies are neither read nor decoded.
         facts: dict[int, _Fact] = {}
-        for rating in ratings.values():
+        listing = _listed_requests(ratings, target.endpoint_id, start, end, self.now)
+        for workload_id, rating in ratings.items():
             session = rating.session
             if session is None or session.attribution is None:
                 continue
-            listed = _requests_in_window(session, start, end)[:MAX_LISTED_REQUESTS]
-            listed += [r for r in session.attribution.requests if r.request_id == target.request_id]
+            asked = [r for r in session.attribution.requests if r.request_id == target.request_id]
+            listed = [*listing.get(workload_id, ()), *asked]
             for r in listed:
                 facts[r.started_seq] = _Fact(EventType.REQUEST_STARTED, r.started_at, session.workload_id, r.request_id)
                 if r.finished_seq is not None and r.finished_at is not None:
@@ -1536,8 +1576,8 @@ class _IndexedRating:
         spans: Mapping[str, tuple[int, int]],
     ) -> dict[str, tuple[list[RequestSpan], set[str]]]:
         """For each workload, the requests the R25 sweep needs (every one whose flight meets a listed one's) and the
-        ones the answer lists (the first MAX_LISTED_REQUESTS in flight in the window, and the one asked for);
-        `in_window` gets how many were in flight in the window. Two statements for all the workloads.
+        ones the answer may list (the first MAX_LISTED_REQUESTS in flight in the window across them, and the one
+        asked for); `in_window` gets how many were in flight in the window. Two statements for all the workloads.
 
         The reach of a busy replica holds a thousand requests, and only these are read: a request started in the
         window is in flight in it, so those are counted in SQL and the first few read; of those started before it,
@@ -1562,8 +1602,10 @@ class _IndexedRating:
         ):
             asked = (target.request_workload, target.request_id)  # its reach holds it (_reach), wherever it is
         found, self.request_hashes = self.index.window_request_spans(log_id, ranges, MAX_LISTED_REQUESTS, asked)
-        shown: dict[str, set[str]] = {}
+        shown: dict[str, set[str]] = {workload_id: set() for workload_id in sessions}
         flights: dict[str, list[tuple[int, int]]] = {}
+        firsts: list[tuple[int, int, str, str]] = []  # each session's first requests in the window: (start, seq, ...)
+        flight_by_workload: dict[str, dict[str, tuple[int, int]]] = {}
         for workload_id, (session, _, summary, reach, _) in sessions.items():
             _, end = spans[workload_id]
             up = session.up
@@ -1581,9 +1623,16 @@ class _IndexedRating:
             split_at = ranges[workload_id][1]
             count = 0 if end < start else sum(1 for at, *_ in in_window if at < split_at) + after_split
             self.in_window[workload_id] = count
-            shown[workload_id] = {request_id for *_, request_id in in_window[:MAX_LISTED_REQUESTS]}
-            if asked is not None and asked[0] == workload_id:
-                shown[workload_id].add(asked[1])
+            firsts += [(at, seq, workload_id, request_id) for at, seq, request_id in in_window[:MAX_LISTED_REQUESTS]]
+            flight_by_workload[workload_id] = flight_of
+        # The first few across these sessions hold every one of theirs the answer lists (_listed_requests picks
+        # among them and the requests of workloads read whole).
+        firsts.sort()
+        for _, _, workload_id, request_id in firsts[:MAX_LISTED_REQUESTS]:
+            shown[workload_id].add(request_id)
+        if asked is not None:
+            shown[asked[0]].add(asked[1])
+        for workload_id, flight_of in flight_by_workload.items():
             flights[workload_id] = _merged(flight_of[r] for r in shown[workload_id] if r in flight_of)
         reads = {}
         for workload_id, merged in flights.items():

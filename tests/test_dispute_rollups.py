@@ -297,3 +297,48 @@ def test_r25_serving_union_measure_from_hours_or_from_the_total_less_the_rest(
     end = start + window[1] * SECOND
     expected = sum(max(0, min(b, end) - max(a, start)) for a, b in union)
     assert ServingUnion(read, "org/acme", "wl-1", summary).measure(start, end) == expected
+
+
+def test_r25_r27_the_window_lists_its_first_20_requests_across_replicas(ledger: Ledger) -> None:
+    """Three replicas of ep-1 up 00:00-02:00 (READY at 00:00:10), each serving a 2 s request every minute, wl-w's
+    k-th starting at 00:00:20 + k min + w s (k = 0..59). The window 00:30-01:00 has k = 30..59 of each in flight,
+    90 requests interleaved by start: the answer lists the endpoint's first 20 (k = 30..35 of all three, then
+    k = 36 of wl-0 and wl-1: 7, 7 and 6) under their sessions, each session still counts its 30 in the window and
+    its 60 in all (R25: the split uses every one), and r-2-59, asked for and the window's last, is answered apart.
+    The lookup from the rollups answers as reading every entry does."""
+    minute = 60 * SECOND
+    steps: list[tuple[str, int, str, dict[str, Any]]] = []
+    for w in range(3):
+        workload = f"wl-{w}"
+        steps += [("WORKLOAD_UP", 0, workload, {}), ("WORKLOAD_READY", 10 * SECOND, workload, {})]
+        for k in range(60):
+            at = 20 * SECOND + k * minute + w * SECOND
+            steps += [
+                ("REQUEST_STARTED", at, workload, {"request_id": f"r-{w}-{k}"}),
+                ("REQUEST_FINISHED", at + 2 * SECOND, workload, {"request_id": f"r-{w}-{k}"}),
+            ]
+        steps.append(("WORKLOAD_STOPPED", 120 * minute, workload, {"stop_reason": "SCALED_DOWN"}))
+    ledger.append_events(
+        [_event(n, type, BASE + at, workload, **extra) for n, (type, at, workload, extra) in enumerate(steps)]
+    )
+    query = DisputeQuery(
+        org_id="acme", endpoint_id="ep-1", request_id="r-2-59", start=BASE + 30 * minute, end=BASE + 60 * minute
+    )
+    result = reconstruct_charges(ledger, query, with_proofs=False)
+    listed = {charge.session.workload_id: [r.request_id for r in charge.requests] for charge in result.sessions}
+    assert listed == {
+        "wl-0": [f"r-0-{k}" for k in range(30, 37)],
+        "wl-1": [f"r-1-{k}" for k in range(30, 37)],
+        "wl-2": [f"r-2-{k}" for k in range(30, 36)],
+    }
+    assert [c.requests_in_window for c in result.sessions] == [30, 30, 30]
+    assert [c.request_count for c in result.sessions] == [60, 60, 60]
+    assert result.request is not None and result.request.workload_id == "wl-2"
+    assert result.request.started_at == BASE + 20 * SECOND + 59 * minute + 2 * SECOND
+    # The listed requests' entries are cited, and the one asked for; the 69 others in the window are not.
+    cited = {e.request_id for e in result.entries if e.request_id}
+    assert cited == {r for names in listed.values() for r in names} | {"r-2-59"}
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
+    assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))

@@ -55,8 +55,7 @@ class UnitRun:
     @property
     def unit_price(self) -> Decimal:
         """R11: a per-minute unit costs 60 x the per-second rate."""
-        with localcontext(EXACT):
-            return self.rate_per_second * self.unit_seconds
+        return EXACT.multiply(self.rate_per_second, self.unit_seconds)
 
     def unit_start(self, index: int) -> int:
         """Start instant of the session's unit `index` (which must be in this run)."""
