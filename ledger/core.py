@@ -77,9 +77,10 @@ class Ledger:
     def _system_entry(self, kind: EntryKind, body: Mapping[str, Any]) -> NewEntry:
         return NewEntry(SYSTEM_LOG, kind, canonical_body(body), derive_index(kind, body))
 
-    def price_history(self) -> PriceHistory:
-        """Every price-book version from the system log, re-read only when the system log has grown."""
-        size = self.store.head(SYSTEM_LOG).size
+    def price_history(self, system_log_size: int | None = None) -> PriceHistory:
+        """Every price-book version from the system log, re-read only when the system log has grown. A caller that
+        has just read the system log's size (a dispute lookup, with its rollups' state) passes it."""
+        size = self.store.head(SYSTEM_LOG).size if system_log_size is None else system_log_size
         with self._prices_lock:
             if self._prices is None or size != self._prices_size:
                 with span("ledger.price_history.load", system_log_size=size):

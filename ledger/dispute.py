@@ -1771,17 +1771,22 @@ def _org_of_query(source: DisputeSource, query: DisputeQuery) -> str | None:
 
 
 def _caught_up_rollups(
-    ledger: Any, org_id: str, prices: PriceHistory, now: int, account_entries: Sequence[Entry]
-) -> SessionIndex | None:
-    """The org's rollups, caught up to its log, when the ledger's store keeps them (a SQL store)."""
+    ledger: Any, org_id: str, now: int, account_entries: Sequence[Entry]
+) -> tuple[SessionIndex | None, PriceHistory]:
+    """The org's rollups, caught up to its log, when the ledger's store keeps them (a SQL store), and the price
+    books. One statement says whether the rollups are current and how long the system log is, which is all the
+    price books' cache needs to know (no read of its own when nothing changed)."""
     from ledger.sqlstore import SqlStore
     from ledger.sqlstore.rollups import UsageRollups
 
     if not isinstance(ledger.store, SqlStore):
-        return None
+        return None, ledger.price_history()
     rollups = UsageRollups(ledger.store)
-    rollups.catch_up(org_id, prices, _plans_of(account_entries), now)
-    return rollups
+    current, system_log_size = rollups.state(org_id)
+    prices = ledger.price_history(system_log_size)
+    if current is None:
+        rollups.catch_up(org_id, prices, _plans_of(account_entries), now)
+    return rollups, prices
 
 
 def _plans_of(account_entries: Sequence[Entry]) -> PlanHistory:
@@ -1805,12 +1810,13 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     snapshot = getattr(ledger.store, "snapshot", contextlib.nullcontext)
     now = ledger.clock()
     with session():
-        prices = ledger.price_history()
         rollups = None
         account_entries: list[Entry] | None = None
         adjustment_entries: list[Entry] | None = None
         org_id = _org_of_query(source, query)
-        if org_id is not None:
+        if org_id is None:
+            prices = ledger.price_history()
+        else:
             query = dataclasses.replace(query, org_id=org_id)
             # R10's plans and R23's adjustments in one read (ix_entries_kind): both are few.
             kinds = [EntryKind.ACCOUNT.value, EntryKind.ADJUSTMENT.value]
@@ -1818,7 +1824,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
             account_entries = [entry for entry in read if entry.kind is EntryKind.ACCOUNT]
             adjustment_entries = [entry for entry in read if entry.kind is EntryKind.ADJUSTMENT]
             # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
-            rollups = _caught_up_rollups(ledger, org_id, prices, now, account_entries)
+            rollups, prices = _caught_up_rollups(ledger, org_id, now, account_entries)
         with snapshot():
             result = reconstruct(
                 source,

@@ -101,7 +101,7 @@ class UsageRollups:
         if self.store.in_snapshot():
             raise RuntimeError("catch the rollups up before SqlStore.snapshot(): its reads would miss what this writes")
         log_id = org_log_id(org_id)
-        current = self._current(log_id)
+        current, _ = self.state(org_id)
         if current is not None:
             return current  # nothing to apply: no write transaction, so reads never queue behind appends
         while True:
@@ -110,16 +110,20 @@ class UsageRollups:
             if done:
                 return applied
 
-    def _current(self, log_id: str) -> int | None:
-        """The log size the rollups reflect, if they are up to date with the log and the system log."""
+    def state(self, org_id: str) -> tuple[int | None, int | None]:
+        """(the org log size the rollups reflect if they are up to date with it and the system log, else None;
+        the system log's size), in one statement: a dispute lookup checks its price books against that size too."""
         with self.store.reading() as conn:
-            rows = _CURRENT.rows(conn, {"log_id": log_id, "system_log": SYSTEM_LOG})
-        if not rows or rows[0][2] is None:
-            return None
-        applied, system_seen, size, system_log_size = (int(value or 0) for value in rows[0])
-        if applied >= size and system_seen == system_log_size:
-            return applied
-        return None
+            rows = _CURRENT.rows(conn, {"log_id": org_log_id(org_id), "system_log": SYSTEM_LOG})
+        if not rows:
+            with self.store.reading() as conn:
+                system = _SYSTEM_SIZE.rows(conn, {"system_log": SYSTEM_LOG})
+            return None, int(system[0][0]) if system else None
+        applied, system_seen, size, system_log_size = rows[0]
+        system_size = None if system_log_size is None else int(system_log_size)
+        if size is not None and int(applied) >= int(size) and int(system_seen or 0) == int(system_size or 0):
+            return int(applied), system_size
+        return None, system_size
 
     def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
@@ -508,6 +512,7 @@ _CURRENT = DriverQuery(
         select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")).scalar_subquery(),
     ).where(rollup_cursors.c.log_id == bindparam("log_id"))
 )
+_SYSTEM_SIZE = DriverQuery(select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")))
 _LIFECYCLES = DriverQuery(
     select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
         rollup_workloads.c.log_id == bindparam("log_id"),
