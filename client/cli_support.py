@@ -403,8 +403,8 @@ def print_report(report: dict[str, Any]) -> None:
             out.print(f"  … {len(steps) - MAX_TIMELINE_ROWS} more steps (use --json)")
         if s["requests_in_window"] > len(s["requests"]):
             out.print(
-                f"  {len(s['requests'])} of the {s['requests_in_window']} requests in flight in the window are listed: "
-                "narrow the window, or look one up with --request ID"
+                f"  {len(s['requests'])} of the {s['requests_in_window']} requests in flight in the window are listed "
+                "(a window lists the endpoint's first 20): narrow the window, or look one up with --request ID"
             )
         if s["request_count"] > s["requests_in_window"]:
             out.print(f"  {s['requests_in_window']} of the session's {s['request_count']} requests are in the window")

@@ -187,7 +187,9 @@ class SessionIndex(Protocol):
     """Rollups that let a lookup rate a long session without reading its every request (ledger.sqlstore.rollups
     implements it, caught up to the log before the lookup starts)."""
 
-    def window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int) -> list[str]: ...
+    def window_workloads_and_storage(
+        self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int
+    ) -> tuple[list[str], list[tuple[StorageCharge, bytes]]]: ...
 
     def lifecycles_and_summaries(
         self, log_id: str, workload_ids: Iterable[str]
@@ -198,10 +200,6 @@ class SessionIndex(Protocol):
     def window_request_spans(
         self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, asked: tuple[str, str] | None
     ) -> tuple[dict[str, tuple[int, list[StartedSpan]]], dict[int, bytes]]: ...
-
-    def endpoint_storage(
-        self, log_id: str, endpoint_id: str, start: int, end: int
-    ) -> list[tuple[StorageCharge, bytes]]: ...
 
     def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingUnion: ...
 
@@ -1440,9 +1438,11 @@ class _IndexedRating:
         start, end = target.start, target.end
         # Those with an entry of the endpoint in the window or the storage lookahead after it (as the whole read
         # takes them), and those up across the window with no entry inside it (R3).
-        workloads = set(
-            self.index.window_workloads(target.org_id, target.endpoint_id, start, end, end + STORAGE_LOOKAHEAD)
+        # With them, the endpoint's storage intervals meeting the window (step 0): two independent reads at once.
+        found, storage = self.index.window_workloads_and_storage(
+            target.org_id, target.endpoint_id, start, end, end + STORAGE_LOOKAHEAD
         )
+        workloads = set(found)
         if target.request_workload is not None:
             workloads.add(target.request_workload)
         ids = sorted(workloads)
@@ -1458,7 +1458,7 @@ class _IndexedRating:
         # keep (R13, R14): no sample is read. Storage changes no session, zero line or anomaly.
         storage_hashes: dict[int, bytes] = {}
         storage_facts: dict[int, _Fact] = {}
-        for charge, entry_hash in self.index.endpoint_storage(log_id, target.endpoint_id, start, end):
+        for charge, entry_hash in storage:
             self.storage.append(charge)
             storage_hashes[charge.seq] = entry_hash
             storage_facts[charge.seq] = _Fact(EventType.STORAGE_SAMPLE, charge.end, charge.workload_id)

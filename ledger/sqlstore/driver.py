@@ -82,3 +82,25 @@ class DriverQuery:
             return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
+
+
+def rows_together(
+    conn: Connection, queries: Sequence[tuple[DriverQuery, Mapping[str, Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """Independent statements' rows, in order. On PostgreSQL they are sent in one pipeline (one round trip, and the
+    server runs each while the client reads the one before); elsewhere they run one after another."""
+    if conn.dialect.name != "postgresql" or len(queries) < 2:
+        return [query.rows(conn, params) for query, params in queries]
+    driver = conn.connection.driver_connection
+    cursors = []
+    try:
+        with driver.pipeline():  # type: ignore[union-attr]
+            for query, params in queries:
+                compiled = query._compile(conn.dialect)
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursors.append(cursor)
+                cursor.execute(compiled.sql(params), compiled.arguments(params))
+        return [[tuple(row) for row in cursor.fetchall()] for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()

@@ -33,7 +33,7 @@ from ledger.rating import (
 )
 from ledger.rating.storage import storage_charge
 from ledger.sqlstore import serving
-from ledger.sqlstore.driver import DriverQuery
+from ledger.sqlstore.driver import DriverQuery, rows_together
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import (
     SHORT_STORAGE_INTERVAL_SECONDS,
@@ -375,21 +375,29 @@ class UsageRollups:
 
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
 
-    def window_workloads(self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int) -> list[str]:
-        """The workloads a dispute lookup of [start, end] rates, in one statement: those with an entry of the
-        endpoint in [start, entries_to] (from ix_entries_endpoint_time alone), and those whose lifecycle [first
-        event, stop or boot failure] meets [start, end], so a replica up across the whole window with no entry
-        inside it is found too (R3)."""
-        params = {
-            "org_id": org_id,
-            "log_id": org_log_id(org_id),
-            "endpoint_id": endpoint_id,
-            "start": start,
-            "end": end,
-            "entries_to": entries_to,
-        }
+    def window_workloads_and_storage(
+        self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int
+    ) -> tuple[list[str], list[tuple[StorageCharge, bytes]]]:
+        """The workloads a dispute lookup of [start, end] rates, and the endpoint's storage intervals meeting it.
+
+        The workloads: those with an entry of the endpoint in [start, entries_to] (from ix_entries_endpoint_time
+        alone), and those whose lifecycle [first event, stop or boot failure] meets [start, end], so a replica up
+        across the whole window with no entry inside it is found too (R3). The storage intervals (R13, R14, R8 for
+        development workloads) with each sample's entry hash, by sequence number: the samples of 300 s or less by
+        start (ix_rollup_storage_endpoint), the longer ones from their own index (ix_rollup_storage_long).
+
+        Two independent statements: on PostgreSQL they go in one round trip (rows_together), and the database runs
+        the second while the first one's rows are read."""
+        log_id = org_log_id(org_id)
         with self.store.reading() as conn:
-            return sorted({workload_id for (workload_id,) in _WINDOW_WORKLOADS.rows(conn, params)})
+            workload_rows, storage_rows = rows_together(
+                conn,
+                [
+                    (_WINDOW_WORKLOADS, _window_params(org_id, endpoint_id, start, end, entries_to)),
+                    (_ENDPOINT_STORAGE, _storage_params(log_id, endpoint_id, start, end)),
+                ],
+            )
+        return sorted({workload_id for (workload_id,) in workload_rows}), _storage_charges(log_id, start, storage_rows)
 
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:
         """The lifecycle events (with their sequence numbers) the rollups keep of each workload that has any."""
@@ -434,47 +442,6 @@ class UsageRollups:
         with self.store.reading() as conn:
             return serving.window_request_spans(conn, log_id, ranges, limit, asked)
 
-    def endpoint_storage(
-        self, log_id: str, endpoint_id: str, start: int, end: int
-    ) -> list[tuple[StorageCharge, bytes]]:
-        """The endpoint's storage intervals meeting [start, end) (R13, R14, R8 for development workloads) and each
-        sample's entry hash, by sequence number: the samples of 300 s or less by start (ix_rollup_storage_endpoint),
-        the longer ones from their own index (ix_rollup_storage_long), in one statement."""
-        params = {
-            "log_id": log_id,
-            "endpoint_id": endpoint_id,
-            "end": end,
-            "short_from": start - SHORT_STORAGE_INTERVAL_SECONDS * 1_000_000,
-            "long_from": start - MAX_INTERVAL_SECONDS * 1_000_000,
-        }
-        with self.store.reading() as conn:
-            rows = _ENDPOINT_STORAGE.rows(conn, params)
-        org_id = org_of_log(log_id)
-        assert org_id is not None, log_id  # storage samples are in org logs only
-        found: dict[int, tuple[StorageCharge, bytes]] = {}
-        for row in rows:
-            (seq, event_id, endpoint, workload_id, workspace_id, kind, volume_id, gigabytes, interval, at,
-             development, entry_hash) = row  # fmt: skip
-            ends = int(at) + int(interval) * 1_000_000
-            if ends <= start or int(seq) in found:  # before the window, or a long sample both parts found
-                continue
-            charge = storage_charge(
-                int(seq),
-                event_id,
-                org_id,
-                endpoint,
-                workload_id,
-                workspace_id,
-                StorageKind(kind),
-                volume_id,
-                Decimal(gigabytes),
-                int(interval),
-                ends,
-                development=bool(development),
-            )
-            found[charge.seq] = (charge, bytes(entry_hash))
-        return [found[seq] for seq in sorted(found)]
-
     def serving_union(self, log_id: str, workload_id: str, summary: serving.RequestSummary) -> serving.ServingUnion:
         """The workload's serving union (R25), read hour rows at a time as it is measured."""
 
@@ -501,6 +468,56 @@ def _storage_charge(org_id: str, row: Any) -> StorageCharge:
         int(row.start) + interval * 1_000_000,
         development=bool(row.development),
     )
+
+
+def _window_params(org_id: str, endpoint_id: str, start: int, end: int, entries_to: int) -> dict[str, Any]:
+    return {
+        "org_id": org_id,
+        "log_id": org_log_id(org_id),
+        "endpoint_id": endpoint_id,
+        "start": start,
+        "end": end,
+        "entries_to": entries_to,
+    }
+
+
+def _storage_params(log_id: str, endpoint_id: str, start: int, end: int) -> dict[str, Any]:
+    return {
+        "log_id": log_id,
+        "endpoint_id": endpoint_id,
+        "end": end,
+        "short_from": start - SHORT_STORAGE_INTERVAL_SECONDS * 1_000_000,
+        "long_from": start - MAX_INTERVAL_SECONDS * 1_000_000,
+    }
+
+
+def _storage_charges(log_id: str, start: int, rows: list[tuple[Any, ...]]) -> list[tuple[StorageCharge, bytes]]:
+    """The rows of _ENDPOINT_STORAGE rated (the rollups keep each sample's fields), by sequence number."""
+    org_id = org_of_log(log_id)
+    assert org_id is not None, log_id  # storage samples are in org logs only
+    found: dict[int, tuple[StorageCharge, bytes]] = {}
+    for row in rows:
+        (seq, event_id, endpoint, workload_id, workspace_id, kind, volume_id, gigabytes, interval, at,
+         development, entry_hash) = row  # fmt: skip
+        ends = int(at) + int(interval) * 1_000_000
+        if ends <= start or int(seq) in found:  # before the window, or a long sample both parts found
+            continue
+        charge = storage_charge(
+            int(seq),
+            event_id,
+            org_id,
+            endpoint,
+            workload_id,
+            workspace_id,
+            StorageKind(kind),
+            volume_id,
+            Decimal(gigabytes),
+            int(interval),
+            ends,
+            development=bool(development),
+        )
+        found[charge.seq] = (charge, bytes(entry_hash))
+    return [found[seq] for seq in sorted(found)]
 
 
 # The cursor and both log sizes it is compared with, in one statement (every lookup and evaluation runs it).
