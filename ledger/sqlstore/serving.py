@@ -345,7 +345,7 @@ def request_spans(conn: Connection, log_id: str, reaches: dict[str, tuple[int, i
     for i, ((lo, hi), workloads) in enumerate(sorted(groups.items())):
         params.update({f"workloads_{i}": sorted(workloads), f"lo_{i}": lo, f"hi_{i}": hi})
     found: dict[str, list[StartedSpan]] = defaultdict(list)
-    if conn.dialect.name == "postgresql":  # one statement text whatever the workloads: planned once
+    if conn.dialect.name == "postgresql" and len(reaches) >= _ARRAYS_FROM:  # one statement text for any count
         ordered = sorted(reaches.items())
         params = {
             "log_id": log_id,
@@ -380,7 +380,7 @@ def window_request_spans(
     params: dict[str, Any] = {"log_id": log_id, "limit": limit, "asked_workload": asked_workload}
     params["asked_request"] = asked_request
     ordered = sorted(ranges.items())
-    if conn.dialect.name == "postgresql":  # one statement text whatever the workloads: planned once
+    if conn.dialect.name == "postgresql" and len(ranges) >= _ARRAYS_FROM:  # one statement text for any count
         params["workloads"] = [workload_id for workload_id, _ in ordered]
         params.update(zip(("los", "splits", "his"), ([r[i] for _, r in ordered] for i in range(3)), strict=True))
         query = _POSTGRESQL_WINDOW
@@ -438,11 +438,14 @@ def _window_statement(workloads: int) -> DriverQuery:
     return DriverQuery(union_all(*parts, asked))
 
 
-# PostgreSQL: the statements above with the workloads' ranges as arrays, each row of `unnest` one index range of
-# rollup_request_spans (LATERAL), so the text is one whatever the count. Built per count, a busy window's
-# 19-part UNION ALL was planned afresh on every connection that met a new count: 4.8 ms a read on 6 workloads,
-# 15 ms the first times (bench/, 1M-entry log), more than the rest of the lookup's reads together. SQLite plans
-# in microseconds and has no arrays, so it keeps the UNION ALL.
+# PostgreSQL, three workloads or more: the statements above with the workloads' ranges as arrays, each row of
+# `unnest` one index range of rollup_request_spans (LATERAL), so the text is one whatever the count. Built per
+# count, a busy window's 19-part UNION ALL was planned afresh by each connection until psycopg prepared it (after
+# five runs of that count): 4.8 ms a read on six workloads, 15 ms the first times (bench/, 1M-entry log), more than
+# the lookup's other reads together, and busy windows are the rare counts. Once prepared, the UNION ALL is the
+# faster form (one workload 0.31 against 1.03 ms, two 0.72 against 1.15, three 1.0 against 1.3, five 1.5 against
+# 2.2), so the common counts keep it. SQLite plans in microseconds and has no arrays: it keeps the UNION ALL.
+_ARRAYS_FROM = 3
 _SPAN_COLUMNS = "s.request_id, s.started_at, s.started_seq, s.finished_at, s.finished_seq"
 _POSTGRESQL_WINDOW = DriverQuery(
     text(
