@@ -338,16 +338,9 @@ StartedSpan = tuple[str, int, int, int | None, int | None]  # request, started a
 def request_spans(conn: Connection, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]:
     """Each workload's requests started in its [lo, hi]: what a dispute lookup sweeps (ledger.dispute) without
     reading an entry. One statement for every workload; workloads sharing a range share its part of it."""
-    groups: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for workload_id, reach in reaches.items():
-        groups[reach].append(workload_id)
-    params: dict[str, Any] = {"log_id": log_id}
-    for i, ((lo, hi), workloads) in enumerate(sorted(groups.items())):
-        params.update({f"workloads_{i}": sorted(workloads), f"lo_{i}": lo, f"hi_{i}": hi})
-    found: dict[str, list[StartedSpan]] = defaultdict(list)
     if conn.dialect.name == "postgresql" and len(reaches) >= _ARRAYS_FROM:  # one statement text for any count
         ordered = sorted(reaches.items())
-        params = {
+        params: dict[str, Any] = {
             "log_id": log_id,
             "workloads": [workload_id for workload_id, _ in ordered],
             "los": [lo for _, (lo, _) in ordered],
@@ -355,7 +348,14 @@ def request_spans(conn: Connection, log_id: str, reaches: dict[str, tuple[int, i
         }
         rows = _POSTGRESQL_SPANS.rows(conn, params)
     else:
+        groups: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for workload_id, reach in reaches.items():
+            groups[reach].append(workload_id)
+        params = {"log_id": log_id}
+        for i, ((lo, hi), workloads) in enumerate(sorted(groups.items())):
+            params.update({f"workloads_{i}": sorted(workloads), f"lo_{i}": lo, f"hi_{i}": hi})
         rows = _spans_statement(len(groups)).rows(conn, params)
+    found: dict[str, list[StartedSpan]] = defaultdict(list)
     for workload_id, *span in rows:
         found[workload_id].append(tuple(span))
     return found
