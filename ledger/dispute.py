@@ -738,11 +738,12 @@ def reconstruct(
     if index is not None:
         indexed = _IndexedRating(source, index(org_id), evidence, prices, plans, now, target)  # type: ignore[arg-type]
         by_workload, ratings = indexed.rate()
-        in_window, indexed_storage = indexed.in_window, indexed.storage
+        in_window, indexed_storage, listing = indexed.in_window, indexed.storage, indexed.listing
     else:
         by_workload = _whole_workloads(source, evidence, target)
         ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
         in_window, indexed_storage = {}, []
+        listing = _listed_requests(ratings, endpoint_id, start, end, now)
 
     sessions: list[SessionCharge] = []
     zero_lines: list[ZeroCharge] = []
@@ -750,7 +751,6 @@ def reconstruct(
     anomalies: list[AnomalyLine] = []
     spans: list[tuple[int, int, tuple[EntryRef, ...], tuple[EntryRef, ...]]] = []  # for R9 gaps
     listed: set[str] = set()
-    listing = _listed_requests(ratings, endpoint_id, start, end, now)
     for workload_id, rating in ratings.items():
         session = rating.session
         if _shown_session(session, endpoint_id, start, end, now):
@@ -1432,6 +1432,7 @@ class _IndexedRating:
         self.in_window: dict[str, int] = {}  # requests in flight in the window, by workload (only some have shares)
         self.storage: list[StorageCharge] = []  # the endpoint's storage intervals meeting the window (R13, R14)
         self.request_hashes: dict[int, bytes] = {}  # entry hashes of the requests read from the rollups, by seq
+        self.listing: dict[str, list[RequestAttribution]] = {}  # the requests the answer lists (_listed_requests)
 
     def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
         target, log_id = self.target, self.log_id
@@ -1535,13 +1536,13 @@ class _IndexedRating:
         # 4. The heads of the request entries the answer lists, in one read (they are cited one by one): what
         # each is comes from the pairing the rating used, so their bodies are neither read nor decoded.
         facts: dict[int, _Fact] = {}
-        listing = _listed_requests(ratings, target.endpoint_id, start, end, self.now)
+        self.listing = _listed_requests(ratings, target.endpoint_id, start, end, self.now)
         for workload_id, rating in ratings.items():
             session = rating.session
             if session is None or session.attribution is None:
                 continue
             asked = [r for r in session.attribution.requests if r.request_id == target.request_id]
-            listed = [*listing.get(workload_id, ()), *asked]
+            listed = [*self.listing.get(workload_id, ()), *asked]
             for r in listed:
                 facts[r.started_seq] = _Fact(EventType.REQUEST_STARTED, r.started_at, session.workload_id, r.request_id)
                 if r.finished_seq is not None and r.finished_at is not None:

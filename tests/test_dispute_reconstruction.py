@@ -24,7 +24,6 @@ from ledger.dispute import (
     SessionCharge,
     Verdict,
     ZeroCharge,
-    decimal_text,
     reconstruct,
     reconstruct_charges,
 )
@@ -583,7 +582,34 @@ def test_r27_bad_questions_are_refused_naming_each_field(sqlite_ledger: Ledger) 
         reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-none", around=at("10:00:00")))
 
 
-def test_r21_non_terminating_shares_are_written_with_their_exact_fraction() -> None:
-    assert decimal_text(Fraction(1, 4)) == ("0.25", True)
-    text, exact = decimal_text(Fraction(1, 3))
-    assert not exact and text.startswith("0.3333") and len(text) == 52  # 50 significant digits
+def test_r21_non_terminating_shares_are_written_with_their_exact_fraction(ledger: Ledger) -> None:
+    """Three requests in flight together 10:00:20-10:00:21 on an A100 FLEX replica ($0.00076/s): R25 gives each a
+    third of that second, 1,000,000/3 µs, and $0.00076/3 = 19/75,000 dollars, neither a terminating decimal. The
+    answer writes them to 50 significant digits and says they are not exact, keeps the exact fraction, and its
+    explanation shows 12 digits with `≈`. Exactly representable parts stay exact: a lone request's whole second
+    is "1" s and $0.00076."""
+    e = Events()
+    e.lifecycle("wl-1", ("WORKLOAD_UP", "10:00:00"), ("WORKLOAD_READY", "10:00:10"))
+    for request in ("r-1", "r-2", "r-3"):
+        e.add("REQUEST_STARTED", "10:00:20", "wl-1", request_id=request)
+        e.add("REQUEST_FINISHED", "10:00:21", "wl-1", request_id=request)
+    e.add("REQUEST_STARTED", "10:00:30", "wl-1", request_id="r-alone")
+    e.add("REQUEST_FINISHED", "10:00:31", "wl-1", request_id="r-alone")
+    e.lifecycle("wl-1", ("WORKLOAD_STOPPED", "10:01:00"))
+    load(ledger, e)
+    result = reconstruct_charges(ledger, DisputeQuery(org_id="acme", endpoint_id="ep-chat", around=at("10:00:30")))
+    (session,) = result.sessions
+    shares = {r.request_id: r for r in session.requests}
+    third = shares["r-1"]
+    assert (third.attributed_micros, third.attributed_amount) == (Fraction(1_000_000, 3), Fraction(19, 75_000))
+    assert third.attributed_seconds_text == "0." + "3" * 50  # 50 significant digits
+    assert third.attributed_amount_text == "0.00025" + "3" * 48
+    assert not third.attributed_amount_exact
+    assert "attributed ≈0.333333333333 s of serving time = ≈$0.000253333333333" in third.explanation
+    alone = shares["r-alone"]
+    assert (alone.attributed_seconds_text, alone.attributed_amount_text, alone.attributed_amount_exact) == (
+        "1",
+        "0.00076",
+        True,
+    )
+    assert "attributed 1 s of serving time = $0.00076" in alone.explanation
