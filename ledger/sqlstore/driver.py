@@ -76,12 +76,21 @@ class DriverQuery:
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         compiled = self._compile(conn.dialect)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = _cursor(conn)
         try:
             cursor.execute(compiled.sql(params), compiled.arguments(params))
             return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
+
+
+def _cursor(conn: Connection) -> Any:
+    """A driver cursor; on PostgreSQL one that reads rows in the binary format: integers and hashes arrive as they
+    are stored, with no text to parse (a busy lookup's rows hold hundreds of 32-byte hashes)."""
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        return driver.cursor(binary=True)  # type: ignore[union-attr]
+    return driver.cursor()  # type: ignore[union-attr]
 
 
 def rows_together(
@@ -97,7 +106,7 @@ def rows_together(
         with driver.pipeline():  # type: ignore[union-attr]
             for query, params in queries:
                 compiled = query._compile(conn.dialect)
-                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursor = driver.cursor(binary=True)  # type: ignore[union-attr]
                 cursors.append(cursor)
                 cursor.execute(compiled.sql(params), compiled.arguments(params))
         return [[tuple(row) for row in cursor.fetchall()] for cursor in cursors]
