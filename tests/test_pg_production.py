@@ -243,6 +243,24 @@ def test_stores_opened_together_on_an_empty_database_migrate_it_once(pg_url: str
             store.close()
 
 
+def test_a_pooled_connection_the_database_dropped_is_replaced_before_the_next_read(pg_url: str) -> None:
+    """The pool pings a connection only when it sat idle (ledger.sqlstore.store._ping_when_idle): one that
+    PostgreSQL terminated while it waited in the pool is found at checkout and replaced, and the read succeeds."""
+    store = SqlStore(pg_url)
+    try:
+        Ledger(store)  # the genesis price book (R11)
+        with store.reader.connect() as conn:
+            dropped = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (dropped,)).fetchone() == (True,)
+        time.sleep(0.6)  # past _PING_AFTER_IDLE_SECONDS
+        assert store.head("system").size == 1
+        with store.reader.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != dropped
+    finally:
+        store.close()
+
+
 def test_four_server_processes_on_one_database_keep_every_chain_linear_r24(pg_url: str, tmp_path: Path) -> None:
     store = SqlStore(pg_url)
     Ledger(store)

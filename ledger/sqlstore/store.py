@@ -9,6 +9,7 @@ import itertools
 import json
 import sqlite3
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import and_, create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool
 
@@ -108,6 +109,43 @@ def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
         event.listen(engine, "begin", begin)
     event.listen(writer, "connect", tune_writer)
     return writer, reader
+
+
+# A pooled connection back in the pool for less than this was working a moment ago: checking it out again skips the
+# ping. HikariCP's alive-bypass window is the same idea (500 ms).
+_PING_AFTER_IDLE_SECONDS = 0.5
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled PostgreSQL connection at checkout only when it sat idle past _PING_AFTER_IDLE_SECONDS.
+
+    A connection the database dropped (a restart, a failover, an idle timeout) is found by the ping and replaced
+    before anyone reads on it. SQLAlchemy's pool_pre_ping pings at every checkout: one round trip per dispute
+    lookup, and a lookup answered right after another on the same connection does not need it. A ping that fails
+    raises DisconnectionError, on which the pool discards the connection and checks out another (SQLAlchemy's
+    documented custom pessimistic disconnect handling).
+    """
+
+    def connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < _PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:  # any failure to ping means the connection is no good
+            raise DisconnectionError(f"the pooled connection failed its ping: {err}") from err
+        if not alive:
+            raise DisconnectionError("the pooled connection failed its ping")
+
+    event.listen(engine, "connect", connected)
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checked_out)
 
 
 # The append path's statements as plain SQL in the driver's parameter style. Run thousands of times a second,
@@ -276,7 +314,8 @@ class SqlStore:
         if self.dialect == "sqlite":
             self.writer, self.reader = _sqlite_engines(url)
         else:
-            self.writer = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+            self.writer = create_engine(url, pool_size=8, max_overflow=8)
+            _ping_when_idle(self.writer)
             self.reader = self.writer
         # In one process, queue appenders here rather than on the database lock (cheaper, and fair).
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
