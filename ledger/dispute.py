@@ -65,6 +65,7 @@ from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micr
 
 if TYPE_CHECKING:
     from ledger.billing.invoices import Invoice
+    from ledger.sqlstore.rollups import WindowLifecycles
 
 MINUTE = 60 * MICROS_PER_SECOND
 DEFAULT_TOLERANCE = 30 * MINUTE  # R27: "an approximate time" means +-30 min unless support says otherwise
@@ -187,9 +188,9 @@ class SessionIndex(Protocol):
     """Rollups that let a lookup rate a long session without reading its every request (ledger.sqlstore.rollups
     implements it, caught up to the log before the lookup starts)."""
 
-    def window_workloads_and_storage(
+    def window_lifecycles_and_storage(
         self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int
-    ) -> tuple[list[str], list[tuple[StorageCharge, bytes]]]: ...
+    ) -> tuple[WindowLifecycles, list[tuple[StorageCharge, bytes]]]: ...
 
     def lifecycles_and_summaries(
         self, log_id: str, workload_ids: Iterable[str]
@@ -729,7 +730,6 @@ def reconstruct(
     target = _resolve(source, query, evidence, now)
     org_id, endpoint_id, start, end = target.org_id, target.endpoint_id, target.start, target.end
     log_id = org_log_id(org_id)
-    lookup = invoices(org_id) if invoices is not None else NoInvoices()
 
     if account_entries is None:  # else the caller read them (for the rollups' catch-up)
         account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
@@ -744,6 +744,9 @@ def reconstruct(
         ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
         in_window, indexed_storage = {}, []
         listing = _listed_requests(ratings, endpoint_id, start, end, now)
+    # After the rating: on PostgreSQL the snapshot's BEGIN then goes out with the rating's first reads (one
+    # pipeline), not ahead of this read alone.
+    lookup = invoices(org_id) if invoices is not None else NoInvoices()
 
     sessions: list[SessionCharge] = []
     zero_lines: list[ZeroCharge] = []
@@ -1438,16 +1441,22 @@ class _IndexedRating:
         target, log_id = self.target, self.log_id
         start, end = target.start, target.end
         # Those with an entry of the endpoint in the window or the storage lookahead after it (as the whole read
-        # takes them), and those up across the window with no entry inside it (R3).
-        # With them, the endpoint's storage intervals meeting the window (step 0): two independent reads at once.
-        found, storage = self.index.window_workloads_and_storage(
+        # takes them), and those up across the window with no entry inside it (R3), each with its lifecycle and
+        # request summary. With them, the endpoint's storage intervals meeting the window (step 0): one round trip.
+        window, storage = self.index.window_lifecycles_and_storage(
             target.org_id, target.endpoint_id, start, end, end + STORAGE_LOOKAHEAD
         )
-        workloads = set(found)
-        if target.request_workload is not None:
-            workloads.add(target.request_workload)
-        ids = sorted(workloads)
-        lifecycles, hashes, summaries = self.index.lifecycles_and_summaries(log_id, ids)
+        lifecycles, hashes, summaries = window.lifecycles, window.hashes, window.summaries
+        ids = window.workload_ids
+        request_workload = target.request_workload
+        if request_workload is not None and request_workload not in ids:  # its entries lie outside the window: rare
+            ids = sorted([*ids, request_workload])
+            more, more_hashes, more_summaries = self.index.lifecycles_and_summaries(log_id, [request_workload])
+            lifecycles, hashes, summaries = (
+                {**lifecycles, **more},
+                {**hashes, **more_hashes},
+                {**summaries, **more_summaries},
+            )
         # The lifecycle events as the rollups keep them, cited by the entry hashes kept with them (R27).
         kept_events = {seq: event for w in ids for event, seq in lifecycles.get(w, ())}
         self.evidence.add_hashed(log_id, hashes, {seq: _Fact.of(event) for seq, event in kept_events.items()})

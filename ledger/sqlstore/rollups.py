@@ -90,6 +90,18 @@ class RolledStorage:
     exact_amount: Fraction
 
 
+@dataclass(frozen=True, slots=True)
+class WindowLifecycles:
+    """The workloads of a dispute lookup's window and what the rollups keep of them: the lifecycle events (with
+    their sequence numbers) of those that have any, those events' entry hashes by sequence number, and the request
+    summaries of those with requests."""
+
+    workload_ids: list[str]
+    lifecycles: dict[str, list[tuple[UsageEvent, int]]]
+    hashes: dict[int, bytes]
+    summaries: dict[str, serving.RequestSummary]
+
+
 class UsageRollups:
     """Rollups for the logs of one SqlStore."""
 
@@ -375,16 +387,19 @@ class UsageRollups:
 
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
 
-    def window_workloads_and_storage(
+    def window_lifecycles_and_storage(
         self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int
-    ) -> tuple[list[str], list[tuple[StorageCharge, bytes]]]:
-        """The workloads a dispute lookup of [start, end] rates, and the endpoint's storage intervals meeting it.
+    ) -> tuple[WindowLifecycles, list[tuple[StorageCharge, bytes]]]:
+        """The workloads a dispute lookup of [start, end] rates, with what the rollups keep of each, and the
+        endpoint's storage intervals meeting the window.
 
         The workloads: those with an entry of the endpoint in [start, entries_to] (from ix_entries_endpoint_time
         alone), and those whose lifecycle [first event, stop or boot failure] meets [start, end], so a replica up
-        across the whole window with no entry inside it is found too (R3). The storage intervals (R13, R14, R8 for
-        development workloads) with each sample's entry hash, by sequence number: the samples of 300 s or less by
-        start (ix_rollup_storage_endpoint), the longer ones from their own index (ix_rollup_storage_long).
+        across the whole window with no entry inside it is found too (R3); for each, as lifecycles_and_summaries
+        reads them, its lifecycle events and request summary, joined to it in the same statement. The storage
+        intervals (R13, R14, R8 for development workloads) with each sample's entry hash, by sequence number: the
+        samples of 300 s or less by start (ix_rollup_storage_endpoint), the longer ones from their own index
+        (ix_rollup_storage_long).
 
         Two independent statements: on PostgreSQL they go in one round trip (rows_together), and the database runs
         the second while the first one's rows are read."""
@@ -393,11 +408,17 @@ class UsageRollups:
             workload_rows, storage_rows = rows_together(
                 conn,
                 [
-                    (_WINDOW_WORKLOADS, _window_params(org_id, endpoint_id, start, end, entries_to)),
+                    (_WINDOW_LIFECYCLES, _window_params(org_id, endpoint_id, start, end, entries_to)),
                     (_ENDPOINT_STORAGE, _storage_params(log_id, endpoint_id, start, end)),
                 ],
             )
-        return sorted({workload_id for (workload_id,) in workload_rows}), _storage_charges(log_id, start, storage_rows)
+        found = WindowLifecycles(sorted({workload_id for workload_id, _, _ in workload_rows}), {}, {}, {})
+        for workload_id, lifecycle, summary in workload_rows:
+            if lifecycle is not None:
+                found.lifecycles[workload_id] = _load_lifecycle(lifecycle, found.hashes)
+                if summary is not None:
+                    found.summaries[workload_id] = serving.RequestSummary.decode(summary)
+        return found, _storage_charges(log_id, start, storage_rows)
 
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:
         """The lifecycle events (with their sequence numbers) the rollups keep of each workload that has any."""
@@ -586,16 +607,33 @@ _LIVE = select(rollup_workloads.c.workload_id).where(
     rollup_workloads.c.lifecycle_from <= bindparam("end"),
     or_(rollup_workloads.c.lifecycle_to.is_(None), rollup_workloads.c.lifecycle_to >= bindparam("start")),
 )
-_WINDOW_WORKLOADS = DriverQuery(
-    union(
-        select(entries.c.workload_id).where(
-            entries.c.org_id == bindparam("org_id"),
-            entries.c.endpoint_id == bindparam("endpoint_id"),
-            entries.c.occurred_at >= bindparam("start"),
-            entries.c.occurred_at <= bindparam("entries_to"),
-            entries.c.workload_id.is_not(None),
-        ),
-        _LIVE,
+_WINDOW_WORKLOADS = union(
+    select(entries.c.workload_id).where(
+        entries.c.org_id == bindparam("org_id"),
+        entries.c.endpoint_id == bindparam("endpoint_id"),
+        entries.c.occurred_at >= bindparam("start"),
+        entries.c.occurred_at <= bindparam("entries_to"),
+        entries.c.workload_id.is_not(None),
+    ),
+    _LIVE,
+).cte("window_workloads")
+# Each window workload with its lifecycle and request summary when the rollups keep them (as
+# _LIFECYCLES_AND_SUMMARIES has them: a summary only beside a lifecycle).
+_WINDOW_LIFECYCLES = DriverQuery(
+    select(_WINDOW_WORKLOADS.c.workload_id, rollup_workloads.c.lifecycle, rollup_requests.c.summary).select_from(
+        _WINDOW_WORKLOADS.outerjoin(
+            rollup_workloads,
+            and_(
+                rollup_workloads.c.log_id == bindparam("log_id"),
+                rollup_workloads.c.workload_id == _WINDOW_WORKLOADS.c.workload_id,
+            ),
+        ).outerjoin(
+            rollup_requests,
+            and_(
+                rollup_requests.c.log_id == rollup_workloads.c.log_id,
+                rollup_requests.c.workload_id == rollup_workloads.c.workload_id,
+            ),
+        )
     )
 )
 
