@@ -65,7 +65,7 @@ from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micr
 
 if TYPE_CHECKING:
     from ledger.billing.invoices import Invoice
-    from ledger.sqlstore.rollups import WindowLifecycles
+    from ledger.sqlstore.rollups import UsageRollups, WindowLifecycles
 
 MINUTE = 60 * MICROS_PER_SECOND
 DEFAULT_TOLERANCE = 30 * MINUTE  # R27: "an approximate time" means +-30 min unless support says otherwise
@@ -338,13 +338,14 @@ def _invoice_ref(invoice: Invoice) -> EntryRef | None:
     return EntryRef(org_log_id(invoice.org_id), invoice.sequence, invoice.entry_hash) if invoice.sequence >= 0 else None
 
 
-def invoices_for(ledger: Any, org_id: str) -> InvoiceLookup:
-    """The org's issued invoices from ledger.billing, or NoInvoices when this build has no billing package."""
+def invoices_for(ledger: Any, org_id: str, refs: Sequence[tuple[int, bytes]] | None = None) -> InvoiceLookup:
+    """The org's issued invoices from ledger.billing, or NoInvoices when this build has no billing package.
+    `refs`: the (seq, entry_hash) of the org's INVOICE entries, when read already."""
     try:
         from ledger.billing import invoices as billing
     except ImportError:
         return NoInvoices()
-    return BillingInvoices(billing.invoices_of(ledger, org_id))
+    return BillingInvoices(billing.invoices_of(ledger, org_id, refs))
 
 
 # -- proofs (R27): an adapter over ledger.proofs -----------------------------------------------------------------
@@ -1780,23 +1781,46 @@ def _org_of_query(source: DisputeSource, query: DisputeQuery) -> str | None:
     return _org_of_endpoint(source, query.endpoint_id)
 
 
-def _caught_up_rollups(
-    ledger: Any, org_id: str, now: int, account_entries: Sequence[Entry]
-) -> tuple[SessionIndex | None, PriceHistory]:
-    """The org's rollups, caught up to its log, when the ledger's store keeps them (a SQL store), and the price
-    books. One statement says whether the rollups are current and how long the system log is, which is all the
-    price books' cache needs to know (no read of its own when nothing changed)."""
+@dataclass(frozen=True)
+class _LookupStart:
+    """What a lookup of one org reads first, in one round trip on a SQL store: its ACCOUNT entries (R10's plans),
+    its ADJUSTMENT entries (R23), the refs of its INVOICE entries (R17), and whether its rollups are current
+    with the log (with the system log's size, all the price books' cache needs to know)."""
+
+    account_entries: list[Entry]
+    adjustment_entries: list[Entry]
+    invoice_refs: list[tuple[int, bytes]] | None
+    rollups: UsageRollups | None  # None: the store keeps none
+    current: bool
+    prices: PriceHistory
+
+
+def _lookup_start(ledger: Any, org_id: str) -> _LookupStart:
     from ledger.sqlstore import SqlStore
     from ledger.sqlstore.rollups import UsageRollups
 
-    if not isinstance(ledger.store, SqlStore):
-        return None, ledger.price_history()
-    rollups = UsageRollups(ledger.store)
-    current, system_log_size = rollups.state(org_id)
-    prices = ledger.price_history(system_log_size)
-    if current is None:
-        rollups.catch_up(org_id, prices, _plans_of(account_entries), now)
-    return rollups, prices
+    log_id = org_log_id(org_id)
+    kinds = [EntryKind.ACCOUNT.value, EntryKind.ADJUSTMENT.value]  # both few: one read (ix_entries_kind)
+    rollups, invoice_refs, current = None, None, True
+    if isinstance(ledger.store, SqlStore):
+        rollups = UsageRollups(ledger.store)
+        read, invoice_refs, (state_rows,) = ledger.store.entries_and_refs_of_kind(
+            log_id, kinds, EntryKind.INVOICE.value, [rollups.state_read(org_id)]
+        )
+        applied, system_log_size = rollups.state_of(state_rows)
+        current = applied is not None
+        prices = ledger.price_history(system_log_size)
+    else:
+        read = ledger.store.entries_of_kind(log_id, kinds)
+        prices = ledger.price_history()
+    return _LookupStart(
+        [entry for entry in read if entry.kind is EntryKind.ACCOUNT],
+        [entry for entry in read if entry.kind is EntryKind.ADJUSTMENT],
+        invoice_refs,
+        rollups,
+        current,
+        prices,
+    )
 
 
 def _plans_of(account_entries: Sequence[Entry]) -> PlanHistory:
@@ -1811,8 +1835,10 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
     exists; with `with_proofs`, inclusion proofs against each log's newest signed checkpoint when there is one.
 
-    The whole lookup reads on one connection (SqlStore.session), and every read after the rollups' catch-up runs
-    in one snapshot (SqlStore.snapshot): an append landing mid-lookup is in all of the answer or none of it.
+    The whole lookup reads on one connection (SqlStore.session), and all of it that follows finding the org runs in
+    one snapshot (SqlStore.snapshot): an append landing mid-lookup is in all of the answer or none of it. When the
+    rollups are behind the log, they catch up first (their own transaction) and the lookup reads again in a new
+    snapshot, which sees what the catch-up wrote.
     """
     query.check()
     source: DisputeSource = ledger.store
@@ -1820,35 +1846,40 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
     snapshot = getattr(ledger.store, "snapshot", contextlib.nullcontext)
     now = ledger.clock()
     with session():
-        rollups = None
-        account_entries: list[Entry] | None = None
-        adjustment_entries: list[Entry] | None = None
         org_id = _org_of_query(source, query)
         if org_id is None:
-            prices = ledger.price_history()
-        else:
-            query = dataclasses.replace(query, org_id=org_id)
-            # R10's plans and R23's adjustments in one read (ix_entries_kind): both are few.
-            kinds = [EntryKind.ACCOUNT.value, EntryKind.ADJUSTMENT.value]
-            read = source.entries_of_kind(org_log_id(org_id), kinds)
-            account_entries = [entry for entry in read if entry.kind is EntryKind.ACCOUNT]
-            adjustment_entries = [entry for entry in read if entry.kind is EntryKind.ADJUSTMENT]
-            # Catch up before the snapshot begins: its reads must see the rollup rows this writes.
-            rollups, prices = _caught_up_rollups(ledger, org_id, now, account_entries)
+            with snapshot():
+                return _answer(ledger, query, now, None, with_proofs)
+        query = dataclasses.replace(query, org_id=org_id)
         with snapshot():
-            result = reconstruct(
-                source,
-                prices,
-                query,
-                now,
-                invoices=lambda org_id: invoices_for(ledger, org_id),
-                index=None if rollups is None else (lambda _org_id: rollups),
-                account_entries=account_entries,
-                adjustment_entries=adjustment_entries,
-            )
-            if not with_proofs:
-                return dataclasses.replace(result, notes=(*result.notes, PROOFS_ON_REQUEST))
-            proofs, notes = prove_cited(ledger.store, result.cited())
+            start = _lookup_start(ledger, org_id)
+            if start.current:
+                return _answer(ledger, query, now, start, with_proofs)
+        assert start.rollups is not None  # only rollups can be behind
+        start.rollups.catch_up(org_id, start.prices, _plans_of(start.account_entries), now)
+        with snapshot():
+            return _answer(ledger, query, now, _lookup_start(ledger, org_id), with_proofs)
+
+
+def _answer(
+    ledger: Any, query: DisputeQuery, now: int, start: _LookupStart | None, with_proofs: bool
+) -> Reconstruction:
+    """The reconstruction, inside the lookup's snapshot; `start` None when the query names no single org."""
+    refs = start.invoice_refs if start is not None else None
+    rollups = start.rollups if start is not None else None
+    result = reconstruct(
+        ledger.store,
+        start.prices if start is not None else ledger.price_history(),
+        query,
+        now,
+        invoices=lambda org_id: invoices_for(ledger, org_id, refs),
+        index=None if rollups is None else (lambda _org_id: rollups),
+        account_entries=start.account_entries if start is not None else None,
+        adjustment_entries=start.adjustment_entries if start is not None else None,
+    )
+    if not with_proofs:
+        return dataclasses.replace(result, notes=(*result.notes, PROOFS_ON_REQUEST))
+    proofs, notes = prove_cited(ledger.store, result.cited())
     return dataclasses.replace(result, proofs=proofs, notes=result.notes + notes)
 
 

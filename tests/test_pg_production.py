@@ -261,6 +261,26 @@ def test_a_pooled_connection_the_database_dropped_is_replaced_before_the_next_re
         store.close()
 
 
+def test_a_session_reads_outside_any_transaction_again_after_a_snapshot(pg_url: str) -> None:
+    """A dispute lookup whose rollups are behind reads in a snapshot, catches up, then reads in a second snapshot,
+    all in one session: after the first snapshot the session's reads hold no transaction open between them, and
+    the second snapshot can begin (ledger.dispute.reconstruct_charges)."""
+    store = SqlStore(pg_url)
+    try:
+        Ledger(store)
+        with store.session():
+            with store.snapshot():
+                assert store.head("system").size == 1
+            assert store.head("system").size == 1
+            with store.reading() as conn:
+                status = conn.connection.driver_connection.pgconn.transaction_status  # type: ignore[union-attr]
+            assert status == psycopg.pq.TransactionStatus.IDLE
+            with store.snapshot():
+                assert store.head("system").size == 1
+    finally:
+        store.close()
+
+
 def test_four_server_processes_on_one_database_keep_every_chain_linear_r24(pg_url: str, tmp_path: Path) -> None:
     store = SqlStore(pg_url)
     Ledger(store)

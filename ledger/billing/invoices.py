@@ -374,15 +374,18 @@ _PARSED_MAX = 512
 _PARSED_LOCK = threading.Lock()
 
 
-def invoices_of(ledger: Ledger, org_id: str) -> list[Invoice]:
-    """Every issued invoice of an org, oldest first."""
+def invoices_of(ledger: Ledger, org_id: str, refs_read: Sequence[tuple[int, bytes]] | None = None) -> list[Invoice]:
+    """Every issued invoice of an org, oldest first. `refs_read`: the (seq, entry_hash) of its INVOICE entries when
+    the caller read them already (store.kind_refs), as a dispute lookup does with its first reads."""
     log_id = org_log_id(org_id)
     store: Any = ledger.store
     try:
         if not hasattr(store, "kind_refs"):
             entries = store.entries_of_kind(log_id, [EntryKind.INVOICE.value])
             return [Invoice.from_body(e.body_json(), e.sequence, e.entry_hash) for e in entries]
-        refs = [(log_id, seq, entry_hash) for seq, entry_hash in store.kind_refs(log_id, EntryKind.INVOICE.value)]
+        if refs_read is None:
+            refs_read = store.kind_refs(log_id, EntryKind.INVOICE.value)
+        refs = [(log_id, seq, entry_hash) for seq, entry_hash in refs_read]
         with _PARSED_LOCK:
             known = {key: _PARSED[key] for key in refs if key in _PARSED}
         missing = [seq for key in refs if key not in known for seq in (key[1],)]

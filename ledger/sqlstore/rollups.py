@@ -126,7 +126,16 @@ class UsageRollups:
         """(the org log size the rollups reflect if they are up to date with it and the system log, else None;
         the system log's size), in one statement: a dispute lookup checks its price books against that size too."""
         with self.store.reading() as conn:
-            rows = _CURRENT.rows(conn, {"log_id": org_log_id(org_id), "system_log": SYSTEM_LOG})
+            rows = _CURRENT.rows(conn, _state_params(org_id))
+        return self.state_of(rows)
+
+    def state_read(self, org_id: str) -> tuple[DriverQuery, dict[str, Any]]:
+        """The statement state() runs and its parameters, for a caller sending it with other reads; give its rows
+        to state_of."""
+        return _CURRENT, _state_params(org_id)
+
+    def state_of(self, rows: list[tuple[Any, ...]]) -> tuple[int | None, int | None]:
+        """state() from the rows of state_read's statement."""
         if not rows:
             with self.store.reading() as conn:
                 system = _SYSTEM_SIZE.rows(conn, {"system_log": SYSTEM_LOG})
@@ -489,6 +498,10 @@ def _storage_charge(org_id: str, row: Any) -> StorageCharge:
         int(row.start) + interval * 1_000_000,
         development=bool(row.development),
     )
+
+
+def _state_params(org_id: str) -> dict[str, Any]:
+    return {"log_id": org_log_id(org_id), "system_log": SYSTEM_LOG}
 
 
 def _window_params(org_id: str, endpoint_id: str, start: int, end: int, entries_to: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from ledger.errors import EventConflict, NotFound, StorageError
 from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import migrate
 from ledger.sqlstore import schema as _schema
-from ledger.sqlstore.driver import DriverQuery
+from ledger.sqlstore.driver import DriverQuery, rows_together
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, log_heads
 from ledger.store import Appended, IndexColumns, NewEntry
@@ -581,6 +581,7 @@ class SqlStore:
         if self._snapshot.get():
             yield
             return
+        in_session = self._pinned.get() is not None
         with self.session():
             conn = self._pinned.get()
             assert conn is not None
@@ -595,6 +596,10 @@ class SqlStore:
             finally:
                 self._snapshot.reset(snapshot)
                 self._pinned.reset(pinned)
+                if in_session and self.dialect == "postgresql":
+                    # The session goes on (SQLAlchemy set the isolation level on its connection, in place): its
+                    # reads after the snapshot must again hold no transaction between them.
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def _read(self, query: DriverQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.reading() as conn:
@@ -767,8 +772,24 @@ class SqlStore:
 
     def kind_refs(self, log_id: str, kind: str) -> list[tuple[int, bytes]]:
         """(seq, entry_hash) of every entry of one non-EVENT kind in a log, without bodies (ix_entries_kind)."""
-        rows = self._read(_KIND_REFS, {"log_id": log_id, "kind": kind})
-        return [(int(seq), _bytes(entry_hash)) for seq, entry_hash in rows]
+        return _refs(self._read(_KIND_REFS, {"log_id": log_id, "kind": kind}))
+
+    def entries_and_refs_of_kind(
+        self,
+        log_id: str,
+        kinds: Sequence[str],
+        ref_kind: str,
+        also: Sequence[tuple[DriverQuery, Mapping[str, Any]]] = (),
+    ) -> tuple[list[Entry], list[tuple[int, bytes]], list[list[tuple[Any, ...]]]]:
+        """entries_of_kind(log_id, kinds) and kind_refs(log_id, ref_kind), and the rows of the independent reads
+        `also`, in one round trip on PostgreSQL (driver.rows_together): what a dispute lookup reads first."""
+        reads: list[tuple[DriverQuery, Mapping[str, Any]]] = [
+            (_ENTRIES_OF_KIND, {"log_id": log_id, "kinds": list(kinds)}),
+            (_KIND_REFS, {"log_id": log_id, "kind": ref_kind}),
+        ]
+        with self.reading() as conn:
+            entry_rows, ref_rows, *more = rows_together(conn, [*reads, *also])
+        return [_entry(row) for row in entry_rows], _refs(ref_rows), more
 
     # -- signed checkpoints (ledger.checkpoints) --------------------------------------------------------------
 
@@ -1013,6 +1034,10 @@ _LATEST_CHECKPOINT = DriverQuery(
     .order_by(_schema.checkpoints.c.size.desc())
     .limit(1)
 )
+
+
+def _refs(rows: Sequence[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
+    return [(int(seq), _bytes(entry_hash)) for seq, entry_hash in rows]
 
 
 def _bytes(value: Any) -> bytes:
