@@ -731,6 +731,7 @@ def reconstruct(
     target = _resolve(source, query, evidence, now)
     org_id, endpoint_id, start, end = target.org_id, target.endpoint_id, target.start, target.end
     log_id = org_log_id(org_id)
+    lookup = invoices(org_id) if invoices is not None else NoInvoices()
 
     if account_entries is None:  # else the caller read them (for the rollups' catch-up)
         account_entries = source.entries_of_kind(log_id, [EntryKind.ACCOUNT.value])
@@ -745,9 +746,6 @@ def reconstruct(
         ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
         in_window, indexed_storage = {}, []
         listing = _listed_requests(ratings, endpoint_id, start, end, now)
-    # After the rating: on PostgreSQL the snapshot's BEGIN then goes out with the rating's first reads (one
-    # pipeline), not ahead of this read alone.
-    lookup = invoices(org_id) if invoices is not None else NoInvoices()
 
     sessions: list[SessionCharge] = []
     zero_lines: list[ZeroCharge] = []
