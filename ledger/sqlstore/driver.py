@@ -106,7 +106,7 @@ def rows_together(
         with driver.pipeline():  # type: ignore[union-attr]
             for query, params in queries:
                 compiled = query._compile(conn.dialect)
-                cursor = driver.cursor(binary=True)  # type: ignore[union-attr]
+                cursor = _cursor(conn)
                 cursors.append(cursor)
                 cursor.execute(compiled.sql(params), compiled.arguments(params))
         return [[tuple(row) for row in cursor.fetchall()] for cursor in cursors]

@@ -421,12 +421,16 @@ class UsageRollups:
                     (_ENDPOINT_STORAGE, _storage_params(log_id, endpoint_id, start, end)),
                 ],
             )
-        found = WindowLifecycles(sorted({workload_id for workload_id, _, _ in workload_rows}), {}, {}, {})
+        lifecycles: dict[str, list[tuple[UsageEvent, int]]] = {}
+        hashes: dict[int, bytes] = {}
+        summaries: dict[str, serving.RequestSummary] = {}
         for workload_id, lifecycle, summary in workload_rows:
             if lifecycle is not None:
-                found.lifecycles[workload_id] = _load_lifecycle(lifecycle, found.hashes)
+                lifecycles[workload_id] = _load_lifecycle(lifecycle, hashes)
                 if summary is not None:
-                    found.summaries[workload_id] = serving.RequestSummary.decode(summary)
+                    summaries[workload_id] = serving.RequestSummary.decode(summary)
+        workload_ids = sorted({workload_id for workload_id, _, _ in workload_rows})
+        found = WindowLifecycles(workload_ids, lifecycles, hashes, summaries)
         return found, _storage_charges(log_id, start, storage_rows)
 
     def lifecycles(self, log_id: str, workload_ids: Iterable[str]) -> dict[str, list[tuple[UsageEvent, int]]]:

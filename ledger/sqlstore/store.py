@@ -126,10 +126,7 @@ def _ping_when_idle(engine: Engine) -> None:
     documented custom pessimistic disconnect handling).
     """
 
-    def connected(_dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+    def idle_from_now(_dbapi_connection: Any, record: Any) -> None:  # a new connection, or one back in the pool
         record.info["idle_since"] = time.monotonic()
 
     def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
@@ -143,8 +140,8 @@ def _ping_when_idle(engine: Engine) -> None:
         if not alive:
             raise DisconnectionError("the pooled connection failed its ping")
 
-    event.listen(engine, "connect", connected)
-    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "connect", idle_from_now)
+    event.listen(engine, "checkin", idle_from_now)
     event.listen(engine, "checkout", checked_out)
 
 
