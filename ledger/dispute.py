@@ -1482,8 +1482,15 @@ class _IndexedRating:
             kept = list(lifecycles[workload_id])
             base = rate_workload(kept, self.prices, self.plans, self.now)
             session = base.session
+            development_stop = _development_stop(base, kept, summary)
             if (summary.count == 0 and not summary.in_flight) or _development_quiet(base, kept, summary):
                 by_workload[workload_id], ratings[workload_id] = kept, base  # its requests change nothing
+            elif development_stop is not None and summary.last_at is not None:
+                # A development workload (R8) with request events after its stop: only those make anything (R26
+                # anomalies), so they are read alone, as a serving session's late ones are below.
+                self._add_late_requests(workload_id, kept, development_stop, summary.last_at)
+                by_workload[workload_id] = kept
+                ratings[workload_id] = rate_workload(kept, self.prices, self.plans, self.now)
             elif (
                 session is None
                 or session.attribution is None
@@ -1496,13 +1503,7 @@ class _IndexedRating:
                 if session.stop is not None and summary.last_at is not None and summary.last_at > session.stop:
                     # Request events after the stop (a finish logged after the replica died, R4): R26 anomalies
                     # the engine must see to list them. They add no serving: the split ends at the stop.
-                    late = self.source.workload_entries_between(
-                        log_id, [workload_id], session.stop + 1, summary.last_at
-                    )
-                    for entry, event in self.evidence.add(late.get(workload_id, ())):
-                        if event is not None and event.request_id is not None:
-                            kept.append((event, entry.sequence))
-                            late_starts += event.type is EventType.REQUEST_STARTED
+                    late_starts = self._add_late_requests(workload_id, kept, session.stop, summary.last_at)
                     base = rate_workload(kept, self.prices, self.plans, self.now)
                     session = base.session
                 if session is None or session.attribution is None:  # the lifecycle decided both: cannot happen
@@ -1564,6 +1565,17 @@ class _IndexedRating:
         if unread:
             self.evidence.add_heads(self.source.entry_heads(log_id, unread), facts)
         return by_workload, dict(sorted(ratings.items()))
+
+    def _add_late_requests(self, workload_id: str, kept: list[tuple[UsageEvent, int]], stop: int, last_at: int) -> int:
+        """Append to `kept` the workload's request events after its stop, up to its last one (R26 anomalies for
+        the engine to list); returns how many of them are starts."""
+        late = self.source.workload_entries_between(self.log_id, [workload_id], stop + 1, last_at)
+        starts = 0
+        for entry, event in self.evidence.add(late.get(workload_id, ())):
+            if event is not None and event.request_id is not None:
+                kept.append((event, entry.sequence))
+                starts += event.type is EventType.REQUEST_STARTED
+        return starts
 
     def _reach(self, workload_id: str, session: Session, summary: RequestSummary) -> tuple[int, int]:
         """The occurred_at range holding every request that can share an instant with one in the window."""
@@ -1724,16 +1736,31 @@ def _in_flight_to(started_at: int, finished_at: int | None, up: int, end: int) -
     return min(max(finish, start), end)
 
 
-def _development_quiet(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]], summary: RequestSummary) -> bool:
-    """A development workload (R8: no session, never billed) whose requests all fall inside its lifecycle: the
-    engine makes nothing of them, neither a charge nor an anomaly (R26), so they need not be read."""
+def _development_line(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]]) -> ZeroLine | None:
+    """The R8 line of a serving development workload (no session, never billed), None for any other."""
     development = [line for line in base.zero_lines if line.rule == "R8"]
-    return (
-        base.session is None
-        and len(development) == 1
-        and kept[0][0].workload_kind is WorkloadKind.SERVING
-        and summary.within(development[0].start, development[0].end)
-    )
+    if base.session is None and len(development) == 1 and kept[0][0].workload_kind is WorkloadKind.SERVING:
+        return development[0]
+    return None
+
+
+def _development_quiet(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]], summary: RequestSummary) -> bool:
+    """A development workload (R8) whose requests all fall inside its lifecycle: the engine makes nothing of them,
+    neither a charge nor an anomaly (R26), so they need not be read."""
+    line = _development_line(base, kept)
+    return line is not None and summary.within(line.start, line.end)
+
+
+def _development_stop(
+    base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]], summary: RequestSummary
+) -> int | None:
+    """The stop of a stopped development workload (R8) whose requests all start inside its lifecycle and some end
+    after it (a finish logged after the replica died): the engine makes nothing of those inside, and an R26
+    anomaly of each event after the stop, whatever came before it. None for any other workload."""
+    line = _development_line(base, kept)
+    if line is None or line.end is None or not summary.within(line.start, None):
+        return None
+    return line.end
 
 
 def _in_session(at: int, session: Session) -> bool:

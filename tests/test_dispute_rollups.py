@@ -262,6 +262,52 @@ def test_r26_r27_a_reused_request_id_far_from_the_window_is_not_in_another_repli
     assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
 
 
+def test_r8_r26_r27_a_development_replicas_late_finish_is_read_alone(ledger: Ledger, monkeypatch: Any) -> None:
+    """A development replica (R8) up 00:00-04:00 serves r-1 at 00:10 (5 s) and r-2 from 03:59:50; it is OOM-killed
+    at 04:00 and r-2's finish is logged at 04:00:20, after the stop. The engine makes nothing of r-1 and r-2's start
+    (R8: never billed) and an R26 anomaly of the late finish (entry #6, after the stop at entry #5). A lookup of
+    03:30-04:30 answers that from the lifecycle the rollups keep and the one late entry: the replica is never read
+    whole, and the answer is the one reading every entry gives."""
+    hour, minute = 3600 * SECOND, 60 * SECOND
+    steps = [
+        ("WORKLOAD_UP", 0, {}),
+        ("WORKLOAD_READY", minute, {}),
+        ("REQUEST_STARTED", 10 * minute, {"request_id": "r-1"}),
+        ("REQUEST_FINISHED", 10 * minute + 5 * SECOND, {"request_id": "r-1"}),
+        ("REQUEST_STARTED", 4 * hour - 10 * SECOND, {"request_id": "r-2"}),
+        ("WORKLOAD_STOPPED", 4 * hour, {"stop_reason": "OOM"}),
+        ("REQUEST_FINISHED", 4 * hour + 20 * SECOND, {"request_id": "r-2"}),
+    ]
+    ledger.append_events(
+        [_event(n, type, BASE + at, "wl-dev", development=True, **extra) for n, (type, at, extra) in enumerate(steps)]
+    )
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    read_whole: list[list[str]] = []
+    workload_entries = store.workload_entries
+
+    def recorded(log_id: str, workload_ids: Any) -> Any:
+        read_whole.append(list(workload_ids))
+        return workload_entries(log_id, workload_ids)
+
+    monkeypatch.setattr(store, "workload_entries", recorded)
+    query = DisputeQuery(
+        org_id="acme", endpoint_id="ep-1", start=BASE + 3 * hour + 30 * minute, end=BASE + 4 * hour + 30 * minute
+    )
+    result = reconstruct_charges(ledger, query, with_proofs=False)
+    assert read_whole == []
+    assert result.sessions == ()
+    assert [(z.rule, z.workload_id, z.start, z.end) for z in result.zero_lines if z.rule == "R8"] == [
+        ("R8", "wl-dev", BASE, BASE + 4 * hour)
+    ]
+    (anomaly,) = result.anomalies
+    assert (anomaly.anomaly.seq, anomaly.ref.sequence) == (6, 6)
+    assert "request r-2 after the workload stopped at entry #5" in anomaly.anomaly.reason
+    monkeypatch.undo()
+    whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
+    assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
+
+
 def test_serving_union_merges_overlapping_and_touching_intervals() -> None:
     assert merge([(5, 9), (1, 3), (3, 4), (8, 12), (20, 20)]) == [(1, 4), (5, 12)]
 
