@@ -4,7 +4,8 @@ advances across a month end.
 R17: every rated unit and storage interval is on exactly one invoice (net of R22/R23 reversals) or still uninvoiced,
 never two and never none; invoices plus the uninvoiced draft add up exactly to the rated usage. R16: credit balances
 never go negative. R21: each line is quantity x unit price rounded half-up, each total the sum of its lines. R22:
-issued invoices stay byte-identical whatever is appended later.
+issued invoices stay byte-identical whatever is appended later. Every invoice issued re-derives, figure by figure,
+from the raw entries before it (ledger.billing.rederive, what `ledgerctl audit verify` runs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ledger.billing import Invoice, LineKind, Trigger, round_cents
+from ledger.billing.rederive import rederive_invoices
+from ledger.entry import SYSTEM_LOG, org_log_id
 from ledger.timeutil import format_micros
 from tests.billing_support import MINUTE, SECOND, Desk, t
 from tests.billing_support import event as usage_event
@@ -188,5 +191,14 @@ def test_r16_r17_r21_r22_invoices_cover_every_unit_once_and_never_change(scenari
                 assert now_issued[: len(issued)] == issued  # R22: byte-identical
                 issued = now_issued
                 check_coverage(desk, desk.clock.now)
+            check_rederived(desk)
         finally:
             desk.close_store()
+
+
+def check_rederived(desk: Desk) -> None:
+    """Each INVOICE entry equals the invoice drafted again from the raw entries before it, nothing else."""
+    system = list(desk.store.iter_entries(SYSTEM_LOG))
+    findings = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
+    assert [(f.number, f.sequence) for f in findings] == [(s, i.sequence) for s, i in enumerate(desk.invoices(), 1)]
+    assert [f.differences for f in findings if not f.ok] == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -52,7 +52,7 @@ from ledger.billing.payments import (
 from ledger.billing.scope import billing_scope
 from ledger.billing.watch import AccountStateHub
 from ledger.core import Ledger, derive_index
-from ledger.entry import EntryKind, canonical_body, org_log_id
+from ledger.entry import Entry, EntryKind, canonical_body, org_log_id
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
 from ledger.rating import OrgRating
@@ -118,6 +118,11 @@ def load_books(ledger: Ledger, org_id: str) -> OrgBooks:
         entries = ledger.store.entries_of_kind(org_log_id(org_id), _BOOK_KINDS)
     except NotFound:
         entries = []
+    return books_of(org_id, entries)
+
+
+def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
+    """The books of an org from its non-event entries, in sequence order (other kinds are passed over)."""
     account: list[AccountChange] = []
     grants: list[CreditGrant] = []
     adjustments: list[RecordedAdjustment] = []
