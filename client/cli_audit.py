@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -36,10 +36,11 @@ from client.output import (
     rpc_failure,
 )
 from ledger.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
+from ledger.billing.rederive import InvoiceFinding, rederive_invoices
 from ledger.checkpoint import NoteVerifier, generate_signer_key, write_private_key_file
-from ledger.entry import Entry, LogHead, org_log_id
+from ledger.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, LogHead, chain_hash, org_log_id, org_of_log
 from ledger.errors import LedgerError, NotFound, VerificationError
-from ledger.merkle import EMPTY_ROOT, consistency_proof
+from ledger.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
 from ledger.proofs import (
     DEFAULT_LEDGER_NAME,
     LogNodes,
@@ -109,6 +110,8 @@ class _CheckpointSource(AuditSource, Protocol):
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]: ...
 
+    def invoiced_size(self, log_id: str) -> int | None: ...
+
 
 class _RemoteLogs:
     """Audit through the API: leaves as their exact bytes (ListLeaves), checkpoints and consistency proofs from
@@ -162,6 +165,10 @@ class _RemoteLogs:
         request = apb.GetConsistencyProofRequest(log_id=log_id, old_size=old_size, new_size=new_size)
         return list(self.client.call(self.stub.GetConsistencyProof, request).proof_hashes)
 
+    def invoiced_size(self, log_id: str) -> int | None:
+        """The API has no index of entry kinds: re-deriving the invoices reads the whole log."""
+        return None
+
 
 class _DatabaseLogs:
     """Audit the database directly: also checks index columns and stored Merkle nodes; checkpoints from its table."""
@@ -192,6 +199,11 @@ class _DatabaseLogs:
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
         return consistency_proof(old_size, new_size, LogNodes(self.store, log_id))
+
+    def invoiced_size(self, log_id: str) -> int | None:
+        """Entries up to the log's last INVOICE entry (from ix_entries_kind): nothing after it bears on an invoice."""
+        invoices = self.store.entries_of_kind(log_id, [EntryKind.INVOICE.value])
+        return invoices[-1].sequence + 1 if invoices else 0
 
     def close(self) -> None:
         self.store.close()
@@ -230,6 +242,8 @@ class LogAudit:
     trusted: SignedCheckpoint | None = None
     checkpoint_failure: str | None = None
     saved: bool = False
+    # Entries up to and including the log's last INVOICE entry, where the source can tell (None: read it all).
+    invoiced_size: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -252,9 +266,10 @@ class LogAudit:
 
 @dataclass
 class InvoiceCheck:
-    """What the invoice re-rating hook found. `checked` is False until re-rating exists."""
+    """What re-deriving the invoices found (ledger.billing.rederive): `checked` is False when it did not run."""
 
     checked: bool
+    findings: list[InvoiceFinding] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     note: str = ""
 
@@ -277,13 +292,87 @@ class VerifyReport:
         return next((log for log in self.logs if not log.ok), None)
 
 
-def check_invoices(report: VerifyReport) -> InvoiceCheck:
-    """HOOK, not implemented: re-rate every invoice from the raw events of the verified logs and compare totals.
+def _entries_verified(source: AuditSource, verification: LogVerification, stop: int) -> Iterator[Entry]:
+    """A log's first `stop` entries read again, each checked to chain onto the one before, and their Merkle root
+    checked against the one the verification rebuilt at that size: a re-derivation reads exactly the entries the
+    chain check vouched for."""
+    log_id = verification.log_id
+    previous, frontier = GENESIS_HASH, Frontier.empty()
+    if stop:
+        for entry, _, _ in source.audit_rows(log_id):
+            encoded = entry.encoded()
+            if (
+                entry.sequence != frontier.size
+                or entry.previous_hash != previous
+                or chain_hash(previous, encoded) != entry.entry_hash
+            ):
+                raise VerificationError(f"entry {log_id}#{frontier.size} changed after it was verified")
+            yield entry
+            previous = entry.entry_hash
+            frontier = frontier.append(leaf_hash(encoded))[0]
+            if frontier.size == stop:
+                break
+    verified_root = verification.root_hash if stop == verification.size else verification.roots.get(stop)
+    if frontier.size != stop or frontier.root() != verified_root:
+        raise VerificationError(f"log {log_id} changed after it was verified (its first {stop} entries differ)")
 
-    Re-rating belongs to the invoicing work (another engineer's, later). Until then this checks nothing and says
-    so in the report (`invoices.checked = false`); it must never report invoices as verified.
-    """
-    return InvoiceCheck(False, note="invoice re-rating is not implemented yet; invoices were not checked")
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def check_invoices(
+    source: AuditSource, report: VerifyReport, progress: Callable[[str, int], None] = lambda _log, _n: None
+) -> InvoiceCheck:
+    """Re-derive every invoice of each verified org log from its raw entries and compare it, figure by figure,
+    with the INVOICE entry (ledger.billing.rederive). Logs that failed verification are not re-derived."""
+    orgs = [(log, org_of_log(log.verification.log_id)) for log in report.logs if log.verification.ok]
+    # The price books (R11, R12) from the system log: its verified entries when this run verified it.
+    verified_system = next((log.verification for log in report.logs if log.verification.log_id == SYSTEM_LOG), None)
+    try:
+        if verified_system is not None and verified_system.ok:
+            read_system: Iterable[Entry] = _entries_verified(source, verified_system, verified_system.size)
+        else:
+            read_system = (entry for entry, _, _ in source.audit_rows(SYSTEM_LOG))
+        system = [entry for entry in read_system if entry.kind is EntryKind.PRICE_BOOK]
+    except NotFound:
+        system = []
+    except VerificationError as err:
+        return InvoiceCheck(True, problems=[str(err)], note="the system log changed while it was audited")
+    check = InvoiceCheck(True)
+    org_count = 0
+    for log, org_id in orgs:
+        if org_id is None:
+            continue
+        org_count += 1
+        log_id = log.verification.log_id
+        read = 0
+
+        def seen(_: Entry, log_id: str = log_id) -> None:
+            nonlocal read
+            read += 1
+            if read % 5000 == 0:
+                progress(log_id, read)
+
+        try:
+            stop = log.verification.size if log.invoiced_size is None else log.invoiced_size
+            findings = rederive_invoices(org_id, _entries_verified(source, log.verification, stop), system, seen)
+        except VerificationError as err:
+            check.problems.append(str(err))
+            continue
+        check.findings += findings
+        check.problems += [
+            f"invoice #{f.number} of org {f.org_id} (entry {log_id}#{f.sequence}) does not re-derive from the log: "
+            + "; ".join(f.differences)
+            for f in findings
+            if not f.ok
+        ]
+    matched = sum(f.ok for f in check.findings)
+    check.note = (
+        f"{_count(len(check.findings), 'invoice')} of {_count(org_count, 'org log')} re-derived from the raw "
+        f"entries before each: {matched} match, {len(check.findings) - matched} differ"
+    )
+    return check
 
 
 def _audit_log(
@@ -316,13 +405,15 @@ def _audit_log(
             except VerificationError as err:
                 failure = failure or f"log {log_id}: the checkpoint verified earlier no longer verifies: {err}"
     sizes = {cp.size for cp in (newest, trusted) if cp is not None}
+    invoiced = None if org_of_log(log_id) is None else source.invoiced_size(log_id)
     try:
-        # Checkpoints are checked against roots rebuilt from the entries in the same single pass.
-        verification = verify_log(source, log_id, progress, roots_at=sizes)
+        # Checkpoints are checked against roots rebuilt from the entries in the same single pass; the root at the
+        # last invoice vouches for the entries the invoices are re-derived from (check_invoices).
+        verification = verify_log(source, log_id, progress, roots_at=sizes | ({invoiced} if invoiced else set()))
     except NotFound:
         verification = LogVerification(log_id, 0, b"", b"", f"log {log_id} does not exist", None)
     roots = {0: EMPTY_ROOT, **verification.roots} if 0 in sizes else verification.roots
-    audit = LogAudit(verification, newest, trusted, failure)
+    audit = LogAudit(verification, newest, trusted, failure, invoiced_size=invoiced)
     if verifier is None or not verification.ok or failure is not None:
         return audit
     try:
@@ -373,11 +464,18 @@ def audit_verify(
             help="Read the database directly (also checks index columns and stored Merkle nodes).",
         ),
     ] = None,
+    skip_invoices: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invoices", help="Do not re-derive the invoices from the raw entries (chains and checkpoints only)."
+        ),
+    ] = False,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:
     """Recompute every hash chain and Merkle root from the stored bytes, check them against the ledger's signed
-    checkpoints and the one verified last time; exit 1 naming the first bad entry."""
+    checkpoints and the one verified last time, and re-derive every invoice from the raw entries before it; exit 1
+    naming the first bad entry or invoice."""
     if org and all_logs:
         fail("give --org ORG or --all, not both", EXIT_USAGE, as_json=as_json)
     verifier = _verifier(verifier_key, as_json) if verifier_key else None
@@ -425,6 +523,14 @@ def audit_verify(
                         lambda lid, n: progress.update(task, description=f"verifying {lid}", completed=n),
                     )
                 )
+            if skip_invoices:
+                report.invoices = InvoiceCheck(False, note="not re-derived (--skip-invoices)")
+            else:
+                report.invoices = check_invoices(
+                    source,
+                    report,
+                    lambda lid, n: progress.update(task, description=f"re-deriving invoices of {lid}", completed=n),
+                )
     except grpc.RpcError as err:
         rpc_failure(err, target, as_json)
     finally:
@@ -432,7 +538,6 @@ def audit_verify(
             client.close()
         elif isinstance(source, _DatabaseLogs):
             source.close()
-    report.invoices = check_invoices(report)
     _print_report(report, as_json)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_REFUSED)
 
@@ -440,6 +545,9 @@ def audit_verify(
 def _origin_log(note: str, ledger_name: str) -> str:
     """The log a signed checkpoint note is of, read from its (not yet verified) origin line."""
     return origin_log_id(note.split("\n", 1)[0], ledger_name)
+
+
+_INVOICE_ROWS = 50  # a longer list shows only the invoices that differ
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -454,6 +562,18 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
                 "first_failure": _log_json(bad) if bad is not None else None,
                 "invoices": {
                     "checked": report.invoices.checked,
+                    "invoices": [
+                        {
+                            "org_id": f.org_id,
+                            "number": f.number,
+                            "sequence": f.sequence,
+                            "total": f.total,
+                            "ok": f.ok,
+                            "differences": list(f.differences),
+                            "note": f.note,
+                        }
+                        for f in report.invoices.findings
+                    ],
                     "problems": report.invoices.problems,
                     "note": report.invoices.note,
                 },
@@ -474,12 +594,26 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
     out.print(table)
     if not report.checkpoints_checked:
         out.print("signed checkpoints not checked: pass --verifier-key to check them")
+    findings = report.invoices.findings
+    shown = findings if len(findings) <= _INVOICE_ROWS else [f for f in findings if not f.ok][:_INVOICE_ROWS]
+    if shown:
+        invoices = Table("org", "invoice", "entry", "total (USD)", "re-derived")
+        for f in shown:
+            result = (
+                (f"[green]matches[/] ({f.note})" if f.note else "[green]matches[/]")
+                if f.ok
+                else (f"[red]differs:[/] {f.differences[0]}")
+            )
+            invoices.add_row(f.org_id, f"#{f.number}", str(f.sequence), f.total, result)
+        out.print(invoices)
     if report.invoices.note:
         out.print(f"invoices: {report.invoices.note}")
-    if bad is None:
-        out.print(f"[green]verified[/] {report.entries} entries in {len(report.logs)} logs")
-    else:
+    if bad is not None:
         err_console.print(f"[bold red]verification failed:[/] {bad.failure}")
+    elif report.invoices.problems:
+        err_console.print(f"[bold red]invoice re-derivation failed:[/] {report.invoices.problems[0]}")
+    else:
+        out.print(f"[green]verified[/] {report.entries} entries in {len(report.logs)} logs")
 
 
 def _log_json(log: LogAudit) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""`ledgerctl audit verify` re-derives every invoice from the raw entries before it (issue #6, R17-R23).
+
+The scenario is test_billing_rules' R17 one, figures by hand: a B200 FLEX replica (R11: $0.144 a minute) up from
+2026-10-05T00:00Z. Invoice #1 at 05:48, a threshold invoice (R17): 348 minutes x $0.144 = $50.112 -> $50.11. The
+replica stops at 06:00; invoice #2 at the month end: units 348-359, 12 x $0.144 = $1.728 -> $1.73.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from client.cli import app
+from client.cli_audit import _DatabaseLogs, _entries_verified
+from ledger.audit import verify_log
+from ledger.billing.rederive import rederive_invoices
+from ledger.core import derive_index
+from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
+from ledger.errors import VerificationError
+from ledger.store import NewEntry
+from server.app import start_server
+from tests.billing_support import Desk
+
+RUNNER = CliRunner(
+    env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
+)
+
+
+def verify_json(*args: str) -> tuple[int, dict[str, Any]]:
+    result = RUNNER.invoke(app, ["audit", "verify", *args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture
+def invoiced(db_url: str) -> Iterator[Desk]:
+    desk = Desk(db_url, "2026-10-01T00:00:00Z")
+    desk.session("wl-1", "2026-10-05T00:00:00Z")
+    [first] = desk.close("2026-10-05T05:48:00Z").issued
+    desk.stop("wl-1", "2026-10-05T06:00:00Z")
+    [second] = desk.close("2026-11-01T00:00:00Z").issued
+    assert (first.total, second.total) == (Decimal("50.11"), Decimal("1.73"))  # as test_billing_rules has them
+    yield desk
+    desk.close_store()
+
+
+def findings(report: dict[str, Any]) -> list[tuple[int, str, bool]]:
+    return [(f["number"], f["total"], f["ok"]) for f in report["invoices"]["invoices"]]
+
+
+def test_r17_verify_re_derives_each_invoice_from_the_database_and_through_the_api(
+    invoiced: Desk, db_url: str, tmp_path: Path
+) -> None:
+    code, report = verify_json("--database-url", db_url)
+    assert code == 0, report
+    assert report["invoices"]["checked"] and report["invoices"]["problems"] == []
+    assert findings(report) == [(1, "50.11", True), (2, "1.73", True)]
+    assert report["invoices"]["note"] == (
+        "2 invoices of 1 org log re-derived from the raw entries before each: 2 match, 0 differ"
+    )
+
+    # Through the API (ListLeaves), as an auditor without database access: the same invoices, the same verdicts.
+    server = start_server(db_url, "127.0.0.1:0", clock=invoiced.clock)
+    try:
+        code, remote = verify_json("--target", f"127.0.0.1:{server.port}")
+    finally:
+        server.stop(grace=None)
+    assert code == 0, remote
+    assert remote["invoices"] == report["invoices"]
+
+    table = RUNNER.invoke(app, ["audit", "verify", "--database-url", db_url])
+    assert table.exit_code == 0
+    assert "50.11" in table.stdout and "1.73" in table.stdout and "matches" in table.stdout
+
+    skipped = verify_json("--database-url", db_url, "--skip-invoices")
+    assert skipped[0] == 0 and skipped[1]["invoices"]["checked"] is False
+
+
+def test_r17_r21_a_forged_invoice_with_a_valid_chain_fails_naming_the_invoice_and_the_figure(
+    invoiced: Desk, db_url: str
+) -> None:
+    """Whoever can append can write an INVOICE entry the chain accepts: #3 for December, $99.00, with nothing
+    rated since #2. The chain verifies; the invoice does not re-derive (R17: no usage, no lines, $0.00)."""
+    store = invoiced.store
+    second = store.entries_of_kind(org_log_id("acme"), [EntryKind.INVOICE.value])[-1]
+    body = json.loads(second.body)
+    body.update(
+        number=3,
+        idempotency_key="invoice:3",
+        period={"start": "2026-11-01T00:00:00.000000Z", "end": "2026-12-01T00:00:00.000000Z"},
+        total="99.00",
+        amount_due="99.00",
+    )
+    [forged] = store.append(
+        [NewEntry(org_log_id("acme"), EntryKind.INVOICE, canonical_body(body), derive_index(EntryKind.INVOICE, body))]
+    )
+
+    code, report = verify_json("--database-url", db_url)
+    assert code == 1
+    assert report["first_failure"] is None  # every chain and root verified: only the invoice is wrong
+    assert findings(report) == [(1, "50.11", True), (2, "1.73", True), (3, "99.00", False)]
+    [problem] = report["invoices"]["problems"]
+    assert problem.startswith(f"invoice #3 of org acme (entry org/acme#{forged.sequence}) does not re-derive")
+    assert "total: invoiced 99.00, re-derived 0.00" in problem
+    assert "amount_due: invoiced 99.00, re-derived 0.00" in problem
+
+    table = RUNNER.invoke(app, ["audit", "verify", "--database-url", db_url])
+    assert table.exit_code == 1
+    assert "invoice re-derivation failed" in table.stderr and "invoice #3" in table.stderr
+
+
+def test_r17_re_derivation_reads_only_entries_the_chain_check_vouched_for(invoiced: Desk, db_url: str) -> None:
+    """The second read of a log (for its invoices) is checked against the Merkle root verification rebuilt at the
+    last invoice: a log changed between the two reads is reported, not re-derived from."""
+    invoiced.session("wl-2", "2026-11-02T00:00:00Z")  # after the last invoice: not read for the invoices
+    source = _DatabaseLogs(db_url)
+    try:
+        log_id = org_log_id("acme")
+        stop = source.invoiced_size(log_id)
+        assert stop == invoiced.store.entries_of_kind(log_id, ["INVOICE"])[-1].sequence + 1
+        verification = verify_log(source, log_id, roots_at={stop})
+        assert stop == verification.size - 1
+        system = [entry for entry, _, _ in source.audit_rows(SYSTEM_LOG)]
+        found = rederive_invoices("acme", _entries_verified(source, verification, stop), system)
+        assert [(f.number, f.ok) for f in found] == [(1, True), (2, True)]
+
+        other = replace(verification, roots={stop: bytes(32)})
+        with pytest.raises(VerificationError, match=f"its first {stop} entries differ"):
+            rederive_invoices("acme", _entries_verified(source, other, stop), system)
+        # Read to the end (the API cannot tell where the last invoice is): checked against the head's root.
+        assert len(rederive_invoices("acme", _entries_verified(source, verification, verification.size), system)) == 2
+        other = replace(verification, root_hash=bytes(32))
+        with pytest.raises(VerificationError, match="changed after it was verified"):
+            rederive_invoices("acme", _entries_verified(source, other, verification.size), system)
+    finally:
+        source.close()
