@@ -5,7 +5,8 @@ Per backend, on fresh databases, loopback only, every loop bounded:
   ceiling  - the same rows into a fresh database with plain executemany (bench.ceiling)
   biglog   - one org log built to --log-size through StreamEvents (the bulk path), server RSS sampled as it grows
   lookup   - dispute-lookup queries on that log (bench.lookup)
-  verify   - ledger.audit.verify over that log, and merkle.inclusion_proof latency (bench.verification)
+  verify   - ledger.audit.verify over that log, its invoices re-derived from the raw entries, and
+             merkle.inclusion_proof latency (bench.verification)
 Results go to bench/results/<label>-<time>.json and a table on stdout.
 """
 
@@ -321,6 +322,8 @@ def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str,
             out["verify"] = verification.verify_rate(store, org_log_id(BIG_ORG))
             out["verify"]["load_average_after"] = load_average()
             _log(f"{backend}: verify {out['verify']['entries_per_second']:,.0f} entries/s")
+            out["rederive"] = verification.rederive_rate(store, org_log_id(BIG_ORG), BIG_ORG)
+            _log(f"{backend}: invoices re-derived at {out['rederive']['entries_per_second']:,.0f} entries/s")
             proofs = verification.inclusion_proofs(store, org_log_id(BIG_ORG), args.proofs)
             if proofs is not None:
                 out["inclusion_proof"] = proofs
@@ -507,6 +510,10 @@ def table(document: dict[str, Any]) -> str:
         ),
     )
     row("audit verify entries/s", lambda r: round(r["verify"]["entries_per_second"]))
+    row(
+        "invoices re-derived from the whole log, entries/s (invoices)",
+        lambda r: f"{round(r['rederive']['entries_per_second']):,} ({r['rederive']['invoices']})",
+    )
     row(
         "inclusion proof p50 / p99 ms", lambda r: f"{r['inclusion_proof']['p50_ms']} / {r['inclusion_proof']['p99_ms']}"
     )

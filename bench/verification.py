@@ -28,6 +28,34 @@ def verify_rate(store: SqlStore, log_id: str) -> dict[str, Any]:
     }
 
 
+def rederive_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any]:
+    """Time re-deriving every invoice of one org log from its raw entries (ledger.billing.rederive, what
+    `ledgerctl audit verify` runs after the chains), reading the whole log as an auditor through the API does."""
+    from ledger.billing.rederive import rederive_invoices
+    from ledger.entry import SYSTEM_LOG
+
+    system = list(store.iter_entries(SYSTEM_LOG))
+    read = 0
+
+    def seen(_: object) -> None:
+        nonlocal read
+        read += 1
+
+    t0 = time.perf_counter()
+    findings = rederive_invoices(org_id, store.iter_entries(log_id), system, seen)
+    elapsed = time.perf_counter() - t0
+    bad = [f for f in findings if not f.ok]
+    if bad:
+        raise RuntimeError(f"invoice #{bad[0].number} of the benchmark log does not re-derive: {bad[0].differences}")
+    return {
+        "log_id": log_id,
+        "entries": read,
+        "invoices": len(findings),
+        "seconds": round(elapsed, 3),
+        "entries_per_second": round(read / elapsed, 1),
+    }
+
+
 class _LogNodes:
     """merkle.NodeSource for one log of the store."""
 
