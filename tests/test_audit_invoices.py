@@ -140,3 +140,38 @@ def test_r17_re_derivation_reads_only_entries_the_chain_check_vouched_for(invoic
             rederive_invoices("acme", _entries_verified(source, other, verification.size), system)
     finally:
         source.close()
+
+
+def test_r17_r22_an_invoice_rated_before_an_event_arrived_re_derives_from_its_rated_log_size(sqlite_url: str) -> None:
+    """The race a busy ledger runs every day: the closer rates the log, an event lands, then the invoice is
+    appended. wl-1 ran 2026-10-05 00:00-01:00 (60 x $0.144 = $8.64); wl-2's UP (2026-10-20) lands between the
+    closer's read and the month-end invoice, which holds wl-1 alone and records in rated_log_size how far its rating
+    read. Drafted from everything before it, the invoice would charge wl-2 too; from rated_log_size entries it
+    matches, and the finding says which. wl-2 (stopped at 00:10: 10 x $0.144 = $1.44) is a late line of the next
+    invoice (R22), which re-derives from everything before it."""
+    desk = Desk(sqlite_url, "2026-10-01T00:00:00Z")
+    try:
+        desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T01:00:00Z")  # 60 x $0.144 = $8.64
+        desk.at("2026-11-01T00:00:00Z")
+        engine = desk.engine
+        books = engine.books("acme")
+        # The engine's own steps, with an append between them (what a concurrent writer does to a closer).
+        rating = engine._rating(books, desk.clock.now)
+        late = desk.session("wl-2", "2026-10-20T00:00:00Z")
+        [invoice] = engine._close(books, rating, desk.clock.now).issued
+        assert invoice.total == Decimal("8.64")
+        assert invoice.rated_log_size == late[0].sequence < invoice.sequence
+
+        system = list(desk.store.iter_entries(SYSTEM_LOG))
+        [finding] = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
+        assert (
+            finding.ok and finding.note == f"as rated from the log's first {late[0].sequence} entries (rated_log_size)"
+        )
+
+        desk.stop("wl-2", "2026-10-20T00:10:00Z")
+        [second] = desk.close("2026-12-01T00:00:00Z").issued
+        assert second.total == Decimal("1.44") and second.late_lines
+        found = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
+        assert [(f.number, f.ok, f.note) for f in found][1] == (2, True, "")
+    finally:
+        desk.close_store()

@@ -91,12 +91,7 @@ class _Replay:
         note = ""
         if differences and stored.rated_log_size is not None and stored.rated_log_size < entry.sequence:
             size = stored.rated_log_size
-            earlier = {w: [(e, seq) for e, seq in events if seq < size] for w, events in self.events.items() if events}
-            rating = OrgRating(
-                self.org_id,
-                as_of,
-                tuple(rate_workload(events, prices, plans, as_of) for _, events in sorted(earlier.items()) if events),
-            )
+            rating = self._rating_before(size, prices, plans, as_of)
             if not self._compare(stored, self._draft(stored, rating, prices)):
                 differences = []
                 note = f"as rated from the log's first {size} entries (rated_log_size)"
@@ -117,6 +112,19 @@ class _Replay:
         self.changed.clear()
         self.rated_with = used
         return OrgRating(self.org_id, as_of, tuple(r for _, r in sorted(self.ratings.items())))
+
+    def _rating_before(self, size: int, prices: PriceHistory, plans: Any, as_of: int) -> OrgRating:
+        """The rating of the log's first `size` entries: the kept ratings (of everything read so far) but for the
+        workloads with an event at or after `size`, rated again without those events."""
+        ratings = dict(self.ratings)
+        for workload_id, events in self.events.items():
+            if events[-1][1] >= size:  # events are kept in sequence order
+                before = [(event, seq) for event, seq in events if seq < size]
+                if before:
+                    ratings[workload_id] = rate_workload(before, prices, plans, as_of)
+                else:
+                    del ratings[workload_id]
+        return OrgRating(self.org_id, as_of, tuple(r for _, r in sorted(ratings.items())))
 
     def _draft(self, stored: Invoice, rating: OrgRating, prices: PriceHistory) -> Invoice:
         books = books_of(self.org_id, self.books)
