@@ -51,6 +51,8 @@ def rederive_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any]:
         "log_id": log_id,
         "entries": read,
         "invoices": len(findings),
+        "invoice_sequences": [f.sequence for f in findings],
+        "invoice_notes": [f.note for f in findings],
         "seconds": round(elapsed, 3),
         "entries_per_second": round(read / elapsed, 1),
     }
