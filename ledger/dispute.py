@@ -1754,9 +1754,9 @@ def _development_quiet(base: WorkloadRating, kept: Sequence[tuple[UsageEvent, in
 def _development_stop(
     base: WorkloadRating, kept: Sequence[tuple[UsageEvent, int]], summary: RequestSummary
 ) -> int | None:
-    """The stop of a stopped development workload (R8) whose requests all start inside its lifecycle and some end
-    after it (a finish logged after the replica died): the engine makes nothing of those inside, and an R26
-    anomaly of each event after the stop, whatever came before it. None for any other workload."""
+    """The stop of a stopped development workload (R8) whose request events all come at or after its UP: the
+    engine makes nothing of those up to the stop, and an R26 anomaly of each one after it (a finish logged after
+    the replica died), whatever came before it. None for any other workload."""
     line = _development_line(base, kept)
     if line is None or line.end is None or not summary.within(line.start, None):
         return None
