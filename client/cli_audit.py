@@ -83,7 +83,7 @@ def _log_id(org: str | None, log: str | None, as_json: bool) -> str:
     return org_log_id(org) if org is not None else str(log)
 
 
-def _verifier(value: str, as_json: bool) -> NoteVerifier:
+def parse_verifier_key(value: str, as_json: bool) -> NoteVerifier:
     """A verifier key given inline or as a file."""
     text = value
     path = Path(value)
@@ -312,7 +312,10 @@ def _entries_verified(source: AuditSource, verification: LogVerification, stop: 
             frontier = frontier.append(leaf_hash(encoded))[0]
             if frontier.size == stop:
                 break
-    verified_root = verification.root_hash if stop == verification.size else verification.roots.get(stop)
+    if stop == verification.size:
+        verified_root: bytes | None = verification.root_hash
+    else:
+        verified_root = EMPTY_ROOT if stop == 0 else verification.roots.get(stop)
     if frontier.size != stop or frontier.root() != verified_root:
         raise VerificationError(f"log {log_id} changed after it was verified (its first {stop} entries differ)")
 
@@ -478,7 +481,7 @@ def audit_verify(
     naming the first bad entry or invoice."""
     if org and all_logs:
         fail("give --org ORG or --all, not both", EXIT_USAGE, as_json=as_json)
-    verifier = _verifier(verifier_key, as_json) if verifier_key else None
+    verifier = parse_verifier_key(verifier_key, as_json) if verifier_key else None
     trusted_notes: dict[str, str] = {}
     if trusted_checkpoint is not None:
         if verifier is None:
@@ -767,7 +770,7 @@ def audit_check_proof(
     """Check a proof offline (no database, no server): entry bytes, inclusion in the checkpoint, its signature."""
     if not verifier_key:
         fail("--verifier-key is required: the proof is only as good as the key you trust", EXIT_USAGE, as_json=as_json)
-    verifier = _verifier(verifier_key, as_json)
+    verifier = parse_verifier_key(verifier_key, as_json)
     try:
         text = proof_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

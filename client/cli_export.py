@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import grpc
 import typer
 
+from client.cli_audit import VerifierKeyOption, parse_verifier_key
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -24,6 +25,7 @@ from client.output import (
     rpc_failure,
 )
 from ledger.audit import all_log_ids
+from ledger.checkpoints import StoredCheckpoint
 from ledger.entry import Entry, LogHead, org_log_id
 from ledger.errors import LedgerError, NotFound, VerificationError
 
@@ -59,6 +61,30 @@ class _ApiLogs:
             if stop is not None and entry.sequence >= stop:
                 return
             yield entry
+
+    def checkpoints(self, log_id: str, max_size: int) -> list[StoredCheckpoint]:
+        """The API serves a checkpoint by size, not a list: the newest one, when it lies within the export, or
+        else the one of exactly the exported size, if the ledger signed one."""
+        from usageledger.v1 import audit_pb2 as apb
+        from usageledger.v1 import audit_pb2_grpc as apb_grpc
+
+        stub = apb_grpc.AuditServiceStub(self.client.channel)
+        for size in (0, max_size):
+            try:
+                served = self.client.call(stub.GetCheckpoint, apb.GetCheckpointRequest(log_id=log_id, size=size))
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    return []  # a ledger without a signing key serves no checkpoints
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    continue
+                raise
+            checkpoint = served.checkpoint
+            if checkpoint.size <= max_size:
+                signed_at = checkpoint.sign_time.seconds * 1_000_000 + checkpoint.sign_time.nanos // 1000
+                return [
+                    StoredCheckpoint(log_id, checkpoint.size, checkpoint.root_hash, checkpoint.signed_note, signed_at)
+                ]
+        return []
 
 
 def export_command(
@@ -129,9 +155,20 @@ def _write(source: Any, log_ids: list[str], output: Path | None) -> None:
 def import_command(
     file: Annotated[Path, typer.Argument(help="A file written by `ledgerctl export`.")],
     database_url: DatabaseUrl = None,
+    verifier_key: VerifierKeyOption = None,
+    ledger_name: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger-name",
+            envvar="LEDGER_NAME",
+            help="With --verifier-key: checkpoint origins must be LEDGER_NAME/LOG_ID.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify every hash, chain link and Merkle root of FILE, then insert its logs with the very same hashes.
+    """Verify every hash, chain link and Merkle root of FILE, and every signed checkpoint it carries against the
+    entries (with --verifier-key, its signature too), then insert its logs and checkpoints with the very same
+    hashes.
 
     Nothing is written unless the whole file checks out; a bad file is refused naming its first bad line. The
     target must not hold any of the file's logs yet (import creates logs, it never merges into one).
@@ -140,6 +177,7 @@ def import_command(
         fail("give --database-url URL (or set LEDGER_DATABASE_URL): import writes to the database", EXIT_USAGE)
     if not file.is_file():
         fail(f"cannot read {file}: no such file", EXIT_USAGE, as_json=as_json)
+    verifier = parse_verifier_key(verifier_key, as_json) if verifier_key else None
     from ledger.export import import_export
     from ledger.sqlstore import open_store
 
@@ -148,7 +186,7 @@ def import_command(
     except LedgerError as err:
         fail(str(err), EXIT_USAGE, as_json=as_json)
     try:
-        logs = import_export(store, file)
+        logs = import_export(store, file, verifier, ledger_name if verifier is not None else None)
     except VerificationError as err:
         fail(f"refused, nothing imported: {err}", EXIT_REFUSED, as_json=as_json)
     except LedgerError as err:
@@ -157,16 +195,20 @@ def import_command(
         fail(f"cannot read {file}: {err}", EXIT_USAGE, as_json=as_json)
     finally:
         store.close()
+    signed = sum(len(log.checkpoints) for log in logs)
     summary = {
         "ok": True,
         "file": str(file),
         "entries": sum(log.head.size for log in logs),
+        "checkpoints": signed,
+        "signatures_checked": verifier is not None,
         "logs": [
             {
                 "log_id": log.head.log_id,
                 "size": log.head.size,
                 "head_hash": log.head.head_hash.hex(),
                 "root_hash": log.head.root_hash.hex(),
+                "checkpoints": [c.size for c in log.checkpoints],
             }
             for log in logs
         ],
@@ -175,8 +217,13 @@ def import_command(
         emit_json(summary)
         return
     for log in logs:
-        out.print(f"{log.head.log_id}: {log.head.size} entries, Merkle root {log.head.root_hash.hex()}")
+        out.print(
+            f"{log.head.log_id}: {log.head.size} entries, Merkle root {log.head.root_hash.hex()}, "
+            f"{len(log.checkpoints)} signed checkpoints"
+        )
     out.print(f"[green]imported[/] {summary['entries']} entries in {len(logs)} logs, every hash verified")
+    if signed and verifier is None:
+        out.print(f"the {signed} checkpoints' roots were checked, not their signatures: pass --verifier-key for those")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,11 @@ The file is one header line, then one line per entry, log after log in sequence 
 `body` is the stored bytes as a UTF-8 string (canonical JSON always is), or `body_base64` for bytes that are not
 UTF-8; `recorded_at` is the hashed integer (µs since the epoch, UTC); hashes are lowercase hex. Index columns and
 Merkle subtree hashes are not exported: they are derived from the entries, and import derives them again.
+
+Version 2 adds each log's signed checkpoints to its header entry, those of sizes up to the exported size, smallest
+first: `"checkpoints":[{"note":"…","root_hash":"…","signed_at":1791277200000000,"size":2772}]`. Import checks each
+note against its size and root, each root against the root rebuilt from the entries at that size, and with a
+verifier key each signature, then stores them beside the entries. Version 1 files (no checkpoints) still import.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,16 +31,21 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ledger.checkpoint import NoteVerifier
+from ledger.checkpoints import StoredCheckpoint
 from ledger.core import derive_index
 from ledger.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
 from ledger.errors import LedgerError, StorageError, VerificationError
 from ledger.merkle import Frontier, leaf_hash
+from ledger.proofs import SignedCheckpoint
+from ledger.sqlstore.schema import checkpoints as checkpoint_table
 from ledger.sqlstore.schema import entries, log_heads
 from ledger.sqlstore.store import SqlStore
 from ledger.store import IndexColumns
 
 EXPORT_FORMAT = "usage-ledger-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no checkpoints
 _ENTRY_FIELDS = frozenset({"log_id", "sequence", "kind", "recorded_at", "previous_hash", "entry_hash"})
 _BODY_FIELDS = frozenset({"body", "body_base64"})
 # Rows per INSERT: large enough to amortise round trips, small enough to keep memory flat on long logs.
@@ -48,6 +58,10 @@ class ExportSource(Protocol):
     def head(self, log_id: str) -> LogHead: ...
 
     def iter_entries(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Entry]: ...
+
+    def checkpoints(self, log_id: str, max_size: int) -> list[StoredCheckpoint]:
+        """The log's signed checkpoints of sizes up to `max_size`, smallest first (those the source can list)."""
+        ...
 
 
 class ImportTargetNotEmpty(LedgerError):
@@ -64,13 +78,22 @@ def _dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def header_record(heads: Sequence[LogHead]) -> dict[str, Any]:
+def header_record(heads: Sequence[LogHead], checkpoints: Mapping[str, Sequence[StoredCheckpoint]]) -> dict[str, Any]:
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "encoding_version": ENCODING_VERSION,
         "logs": [
-            {"log_id": h.log_id, "size": h.size, "head_hash": h.head_hash.hex(), "root_hash": h.root_hash.hex()}
+            {
+                "log_id": h.log_id,
+                "size": h.size,
+                "head_hash": h.head_hash.hex(),
+                "root_hash": h.root_hash.hex(),
+                "checkpoints": [
+                    {"size": c.size, "root_hash": c.root_hash.hex(), "signed_at": c.signed_at, "note": c.note}
+                    for c in checkpoints.get(h.log_id, ())
+                ],
+            }
             for h in heads
         ],
     }
@@ -101,9 +124,10 @@ def export_lines(source: ExportSource, log_ids: Sequence[str]) -> Iterator[str]:
     if len(set(log_ids)) != len(log_ids):
         raise ValueError("each log may be exported once per file")
     heads = [source.head(log_id) for log_id in log_ids]
-    yield _dumps(header_record(heads))
+    signed = {head.log_id: source.checkpoints(head.log_id, head.size) for head in heads}
+    yield _dumps(header_record(heads, signed))
     for head in heads:
-        checker = _LogCheck(head.log_id)
+        checker = _LogCheck(head.log_id, {c.size: c.root_hash for c in signed[head.log_id]})
         for entry in source.iter_entries(head.log_id, 0, head.size):
             try:
                 checker.add(entry)
@@ -124,14 +148,25 @@ class _Bad(Exception):
 
 
 class _LogCheck:
-    """Follows one log from entry 0: sequence, chain link, entry hash, body, and the Merkle frontier."""
+    """Follows one log from entry 0: sequence, chain link, entry hash, body, and the Merkle frontier, and the
+    root at each size a signed checkpoint claims (`roots`, by size)."""
 
-    def __init__(self, log_id: str) -> None:
+    def __init__(self, log_id: str, roots: Mapping[int, bytes] | None = None) -> None:
         self.log_id = log_id
         self.size = 0
         self.previous = GENESIS_HASH
         self.frontier = Frontier.empty()
         self.event_ids: set[str] = set()
+        self.roots = dict(roots or {})
+        self._check_root()
+
+    def _check_root(self) -> None:
+        claimed = self.roots.get(self.size)
+        if claimed is not None and self.frontier.root() != claimed:
+            raise _Bad(
+                f"log {self.log_id}: the signed checkpoint of size {self.size} has root {claimed.hex()[:16]}…, "
+                f"not the root of the first {self.size} entries ({self.frontier.root().hex()[:16]}…)"
+            )
 
     def add(self, entry: Entry) -> tuple[IndexColumns, bytes]:
         """Check the next entry; returns its derived index columns and Merkle subtree hashes."""
@@ -157,6 +192,7 @@ class _LogCheck:
         self.frontier, subtrees = self.frontier.append(leaf_hash(encoded))
         self.previous = entry.entry_hash
         self.size += 1
+        self._check_root()
         return index, b"".join(subtrees)
 
     def finish(self, head: LogHead) -> None:
@@ -182,6 +218,7 @@ class VerifiedEntry:
 class VerifiedLog:
     head: LogHead
     frontier: Frontier
+    checkpoints: tuple[StoredCheckpoint, ...] = ()
 
 
 def _hash(record: dict[str, Any], name: str) -> bytes:
@@ -202,11 +239,49 @@ def _natural(record: dict[str, Any], name: str) -> int:
     return value
 
 
-def _parse_header(record: Any) -> list[LogHead]:
+def _parse_checkpoints(
+    log: dict[str, Any], head: LogHead, verifier: NoteVerifier | None, ledger_name: str | None
+) -> tuple[StoredCheckpoint, ...]:
+    """A log's checkpoints from the header: each note read (with `verifier`, its signature checked) and matching
+    its size and root, sizes rising and none past the log's."""
+    records = log.get("checkpoints", [])
+    if not isinstance(records, list):
+        raise _Bad(f"log {head.log_id}: checkpoints must be a list")
+    found: list[StoredCheckpoint] = []
+    for record in records:
+        where = f"log {head.log_id}: checkpoint {len(found) + 1}"
+        if not isinstance(record, dict) or not isinstance(record.get("note"), str):
+            raise _Bad(f"{where}: needs size, root_hash, signed_at and the signed note")
+        size, root, signed_at = _natural(record, "size"), _hash(record, "root_hash"), _natural(record, "signed_at")
+        try:
+            opened = (
+                SignedCheckpoint.open(head.log_id, record["note"], verifier, ledger_name)
+                if verifier is not None
+                else SignedCheckpoint.parse(head.log_id, record["note"])
+            )
+        except VerificationError as err:
+            raise _Bad(f"{where} (size {size}): {err}") from None
+        if (opened.size, opened.root_hash) != (size, root):
+            raise _Bad(
+                f"{where}: its note is of size {opened.size}, root {opened.root_hash.hex()[:16]}…, not the "
+                f"size {size} and root {root.hex()[:16]}… listed with it"
+            )
+        if size > head.size or (found and size <= found[-1].size):
+            raise _Bad(f"{where}: size {size} is out of order or past the log's {head.size} entries")
+        found.append(StoredCheckpoint(head.log_id, size, root, record["note"], signed_at))
+    return tuple(found)
+
+
+def _parse_header(
+    record: Any, verifier: NoteVerifier | None = None, ledger_name: str | None = None
+) -> list[tuple[LogHead, tuple[StoredCheckpoint, ...]]]:
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise _Bad(f"not a ledger export: the first line must be the {EXPORT_FORMAT!r} header")
-    if record.get("version") != EXPORT_VERSION:
-        raise _Bad(f"export version {record.get('version')!r} is not {EXPORT_VERSION}, the one this ledger reads")
+    if record.get("version") not in READABLE_VERSIONS:
+        raise _Bad(
+            f"export version {record.get('version')!r} is not one this ledger reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))})"
+        )
     if record.get("encoding_version") != ENCODING_VERSION:
         raise _Bad(f"entry encoding version {record.get('encoding_version')!r} is not {ENCODING_VERSION}")
     logs = record.get("logs")
@@ -216,8 +291,9 @@ def _parse_header(record: Any) -> list[LogHead]:
     for log in logs:
         if not isinstance(log, dict) or not isinstance(log.get("log_id"), str) or not log["log_id"]:
             raise _Bad("each log in the header needs a log_id")
-        heads.append(LogHead(log["log_id"], _natural(log, "size"), _hash(log, "head_hash"), _hash(log, "root_hash")))
-    if len({h.log_id for h in heads}) != len(heads):
+        head = LogHead(log["log_id"], _natural(log, "size"), _hash(log, "head_hash"), _hash(log, "root_hash"))
+        heads.append((head, _parse_checkpoints(log, head, verifier, ledger_name)))
+    if len({h.log_id for h, _ in heads}) != len(heads):
         raise _Bad("the header lists a log twice")
     return heads
 
@@ -280,11 +356,15 @@ def _json(text: str) -> Any:
 
 
 class ExportReader:
-    """Reads an export file, checking each line before yielding it; raises VerificationError naming the line."""
+    """Reads an export file, checking each line before yielding it; raises VerificationError naming the line.
+    With `verifier`, each signed checkpoint's signature is checked too (and with `ledger_name`, its origin)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, verifier: NoteVerifier | None = None, ledger_name: str | None = None) -> None:
         self.path = path
+        self.verifier = verifier
+        self.ledger_name = ledger_name
         self.logs: list[VerifiedLog] = []
+        self.signed: dict[str, tuple[StoredCheckpoint, ...]] = {}
 
     def entries(self) -> Iterator[VerifiedEntry]:
         where = "line 1"
@@ -294,9 +374,11 @@ class ExportReader:
             if first is None:
                 raise _Bad("the file is empty: not a ledger export")
             where = f"line {first[0]}"
-            heads = _parse_header(_json(first[1]))
+            parsed = _parse_header(_json(first[1]), self.verifier, self.ledger_name)
+            heads = [head for head, _ in parsed]
+            self.signed = {head.log_id: signed for head, signed in parsed}
             position = 0
-            checker = _LogCheck(heads[0].log_id)
+            checker = self._check(heads[0])
             for number, text in lines:
                 where = f"line {number}"
                 entry = _parse_entry(_json(text))
@@ -304,7 +386,7 @@ class ExportReader:
                 while entry.log_id != checker.log_id and position + 1 < len(heads):
                     self._close(checker, heads[position])
                     position += 1
-                    checker = _LogCheck(heads[position].log_id)
+                    checker = self._check(heads[position])
                     if heads[position].size or heads[position].log_id == entry.log_id:
                         break  # a log with entries must come next; only empty logs have no lines to skip
                 if entry.log_id == checker.log_id and checker.size >= heads[position].size:
@@ -317,18 +399,23 @@ class ExportReader:
             where = "end of file"
             self._close(checker, heads[position])
             for head in heads[position + 1 :]:
-                self._close(_LogCheck(head.log_id), head)
+                self._close(self._check(head), head)
         except _Bad as bad:
             raise VerificationError(f"{self.path}, {where}: {bad}") from None
 
+    def _check(self, head: LogHead) -> _LogCheck:
+        return _LogCheck(head.log_id, {c.size: c.root_hash for c in self.signed[head.log_id]})
+
     def _close(self, checker: _LogCheck, head: LogHead) -> None:
         checker.finish(head)
-        self.logs.append(VerifiedLog(head, checker.frontier))
+        self.logs.append(VerifiedLog(head, checker.frontier, self.signed[head.log_id]))
 
 
-def verify_export(path: Path) -> list[VerifiedLog]:
+def verify_export(
+    path: Path, verifier: NoteVerifier | None = None, ledger_name: str | None = None
+) -> list[VerifiedLog]:
     """Check every line of an export file; returns each log's verified head, or raises naming the first bad line."""
-    reader = ExportReader(path)
+    reader = ExportReader(path, verifier, ledger_name)
     for _ in reader.entries():
         pass
     return reader.logs
@@ -411,6 +498,21 @@ def insert_verified(store: SqlStore, path: Path, logs: Sequence[VerifiedLog]) ->
                     rows = []
             if rows:
                 conn.execute(entries.insert(), rows)
+            signed = [c for log in reader.logs for c in log.checkpoints]
+            if signed:
+                conn.execute(
+                    checkpoint_table.insert(),
+                    [
+                        {
+                            "log_id": c.log_id,
+                            "size": c.size,
+                            "root_hash": c.root_hash,
+                            "note": c.note,
+                            "signed_at": c.signed_at,
+                        }
+                        for c in signed
+                    ],
+                )
             if reader.logs != list(logs):
                 raise VerificationError(f"{path} changed while it was being imported; nothing was imported")
     except IntegrityError as err:
@@ -422,8 +524,11 @@ def insert_verified(store: SqlStore, path: Path, logs: Sequence[VerifiedLog]) ->
     return count
 
 
-def import_export(store: SqlStore, path: Path) -> list[VerifiedLog]:
-    """Verify the whole file, then insert it; nothing is written unless every hash and chain link checks out."""
-    logs = verify_export(path)
+def import_export(
+    store: SqlStore, path: Path, verifier: NoteVerifier | None = None, ledger_name: str | None = None
+) -> list[VerifiedLog]:
+    """Verify the whole file, then insert it; nothing is written unless every hash, chain link and checkpoint
+    (with `verifier`, every signature too) checks out."""
+    logs = verify_export(path, verifier, ledger_name)
     insert_verified(store, path, logs)
     return logs

@@ -57,12 +57,13 @@ def findings(report: dict[str, Any]) -> list[tuple[int, str, bool]]:
 def test_r17_verify_re_derives_each_invoice_from_the_database_and_through_the_api(
     invoiced: Desk, db_url: str, tmp_path: Path
 ) -> None:
+    invoiced.session("wl-9", "2026-11-02T00:00:00Z", org="globex")  # an org with usage and no invoice yet
     code, report = verify_json("--database-url", db_url)
     assert code == 0, report
     assert report["invoices"]["checked"] and report["invoices"]["problems"] == []
     assert findings(report) == [(1, "50.11", True), (2, "1.73", True)]
     assert report["invoices"]["note"] == (
-        "2 invoices of 1 org log re-derived from the raw entries before each: 2 match, 0 differ"
+        "2 invoices of 2 org logs re-derived from the raw entries before each: 2 match, 0 differ"
     )
 
     # Through the API (ListLeaves), as an auditor without database access: the same invoices, the same verdicts.

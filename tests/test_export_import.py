@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ import typer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from client.cli import app as cli_app
 from client.cli_export import register
 from ledger.audit import verify
+from ledger.checkpoint import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.checkpoints import CheckpointSigner
 from ledger.core import Ledger
 from ledger.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash, entry_bytes
 from ledger.errors import VerificationError
@@ -295,9 +299,12 @@ def test_a_body_that_is_not_utf8_travels_as_base64_byte_for_byte(tmp_path: Path)
     )
     store = SqlStore(f"sqlite:///{tmp_path / 'ledger.db'}")
     try:
-        import_export(store, crafted)
+        import_export(store, crafted)  # a version 1 file (no checkpoints) still imports
         assert store.get_entry("org/acme", 0).body == body
-        assert write_export(store, tmp_path / "again.jsonl", ["org/acme"]) == crafted.read_bytes()
+        header.update(version=2)
+        header["logs"][0]["checkpoints"] = []
+        again = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in (header, entry))
+        assert write_export(store, tmp_path / "again.jsonl", ["org/acme"]) == again.encode()
         assert verify(store).ok
     finally:
         store.close()
@@ -313,3 +320,154 @@ def test_export_usage_errors_and_unknown_logs(tmp_path: Path) -> None:
     assert unknown.exit_code == 1 and "org/nobody" in unknown.stderr
     assert runner.invoke(app, ["import", str(tmp_path / "missing.jsonl"), "--database-url", url]).exit_code == 2
     assert not list(tmp_path.glob("*.partial"))
+
+
+# -- signed checkpoints travel with the logs ---------------------------------------------------------------------
+
+
+def signed_ledger(url: str, key: str, events: int, sign_at: tuple[int, ...]) -> SqlStore:
+    """The example day's first `events` events, with the org log's checkpoint signed after each of `sign_at`."""
+    store = SqlStore(url, clock=FixedClock())
+    ledger = Ledger(store, clock=store.clock)
+    lines = [json.loads(line) for line in EXAMPLE_DAY.read_text().splitlines() if line.strip()][:events]
+    signer = CheckpointSigner(store, NoteSigner(key))
+    done = 0
+    for size in (*sign_at, events):
+        ledger.append_events(lines[done:size])
+        done = size
+        if size in sign_at:
+            signer.sign("org/acme")
+    return store
+
+
+@pytest.mark.postgres
+def test_checkpoints_travel_with_the_export_and_import_checks_them_against_the_entries(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Checkpoints signed at 10 and 25 entries of a 40-entry log: both go out in the header, come back into
+    PostgreSQL with their signatures checked, and `audit verify` of the imported log checks the newest against the
+    imported entries."""
+    key = generate_signer_key("usage-ledger.local")
+    verifier_key = NoteSigner(key).verifier_key
+    source = signed_ledger(f"sqlite:///{tmp_path / 'source.db'}", key, 40, (10, 25))
+    stored = source.checkpoints("org/acme", 40)
+    source.close()
+    app = ledgerctl()
+    exported = runner.invoke(app, ["export", "--org", "acme", "--database-url", f"sqlite:///{tmp_path / 'source.db'}"])
+    assert exported.exit_code == 0, exported.stderr
+    header = json.loads(exported.stdout.splitlines()[0])
+    assert header["version"] == 2
+    assert [(c["size"], c["note"]) for c in header["logs"][0]["checkpoints"]] == [(c.size, c.note) for c in stored]
+    assert [c.size for c in stored] == [10, 25]
+    path = tmp_path / "acme.jsonl"
+    path.write_bytes(exported.stdout_bytes)
+
+    imported = runner.invoke(
+        app, ["import", str(path), "--database-url", pg_url, "--verifier-key", verifier_key, "--json"]
+    )
+    assert imported.exit_code == 0, imported.output
+    summary = json.loads(imported.stdout)
+    assert (summary["checkpoints"], summary["signatures_checked"]) == (2, True)
+    assert summary["logs"][0]["checkpoints"] == [10, 25]
+    target = SqlStore(pg_url)
+    try:
+        assert target.checkpoints("org/acme", 40) == stored
+    finally:
+        target.close()
+    audit = CliRunner().invoke(
+        cli_app,
+        [
+            "audit",
+            "verify",
+            "--database-url",
+            pg_url,
+            "--verifier-key",
+            verifier_key,
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--json",
+        ],
+    )
+    assert audit.exit_code == 0, audit.output
+    [log] = [log for log in json.loads(audit.stdout)["logs"] if log["log_id"] == "org/acme"]
+    assert log["checkpoint"]["size"] == 25
+
+
+def _checkpoint_root(record: dict[str, Any]) -> None:
+    record["logs"][0]["checkpoints"][0]["root_hash"] = "00" * 32
+
+
+def test_import_refuses_a_checkpoint_the_entries_or_the_key_do_not_bear_out(tmp_path: Path) -> None:
+    """Three forgeries, each refused with nothing imported: a checkpoint's listed root edited (its note says
+    otherwise); a note validly signed by the ledger's key but of another log's content (the root of the imported
+    entries differs); a note of these very entries signed by another key (caught when the verifier key is given)."""
+    key, other = generate_signer_key("usage-ledger.local"), generate_signer_key("usage-ledger.local")
+    real = signed_ledger(f"sqlite:///{tmp_path / 'real.db'}", key, 20, (10,))
+    good = tmp_path / "good.jsonl"
+    write_export(real, good, ["org/acme"])
+    real.close()
+    lines = good.read_text().splitlines()
+
+    # A ledger of other content (the day's events from the 5th on), its checkpoint at 10 signed by the same key.
+    elsewhere = SqlStore(f"sqlite:///{tmp_path / 'elsewhere.db'}", clock=FixedClock())
+    day = [json.loads(line) for line in EXAMPLE_DAY.read_text().splitlines() if line.strip()]
+    Ledger(elsewhere, clock=elsewhere.clock).append_events(day[5:15])
+    [foreign] = [CheckpointSigner(elsewhere, NoteSigner(key)).sign("org/acme")[0]]
+    elsewhere.close()
+    # These entries' checkpoint, signed by another key.
+    resigned = signed_ledger(f"sqlite:///{tmp_path / 'resigned.db'}", other, 20, (10,))
+    [other_signed] = resigned.checkpoints("org/acme", 20)
+    resigned.close()
+
+    def with_checkpoint(note: str, root: bytes) -> list[str]:
+        header = json.loads(lines[0])
+        header["logs"][0]["checkpoints"][0].update(note=note, root_hash=root.hex())
+        return [json.dumps(header, sort_keys=True, separators=(",", ":")), *lines[1:]]
+
+    cases = [
+        (_edit(1, _checkpoint_root)(list(lines)), None, "line 1: log org/acme: checkpoint 1: its note is of size 10"),
+        (with_checkpoint(foreign.note, foreign.root_hash), None, "the signed checkpoint of size 10 has root"),
+        (
+            with_checkpoint(other_signed.note, other_signed.root_hash),
+            NoteVerifier(NoteSigner(key).verifier_key),
+            "line 1: log org/acme: checkpoint 1 (size 10)",
+        ),
+    ]
+    for number, (changed, verifier, message) in enumerate(cases):
+        bad = tmp_path / f"bad-{number}.jsonl"
+        bad.write_text("\n".join(changed) + "\n", encoding="utf-8")
+        target = SqlStore(f"sqlite:///{tmp_path / f'target-{number}.db'}")
+        try:
+            with pytest.raises(VerificationError, match=re.escape(message)):
+                import_export(target, bad, verifier)
+            assert row_counts(target) == (0, 0) and target.checkpoints("org/acme", 20) == []
+        finally:
+            target.close()
+    # The re-signed note is of these entries: without the ledger's verifier key only its root can be checked.
+    unkeyed = tmp_path / "unkeyed.jsonl"
+    unkeyed.write_text("\n".join(with_checkpoint(other_signed.note, other_signed.root_hash)) + "\n", encoding="utf-8")
+    target = SqlStore(f"sqlite:///{tmp_path / 'unkeyed.db'}")
+    try:
+        [log] = import_export(target, unkeyed)
+        assert [c.size for c in log.checkpoints] == [10]
+    finally:
+        target.close()
+
+
+@pytest.mark.postgres
+def test_export_through_the_api_carries_the_newest_checkpoint_as_the_database_has_it(
+    tmp_path: Path, pg_url: str
+) -> None:
+    key_file = tmp_path / "ledger.key"
+    write_private_key_file(key_file, generate_signer_key("usage-ledger.local"))
+    signed_ledger(pg_url, key_file.read_text().strip(), 30, (30,)).close()
+    running = start_server(pg_url, "127.0.0.1:0", signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0)
+    try:
+        app = ledgerctl()
+        through_api = runner.invoke(app, ["export", "--org", "acme", "--target", f"127.0.0.1:{running.port}"])
+        from_database = runner.invoke(app, ["export", "--org", "acme", "--database-url", pg_url])
+    finally:
+        running.stop(grace=None)
+    assert through_api.exit_code == 0 and from_database.exit_code == 0, through_api.stderr + from_database.stderr
+    assert json.loads(through_api.stdout.splitlines()[0])["logs"][0]["checkpoints"][0]["size"] == 30
+    assert through_api.stdout_bytes == from_database.stdout_bytes  # the note and its signing time, exactly

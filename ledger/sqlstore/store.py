@@ -795,6 +795,15 @@ class SqlStore:
         rows = self._read(_LATEST_CHECKPOINT, {"log_id": log_id})
         return _checkpoint(rows[0]) if rows else None
 
+    def checkpoints(self, log_id: str, max_size: int) -> list[StoredCheckpoint]:
+        """The log's checkpoints of sizes up to `max_size`, smallest first (an export carries them)."""
+        table = _schema.checkpoints
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(table).where(table.c.log_id == log_id, table.c.size <= max_size).order_by(table.c.size)
+            ).all()
+        return [_checkpoint(row) for row in rows]
+
     def checkpoint_at(self, log_id: str, size: int) -> StoredCheckpoint | None:
         table = _schema.checkpoints
         with self.reading() as conn:
