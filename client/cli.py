@@ -175,6 +175,9 @@ def _register_subcommands() -> None:
     app.add_typer(cli_billing.credits_app, name="credits")
     app.add_typer(cli_billing.invoices_app, name="invoices")
     app.add_typer(cli_billing.payments_app, name="payments")
+    from client import cli_export
+
+    cli_export.register(app)  # `ledgerctl export` and `ledgerctl import`
 
 
 _register_subcommands()

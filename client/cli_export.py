@@ -166,11 +166,10 @@ def import_command(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify every hash, chain link and Merkle root of FILE, and every signed checkpoint it carries against the
-    entries (with --verifier-key, its signature too), then insert its logs and checkpoints with the very same
-    hashes.
+    """Verify FILE's every hash, chain link, Merkle root and checkpoint, then insert it with the same hashes.
 
-    Nothing is written unless the whole file checks out; a bad file is refused naming its first bad line. The
+    Each signed checkpoint the file carries must match the root of its log's entries at its size (with
+    --verifier-key, its signature is checked too); the checkpoints are stored beside the entries. Nothing is written unless the whole file checks out; a bad file is refused naming its first bad line. The
     target must not hold any of the file's logs yet (import creates logs, it never merges into one).
     """
     if not database_url:
