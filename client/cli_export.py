@@ -169,8 +169,9 @@ def import_command(
     """Verify FILE's every hash, chain link, Merkle root and checkpoint, then insert it with the same hashes.
 
     Each signed checkpoint the file carries must match the root of its log's entries at its size (with
-    --verifier-key, its signature is checked too); the checkpoints are stored beside the entries. Nothing is written unless the whole file checks out; a bad file is refused naming its first bad line. The
-    target must not hold any of the file's logs yet (import creates logs, it never merges into one).
+    --verifier-key, its signature is checked too); the checkpoints are stored beside the entries. Nothing is
+    written unless the whole file checks out; a bad file is refused naming its first bad line. The target must not
+    hold any of the file's logs yet (import creates logs, it never merges into one).
     """
     if not database_url:
         fail("give --database-url URL (or set LEDGER_DATABASE_URL): import writes to the database", EXIT_USAGE)
