@@ -96,6 +96,22 @@ class Desk:
         return [(e.sequence, e.body, e.entry_hash) for e in entries]
 
 
+def assert_invoices_rederive(desk: Desk) -> None:
+    """Every INVOICE entry of every org log equals the invoice drafted again from the raw entries before it
+    (ledger.billing.rederive, what `ledgerctl audit verify` checks): what a rule test issued, an auditor can
+    re-derive."""
+    from ledger.audit import all_log_ids
+    from ledger.billing.rederive import rederive_invoices
+    from ledger.entry import SYSTEM_LOG, org_of_log
+
+    system = list(desk.store.iter_entries(SYSTEM_LOG))
+    for log_id in all_log_ids(desk.store):
+        org_id = org_of_log(log_id)
+        if org_id is not None:
+            findings = rederive_invoices(org_id, desk.store.iter_entries(log_id), system)
+            assert [(f.number, f.differences) for f in findings if not f.ok] == [], log_id
+
+
 def amounts(invoice: Invoice) -> list[tuple[str, str, str]]:
     """(kind, rule, amount) per line, for compact assertions."""
     return [(line.kind.value, line.rule, f"{line.amount:.2f}") for line in invoice.lines]

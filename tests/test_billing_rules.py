@@ -28,7 +28,7 @@ from ledger.billing import (
 )
 from ledger.errors import InvalidInput
 from ledger.timeutil import format_micros
-from tests.billing_support import Desk, amounts, event, t
+from tests.billing_support import Desk, amounts, assert_invoices_rederive, event, t
 
 D = Decimal
 
@@ -37,6 +37,7 @@ D = Decimal
 def desk(sqlite_url: str) -> Iterator[Desk]:
     d = Desk(sqlite_url, "2026-10-01T00:00:00Z")
     yield d
+    assert_invoices_rederive(d)
     d.close_store()
 
 

@@ -18,7 +18,7 @@ from ledger.billing import BillingEngine
 from ledger.billing.scope import EVERYTHING, billing_scope
 from ledger.entry import org_log_id
 from ledger.timeutil import format_micros
-from tests.billing_support import MINUTE, Desk, t
+from tests.billing_support import MINUTE, Desk, assert_invoices_rederive, t
 from tests.test_billing_properties import T0, Scenario, open_account, scenarios
 
 
@@ -50,6 +50,7 @@ def run(scenario: Scenario, scoped: bool, limit: str, plan_change_after: int | N
                     summary.status.deactivated,
                 )
             )
+        assert_invoices_rederive(desk)  # an auditor re-derives each invoice, scoped or not, from the raw entries
         entries = desk.store.iter_entries(org_log_id("acme"))
         return [seen, [(e.sequence, e.kind.value, e.body) for e in entries]]
     finally:
