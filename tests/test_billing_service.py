@@ -19,6 +19,8 @@ from usageledger.v1 import billing_pb2 as bpb
 from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
 from client.ledger_client import LedgerClient
+from ledger.billing.rederive import rederive_invoices
+from ledger.entry import SYSTEM_LOG, org_log_id
 from ledger.timeutil import format_micros
 from server.app import RunningServer, start_server
 from server.convert import micros_to_timestamp, timestamp_to_micros
@@ -235,6 +237,11 @@ def test_r17_the_closer_issues_invoices_as_time_passes(
                 )
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert details(err.value)[0] == "BILLING_PRECONDITION_FAILED"
+        # What the closer thread issued, an auditor re-derives from the raw entries (`ledgerctl audit verify`).
+        store = running.ledger.store
+        system = list(store.iter_entries(SYSTEM_LOG))
+        found = rederive_invoices("acme", store.iter_entries(org_log_id("acme")), system)
+        assert [(f.number, f.total, f.ok) for f in found] == [(1, "50.11", True), (2, "1.73", True)]
     finally:
         running.stop(grace=None)
 
