@@ -237,7 +237,8 @@ class UsageView:
         rating = self.rollups.billing_rating(
             org_id, prices, plans, now, changed_from=scope.changed_from, units_from=scope.units_from
         )
-        return replace(rating, log_size=size)
+        # The rollups say exactly what the rating reflects (read with it); what catch_up returned is a lower bound.
+        return rating if rating.log_size is not None else replace(rating, log_size=size)
 
     def query(
         self,

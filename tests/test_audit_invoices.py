@@ -24,6 +24,7 @@ from ledger.billing.rederive import rederive_invoices
 from ledger.core import derive_index
 from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.errors import VerificationError
+from ledger.sqlstore.rollups import UsageRollups
 from ledger.store import NewEntry
 from server.app import start_server
 from tests.billing_support import Desk
@@ -174,5 +175,41 @@ def test_r17_r22_an_invoice_rated_before_an_event_arrived_re_derives_from_its_ra
         assert second.total == Decimal("1.44") and second.late_lines
         found = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
         assert [(f.number, f.ok, f.note) for f in found][1] == (2, True, "")
+    finally:
+        desk.close_store()
+
+
+def test_r17_an_invoice_records_exactly_the_entries_its_rating_saw_so_it_re_derives(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race that would make an honest invoice fail the audit: the closer's catch-up returns, another process's
+    catch-up then applies wl-2's UP (2026-10-20), the closer reads the rollups (so it sees wl-2), and wl-3's UP
+    (2026-10-25) lands before the invoice is appended. The invoice charges wl-1 and wl-2 but not wl-3; drafted from
+    everything before it, it would charge wl-3 too, and from what catch_up returned it would miss wl-2. The rollups'
+    own cursor, read in one snapshot with their rows, says exactly what the rating saw: the invoice records that,
+    and re-derives from it."""
+    desk = Desk(sqlite_url, "2026-10-01T00:00:00Z")
+    try:
+        desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T01:00:00Z")  # 60 x $0.144 = $8.64
+        desk.at("2026-11-01T00:00:00Z")
+        engine = desk.engine
+        rollups = engine.usage.rollups
+        assert rollups is not None
+        prices, plans = desk.ledger.price_history(), desk.ledger.account_history("acme").plans()
+        returned = rollups.catch_up("acme", prices, plans, desk.clock.now)
+        seen = desk.session("wl-2", "2026-10-20T00:00:00Z")[0]  # 11 days of B200 FLEX to the month end
+        UsageRollups(desk.store).catch_up("acme", prices, plans, desk.clock.now)  # another process's catch-up
+        monkeypatch.setattr(rollups, "catch_up", lambda *_: returned)  # ours had returned before it
+        books = engine.books("acme")
+        rating = engine._rating(books, desk.clock.now)
+        unseen = desk.session("wl-3", "2026-10-25T00:00:00Z")[0]
+        [invoice] = engine._close(books, rating, desk.clock.now).issued
+        assert {s.workload_id for s in invoice.sessions} == {"wl-1", "wl-2"}
+        assert invoice.rated_log_size == seen.sequence + 1 == unseen.sequence < invoice.sequence
+
+        system = list(desk.store.iter_entries(SYSTEM_LOG))
+        [finding] = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
+        assert finding.ok, finding.differences
+        assert finding.note == f"as rated from the log's first {unseen.sequence} entries (rated_log_size)"
     finally:
         desk.close_store()

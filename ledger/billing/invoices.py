@@ -271,9 +271,10 @@ class Invoice:
     storage_sequences: tuple[int, ...]
     adjustment_sequences: tuple[int, ...]
     carried_from_invoice: int | None = None
-    # The rating behind this invoice reflected at least the org log's first `rated_log_size` entries (it may have
-    # seen a few appended while it read; None on invoices issued before the field): the next evaluation re-rates
-    # what changed from there on (ledger/billing/scope.py), so a lower bound is enough.
+    # The rating behind this invoice reflected the org log's first `rated_log_size` entries: exactly, when it came
+    # from the rollups; at least, from a whole-log read, which may have seen a few appended while it read (None on
+    # invoices issued before the field). The next evaluation re-rates what changed from there on
+    # (ledger/billing/scope.py), for which a lower bound is enough; an auditor re-derives the invoice from them.
     rated_log_size: int | None = None
     sequence: int = -1
     entry_hash: bytes = b""

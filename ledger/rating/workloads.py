@@ -97,9 +97,10 @@ class WorkloadRating:
 class OrgRating:
     """An org's rated usage: one WorkloadRating per workload, sorted by workload_id, and flattened views.
 
-    `log_size`, when known, is a lower bound on how many entries of the org's log the rating reflects (it may
-    have seen a few more appended while it read). An invoice records it, so the next billing evaluation knows
-    which workloads can have changed since (ledger/billing/scope.py).
+    `log_size`, when known, is how many entries of the org's log the rating reflects: exactly, from the rollups
+    (read in one snapshot with them); a lower bound from a whole-log read, which may have seen a few more appended
+    while it read. An invoice records it, so the next billing evaluation knows which workloads can have changed
+    since (ledger/billing/scope.py), and an auditor which entries to re-derive it from (ledger/billing/rederive.py).
     """
 
     org_id: str | None

@@ -365,7 +365,8 @@ class UsageRollups:
 
         In: workloads with a lifecycle entry at or after sequence `changed_from`, open sessions, and sessions
         billed past `units_from`; storage samples at or after `changed_from` or starting at or after
-        `units_from`. `changed_from=0` takes everything. Call catch_up first.
+        `units_from`. `changed_from=0` takes everything. Call catch_up first. `log_size` is exactly how many of
+        the log's entries the rating reflects.
         """
         log_id = org_log_id(org_id)
         table = rollup_workloads
@@ -378,21 +379,28 @@ class UsageRollups:
             storage_wanted.append(rollup_storage.c.start >= units_from)
         storage_query = select(rollup_storage).where(rollup_storage.c.log_id == log_id, or_(*storage_wanted))
         storage: dict[str, list[StorageCharge]] = {}
-        with self.store.reading() as conn:
-            lifecycles = {row.workload_id: row.lifecycle for row in conn.execute(query)}
-            for row in conn.execute(storage_query):
-                storage.setdefault(row.workload_id, []).append(_storage_charge(org_id, row))
-        # Every workload returned is rated whole (an invoice draft takes back what it no longer finds in one), so a
-        # workload with a storage sample in scope comes with its session too.
-        loaded = {w: _load_lifecycle(blob) for w, blob in lifecycles.items()}
-        loaded.update(self.lifecycles(log_id, set(storage) - set(loaded)))
+        # One snapshot for the cursor and the rows it describes: the rating reflects exactly the log's first
+        # `applied` entries, even when another process's catch-up applies more meanwhile. An invoice records that
+        # size (rated_log_size), and an auditor re-derives the invoice from exactly those entries.
+        with self.store.snapshot():
+            with self.store.reading() as conn:
+                applied = conn.execute(
+                    select(rollup_cursors.c.applied_size).where(rollup_cursors.c.log_id == log_id)
+                ).scalar_one_or_none()
+                lifecycles = {row.workload_id: row.lifecycle for row in conn.execute(query)}
+                for row in conn.execute(storage_query):
+                    storage.setdefault(row.workload_id, []).append(_storage_charge(org_id, row))
+            # Every workload returned is rated whole (an invoice draft takes back what it no longer finds in one),
+            # so a workload with a storage sample in scope comes with its session too.
+            loaded = {w: _load_lifecycle(blob) for w, blob in lifecycles.items()}
+            loaded.update(self.lifecycles(log_id, set(storage) - set(loaded)))
         workloads = []
         for workload_id in sorted(set(loaded) | set(storage)):
             lifecycle = loaded.get(workload_id)
             session = rate_workload(lifecycle, prices, plans, now).session if lifecycle else None
             charges = tuple(storage.get(workload_id, ()))
             workloads.append(WorkloadRating(workload_id, now, session, (), charges, ()))
-        return OrgRating(org_id, now, tuple(workloads))
+        return OrgRating(org_id, now, tuple(workloads), None if applied is None else int(applied))
 
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
 
