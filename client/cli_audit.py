@@ -329,7 +329,11 @@ def check_invoices(
 ) -> InvoiceCheck:
     """Re-derive every invoice of each verified org log from its raw entries and compare it, figure by figure,
     with the INVOICE entry (ledger.billing.rederive). Logs that failed verification are not re-derived."""
-    orgs = [(log, org_of_log(log.verification.log_id)) for log in report.logs if log.verification.ok]
+    orgs = [
+        (log, org_id)
+        for log in report.logs
+        if log.verification.ok and (org_id := org_of_log(log.verification.log_id)) is not None
+    ]
     # The price books (R11, R12) from the system log: its verified entries when this run verified it.
     verified_system = next((log.verification for log in report.logs if log.verification.log_id == SYSTEM_LOG), None)
     try:
@@ -343,11 +347,7 @@ def check_invoices(
     except VerificationError as err:
         return InvoiceCheck(True, problems=[str(err)], note="the system log changed while it was audited")
     check = InvoiceCheck(True)
-    org_count = 0
     for log, org_id in orgs:
-        if org_id is None:
-            continue
-        org_count += 1
         log_id = log.verification.log_id
         read = 0
 
@@ -372,7 +372,7 @@ def check_invoices(
         ]
     matched = sum(f.ok for f in check.findings)
     check.note = (
-        f"{_count(len(check.findings), 'invoice')} of {_count(org_count, 'org log')} re-derived from the raw "
+        f"{_count(len(check.findings), 'invoice')} of {_count(len(orgs), 'org log')} re-derived from the raw "
         f"entries before each: {matched} match, {len(check.findings) - matched} differ"
     )
     return check

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import grpc
 import typer
 
-from client.cli_audit import VerifierKeyOption, parse_verifier_key
+from client.cli_audit import LedgerNameOption, VerifierKeyOption, parse_verifier_key
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -28,6 +28,7 @@ from ledger.audit import all_log_ids
 from ledger.checkpoints import StoredCheckpoint
 from ledger.entry import Entry, LogHead, org_log_id
 from ledger.errors import LedgerError, NotFound, VerificationError
+from ledger.proofs import DEFAULT_LEDGER_NAME
 
 DatabaseUrl = Annotated[
     str | None,
@@ -156,14 +157,7 @@ def import_command(
     file: Annotated[Path, typer.Argument(help="A file written by `ledgerctl export`.")],
     database_url: DatabaseUrl = None,
     verifier_key: VerifierKeyOption = None,
-    ledger_name: Annotated[
-        str | None,
-        typer.Option(
-            "--ledger-name",
-            envvar="LEDGER_NAME",
-            help="With --verifier-key: checkpoint origins must be LEDGER_NAME/LOG_ID.",
-        ),
-    ] = None,
+    ledger_name: LedgerNameOption = DEFAULT_LEDGER_NAME,
     as_json: JsonFlag = False,
 ) -> None:
     """Verify FILE's every hash, chain link, Merkle root and checkpoint, then insert it with the same hashes.
@@ -186,7 +180,7 @@ def import_command(
     except LedgerError as err:
         fail(str(err), EXIT_USAGE, as_json=as_json)
     try:
-        logs = import_export(store, file, verifier, ledger_name if verifier is not None else None)
+        logs = import_export(store, file, verifier, ledger_name)
     except VerificationError as err:
         fail(f"refused, nothing imported: {err}", EXIT_REFUSED, as_json=as_json)
     except LedgerError as err:

@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,9 +54,7 @@ def findings(report: dict[str, Any]) -> list[tuple[int, str, bool]]:
     return [(f["number"], f["total"], f["ok"]) for f in report["invoices"]["invoices"]]
 
 
-def test_r17_verify_re_derives_each_invoice_from_the_database_and_through_the_api(
-    invoiced: Desk, db_url: str, tmp_path: Path
-) -> None:
+def test_r17_verify_re_derives_each_invoice_from_the_database_and_through_the_api(invoiced: Desk, db_url: str) -> None:
     invoiced.session("wl-9", "2026-11-02T00:00:00Z", org="globex")  # an org with usage and no invoice yet
     code, report = verify_json("--database-url", db_url)
     assert code == 0, report

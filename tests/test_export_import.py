@@ -409,7 +409,7 @@ def test_import_refuses_a_checkpoint_the_entries_or_the_key_do_not_bear_out(tmp_
     elsewhere = SqlStore(f"sqlite:///{tmp_path / 'elsewhere.db'}", clock=FixedClock())
     day = [json.loads(line) for line in EXAMPLE_DAY.read_text().splitlines() if line.strip()]
     Ledger(elsewhere, clock=elsewhere.clock).append_events(day[5:15])
-    [foreign] = [CheckpointSigner(elsewhere, NoteSigner(key)).sign("org/acme")[0]]
+    foreign = CheckpointSigner(elsewhere, NoteSigner(key)).sign("org/acme")[0]
     elsewhere.close()
     # These entries' checkpoint, signed by another key.
     resigned = signed_ledger(f"sqlite:///{tmp_path / 'resigned.db'}", other, 20, (10,))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ledger.billing.engine import books_of, month_starts
+from ledger.billing.engine import OrgBooks, books_of, month_starts
 from ledger.billing.invoices import INVOICE_THRESHOLD, Invoice, Trigger, draft_invoice
 from ledger.billing.payments import cadence_at
 from ledger.entry import Entry, EntryKind
@@ -87,12 +87,12 @@ class _Replay:
         books = books_of(self.org_id, self.books)
         plans = books.account.plans()
         as_of = entry.recorded_at + 1  # open sessions accrued past the period end (R10): its units are all there
-        differences = self._compare(stored, self._draft(stored, self._rating(prices, plans, as_of), prices))
+        differences = self._compare(stored, self._draft(stored, books, self._rating(prices, plans, as_of)))
         note = ""
         if differences and stored.rated_log_size is not None and stored.rated_log_size < entry.sequence:
             size = stored.rated_log_size
             rating = self._rating_before(size, prices, plans, as_of)
-            if not self._compare(stored, self._draft(stored, rating, prices)):
+            if not self._compare(stored, self._draft(stored, books, rating)):
                 differences = []
                 note = f"as rated from the log's first {size} entries (rated_log_size)"
         if stored.rated_log_size is not None and stored.rated_log_size > entry.sequence:
@@ -126,8 +126,7 @@ class _Replay:
                     del ratings[workload_id]
         return OrgRating(self.org_id, as_of, tuple(r for _, r in sorted(ratings.items())))
 
-    def _draft(self, stored: Invoice, rating: OrgRating, prices: PriceHistory) -> Invoice:
-        books = books_of(self.org_id, self.books)
+    def _draft(self, stored: Invoice, books: OrgBooks, rating: OrgRating) -> Invoice:
         at = stored.period_end
         settings = books.account.at(at)
         return draft_invoice(
