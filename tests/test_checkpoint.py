@@ -26,7 +26,7 @@ from ledger.checkpoint import (
 from ledger.errors import VerificationError
 from ledger.merkle import EMPTY_ROOT, leaf_hash
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parent / "data"
 EXAMPLE = json.loads((TESTDATA / "c2sp-signed-note-example.json").read_text())
 
 ORIGIN = "ledger.example.com/org/acme"

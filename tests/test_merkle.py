@@ -31,7 +31,7 @@ from ledger.merkle import (
     verify_multi_inclusion,
 )
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parent / "data"
 RFC6962 = TESTDATA / "rfc6962"
 
 # Vectors whose wantErr contradicts the strict rules this verifier is held to (README: "every hash is exactly
