@@ -28,7 +28,19 @@ Target = Annotated[str, typer.Option("--target", envvar="LEDGER_TARGET", help="L
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ledger.version import package_version
+
+        typer.echo(f"ledgerctl {package_version()}")
+        raise typer.Exit(EXIT_OK)
+
+
 def connection_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print ledgerctl's version and exit."),
+    ] = False,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -50,7 +62,7 @@ def connection_options(
         Path | None, typer.Option("--tls-key", envvar="LEDGER_TLS_KEY", help="The client certificate's PEM key.")
     ] = None,
 ) -> None:
-    """How every command reaches the server: `ledgerctl [--api-key K] [--tls-ca F ...] COMMAND`."""
+    """How every command reaches the server: `ledgerctl [--api-key K] [--tls-ca F ...] COMMAND` (and `--version`)."""
     from client.ledger_client import Connection
 
     given = {"LEDGER_API_KEY": api_key, "LEDGER_TLS_CA": tls_ca, "LEDGER_TLS_CERT": tls_cert, "LEDGER_TLS_KEY": tls_key}

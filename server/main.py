@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
 from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.errors import LedgerError
+from ledger.version import package_version
 from server.app import start_server
 from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
 from server.limits import DEFAULT_MAX_INFLIGHT
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="ledger-server",
         description="Serve the usage ledger over gRPC (health checking and reflection included).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("LEDGER_DATABASE_URL", DEFAULT_DATABASE_URL),
