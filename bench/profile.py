@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+# Frames of this checkout's own files are named relative to it, wherever it was cloned.
+_CHECKOUT = str(Path(__file__).resolve().parents[1]) + "/"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -16,7 +18,7 @@ def _name(frame: str) -> str:
     if match is None:
         return frame.strip()
     path = match["file"]
-    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
+    for marker in ("/site-packages/", _CHECKOUT, "/lib/python3"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{path}:{match['func']}"

@@ -18,7 +18,6 @@ from ledger.timeutil import parse_rfc3339_micros
 from server.app import RunningServer, start_server
 
 PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-SHARED_TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 EXAMPLE_DAY = Path(__file__).resolve().parents[1] / "examples" / "day.jsonl"
 # Tests run on a fixed clock shortly after the example day so "5 minutes in the future" checks are deterministic.
 TEST_NOW = parse_rfc3339_micros("2026-10-06T12:00:00Z")

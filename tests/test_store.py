@@ -96,11 +96,11 @@ def test_concurrent_appenders_leave_every_chain_linear_and_gap_free(ledger: Ledg
         try:
             for batch in range(10):
                 events = [
-                    make_event(event_id=f"w{worker}-b{batch}-{i}", org_id=("shared" if i % 2 else f"own{worker}"))
+                    make_event(event_id=f"w{worker}-b{batch}-{i}", org_id=("common" if i % 2 else f"own{worker}"))
                     for i in range(20)
                 ]
                 # Every worker also re-sends one event of worker 0's first batch: R24 across threads.
-                events.append(make_event(event_id="w0-b0-1", org_id="shared"))
+                events.append(make_event(event_id="w0-b0-1", org_id="common"))
                 ledger.append_events(events)
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)
@@ -111,7 +111,7 @@ def test_concurrent_appenders_leave_every_chain_linear_and_gap_free(ledger: Ledg
     for t in threads:
         t.join(timeout=60)
     assert not errors
-    assert ledger.store.head("org/shared").size == 4 * 10 * 10
+    assert ledger.store.head("org/common").size == 4 * 10 * 10
     assert all(ledger.store.head(f"org/own{w}").size == 100 for w in range(4))
     report = verify(ledger.store)
     assert report.ok, report.first_failure()
