@@ -61,7 +61,7 @@ def _read_jsonl(path: Path, as_json: bool) -> list[tuple[int, dict[str, Any]]]:
 
 @events_app.command("ingest")
 def events_ingest(
-    file: Annotated[Path, typer.Argument(help="JSON Lines file of usage events (billing-rules.md field names).")],
+    file: Annotated[Path, typer.Argument(help="JSON Lines of usage events (docs/billing-rules.md field names).")],
     target: Target = DEFAULT_TARGET,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per atomic batch.")] = 1000,
     as_json: JsonFlag = False,

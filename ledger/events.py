@@ -450,7 +450,7 @@ def parse_event(
     c = _Collector(prefix, raw)
     unknown = sorted(set(raw) - _KNOWN_FIELDS)
     for name in unknown[:5]:
-        c.bad(str(name)[:64], "is not a usage-event field (see billing-rules.md, 'Usage events')")
+        c.bad(str(name)[:64], "is not a usage-event field (see docs/billing-rules.md, 'Usage events')")
 
     event_id = c.identifier("event_id")
     org_id = c.identifier("org_id")
