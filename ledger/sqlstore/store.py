@@ -42,6 +42,7 @@ from ledger.sqlstore import schema as _schema
 from ledger.sqlstore.driver import DriverQuery, rows_together
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, log_heads
+from ledger.sqlstore.sqlite_file import create_owner_only, sqlite_database_path
 from ledger.store import Appended, IndexColumns, NewEntry
 from ledger.timeutil import Clock, system_clock
 
@@ -309,6 +310,9 @@ class SqlStore:
         self.clock = clock
         self.dialect = url.split(":", 1)[0].split("+", 1)[0]
         if self.dialect == "sqlite":
+            database_file = sqlite_database_path(url)
+            if database_file is not None:
+                create_owner_only(database_file)  # before SQLite creates it with the process's umask
             self.writer, self.reader = _sqlite_engines(url)
         else:
             self.writer = create_engine(url, pool_size=8, max_overflow=8)
