@@ -44,6 +44,9 @@ class ServerProcess:
             [
                 *server_command(),
                 *("--database-url", database_url, "--listen", "127.0.0.1:0", "--log-level", "WARNING"),
+                # The figures in docs/benchmarks.md are of an unsigned server (PostgreSQL refuses to start without
+                # a key or this flag); --server-arg=--signing-key=FILE measures a signing one.
+                *(() if any(a.startswith("--signing-key") for a in extra_args) else ("--no-signing",)),
                 *extra_args,
             ],
             cwd=REPO,

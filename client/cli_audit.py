@@ -714,6 +714,26 @@ def audit_checkpoint(
         typer.echo(checkpoint.note, nl=False)
 
 
+@audit_app.command("verifier-key")
+def audit_verifier_key(target: Target = DEFAULT_TARGET, as_json: JsonFlag = False) -> None:
+    """Print the verifier key a running server signs checkpoints with.
+
+    Compare it with the key you were given out of band (the server printed it when it started) before pinning it:
+    a key read from the server you are checking proves nothing on its own.
+    """
+    with LedgerClient(target) as client:
+        try:
+            response = client.call(_audit_stub(client).GetVerifierKey, apb.GetVerifierKeyRequest())
+        except grpc.RpcError as err:
+            rpc_failure(err, target, as_json)
+    if as_json:
+        emit_json({"verifier_key": response.verifier_key, "ledger_name": response.ledger_name})
+    else:
+        err_console.print(f"ledger {response.ledger_name} at {target} signs checkpoints with verifier key:")
+        # The key alone on stdout, so `KEY=$(ledgerctl audit verifier-key)` captures exactly it.
+        typer.echo(response.verifier_key)
+
+
 @audit_app.command("prove")
 def audit_prove(
     seq: Annotated[int, typer.Option("--seq", min=0, help="The entry's sequence number.")],

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import TextIO
 
 from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
 from ledger.checkpoints import DEFAULT_LEDGER_NAME
@@ -19,6 +20,7 @@ from ledger.version import package_version
 from server.app import start_server
 from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
 from server.limits import DEFAULT_MAX_INFLIGHT
+from server.signing_setup import SigningKeyRequired, SigningSetup, signing_setup
 from server.telemetry import configure, configure_logging
 from server.tls import ServerTls
 
@@ -92,8 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         "--signing-key",
         metavar="FILE",
         default=os.environ.get("LEDGER_SIGNING_KEY") or None,
-        help="private key file for signing checkpoints (create one with `ledgerctl audit keygen`); without it "
-        "no checkpoint is signed [env LEDGER_SIGNING_KEY]",
+        help="private key file for signing checkpoints (create one with `ledgerctl audit keygen`); without it, a "
+        "SQLite ledger makes FILE.signing.key beside its database on first start and PostgreSQL refuses to start "
+        "[env LEDGER_SIGNING_KEY]",
+    )
+    parser.add_argument(
+        "--no-signing",
+        action="store_true",
+        default=os.environ.get("LEDGER_NO_SIGNING", "") not in ("", "0", "false"),
+        help="sign no checkpoints (auditors then have nothing to pin) [env LEDGER_NO_SIGNING=1]",
     )
     parser.add_argument(
         "--ledger-name",
@@ -153,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--log-format",
-        choices=("json", "text"),
-        default=os.environ.get("LEDGER_LOG_FORMAT", "json"),
-        help="JSON lines with trace ids (default) or plain text [env LEDGER_LOG_FORMAT]",
+        choices=("auto", "json", "text"),
+        default=os.environ.get("LEDGER_LOG_FORMAT", "auto"),
+        help="readable text when stderr is a terminal and JSON lines with trace ids otherwise (auto, the "
+        "default), or always json or text [env LEDGER_LOG_FORMAT]",
     )
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, _log_format(args.log_format, sys.stderr))
 
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
         print("ledger-server: --tls-cert and --tls-key go together, and --tls-client-ca needs both", file=sys.stderr)
@@ -183,11 +193,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ledger-server: {err}", file=sys.stderr)
         return 2
     try:
+        signing = signing_setup(
+            args.database_url, args.signing_key, no_signing=args.no_signing, ledger_name=args.ledger_name
+        )
+    except SigningKeyRequired as err:
+        print(f"ledger-server: {err}", file=sys.stderr)
+        return 2
+    except (LedgerError, OSError) as err:
+        print(f"ledger-server: {err}", file=sys.stderr)
+        return 1
+    try:
         running = start_server(
             args.database_url,
             args.listen,
             max_inflight=args.max_inflight or None,
-            signing_key=args.signing_key,
+            signing_key=signing.key_path,
             ledger_name=args.ledger_name,
             checkpoint_every=int(args.checkpoint_every),
             checkpoint_seconds=float(args.checkpoint_seconds),
@@ -207,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({_redacted(args.database_url)}; {security})",
         flush=True,
     )
+    _announce_signing(signing)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -214,6 +235,35 @@ def main(argv: list[str] | None = None) -> int:
     running.stop(grace=5.0)
     telemetry.shutdown()
     return 0
+
+
+def _log_format(chosen: str, stream: TextIO) -> str:
+    """`auto`: a person at a terminal reads text; a log collector (anything else) gets JSON lines."""
+    if chosen != "auto":
+        return chosen
+    return "text" if stream.isatty() else "json"
+
+
+def _announce_signing(signing: SigningSetup) -> None:
+    """After the serving line (scripts read the port from the first line): which verifier key to pin, never the
+    private key."""
+    if signing.key_path is None:
+        print("ledger-server: checkpoints are not signed (--no-signing)", flush=True)
+        return
+    if signing.warning is not None:
+        print(f"ledger-server: warning: {signing.warning}", file=sys.stderr)
+    if signing.created:
+        print(
+            f"ledger-server: created the checkpoint signing key {signing.key_path} (mode 0600; back it up, keep it "
+            "secret: it is never overwritten, and losing it changes the key auditors pin)",
+            flush=True,
+        )
+    print(
+        f"ledger-server: checkpoints signed by {signing.key_path}; verifier key (compare with "
+        f"`ledgerctl audit verifier-key`, then pin it with `ledgerctl audit verify --verifier-key KEY`):\n"
+        f"{signing.verifier_key}",
+        flush=True,
+    )
 
 
 # Cyclic garbage collections start after this many net allocations of container objects (CPython: 700).

@@ -62,6 +62,8 @@ class ServerProcess:
             f"127.0.0.1:{self.port}",
             "--log-level",
             "WARNING",
+            # Crash safety is about appends; PostgreSQL refuses to start without a key or this flag.
+            *(() if "--signing-key" in self.extra_args else ("--no-signing",)),
             *self.extra_args,
         ]
         with self._stdout.open("wb") as out, stderr.open("wb") as err:
