@@ -16,6 +16,7 @@ from ledger.billing.engine import AccountSummary, BillingEngine
 from ledger.core import Ledger
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.orgs import require_org
 from ledger.plans import Granularity
 from ledger.timeutil import format_micros
 from server.billing_service import cadence_to_proto, engine_for, wake_billing
@@ -124,6 +125,7 @@ class AccountServicer(apb_grpc.AccountServiceServicer):  # type: ignore[misc]
     ) -> apb.GetAccountSettingsResponse:
         try:
             _check_org(request.org_id)
+            require_org(self.ledger.store, request.org_id)
             at = timestamp_to_micros(request.at_time) if request.HasField("at_time") else self.ledger.clock()
             settings = self.ledger.account_history(request.org_id).at(at)
         except LedgerError as err:
@@ -135,6 +137,8 @@ class AccountServicer(apb_grpc.AccountServiceServicer):  # type: ignore[misc]
         self, request: apb.GetAccountStateRequest, context: grpc.ServicerContext
     ) -> apb.GetAccountStateResponse:
         try:
+            _check_org(request.org_id)
+            require_org(self.ledger.store, request.org_id)
             summary = self.engine.summary(request.org_id)
         except LedgerError as err:
             abort(context, err)
@@ -146,6 +150,7 @@ class AccountServicer(apb_grpc.AccountServiceServicer):  # type: ignore[misc]
     ) -> Iterator[apb.WatchAccountStateResponse]:
         try:
             _check_org(request.org_id)
+            require_org(self.ledger.store, request.org_id)
         except LedgerError as err:
             abort(context, err)
             raise

@@ -26,6 +26,7 @@ from ledger.core import Ledger
 from ledger.entry import org_log_id, org_of_log
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import format_decimal
+from ledger.orgs import require_org
 from ledger.store import Appended
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
@@ -306,6 +307,7 @@ class BillingServicer(bpb_grpc.BillingServiceServicer):  # type: ignore[misc]
             size = page_size(request.page_size)
             start = page_start(request.page_token)
             now = self.engine.now()
+            require_org(self.engine.ledger.store, request.org_id)
             balances = self.engine.books(request.org_id).balances(now)
         except LedgerError as err:
             abort(context, err)
@@ -338,6 +340,7 @@ class BillingServicer(bpb_grpc.BillingServiceServicer):  # type: ignore[misc]
         try:
             size = page_size(request.page_size)
             start = page_start(request.page_token)
+            require_org(self.engine.ledger.store, request.org_id)
             books = self.engine.books(request.org_id)
         except LedgerError as err:
             abort(context, err)
@@ -353,6 +356,7 @@ class BillingServicer(bpb_grpc.BillingServiceServicer):  # type: ignore[misc]
         try:
             if request.number < 1:
                 raise InvalidInput([FieldViolation("number", "invoice numbers start at 1")])
+            require_org(self.engine.ledger.store, request.org_id)
             invoice, books = self.engine.invoice(request.org_id, request.number)
         except LedgerError as err:
             abort(context, err)

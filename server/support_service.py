@@ -37,6 +37,7 @@ from ledger.dispute import (
 from ledger.entry import EntryKind, EntryRef
 from ledger.errors import LedgerError
 from ledger.events import EventType, StopReason, StorageKind, format_decimal
+from ledger.orgs import require_org
 from ledger.pricebook import MONEY_CURRENCY
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
@@ -50,6 +51,8 @@ class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
         self, request: spb.ReconstructChargesRequest, context: grpc.ServicerContext
     ) -> spb.ReconstructChargesResponse:
         try:
+            if request.org_id:
+                require_org(self.ledger.store, request.org_id)
             result = reconstruct_charges(self.ledger, query_from_proto(request), with_proofs=request.include_proofs)
             return reconstruction_to_proto(result)
         except LedgerError as err:

@@ -11,6 +11,7 @@ from usageledger.v1 import usage_pb2_grpc as upb_grpc
 from ledger.core import Ledger
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import format_decimal
+from ledger.orgs import require_org
 from ledger.pricebook import MONEY_CURRENCY, PriceBook
 from ledger.rating import BucketSize
 from ledger.sqlstore.rollups import UsageRollups
@@ -103,6 +104,7 @@ class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
                 violations.append(FieldViolation("bucket", "must be BUCKET_HOUR or BUCKET_DAY"))
             if violations:
                 raise InvalidInput(violations)
+            require_org(self.ledger.store, request.org_id)
             report = self.usage.query(
                 request.org_id,
                 timestamp_to_micros(request.start_time),
