@@ -82,26 +82,25 @@ def ledger_server(
     timeout: float = 60.0,
 ) -> Iterator[StartedServer]:
     """Start `ledger-server --database-url URL --listen 127.0.0.1:0 ARGS`, wait for its startup lines, stop it after."""
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [*(command or module_command()), "--database-url", database_url, "--listen", "127.0.0.1:0", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
-    server = StartedServer(process, log)
-    try:
-        _read_startup(server, timeout)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
-        log.close()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [*(command or module_command()), "--database-url", database_url, "--listen", "127.0.0.1:0", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        server = StartedServer(process, log)
+        try:
+            _read_startup(server, timeout)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
