@@ -258,9 +258,10 @@ def _announce_signing(signing: SigningSetup) -> None:
             "secret: it is never overwritten, and losing it changes the key auditors pin)",
             flush=True,
         )
+    written = f" (also in {signing.verifier_file})" if signing.verifier_file is not None else ""
     print(
-        f"ledger-server: checkpoints signed by {signing.key_path}; verifier key (compare with "
-        f"`ledgerctl audit verifier-key`, then pin it with `ledgerctl audit verify --verifier-key KEY`):\n"
+        f"ledger-server: checkpoints signed by {signing.key_path}; pin this verifier key{written} with "
+        f"`ledgerctl audit verify --verifier-key KEY`, and compare `ledgerctl audit verifier-key` with it:\n"
         f"{signing.verifier_key}",
         flush=True,
     )

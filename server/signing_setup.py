@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ledger.checkpoint import NoteSigner, generate_signer_key, read_private_key_file, write_private_key_file
 from ledger.errors import LedgerError
 from ledger.sqlstore.sqlite_file import sqlite_database_path
 
-# Beside `usage-ledger.db`: `usage-ledger.db.signing.key` (`*.key` files are ignored by git).
+# Beside `usage-ledger.db`: `usage-ledger.db.signing.key` (`*.key` files are ignored by git), and the public
+# verifier key the server printed in `usage-ledger.db.verifier-key`, for a local auditor to pin by file.
 KEY_FILE_SUFFIX = ".signing.key"
+VERIFIER_FILE_SUFFIX = ".verifier-key"
 
 
 class SigningKeyRequired(LedgerError):
@@ -35,6 +37,8 @@ class SigningSetup:
     verifier_key: str | None = None
     created: bool = False
     warning: str | None = None
+    # Where the verifier key is also written (the SQLite default only).
+    verifier_file: Path | None = None
 
 
 def key_file_beside(database: Path) -> Path:
@@ -57,19 +61,33 @@ def signing_setup(database_url: str, signing_key: str | None, *, no_signing: boo
             "`ledgerctl audit keygen --name NAME --out FILE`) or, to serve unsigned checkpoints, --no-signing"
         )
     key_path = key_file_beside(database)
-    if key_path.exists():
-        return _existing(key_path)
-    _refuse_if_signed_before(database, key_path)
-    try:
-        write_private_key_file(key_path, generate_signer_key(ledger_name))
-    except FileExistsError:
-        return _existing(key_path)  # another process's first start won the race; use its key
-    return _existing(key_path, created=True)
+    created = False
+    if not key_path.exists():
+        _refuse_if_signed_before(database, key_path)
+        try:
+            write_private_key_file(key_path, generate_signer_key(ledger_name))
+            created = True
+        except FileExistsError:
+            pass  # another process's first start won the race; use its key
+    setup = _existing(key_path, created=created)
+    assert setup.verifier_key is not None
+    verifier_file = database.with_name(database.name + VERIFIER_FILE_SUFFIX)
+    _write_verifier_file(verifier_file, setup.verifier_key)
+    return replace(setup, verifier_file=verifier_file)
 
 
 def _existing(key_path: Path, *, created: bool = False) -> SigningSetup:
     key, warning = read_private_key_file(key_path)
     return SigningSetup(key_path, NoteSigner(key).verifier_key, created, warning)
+
+
+def _write_verifier_file(path: Path, verifier_key: str) -> None:
+    """The verifier key, public, written once: a later start never rewrites what an auditor may have pinned."""
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(verifier_key + "\n")
+    except FileExistsError:
+        pass
 
 
 def _refuse_if_signed_before(database: Path, key_path: Path) -> None:

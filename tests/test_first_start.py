@@ -50,6 +50,8 @@ def test_first_start_creates_a_0600_key_beside_the_database_and_prints_its_verif
         private_key, _ = read_private_key_file(key_file)
         assert server.verifier_key == NoteSigner(private_key).verifier_key
         assert any(f"created the checkpoint signing key {key_file}" in line for line in server.lines)
+        # The public verifier key is also written beside it, for a local auditor to pin by file.
+        assert (tmp_path / "usage-ledger.db.verifier-key").read_text() == f"{server.verifier_key}\n"
         # The running server answers with the same key, and signs with it.
         fetched = ledgerctl("audit", "verifier-key", "--target", server.target)
         assert fetched.returncode == 0, fetched.stderr
@@ -73,6 +75,12 @@ def test_later_starts_reuse_the_key_and_never_overwrite_it(tmp_path: Path) -> No
         assert not any("created the checkpoint signing key" in line for line in second.lines)
     assert second.verifier_key == first.verifier_key
     assert key_file.read_bytes() == content
+    # A later start writes the verifier key file only when it is missing; it never rewrites a pinned one.
+    verifier_file = tmp_path / "l.db.verifier-key"
+    verifier_file.write_text("edited by hand\n")
+    with ledger_server(url):
+        pass
+    assert verifier_file.read_text() == "edited by hand\n"
 
 
 def test_a_database_with_signed_checkpoints_and_no_key_file_refuses_to_start(
