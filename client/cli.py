@@ -30,7 +30,11 @@ from client.output import (
 )
 from ledger.entry import LogHead, org_log_id
 
-app = typer.Typer(help="Usage ledger command line: ingest events, read logs, verify the ledger.", no_args_is_help=True)
+app = typer.Typer(
+    help="Usage ledger command line: ingest events, read logs, verify the ledger. The rule IDs (R1-R29) every "
+    "charge cites are defined in docs/billing-rules.md of the project's repository.",
+    no_args_is_help=True,
+)
 events_app = typer.Typer(help="Usage events from the control plane.", no_args_is_help=True)
 log_app = typer.Typer(help="Per-org logs and the system log.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
