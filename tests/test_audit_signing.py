@@ -270,16 +270,6 @@ def test_a_readable_key_file_is_warned_about_and_the_key_is_never_logged(
     assert NoteSigner(SIGNER_KEY).verifier_key in caplog.text
 
 
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    """ledger-server's main() configures root logging for the process; put the test process's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.mark.usefixtures("restore_root_logging")
 def test_server_refuses_to_start_with_a_missing_or_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     database = f"sqlite:///{tmp_path / 'l.db'}"
