@@ -250,8 +250,6 @@ def _announce_signing(signing: SigningSetup) -> None:
     if signing.key_path is None:
         print("ledger-server: checkpoints are not signed (--no-signing)", flush=True)
         return
-    if signing.warning is not None:
-        print(f"ledger-server: warning: {signing.warning}", file=sys.stderr)
     if signing.created:
         print(
             f"ledger-server: created the checkpoint signing key {signing.key_path} (mode 0600; back it up, keep it "

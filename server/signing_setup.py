@@ -36,7 +36,6 @@ class SigningSetup:
     key_path: Path | None
     verifier_key: str | None = None
     created: bool = False
-    warning: str | None = None
     # Where the verifier key is also written (the SQLite default only).
     verifier_file: Path | None = None
 
@@ -77,8 +76,8 @@ def signing_setup(database_url: str, signing_key: str | None, *, no_signing: boo
 
 
 def _existing(key_path: Path, *, created: bool = False) -> SigningSetup:
-    key, warning = read_private_key_file(key_path)
-    return SigningSetup(key_path, NoteSigner(key).verifier_key, created, warning)
+    key, _ = read_private_key_file(key_path)  # a loose file mode is warned about once, when the server loads the key
+    return SigningSetup(key_path, NoteSigner(key).verifier_key, created)
 
 
 def _write_verifier_file(path: Path, verifier_key: str) -> None:
