@@ -32,7 +32,7 @@ from ledger.entry import LogHead, org_log_id
 
 app = typer.Typer(
     help="Usage ledger command line: ingest events, read logs, verify the ledger. The rule IDs (R1-R29) every "
-    "charge cites are defined in docs/billing-rules.md of the project's repository.",
+    "charge cites are defined in docs/billing-rules.md; `ledgerctl rules R17` shows one.",
     no_args_is_help=True,
 )
 events_app = typer.Typer(help="Usage events from the control plane.", no_args_is_help=True)
@@ -182,6 +182,9 @@ def _register_subcommands() -> None:
     from client import cli_export
 
     cli_export.register(app)  # `ledgerctl export` and `ledgerctl import`
+    from client import cli_rules
+
+    app.command("rules")(cli_rules.rules_command)
 
 
 _register_subcommands()

@@ -80,6 +80,10 @@ def test_both_installed_commands_print_the_project_version(installed: tuple[Path
         result = run(bin_dir / command, "--version", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{command} {version}"
+    # The rules every charge cites ship with the command (client/billing-rules.md links to docs/billing-rules.md).
+    rule = run(bin_dir / "ledgerctl", "rules", "R10", "--json", cwd=tmp_path)
+    assert rule.returncode == 0, rule.stderr
+    assert json.loads(rule.stdout)[0]["title"] == "Granularity"
     where = run(
         bin_dir / "python", "-c", "import ledger.rating, server.main; print(server.main.__file__)", cwd=tmp_path
     )
