@@ -19,6 +19,7 @@ from usageledger.v1 import support_pb2_grpc as spb_grpc
 
 from client.ledger_client import LedgerClient
 from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.statement import statement, wrapped
 from ledger.adjustments import parse_ref
 from ledger.timeutil import format_micros, from_datetime, parse_rfc3339_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
@@ -335,26 +336,24 @@ def _money(text: str) -> str:
     return f"${text}"
 
 
-def print_report(report: dict[str, Any]) -> None:
-    """What a support agent pastes into a ticket: a timeline, a charges table, totals, each line's verdict and rule."""
-    window = report["window"]
-    out.print(f"[bold]Charges reconstruction (R27)[/]: org {report['org_id']}, endpoint {report['endpoint_id']}")
-    out.print(f"window {window['start']} to {window['end']} (as of {report['as_of']}); times below are UTC")
+def print_statement(report: dict[str, Any], *, details: bool) -> None:
+    """The statement a support agent reads (client/statement.py), and with `details` every table behind it."""
+    for line in wrapped(statement(report), out.width):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if details:
+        print_details(report)
 
-    request = report["request"]
-    if request is not None:
-        out.print(f"\n[bold]Request {request['request_id']}[/] ({', '.join(request['rules'])})")
-        finished = f"finished {request['finished_at']}" if request["finished_at"] else "never finished"
-        killed = f" (the workload stopped: {request['killed_by']}, R4)" if request["killed_by"] else ""
-        out.print(f"  served by {request['workload_id']}: started {request['started_at']}, {finished}{killed}")
-        exact = "" if request["attributed_amount_exact"] else f" (exactly {request['attributed_amount_fraction']} USD)"
-        out.print(
-            f"  attributed {request['attributed_seconds']} s of serving time = {_money(request['attributed_amount'])}"
-            f"{exact}"
-        )
-        out.print(f"  {request['explanation']}")
-        out.print(f"  entries: {', '.join(_short(r) for r in request['refs'])}")
 
+def _folding(table: Table) -> Table:
+    """Cells fold onto more lines instead of being cut with an ellipsis: an ID or amount is never shortened."""
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
+def print_details(report: dict[str, Any]) -> None:
+    """--details: each session's parts, unit runs and timeline, every zero line and storage interval, proofs."""
+    out.print()
     charges = Table(
         "workload", "kind", "instance", "up", "stop", "billed", "amount", "in window", "verdict", "rules",
         title="Charges (each session rated whole; R10 rounds per session)", box=box.SIMPLE_HEAD, title_justify="left",
@@ -373,7 +372,7 @@ def print_report(report: dict[str, Any]) -> None:
             s["verdict"],
             " ".join(s["rules"]),
         )
-    out.print(charges)
+    out.print(_folding(charges))
 
     for s in report["sessions"]:
         parts = Table(
@@ -385,7 +384,7 @@ def print_report(report: dict[str, Any]) -> None:
             parts.add_row(
                 part["name"], part["seconds"], _money(part["amount"]), " ".join(part["rules"]), part["explanation"]
             )
-        out.print(parts)
+        out.print(_folding(parts))
         for unit in s["units"]:
             out.print(f"  {unit['explanation']}; {unit['invoice']['explanation']}")
         timeline = Table(
@@ -398,7 +397,7 @@ def print_report(report: dict[str, Any]) -> None:
             timeline.add_row(
                 _clock(step["at"]), event, step["verdict"], step["rule"], step["ref"]["ref"], step["explanation"]
             )
-        out.print(timeline)
+        out.print(_folding(timeline))
         if len(steps) > MAX_TIMELINE_ROWS:
             out.print(f"  … {len(steps) - MAX_TIMELINE_ROWS} more steps (use --json)")
         if s["requests_in_window"] > len(s["requests"]):
@@ -423,7 +422,7 @@ def print_report(report: dict[str, Any]) -> None:
                 " ".join(r["ref"] for r in z["refs"]) or "-",
                 z["explanation"],
             )
-        out.print(zero)
+        out.print(_folding(zero))
 
     if report["storage"]:
         storage = Table(
@@ -442,7 +441,7 @@ def print_report(report: dict[str, Any]) -> None:
                 _money(line["amount"]),
                 line["ref"]["ref"],
             )
-        out.print(storage)
+        out.print(_folding(storage))
 
     for anomaly in report["anomalies"]:
         out.print(f"[yellow]anomaly[/] {anomaly['reason']} ({_short(anomaly['ref'])})")
@@ -459,21 +458,6 @@ def print_report(report: dict[str, Any]) -> None:
     for invoice in report["invoices"]:
         credits = invoice["credits_applied"] or "0"
         out.print(f"invoice {invoice['invoice_id']}: total {invoice['total_amount']}, credits applied {credits} (R16)")
-    for proof in report["proofs"]:
-        unproven = f", {len(proof['unproven_sequences'])} newer entries not yet" if proof["unproven_sequences"] else ""
-        where = proof.get("file")
-        count = proof.get("entries_proven")
-        proven = "the entries" if count is None else f"{count} entr{'y' if count == 1 else 'ies'}"
-        out.print(
-            f"proofs: {proven} of {proof['log_id']} proven in its signed "
-            f"checkpoint of size {proof['tree_size']} (root {proof['root_hash'][:16]}…){unproven}"
-            + (f": {where} (check: ledgerctl audit check-proof {where} --verifier-key KEY)" if where else ""),
-            markup=False,
-            highlight=False,
-        )
-    for note in report["notes"]:
-        out.print(f"[dim]note: {note}[/]")
-    out.print(f"[dim]{len(report['entries'])} ledger entries cited; `--json` lists each with its hash[/]")
 
 
 # -- commands ---------------------------------------------------------------------------------------------------
@@ -503,6 +487,14 @@ def support_lookup(
             file_okay=False,
         ),
     ] = None,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            help="After the statement, every table behind it: each session's parts, unit runs and timeline, every "
+            "zero line and storage interval.",
+        ),
+    ] = False,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:
@@ -545,7 +537,7 @@ def support_lookup(
     if as_json:
         emit_json(report)
     else:
-        print_report(report)
+        print_statement(report, details=details)
 
 
 def write_proofs(report: dict[str, Any], folder: Path, as_json: bool) -> None:

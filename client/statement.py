@@ -1,0 +1,336 @@
+"""A dispute lookup as a statement a support agent reads in one screen: the answer first, then one entry per session.
+
+Works on the `--json` form of a lookup (client/cli_support.py `reconstruction_json`), so the text can never say
+something the JSON does not. Lines are wrapped at spaces only, never inside an identifier or an amount, so nothing
+is cut at 80 columns (issue #25): a long line continues on the next, indented.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+NOT_INVOICED = "not yet invoiced"
+# The priced part of a storage line's explanation: "43.9 GB x $0.10/GB-month" (R13) or
+# "(1000 GB x $0.07 + 200 GB x $0.05)/GB-month" (R14's graduated tiers).
+_R13_PRICE = re.compile(r"GB x (?P<price>\$[0-9.]+)/GB-month")
+_R14_TIERS = re.compile(r"\): (?P<tiers>\(.+?\))/GB-month")
+
+
+SHOWN_DIGITS = 12  # fraction digits a statement shows; a longer (non-terminating) share is marked approximate
+
+
+def money(text: str | Decimal) -> str:
+    """A rated amount as the ledger computed it (R21 rounds only on invoices), with a dollar sign.
+
+    An amount that does not terminate in decimal (a third of an instant, R25; a storage share, R13) comes as 50
+    digits: the statement shows 12 of them after "~" and --json keeps them all."""
+    value = Decimal(text) if isinstance(text, str) else text
+    approximate = ""
+    if -value.as_tuple().exponent > SHOWN_DIGITS:  # type: ignore[operator]
+        value, approximate = round(value, SHOWN_DIGITS), "~"
+    shown = _decimal_text(value)
+    return f"{approximate}-${shown[1:]}" if shown.startswith("-") else f"{approximate}${shown}"
+
+
+def cents(text: str) -> str:
+    """An invoice figure: whole cents (R21), thousands separated."""
+    return f"${Decimal(text):,.2f}"
+
+
+def _decimal_text(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def clock(text: str | None) -> str:
+    """HH:MM:SS(.ffffff) of an RFC 3339 UTC instant: a statement's rows share the header's day."""
+    if not text:
+        return "-"
+    return text[11:-1].removesuffix(".000000")
+
+
+def day_minute(text: str | None) -> str:
+    return f"{text[:10]} {text[11:16]}" if text else "-"
+
+
+def window_text(start: str | None, end: str | None) -> str:
+    """`2026-10-05 11:15:00 to 12:15:00`, naming the end's day only when it differs."""
+    if not start or not end:
+        return "-"
+    until = clock(end) if end[:10] == start[:10] else f"{end[:10]} {clock(end)}"
+    return f"{start[:10]} {clock(start)} to {until}"
+
+
+def rule_list(rules: list[str]) -> str:
+    """`R1 R2 R3 R4 R10 R11` as `R1-R4 R10 R11`: consecutive rule IDs as a range."""
+    numbers = sorted({int(rule[1:]) for rule in rules if rule[1:].isdigit()})
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return " ".join(f"R{run[0]}-R{run[-1]}" if len(run) > 2 else " ".join(f"R{n}" for n in run) for run in runs)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def entries(count: int) -> str:
+    return f"{count} ledger entr{'y' if count == 1 else 'ies'}"
+
+
+@dataclass
+class Ledgered:
+    """What a lookup's charges add up to, by the invoice that carried them (None: not yet invoiced)."""
+
+    due: dict[str | None, Decimal] = field(default_factory=dict)
+    invoiced: dict[str, Decimal] = field(default_factory=dict)
+    late: set[str] = field(default_factory=set)
+
+    def add(self, invoice: dict[str, Any], due: Decimal, invoiced: Decimal | None = None) -> None:
+        key = invoice["invoice_id"]
+        self.due[key] = self.due.get(key, Decimal(0)) + due
+        if key is not None:
+            charged = due if invoiced is None else invoiced
+            self.invoiced[key] = self.invoiced.get(key, Decimal(0)) + charged
+            if invoice["late"]:
+                self.late.add(key)
+
+
+def ledgered(report: dict[str, Any]) -> Ledgered:
+    """Sum every unit run, storage interval and adjustment by the invoice that carried it (R17, R22, R23)."""
+    found = Ledgered()
+    for session in report["sessions"]:
+        for run in session["units"]:
+            invoiced = run.get("invoiced_amount")
+            found.add(run["invoice"], Decimal(run["amount"]), Decimal(invoiced) if invoiced else None)
+    for line in report["storage"]:
+        found.add(line["invoice"], Decimal(line["amount"]))
+    for adjustment in report["adjustments"]:
+        found.add(adjustment["invoice"], Decimal(adjustment["amount"]))
+    return found
+
+
+def _invoice_label(report: dict[str, Any], invoice_id: str) -> str:
+    summary = next((i for i in report["invoices"] if i["invoice_id"] == invoice_id), None)
+    if summary is None:
+        return f"invoice #{invoice_id}"
+    period = f"period {day_minute(summary['period_start'])} to {day_minute(summary['period_end'])}"
+    total = f", invoice total {cents(summary['total_amount'])}" if summary["total_amount"] else ""
+    ref = f", entry {summary['ref']['ref']}" if summary["ref"] else ""
+    return f"invoice #{invoice_id} ({period}{total}{ref})"
+
+
+def answer_lines(report: dict[str, Any]) -> list[str]:
+    """The answer to the ticket: what was invoiced and where, what the rules say is due now, and any difference."""
+    totals = report["totals"]
+    window = report["window"]
+    sessions, storage = report["sessions"], report["storage"]
+    lines = [
+        f"Ticket answer (R27): org {report['org_id']}, endpoint {report['endpoint_id']}, "
+        f"{window_text(window['start'], window['end'])} UTC (as of {report['as_of']})",
+    ]
+    request = report["request"]
+    if request is not None:
+        lines += request_lines(request)
+    lines.append(
+        f"Due now under the rules: {money(totals['total_amount'])} ({plural(len(sessions), 'session')} "
+        f"{money(totals['sessions_amount'])}, R10; {plural(len(storage), 'storage interval')} "
+        f"{money(totals['storage_amount'])}, R13 R14; adjustments {money(totals['adjustments_amount'])}, R23)"
+    )
+    found = ledgered(report)
+    for invoice_id in sorted((k for k in found.invoiced), key=int):
+        late = "; includes late usage (R22)" if invoice_id in found.late else ""
+        lines.append(
+            f"Invoiced: {money(found.invoiced[invoice_id])} of it on {_invoice_label(report, invoice_id)}{late}"
+        )
+    if not found.invoiced:
+        lines.append("Invoiced: nothing yet (R17)")
+    if None in found.due:
+        lines.append(f"Not yet invoiced: {money(found.due[None])} (R17: on the org's next invoice)")
+    difference = sum((found.invoiced[k] - found.due[k] for k in found.invoiced), Decimal(0))
+    if difference:
+        lines.append(
+            f"Difference: the invoices charged {money(difference)} {'more' if difference > 0 else 'less'} than "
+            "the rules say now: a price or event that arrived after the invoice (R12, R22); the late lines below "
+            "and the org's next invoice correct it"
+        )
+    else:
+        lines.append("Difference: none: every invoiced charge is what the rules say is due now")
+    return lines
+
+
+def request_lines(request: dict[str, Any]) -> list[str]:
+    finished = f"finished {clock(request['finished_at'])}" if request["finished_at"] else "never finished"
+    killed = f" (its workload stopped: {request['killed_by']}, R4)" if request["killed_by"] else ""
+    exact = "" if request["attributed_amount_exact"] else f" (exactly {request['attributed_amount_fraction']} USD)"
+    return [
+        f"Request {request['request_id']} on {request['workload_id']}: started {clock(request['started_at'])}, "
+        f"{finished}{killed}",
+        f"  its share (R25): {request['attributed_seconds']} s of serving time = "
+        f"{money(request['attributed_amount'])}{exact}",
+    ]
+
+
+def _rate(session: dict[str, Any]) -> str:
+    prices = {run["unit_price"] for run in session["units"]}
+    if len(prices) == 1:
+        return f" x {money(prices.pop())}"
+    return f" at {len(prices)} prices (R12, --details)" if prices else ""
+
+
+def _invoices_of(session: dict[str, Any]) -> str:
+    carried = [run["invoice"]["invoice_id"] for run in session["units"]]
+    named = sorted({f"#{i}" for i in carried if i is not None})
+    if not named:
+        return NOT_INVOICED
+    return f"invoice {', '.join(named)}" + (", rest not yet" if None in carried else "")
+
+
+def session_lines(session: dict[str, Any]) -> list[str]:
+    """One entry per session: workload ID whole, up, stop, units, rate, amount, invoice; then its R25 split."""
+    if session["stop"]:
+        stop = clock(session["stop"]) + (f" {session['stop_reason']}" if session["stop_reason"] else "")
+    else:
+        stop = "still up"
+    lines = [
+        f"{session['workload_id']}  {session['instance_type']} {session['worker_type'] or ''}".rstrip()
+        + f"  {clock(session['up'])} to {stop}: "
+        f"{plural(session['billed_units'], session['unit'])}{_rate(session)} = {money(session['amount'])} "
+        f"({rule_list(session['rules'])}); {_invoices_of(session)}"
+    ]
+    split = session["attribution"]
+    if split is not None:
+        lines.append(
+            f"  R25: cold start {money(split['cold_start_amount'])}, serving {money(split['serving_amount'])}, "
+            f"idle {money(split['idle_amount'])}, rounding {money(split['rounding_amount'])}"
+        )
+    return lines
+
+
+@dataclass
+class StoredThing:
+    """A volume or a container disk's samples in the window, summed (R13, R14)."""
+
+    label: str
+    rule: str
+    count: int = 0
+    seconds: int = 0
+    amount: Decimal = Decimal(0)
+    gigabytes: set[str] = field(default_factory=set)
+    tiers: str = ""
+
+
+def storage_lines(report: dict[str, Any]) -> list[str]:
+    """Storage summarised per volume or disk with its priced tiers, instead of a row per 5-minute sample."""
+    things: dict[tuple[str, str], StoredThing] = {}
+    for line in report["storage"]:
+        if line["volume_id"]:
+            key = (line["storage_kind"], line["volume_id"])
+            label = f"network volume {line['volume_id']}"
+        else:
+            key = (line["storage_kind"], line["workload_id"])
+            label = f"{line['workload_id']} container disk"
+        thing = things.setdefault(key, StoredThing(label, line["rule"]))
+        thing.count += 1
+        thing.seconds += line["interval_seconds"]
+        thing.amount += Decimal(line["amount"])
+        thing.gigabytes.add(line["gigabytes"])
+        tiers = _R14_TIERS.search(line["explanation"]) or _R13_PRICE.search(line["explanation"])
+        if tiers is not None:
+            thing.tiers = tiers[1]
+    lines = []
+    for thing in things.values():
+        sizes = sorted(thing.gigabytes, key=Decimal)
+        size = f"{sizes[0]}-{sizes[-1]} GB" if len(sizes) > 1 else f"{sizes[0]} GB"
+        priced = f" at {thing.tiers}/GB-month" if thing.tiers else ""
+        lines.append(
+            f"{thing.label} ({thing.rule}): {size}{priced}, {plural(thing.count, 'interval')}, {thing.seconds} s "
+            f"= {money(thing.amount)}"
+        )
+    return lines
+
+
+def counted_lines(report: dict[str, Any]) -> list[str]:
+    """Zero lines, anomalies and adjustments counted with their rules; --details lists each."""
+    lines = []
+    if report["zero_lines"]:
+        rules = Counter(z["rule"] for z in report["zero_lines"])
+        by_rule = ", ".join(f"{rule} x{count}" for rule, count in sorted(rules.items(), key=lambda i: int(i[0][1:])))
+        lines.append(f"Not billed: {plural(len(report['zero_lines']), 'line')} ({by_rule})")
+    if report["anomalies"]:
+        lines.append(f"Anomalies: {plural(len(report['anomalies']), 'event')} kept and charged nothing (R26)")
+    for adjustment in report["adjustments"]:
+        lines.append(f"Adjustment: {adjustment['explanation']} (entry {adjustment['ref']['ref']})")
+    return lines
+
+
+def proof_lines(report: dict[str, Any]) -> list[str]:
+    """With --proofs DIR: which file proves which log's entries, and how to check it offline."""
+    lines = []
+    for proof in report["proofs"]:
+        unproven = f", {len(proof['unproven_sequences'])} newer entries not yet" if proof["unproven_sequences"] else ""
+        count = proof.get("entries_proven")
+        proven = "the entries" if count is None else entries(count)
+        where = proof.get("file")
+        lines.append(
+            f"Proofs: {proven} of {proof['log_id']} proven in its signed checkpoint of size {proof['tree_size']} "
+            f"(root {proof['root_hash'][:16]}...){unproven}"
+            + (f": {where} (check: ledgerctl audit check-proof {where} --verifier-key KEY)" if where else "")
+        )
+    return lines
+
+
+def statement(report: dict[str, Any]) -> list[str]:
+    """The default lookup text: answer, sessions, storage, counts; each a logical line (wrap with `wrapped`)."""
+    lines = answer_lines(report)
+    lines += ["", f"Sessions ({len(report['sessions'])}; each rated whole, R10; times UTC on {_day(report)}):"]
+    for session in report["sessions"]:
+        lines += session_lines(session)
+    if not report["sessions"]:
+        lines.append("none: no workload of the endpoint was up in the window (R9)")
+    if report["storage"]:
+        lines += ["", "Storage (R13, R14), per volume or disk, in the window:"]
+        lines += storage_lines(report)
+    counted = counted_lines(report) + proof_lines(report)
+    if counted:
+        lines += ["", *counted]
+    # The note on asking for proofs is the footer's --proofs hint; the others (no signed checkpoint yet, ...) stay.
+    lines += [f"Note: {note}" for note in report["notes"] if "include_proofs" not in note]
+    lines += [
+        "",
+        f"{entries(len(report['entries']))} cited. --details: each session's parts, unit runs, "
+        "timeline, storage interval and zero line; --json: all of it with entry hashes; --proofs DIR: inclusion "
+        "proofs to check offline.",
+    ]
+    return lines
+
+
+def _day(report: dict[str, Any]) -> str:
+    start = report["window"]["start"]
+    return str(start[:10]) if start else "-"
+
+
+def wrapped(lines: list[str], width: int) -> list[str]:
+    """Wrap at spaces only (never inside an ID, a time or an amount); continuations are indented under their line."""
+    result: list[str] = []
+    for line in lines:
+        if len(line) <= width or not line.strip():
+            result.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip()))
+        result += textwrap.wrap(
+            line,
+            width=width,
+            subsequent_indent=indent + "    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return result

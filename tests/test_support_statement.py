@@ -1,0 +1,153 @@
+"""`ledgerctl support lookup` as a statement (issue #25): snapshots of the example day at 80 and 120 columns.
+
+The example day (examples/day.jsonl) is ingested into a real server on the fixed test clock; invoice #1 is issued
+when the org's usage crosses the $50.00 threshold (R17) during the ingest, so some sessions are invoiced and
+wl-llama-flex-06 (up 11:48:52) is not. Regenerate the snapshots after a deliberate layout change with
+`UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/test_support_statement.py` and read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from client.statement import ledgered, money, rule_list, wrapped
+from server.app import RunningServer, start_server
+from tests.conftest import EXAMPLE_DAY, FixedClock
+
+SNAPSHOTS = Path(__file__).resolve().parent / "data" / "snapshots"
+ENDPOINT_HOUR = ("support", "lookup", "--org", "acme", "--endpoint", "ep-llama", "--around", "2026-10-05T11:45Z")
+OOM_REQUEST = ("support", "lookup", "--request", "req-000384")
+# Every workload ID of the example day's ep-llama sessions in the 11:15-12:15 window (examples/README.md).
+LLAMA_WORKLOADS = [f"wl-llama-{suffix}" for suffix in ("active-01", "flex-01", "flex-02", "flex-03", "flex-05")]
+
+
+@pytest.fixture(scope="module")
+def example_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server holding the example day, shared by this module's read-only lookups."""
+    folder = tmp_path_factory.mktemp("statement")
+    server: RunningServer = start_server(f"sqlite:///{folder / 'day.db'}", "127.0.0.1:0", clock=FixedClock())
+    target = f"127.0.0.1:{server.port}"
+    ingested = ledgerctl("events", "ingest", str(EXAMPLE_DAY), "--json", target=target, columns=120)
+    assert ingested.returncode == 0, ingested.stderr
+    closed = ledgerctl("invoices", "close", "--org", "acme", "--at", "2026-10-05T12:00:00Z", target=target, columns=120)
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    yield target
+    server.stop(grace=None)
+
+
+def ledgerctl(*args: str, target: str, columns: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "LEDGER_DATABASE_URL": "", "LEDGER_TARGET": target}
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def check_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / name
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), f"{name} changed (UPDATE_SNAPSHOTS=1 rewrites it)"
+
+
+def assert_readable(text: str, columns: int) -> list[str]:
+    lines = text.splitlines()
+    assert all(len(line) <= columns for line in lines), max(lines, key=len)
+    assert "…" not in text and "..." not in text.replace("...)", ""), "a cell or identifier was cut"
+    return lines
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_r27_endpoint_statement_answers_first_in_one_screen(example_day: str, columns: int) -> None:
+    result = ledgerctl(*ENDPOINT_HOUR, target=example_day, columns=columns)
+    assert result.returncode == 0, result.stderr
+    lines = assert_readable(result.stdout, columns)
+    check_snapshot(f"lookup-endpoint-{columns}.txt", result.stdout)
+    # A one-hour window of the example day fits a screen and a half; the answer is in the first ten lines.
+    assert len(lines) <= 60
+    head = "\n".join(lines[:10])
+    for answer in ("Due now under the rules:", "Invoiced:", "on invoice #1", "Not yet invoiced:", "Difference:"):
+        assert answer in head, answer
+    words = set(result.stdout.split())
+    for workload in [*LLAMA_WORKLOADS, "wl-llama-flex-06"]:
+        assert workload in words, workload  # whole, never `wl-llama-…`
+    # wl-llama-flex-03: UP 09:02:47.784206 to OOM 11:47:07.431403 = 9859.647197 s -> 165 minutes (R10) x $0.0456 =
+    # $7.524 (R11), carried by invoice #1 (R17).
+    assert "165 minutes x $0.0456 = $7.524" in " ".join(result.stdout.split())
+    # 76 storage samples are summarised: one line per disk and one for vol-models with its R14 tiers.
+    flat = " ".join(result.stdout.split())
+    assert "network volume vol-models (R14): 1200 GB at (1000 GB x $0.07 + 200 GB x $0.05)/GB-month" in flat
+    assert len(re.findall(r"wl-llama-[a-z0-9-]+ container disk \(R13\)", flat)) == 6
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_r25_request_statement_keeps_the_request_first(example_day: str, columns: int) -> None:
+    result = ledgerctl(*OOM_REQUEST, target=example_day, columns=columns)
+    assert result.returncode == 0, result.stderr
+    lines = assert_readable(result.stdout, columns)
+    check_snapshot(f"lookup-request-{columns}.txt", result.stdout)
+    flat = " ".join(result.stdout.split())
+    # req-000384: alone in flight from 11:46:57.123119 to the OOM kill at 11:47:07.431403: 10.308284 s x $0.00076
+    # = $0.00783429584 (R25), billed up to the kill (R4).
+    assert "Request req-000384 on wl-llama-flex-03" in "\n".join(lines[:3])
+    assert "10.308284 s of serving time = $0.00783429584" in flat and "OOM, R4" in flat
+
+
+def test_details_holds_every_table_and_json_everything(example_day: str) -> None:
+    details = ledgerctl(*ENDPOINT_HOUR, "--details", target=example_day, columns=80)
+    assert details.returncode == 0, details.stderr
+    assert_readable(details.stdout, 80)
+    for table in ("wl-llama-flex-03: timeline", "Storage intervals (R13, R14)", "Not billed"):
+        assert table in details.stdout, table
+
+
+def test_wrapping_never_splits_an_identifier_or_an_amount() -> None:
+    line = "wl-llama-active-01  A100 ACTIVE  00:00:00 to 23:59:59.5: 1440 minutes x $0.036 = $51.84; invoice #1"
+    for width in (20, 40, 80):
+        pieces = wrapped([line], width)
+        assert " ".join(" ".join(pieces).split()) == " ".join(line.split())
+        assert {"wl-llama-active-01", "$0.036", "23:59:59.5:"} <= set(" ".join(pieces).split())
+
+
+@given(st.lists(st.from_regex(r"[a-z0-9$.:#-]{1,30}", fullmatch=True), min_size=1, max_size=30), st.integers(20, 140))
+def test_wrapped_lines_keep_every_word_whole(words: list[str], width: int) -> None:
+    pieces = wrapped([" ".join(words)], width)
+    assert " ".join(pieces).split() == words
+    assert all(len(piece) <= width or " " not in piece.strip() for piece in pieces)
+
+
+def test_r21_amounts_show_exactly_unless_they_do_not_terminate() -> None:
+    assert money("7.524") == "$7.524" and money("-0.01") == "-$0.01" and money("0") == "$0"
+    assert money("0.0092592592592592592592592592592592592592592592592593") == "~$0.009259259259"
+
+
+def test_r17_r22_charges_add_up_by_the_invoice_that_carried_them() -> None:
+    invoice_1 = {"invoice_id": "1", "late": False}
+    not_yet = {"invoice_id": None, "late": False}
+    report = {
+        "sessions": [
+            {"units": [{"amount": "3.6", "invoice": invoice_1}, {"amount": "1.2", "invoice": not_yet}]},
+            # R12: a price backdated after invoice #1 rated these units at $2.00 where $1.50 is due now.
+            {"units": [{"amount": "1.5", "invoiced_amount": "2", "invoice": {"invoice_id": "1", "late": True}}]},
+        ],
+        "storage": [{"amount": "0.25", "invoice": invoice_1}],
+        "adjustments": [{"amount": "-0.5", "invoice": not_yet}],
+    }
+    found = ledgered(report)
+    assert found.due == {"1": Decimal("5.35"), None: Decimal("0.7")}
+    assert found.invoiced == {"1": Decimal("5.85")} and found.late == {"1"}
+
+
+def test_rule_lists_name_runs_of_rules_as_ranges() -> None:
+    assert rule_list(["R1", "R2", "R3", "R4", "R10", "R11"]) == "R1-R4 R10 R11"
+    assert rule_list(["R13", "R14", "R25"]) == "R13 R14 R25"
