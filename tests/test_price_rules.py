@@ -4,21 +4,32 @@ version taking effect before an issued invoice's cut."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
+from usageledger.v1 import billing_pb2 as bpb
+from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 from usageledger.v1 import pricing_pb2 as ppb
 from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
 from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
+from ledger.core import Ledger
+from ledger.entry import SYSTEM_LOG
 from ledger.errors import NotFound
+from ledger.export import export_lines, import_export
+from ledger.issued_cuts import IssuedCut, PriceVersionBeforeCut
+from ledger.pricebook import InstanceRate, PriceBook, PriceHistory, default_price_book
+from ledger.sqlstore import SqlStore
 from ledger.timeutil import parse_rfc3339_micros
-from server.convert import micros_to_timestamp
+from server.convert import micros_to_timestamp, timestamp_to_micros
+from tests.billing_support import Desk, t
 from tests.conftest import EventFactory
 from tests.test_server import details
 
@@ -121,8 +132,6 @@ def test_r11_the_type_is_checked_on_the_fast_and_the_full_validation_paths_alike
 
 
 def test_r11_prices_at_follows_the_version_in_force() -> None:
-    from ledger.pricebook import InstanceRate, PriceBook, PriceHistory, default_price_book
-
     cpu = InstanceRate(Decimal("0.00002"), Decimal("0.00001"))
     noon = parse_rfc3339_micros("2026-10-05T12:00:00Z")
     default = default_price_book()
@@ -135,3 +144,117 @@ def test_r11_prices_at_follows_the_version_in_force() -> None:
     assert history.first_priced("CPU-8") == noon and history.first_priced("TPU") is None
     with pytest.raises(NotFound, match="R11"):
         history.at(noon - 1).rate("CPU-8")
+
+
+# R12 -----------------------------------------------------------------------------------------------------------
+
+SEPTEMBER_END = "2026-10-01T00:00:00Z"
+
+
+def september_invoice(client: LedgerClient, make_event: EventFactory, org: str) -> bpb.Invoice:
+    """An org's month-end invoice of September, cut at its end: an A100 FLEX session 23:00 to 23:30 on the 30th,
+    30 minutes x 60 x $0.00076 = $1.368, line $1.37 (R10, R11, R17, R21)."""
+    up = make_event(org_id=org, occurred_at="2026-09-30T23:00:00Z")
+    stop = make_event(
+        org_id=org, type="WORKLOAD_STOPPED", stop_reason="SCALED_DOWN", occurred_at="2026-09-30T23:30:00Z"
+    )
+    client.append_events([up, stop])
+    billing = bpb_grpc.BillingServiceStub(client.channel)
+    client.call(billing.CloseBillingPeriod, bpb.CloseBillingPeriodRequest(org_id=org, close_time=at(SEPTEMBER_END)))
+    [invoice] = client.call(billing.ListInvoices, bpb.ListInvoicesRequest(org_id=org)).invoices
+    assert timestamp_to_micros(invoice.period_end_time) == parse_rfc3339_micros(SEPTEMBER_END)
+    assert invoice.total == "1.37"
+    return invoice
+
+
+def test_r12_a_price_version_before_an_issued_invoices_cut_is_refused_and_nothing_is_appended(
+    client: LedgerClient, make_event: EventFactory
+) -> None:
+    invoice = september_invoice(client, make_event, "acme")
+    system_size = client.head(SYSTEM_LOG).size
+    backdated = {"A100": ("0.001", "0.0009")}
+    with pytest.raises(grpc.RpcError) as err:
+        set_price_book(client, "2026-09-30T23:15:00Z", backdated)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    infos, _ = details(err.value)
+    assert infos[0].reason == "PRICE_VERSION_BEFORE_INVOICE_CUT"
+    message = err.value.details() or ""
+    assert "R12" in message and "R23" in message and "adjustment" in message
+    assert f"entry org/acme:{invoice.sequence}) is cut at 2026-10-01T00:00:00.000000Z" in message
+    assert client.head(SYSTEM_LOG).size == system_size
+    # The lookup still says what was invoiced: the unit at 23:15 is at v0's $0.00076/s (R12).
+    pricing = ppb_grpc.PricingServiceStub(client.channel)
+    book = client.call(pricing.GetPriceBook, ppb.GetPriceBookRequest(at_time=at("2026-09-30T23:15:00Z"))).price_book
+    assert book.version == 0
+    assert [r.flex_per_second for r in book.rates if r.instance_type == "A100"] == ["0.00076"]
+    # One microsecond before the cut is still refused; at the cut itself nothing invoiced changes (the invoice
+    # holds only usage that starts before it, R17), so it is allowed.
+    with pytest.raises(grpc.RpcError) as just_before:
+        set_price_book(client, "2026-09-30T23:59:59.999999Z", backdated)
+    assert just_before.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    accepted = set_price_book(client, SEPTEMBER_END, backdated)
+    assert timestamp_to_micros(accepted.effective_time) == parse_rfc3339_micros(SEPTEMBER_END)
+    assert client.head(SYSTEM_LOG).size == system_size + 1
+
+
+def test_r12_any_orgs_issued_invoice_holds_the_guard_for_every_price_version(
+    client: LedgerClient, make_event: EventFactory
+) -> None:
+    # Price books are ledger-wide: beta has no invoice, but acme's September cut still forbids a version in
+    # September, which would change what acme's invoice says was charged.
+    client.append_events([make_event(org_id="beta", occurred_at="2026-09-15T10:00:00Z")])
+    set_price_book(client, "2026-09-20T00:00:00Z", {"L4": ("0.0002", "0.00014")})  # no invoice yet: allowed
+    september_invoice(client, make_event, "acme")
+    with pytest.raises(grpc.RpcError) as err:
+        set_price_book(client, "2026-09-25T00:00:00Z", {"L4": ("0.0003", "0.0002")})
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "org 'acme'" in (err.value.details() or "")
+
+
+def month_end_invoices(url: str) -> Desk:
+    """acme's August invoice (cut 2026-09-01) and beta's September invoice (cut 2026-10-01), on one ledger."""
+    desk = Desk(url, "2026-08-31T00:00:00Z")
+    desk.session("wl-a", "2026-08-31T10:00:00Z", "2026-08-31T11:00:00Z")
+    desk.close("2026-09-01T00:00:00Z")
+    desk.session("wl-b", "2026-09-30T10:00:00Z", "2026-09-30T11:00:00Z", org="beta")
+    desk.close("2026-10-01T00:00:00Z", org="beta")
+    assert [len(desk.invoices(org)) for org in ("acme", "beta")] == [1, 1]
+    return desk
+
+
+def test_r12_the_latest_cut_is_kept_with_each_invoice_and_rebuilt_by_the_migration(db_url: str) -> None:
+    desk = month_end_invoices(db_url)
+    [beta_invoice] = desk.invoices("beta")
+    expected = IssuedCut("org/beta", t("2026-10-01T00:00:00Z"), beta_invoice.sequence)
+    assert desk.store.latest_invoice_cut() == expected
+    # A database from before migration 0011: the table is filled from the INVOICE entries on open.
+    with desk.store.writer.begin() as conn:
+        conn.execute(sa.text("DROP TABLE invoice_cuts"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0010'"))
+    desk.close_store()
+    reopened = SqlStore(db_url)
+    try:
+        assert reopened.latest_invoice_cut() == expected
+        with pytest.raises(PriceVersionBeforeCut, match="R12"):
+            Ledger(reopened).set_price_book(
+                {
+                    "effective_from": "2026-09-30T10:30:00Z",
+                    "rates": {"B200": {"flex_per_second": "0.003", "active_per_second": "0.002"}},
+                }
+            )
+    finally:
+        reopened.close()
+
+
+def test_r12_an_imported_ledger_keeps_its_guard(tmp_path: Path, db_url: str) -> None:
+    desk = month_end_invoices(f"sqlite:///{tmp_path / 'source.db'}")
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(line + "\n" for line in export_lines(desk.store, [SYSTEM_LOG, "org/acme", "org/beta"])))
+    expected = desk.store.latest_invoice_cut()
+    desk.close_store()
+    target = SqlStore(db_url)
+    try:
+        import_export(target, path)
+        assert target.latest_invoice_cut() == expected
+    finally:
+        target.close()
