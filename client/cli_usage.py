@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
 from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from ledger.rating.money import exact_text
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
@@ -174,8 +176,18 @@ def usage(
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
     rows = [_row_json(r, bucket is not None) for r in response.rows]
+    total_exact = _exact(response.total_amount, response.total_amount_fraction)
     if as_json:
-        emit_json({"org_id": org, "rows": rows, "total": response.total_amount, "currency": response.currency_code})
+        emit_json(
+            {
+                "org_id": org,
+                "rows": rows,
+                "total": response.total_amount,
+                "total_exact": total_exact,
+                "total_fraction": response.total_amount_fraction or None,
+                "currency": response.currency_code,
+            }
+        )
         return
     table = Table(title=f"usage of {org}, {start} to {end}")
     columns = (["bucket"] if bucket else []) + [
@@ -186,10 +198,11 @@ def usage(
         "storage",
         "unit",
         "quantity",
+        "GB-seconds (R14: first 1,000 GB + beyond)",
         "amount",
     ]
     for column in columns:
-        table.add_column(column, justify="right" if column in ("quantity", "amount") else "left")
+        table.add_column(column, justify="left" if column in ("bucket", "endpoint", "kind", "instance") else "right")
     for row in rows:
         values = [row.get("bucket_start", "")] if bucket else []
         values += [
@@ -200,18 +213,36 @@ def usage(
             row.get("storage_kind") or "",
             row["unit"],
             str(row["quantity"]),
-            _short(row["amount"]),
+            _gigabyte_seconds(row),
+            row["amount_exact"],
         ]
         table.add_row(*values)
     out.print(table)
-    out.print(f"total {_short(response.total_amount)} {response.currency_code} (exact: {response.total_amount})")
+    out.print(f"total {total_exact} {response.currency_code}" + _as_fraction(response.total_amount_fraction))
+    if any("(" in row["amount_exact"] for row in rows) or "(" in total_exact:
+        out.print("digits in parentheses repeat forever (exact, never rounded: R21 rounds only invoice lines)")
 
 
-def _short(amount: str) -> str:
-    """Amounts are exact and can run to 50 digits (R13/R14 storage); tables show 8 places, JSON the whole."""
-    from decimal import ROUND_HALF_UP, Decimal
+def _exact(amount: str, fraction: str) -> str:
+    """An amount exactly, as ledger.rating.money.exact_text writes it (`0.16689(814)`), from its fraction when the
+    server sent one; an older server's decimal string as it came."""
+    return exact_text(Fraction(fraction)) if fraction else amount
 
-    return f"{Decimal(amount).quantize(Decimal('0.00000001'), rounding=ROUND_HALF_UP):f}"
+
+def _as_fraction(fraction: str) -> str:
+    """` (= 721/4320)` for an amount that does not terminate, where the fraction is what a person can check."""
+    if not fraction:
+        return ""
+    value = Fraction(fraction)
+    return f" (= {value.numerator}/{value.denominator})" if "(" in exact_text(value) else ""
+
+
+def _gigabyte_seconds(row: dict[str, Any]) -> str:
+    total = row.get("gigabyte_seconds")
+    if total is None:
+        return ""
+    first, beyond = row.get("first_tier_gigabyte_seconds"), row.get("beyond_tier_gigabyte_seconds")
+    return total if first is None else f"{total} ({first} + {beyond})"
 
 
 def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
@@ -223,9 +254,15 @@ def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
         "unit": row.unit,
         "quantity": row.quantity,
         "amount": row.amount,
+        "amount_exact": _exact(row.amount, row.amount_fraction),
+        "amount_fraction": row.amount_fraction or None,
     }
     if row.storage_kind:
         data["storage_kind"] = row.storage_kind
+        data["gigabyte_seconds"] = row.gigabyte_seconds or None
+        if row.first_tier_gigabyte_seconds:
+            data["first_tier_gigabyte_seconds"] = row.first_tier_gigabyte_seconds
+            data["beyond_tier_gigabyte_seconds"] = row.beyond_tier_gigabyte_seconds
     if bucketed:
         data["bucket_start"] = format_micros(timestamp_to_micros(row.bucket_start_time))
     return data
