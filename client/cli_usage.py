@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +15,20 @@ from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
-from ledger.rating.money import exact_text
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_USAGE,
+    REPEATS_NOTE,
+    JsonFlag,
+    Target,
+    as_fraction,
+    emit_json,
+    exact_amount,
+    fail,
+    gigabyte_seconds_text,
+    out,
+    rpc_failure,
+)
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
@@ -176,7 +187,7 @@ def usage(
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
     rows = [_row_json(r, bucket is not None) for r in response.rows]
-    total_exact = _exact(response.total_amount, response.total_amount_fraction)
+    total_exact = exact_amount(response.total_amount, response.total_amount_fraction)
     if as_json:
         emit_json(
             {
@@ -213,36 +224,14 @@ def usage(
             row.get("storage_kind") or "",
             row["unit"],
             str(row["quantity"]),
-            _gigabyte_seconds(row),
+            gigabyte_seconds_text(row),
             row["amount_exact"],
         ]
         table.add_row(*values)
     out.print(table)
-    out.print(f"total {total_exact} {response.currency_code}" + _as_fraction(response.total_amount_fraction))
+    out.print(f"total {total_exact} {response.currency_code}" + as_fraction(response.total_amount_fraction))
     if any("(" in row["amount_exact"] for row in rows) or "(" in total_exact:
-        out.print("digits in parentheses repeat forever (exact, never rounded: R21 rounds only invoice lines)")
-
-
-def _exact(amount: str, fraction: str) -> str:
-    """An amount exactly, as ledger.rating.money.exact_text writes it (`0.16689(814)`), from its fraction when the
-    server sent one; an older server's decimal string as it came."""
-    return exact_text(Fraction(fraction)) if fraction else amount
-
-
-def _as_fraction(fraction: str) -> str:
-    """` (= 721/4320)` for an amount that does not terminate, where the fraction is what a person can check."""
-    if not fraction:
-        return ""
-    value = Fraction(fraction)
-    return f" (= {value.numerator}/{value.denominator})" if "(" in exact_text(value) else ""
-
-
-def _gigabyte_seconds(row: dict[str, Any]) -> str:
-    total = row.get("gigabyte_seconds")
-    if total is None:
-        return ""
-    first, beyond = row.get("first_tier_gigabyte_seconds"), row.get("beyond_tier_gigabyte_seconds")
-    return total if first is None else f"{total} ({first} + {beyond})"
+        out.print(REPEATS_NOTE)
 
 
 def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
@@ -254,7 +243,7 @@ def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
         "unit": row.unit,
         "quantity": row.quantity,
         "amount": row.amount,
-        "amount_exact": _exact(row.amount, row.amount_fraction),
+        "amount_exact": exact_amount(row.amount, row.amount_fraction),
         "amount_fraction": row.amount_fraction or None,
     }
     if row.storage_kind:

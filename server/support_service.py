@@ -38,6 +38,8 @@ from ledger.entry import EntryKind, EntryRef
 from ledger.errors import LedgerError
 from ledger.events import EventType, StopReason, StorageKind, format_decimal
 from ledger.pricebook import MONEY_CURRENCY
+from ledger.rating.money import fraction_text
+from ledger.rating.storage import storage_quantity
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
 
@@ -334,6 +336,13 @@ def _set_storage_line(message: spb.DisputeStorageLine, line: StorageLine) -> Non
     _set_time(message.end_time, charge.end)
     message.rule = charge.rule
     message.amount = _money(charge.amount)
+    message.amount_fraction = fraction_text(charge.exact_amount)
+    if charge.rule != "R8":  # a development workload's storage bills nothing: no quantity to multiply out
+        quantity = storage_quantity(charge.storage_kind, charge.gigabytes, charge.interval_seconds)
+        message.gigabyte_seconds = format_decimal(quantity.gigabyte_seconds)
+        if quantity.first_tier_gigabyte_seconds is not None and quantity.beyond_tier_gigabyte_seconds is not None:
+            message.first_tier_gigabyte_seconds = format_decimal(quantity.first_tier_gigabyte_seconds)
+            message.beyond_tier_gigabyte_seconds = format_decimal(quantity.beyond_tier_gigabyte_seconds)
     message.explanation = charge.explanation
     _set_ref(message.ref, line.ref)
     _set_coverage(message.invoice, line.invoice)
@@ -434,4 +443,7 @@ def reconstruction_to_proto(result: Reconstruction) -> spb.ReconstructChargesRes
     totals.total_amount = _money(result.total_amount)
     totals.window_compute_amount = _money(result.window_compute_amount)
     totals.window_storage_amount = _money(result.window_storage_amount)
+    totals.storage_amount_fraction = fraction_text(result.exact_storage_amount)
+    totals.total_amount_fraction = fraction_text(result.exact_total_amount)
+    totals.window_storage_amount_fraction = fraction_text(result.exact_window_storage_amount)
     return message

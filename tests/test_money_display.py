@@ -14,6 +14,9 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from usageledger.v1 import ledger_pb2 as lpb
+from usageledger.v1 import support_pb2 as spb
+from usageledger.v1 import support_pb2_grpc as spb_grpc
 from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
@@ -156,6 +159,44 @@ def test_r14_storage_rows_carry_gigabyte_seconds_their_tier_split_and_the_exact_
     assert table.returncode == 0, table.stderr
     assert "total 0.0126041(6) USD (= 121/9600)" in table.stdout
     assert "468000 (408000 + 60000)" in table.stdout
+
+
+def test_r14_a_dispute_lists_storage_with_gigabyte_seconds_tiers_and_exact_totals(
+    client: LedgerClient, server: RunningServer
+) -> None:
+    client.append_events(
+        [
+            storage_event("acme", "v1", "NETWORK_VOLUME", "1200", 300, "2026-10-05T10:05:00Z"),
+            storage_event("acme", "d1", "CONTAINER_DISK", "37", 300, "2026-10-05T10:05:00Z"),
+        ]
+    )
+    request = spb.ReconstructChargesRequest(org_id="acme", endpoint_id="ep-llama")
+    request.start_time.CopyFrom(at("2026-10-05T10:00:00Z"))
+    request.end_time.CopyFrom(at("2026-10-05T11:00:00Z"))
+    response = client.call(spb_grpc.SupportServiceStub(client.channel).ReconstructCharges, request)
+    lines = {line.storage_kind: line for line in response.storage}
+    volume, disk = lines[lpb.STORAGE_KIND_NETWORK_VOLUME], lines[lpb.STORAGE_KIND_CONTAINER_DISK]
+    # R14: 1,200 GB x 300 s = 360,000 GB-s: 300,000 in the first tier, 60,000 beyond; (300,000 x 0.07 + 60,000 x
+    # 0.05) / 2,592,000 = 24,000 / 2,592,000 = $1/108. R13: 37 x 300 = 11,100 GB-s x 0.10 / 2,592,000 = $37/86,400.
+    assert (volume.gigabyte_seconds, volume.first_tier_gigabyte_seconds, volume.beyond_tier_gigabyte_seconds) == (
+        "360000",
+        "300000",
+        "60000",
+    )
+    assert (volume.amount_fraction, disk.gigabyte_seconds, disk.amount_fraction) == ("1/108", "11100", "37/86400")
+    assert "= $0.00(925)" in volume.explanation and "= $0.0004282(407)" in disk.explanation
+    # 1/108 + 37/86,400 = 800/86,400 + 37/86,400 = 837/86,400 = 31/3,200, which terminates: 0.0096875.
+    totals = response.totals
+    assert (totals.storage_amount_fraction, totals.total_amount_fraction) == ("31/3200", "31/3200")
+    assert (totals.storage_amount, totals.total_amount, totals.window_storage_amount) == ("0.0096875",) * 3
+
+    text = ledgerctl(
+        "support", "lookup", "--org", "acme", "--endpoint", "ep-llama", "--from", "2026-10-05T10:00:00Z",
+        "--to", "2026-10-05T11:00:00Z", target=f"127.0.0.1:{server.port}",
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert "360000 (300000 + 60000)" in text.stdout and "$0.00(925)" in text.stdout
+    assert "storage $0.0096875" in text.stdout
 
 
 # -- totals the same whatever the grouping ------------------------------------------------------------------------

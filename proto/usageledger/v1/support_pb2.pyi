@@ -296,7 +296,7 @@ class DisputeZeroLine(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., event_type: _Optional[_Union[_ledger_pb2.EventType, str]] = ..., workload_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., explanation: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., amount: _Optional[str] = ...) -> None: ...
 
 class DisputeStorageLine(_message.Message):
-    __slots__ = ("workload_id", "storage_kind", "volume_id", "gigabytes", "interval_seconds", "start_time", "end_time", "rule", "amount", "explanation", "ref", "invoice")
+    __slots__ = ("workload_id", "storage_kind", "volume_id", "gigabytes", "interval_seconds", "start_time", "end_time", "rule", "amount", "explanation", "ref", "invoice", "amount_fraction", "gigabyte_seconds", "first_tier_gigabyte_seconds", "beyond_tier_gigabyte_seconds")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     STORAGE_KIND_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +309,10 @@ class DisputeStorageLine(_message.Message):
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     INVOICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIER_GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEYOND_TIER_GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     storage_kind: _ledger_pb2.StorageKind
     volume_id: str
@@ -321,7 +325,11 @@ class DisputeStorageLine(_message.Message):
     explanation: str
     ref: DisputeEntryRef
     invoice: DisputeInvoiceCoverage
-    def __init__(self, workload_id: _Optional[str] = ..., storage_kind: _Optional[_Union[_ledger_pb2.StorageKind, str]] = ..., volume_id: _Optional[str] = ..., gigabytes: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., amount: _Optional[str] = ..., explanation: _Optional[str] = ..., ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., invoice: _Optional[_Union[DisputeInvoiceCoverage, _Mapping]] = ...) -> None: ...
+    amount_fraction: str
+    gigabyte_seconds: str
+    first_tier_gigabyte_seconds: str
+    beyond_tier_gigabyte_seconds: str
+    def __init__(self, workload_id: _Optional[str] = ..., storage_kind: _Optional[_Union[_ledger_pb2.StorageKind, str]] = ..., volume_id: _Optional[str] = ..., gigabytes: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., amount: _Optional[str] = ..., explanation: _Optional[str] = ..., ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., invoice: _Optional[_Union[DisputeInvoiceCoverage, _Mapping]] = ..., amount_fraction: _Optional[str] = ..., gigabyte_seconds: _Optional[str] = ..., first_tier_gigabyte_seconds: _Optional[str] = ..., beyond_tier_gigabyte_seconds: _Optional[str] = ...) -> None: ...
 
 class DisputeAnomaly(_message.Message):
     __slots__ = ("workload_id", "event_type", "occur_time", "reason", "ref")
@@ -374,20 +382,26 @@ class DisputeEvidence(_message.Message):
     def __init__(self, ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., kind: _Optional[_Union[_ledger_pb2.EntryKind, str]] = ..., event_type: _Optional[_Union[_ledger_pb2.EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_id: _Optional[str] = ..., request_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DisputeTotals(_message.Message):
-    __slots__ = ("sessions_amount", "storage_amount", "adjustments_amount", "total_amount", "window_compute_amount", "window_storage_amount")
+    __slots__ = ("sessions_amount", "storage_amount", "adjustments_amount", "total_amount", "window_compute_amount", "window_storage_amount", "storage_amount_fraction", "total_amount_fraction", "window_storage_amount_fraction")
     SESSIONS_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     STORAGE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     ADJUSTMENTS_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_COMPUTE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_STORAGE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_STORAGE_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     sessions_amount: str
     storage_amount: str
     adjustments_amount: str
     total_amount: str
     window_compute_amount: str
     window_storage_amount: str
-    def __init__(self, sessions_amount: _Optional[str] = ..., storage_amount: _Optional[str] = ..., adjustments_amount: _Optional[str] = ..., total_amount: _Optional[str] = ..., window_compute_amount: _Optional[str] = ..., window_storage_amount: _Optional[str] = ...) -> None: ...
+    storage_amount_fraction: str
+    total_amount_fraction: str
+    window_storage_amount_fraction: str
+    def __init__(self, sessions_amount: _Optional[str] = ..., storage_amount: _Optional[str] = ..., adjustments_amount: _Optional[str] = ..., total_amount: _Optional[str] = ..., window_compute_amount: _Optional[str] = ..., window_storage_amount: _Optional[str] = ..., storage_amount_fraction: _Optional[str] = ..., total_amount_fraction: _Optional[str] = ..., window_storage_amount_fraction: _Optional[str] = ...) -> None: ...
 
 class DisputeInvoice(_message.Message):
     __slots__ = ("invoice_id", "ref", "issue_time", "period_start_time", "period_end_time", "total_amount", "credits_applied", "amount_due")
