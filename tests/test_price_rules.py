@@ -3,6 +3,7 @@ version taking effect before an issued invoice's cut."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,13 +21,14 @@ from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.core import Ledger
-from ledger.entry import SYSTEM_LOG
+from ledger.core import Ledger, derive_index
+from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.errors import NotFound
 from ledger.export import export_lines, import_export
 from ledger.issued_cuts import IssuedCut, PriceVersionBeforeCut
 from ledger.pricebook import InstanceRate, PriceBook, PriceHistory, default_price_book
 from ledger.sqlstore import SqlStore
+from ledger.store import NewEntry
 from ledger.timeutil import parse_rfc3339_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from tests.billing_support import Desk, t
@@ -258,3 +260,46 @@ def test_r12_an_imported_ledger_keeps_its_guard(tmp_path: Path, db_url: str) -> 
         assert target.latest_invoice_cut() == expected
     finally:
         target.close()
+
+
+def test_r12_a_price_version_waits_for_an_invoice_being_appended_and_then_sees_its_cut(db_url: str) -> None:
+    """The guard's read and the price-book append are one step against invoice appends: a version added while an
+    invoice's transaction is open waits for it (PostgreSQL: SHARE lock on invoice_cuts; SQLite: the one writer)
+    and is then refused by that invoice's cut. Read-then-append without it would miss the uncommitted cut."""
+    store = SqlStore(db_url)
+    ledger = Ledger(store)
+    body = {
+        "idempotency_key": "invoice-1",
+        "org_id": "acme",
+        "period": {"start": "2026-09-01T00:00:00.000000Z", "end": "2026-10-01T00:00:00.000000Z"},
+    }
+    invoice = NewEntry(
+        org_log_id("acme"), EntryKind.INVOICE, canonical_body(body), derive_index(EntryKind.INVOICE, body)
+    )
+    outcome: list[BaseException | None] = []
+
+    def backdate() -> None:
+        try:
+            ledger.set_price_book(
+                {
+                    "effective_from": "2026-09-15T00:00:00Z",
+                    "rates": {"A100": {"flex_per_second": "0.001", "active_per_second": "0.0009"}},
+                }
+            )
+            outcome.append(None)
+        except BaseException as err:  # handed to the test thread
+            outcome.append(err)
+
+    try:
+        with store.writer.begin() as conn:
+            store._append(conn, [invoice])  # an invoice append, held open before its commit
+            racer = threading.Thread(target=backdate)
+            racer.start()
+            racer.join(timeout=0.5)
+            assert racer.is_alive(), "the price version did not wait for the open invoice transaction"
+        racer.join(timeout=30)
+        assert len(outcome) == 1 and isinstance(outcome[0], PriceVersionBeforeCut), outcome
+        assert store.latest_invoice_cut() == IssuedCut("org/acme", t("2026-10-01T00:00:00Z"), 0)
+        assert [b.version for b in ledger.price_history().versions] == [0]
+    finally:
+        store.close()
