@@ -36,7 +36,7 @@ from ledger.checkpoints import StoredCheckpoint
 from ledger.core import derive_index
 from ledger.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
 from ledger.errors import LedgerError, StorageError, VerificationError
-from ledger.issued_cuts import invoice_cut
+from ledger.issued_cuts import keep_latest_cut
 from ledger.merkle import Frontier, leaf_hash
 from ledger.proofs import SignedCheckpoint
 from ledger.sqlstore.schema import checkpoints as checkpoint_table
@@ -496,9 +496,7 @@ def insert_verified(store: SqlStore, path: Path, logs: Sequence[VerifiedLog]) ->
                 rows.append(_row(item))
                 count += 1
                 if item.entry.kind is EntryKind.INVOICE:
-                    cut = invoice_cut(item.entry.body)
-                    if cut >= cuts.get(item.entry.log_id, (cut, 0))[0]:
-                        cuts[item.entry.log_id] = (cut, item.entry.sequence)
+                    keep_latest_cut(cuts, item.entry.log_id, item.entry.body, item.entry.sequence)
                 if len(rows) >= _INSERT_CHUNK:
                     conn.execute(entries.insert(), rows)
                     rows = []

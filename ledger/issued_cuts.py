@@ -41,6 +41,14 @@ def invoice_cut(body: bytes) -> int:
     return parse_rfc3339_micros(json.loads(body)["period"]["end"])
 
 
+def keep_latest_cut(latest: dict[str, tuple[int, int]], log_id: str, body: bytes, sequence: int) -> None:
+    """Note an INVOICE entry's cut in `latest` (log id -> (cut, sequence)) when it is the log's latest so far:
+    what an append or an import then records for R12's guard."""
+    cut = invoice_cut(body)
+    if log_id not in latest or cut >= latest[log_id][0]:
+        latest[log_id] = (cut, sequence)
+
+
 def price_version_start(body: bytes) -> int:
     """When a PRICE_BOOK entry's version takes effect (R12)."""
     return parse_rfc3339_micros(json.loads(body)["effective_from"])

@@ -36,7 +36,7 @@ from ledger.entry import (
     org_of_log,
 )
 from ledger.errors import EventConflict, NotFound, StorageError
-from ledger.issued_cuts import IssuedCut, check_price_version, invoice_cut, price_version_start
+from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
 from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import migrate
 from ledger.sqlstore import schema as _schema
@@ -451,9 +451,7 @@ class SqlStore:
                     batch_seen[key] = (body, appended)
                 if item.kind is not _EVENT:  # one comparison per event on the ingest path
                     if item.kind is EntryKind.INVOICE:
-                        cut = invoice_cut(body)
-                        if cut >= cuts.get(log_id, (cut, 0))[0]:
-                            cuts[log_id] = (cut, size)
+                        keep_latest_cut(cuts, log_id, body, size)
                     elif item.kind is EntryKind.PRICE_BOOK:
                         versions.append(price_version_start(body))
                 head_hash = entry_hash
