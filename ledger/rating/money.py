@@ -21,8 +21,9 @@ MICROS = Decimal(MICROS_PER_SECOND)
 # R21: rating never rounds. Rates and microsecond durations are finite decimals, so their products, sums and
 # divisions by 10^6 are exact; trapping Inexact turns any hidden rounding into an error instead of a wrong bill.
 EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
-# R13/R14: GB x rate x interval / 2,592,000 is a repeating decimal, so storage is carried as an exact Fraction and
-# written as a Decimal of 50 significant digits, far below a cent (R21 rounds only on invoice lines).
+# R13/R14: GB x rate x interval / 2,592,000 is a repeating decimal, so storage is carried as an exact Fraction. Its
+# Decimal (the wire's decimal strings, whose meaning predates exact_text) has 50 significant digits, far below a
+# cent; a person is shown the exact value (exact_text), and totals are summed as Fractions before converting.
 STORAGE_DIGITS = Context(prec=50, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
