@@ -128,6 +128,8 @@ def request_json(request: spb.DisputeRequest) -> dict[str, Any]:
         "attributed_amount": request.attributed_amount,
         "attributed_amount_exact": request.attributed_amount_exact,
         "attributed_amount_fraction": request.attributed_amount_fraction,
+        "attributed_seconds_exact": exact_amount(request.attributed_seconds, request.attributed_seconds_fraction),
+        "attributed_seconds_fraction": request.attributed_seconds_fraction or None,
         "killed_by": _enum(lpb.StopReason, request.killed_by, "STOP_REASON_"),
         "rules": list(request.rules),
         "explanation": request.explanation,
@@ -375,7 +377,7 @@ def print_report(report: dict[str, Any]) -> None:
         out.print(f"  served by {request['workload_id']}: started {request['started_at']}, {finished}{killed}")
         amount = exact_amount(request["attributed_amount"], request["attributed_amount_fraction"])
         out.print(
-            f"  attributed {request['attributed_seconds']} s of serving time = {_money(amount)}"
+            f"  attributed {request['attributed_seconds_exact']} s of serving time = {_money(amount)}"
             f"{as_fraction(request['attributed_amount_fraction'])}"
         )
         out.print(f"  {request['explanation']}")

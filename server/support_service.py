@@ -40,6 +40,7 @@ from ledger.events import EventType, StopReason, StorageKind, format_decimal
 from ledger.pricebook import MONEY_CURRENCY
 from ledger.rating.money import fraction_text
 from ledger.rating.storage import storage_quantity
+from ledger.timeutil import MICROS_PER_SECOND
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
 
@@ -249,8 +250,8 @@ def _set_request(message: spb.DisputeRequest, charge: RequestCharge) -> None:
     message.attributed_seconds = charge.attributed_seconds_text
     message.attributed_amount = charge.attributed_amount_text
     message.attributed_amount_exact = charge.attributed_amount_exact
-    fraction = charge.attributed_amount
-    message.attributed_amount_fraction = f"{fraction.numerator}/{fraction.denominator}"
+    message.attributed_amount_fraction = fraction_text(charge.attributed_amount)
+    message.attributed_seconds_fraction = fraction_text(charge.attributed_micros / MICROS_PER_SECOND)
     message.rules.extend(charge.rules)
     message.explanation = charge.explanation
     _add_refs(message.refs, charge.refs)

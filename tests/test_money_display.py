@@ -199,6 +199,44 @@ def test_r14_a_dispute_lists_storage_with_gigabyte_seconds_tiers_and_exact_total
     assert "storage $0.0096875" in text.stdout
 
 
+def test_r25_a_shared_seconds_share_is_shown_exactly_in_the_request_lookup(
+    client: LedgerClient, server: RunningServer, make_event: Any
+) -> None:
+    # Three requests in flight together 10:00:20-10:00:21 on an A100 FLEX replica ($0.00076/s): R25 gives each a
+    # third of that second, 1/3 s and $0.00076/3 = $19/75,000 = $0.00025(3).
+    events = [
+        make_event(workload_id="wl-1", occurred_at="2026-10-05T10:00:00Z"),
+        make_event(workload_id="wl-1", type="WORKLOAD_READY", occurred_at="2026-10-05T10:00:10Z"),
+    ]
+    for request_id in ("r-1", "r-2", "r-3"):
+        events.append(
+            make_event(
+                workload_id="wl-1", type="REQUEST_STARTED", request_id=request_id, occurred_at="2026-10-05T10:00:20Z"
+            )
+        )
+        events.append(
+            make_event(
+                workload_id="wl-1", type="REQUEST_FINISHED", request_id=request_id, occurred_at="2026-10-05T10:00:21Z"
+            )
+        )
+    events.append(
+        make_event(
+            workload_id="wl-1", type="WORKLOAD_STOPPED", stop_reason="SCALED_DOWN", occurred_at="2026-10-05T10:01:00Z"
+        )
+    )
+    client.append_events(events)
+    response = client.call(
+        spb_grpc.SupportServiceStub(client.channel).ReconstructCharges,
+        spb.ReconstructChargesRequest(request_id="r-2"),
+    )
+    share = response.request
+    assert (share.attributed_seconds_fraction, share.attributed_amount_fraction) == ("1/3", "19/75000")
+    assert share.attributed_seconds == "0." + "3" * 50  # the decimal field keeps its meaning
+    text = ledgerctl("support", "lookup", "--request", "r-2", target=f"127.0.0.1:{server.port}")
+    assert text.returncode == 0, text.stderr
+    assert "attributed 0.(3) s of serving time = $0.00025(3) (= 19/75000)" in text.stdout
+
+
 # -- totals the same whatever the grouping ------------------------------------------------------------------------
 
 _GROUPINGS = [

@@ -240,7 +240,7 @@ class DisputeUnitRun(_message.Message):
     def __init__(self, first_unit_index: _Optional[int] = ..., count: _Optional[int] = ..., unit_seconds: _Optional[int] = ..., first_unit_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_version: _Optional[int] = ..., price_ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., rate_per_second: _Optional[str] = ..., unit_price: _Optional[str] = ..., amount: _Optional[str] = ..., invoice: _Optional[_Union[DisputeInvoiceCoverage, _Mapping]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class DisputeRequest(_message.Message):
-    __slots__ = ("request_id", "workload_id", "endpoint_id", "start_time", "finish_time", "in_flight_start_time", "in_flight_end_time", "attributed_seconds", "attributed_amount", "attributed_amount_exact", "attributed_amount_fraction", "rules", "explanation", "refs", "killed_by")
+    __slots__ = ("request_id", "workload_id", "endpoint_id", "start_time", "finish_time", "in_flight_start_time", "in_flight_end_time", "attributed_seconds", "attributed_amount", "attributed_amount_exact", "attributed_amount_fraction", "rules", "explanation", "refs", "killed_by", "attributed_seconds_fraction")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,7 @@ class DisputeRequest(_message.Message):
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
     KILLED_BY_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTED_SECONDS_FRACTION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     workload_id: str
     endpoint_id: str
@@ -271,7 +272,8 @@ class DisputeRequest(_message.Message):
     explanation: str
     refs: _containers.RepeatedCompositeFieldContainer[DisputeEntryRef]
     killed_by: _ledger_pb2.StopReason
-    def __init__(self, request_id: _Optional[str] = ..., workload_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributed_seconds: _Optional[str] = ..., attributed_amount: _Optional[str] = ..., attributed_amount_exact: _Optional[bool] = ..., attributed_amount_fraction: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., killed_by: _Optional[_Union[_ledger_pb2.StopReason, str]] = ...) -> None: ...
+    attributed_seconds_fraction: str
+    def __init__(self, request_id: _Optional[str] = ..., workload_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributed_seconds: _Optional[str] = ..., attributed_amount: _Optional[str] = ..., attributed_amount_exact: _Optional[bool] = ..., attributed_amount_fraction: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., killed_by: _Optional[_Union[_ledger_pb2.StopReason, str]] = ..., attributed_seconds_fraction: _Optional[str] = ...) -> None: ...
 
 class DisputeZeroLine(_message.Message):
     __slots__ = ("rule", "event_type", "workload_id", "start_time", "end_time", "explanation", "refs", "verdict", "amount")
