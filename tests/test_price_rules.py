@@ -3,6 +3,7 @@ version taking effect before an issued invoice's cut."""
 
 from __future__ import annotations
 
+import json
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -30,9 +31,11 @@ from ledger.pricebook import InstanceRate, PriceBook, PriceHistory, default_pric
 from ledger.sqlstore import SqlStore
 from ledger.store import NewEntry
 from ledger.timeutil import parse_rfc3339_micros
+from server.app import RunningServer
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from tests.billing_support import Desk, t
 from tests.conftest import EventFactory
+from tests.test_cli import ledgerctl
 from tests.test_server import details
 
 
@@ -170,7 +173,7 @@ def september_invoice(client: LedgerClient, make_event: EventFactory, org: str) 
 
 
 def test_r12_a_price_version_before_an_issued_invoices_cut_is_refused_and_nothing_is_appended(
-    client: LedgerClient, make_event: EventFactory
+    client: LedgerClient, server: RunningServer, make_event: EventFactory, tmp_path: Path
 ) -> None:
     invoice = september_invoice(client, make_event, "acme")
     system_size = client.head(SYSTEM_LOG).size
@@ -183,6 +186,20 @@ def test_r12_a_price_version_before_an_issued_invoices_cut_is_refused_and_nothin
     message = err.value.details() or ""
     assert "R12" in message and "R23" in message and "adjustment" in message
     assert f"entry org/acme:{invoice.sequence}) is cut at 2026-10-01T00:00:00.000000Z" in message
+    assert client.head(SYSTEM_LOG).size == system_size
+    # ledgerctl: exit 1 (the ledger said no), the reason on stderr, and still nothing appended.
+    update = tmp_path / "prices.json"
+    update.write_text(
+        json.dumps(
+            {
+                "effective_from": "2026-09-30T23:15:00Z",
+                "rates": {"A100": {"flex_per_second": "0.001", "active_per_second": "0.0009"}},
+            }
+        )
+    )
+    refused = ledgerctl("prices", "set", str(update), target=f"127.0.0.1:{server.port}")
+    assert refused.returncode == 1
+    assert "FAILED_PRECONDITION" in refused.stderr and "R12" in refused.stderr
     assert client.head(SYSTEM_LOG).size == system_size
     # The lookup still says what was invoiced: the unit at 23:15 is at v0's $0.00076/s (R12).
     pricing = ppb_grpc.PricingServiceStub(client.channel)
