@@ -276,7 +276,10 @@ class Ledger:
 
 def _unpriced_at(prices: PriceHistory, event: UsageEvent, field: str) -> FieldViolation:
     """R11's refusal of an event whose instance type has no rate in the version in force at its occurred_at."""
-    in_force = prices.at(event.occurred_at).version if prices.versions else None
+    try:
+        in_force: int | None = prices.at(event.occurred_at).version
+    except NotFound:  # no version at all yet in force then: the refusal says so by naming none
+        in_force = None
     first = prices.first_priced(event.instance_type)
     return FieldViolation(
         field,
