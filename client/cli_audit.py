@@ -38,6 +38,7 @@ from client.output import (
 from ledger.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
 from ledger.billing.rederive import InvoiceFinding, rederive_invoices
 from ledger.checkpoint import NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.checkpoints import StoredCheckpoint
 from ledger.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, LogHead, chain_hash, org_log_id, org_of_log
 from ledger.errors import LedgerError, NotFound, VerificationError
 from ledger.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
@@ -47,6 +48,7 @@ from ledger.proofs import (
     ProofBundle,
     SignedCheckpoint,
     check_against_checkpoints,
+    check_every_checkpoint,
     load_proof,
     origin_log_id,
 )
@@ -106,7 +108,9 @@ def parse_verifier_key(value: str, as_json: bool) -> NoteVerifier:
 
 
 class _CheckpointSource(AuditSource, Protocol):
-    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None: ...
+    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
+        """Every signed checkpoint of the log the source can show, smallest first (through the API: the newest)."""
+        ...
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]: ...
 
@@ -150,16 +154,18 @@ class _RemoteLogs:
             if not token:
                 return
 
-    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
+    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
+        """The newest only: the API lists no older checkpoints (with --database-url every one is checked)."""
         from server.audit_service import checkpoint_from_proto
 
         try:
             response = self.client.call(self.stub.GetCheckpoint, apb.GetCheckpointRequest(log_id=log_id))
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
-                return None
+                return []
             raise
-        return checkpoint_from_proto(response.checkpoint)
+        served = checkpoint_from_proto(response.checkpoint)
+        return [StoredCheckpoint(log_id, served.size, served.root_hash, served.note, 0)]
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
         request = apb.GetConsistencyProofRequest(log_id=log_id, old_size=old_size, new_size=new_size)
@@ -193,9 +199,8 @@ class _DatabaseLogs:
     def audit_opener(self) -> Callable[[], PagedAuditSource] | None:
         return self.store.audit_opener()
 
-    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
-        stored = self.store.latest_checkpoint(log_id)
-        return None if stored is None else stored.signed()
+    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
+        return self.store.checkpoints(log_id, 2**63 - 1)  # the largest BIGINT: every row
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
         return consistency_proof(old_size, new_size, LogNodes(self.store, log_id))
@@ -244,6 +249,8 @@ class LogAudit:
     saved: bool = False
     # Entries up to and including the log's last INVOICE entry, where the source can tell (None: read it all).
     invoiced_size: int | None = None
+    # Sizes of the signed checkpoints checked against the entries and each other (check_every_checkpoint).
+    verified_sizes: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -387,17 +394,24 @@ def _audit_log(
     state_dir: Path | None,
     progress: Callable[[str, int], None],
 ) -> LogAudit:
+    signed: list[SignedCheckpoint] = []
     newest: SignedCheckpoint | None = None
     trusted: SignedCheckpoint | None = None
     failure: str | None = None
     if verifier is not None:
-        # The checkpoint is read before the entries, so the entries read cover it even while the log grows.
-        try:
-            served = source.latest_checkpoint(log_id)
-            if served is not None:
-                newest = SignedCheckpoint.open(log_id, served.note, verifier, ledger_name)
-        except VerificationError as err:
-            failure = f"log {log_id}: the ledger's newest checkpoint does not verify: {err}"
+        # Every stored checkpoint, not only the newest: a log rewritten and signed again has a valid newest note
+        # while the older ones contradict it. They are read before the entries, so the entries read cover them
+        # even while the log grows. Each row's size and root must be its signed note's (StoredCheckpoint.opened).
+        stored = source.stored_checkpoints(log_id)
+        for number, row in enumerate(stored, 1):
+            which = "newest checkpoint" if number == len(stored) else f"checkpoint of size {row.size}"
+            try:
+                signed.append(row.opened(verifier, ledger_name))
+            except VerificationError as err:
+                failure = f"log {log_id}: the ledger's {which} does not verify: {err}"
+                break
+        else:
+            newest = signed[-1] if signed else None
         if trusted_note is None and state_dir is not None:
             saved_file = _state_file(state_dir, f"{ledger_name}/{log_id}")
             if saved_file.is_file():
@@ -407,7 +421,7 @@ def _audit_log(
                 trusted = SignedCheckpoint.open(log_id, trusted_note, verifier, ledger_name)
             except VerificationError as err:
                 failure = failure or f"log {log_id}: the checkpoint verified earlier no longer verifies: {err}"
-    sizes = {cp.size for cp in (newest, trusted) if cp is not None}
+    sizes = {cp.size for cp in (*signed, trusted) if cp is not None}
     invoiced = None if org_of_log(log_id) is None else source.invoiced_size(log_id)
     try:
         # Checkpoints are checked against roots rebuilt from the entries in the same single pass; the root at the
@@ -420,6 +434,10 @@ def _audit_log(
     if verifier is None or not verification.ok or failure is not None:
         return audit
     try:
+        check_every_checkpoint(
+            log_id, verification.size, roots, signed, lambda old, new: source.consistency(log_id, old, new)
+        )
+        audit.verified_sizes = [cp.size for cp in signed]
         check_against_checkpoints(
             log_id,
             verification.size,
@@ -592,6 +610,8 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
             signed = "none yet"
         else:
             signed = f"size {log.checkpoint.size}" + (f" (extends {log.trusted.size})" if log.trusted else "")
+            if len(log.verified_sizes) > 1:
+                signed += f", {len(log.verified_sizes)} notes checked"
         result = "[green]ok[/]" if log.ok else "[red]FAILED[/]"
         table.add_row(v.log_id, str(v.size), v.root_hash.hex()[:16] + "…", signed, result)
     out.print(table)
@@ -632,6 +652,7 @@ def _log_json(log: LogAudit) -> dict[str, Any]:
         "checkpoint": _checkpoint_json(log.checkpoint),
         "trusted_checkpoint": _checkpoint_json(log.trusted),
         "checkpoint_saved": log.saved,
+        "checkpoints_verified": log.verified_sizes,
     }
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "check_against_checkpoints",
     "check_chain",
     "check_checkpoint_extends",
+    "check_every_checkpoint",
     "decode_entry",
     "load_proof",
     "log_origin",
@@ -247,6 +248,39 @@ def check_checkpoint_extends(old: SignedCheckpoint, new: SignedCheckpoint, proof
             f"log {new.log_id}: checkpoint of size {new.size} is not consistent with the checkpoint of size "
             f"{old.size} verified earlier (log rewritten): {err}"
         ) from err
+
+
+def check_every_checkpoint(
+    log_id: str,
+    stored_size: int,
+    roots: Mapping[int, bytes],
+    signed: Sequence[SignedCheckpoint],
+    consistency: Callable[[int, int], Sequence[bytes]],
+) -> None:
+    """Every signed checkpoint the ledger stores for one log (opened with the verifier key, smallest first) against
+    the roots recomputed from its `stored_size` verified entries, and each against the one before it by an RFC 9162
+    consistency proof; raises VerificationError naming the first that fails.
+
+    Checking only the newest is not enough: a log rewritten and then signed again carries a valid newest signature,
+    while the notes signed before the rewrite contradict it.
+    """
+    previous: SignedCheckpoint | None = None
+    for checkpoint in signed:
+        if checkpoint.size > stored_size:
+            raise VerificationError(
+                f"log {log_id}: a checkpoint of {checkpoint.size} entries was signed but only {stored_size} are "
+                "stored (log truncated)"
+            )
+        if roots[checkpoint.size] != checkpoint.root_hash:
+            raise VerificationError(
+                f"log {log_id}: the Merkle root of its first {checkpoint.size} entries, recomputed from the entries, "
+                f"is {roots[checkpoint.size].hex()}, not the signed checkpoint's {checkpoint.root_hash.hex()} "
+                "(log rewritten)"
+            )
+        if previous is not None:
+            proof = consistency(previous.size, checkpoint.size) if 0 < previous.size < checkpoint.size else []
+            check_checkpoint_extends(previous, checkpoint, proof)
+        previous = checkpoint
 
 
 def check_against_checkpoints(

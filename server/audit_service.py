@@ -35,6 +35,7 @@ from ledger.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entrie
 from server.convert import micros_to_timestamp
 from server.errors import abort
 from server.service import _decode_token, _encode_token, _page_size
+from server.telemetry import record_signing_refusal
 
 log = logging.getLogger("usageledger.audit")
 
@@ -171,10 +172,6 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             _require_log_id(request.log_id)
             stored, created = self._signer().sign(request.log_id)
             return apb.SignCheckpointResponse(checkpoint=checkpoint_to_proto(stored), newly_signed=created)
-        except CheckpointRefused as err:
-            log.error("%s", err)
-            abort(context, err)
-            raise
         except LedgerError as err:
             abort(context, err)
             raise
@@ -329,10 +326,10 @@ class BackgroundSigner:
             return 0
         try:
             stored, created = self.signer.sign(log_id)
-        except CheckpointRefused as err:
-            # Logged once per size: an operator must look at this log; it is never signed until the cause is found.
+        except CheckpointRefused:
+            # Tried (and logged and counted by the signer) once per size: an operator must look at this log; it is
+            # never signed until the cause is found.
             self._refused[log_id] = size
-            log.error("%s", err)
             return 0
         self._refused.pop(log_id, None)
         self._signed[log_id] = (stored.size, now)
@@ -349,7 +346,13 @@ def register_audit(ledger: Ledger, server: grpc.Server) -> str:
     signer = None
     if options.signing_key_path is not None:
         note_signer = load_signer(options.signing_key_path)
-        signer = CheckpointSigner(checkpoint_store, note_signer, ledger_name=options.ledger_name, clock=ledger.clock)
+        signer = CheckpointSigner(
+            checkpoint_store,
+            note_signer,
+            ledger_name=options.ledger_name,
+            clock=ledger.clock,
+            on_refusal=lambda _: record_signing_refusal(),
+        )
         schedule = CheckpointSchedule(options.checkpoint_every, options.checkpoint_seconds)
         if schedule.enabled:
             background_store: AuditStore = checkpoint_store
@@ -358,7 +361,11 @@ def register_audit(ledger: Ledger, server: grpc.Server) -> str:
 
                 background_store = SqlStore(options.database_url, clock=ledger.clock, migrate_schema=False)
             background = CheckpointSigner(
-                background_store, note_signer, ledger_name=options.ledger_name, clock=ledger.clock
+                background_store,
+                note_signer,
+                ledger_name=options.ledger_name,
+                clock=ledger.clock,
+                on_refusal=lambda _: record_signing_refusal(),
             )
             BackgroundSigner(
                 background,
