@@ -158,17 +158,25 @@ class _RemoteLogs:
                 return
 
     def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
-        """The newest only: the API lists no older checkpoints (with --database-url every one is checked)."""
+        """Every checkpoint the server lists (ListCheckpoints), as rows whose columns are their notes' own text."""
         from server.audit_service import checkpoint_from_proto
 
-        try:
-            response = self.client.call(self.stub.GetCheckpoint, apb.GetCheckpointRequest(log_id=log_id))
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return []
-            raise
-        served = checkpoint_from_proto(response.checkpoint)
-        return [StoredCheckpoint(log_id, served.size, served.root_hash, served.note, 0)]
+        found: list[StoredCheckpoint] = []
+        token = ""
+        while True:
+            request = apb.ListCheckpointsRequest(log_id=log_id, page_size=1000, page_token=token)
+            try:
+                response = self.client.call(self.stub.ListCheckpoints, request)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    return []
+                raise
+            for message in response.checkpoints:
+                served = checkpoint_from_proto(message)
+                found.append(StoredCheckpoint(log_id, served.size, served.root_hash, served.note, 0))
+            token = response.next_page_token
+            if not token:
+                return found
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
         request = apb.GetConsistencyProofRequest(log_id=log_id, old_size=old_size, new_size=new_size)

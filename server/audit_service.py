@@ -93,11 +93,13 @@ def load_signer(path: str | os.PathLike[str]) -> NoteSigner:
 
 
 def checkpoint_to_proto(stored: StoredCheckpoint) -> apb.Checkpoint:
+    # The convenience copies come from the note's own text, never from the row's unsigned size and root columns.
+    signed = stored.signed()
     return apb.Checkpoint(
         log_id=stored.log_id,
-        origin=stored.signed().origin,
-        size=stored.size,
-        root_hash=stored.root_hash,
+        origin=signed.origin,
+        size=signed.size,
+        root_hash=signed.root_hash,
         signed_note=stored.note,
         sign_time=micros_to_timestamp(stored.signed_at),
     )
@@ -125,7 +127,9 @@ def leaf_from_proto(message: apb.Leaf) -> Entry:
 
 
 class AuditStore(CheckpointStore, Protocol):
-    """What the audit service reads besides checkpoints: pages of entries and of log heads."""
+    """What the audit service reads besides checkpoints: pages of entries, of log heads and of checkpoints."""
+
+    def checkpoint_page(self, log_id: str, after_size: int, limit: int) -> list[StoredCheckpoint]: ...
 
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]: ...
 
@@ -164,6 +168,29 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
         except LedgerError as err:
             abort(context, err)
             raise
+
+    def ListCheckpoints(
+        self, request: apb.ListCheckpointsRequest, context: grpc.ServicerContext
+    ) -> apb.ListCheckpointsResponse:
+        try:
+            _require_log_id(request.log_id)
+            self._signer()  # FAILED_PRECONDITION without a key, as GetCheckpoint
+            size = _page_size(request.page_size)
+            after = -1
+            if request.page_token:
+                token = _decode_token(request.page_token)
+                if not token.isdigit():
+                    raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
+                after = int(token)
+            self.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
+            found = self.store.checkpoint_page(request.log_id, after, size + 1)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        token = _encode_token(str(found[size - 1].size)) if len(found) > size else ""
+        return apb.ListCheckpointsResponse(
+            checkpoints=[checkpoint_to_proto(c) for c in found[:size]], next_page_token=token
+        )
 
     def SignCheckpoint(
         self, request: apb.SignCheckpointRequest, context: grpc.ServicerContext

@@ -191,6 +191,65 @@ def test_verify_names_an_older_note_the_log_contradicts_though_the_newest_matche
     assert "log rewritten" in failure
 
 
+def test_verify_through_the_api_lists_and_checks_every_note(
+    db_url: str,
+    target: str,
+    audit_client: LedgerClient,
+    tamper: TamperFactory,
+    make_event: EventFactory,
+    key_file: Path,
+    verifier_key: str,
+    tmp_path: Path,
+) -> None:
+    """The same forgery seen by an auditor with no database access: ListCheckpoints serves the older notes."""
+    _signed_log(audit_client, make_event)
+    with tamper() as t:
+        [row] = [r for r in t.rows("org/acme") if r["seq"] == 3]
+        t.rewrite_entry("org/acme", 3, bytes(row["body"]).replace(b'"1200"', b'"91200"'))
+    audit_client.append_events([_storage_sample(make_event, 12, "1200")])
+    _sign_forgery(db_url, key_file, tamper)
+    result = ledgerctl(
+        "audit",
+        "verify",
+        "--target",
+        target,
+        "--verifier-key",
+        verifier_key,
+        "--state-dir",
+        tmp_path / "empty",
+        "--skip-invoices",
+        "--json",
+    )
+    assert result.exit_code == 1, result.output
+    failure = json.loads(result.stdout)["first_failure"]["failure"]
+    assert "its first 6 entries" in failure and "log rewritten" in failure, failure
+
+
+def test_list_checkpoints_pages_smallest_first_with_copies_from_the_notes(
+    target: str, audit_client: LedgerClient, tamper: TamperFactory, make_event: EventFactory
+) -> None:
+    stub = _signed_log(audit_client, make_event)
+    audit_client.append_events([_storage_sample(make_event, 12, "1200")])
+    stub.SignCheckpoint(apb.SignCheckpointRequest(log_id="org/acme"))
+    with tamper() as t:
+        t("UPDATE checkpoints SET root_hash = :r WHERE log_id = 'org/acme' AND size = 6", r=bytes(32))
+    sizes, token, pages = [], "", 0
+    while True:
+        page = stub.ListCheckpoints(apb.ListCheckpointsRequest(log_id="org/acme", page_size=2, page_token=token))
+        pages += 1
+        sizes += [c.size for c in page.checkpoints]
+        for checkpoint in page.checkpoints:
+            assert checkpoint.root_hash != bytes(32)  # the served copy is the note's, not the altered column
+            assert checkpoint.signed_note.split("\n")[1] == str(checkpoint.size)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sizes == [6, 12, 13] and pages == 2
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.ListCheckpoints(apb.ListCheckpointsRequest(log_id="org/nobody"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_verify_passes_every_note_of_an_untouched_log_and_checks_them_in_order(
     db_url: str,
     target: str,

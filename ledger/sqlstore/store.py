@@ -816,6 +816,18 @@ class SqlStore:
             ).all()
         return [_checkpoint(row) for row in rows]
 
+    def checkpoint_page(self, log_id: str, after_size: int, limit: int) -> list[StoredCheckpoint]:
+        """Up to `limit` of the log's checkpoints of sizes above `after_size` (-1: all), smallest first."""
+        table = _schema.checkpoints
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c.log_id == log_id, table.c.size > after_size)
+                .order_by(table.c.size)
+                .limit(limit)
+            ).all()
+        return [_checkpoint(row) for row in rows]
+
     def checkpoint_at(self, log_id: str, size: int) -> StoredCheckpoint | None:
         table = _schema.checkpoints
         with self.reading() as conn:
