@@ -29,7 +29,7 @@ from server.audit_service import (
 from server.auth import Authenticator, Authorization, CachedKeys
 from server.billing_service import BillingOptions, billing_options, register_billing, stop_billing
 from server.guard import RequestGuard
-from server.health import DEFAULT_PROBE_SECONDS, StoreHealth
+from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS, StoreHealth
 from server.limits import DEFAULT_MAX_INFLIGHT, AppendLimit
 from server.service import LedgerServicer
 from server.support_service import register_support
@@ -93,6 +93,7 @@ def start_server(
     key_cache_seconds: float = KEY_CACHE_SECONDS,
     close_interval: float | None = None,
     health_probe_seconds: float = DEFAULT_PROBE_SECONDS,
+    health_timeout_seconds: float = DEFAULT_PING_TIMEOUT_SECONDS,
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
@@ -103,7 +104,8 @@ def start_server(
     or client certificate whose role server/auth.py's POLICY allows; `tracing` adds RPC and SQL spans.
     With `close_interval` seconds, a period closer thread issues invoices and flips account state as time passes
     (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs.
-    Health answers NOT_SERVING while a probe every `health_probe_seconds` cannot reach the database (server/health.py).
+    Health answers NOT_SERVING while a probe every `health_probe_seconds` cannot reach the database, or waited
+    `health_timeout_seconds` for its answer (server/health.py).
     """
     store = open_store(database_url, clock=clock)
     interceptors = _edge_interceptors(store, require_auth, tls, tracing, key_cache_seconds)
@@ -122,7 +124,7 @@ def start_server(
     audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
     with audit_options(audit), billing_options(BillingOptions(close_interval)):
         service_names = [register(ledger, server) for register in SERVICES]
-    health_servicer = StoreHealth(store, service_names, health_probe_seconds)
+    health_servicer = StoreHealth(store, service_names, health_probe_seconds, health_timeout_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)

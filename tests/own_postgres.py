@@ -52,6 +52,19 @@ class OwnPostgres:
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, WAL writer...)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
 
 @contextmanager
 def own_postgres() -> Iterator[OwnPostgres]:

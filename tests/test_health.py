@@ -4,6 +4,8 @@ that the test stops and starts."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -87,5 +89,31 @@ def test_health_is_not_serving_while_postgresql_is_down_and_serving_once_it_is_b
                 assert set(_statuses(stub).values()) == {SERVING}
                 client.append_events([make_event(event_id="after-restart")])  # and the server really serves
                 assert client.head("org/acme").size == 2
+        finally:
+            server.stop(grace=None)
+
+
+@pytest.mark.postgres
+def test_health_is_not_serving_while_postgresql_hangs_and_serving_once_it_answers(
+    clock: FixedClock, make_event: EventFactory, channel_to: list[grpc.Channel]
+) -> None:
+    """A database that accepts connections but never answers (every PostgreSQL process stopped with SIGSTOP): the
+    probe's ping hangs, and after its timeout health must say NOT_SERVING rather than keep its last answer."""
+    with own_postgres() as cluster:
+        server = start_server(cluster.url, clock=clock, health_probe_seconds=0.2, health_timeout_seconds=1.0)
+        try:
+            stub = _health(server, channel_to)
+            with LedgerClient(f"127.0.0.1:{server.port}", retries=0) as client:
+                client.append_events([make_event()])
+            assert _wait_for(stub, SERVING) < 1
+            frozen = cluster.processes()
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                assert 0.5 < _wait_for(stub, NOT_SERVING) < 5
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+            assert _wait_for(stub, SERVING) < 5
         finally:
             server.stop(grace=None)
