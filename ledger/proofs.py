@@ -250,6 +250,20 @@ def check_checkpoint_extends(old: SignedCheckpoint, new: SignedCheckpoint, proof
         ) from err
 
 
+def _check_signed_root(log_id: str, stored_size: int, roots: Mapping[int, bytes], signed: SignedCheckpoint) -> None:
+    """A signed checkpoint against the `stored_size` verified entries and the roots recomputed from them."""
+    if signed.size > stored_size:
+        raise VerificationError(
+            f"log {log_id}: a checkpoint of {signed.size} entries was signed but only {stored_size} are stored "
+            "(log truncated)"
+        )
+    if roots[signed.size] != signed.root_hash:
+        raise VerificationError(
+            f"log {log_id}: the Merkle root of its first {signed.size} entries, recomputed from the entries, is "
+            f"{roots[signed.size].hex()}, not the signed checkpoint's {signed.root_hash.hex()} (log rewritten)"
+        )
+
+
 def check_every_checkpoint(
     log_id: str,
     stored_size: int,
@@ -266,17 +280,7 @@ def check_every_checkpoint(
     """
     previous: SignedCheckpoint | None = None
     for checkpoint in signed:
-        if checkpoint.size > stored_size:
-            raise VerificationError(
-                f"log {log_id}: a checkpoint of {checkpoint.size} entries was signed but only {stored_size} are "
-                "stored (log truncated)"
-            )
-        if roots[checkpoint.size] != checkpoint.root_hash:
-            raise VerificationError(
-                f"log {log_id}: the Merkle root of its first {checkpoint.size} entries, recomputed from the entries, "
-                f"is {roots[checkpoint.size].hex()}, not the signed checkpoint's {checkpoint.root_hash.hex()} "
-                "(log rewritten)"
-            )
+        _check_signed_root(log_id, stored_size, roots, checkpoint)
         if previous is not None:
             proof = consistency(previous.size, checkpoint.size) if 0 < previous.size < checkpoint.size else []
             check_checkpoint_extends(previous, checkpoint, proof)
@@ -300,16 +304,7 @@ def check_against_checkpoints(
     the auditor last looked.
     """
     if newest is not None:
-        if newest.size > stored_size:
-            raise VerificationError(
-                f"log {log_id}: a checkpoint of {newest.size} entries was signed but only {stored_size} are stored "
-                "(log truncated)"
-            )
-        if roots[newest.size] != newest.root_hash:
-            raise VerificationError(
-                f"log {log_id}: the Merkle root of its first {newest.size} entries, recomputed from the entries, is "
-                f"{roots[newest.size].hex()}, not the signed checkpoint's {newest.root_hash.hex()} (log rewritten)"
-            )
+        _check_signed_root(log_id, stored_size, roots, newest)
     if trusted is None:
         return
     if trusted.size > stored_size:

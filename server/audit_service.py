@@ -129,7 +129,7 @@ def leaf_from_proto(message: apb.Leaf) -> Entry:
 class AuditStore(CheckpointStore, Protocol):
     """What the audit service reads besides checkpoints: pages of entries, of log heads and of checkpoints."""
 
-    def checkpoint_page(self, log_id: str, after_size: int, limit: int) -> list[StoredCheckpoint]: ...
+    def checkpoint_page(self, log_id: str, start_size: int, limit: int) -> list[StoredCheckpoint]: ...
 
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]: ...
 
@@ -139,6 +139,17 @@ class AuditStore(CheckpointStore, Protocol):
 
 
 # -- the service -----------------------------------------------------------------------------------------------------
+
+
+def _page_start(page_token: str, default: int) -> int:
+    """Where a page starts: the number a page token of ours carries (the first index or size of the next page), or
+    `default` without one."""
+    if not page_token:
+        return default
+    token = _decode_token(page_token)
+    if not token.isdigit() or int(token) >= 2**63:  # ours are sequence numbers and sizes: signed 64-bit columns
+        raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
+    return int(token)
 
 
 def _require_log_id(log_id: str) -> None:
@@ -176,18 +187,13 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             _require_log_id(request.log_id)
             self._signer()  # FAILED_PRECONDITION without a key, as GetCheckpoint
             size = _page_size(request.page_size)
-            after = -1
-            if request.page_token:
-                token = _decode_token(request.page_token)
-                if not token.isdigit():
-                    raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
-                after = int(token)
+            start = _page_start(request.page_token, 0)
             self.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
-            found = self.store.checkpoint_page(request.log_id, after, size + 1)
+            found = self.store.checkpoint_page(request.log_id, start, size + 1)
         except LedgerError as err:
             abort(context, err)
             raise
-        token = _encode_token(str(found[size - 1].size)) if len(found) > size else ""
+        token = _encode_token(str(found[size].size)) if len(found) > size else ""
         return apb.ListCheckpointsResponse(
             checkpoints=[checkpoint_to_proto(c) for c in found[:size]], next_page_token=token
         )
@@ -257,12 +263,7 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
         try:
             _require_log_id(request.log_id)
             size = _page_size(request.page_size)
-            start = request.start_index
-            if request.page_token:
-                token = _decode_token(request.page_token)
-                if not token.isdigit():
-                    raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
-                start = int(token)
+            start = _page_start(request.page_token, request.start_index)
             self.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
             entries = self.store.list_entries(request.log_id, start, size + 1)
         except LedgerError as err:

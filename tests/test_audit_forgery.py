@@ -149,6 +149,19 @@ def _sign_forgery(db_url: str, key_file: Path, tamper: TamperFactory) -> None:
         )
 
 
+def _rewrite_and_sign(
+    db_url: str, client: LedgerClient, make_event: EventFactory, tamper: TamperFactory, key_file: Path
+) -> None:
+    """The rewrite with the checkpoint columns untouched, one more event, and a genuine signature over it all at
+    size 13 (as the old server gave): the notes of sizes 6 and 12 contradict the log, the newest matches it."""
+    _signed_log(client, make_event)
+    with tamper() as t:
+        [row] = [r for r in t.rows("org/acme") if r["seq"] == 3]
+        t.rewrite_entry("org/acme", 3, bytes(row["body"]).replace(b'"1200"', b'"91200"'))
+    client.append_events([_storage_sample(make_event, 12, "1200")])
+    _sign_forgery(db_url, key_file, tamper)
+
+
 def _verify(db_url: str, verifier_key: str, state_dir: Path) -> tuple[int, Any]:
     result = ledgerctl(
         "audit",
@@ -178,12 +191,7 @@ def test_verify_names_an_older_note_the_log_contradicts_though_the_newest_matche
 ) -> None:
     """The rewrite with the columns untouched and a genuine signature over it at size 13: the notes of sizes 6 and
     12 still contradict the log, and verify must say so with no saved checkpoint to go on."""
-    _signed_log(audit_client, make_event)
-    with tamper() as t:
-        [row] = [r for r in t.rows("org/acme") if r["seq"] == 3]
-        t.rewrite_entry("org/acme", 3, bytes(row["body"]).replace(b'"1200"', b'"91200"'))
-    audit_client.append_events([_storage_sample(make_event, 12, "1200")])
-    _sign_forgery(db_url, key_file, tamper)
+    _rewrite_and_sign(db_url, audit_client, make_event, tamper, key_file)
     code, report = _verify(db_url, verifier_key, tmp_path / "empty-state")
     assert code == 1
     failure = report["first_failure"]["failure"]
@@ -202,12 +210,7 @@ def test_verify_through_the_api_lists_and_checks_every_note(
     tmp_path: Path,
 ) -> None:
     """The same forgery seen by an auditor with no database access: ListCheckpoints serves the older notes."""
-    _signed_log(audit_client, make_event)
-    with tamper() as t:
-        [row] = [r for r in t.rows("org/acme") if r["seq"] == 3]
-        t.rewrite_entry("org/acme", 3, bytes(row["body"]).replace(b'"1200"', b'"91200"'))
-    audit_client.append_events([_storage_sample(make_event, 12, "1200")])
-    _sign_forgery(db_url, key_file, tamper)
+    _rewrite_and_sign(db_url, audit_client, make_event, tamper, key_file)
     result = ledgerctl(
         "audit",
         "verify",

@@ -816,13 +816,13 @@ class SqlStore:
             ).all()
         return [_checkpoint(row) for row in rows]
 
-    def checkpoint_page(self, log_id: str, after_size: int, limit: int) -> list[StoredCheckpoint]:
-        """Up to `limit` of the log's checkpoints of sizes above `after_size` (-1: all), smallest first."""
+    def checkpoint_page(self, log_id: str, start_size: int, limit: int) -> list[StoredCheckpoint]:
+        """Up to `limit` of the log's checkpoints of sizes from `start_size` on, smallest first."""
         table = _schema.checkpoints
         with self.reading() as conn:
             rows = conn.execute(
                 select(table)
-                .where(table.c.log_id == log_id, table.c.size > after_size)
+                .where(table.c.log_id == log_id, table.c.size >= start_size)
                 .order_by(table.c.size)
                 .limit(limit)
             ).all()
