@@ -224,13 +224,21 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
                 stored = self.store.checkpoint_at(log_id, size)
             else:
                 stored = self.store.latest_checkpoint(log_id)
-                if stored is None or stored.size <= sequence:
-                    stored = None
-                size = stored.size if stored is not None else head.size
+            # The proof is of the tree the note signs: its size from the note's text, not the row's unsigned column.
+            signed = stored.signed() if stored is not None else None
+            if signed is not None and not request.tree_size and signed.size <= sequence:
+                stored = signed = None
+            if not request.tree_size:
+                size = signed.size if signed is not None else head.size
+            elif signed is not None and signed.size != size:
+                raise VerificationError(
+                    f"log {log_id}: the checkpoints row of size {size} holds a note of size {signed.size} "
+                    "(checkpoints table altered)"
+                )
             if sequence >= size:
                 raise InvalidInput([FieldViolation("sequence", f"entry #{sequence} is not in a tree of size {size}")])
-            if stored is not None:
-                bundle = prove_entries(self.store, log_id, [sequence], stored.signed())
+            if signed is not None:
+                bundle = prove_entries(self.store, log_id, [sequence], signed)
                 [entry], proof = bundle.entries, list(bundle.proof)  # one entry's proof is its RFC 9162 proof
             else:
                 entry = self.store.get_entry(log_id, sequence)

@@ -266,3 +266,17 @@ def test_verify_passes_every_note_of_an_untouched_log_and_checks_them_in_order(
     assert code == 0, report
     [log] = [entry for entry in report["logs"] if entry["log_id"] == "org/acme"]
     assert log["checkpoints_verified"] == [6, 12]
+
+
+def test_an_inclusion_proof_is_never_served_against_a_row_whose_size_is_not_its_notes(
+    target: str, audit_client: LedgerClient, tamper: TamperFactory, make_event: EventFactory
+) -> None:
+    stub = _signed_log(audit_client, make_event)
+    with tamper() as t:
+        t("UPDATE checkpoints SET size = 11 WHERE log_id = 'org/acme' AND size = 12")
+    with pytest.raises(grpc.RpcError) as altered:
+        stub.GetInclusionProof(apb.GetInclusionProofRequest(log_id="org/acme", sequence=0, tree_size=11))
+    assert altered.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "checkpoints table altered" in (altered.value.details() or "")
+    newest = stub.GetInclusionProof(apb.GetInclusionProofRequest(log_id="org/acme", sequence=0))
+    assert newest.tree_size == 12 and newest.checkpoint.size == 12  # the note's size, whatever the row says
