@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.ledger_client import LedgerClient
 from server.app import RunningServer, start_server
+from server.main import main as server_main
 from tests.conftest import EventFactory, FixedClock
 from tests.own_postgres import own_postgres
 
@@ -117,3 +119,16 @@ def test_health_is_not_serving_while_postgresql_hangs_and_serving_once_it_answer
             assert _wait_for(stub, SERVING) < 5
         finally:
             server.stop(grace=None)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_server_refuses_a_health_interval_that_is_not_a_positive_number_of_seconds(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listen = ["--database-url", f"sqlite:///{tmp_path / 'l.db'}", "--listen", "127.0.0.1:0"]
+    for option in ("--health-probe-seconds", "--health-timeout-seconds"):
+        with pytest.raises(SystemExit) as refused:
+            server_main([*listen, option, value])
+        assert refused.value.code == 2
+        assert f"{option}: must be a number of seconds above 0" in capsys.readouterr().err
+    assert not (tmp_path / "l.db").exists()  # refused before anything was opened
