@@ -350,6 +350,18 @@ class SqlStore:
         if self.reader is not self.writer:
             self.reader.dispose()
 
+    def ping(self) -> None:
+        """One trivial read on a pooled connection; raises StorageError when the database cannot be reached.
+
+        On PostgreSQL a pooled connection the database dropped fails its checkout ping and is replaced by a new one
+        (_ping_when_idle), so this fails only when no new connection can be made either."""
+        try:
+            with self.reader.connect() as conn:
+                conn.execute(sa.text("SELECT 1")).scalar_one()
+        except (DBAPIError, PoolTimeout, DisconnectionError) as err:
+            why = err.orig if isinstance(err, DBAPIError) else err
+            raise StorageError(f"the database cannot be reached ({type(why).__name__})") from err
+
     # -- append -----------------------------------------------------------------------------------
 
     def append(self, new_entries: Sequence[NewEntry]) -> list[Appended]:
@@ -851,6 +863,18 @@ class SqlStore:
         with self.reading() as conn:
             rows = conn.execute(
                 select(table).where(table.c.log_id == log_id, table.c.size <= max_size).order_by(table.c.size)
+            ).all()
+        return [_checkpoint(row) for row in rows]
+
+    def checkpoint_page(self, log_id: str, start_size: int, limit: int) -> list[StoredCheckpoint]:
+        """Up to `limit` of the log's checkpoints of sizes from `start_size` on, smallest first."""
+        table = _schema.checkpoints
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c.log_id == log_id, table.c.size >= start_size)
+                .order_by(table.c.size)
+                .limit(limit)
             ).all()
         return [_checkpoint(row) for row in rows]
 
