@@ -12,39 +12,37 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
+
+from client.output import REPEATS_NOTE, exact_amount
+from ledger.rating.money import exact_text
 
 NOT_INVOICED = "not yet invoiced"
 # The priced part of a storage line's explanation: "43.9 GB x $0.10/GB-month" (R13) or
 # "(1000 GB x $0.07 + 200 GB x $0.05)/GB-month" (R14's graduated tiers).
+_REPEATING = re.compile(r"\$[0-9.]*\(")  # an amount with a repetend, `$0.00(925)` (docs/money.md)
 _R13_PRICE = re.compile(r"GB x (?P<price>\$[0-9.]+)/GB-month")
 _R14_TIERS = re.compile(r"\): (?P<tiers>\(.+?\))/GB-month")
 
 
-SHOWN_DIGITS = 12  # fraction digits a statement shows; a longer (non-terminating) share is marked approximate
+def money(value: str | Fraction | Decimal) -> str:
+    """A rated amount exactly (docs/money.md: `0.00(925)`, digits in parentheses repeat; R21 rounds only invoice
+    lines), with a dollar sign."""
+    shown = value if isinstance(value, str) else exact_text(value)
+    return f"-${shown[1:]}" if shown.startswith("-") else f"${shown}"
 
 
-def money(text: str | Decimal) -> str:
-    """A rated amount as the ledger computed it (R21 rounds only on invoices), with a dollar sign.
-
-    An amount that does not terminate in decimal (a third of an instant, R25; a storage share, R13) comes as 50
-    digits: the statement shows 12 of them after "~" and --json keeps them all."""
-    value = Decimal(text) if isinstance(text, str) else text
-    approximate = ""
-    if -value.as_tuple().exponent > SHOWN_DIGITS:  # type: ignore[operator]
-        value, approximate = round(value, SHOWN_DIGITS), "~"
-    shown = _decimal_text(value)
-    return f"{approximate}-${shown[1:]}" if shown.startswith("-") else f"{approximate}${shown}"
+def amount_of(item: dict[str, Any]) -> Fraction:
+    """An amount of the --json form as a Fraction: from its `amount_fraction` when the server sent one (a storage
+    share that does not terminate), else its decimal string, which is then exact."""
+    fraction = item.get("amount_fraction")
+    return Fraction(fraction) if fraction else Fraction(Decimal(item["amount"]))
 
 
 def cents(text: str) -> str:
     """An invoice figure: whole cents (R21), thousands separated."""
     return f"${Decimal(text):,.2f}"
-
-
-def _decimal_text(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
 
 
 def clock(text: str | None) -> str:
@@ -90,16 +88,16 @@ def entries(count: int) -> str:
 class Ledgered:
     """What a lookup's charges add up to, by the invoice that carried them (None: not yet invoiced)."""
 
-    due: dict[str | None, Decimal] = field(default_factory=dict)
-    invoiced: dict[str, Decimal] = field(default_factory=dict)
+    due: dict[str | None, Fraction] = field(default_factory=dict)
+    invoiced: dict[str, Fraction] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
 
-    def add(self, invoice: dict[str, Any], due: Decimal, invoiced: Decimal | None = None) -> None:
+    def add(self, invoice: dict[str, Any], due: Fraction, invoiced: Fraction | None = None) -> None:
         key = invoice["invoice_id"]
-        self.due[key] = self.due.get(key, Decimal(0)) + due
+        self.due[key] = self.due.get(key, Fraction(0)) + due
         if key is not None:
             charged = due if invoiced is None else invoiced
-            self.invoiced[key] = self.invoiced.get(key, Decimal(0)) + charged
+            self.invoiced[key] = self.invoiced.get(key, Fraction(0)) + charged
             if invoice["late"]:
                 self.late.add(key)
 
@@ -110,11 +108,11 @@ def ledgered(report: dict[str, Any]) -> Ledgered:
     for session in report["sessions"]:
         for run in session["units"]:
             invoiced = run.get("invoiced_amount")
-            found.add(run["invoice"], Decimal(run["amount"]), Decimal(invoiced) if invoiced else None)
+            found.add(run["invoice"], amount_of(run), Fraction(Decimal(invoiced)) if invoiced else None)
     for line in report["storage"]:
-        found.add(line["invoice"], Decimal(line["amount"]))
+        found.add(line["invoice"], amount_of(line))
     for adjustment in report["adjustments"]:
-        found.add(adjustment["invoice"], Decimal(adjustment["amount"]))
+        found.add(adjustment["invoice"], amount_of(adjustment))
     return found
 
 
@@ -141,9 +139,9 @@ def answer_lines(report: dict[str, Any]) -> list[str]:
     if request is not None:
         lines += request_lines(request)
     lines.append(
-        f"Due now under the rules: {money(totals['total_amount'])} ({plural(len(sessions), 'session')} "
+        f"Due now under the rules: {money(totals['total_amount_exact'])} ({plural(len(sessions), 'session')} "
         f"{money(totals['sessions_amount'])}, R10; {plural(len(storage), 'storage interval')} "
-        f"{money(totals['storage_amount'])}, R13 R14; adjustments {money(totals['adjustments_amount'])}, R23)"
+        f"{money(totals['storage_amount_exact'])}, R13 R14; adjustments {money(totals['adjustments_amount'])}, R23)"
     )
     found = ledgered(report)
     for invoice_id in sorted((k for k in found.invoiced), key=int):
@@ -155,7 +153,7 @@ def answer_lines(report: dict[str, Any]) -> list[str]:
         lines.append("Invoiced: nothing yet (R17)")
     if None in found.due:
         lines.append(f"Not yet invoiced: {money(found.due[None])} (R17: on the org's next invoice)")
-    difference = sum((found.invoiced[k] - found.due[k] for k in found.invoiced), Decimal(0))
+    difference = sum((found.invoiced[k] - found.due[k] for k in found.invoiced), Fraction(0))
     if difference:
         lines.append(
             f"Difference: the invoices charged {money(difference)} {'more' if difference > 0 else 'less'} than "
@@ -170,12 +168,11 @@ def answer_lines(report: dict[str, Any]) -> list[str]:
 def request_lines(request: dict[str, Any]) -> list[str]:
     finished = f"finished {clock(request['finished_at'])}" if request["finished_at"] else "never finished"
     killed = f" (its workload stopped: {request['killed_by']}, R4)" if request["killed_by"] else ""
-    exact = "" if request["attributed_amount_exact"] else f" (exactly {request['attributed_amount_fraction']} USD)"
+    amount = exact_amount(request["attributed_amount"], request["attributed_amount_fraction"])
     return [
         f"Request {request['request_id']} on {request['workload_id']}: started {clock(request['started_at'])}, "
         f"{finished}{killed}",
-        f"  its share (R25): {request['attributed_seconds']} s of serving time = "
-        f"{money(request['attributed_amount'])}{exact}",
+        f"  its share (R25): {request['attributed_seconds_exact']} s of serving time = {money(amount)}",
     ]
 
 
@@ -223,7 +220,7 @@ class StoredThing:
     rule: str
     count: int = 0
     seconds: int = 0
-    amount: Decimal = Decimal(0)
+    amount: Fraction = Fraction(0)
     gigabytes: set[str] = field(default_factory=set)
     tiers: str = ""
 
@@ -241,7 +238,7 @@ def storage_lines(report: dict[str, Any]) -> list[str]:
         thing = things.setdefault(key, StoredThing(label, line["rule"]))
         thing.count += 1
         thing.seconds += line["interval_seconds"]
-        thing.amount += Decimal(line["amount"])
+        thing.amount += amount_of(line)
         thing.gigabytes.add(line["gigabytes"])
         tiers = _R14_TIERS.search(line["explanation"]) or _R13_PRICE.search(line["explanation"])
         if tiers is not None:
@@ -304,6 +301,8 @@ def statement(report: dict[str, Any]) -> list[str]:
         lines += ["", *counted]
     # The note on asking for proofs is the footer's --proofs hint; the others (no signed checkpoint yet, ...) stay.
     lines += [f"Note: {note}" for note in report["notes"] if "include_proofs" not in note]
+    if any(_REPEATING.search(line) for line in lines):
+        lines.append(f"Note: {REPEATS_NOTE}")
     lines += [
         "",
         f"{entries(len(report['entries']))} cited. --details: each session's parts, unit runs, "

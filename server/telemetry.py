@@ -48,6 +48,11 @@ verification_failures = _meter.create_counter(
     unit="{failure}",
     description="Failed verifications: hash chains, Merkle proofs, checkpoints, signatures (record_verification)",
 )
+signing_refusals = _meter.create_counter(
+    "usageledger.signing.refusals",
+    unit="{refusal}",
+    description="Checkpoints the ledger refused to sign: the log does not extend its newest signed checkpoint",
+)
 account_state_changes = _meter.create_counter(
     "usageledger.account.state_changes",
     unit="{change}",
@@ -58,6 +63,12 @@ account_state_changes = _meter.create_counter(
 def record_verification_failure(what: str) -> None:
     """Count one failed verification; `what` is a low-cardinality kind such as `chain`, `proof`, `checkpoint`."""
     verification_failures.add(1, {"kind": what})
+
+
+def record_signing_refusal() -> None:
+    """Count one refused checkpoint signature (ledger.checkpoints.CheckpointRefused, DATA_LOSS on the wire): the
+    stored log or its newest checkpoint no longer checks out, and an operator must look at it."""
+    signing_refusals.add(1)
 
 
 def record_account_state_change(state: str) -> None:

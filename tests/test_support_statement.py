@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -126,9 +126,9 @@ def test_wrapped_lines_keep_every_word_whole(words: list[str], width: int) -> No
     assert all(len(piece) <= width or " " not in piece.strip() for piece in pieces)
 
 
-def test_r21_amounts_show_exactly_unless_they_do_not_terminate() -> None:
-    assert money("7.524") == "$7.524" and money("-0.01") == "-$0.01" and money("0") == "$0"
-    assert money("0.0092592592592592592592592592592592592592592592592593") == "~$0.009259259259"
+def test_r21_amounts_show_exactly_with_their_repetends() -> None:
+    assert money("7.524") == "$7.524" and money("-0.01") == "-$0.01" and money(Fraction(0)) == "$0"
+    assert money(Fraction(1, 108)) == "$0.00(925)" and money(Fraction(-1, 3)) == "-$0.(3)"
 
 
 def test_r17_r22_charges_add_up_by_the_invoice_that_carried_them() -> None:
@@ -144,8 +144,8 @@ def test_r17_r22_charges_add_up_by_the_invoice_that_carried_them() -> None:
         "adjustments": [{"amount": "-0.5", "invoice": not_yet}],
     }
     found = ledgered(report)
-    assert found.due == {"1": Decimal("5.35"), None: Decimal("0.7")}
-    assert found.invoiced == {"1": Decimal("5.85")} and found.late == {"1"}
+    assert found.due == {"1": Fraction("5.35"), None: Fraction("0.7")}
+    assert found.invoiced == {"1": Fraction("5.85")} and found.late == {"1"}
 
 
 def test_rule_lists_name_runs_of_rules_as_ranges() -> None:
