@@ -210,6 +210,21 @@ def session_json(session: spb.DisputeSession) -> dict[str, Any]:
             }
             for step in session.timeline
         ],
+        "invoiced": [
+            {
+                "invoice_id": r.invoice_id,
+                "invoice_ref": _opt_ref(r, "invoice_ref"),
+                "first_unit_index": r.first_unit_index,
+                "count": r.count,
+                "unit_price": r.unit_price,
+                "price_version": r.price_version,
+                "amount": r.amount,
+                "reversal": r.reversal,
+                "late": r.late,
+                "explanation": r.explanation,
+            }
+            for r in session.invoiced
+        ],
         "requests": [request_json(r) for r in session.requests],
         "request_count": session.request_count,
         "requests_in_window": session.requests_in_window,

@@ -15,12 +15,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from client.output import REPEATS_NOTE, exact_amount
+from client.output import exact_amount
 from ledger.rating.money import exact_text
 
 NOT_INVOICED = "not yet invoiced"
 # The priced part of a storage line's explanation: "43.9 GB x $0.10/GB-month" (R13) or
 # "(1000 GB x $0.07 + 200 GB x $0.05)/GB-month" (R14's graduated tiers).
+REPEATS_NOTE = "Note: digits in (parentheses) repeat forever; R21 rounds only invoice lines"
 _REPEATING = re.compile(r"\$[0-9.]*\(")  # an amount with a repetend, `$0.00(925)` (docs/money.md)
 _R13_PRICE = re.compile(r"GB x (?P<price>\$[0-9.]+)/GB-month")
 _R14_TIERS = re.compile(r"\): (?P<tiers>\(.+?\))/GB-month")
@@ -92,23 +93,35 @@ class Ledgered:
     invoiced: dict[str, Fraction] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
 
-    def add(self, invoice: dict[str, Any], due: Fraction, invoiced: Fraction | None = None) -> None:
+    def add(self, invoice: dict[str, Any], due: Fraction, *, charged: bool = True) -> None:
+        """A charge due now and the invoice carrying it; `charged` False when the invoice's own figure for it is
+        added separately (a session's invoiced ranges, at the prices invoiced then)."""
         key = invoice["invoice_id"]
         self.due[key] = self.due.get(key, Fraction(0)) + due
-        if key is not None:
-            charged = due if invoiced is None else invoiced
-            self.invoiced[key] = self.invoiced.get(key, Fraction(0)) + charged
-            if invoice["late"]:
-                self.late.add(key)
+        if key is not None and charged:
+            self.charge(key, due, late=invoice["late"])
+
+    def charge(self, invoice_id: str, amount: Fraction, *, late: bool) -> None:
+        self.invoiced[invoice_id] = self.invoiced.get(invoice_id, Fraction(0)) + amount
+        if late:
+            self.late.add(invoice_id)
+
+    @property
+    def difference(self) -> Fraction:
+        """What the invoices charged minus what the rules say is due now for the charges they carry."""
+        due = sum((amount for key, amount in self.due.items() if key is not None), Fraction(0))
+        return sum(self.invoiced.values(), Fraction(0)) - due
 
 
 def ledgered(report: dict[str, Any]) -> Ledgered:
-    """Sum every unit run, storage interval and adjustment by the invoice that carried it (R17, R22, R23)."""
+    """Sum every unit run, storage interval and adjustment by the invoice that carried it (R17, R22, R23): due now
+    from the rules, invoiced from what each invoice charged for each range of units (R12: at its price then)."""
     found = Ledgered()
     for session in report["sessions"]:
         for run in session["units"]:
-            invoiced = run.get("invoiced_amount")
-            found.add(run["invoice"], amount_of(run), Fraction(Decimal(invoiced)) if invoiced else None)
+            found.add(run["invoice"], amount_of(run), charged=False)
+        for invoiced in session.get("invoiced", ()):
+            found.charge(invoiced["invoice_id"], amount_of(invoiced), late=invoiced["late"] or invoiced["reversal"])
     for line in report["storage"]:
         found.add(line["invoice"], amount_of(line))
     for adjustment in report["adjustments"]:
@@ -153,12 +166,12 @@ def answer_lines(report: dict[str, Any]) -> list[str]:
         lines.append("Invoiced: nothing yet (R17)")
     if None in found.due:
         lines.append(f"Not yet invoiced: {money(found.due[None])} (R17: on the org's next invoice)")
-    difference = sum((found.invoiced[k] - found.due[k] for k in found.invoiced), Fraction(0))
+    difference = found.difference
     if difference:
         lines.append(
             f"Difference: the invoices charged {money(difference)} {'more' if difference > 0 else 'less'} than "
-            "the rules say now: a price or event that arrived after the invoice (R12, R22); the late lines below "
-            "and the org's next invoice correct it"
+            "the rules say now: events that arrived after an invoice changed a session (R22), see each session's "
+            "units below; the org's next invoice carries the late lines that correct it"
         )
     else:
         lines.append("Difference: none: every invoiced charge is what the rules say is due now")
@@ -183,12 +196,38 @@ def _rate(session: dict[str, Any]) -> str:
     return f" at {len(prices)} prices (R12, --details)" if prices else ""
 
 
+def _unit_range(first: int, count: int) -> str:
+    return f"unit {first}" if count == 1 else f"units {first}-{first + count - 1}"
+
+
+def _due_price(session: dict[str, Any], unit_index: int) -> str | None:
+    for run in session["units"]:
+        if run["first_unit_index"] <= unit_index < run["first_unit_index"] + run["count"]:
+            return str(run["unit_price"])
+    return None
+
+
 def _invoices_of(session: dict[str, Any]) -> str:
-    carried = [run["invoice"]["invoice_id"] for run in session["units"]]
-    named = sorted({f"#{i}" for i in carried if i is not None})
-    if not named:
-        return NOT_INVOICED
-    return f"invoice {', '.join(named)}" + (", rest not yet" if None in carried else "")
+    """Per range of billed units: the invoice that carried it at its price then (R12, R17), the late lines that took
+    units back since (R22), and the units no invoice carries yet."""
+    parts = []
+    for invoiced in session.get("invoiced", ()):
+        units = _unit_range(invoiced["first_unit_index"], invoiced["count"])
+        if invoiced["reversal"]:
+            parts.append(f"{units} taken back on invoice #{invoiced['invoice_id']} (late line, R22)")
+            continue
+        due = _due_price(session, invoiced["first_unit_index"])
+        now = (
+            f" (due now {money(due)}, R12)"
+            if due is not None and Decimal(due) != Decimal(invoiced["unit_price"])
+            else ""
+        )
+        late = " as a late line (R22)" if invoiced["late"] else ""
+        parts.append(f"{units} on invoice #{invoiced['invoice_id']}{late} at {money(invoiced['unit_price'])}{now}")
+    for run in session["units"]:
+        if run["invoice"]["invoice_id"] is None:
+            parts.append(f"{_unit_range(run['first_unit_index'], run['count'])} {NOT_INVOICED}")
+    return "; ".join(parts) if parts else NOT_INVOICED
 
 
 def session_lines(session: dict[str, Any]) -> list[str]:
@@ -216,42 +255,38 @@ def session_lines(session: dict[str, Any]) -> list[str]:
 class StoredThing:
     """A volume or a container disk's samples in the window, summed (R13, R14)."""
 
-    label: str
-    rule: str
+    name: str
     count: int = 0
     seconds: int = 0
     amount: Fraction = Fraction(0)
     gigabytes: set[str] = field(default_factory=set)
-    tiers: str = ""
+
+
+_STORAGE_KINDS = {"CONTAINER_DISK": "Container disks", "NETWORK_VOLUME": "Network volumes"}
 
 
 def storage_lines(report: dict[str, Any]) -> list[str]:
-    """Storage summarised per volume or disk with its priced tiers, instead of a row per 5-minute sample."""
-    things: dict[tuple[str, str], StoredThing] = {}
+    """Storage summarised per volume or disk under its price (R13) or graduated tiers (R14), instead of a row per
+    5-minute sample."""
+    groups: dict[tuple[str, str, str], dict[str, StoredThing]] = {}
     for line in report["storage"]:
-        if line["volume_id"]:
-            key = (line["storage_kind"], line["volume_id"])
-            label = f"network volume {line['volume_id']}"
-        else:
-            key = (line["storage_kind"], line["workload_id"])
-            label = f"{line['workload_id']} container disk"
-        thing = things.setdefault(key, StoredThing(label, line["rule"]))
+        priced = _R14_TIERS.search(line["explanation"]) or _R13_PRICE.search(line["explanation"])
+        group = groups.setdefault((line["storage_kind"], line["rule"], priced[1] if priced else ""), {})
+        name = line["volume_id"] or line["workload_id"]
+        thing = group.setdefault(name, StoredThing(name))
         thing.count += 1
         thing.seconds += line["interval_seconds"]
         thing.amount += amount_of(line)
         thing.gigabytes.add(line["gigabytes"])
-        tiers = _R14_TIERS.search(line["explanation"]) or _R13_PRICE.search(line["explanation"])
-        if tiers is not None:
-            thing.tiers = tiers[1]
     lines = []
-    for thing in things.values():
-        sizes = sorted(thing.gigabytes, key=Decimal)
-        size = f"{sizes[0]}-{sizes[-1]} GB" if len(sizes) > 1 else f"{sizes[0]} GB"
-        priced = f" at {thing.tiers}/GB-month" if thing.tiers else ""
-        lines.append(
-            f"{thing.label} ({thing.rule}): {size}{priced}, {plural(thing.count, 'interval')}, {thing.seconds} s "
-            f"= {money(thing.amount)}"
-        )
+    for (kind, rule, tiers), things in groups.items():
+        at = f" at {tiers}/GB-month" if tiers else ""
+        lines.append(f"{_STORAGE_KINDS.get(kind, kind)} ({rule}){at}:")
+        for thing in things.values():
+            sizes = sorted(thing.gigabytes, key=Decimal)
+            size = f"{sizes[0]}-{sizes[-1]} GB" if len(sizes) > 1 else f"{sizes[0]} GB"
+            intervals = plural(thing.count, "interval")
+            lines.append(f"  {thing.name}: {size}, {thing.seconds} s in {intervals} = {money(thing.amount)}")
     return lines
 
 
@@ -294,7 +329,7 @@ def statement(report: dict[str, Any]) -> list[str]:
     if not report["sessions"]:
         lines.append("none: no workload of the endpoint was up in the window (R9)")
     if report["storage"]:
-        lines += ["", "Storage (R13, R14), per volume or disk, in the window:"]
+        lines += ["", "Storage in the window, per disk or volume:"]
         lines += storage_lines(report)
     counted = counted_lines(report) + proof_lines(report)
     if counted:
@@ -302,12 +337,11 @@ def statement(report: dict[str, Any]) -> list[str]:
     # The note on asking for proofs is the footer's --proofs hint; the others (no signed checkpoint yet, ...) stay.
     lines += [f"Note: {note}" for note in report["notes"] if "include_proofs" not in note]
     if any(_REPEATING.search(line) for line in lines):
-        lines.append(f"Note: {REPEATS_NOTE}")
+        lines.append(REPEATS_NOTE)
     lines += [
         "",
-        f"{entries(len(report['entries']))} cited. --details: each session's parts, unit runs, "
-        "timeline, storage interval and zero line; --json: all of it with entry hashes; --proofs DIR: inclusion "
-        "proofs to check offline.",
+        f"{entries(len(report['entries']))} cited. More: --details (parts, unit runs, timelines, every storage "
+        "interval), --json (all of it, with entry hashes), --proofs DIR (inclusion proofs).",
     ]
     return lines
 

@@ -15,13 +15,18 @@ import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.statement import ledgered, money, rule_list, wrapped
+from client.cli_support import reconstruction_json
+from client.statement import ledgered, money, rule_list, statement, wrapped
+from ledger.dispute import DisputeQuery, reconstruct_charges
 from server.app import RunningServer, start_server
+from server.support_service import reconstruction_to_proto
+from tests.billing_support import Desk, t
 from tests.conftest import EXAMPLE_DAY, FixedClock
 
 SNAPSHOTS = Path(__file__).resolve().parent / "data" / "snapshots"
@@ -86,8 +91,8 @@ def test_r27_endpoint_statement_answers_first_in_one_screen(example_day: str, co
     assert "165 minutes x $0.0456 = $7.524" in " ".join(result.stdout.split())
     # 76 storage samples are summarised: one line per disk and one for vol-models with its R14 tiers.
     flat = " ".join(result.stdout.split())
-    assert "network volume vol-models (R14): 1200 GB at (1000 GB x $0.07 + 200 GB x $0.05)/GB-month" in flat
-    assert len(re.findall(r"wl-llama-[a-z0-9-]+ container disk \(R13\)", flat)) == 6
+    assert "Network volumes (R14) at (1000 GB x $0.07 + 200 GB x $0.05)/GB-month: vol-models: 1200 GB," in flat
+    assert len(re.findall(r" wl-llama-[a-z0-9-]+: [0-9.-]+ GB, ", flat)) == 6
 
 
 @pytest.mark.parametrize("columns", [80, 120])
@@ -136,18 +141,74 @@ def test_r17_r22_charges_add_up_by_the_invoice_that_carried_them() -> None:
     not_yet = {"invoice_id": None, "late": False}
     report = {
         "sessions": [
-            {"units": [{"amount": "3.6", "invoice": invoice_1}, {"amount": "1.2", "invoice": not_yet}]},
-            # R12: a price backdated after invoice #1 rated these units at $2.00 where $1.50 is due now.
-            {"units": [{"amount": "1.5", "invoiced_amount": "2", "invoice": {"invoice_id": "1", "late": True}}]},
+            # 3 units at $1.20 on invoice #1, a fourth not yet invoiced.
+            {
+                "units": [{"amount": "3.6", "invoice": invoice_1}, {"amount": "1.2", "invoice": not_yet}],
+                "invoiced": [{"invoice_id": "1", "amount": "3.6", "late": False, "reversal": False}],
+            },
+            # R22: invoice #1 charged 5 units at $0.50; a late stop showed 3 were due, and invoice #2 took 2 back.
+            {
+                "units": [{"amount": "1.5", "invoice": invoice_1}],
+                "invoiced": [
+                    {"invoice_id": "1", "amount": "2.5", "late": False, "reversal": False},
+                    {"invoice_id": "2", "amount": "-1", "late": True, "reversal": True},
+                ],
+            },
         ],
         "storage": [{"amount": "0.25", "invoice": invoice_1}],
         "adjustments": [{"amount": "-0.5", "invoice": not_yet}],
     }
     found = ledgered(report)
     assert found.due == {"1": Fraction("5.35"), None: Fraction("0.7")}
-    assert found.invoiced == {"1": Fraction("5.85")} and found.late == {"1"}
+    assert found.invoiced == {"1": Fraction("6.35"), "2": Fraction(-1)} and found.late == {"2"}
+    assert found.difference == 0  # the late line on #2 corrected what #1 overcharged
 
 
 def test_rule_lists_name_runs_of_rules_as_ranges() -> None:
     assert rule_list(["R1", "R2", "R3", "R4", "R10", "R11"]) == "R1-R4 R10 R11"
     assert rule_list(["R13", "R14", "R25"]) == "R13 R14 R25"
+
+
+# -- item 2: invoiced against due (R12, R17, R22) -------------------------------------------------------------------
+
+
+def statement_of(desk: Desk, around: str) -> tuple[dict[str, Any], str]:
+    query = DisputeQuery(endpoint_id="ep-1", around=t(around), tolerance=30 * 60 * 1_000_000)
+    report = reconstruction_json(reconstruction_to_proto(reconstruct_charges(desk.ledger, query)))
+    return report, " ".join(" ".join(statement(report)).split())
+
+
+def test_r22_a_late_stop_shows_what_invoice_1_charged_against_what_is_due_until_a_late_line_corrects_it(
+    sqlite_url: str,
+) -> None:
+    desk = Desk(sqlite_url, "2026-10-01T00:00:00Z")
+    try:
+        desk.session("wl-1", "2026-10-02T00:00:00Z")
+        # Open at 06:00: 360 minutes started, 360 x $0.144 (B200 FLEX) = $51.84 on invoice #1 (R10, R17).
+        [first] = desk.close("2026-10-02T06:00:00Z").issued
+        desk.at("2026-10-02T06:10:00Z")
+        desk.stop("wl-1", "2026-10-02T05:50:00Z")  # written late: only 350 units were due, $50.40
+
+        report, text = statement_of(desk, "2026-10-02T05:50:00Z")
+        [session] = report["sessions"]
+        assert [(r["invoice_id"], r["first_unit_index"], r["count"], r["unit_price"], r["amount"], r["reversal"])
+                for r in session["invoiced"]] == [("1", 0, 360, "0.144", "51.84", False)]  # fmt: skip
+        assert session["amount"] == "50.4"
+        # Invoice #1 charged $51.84; the rules now say $50.40 is due for those units: $1.44 too much, until the
+        # next invoice takes the 10 units back (R22).
+        assert "Invoiced: $51.84 of it on invoice #1" in text
+        assert "Difference: the invoices charged $1.44 more than the rules say now" in text
+        assert "units 0-359 on invoice #1 at $0.144" in text
+
+        [second] = desk.close("2026-11-01T00:00:00Z").issued
+        report, text = statement_of(desk, "2026-10-02T05:50:00Z")
+        [session] = report["sessions"]
+        assert [(r["invoice_id"], r["first_unit_index"], r["count"], r["amount"], r["reversal"], r["late"])
+                for r in session["invoiced"]] == [("1", 0, 360, "51.84", False, False),
+                                                  ("2", 350, 10, "-1.44", True, True)]  # fmt: skip
+        assert "units 350-359 taken back on invoice #2 (late line, R22)" in text
+        assert "Invoiced: -$1.44 of it on invoice #2" in text and "includes late usage (R22)" in text
+        assert "Difference: none" in text
+        assert (first.number, second.number) == (1, 2)
+    finally:
+        desk.close_store()
