@@ -17,8 +17,20 @@ from usageledger.v1 import billing_pb2 as bpb
 from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_REFUSED, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
-from ledger.timeutil import format_micros, parse_rfc3339_micros
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    TIME_HELP,
+    JsonFlag,
+    Target,
+    emit_json,
+    fail,
+    instant_option,
+    out,
+    rpc_failure,
+)
+from ledger.timeutil import format_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
 T = TypeVar("T")
@@ -52,13 +64,8 @@ _STATUS_TEXT = {
 
 
 def parse_time(text: str | None, option: str, as_json: bool) -> int | None:
-    """An RFC 3339 instant from an option; a bad one is a usage error (exit 2)."""
-    if text is None:
-        return None
-    try:
-        return parse_rfc3339_micros(text)
-    except ValueError as err:
-        fail(f"{option} {text!r}: {err}", EXIT_USAGE, as_json=as_json)
+    """An optional time option, in the one grammar every command accepts (docs/cli.md); bad is exit 2."""
+    return None if text is None else instant_option(text, option, as_json)
 
 
 def to_timestamp(micros: int) -> Timestamp:
@@ -206,7 +213,9 @@ def credits_grant(
     org: OrgOption,
     amount: Annotated[str, typer.Option("--amount", help="USD, at most two decimals (25.00).")],
     reason: Annotated[str, typer.Option("--reason", help="Why the credit is granted.")],
-    expires: Annotated[str | None, typer.Option("--expires", help="RFC 3339 expiry (default: never).")] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="Expiry, " + TIME_HELP + " (default: never).")
+    ] = None,
     request_id: Annotated[
         str | None, typer.Option("--request-id", help="Idempotency key: a retry with the same key grants once.")
     ] = None,
@@ -398,7 +407,9 @@ def invoices_show(
 @invoices_app.command("close")
 def invoices_close(
     org: OrgOption,
-    at: Annotated[str | None, typer.Option("--at", help="RFC 3339 instant to close at (default: now).")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="The instant to close at, " + TIME_HELP + " (default: now).")
+    ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:

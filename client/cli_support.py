@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from client.output import (
     DEFAULT_TARGET,
     EXIT_USAGE,
     REPEATS_NOTE,
+    TIME_HELP,
     JsonFlag,
     Target,
     as_fraction,
@@ -29,12 +29,13 @@ from client.output import (
     exact_amount,
     fail,
     gigabyte_seconds_text,
+    instant_option,
     out,
     rpc_failure,
 )
 from client.statement import statement, wrapped
 from ledger.adjustments import parse_ref
-from ledger.timeutil import format_micros, from_datetime, parse_rfc3339_micros
+from ledger.timeutil import format_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
 support_app = typer.Typer(
@@ -48,23 +49,6 @@ MAX_TIMELINE_ROWS = 40  # per session in the text report; --json has every one
 
 
 # -- arguments --------------------------------------------------------------------------------------------------
-
-
-def parse_instant(text: str, option: str, as_json: bool) -> int:
-    """RFC 3339, or ISO 8601 without seconds or zone as people type it (a missing zone means UTC)."""
-    try:
-        return parse_rfc3339_micros(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        fail(
-            f"{option} {text!r} is not a time: use RFC 3339 such as 2026-10-05T11:47:00Z (no zone means UTC)",
-            EXIT_USAGE,
-            as_json=as_json,
-        )
-    return from_datetime(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 def parse_tolerance(text: str, as_json: bool) -> int:
@@ -515,7 +499,7 @@ def support_lookup(
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint ID from the ticket.")] = None,
     request: Annotated[str | None, typer.Option("--request", help="Request ID, if the ticket gives one.")] = None,
     around: Annotated[
-        str | None, typer.Option("--around", help="Approximate time of the issue (RFC 3339; no zone means UTC).")
+        str | None, typer.Option("--around", help="Approximate time of the issue: " + TIME_HELP + ".")
     ] = None,
     tolerance: Annotated[
         str | None, typer.Option("--tolerance", help="Window around --around, such as 30m (the default), 2h, 90s.")
@@ -566,13 +550,13 @@ def support_lookup(
         org_id=org or "", endpoint_id=endpoint or "", request_id=request or "", include_proofs=proofs_dir is not None
     )
     if around is not None:
-        message.approximate_time.CopyFrom(micros_to_timestamp(parse_instant(around, "--around", as_json)))
+        message.approximate_time.CopyFrom(micros_to_timestamp(instant_option(around, "--around", as_json)))
         if tolerance is not None:
             seconds = parse_tolerance(tolerance, as_json) // 1_000_000
             message.tolerance.CopyFrom(Duration(seconds=seconds))
     if start is not None and end is not None:
-        message.start_time.CopyFrom(micros_to_timestamp(parse_instant(start, "--from", as_json)))
-        message.end_time.CopyFrom(micros_to_timestamp(parse_instant(end, "--to", as_json)))
+        message.start_time.CopyFrom(micros_to_timestamp(instant_option(start, "--from", as_json)))
+        message.end_time.CopyFrom(micros_to_timestamp(instant_option(end, "--to", as_json)))
     with LedgerClient(target) as client:
         try:
             response = client.call(spb_grpc.SupportServiceStub(client.channel).ReconstructCharges, message)

@@ -24,8 +24,26 @@ from ledger.rating.money import exact_text
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_TARGET = "127.0.0.1:50051"
 
+
+class _Stdout(Console):
+    """ledgerctl's standard output: a reader that stops reading (`ledgerctl ... | head`) has what it wanted, so
+    the command ends quietly with exit 0, not rich's 1, which scripts would read as "the ledger said no"."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        quiet_stdout()
+        raise SystemExit(EXIT_OK)
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into a closed pipe says nothing either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ is not None else 1)
+    os.close(devnull)
+
+
 err_console = Console(stderr=True)
-out = Console()
+out: Console = _Stdout()
 
 Target = Annotated[str, typer.Option("--target", envvar="LEDGER_TARGET", help="Ledger server HOST:PORT.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
@@ -79,25 +97,46 @@ def connection_options(
             fail(f"TLS: {err}", EXIT_USAGE)
 
 
+TIME_HELP = "a time: RFC 3339 (seconds optional), `YYYY-MM-DD HH:MM` or a date; no zone means UTC"
+
+
+def instant_option(text: str, option: str, as_json: bool) -> int:
+    """The instant an option names, in the one grammar every command accepts (client/instants.py); a bad one is
+    a usage error (exit 2) naming the option and the accepted forms."""
+    from client.instants import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as err:
+        fail(f"{option} {text!r}: {err}", EXIT_USAGE, as_json=as_json)
+
+
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def fail(message: str, code: int, *, as_json: bool = False, **extra: Any) -> NoReturn:
+def fail(message: str, exit_code: int, *, as_json: bool = False, **extra: Any) -> NoReturn:
     if as_json:
         emit_json({"ok": False, "error": message, **extra})
     else:
         err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+    raise typer.Exit(exit_code)
 
 
 def rpc_failure(err: grpc.RpcError, target: str, as_json: bool, line_of: dict[int, int] | None = None) -> NoReturn:
     code = err.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
+        connection = connection_failure(err.details() or "", target)
+        if connection is not None:
+            message, exit_code = connection
+            fail(message, exit_code, as_json=as_json, code=code.name)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
         fail(
-            f"cannot reach the ledger at {target} ({err.details()}); start it with `ledger-server` or pass --target",
-            EXIT_UNREACHABLE,
+            f"authentication failed at {target}: {err.details()}; give an API key with --api-key or LEDGER_API_KEY "
+            "(or a client certificate with --tls-cert and --tls-key)",
+            EXIT_REFUSED,
             as_json=as_json,
+            code=code.name,
         )
     violations = violations_of(err)
     if line_of is not None:
@@ -116,6 +155,45 @@ def rpc_failure(err: grpc.RpcError, target: str, as_json: bool, line_of: dict[in
         for field, description in violations:
             err_console.print(f"  {field}: {description}")
     raise typer.Exit(EXIT_REFUSED)
+
+
+# What gRPC's status details say when the connection, not the ledger, failed (docs/cli.md, "Exit codes").
+_UNTRUSTED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "unable to get local issuer")
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "packet length too long", "http_request")
+_HANDSHAKE = ("handshake", "SSL_ERROR", "TSI_")
+_NOTHING_ANSWERS = ("Connection refused", "DNS resolution failed", "Deadline Exceeded", "No route to host",
+                    "Network is unreachable", "Connection timed out", "failed to connect")  # fmt: skip
+
+
+def connection_failure(details: str, target: str) -> tuple[str, int] | None:
+    """The message and exit code for a call that never reached the ledger, or None when the ledger answered.
+
+    Exit 3 only when nothing answers at the target. A TLS handshake that failed, or a plaintext client meeting a
+    TLS server, is a connection set up wrongly (exit 2: fix the options), and the message says which.
+    """
+    tls = bool(os.environ.get("LEDGER_TLS_CA"))
+    if any(marker in details for marker in _UNTRUSTED):
+        return (
+            f"TLS: the server at {target} presented a certificate that --tls-ca ({os.environ.get('LEDGER_TLS_CA')}) "
+            "did not sign: give the CA that issued the server's certificate",
+            EXIT_USAGE,
+        )
+    if tls and any(marker in details for marker in _NOT_TLS):
+        return f"TLS: the server at {target} does not speak TLS: leave out --tls-ca (and LEDGER_TLS_CA)", EXIT_USAGE
+    if any(marker in details for marker in _HANDSHAKE):
+        return f"TLS handshake with {target} failed ({details}): check --tls-ca, --tls-cert and --tls-key", EXIT_USAGE
+    if not tls and "Socket closed" in details:
+        return (
+            f"the server at {target} closed the connection at once: it probably serves TLS; pass --tls-ca CA.pem "
+            "(or LEDGER_TLS_CA)",
+            EXIT_USAGE,
+        )
+    if any(marker in details for marker in _NOTHING_ANSWERS) or "Socket closed" in details:
+        return (
+            f"cannot reach the ledger at {target} ({details}); start it with `ledger-server` or pass --target",
+            EXIT_UNREACHABLE,
+        )
+    return None
 
 
 def violations_of(err: grpc.RpcError) -> list[tuple[str, str]]:

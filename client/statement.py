@@ -42,8 +42,8 @@ def amount_of(item: dict[str, Any]) -> Fraction:
 
 
 def cents(text: str) -> str:
-    """An invoice figure: whole cents (R21), thousands separated."""
-    return f"${Decimal(text):,.2f}"
+    """An invoice figure: whole cents (R21), as `ledgerctl invoices` shows them."""
+    return f"${Decimal(text):.2f}"
 
 
 def clock(text: str | None) -> str:
