@@ -743,7 +743,7 @@ def reconstruct(
         in_window, indexed_storage, listing = indexed.in_window, indexed.storage, indexed.listing
     else:
         by_workload = _whole_workloads(source, evidence, target)
-        ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
+        ratings = {w: rate_workload(events, prices, plans, as_of=now) for w, events in sorted(by_workload.items())}
         in_window, indexed_storage = {}, []
         listing = _listed_requests(ratings, endpoint_id, start, end, now)
 
@@ -1480,7 +1480,7 @@ class _IndexedRating:
         for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
             kept = list(lifecycles[workload_id])
-            base = rate_workload(kept, self.prices, self.plans, self.now)
+            base = rate_workload(kept, self.prices, self.plans, as_of=self.now)
             session = base.session
             development_stop = _development_stop(base, kept, summary)
             if (summary.count == 0 and not summary.in_flight) or _development_quiet(base, kept, summary):
@@ -1490,7 +1490,7 @@ class _IndexedRating:
                 # anomalies), so they are read alone, as a serving session's late ones are below.
                 self._add_late_requests(workload_id, kept, development_stop, summary.last_at)
                 by_workload[workload_id] = kept
-                ratings[workload_id] = rate_workload(kept, self.prices, self.plans, self.now)
+                ratings[workload_id] = rate_workload(kept, self.prices, self.plans, as_of=self.now)
             elif (
                 session is None
                 or session.attribution is None
@@ -1504,7 +1504,7 @@ class _IndexedRating:
                     # Request events after the stop (a finish logged after the replica died, R4): R26 anomalies
                     # the engine must see to list them. They add no serving: the split ends at the stop.
                     late_starts = self._add_late_requests(workload_id, kept, session.stop, summary.last_at)
-                    base = rate_workload(kept, self.prices, self.plans, self.now)
+                    base = rate_workload(kept, self.prices, self.plans, as_of=self.now)
                     session = base.session
                 if session is None or session.attribution is None:  # the lifecycle decided both: cannot happen
                     raise AssertionError(f"{workload_id}: the session changed with its late request events")
@@ -1540,7 +1540,7 @@ class _IndexedRating:
             for workload_id in whole:
                 if read.get(workload_id):
                     by_workload[workload_id] = read[workload_id]
-                    ratings[workload_id] = rate_workload(read[workload_id], self.prices, self.plans, self.now)
+                    ratings[workload_id] = rate_workload(read[workload_id], self.prices, self.plans, as_of=self.now)
 
         # 4. The heads of the request entries the answer lists, in one read (they are cited one by one): what
         # each is comes from the pairing the rating used, so their bodies are neither read nor decoded.
@@ -1881,7 +1881,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
             if start.current:
                 return _answer(ledger, query, now, start, with_proofs)
         assert start.rollups is not None  # only rollups can be behind
-        start.rollups.catch_up(org_id, start.prices, _plans_of(start.account_entries), now)
+        start.rollups.catch_up(org_id, start.prices, _plans_of(start.account_entries))
         with snapshot():
             return _answer(ledger, query, now, _lookup_start(ledger, org_id), with_proofs)
 

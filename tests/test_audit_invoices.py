@@ -193,9 +193,9 @@ def test_r17_an_invoice_records_exactly_the_entries_its_rating_saw_so_it_re_deri
         rollups = engine.usage.rollups
         assert rollups is not None
         prices, plans = desk.ledger.price_history(), desk.ledger.account_history("acme").plans()
-        returned = rollups.catch_up("acme", prices, plans, desk.clock.now)
+        returned = rollups.catch_up("acme", prices, plans)
         seen = desk.session("wl-2", "2026-10-20T00:00:00Z")[0]  # 11 days of B200 FLEX to the month end
-        UsageRollups(desk.store).catch_up("acme", prices, plans, desk.clock.now)  # another process's catch-up
+        UsageRollups(desk.store).catch_up("acme", prices, plans)  # another process's catch-up
         monkeypatch.setattr(rollups, "catch_up", lambda *_: returned)  # ours had returned before it
         books = engine.books("acme")
         rating = engine._rating(books, desk.clock.now)

@@ -238,16 +238,16 @@ class BillingEngine:
         return load_books(self.ledger, org_id)
 
     def rating(self, org_id: str, at: int) -> OrgRating:
-        """Every workload's rated usage with every unit that started at or before `at` (R10), from the log."""
-        return self.usage.org_rating(org_id, at + 1)
+        """Every workload's rated usage from the log, open sessions to their evidence (R28) cut at `at`."""
+        return self.usage.org_rating(org_id, as_of=at)
 
     def _rating(self, books: OrgBooks, at: int, spend_checked_from: int | None = None) -> OrgRating:
         """Rated usage with every unit that started at or before `at` (R10): of the workloads an evaluation at
         `at` can charge differently (scope.py), R15's window from `spend_checked_from` included."""
         if not self.scoped:
-            return self.usage.org_rating(books.org_id, at + 1)
+            return self.usage.org_rating(books.org_id)
         scope = billing_scope(books.invoices, books.account, at, spend_checked_from)
-        return self.usage.billing_rating(books.org_id, at + 1, scope)
+        return self.usage.billing_rating(books.org_id, scope)
 
     def invoice(self, org_id: str, number: int) -> tuple[Invoice, OrgBooks]:
         books = self.books(org_id)

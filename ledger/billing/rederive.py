@@ -108,7 +108,7 @@ class _Replay:
         stale = set(self.events) if used != self.rated_with else set(self.changed)
         stale |= {w for w, r in self.ratings.items() if r.session is not None and r.session.stop is None}
         for workload_id in stale:
-            self.ratings[workload_id] = rate_workload(self.events[workload_id], prices, plans, as_of)
+            self.ratings[workload_id] = rate_workload(self.events[workload_id], prices, plans)
         self.changed.clear()
         self.rated_with = used
         return OrgRating(self.org_id, as_of, tuple(r for _, r in sorted(self.ratings.items())))
@@ -121,7 +121,7 @@ class _Replay:
             if events[-1][1] >= size:  # events are kept in sequence order
                 before = [(event, seq) for event, seq in events if seq < size]
                 if before:
-                    ratings[workload_id] = rate_workload(before, prices, plans, as_of)
+                    ratings[workload_id] = rate_workload(before, prices, plans)
                 else:
                     del ratings[workload_id]
         return OrgRating(self.org_id, as_of, tuple(r for _, r in sorted(ratings.items())))

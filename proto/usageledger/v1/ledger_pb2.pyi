@@ -22,6 +22,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_REQUEST_STARTED: _ClassVar[EventType]
     EVENT_TYPE_REQUEST_FINISHED: _ClassVar[EventType]
     EVENT_TYPE_STORAGE_SAMPLE: _ClassVar[EventType]
+    EVENT_TYPE_HEARTBEAT: _ClassVar[EventType]
 
 class WorkloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -74,6 +75,7 @@ EVENT_TYPE_WORKLOAD_STOPPED: EventType
 EVENT_TYPE_REQUEST_STARTED: EventType
 EVENT_TYPE_REQUEST_FINISHED: EventType
 EVENT_TYPE_STORAGE_SAMPLE: EventType
+EVENT_TYPE_HEARTBEAT: EventType
 WORKLOAD_KIND_UNSPECIFIED: WorkloadKind
 WORKLOAD_KIND_SERVING: WorkloadKind
 WORKLOAD_KIND_BUILD: WorkloadKind
