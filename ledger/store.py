@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -45,10 +45,11 @@ class Appended(NamedTuple):
 class LedgerStore(Protocol):
     """Append-only storage of per-log hash chains and their Merkle subtree hashes."""
 
-    def append(self, entries: Sequence[NewEntry]) -> list[Appended]:
+    def append(self, entries: Sequence[NewEntry], *, expected_sizes: Mapping[str, int] | None = None) -> list[Appended]:
         """Append atomically, all or nothing; serialized per log so chains never fork or gap.
 
-        Raises EventConflict when an idempotency key exists with a different body.
+        Raises EventConflict when an idempotency key exists with a different body, and LogMoved when a log named
+        in `expected_sizes` does not hold exactly that many entries (a conditional append, R17).
         """
         ...
 

@@ -82,8 +82,19 @@ class Desk:
             event(org or self.org, workload, "WORKLOAD_STOPPED", at, stop_reason="SCALED_DOWN", **fields)
         )
 
-    def close(self, at: str, *, org: str | None = None) -> CloseResult:
-        """Close the period at `at`, moving the clock there first if it is behind."""
+    def heartbeat(self, at: str, *, org: str | None = None) -> list[Appended]:
+        """An org HEARTBEAT at `at` (R28): the control plane has sent every event before it."""
+        org = org or self.org
+        return self.append({"event_id": f"hb-{next(_ids):07d}", "org_id": org, "type": "HEARTBEAT", "occurred_at": at})
+
+    def close(self, at: str, *, org: str | None = None, heartbeat: bool = True) -> CloseResult:
+        """Evaluate the org's invoices with the wall clock at `at`, moving the clock there first if it is behind.
+
+        With `heartbeat` (the default) the control plane is live: a HEARTBEAT at `at` (R28) says every event before
+        it is in the log, so every open session is proven running to `at` and the settled-through time reaches it.
+        """
+        if heartbeat:
+            self.heartbeat(at, org=org)
         self.clock.now = max(self.clock.now, t(at))
         return self.engine.close(org or self.org, t(at))
 
