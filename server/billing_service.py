@@ -259,6 +259,20 @@ def invoice_to_proto(invoice: Invoice, payments: Sequence[Payment], *, full: boo
         payment_reference=reference,
         late_line_count=len(invoice.late_lines),
     )
+    if invoice.settled_through is not None:
+        message.settled_through_time.CopyFrom(micros_to_timestamp(invoice.settled_through))
+    if invoice.issued_at is not None:
+        message.issue_time.CopyFrom(micros_to_timestamp(invoice.issued_at))
+    if invoice.grace is not None:
+        message.grace.CopyFrom(
+            bpb.InvoiceGrace(
+                fired=True,
+                wall_clock_time=micros_to_timestamp(invoice.grace.wall_clock),
+                grace_seconds=invoice.grace.grace_seconds,
+            )
+        )
+    if invoice.rated_log_size is not None:
+        message.rated_log_size = invoice.rated_log_size
     if full:
         message.lines.extend(line_to_proto(line) for line in invoice.lines)
         message.covered_sessions.extend(covered_to_proto(s) for s in invoice.sessions)
