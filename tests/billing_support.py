@@ -42,6 +42,14 @@ def event(org: str, workload: str, kind: str, at: str | int, **fields: Any) -> d
     }
 
 
+def heartbeat(org: str, at: str | int) -> dict[str, Any]:
+    """An org HEARTBEAT (R28): the control plane has sent every event of the org before `at`."""
+    from ledger.timeutil import format_micros
+
+    moment = at if isinstance(at, str) else format_micros(at)
+    return {"event_id": f"hb-{next(_ids):07d}", "org_id": org, "type": "HEARTBEAT", "occurred_at": moment}
+
+
 class Desk:
     """One ledger, one billing engine and the clock both read; `org` is the org most calls default to."""
 
@@ -84,8 +92,7 @@ class Desk:
 
     def heartbeat(self, at: str, *, org: str | None = None) -> list[Appended]:
         """An org HEARTBEAT at `at` (R28): the control plane has sent every event before it."""
-        org = org or self.org
-        return self.append({"event_id": f"hb-{next(_ids):07d}", "org_id": org, "type": "HEARTBEAT", "occurred_at": at})
+        return self.append(heartbeat(org or self.org, at))
 
     def close(self, at: str, *, org: str | None = None, heartbeat: bool = True) -> CloseResult:
         """Evaluate the org's invoices with the wall clock at `at`, moving the clock there first if it is behind.
