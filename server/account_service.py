@@ -80,6 +80,8 @@ def summary_to_proto(summary: AccountSummary) -> apb.GetAccountStateResponse:
     )
     if status.changes:
         message.last_change.CopyFrom(change_to_proto(status.changes[-1]))
+    if summary.settled_through is not None:
+        message.settled_through_time.CopyFrom(micros_to_timestamp(summary.settled_through))
     return message
 
 

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.core import Ledger
 from ledger.sqlstore import SqlStore, open_store
@@ -88,6 +89,7 @@ def start_server(
     tracing: bool = False,
     key_cache_seconds: float = KEY_CACHE_SECONDS,
     close_interval: float | None = None,
+    invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS,
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
@@ -97,7 +99,8 @@ def start_server(
     With `require_auth` (implied by a `tls` with a client CA) every call but health and reflection needs an API key
     or client certificate whose role server/auth.py's POLICY allows; `tracing` adds RPC and SQL spans.
     With `close_interval` seconds, a period closer thread issues invoices and flips account state as time passes
-    (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs.
+    (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs. A month-end invoice is
+    issued on the wall clock `invoice_grace_seconds` after its month ended if the log has not settled through it.
     """
     store = open_store(database_url, clock=clock)
     interceptors = _edge_interceptors(store, require_auth, tls, tracing, key_cache_seconds)
@@ -114,7 +117,7 @@ def start_server(
         ],
     )
     audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
-    with audit_options(audit), billing_options(BillingOptions(close_interval)):
+    with audit_options(audit), billing_options(BillingOptions(close_interval, invoice_grace_seconds)):
         service_names = [register(ledger, server) for register in SERVICES]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -19,7 +19,7 @@ from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 from ledger.billing.cents import CURRENCY, cents_text
 from ledger.billing.closer import PeriodCloser
 from ledger.billing.credits import CreditBalance, credit_left
-from ledger.billing.engine import BillingEngine, OrgBooks
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS, BillingEngine, OrgBooks
 from ledger.billing.invoices import Cadence, CoveredSession, Invoice, InvoiceLine, Trigger
 from ledger.billing.payments import Payment, PaymentOutcome, cadence_at, is_paid
 from ledger.core import Ledger
@@ -42,6 +42,9 @@ class BillingOptions:
     closer: invoices and state then change only through the RPCs (CloseBillingPeriod, payment-method changes)."""
 
     close_interval: float | None = None
+    # R17: a month-end invoice is issued on the wall clock this long after its month ended, if the settled-through
+    # time (R28) has not reached the end by then.
+    invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS
 
 
 _OPTIONS: contextvars.ContextVar[BillingOptions | None] = contextvars.ContextVar("billing_options", default=None)
@@ -408,6 +411,7 @@ def register_billing(ledger: Ledger, server: grpc.Server) -> str:
     """Add BillingService and, when BillingOptions.close_interval is set, start the period closer."""
     engine = engine_for(ledger)
     options = _OPTIONS.get() or BillingOptions()
+    engine.invoice_grace_seconds = options.invoice_grace_seconds
     if options.close_interval is not None and ledger not in _CLOSERS:
         closer = PeriodCloser(engine, options.close_interval, serving=_serving(server))
         _CLOSERS[ledger] = closer

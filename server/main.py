@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.errors import LedgerError
 from server.app import start_server
@@ -123,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         "docs/billing.md) (default: %(default)s, 0: off) [env LEDGER_CLOSE_INTERVAL]",
     )
     parser.add_argument(
+        "--invoice-grace",
+        metavar="SECONDS",
+        type=_non_negative(int),
+        default=os.environ.get("LEDGER_INVOICE_GRACE", str(DEFAULT_INVOICE_GRACE_SECONDS)),
+        help="R17: issue a month-end invoice on the wall clock SECONDS after its month ended when the log has not "
+        "settled through it (R28), unless a backfill overlapping the month is open (R29) (default: %(default)s) "
+        "[env LEDGER_INVOICE_GRACE]",
+    )
+    parser.add_argument(
         "--require-auth",
         action="store_true",
         default=os.environ.get("LEDGER_REQUIRE_AUTH", "") not in ("", "0", "false"),
@@ -190,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_every=int(args.checkpoint_every),
             checkpoint_seconds=float(args.checkpoint_seconds),
             close_interval=float(args.close_interval) or None,
+            invoice_grace_seconds=int(args.invoice_grace),
             require_auth=args.require_auth,
             tls=tls,
             tracing=telemetry.tracing,
