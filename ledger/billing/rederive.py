@@ -26,10 +26,11 @@ from ledger.billing.engine import OrgBooks, books_of, month_starts
 from ledger.billing.invoices import INVOICE_THRESHOLD, Invoice, Trigger, draft_invoice
 from ledger.billing.payments import cadence_at
 from ledger.entry import Entry, EntryKind
-from ledger.events import UsageEvent, event_from_body
+from ledger.events import EventType, UsageEvent, event_from_body
 from ledger.pricebook import PriceBook, PriceHistory
 from ledger.rating import OrgRating, WorkloadRating, rate_workload
 from ledger.rating.evidence import settled_through
+from ledger.rating.workloads import ENDING_TYPES
 from ledger.timeutil import MICROS_PER_SECOND, format_micros
 
 # What the entry itself says rather than the draft: its place in the log.
@@ -81,6 +82,8 @@ class _Replay:
         self.rated_with: tuple[int, int] | None = None  # (price books, ACCOUNT entries) the kept ratings used
         self.latest_event_at: int | None = None
         self.heartbeat_at: int | None = None
+        self.storage_at: dict[str, int] = {}  # each workload's latest storage sample (R28: rating.storage_hold)
+        self.ended: set[str] = set()
         self.last_kind: EntryKind | None = None
         self.size = 0
 
@@ -105,6 +108,10 @@ class _Replay:
             return
         self.events.setdefault(event.workload_id, []).append((event, entry.sequence))
         self.changed.add(event.workload_id)
+        if event.type in ENDING_TYPES:
+            self.ended.add(event.workload_id)
+        elif event.type is EventType.STORAGE_SAMPLE:
+            self.storage_at[event.workload_id] = max(self.storage_at.get(event.workload_id, at), at)
 
     def invoice(self, entry: Entry) -> InvoiceFinding:
         stored = Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash)
@@ -146,7 +153,8 @@ class _Replay:
         self.changed.clear()
         self.rated_with = used
         workloads = tuple(r for _, r in sorted(self.ratings.items()))
-        return OrgRating(self.org_id, None, workloads, self.size, self.latest_event_at, self.heartbeat_at)
+        hold = min((at for w, at in self.storage_at.items() if w not in self.ended), default=None)
+        return OrgRating(self.org_id, None, workloads, self.size, self.latest_event_at, self.heartbeat_at, hold)
 
     def _draft(self, stored: Invoice, books: OrgBooks, rating: OrgRating) -> Invoice:
         at = stored.period_end

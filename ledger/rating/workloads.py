@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cached_property
 
@@ -32,6 +32,9 @@ TYPE_ORDER: Mapping[EventType, int] = {
     EventType.WORKLOAD_STOPPED: 8,
     EventType.HEARTBEAT: 9,
 }
+
+
+ENDING_TYPES = frozenset({EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class OrgRating:
     log_size: int | None = None
     latest_event_at: int | None = None
     heartbeat_at: int | None = None
+    storage_hold: int | None = None
 
     @cached_property
     def sessions(self) -> tuple[Session, ...]:
@@ -142,7 +146,7 @@ class OrgRating:
         """This rating with one workload re-rated (incremental rollups after an event touched it)."""
         others = [w for w in self.workloads if w.workload_id != rating.workload_id]
         workloads = tuple(sorted([*others, rating], key=lambda w: w.workload_id))
-        return OrgRating(self.org_id, self.as_of, workloads, self.log_size, self.latest_event_at, self.heartbeat_at)
+        return replace(self, workloads=workloads)
 
 
 def rate_org(
@@ -172,7 +176,24 @@ def rate_org(
         rate_workload(by_workload[w], prices, plans, known_evidence=heartbeat_at, as_of=as_of)
         for w in sorted(by_workload)
     )
-    return OrgRating(org_ids[0] if org_ids else None, as_of, workloads, None, latest, heartbeat_at)
+    holds = [hold for w in by_workload.values() if (hold := storage_hold(w, as_of)) is not None]
+    return OrgRating(
+        org_ids[0] if org_ids else None, as_of, workloads, None, latest, heartbeat_at, min(holds, default=None)
+    )
+
+
+def storage_hold(events: Iterable[LoggedEvent], as_of: int | None = None) -> int | None:
+    """R28 for storage: a running workload's next storage interval starts at its latest sample (samples report the
+    interval ending at their occurred_at, R13, R14), so its storage is known only up to that sample. None once its
+    lifecycle has ended (a stop or boot failure) or when it has no sample."""
+    latest: int | None = None
+    for event, _ in events:
+        if event.type in ENDING_TYPES:
+            return None
+        if event.type is EventType.STORAGE_SAMPLE:
+            at = event.occurred_at if as_of is None else min(event.occurred_at, as_of)
+            latest = at if latest is None else max(latest, at)
+    return latest
 
 
 def unique_events(events: Iterable[LoggedEvent]) -> list[LoggedEvent]:

@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, or_, select, text, union, union_all
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, union, union_all
 from sqlalchemy.engine import Connection
 
 from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id, org_of_log
@@ -188,6 +188,7 @@ class UsageRollups:
         rerate_all = system_size != system_seen
         storage_rows: list[dict[str, Any]] = []
         evidence: dict[str, int] = {}  # R28: each workload's latest event time in this chunk
+        storage_at: dict[str, int] = {}  # and its latest storage sample
         rows = conn.execute(
             select(
                 entries.c.seq,
@@ -223,6 +224,7 @@ class UsageRollups:
                 touched.setdefault(event.workload_id, []).append((event, int(seq)))
                 lifecycle_hashes[int(seq)] = bytes(entry_hash)
             elif event.type is EventType.STORAGE_SAMPLE:
+                storage_at[workload_id] = max(storage_at.get(workload_id, at), at)
                 charge = rate_storage_sample(event, int(seq))
                 storage_rows.append(
                     {
@@ -246,7 +248,7 @@ class UsageRollups:
             conn.execute(rollup_storage.insert(), storage_rows)
         self._rerate(conn, log_id, touched, lifecycle_hashes, rerate_all, prices, plans)
         serving.apply_request_events(conn, log_id, requests, request_hashes)
-        self._raise_evidence(conn, log_id, evidence)
+        self._raise_evidence(conn, log_id, evidence, storage_at)
         conn.execute(
             rollup_cursors.update()
             .where(rollup_cursors.c.log_id == log_id)
@@ -259,11 +261,17 @@ class UsageRollups:
         )
         return stop, stop >= head
 
-    def _raise_evidence(self, conn: Connection, log_id: str, evidence: dict[str, int]) -> None:
-        """R28: each workload's latest event time is the later of the kept one and this chunk's."""
+    def _raise_evidence(
+        self, conn: Connection, log_id: str, evidence: dict[str, int], storage_at: dict[str, int]
+    ) -> None:
+        """R28: each workload's latest event time (and latest storage sample) is the later of the kept one and this
+        chunk's."""
         if not evidence:
             return
-        rows = [{"log_id": log_id, "workload_id": w, "evidence_at": at} for w, at in sorted(evidence.items())]
+        rows = [
+            {"log_id": log_id, "workload_id": w, "evidence_at": at, "storage_at": storage_at.get(w)}
+            for w, at in sorted(evidence.items())
+        ]
         if self.store.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:
@@ -273,8 +281,12 @@ class UsageRollups:
             (statement.excluded.evidence_at > rollup_evidence.c.evidence_at, statement.excluded.evidence_at),
             else_=rollup_evidence.c.evidence_at,
         )
+        kept, new = rollup_evidence.c.storage_at, statement.excluded.storage_at
+        storage = case((new.is_(None), kept), (kept.is_(None), new), (new > kept, new), else_=kept)
         conn.execute(
-            statement.on_conflict_do_update(index_elements=["log_id", "workload_id"], set_={"evidence_at": later}),
+            statement.on_conflict_do_update(
+                index_elements=["log_id", "workload_id"], set_={"evidence_at": later, "storage_at": storage}
+            ),
             rows,
         )
 
@@ -448,6 +460,7 @@ class UsageRollups:
                     if row.is_open:
                         open_workloads.append(row.workload_id)
                 evidence = _evidence(conn, log_id, open_workloads)
+                hold = conn.execute(_STORAGE_HOLD, {"log_id": log_id}).scalar_one_or_none()
                 for row in conn.execute(storage_query):
                     storage.setdefault(row.workload_id, []).append(_storage_charge(org_id, row))
             # Every workload returned is rated whole (an invoice draft takes back what it no longer finds in one),
@@ -470,6 +483,7 @@ class UsageRollups:
             None if applied is None else int(applied),
             _int_or_none(latest_event_at),
             heartbeat,
+            _int_or_none(hold),
         )
 
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
@@ -644,6 +658,24 @@ _CURRENT = DriverQuery(
         select(log_heads.c.size).where(log_heads.c.log_id == rollup_cursors.c.log_id).scalar_subquery(),
         select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")).scalar_subquery(),
     ).where(rollup_cursors.c.log_id == bindparam("log_id"))
+)
+# R28: the earliest latest-storage-sample of the workloads whose lifecycle has not ended (rating.storage_hold).
+_STORAGE_HOLD = (
+    select(func.min(rollup_evidence.c.storage_at))
+    .select_from(
+        rollup_evidence.outerjoin(
+            rollup_workloads,
+            and_(
+                rollup_workloads.c.log_id == rollup_evidence.c.log_id,
+                rollup_workloads.c.workload_id == rollup_evidence.c.workload_id,
+            ),
+        )
+    )
+    .where(
+        rollup_evidence.c.log_id == bindparam("log_id"),
+        rollup_evidence.c.storage_at.is_not(None),
+        rollup_workloads.c.lifecycle_to.is_(None),
+    )
 )
 _SYSTEM_SIZE = DriverQuery(select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")))
 _LIFECYCLES = DriverQuery(

@@ -74,6 +74,8 @@ rollup_evidence = Table(
     Column("log_id", String(140), primary_key=True),
     Column("workload_id", String(128), primary_key=True),
     Column("evidence_at", BigInteger, nullable=False),
+    # Its latest STORAGE_SAMPLE: while it runs, its next storage interval starts there (R28, R13, R14).
+    Column("storage_at", BigInteger),
 )
 rollup_workloads = Table(
     "rollup_workloads",

@@ -4,6 +4,8 @@ An open session accrues only up to its evidence (R10, R28): the latest event of 
 a storage sample shows it running as well as its lifecycle does) or the org's latest HEARTBEAT. The rollups keep
 lifecycle events only, so each workload's latest event time goes in `rollup_evidence`; the cursor keeps the org's
 latest event time and latest HEARTBEAT, read in one snapshot with the rows, for the settled-through time (R28).
+`storage_at` is a workload's latest storage sample: while it runs, its next interval starts there, so the
+settled-through time is held back to it (ledger/rating/evidence.py).
 
 Rollups are derived, so the existing ones are cleared here and rebuilt from the logs on their next read.
 
@@ -34,6 +36,7 @@ def upgrade() -> None:
         sa.Column("log_id", sa.String(140), primary_key=True),
         sa.Column("workload_id", sa.String(128), primary_key=True),
         sa.Column("evidence_at", sa.BigInteger, nullable=False),
+        sa.Column("storage_at", sa.BigInteger),
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(

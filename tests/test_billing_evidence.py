@@ -1,0 +1,137 @@
+"""Billing only what the log proves (issue #22; R10, R17, R28): the example day through a real server and closer.
+
+examples/day.jsonl is 2026-10-05 of org `acme` with an org HEARTBEAT every 2 minutes (R28). Ingested into a server
+whose period closer evaluates every 0.05 s, in any batching, it must give the same invoices: threshold invoices cut
+in event time where the uninvoiced usage first exceeds $50.00 (R17), then October's month-end invoice once the
+wall clock passes November 1 plus the grace period. None bills a unit past the evidence of its session, and every
+one re-derives exactly from the entries before it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from client.ledger_client import LedgerClient
+from ledger.billing import Invoice, Trigger
+from ledger.billing.engine import load_books
+from ledger.billing.invoices import USAGE_KINDS
+from ledger.billing.rederive import rederive_invoices
+from ledger.entry import SYSTEM_LOG, org_log_id
+from ledger.events import parse_event
+from ledger.plans import PlanHistory
+from ledger.pricebook import PriceHistory, default_price_book
+from ledger.rating import rate_org
+from ledger.timeutil import format_micros, parse_rfc3339_micros
+from server.app import RunningServer, start_server
+from server.billing_service import closer_for
+from tests.conftest import EXAMPLE_DAY, FixedClock
+
+DAY_END = parse_rfc3339_micros("2026-10-06T00:30:00Z")  # after the day, long before October's grace ends
+AFTER_GRACE = parse_rfc3339_micros("2026-11-01T01:00:01Z")  # R17: November 1 plus the 1 h grace, passed
+
+
+def day_events() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in EXAMPLE_DAY.read_text().splitlines() if line.strip()]
+
+
+def settle(running: RunningServer) -> None:
+    """Wait until the closer has run two whole passes after the last append (the first may have started before)."""
+    closer = closer_for(running.ledger)
+    assert closer is not None
+    for _ in range(2):
+        closer.wait_for_pass(closer.passes, timeout=60)
+
+
+def shape(invoices: Sequence[Invoice]) -> list[tuple[Any, ...]]:
+    """Everything an invoice says about money and time, without its place in the log."""
+    return [
+        (
+            inv.number,
+            inv.trigger.value,
+            format_micros(inv.period_start),
+            format_micros(inv.period_end),
+            tuple((line.kind.value, line.rule, str(line.quantity), str(line.amount), line.late) for line in inv.lines),
+            str(inv.total),
+            tuple((s.workload_id, s.first, s.end, s.reversal) for s in inv.sessions),
+            inv.storage_sequences and len(inv.storage_sequences),
+        )
+        for inv in invoices
+    ]
+
+
+def ingest(url: str, batches: Iterator[list[dict[str, Any]]]) -> list[Invoice]:
+    clock = FixedClock(DAY_END)
+    running = start_server(url, "127.0.0.1:0", clock=clock, close_interval=0.05)
+    try:
+        with LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client:
+            for batch in batches:
+                client.append_events(batch)
+        settle(running)
+        clock.now = AFTER_GRACE
+        settle(running)
+        store = running.ledger.store
+        system = list(store.iter_entries(SYSTEM_LOG))
+        findings = rederive_invoices("acme", store.iter_entries(org_log_id("acme")), system)
+        assert findings and all(f.ok for f in findings), [f.differences for f in findings if not f.ok]
+        return list(load_books(running.ledger, "acme").invoices)
+    finally:
+        running.stop(grace=None)
+
+
+def chunks(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> list[Invoice]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('whole')}/ledger.db"
+    return ingest(url, iter([day_events()]))
+
+
+def test_r17_r28_the_example_day_gives_threshold_invoices_then_the_month_end(whole: list[Invoice]) -> None:
+    triggers = [inv.trigger for inv in whole]
+    assert triggers[:-1] == [Trigger.THRESHOLD] * (len(whole) - 1) and triggers[-1] is Trigger.MONTH_END
+    for invoice in whole[:-1]:
+        # R17: each threshold invoice holds the unit or interval that took the usage over $50.00, and no more.
+        assert invoice.usage_after_discount > Decimal("50.00")
+        assert invoice.period_end <= (invoice.settled_through or 0)
+        assert invoice.grace is None
+    last = whole[-1]
+    assert format_micros(last.period_end) == "2026-11-01T00:00:00.000000Z"
+    assert last.grace is not None and last.grace.wall_clock == AFTER_GRACE  # the day settled at 23:59:59.5 only
+    assert not any(line.late for inv in whole for line in inv.lines)  # every cut waited for its evidence
+
+
+@pytest.mark.parametrize("size", [7, 1000])
+def test_r17_r28_the_example_day_gives_the_same_invoices_in_any_batching(
+    size: int, whole: list[Invoice], tmp_path: Any
+) -> None:
+    batched = ingest(f"sqlite:///{tmp_path}/ledger.db", chunks(day_events(), size))
+    assert shape(batched) == shape(whole)
+
+
+def test_r21_r24_the_invoices_hold_the_days_usage_once(whole: list[Invoice]) -> None:
+    """Every unit and storage interval of the day is on exactly one invoice: the invoices' usage lines, unrounded,
+    add up to the day rated on its own (R1-R14). Rounded per line and invoice (R21) they total $177.64: the day on
+    one invoice would be $177.61, and each of the four invoices rounds its own lines (3 cents over 4 invoices)."""
+    prices = PriceHistory([default_price_book()])
+    events = [
+        (parse_event(raw, now_micros=DAY_END, known_instance_type=prices.knows), seq)
+        for seq, raw in enumerate(day_events())
+    ]
+    day = rate_org(events, prices, PlanHistory())
+    exact_day = sum((Fraction(s.amount) for s in day.sessions), Fraction(0))
+    exact_day += sum((c.exact_amount for c in day.storage), Fraction(0))
+    invoiced = sum(
+        (line.exact_amount() for inv in whole for line in inv.lines if line.kind in USAGE_KINDS), Fraction(0)
+    )
+    assert invoiced == exact_day
+    assert sum((inv.total for inv in whole), Decimal(0)) == Decimal("177.64")
+    assert [str(inv.total) for inv in whole] == ["50.02", "50.04", "50.05", "27.53"]
