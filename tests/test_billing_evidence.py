@@ -9,13 +9,18 @@ one re-derives exactly from the entries before it.
 
 from __future__ import annotations
 
+import itertools
 import json
+import tempfile
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as hypothesis_event
+from hypothesis import strategies as st
 
 from client.ledger_client import LedgerClient
 from ledger.billing import Invoice, Trigger
@@ -30,7 +35,10 @@ from ledger.rating import rate_org
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
 from server.billing_service import closer_for
+from tests.billing_support import MINUTE, SECOND, Desk, assert_invoices_rederive, heartbeat, t
+from tests.billing_support import event as usage_event
 from tests.conftest import EXAMPLE_DAY, FixedClock
+from tests.test_billing_properties import check_coverage
 
 DAY_END = parse_rfc3339_micros("2026-10-06T00:30:00Z")  # after the day, long before October's grace ends
 AFTER_GRACE = parse_rfc3339_micros("2026-11-01T01:00:01Z")  # R17: November 1 plus the 1 h grace, passed
@@ -135,3 +143,105 @@ def test_r21_r24_the_invoices_hold_the_days_usage_once(whole: list[Invoice]) -> 
     assert invoiced == exact_day
     assert sum((inv.total for inv in whole), Decimal(0)) == Decimal("177.64")
     assert [str(inv.total) for inv in whole] == ["50.02", "50.04", "50.05", "27.53"]
+
+
+# -- properties: any batching and any closer schedule (R17, R22, R28) ------------------------------------------------
+
+T0 = parse_rfc3339_micros("2026-10-05T00:00:00Z")
+HEARTBEAT_EVERY = 120 * SECOND
+
+
+@st.composite
+def live_days(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A control plane's events of a day, in occurred_at order: sessions with container-disk samples every 300 s
+    and a final one at the stop, and an org HEARTBEAT every 2 minutes, each after every event before it (R28)."""
+    timed: list[tuple[int, int, dict[str, Any]]] = []
+    end = T0
+    for index in range(draw(st.integers(1, 3))):
+        workload = f"wl-{index}"
+        fields = {"instance_type": draw(st.sampled_from(("B200", "A100"))), "endpoint_id": f"ep-{index % 2}"}
+        up = T0 + draw(st.integers(0, 240)) * MINUTE + draw(st.integers(0, 59)) * SECOND
+        stop = up + draw(st.integers(60, 9 * 3600)) * SECOND
+        end = max(end, stop)
+        timed.append((up, 0, usage_event("acme", workload, "WORKLOAD_UP", up, **fields)))
+        disk = str(draw(st.sampled_from((20, 50))))
+        sample = up + 300 * SECOND
+        while sample < stop:
+            storage = {"storage_kind": "CONTAINER_DISK", "gigabytes": disk, "interval_seconds": 300}
+            timed.append((sample, 1, usage_event("acme", workload, "STORAGE_SAMPLE", sample, **fields, **storage)))
+            sample += 300 * SECOND
+        last = -(-(stop - (sample - 300 * SECOND)) // SECOND)
+        final = {"storage_kind": "CONTAINER_DISK", "gigabytes": disk, "interval_seconds": last}
+        timed.append((stop, 1, usage_event("acme", workload, "STORAGE_SAMPLE", stop, **fields, **final)))
+        timed.append(
+            (stop, 2, usage_event("acme", workload, "WORKLOAD_STOPPED", stop, stop_reason="SCALED_DOWN", **fields))
+        )
+    beat = T0 + HEARTBEAT_EVERY
+    while beat <= end:
+        timed.append((beat, -1, heartbeat("acme", beat)))
+        beat += HEARTBEAT_EVERY
+    timed.sort(key=lambda item: (item[0], item[1]))
+    return [body for _, _, body in timed]
+
+
+def deliver(
+    events: Sequence[dict[str, Any]], cuts: Sequence[int], closes: Sequence[bool]
+) -> tuple[list[Invoice], Desk, Any]:
+    """Append `events` in batches split at `cuts`, running the closer after the batches `closes` marks, then once
+    more after the last one; the wall clock stays before October's grace ends (R17)."""
+    tmp = tempfile.TemporaryDirectory()
+    desk = Desk(f"sqlite:///{tmp.name}/ledger.db", "2026-10-04T00:00:00Z")
+    desk.engine.set_payment_method("acme", "pm_1NqLiJLkdIwHu7ix")  # keep R19 out of the way
+    bounds = [0, *sorted(set(cuts)), len(events)]
+    for (start, stop), close in zip(itertools.pairwise(bounds), itertools.cycle(closes or [False]), strict=False):
+        desk.append(*events[start:stop])
+        if close:
+            desk.engine.close("acme")
+    desk.at("2026-10-06T12:00:00Z")
+    desk.engine.close("acme")
+    return desk.invoices(), desk, tmp
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=live_days(),
+    cuts=st.lists(st.integers(1, 400), max_size=12),
+    closes=st.lists(st.booleans(), max_size=12),
+    other_cuts=st.lists(st.integers(1, 400), max_size=12),
+)
+def test_r17_r28_in_order_delivery_gives_the_same_invoices_whatever_the_batches_and_closer_schedule(
+    events: list[dict[str, Any]], cuts: list[int], closes: list[bool], other_cuts: list[int]
+) -> None:
+    first, first_desk, first_tmp = deliver(events, [c for c in cuts if c < len(events)], closes)
+    second, second_desk, second_tmp = deliver(events, [c for c in other_cuts if c < len(events)], [True])
+    try:
+        hypothesis_event(f"{len(first)} invoices")
+        assert shape(first) == shape(second)
+        for invoice in first:
+            assert not invoice.late_lines  # every cut waited for its evidence (R28)
+        assert_invoices_rederive(first_desk)
+    finally:
+        first_desk.close_store()
+        second_desk.close_store()
+        first_tmp.cleanup()
+        second_tmp.cleanup()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=live_days(), data=st.data())
+def test_r17_r22_shuffled_delivery_never_invoices_usage_twice_or_leaves_it_out(
+    events: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    shuffled = data.draw(st.permutations(events))
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(events) - 1)), max_size=8))
+    closes = data.draw(st.lists(st.booleans(), min_size=1, max_size=8))
+    _, desk, tmp = deliver(shuffled, cuts, closes)
+    try:
+        desk.at("2026-11-01T01:00:01Z")  # R17: October's grace has passed: everything is invoiced
+        desk.engine.close("acme")
+        check_coverage(desk, t("2026-11-01T00:00:00Z"))
+        assert_invoices_rederive(desk)
+        hypothesis_event("late lines" if any(inv.late_lines for inv in desk.invoices()) else "no late line")
+    finally:
+        desk.close_store()
+        tmp.cleanup()
