@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from fractions import Fraction
@@ -32,6 +33,7 @@ from ledger.events import parse_event
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory, default_price_book
 from ledger.rating import rate_org
+from ledger.rating.evidence import settled_through
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
 from server.billing_service import closer_for
@@ -245,3 +247,67 @@ def test_r17_r22_shuffled_delivery_never_invoices_usage_twice_or_leaves_it_out(
     finally:
         desk.close_store()
         tmp.cleanup()
+
+
+def test_r17_threads_appending_while_the_closer_runs_never_get_an_invoice_from_a_stale_rating(db_url: str) -> None:
+    """Four threads append a day of B200 sessions and HEARTBEATs (R28) while another evaluates the org back to back
+    (R17). Every invoice must be rated from exactly the entries before it (rated_log_size is its own sequence, or
+    that of the first invoice of its one append) and re-derive from them; every unit is on exactly one invoice."""
+    desk = Desk(db_url, "2026-10-04T00:00:00Z")
+    try:
+        desk.engine.set_payment_method("acme", "pm_1NqLiJLkdIwHu7ix")
+        desk.at("2026-10-06T00:00:00Z")
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def closer() -> None:
+            while not stop.is_set():
+                try:
+                    desk.engine.tick("acme")
+                except BaseException as err:
+                    failures.append(err)
+                    return
+
+        def writer(index: int) -> None:
+            try:
+                for hour in range(12):
+                    up = T0 + (hour * 2 * 60 + index * 7) * MINUTE
+                    workload = f"wl-{index}-{hour}"
+                    desk.ledger.append_events(
+                        [
+                            usage_event("acme", workload, "WORKLOAD_UP", up),
+                            usage_event(
+                                "acme", workload, "WORKLOAD_STOPPED", up + 90 * MINUTE, stop_reason="SCALED_DOWN"
+                            ),
+                        ]
+                    )
+                    desk.ledger.append_events([heartbeat("acme", up + 100 * MINUTE)])
+            except BaseException as err:
+                failures.append(err)
+
+        evaluating = threading.Thread(target=closer)
+        evaluating.start()
+        writers = [threading.Thread(target=writer, args=(index,)) for index in range(4)]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        stop.set()
+        evaluating.join()
+        assert failures == []
+        desk.engine.close("acme")
+        invoices = desk.invoices()
+        assert len(invoices) >= 10  # 48 sessions x 90 x $0.144 = $622.08: a crossing every $50
+        previous: Invoice | None = None
+        for invoice in invoices:
+            batch = previous is not None and previous.sequence == invoice.sequence - 1
+            assert invoice.rated_log_size == invoice.sequence or (
+                batch and previous is not None and invoice.rated_log_size == previous.rated_log_size
+            )
+            previous = invoice
+        assert_invoices_rederive(desk)
+        settled = settled_through(desk.engine.rating("acme", desk.clock.now))
+        assert settled is not None
+        check_coverage(desk, max(settled, invoices[-1].period_end))  # what open_period drafts to (R28)
+    finally:
+        desk.close_store()
