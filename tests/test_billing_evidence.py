@@ -9,6 +9,7 @@ one re-derives exactly from the entries before it.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import tempfile
@@ -23,12 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
+from client.cli_backfill import bracket
 from client.ledger_client import LedgerClient
-from ledger.billing import Invoice, Trigger
+from ledger.billing import BillingRefused, Invoice, Trigger
 from ledger.billing.engine import load_books
 from ledger.billing.invoices import USAGE_KINDS
 from ledger.billing.rederive import rederive_invoices
 from ledger.entry import SYSTEM_LOG, org_log_id
+from ledger.errors import InvalidInput, NotFound
 from ledger.events import parse_event
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory, default_price_book
@@ -97,6 +100,14 @@ def ingest(url: str, batches: Iterator[list[dict[str, Any]]]) -> list[Invoice]:
 def chunks(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(events), size):
         yield events[start : start + size]
+
+
+@pytest.fixture
+def desk(sqlite_url: str) -> Iterator[Desk]:
+    desk = Desk(sqlite_url, "2026-10-04T00:00:00Z")
+    desk.engine.set_payment_method("acme", "pm_1NqLiJLkdIwHu7ix")  # keep R19 out of the way
+    yield desk
+    desk.close_store()
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +322,82 @@ def test_r17_threads_appending_while_the_closer_runs_never_get_an_invoice_from_a
         check_coverage(desk, max(settled, invoices[-1].period_end))  # what open_period drafts to (R28)
     finally:
         desk.close_store()
+
+
+# -- R29 backfills ---------------------------------------------------------------------------------------------------
+
+
+def test_r29_an_open_backfill_holds_the_grace_back_while_settled_through_still_cuts(desk: Desk) -> None:
+    """October's events arrive on December 6 (long after the grace), inside a backfill. wl-1: B200 FLEX 10:00-16:00
+    on 2026-10-05 (360 x $0.144 = $51.84). While the backfill is open, the threshold invoice is cut as the
+    settled-through time passes its crossing (348 units, $50.11), but the month-end waits; closed, the grace
+    issues it with the rest (12 x $0.144 = $1.728 -> $1.73)."""
+    desk.at("2026-12-06T09:00:00Z")
+    backfill, known = desk.engine.open_backfill(
+        "acme", "oct-replay", t("2026-10-01T00:00:00Z"), t("2026-11-01T00:00:00Z"), "control plane outage"
+    )
+    assert (backfill.is_open, known) == (True, False)
+    desk.append(usage_event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T10:00:00Z"))
+    assert desk.close("2026-12-06T09:00:00Z", heartbeat=False).issued == ()  # 0 s proven (R28), grace held (R29)
+    desk.append(heartbeat("acme", "2026-10-05T15:50:00Z"))
+    [threshold] = desk.close("2026-12-06T09:00:01Z", heartbeat=False).issued
+    assert (threshold.trigger, format_micros(threshold.period_end), threshold.total) == (
+        Trigger.THRESHOLD,
+        "2026-10-05T15:47:00.000001Z",
+        Decimal("50.11"),
+    )
+    desk.append(usage_event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T16:00:00Z", stop_reason="SCALED_DOWN"))
+    held = desk.close("2026-12-06T09:00:02Z", heartbeat=False)
+    assert held.issued == () and "R29: backfill oct-replay" in held.explanation
+    desk.engine.close_backfill("acme", "oct-replay", "every October event sent")
+    [month_end] = desk.close("2026-12-06T09:00:03Z", heartbeat=False).issued
+    assert (month_end.trigger, month_end.total) == (Trigger.MONTH_END, Decimal("1.73"))
+    assert month_end.grace is not None and month_end.grace.wall_clock == t("2026-12-06T09:00:03Z")
+    assert_invoices_rederive(desk)
+
+
+def test_r29_the_ledger_closes_a_backfill_left_open_for_24_hours(desk: Desk) -> None:
+    desk.at("2026-12-06T09:00:00Z")
+    desk.engine.open_backfill("acme", "stuck", t("2026-10-01T00:00:00Z"), t("2026-10-02T00:00:00Z"), "replay")
+    desk.at("2026-12-07T08:59:59Z")
+    desk.engine.tick("acme")
+    assert desk.engine.books("acme").backfills[0].is_open
+    desk.at("2026-12-07T09:00:00Z")
+    desk.engine.tick("acme")
+    [closed] = desk.engine.books("acme").backfills
+    assert closed.closed is not None and closed.closed.reason == "R29: closed by the ledger: left open for 24 hours"
+    assert closed.closed.at == t("2026-12-07T09:00:00Z")
+
+
+def test_r29_a_backfill_request_names_every_bad_field(desk: Desk) -> None:
+    with pytest.raises(InvalidInput) as err:
+        desk.engine.open_backfill("acme", "bad id!", t("2026-10-02T00:00:00Z"), t("2026-10-01T00:00:00Z"), " ")
+    assert {v.field for v in err.value.violations} == {"backfill_id", "to_time", "reason"}
+    desk.engine.open_backfill("acme", "b1", t("2026-10-01T00:00:00Z"), t("2026-10-02T00:00:00Z"), "replay")
+    _, known = desk.engine.open_backfill("acme", "b1", t("2026-10-01T00:00:00Z"), t("2026-10-02T00:00:00Z"), "replay")
+    assert known
+    with pytest.raises(BillingRefused, match="R29"):
+        desk.engine.open_backfill("acme", "b1", t("2026-10-01T00:00:00Z"), t("2026-10-03T00:00:00Z"), "replay")
+    with pytest.raises(NotFound):
+        desk.engine.close_backfill("acme", "never-opened", "done")
+
+
+def test_r29_the_example_day_sent_line_by_line_inside_one_backfill_gives_the_same_invoices(
+    whole: list[Invoice], tmp_path: Any
+) -> None:
+    """Sent on November 1 after the grace, one RPC per line: without the backfill the grace would issue October's
+    month-end invoice after the first line (R17); inside it, the invoices are those of the day ingested whole."""
+    clock = FixedClock(AFTER_GRACE)
+    running = start_server(f"sqlite:///{tmp_path}/ledger.db", "127.0.0.1:0", clock=clock, close_interval=0.05)
+    try:
+        with (
+            LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client,
+            bracket(client, b"the example day", day_events(), True) as opened,
+        ):
+            assert opened == ["ingest-" + hashlib.sha256(b"the example day").hexdigest()[:16]]
+            for event in day_events():
+                client.append_events([event])
+        settle(running)
+        assert shape(load_books(running.ledger, "acme").invoices) == shape(whole)
+    finally:
+        running.stop(grace=None)

@@ -35,6 +35,15 @@ from ledger.billing.account_state import (
     hourly_spend,
     spend_flips,
 )
+from ledger.billing.backfills import (
+    MAX_BACKFILL_OPEN,
+    Backfill,
+    BackfillAction,
+    BackfillMark,
+    backfills_of,
+    check_backfill,
+    grace_held,
+)
 from ledger.billing.cents import ZERO_CENTS, cents_text, exact_usd, usd
 from ledger.billing.credits import CreditBalance, CreditGrant, credit_balances, credit_left, parse_credit_grant
 from ledger.billing.cuts import ThresholdWalk
@@ -86,6 +95,7 @@ _BOOK_KINDS = [
         EntryKind.INVOICE,
         EntryKind.PAYMENT,
         EntryKind.STATE,
+        EntryKind.BACKFILL,
     )
 ]
 
@@ -107,10 +117,15 @@ class OrgBooks:
     invoices: tuple[Invoice, ...]
     payments: tuple[Payment, ...]
     changes: tuple[StateChange, ...]
+    backfill_marks: tuple[BackfillMark, ...] = ()
 
     @property
     def status(self) -> AccountStatus:
         return fold_status(self.changes)
+
+    @property
+    def backfills(self) -> list[Backfill]:
+        return backfills_of(self.backfill_marks)
 
     def balances(self, at: int, invoices: Sequence[Invoice] | None = None) -> list[CreditBalance]:
         issued = self.invoices if invoices is None else invoices
@@ -145,6 +160,7 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
     invoices: list[Invoice] = []
     payments: list[Payment] = []
     changes: list[StateChange] = []
+    marks: list[BackfillMark] = []
     for entry in entries:
         body = entry.body_json()
         kind = entry.kind
@@ -160,6 +176,8 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
             payments.append(Payment.from_body(body, entry.sequence))
         elif kind is EntryKind.STATE:
             changes.append(StateChange.from_body(body, entry.sequence))
+        elif kind is EntryKind.BACKFILL:
+            marks.append(BackfillMark.from_body(body, entry.sequence))
     return OrgBooks(
         org_id,
         AccountHistory(tuple(account)),
@@ -168,6 +186,7 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
         tuple(invoices),
         tuple(payments),
         tuple(changes),
+        tuple(marks),
     )
 
 
@@ -525,6 +544,14 @@ class BillingEngine:
                 )
             grace = None
             if settled < month_end:
+                held = grace_held(books.backfills, month_starts(month_end - 32 * 24 * HOUR, month_end)[-2], month_end)
+                if held is not None:
+                    notes.append(
+                        f"R29: backfill {held.backfill_id} ({format_micros(held.start)} to {format_micros(held.end)}) "
+                        f"is open: the month ending {format_micros(month_end)} waits for the settled-through time "
+                        f"(now {format_micros(settled)}, R28), not the grace"
+                    )
+                    break
                 if wall < month_end + grace_micros:
                     notes.append(
                         f"R17: the month closes at {format_micros(month_end)}, once the settled-through time "
@@ -582,6 +609,48 @@ class BillingEngine:
             issued.append(Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash))
         return issued
 
+    # -- backfills (R29) ---------------------------------------------------------------------------------------------
+
+    def open_backfill(
+        self, org_id: str, backfill_id: str, start: int | None, end: int | None, reason: str
+    ) -> tuple[Backfill, bool]:
+        """Append a BACKFILL OPENED entry (R29); the same backfill opened again answers with it (`True`), with other
+        terms it is refused."""
+        _check_org(org_id)
+        check_backfill(backfill_id, start, end, reason, opening=True)
+        assert start is not None and end is not None
+        with self._lock(org_id):
+            known = next((b for b in self.books(org_id).backfills if b.backfill_id == backfill_id), None)
+            if known is not None:
+                if (known.start, known.end, known.reason) != (start, end, reason):
+                    raise BillingRefused(
+                        f"R29: backfill {backfill_id!r} was opened (entry #{known.opened.sequence}) with other terms"
+                    )
+                return known, True
+            mark = BackfillMark(org_id, backfill_id, BackfillAction.OPENED, start, end, reason, self.now())
+            self._append(org_id, EntryKind.BACKFILL, mark.body())
+            return self._backfill(org_id, backfill_id), False
+
+    def close_backfill(self, org_id: str, backfill_id: str, reason: str) -> Backfill:
+        """Append a BACKFILL CLOSED entry (R29): the grace may issue month-end invoices of its months again."""
+        _check_org(org_id)
+        check_backfill(backfill_id, None, None, reason, opening=False)
+        with self._lock(org_id):
+            backfill = self._backfill(org_id, backfill_id)
+            if backfill.closed is None:
+                mark = BackfillMark(
+                    org_id, backfill_id, BackfillAction.CLOSED, backfill.start, backfill.end, reason, self.now()
+                )
+                self._append(org_id, EntryKind.BACKFILL, mark.body())
+                backfill = self._backfill(org_id, backfill_id)
+            return backfill
+
+    def _backfill(self, org_id: str, backfill_id: str) -> Backfill:
+        found = next((b for b in self.books(org_id).backfills if b.backfill_id == backfill_id), None)
+        if found is None:
+            raise NotFound(f"R29: org {org_id!r} has no backfill {backfill_id!r}")
+        return found
+
     # -- account state (R15, R19) --------------------------------------------------------------------------
 
     def evaluate_account(self, org_id: str, now: int | None = None) -> list[StateChange]:
@@ -595,9 +664,15 @@ class BillingEngine:
             return [*changes, *([change] if change is not None else [])]
 
     def tick(self, org_id: str) -> tuple[CloseResult, list[StateChange]]:
-        """One closer evaluation of an org: the invoices due (R17, R18), then R15 and R19."""
+        """One closer evaluation of an org: backfills left open 24 h closed (R29), the invoices due (R17, R18), then
+        R15 and R19."""
         now = self.now()
         with self._lock(org_id):
+            for backfill in self.books(org_id).backfills:
+                if backfill.is_open and backfill.opened.at + MAX_BACKFILL_OPEN <= now:
+                    self.close_backfill(
+                        org_id, backfill.backfill_id, "R29: closed by the ledger: left open for 24 hours"
+                    )
             result, books, rating = self._close(org_id, now, self._spend_since(self.books(org_id), now))
             changes = self._evaluate_spend(books, rating, now)
             change = self._evaluate_deactivation(books, rating, now)

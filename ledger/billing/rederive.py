@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ledger.billing.backfills import grace_held
 from ledger.billing.cuts import ThresholdWalk
 from ledger.billing.engine import OrgBooks, books_of, month_starts
 from ledger.billing.invoices import INVOICE_THRESHOLD, Invoice, Trigger, draft_invoice
@@ -35,7 +36,9 @@ from ledger.timeutil import MICROS_PER_SECOND, format_micros
 
 # What the entry itself says rather than the draft: its place in the log.
 _NOT_REDERIVED = {"sequence", "entry_hash"}
-_BOOK_KINDS = frozenset({EntryKind.ACCOUNT, EntryKind.CREDIT, EntryKind.ADJUSTMENT, EntryKind.PAYMENT, EntryKind.STATE})
+_BOOK_KINDS = frozenset(
+    {EntryKind.ACCOUNT, EntryKind.CREDIT, EntryKind.ADJUSTMENT, EntryKind.PAYMENT, EntryKind.STATE, EntryKind.BACKFILL}
+)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,10 @@ class _Replay:
                     f"R17: month-end cut {format_micros(cut)} is after the settled-through time "
                     f"{format_micros(settled)} and no grace period had passed"
                 ]
+            month_start = month_starts(cut - 32 * 24 * 3600 * MICROS_PER_SECOND, cut)[-2]
+            held = grace_held(books.backfills, month_start, cut)
+            if settled < cut and held is not None:
+                return [f"R29: the grace fired while backfill {held.backfill_id} overlapping the month was open"]
             return []
         if stored.trigger is not Trigger.THRESHOLD:
             return [f"trigger: {stored.trigger.value} is never issued"]
