@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from decimal import Decimal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -90,6 +91,7 @@ def start_server(
     key_cache_seconds: float = KEY_CACHE_SECONDS,
     close_interval: float | None = None,
     invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS,
+    starter_credit: Decimal = Decimal(0),
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
@@ -101,6 +103,7 @@ def start_server(
     With `close_interval` seconds, a period closer thread issues invoices and flips account state as time passes
     (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs. A month-end invoice is
     issued on the wall clock `invoice_grace_seconds` after its month ended if the log has not settled through it.
+    Each new org starts with `starter_credit` USD of credit (R19; 0: none).
     """
     store = open_store(database_url, clock=clock)
     interceptors = _edge_interceptors(store, require_auth, tls, tracing, key_cache_seconds)
@@ -117,7 +120,7 @@ def start_server(
         ],
     )
     audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
-    with audit_options(audit), billing_options(BillingOptions(close_interval, invoice_grace_seconds)):
+    with audit_options(audit), billing_options(BillingOptions(close_interval, invoice_grace_seconds, starter_credit)):
         service_names = [register(ledger, server) for register in SERVICES]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

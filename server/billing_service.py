@@ -10,6 +10,7 @@ import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import grpc
 from usageledger.v1 import account_pb2 as apb
@@ -45,6 +46,8 @@ class BillingOptions:
     # R17: a month-end invoice is issued on the wall clock this long after its month ended, if the settled-through
     # time (R28) has not reached the end by then.
     invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS
+    # R19: the credit every new org starts with (0: none).
+    starter_credit: Decimal = Decimal(0)
 
 
 _OPTIONS: contextvars.ContextVar[BillingOptions | None] = contextvars.ContextVar("billing_options", default=None)
@@ -412,6 +415,7 @@ def register_billing(ledger: Ledger, server: grpc.Server) -> str:
     engine = engine_for(ledger)
     options = _OPTIONS.get() or BillingOptions()
     engine.invoice_grace_seconds = options.invoice_grace_seconds
+    engine.starter_credit = options.starter_credit
     if options.close_interval is not None and ledger not in _CLOSERS:
         closer = PeriodCloser(engine, options.close_interval, serving=_serving(server))
         _CLOSERS[ledger] = closer

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 
 from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
@@ -43,6 +44,17 @@ def _inflight_bound(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number of appends, 0 for no limit; got {text!r}")
+    return value
+
+
+def _starter_credit(text: str) -> Decimal:
+    """R19: a non-negative amount in USD, at most 2 decimal places."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise argparse.ArgumentTypeError(f"must be a non-negative amount in USD with at most 2 decimals; got {text!r}")
     return value
 
 
@@ -133,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         "[env LEDGER_INVOICE_GRACE]",
     )
     parser.add_argument(
+        "--starter-credit",
+        metavar="USD",
+        type=_starter_credit,
+        default=os.environ.get("LEDGER_STARTER_CREDIT", "0"),
+        help="R19: every new org starts with this credit, granted with its first events (default: %(default)s, "
+        "none) [env LEDGER_STARTER_CREDIT]",
+    )
+    parser.add_argument(
         "--require-auth",
         action="store_true",
         default=os.environ.get("LEDGER_REQUIRE_AUTH", "") not in ("", "0", "false"),
@@ -201,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_seconds=float(args.checkpoint_seconds),
             close_interval=float(args.close_interval) or None,
             invoice_grace_seconds=int(args.invoice_grace),
+            starter_credit=args.starter_credit if isinstance(args.starter_credit, Decimal) else Decimal(0),
             require_auth=args.require_auth,
             tls=tls,
             tracing=telemetry.tracing,

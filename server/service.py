@@ -14,7 +14,7 @@ from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from ledger.billing.backfills import Backfill
 from ledger.core import Ledger
-from ledger.errors import FieldViolation, InvalidInput, LedgerError
+from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError
 from ledger.store import Appended, NewEntry
 from server import convert
 from server.billing_service import closer_for, engine_for, wake_billing
@@ -130,9 +130,15 @@ class LedgerServicer(BackfillRpcs, pb_grpc.LedgerServiceServicer):  # type: igno
             ) from err
 
     def _append_entries(self, entries: list[NewEntry]) -> list[Appended]:
-        results = self.ledger.append_event_entries(entries)
+        engine = engine_for(self.ledger)
+        try:
+            # R19: a new org's starter credit goes in with its first events, atomically.
+            results = self.ledger.append_event_entries([*entries, *engine.starter_credits(entries)])
+        except EventConflict:
+            # Another batch created the org (and its starter credit) first; or a real R24 conflict, raised again.
+            results = self.ledger.append_event_entries([*entries, *engine.starter_credits(entries)])
         wake_billing(self.ledger, results)  # the period closer re-evaluates the orgs just appended to (R15, R19)
-        return results
+        return results[: len(entries)]
 
     def _append(self, events: Any) -> list[Appended]:
         return self._append_entries(self._entries(events))

@@ -19,10 +19,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
+from usageledger.v1 import account_pb2 as apb
+from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli_backfill import bracket
 from client.ledger_client import LedgerClient
@@ -40,6 +43,7 @@ from ledger.rating.evidence import settled_through
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
 from server.billing_service import closer_for
+from server.convert import timestamp_to_micros
 from tests.billing_support import MINUTE, SECOND, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event
 from tests.conftest import EXAMPLE_DAY, FixedClock
@@ -401,3 +405,75 @@ def test_r29_the_example_day_sent_line_by_line_inside_one_backfill_gives_the_sam
         assert shape(load_books(running.ledger, "acme").invoices) == shape(whole)
     finally:
         running.stop(grace=None)
+
+
+# -- R19 and R16 -----------------------------------------------------------------------------------------------------
+
+
+def test_r19_a_new_org_starts_with_the_starter_credit_and_account_state_is_right_without_the_closer(
+    sqlite_url: str,
+) -> None:
+    """--starter-credit 5.00: the CREDIT entry goes in with the org's first events, once. No closer runs, yet
+    GetAccountState reports what R19 gives now: A100 FLEX ($0.0456/min) proven running 110 minutes by a HEARTBEAT
+    is $5.016 -> $5.02, more than the $5.00 of credit, with no payment method: DEACTIVATED."""
+    clock = FixedClock(t("2026-10-05T12:00:00Z"))
+    running = start_server(sqlite_url, "127.0.0.1:0", clock=clock, starter_credit=Decimal("5.00"))
+    try:
+        target = f"127.0.0.1:{running.port}"
+        with LedgerClient(target, retries=0) as client, grpc.insecure_channel(target) as channel:
+            client.append_events(
+                [usage_event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z", instance_type="A100")]
+            )
+            client.append_events([heartbeat("acme", "2026-10-05T10:49:00Z")])  # 109 min: $4.9704 -> $4.97
+            accounts = apb_grpc.AccountServiceStub(channel)
+            state = accounts.GetAccountState(apb.GetAccountStateRequest(org_id="acme"))
+            assert (state.state, state.credit_left, state.open_period_total) == (
+                apb.ACCOUNT_STATE_ACTIVE,
+                "5.00",
+                "4.97",
+            )
+            assert format_micros(timestamp_to_micros(state.settled_through_time)) == "2026-10-05T10:49:00.000000Z"
+            client.append_events([heartbeat("acme", "2026-10-05T10:50:00Z")])  # 110 min: $5.016 -> $5.02
+            state = accounts.GetAccountState(apb.GetAccountStateRequest(org_id="acme"))
+            assert (state.state, state.open_period_amount_due) == (apb.ACCOUNT_STATE_DEACTIVATED, "0.02")
+            assert not state.HasField("last_change")  # R19 holds now; no closer has recorded it
+        credits = running.ledger.store.entries_of_kind(org_log_id("acme"), ["CREDIT"])
+        assert [(e.sequence, e.body_json()["amount"], "R19" in e.body_json()["reason"]) for e in credits] == [
+            (1, "5.00", True)  # right after the first event, in the same append
+        ]
+    finally:
+        running.stop(grace=None)
+
+
+def test_r16_a_credit_granted_after_the_month_ended_applies_to_its_late_invoice(desk: Desk) -> None:
+    """R16: the credits available when an invoice is issued: October's month-end invoice (10 x $0.144 = $1.44),
+    issued on November 3 because the settled-through time only then reaches November, takes a credit granted on
+    November 2."""
+    desk.session("wl-1", "2026-10-05T09:00:00Z", "2026-10-05T09:10:00Z")
+    desk.at("2026-11-02T00:00:00Z")
+    desk.engine.grant_credit("acme", "1.00", "sorry for the outage", None, "outage")
+    [invoice] = desk.close("2026-11-03T00:00:00Z").issued
+    assert (invoice.total, invoice.credits_total, invoice.amount_due) == (
+        Decimal("1.44"),
+        Decimal("1.00"),
+        Decimal("0.44"),
+    )
+    assert invoice.issued_at == t("2026-11-03T00:00:00Z")
+    assert_invoices_rederive(desk)
+
+
+def test_r15_a_crossing_only_late_events_reveal_is_recorded_with_its_own_instant_marked_late(desk: Desk) -> None:
+    """Limit $10.00/h. wl-a (B200 FLEX, $0.144/min) from 10:00 is evaluated at 10:58 alone: $8.352, no flip. Then wl-b's
+    events (H100 PRO FLEX, $0.0696/min, from 10:30) arrive: at 10:56 the hour held 57 x 0.144 + 27 x 0.0696 =
+    $10.0872 > $10.00. The crossing is recorded at 10:56, marked late (R15)."""
+    desk.ledger.set_account("acme", {"effective_from": "2026-01-01T00:00:00Z", "spend_limit_per_hour": "10.00"})
+    desk.session("wl-a", "2026-10-05T10:00:00Z")
+    desk.heartbeat("2026-10-05T10:58:00Z")
+    desk.at("2026-10-05T10:58:00Z")
+    assert desk.engine.evaluate_account("acme") == []
+    desk.session("wl-b", "2026-10-05T10:30:00Z", instance_type="H100 PRO")
+    desk.heartbeat("2026-10-05T10:59:00Z")
+    desk.at("2026-10-05T10:59:00Z")
+    [flip] = desk.engine.evaluate_account("acme")
+    assert format_micros(flip.at) == "2026-10-05T10:56:00.000000Z" and flip.figures["late"] == "true"
+    assert flip.figures["hourly_spend"] == "10.0872" and "late" in flip.explanation

@@ -83,6 +83,7 @@ DEFAULT_SPEND_LOOKBACK = 24 * HOUR
 # R17: a month-end invoice is issued on the wall clock this long after its month ended, if the settled-through time
 # (R28) has not reached the end by then (and no backfill overlapping the month is open, R29).
 DEFAULT_INVOICE_GRACE_SECONDS = 3600
+STARTER_CREDIT_REQUEST = "starter-credit"  # R19: the starter credit's idempotency key: one per org
 # R17: an evaluation whose invoices find the log grown since it was rated reads and rates again, this many times at
 # most; then it gives up until the next one (the log is still being written: nothing is lost by waiting).
 MAX_RATING_ATTEMPTS = 4
@@ -253,6 +254,7 @@ class BillingEngine:
         """`scoped=False` re-rates the whole log at every evaluation: the reference the scoped path is tested
         against (tests/test_billing_scope.py). `invoice_grace_seconds`: R17's month-end grace period."""
         self.invoice_grace_seconds = invoice_grace_seconds
+        self.starter_credit = Decimal(0)  # R19: the operator's starter credit for new orgs (server --starter-credit)
         self.ledger = ledger
         rollups = UsageRollups(ledger.store) if isinstance(ledger.store, SqlStore) else None
         self.usage = usage or UsageView(ledger, rollups)
@@ -308,10 +310,16 @@ class BillingEngine:
         rating = self._rating(books, instant, instant)  # hourly_spend looks at the hour before `instant`
         balances = books.balances(instant)
         settings = books.account.at(instant)
+        status = books.status
+        due = self._deactivation_due(books, rating, instant)
+        if due is not None:  # R19 holds now, whether or not the closer has recorded it yet
+            kind, why, figures = due
+            ordinal = status.next_ordinal(FAMILY_OF[kind])
+            status = status.with_change(StateChange(org_id, kind, instant, ordinal, why, figures))
         return AccountSummary(
             org_id=org_id,
             as_of=instant,
-            status=books.status,
+            status=status,
             settings=settings,
             balances=tuple(balances),
             credit_left=credit_left(balances, instant),
@@ -609,6 +617,36 @@ class BillingEngine:
             issued.append(Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash))
         return issued
 
+    # -- starter credit (R19) ------------------------------------------------------------------------------------
+
+    def starter_credits(self, entries: Sequence[NewEntry]) -> list[NewEntry]:
+        """R19: a CREDIT entry of the operator's starter credit for each org these event entries would create, to be
+        appended with them in one atomic append (none when `starter_credit` is zero)."""
+        if self.starter_credit <= 0:
+            return []
+        found: list[NewEntry] = []
+        for org_id in sorted({e.index.org_id for e in entries if e.kind is EntryKind.EVENT and e.index.org_id}):
+            try:
+                self.ledger.store.head(org_log_id(org_id))
+                continue  # not new: it got its starter credit with its first events
+            except NotFound:
+                pass
+            grant = CreditGrant(
+                org_id,
+                self.starter_credit,
+                "R19: starter credit for a new org (the operator's setting; new workspaces receive free credits)",
+                self.now(),
+                None,
+                STARTER_CREDIT_REQUEST,
+            )
+            body = grant.body()
+            found.append(
+                NewEntry(
+                    org_log_id(org_id), EntryKind.CREDIT, canonical_body(body), derive_index(EntryKind.CREDIT, body)
+                )
+            )
+        return found
+
     # -- backfills (R29) ---------------------------------------------------------------------------------------------
 
     def open_backfill(
@@ -735,9 +773,20 @@ class BillingEngine:
 
     def _evaluate_deactivation(self, books: OrgBooks, rating: OrgRating | None, now: int) -> StateChange | None:
         """R19: no payment method on file and credits no longer cover usage -> DEACTIVATED; else REACTIVATED."""
-        status = books.status
         if rating is None:
             rating = self._rating(books, now)
+        due = self._deactivation_due(books, rating, now)
+        if due is None:
+            return None
+        kind, why, figures = due
+        return self._append_change(books, books.status, kind, now, why, figures)
+
+    def _deactivation_due(
+        self, books: OrgBooks, rating: OrgRating, now: int
+    ) -> tuple[StateChangeType, str, dict[str, str]] | None:
+        """The R19 change the org's state is due now, if any: usage up to the settled-through time (R28, the
+        open period), unpaid invoices and credits available now (R16), and whether a payment method is on file."""
+        status = books.status
         draft = self.open_period(books, rating, now)
         unpaid = books.unpaid_amount_due(now)
         left = credit_left(books.balances(now), now)
@@ -759,16 +808,11 @@ class BillingEngine:
                 f"open period {usd(draft.total)} leaves {usd(draft.amount_due)} uncovered, unpaid invoices "
                 f"{usd(unpaid)}"
             )
-            kind = StateChangeType.DEACTIVATED
-        elif has_method:
-            why = "R19: a payment method is on file again: reactivated"
-            kind = StateChangeType.REACTIVATED
-        else:
-            why = (
-                f"R19: credits cover usage again (credit left {usd(left)}, open period {usd(draft.total)}): reactivated"
-            )
-            kind = StateChangeType.REACTIVATED
-        return self._append_change(books, status, kind, now, why, figures)
+            return StateChangeType.DEACTIVATED, why, figures
+        if has_method:
+            return StateChangeType.REACTIVATED, "R19: a payment method is on file again: reactivated", figures
+        why = f"R19: credits cover usage again (credit left {usd(left)}, open period {usd(draft.total)}): reactivated"
+        return StateChangeType.REACTIVATED, why, figures
 
     def _append_change(
         self,
