@@ -180,10 +180,14 @@ def bracket(
         )
         call(client, client.stub.OpenBackfill, request)
         opened.append(org)
-    yield [name] * len(opened)
-    for org in opened:
-        request = pb.CloseBackfillRequest(org_id=org, backfill_id=name, reason="R29: every event of the file sent")
-        call(client, client.stub.CloseBackfill, request)
+    reason = "R29: the ingest stopped before the end of the file"  # so the grace is not held back for 24 h
+    try:
+        yield [name] * len(opened)
+        reason = "R29: every event of the file sent"
+    finally:
+        for org in opened:
+            request = pb.CloseBackfillRequest(org_id=org, backfill_id=name, reason=reason)
+            call(client, client.stub.CloseBackfill, request)
 
 
 @contextmanager
