@@ -91,6 +91,10 @@ class LedgerStore(Protocol):
         """Workloads of an endpoint with a WORKLOAD_UP before `at` and no WORKLOAD_STOPPED or BOOT_FAILED before it."""
         ...
 
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+        """R28: the log's latest HEARTBEAT and each workload's latest event time, from an index."""
+        ...
+
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint."""
         ...

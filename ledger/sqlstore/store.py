@@ -967,6 +967,26 @@ class SqlStore:
                 (up if row.is_up else ended).add(row.workload_id)
         return sorted(up - ended)
 
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+        """R28: the log's latest HEARTBEAT and each workload's latest event time, from ix_entries_workload_time (a
+        HEARTBEAT is the one event entry without a workload)."""
+        ids = sorted(set(workload_ids))
+        with self.reading() as conn:
+            heartbeat = conn.execute(
+                select(sa.func.max(entries.c.occurred_at)).where(
+                    entries.c.log_id == log_id, entries.c.workload_id.is_(None), entries.c.kind == "EVENT"
+                )
+            ).scalar()
+            latest: dict[str, int] = {}
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(entries.c.workload_id, sa.func.max(entries.c.occurred_at))
+                    .where(entries.c.log_id == log_id, entries.c.workload_id.in_(ids[start : start + 500]))
+                    .group_by(entries.c.workload_id)
+                )
+                latest.update((workload_id, int(at)) for workload_id, at in rows if at is not None)
+        return (None if heartbeat is None else int(heartbeat)), latest
+
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint: each org log probed through ix_entries_endpoint_time."""
         with self.reading() as conn:
