@@ -528,14 +528,20 @@ class BillingEngine:
                 discount = books.account.at(origin).discount_percent
                 walk = ThresholdWalk(rating, invoices, origin, discount)
                 cut = walk.first_crossing(INVOICE_THRESHOLD, min(settled, month_end))
+                draft = None
                 if cut is not None:
                     draft = self._draft(
                         books, invoices, rating, cut, Trigger.THRESHOLD, issued_at=wall, settled=settled
                     )
-                    if draft.usage_after_discount <= INVOICE_THRESHOLD:  # the walk and the draft disagree: a bug
-                        raise AssertionError(
-                            f"R17: threshold walk cut at {format_micros(cut)} but the draft is {draft}"
+                    if draft.usage_after_discount <= INVOICE_THRESHOLD:
+                        # The walk used the discount in force at its origin, the draft the one at the cut (R20): a
+                        # discount changed in between. No threshold invoice is cut across the change.
+                        notes.append(
+                            f"R17/R20: the discount changed between {format_micros(origin)} and "
+                            f"{format_micros(cut)}; no threshold invoice is cut across the change"
                         )
+                        draft = None
+                if cut is not None and draft is not None:
                     notes.append(
                         f"R17: threshold invoice #{draft.number} cut at {format_micros(cut)}, where the uninvoiced "
                         f"usage after discounts first exceeds {usd(INVOICE_THRESHOLD)} "
