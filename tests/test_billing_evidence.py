@@ -29,9 +29,9 @@ from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli_backfill import bracket
 from client.ledger_client import LedgerClient
-from ledger.billing import BillingRefused, Invoice, Trigger
+from ledger.billing import BillingRefused, Invoice, Trigger, round_cents
 from ledger.billing.engine import load_books
-from ledger.billing.invoices import USAGE_KINDS
+from ledger.billing.invoices import SECONDS_PER_MONTH, USAGE_KINDS, storage_amount
 from ledger.billing.rederive import rederive_invoices
 from ledger.entry import SYSTEM_LOG, org_log_id
 from ledger.errors import InvalidInput, NotFound
@@ -477,3 +477,16 @@ def test_r15_a_crossing_only_late_events_reveal_is_recorded_with_its_own_instant
     [flip] = desk.engine.evaluate_account("acme")
     assert format_micros(flip.at) == "2026-10-05T10:56:00.000000Z" and flip.figures["late"] == "true"
     assert flip.figures["hourly_spend"] == "10.0872" and "late" in flip.explanation
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gb_seconds=st.decimals(min_value=-(10**12), max_value=10**12, places=9, allow_nan=False, allow_infinity=False),
+    price=st.sampled_from([Decimal("0.1"), Decimal("0.07"), Decimal("0.05"), Decimal(0)]),
+)
+def test_r21_storage_line_amounts_in_integers_equal_the_exact_fraction_rounded(
+    gb_seconds: Decimal, price: Decimal
+) -> None:
+    """The threshold walk's fast storage amount is R21's exact one: GB-seconds x price / 2,592,000, half-up."""
+    exact = round_cents(Fraction(gb_seconds) * Fraction(price) / SECONDS_PER_MONTH)
+    assert storage_amount(gb_seconds, price) == exact and str(storage_amount(gb_seconds, price)) == str(exact)

@@ -88,17 +88,25 @@ class ThresholdWalk:
             invoiced = held.end if held is not None and same else 0
             for run in session.runs_in(max(template.unit_start(invoiced), origin), session.up + session.billed_micros):
                 units.append(_units(template, run))
-        covered_storage = {seq for invoice in prior for seq in invoice.storage_sequences}
-        intervals = [
-            _Interval(charge.start, quantity, storage_key(charge, False, rule, price))
-            for charge in rating.storage
-            if charge.seq not in covered_storage and charge.start >= origin
-            for rule, price, quantity in storage_parts(charge)
-        ]
+        # An interval starting at or after the origin (at or after the last cut) is on no invoice yet. They are
+        # made into line items only as far as the search looks (a backlog's crossings are each near their origin).
+        self._charges = rating.storage_by_start
+        self._starts = rating.storage_starts
+        self._next_charge = bisect.bisect_left(self._starts, origin)
         self.units = sorted(units, key=lambda u: u.start)
         self.unit_starts = [u.start for u in self.units]
-        self.intervals = sorted(intervals, key=lambda i: i.start)
-        self.interval_starts = [i.start for i in self.intervals]
+        self.intervals: list[_Interval] = []
+        self.interval_starts: list[int] = []
+
+    def _intervals_before(self, t: int) -> list[_Interval]:
+        """The storage items starting before t, in start order, made as needed."""
+        stop = bisect.bisect_left(self._starts, t)
+        for charge in self._charges[self._next_charge : stop]:
+            for rule, price, quantity in storage_parts(charge):
+                self.intervals.append(_Interval(charge.start, quantity, storage_key(charge, False, rule, price)))
+                self.interval_starts.append(charge.start)
+        self._next_charge = max(self._next_charge, stop)
+        return self.intervals[: bisect.bisect_left(self.interval_starts, t)]
 
     def usage_after_discount(self, t: int) -> Decimal:
         """What a draft cut at t would compare with the threshold: usage lines less the discount (R17, R20)."""
@@ -107,7 +115,7 @@ class ThresholdWalk:
             for units in self.units[: bisect.bisect_left(self.unit_starts, t)]:
                 compute[units.key] = compute.get(units.key, Decimal(0)) + units.started_before(t)
             storage = dict(self.storage_base)
-            for interval in self.intervals[: bisect.bisect_left(self.interval_starts, t)]:
+            for interval in self._intervals_before(t):
                 storage[interval.key] = storage.get(interval.key, Decimal(0)) + interval.gb_seconds
         subtotal = sum((compute_amount(q, key[7]) for key, q in compute.items()), ZERO_CENTS)
         subtotal += sum((storage_amount(q, key[5]) for key, q in storage.items()), ZERO_CENTS)
@@ -119,16 +127,20 @@ class ThresholdWalk:
     def first_crossing(self, threshold: Decimal, bound: int) -> int | None:
         """R17: the least cut c <= bound (c = s + 1 for the start s of the item that takes the usage over
         `threshold`), or None if the usage starting before `bound` does not exceed it."""
-        if bound <= self.origin or self.usage_after_discount(bound) <= threshold:
+        if bound <= self.origin:
             return None
-        low, high = self.origin, bound  # usage before low does not exceed the threshold; before high it does
+        low, high = self.origin, None  # usage before low does not exceed the threshold; before high it does
         step = _FIRST_STEP
-        while low + step < high:  # doubling: a crossing near the origin is found looking at the items near it
+        while low + step < bound:  # doubling: a crossing near the origin is found looking at the items near it
             if self.usage_after_discount(low + step) > threshold:
                 high = low + step
                 break
             low += step
             step *= 2
+        if high is None:
+            if self.usage_after_discount(bound) <= threshold:
+                return None
+            high = bound
         while high - low > 1:
             middle = (low + high) // 2
             if self.usage_after_discount(middle) > threshold:

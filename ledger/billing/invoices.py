@@ -8,6 +8,7 @@ or still uninvoiced (R17). Units are invoiced by the instant each starts (R10).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -616,14 +617,14 @@ def storage_parts(charge: StorageCharge) -> list[tuple[str, Decimal, Decimal]]:
     """(rule, price per GB-month, GB-seconds) of a storage interval: one part, or two across R14's tier."""
     gb_seconds = charge.gigabytes * charge.interval_seconds
     if charge.rule == "R8":
-        return [("R8", Decimal(0), gb_seconds)]
+        return [("R8", _ZERO_PRICE, gb_seconds)]
     if charge.storage_kind is StorageKind.CONTAINER_DISK:
-        return [("R13", _price(CONTAINER_DISK_PER_GB_MONTH), gb_seconds)]
-    first_tier = min(charge.gigabytes, Decimal(NETWORK_VOLUME_TIER_GB)) * charge.interval_seconds
-    beyond = max(charge.gigabytes - NETWORK_VOLUME_TIER_GB, Decimal(0)) * charge.interval_seconds
-    parts = [("R14", _price(NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH), first_tier)]
+        return [("R13", _CONTAINER_DISK_PRICE, gb_seconds)]
+    first_tier = min(charge.gigabytes, _TIER_GB) * charge.interval_seconds
+    beyond = max(charge.gigabytes - NETWORK_VOLUME_TIER_GB, _ZERO_PRICE) * charge.interval_seconds
+    parts = [("R14", _FIRST_TIER_PRICE, first_tier)]
     if beyond > 0:
-        parts.append(("R14", _price(NETWORK_VOLUME_BEYOND_PER_GB_MONTH), beyond))
+        parts.append(("R14", _BEYOND_TIER_PRICE, beyond))
     return parts
 
 
@@ -640,8 +641,15 @@ def compute_amount(quantity: Decimal, unit_price: Decimal) -> Decimal:
 
 
 def storage_amount(gb_seconds: Decimal, price_per_gb_month: Decimal) -> Decimal:
-    """R21: a storage line's amount, GB-seconds x price per GB-month / 2,592,000 s rounded half-up to cents."""
-    return round_cents(Fraction(gb_seconds) * Fraction(price_per_gb_month) / SECONDS_PER_MONTH)
+    """R21: a storage line's amount, GB-seconds x price per GB-month / 2,592,000 s rounded half-up to cents.
+
+    Exact, in integers (the threshold walk computes it thousands of times; Fraction arithmetic is the slow way to
+    the same cents): x = n / d, cents = floor(|x| x 100 + 1/2), ties away from zero as round_cents has them."""
+    with localcontext(EXACT):
+        numerator, denominator = (gb_seconds * price_per_gb_month).as_integer_ratio()
+    denominator *= SECONDS_PER_MONTH
+    cents = (2 * 100 * abs(numerator) + denominator) // (2 * denominator)
+    return Decimal(-cents if numerator < 0 else cents).scaleb(-2)
 
 
 def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
@@ -650,6 +658,14 @@ def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
 
 def _price(value: Fraction) -> Decimal:
     return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+# R13, R14 prices per GB-month as decimals, made once (every storage interval of every draft uses them).
+_ZERO_PRICE = Decimal(0)
+_TIER_GB = Decimal(NETWORK_VOLUME_TIER_GB)
+_CONTAINER_DISK_PRICE = _price(CONTAINER_DISK_PER_GB_MONTH)
+_FIRST_TIER_PRICE = _price(NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH)
+_BEYOND_TIER_PRICE = _price(NETWORK_VOLUME_BEYOND_PER_GB_MONTH)
 
 
 def _with_range(
@@ -838,10 +854,18 @@ def draft_usage(rating: OrgRating, prior: Sequence[Invoice], period_end: int) ->
         if held.template.workload_id in rated:
             drafting.reverse_units(held, 0)
 
-    covered_storage = {seq for invoice in prior for seq in invoice.storage_sequences}
-    for charge in rating.storage:
-        if charge.seq not in covered_storage and charge.start < period_end:
-            drafting.charge_storage(charge)
+    # Storage by start: an interval starting at or after the last cut is on no invoice yet (each invoice holds only
+    # intervals starting before its cut), so only the earlier ones are looked up in what the invoices cover.
+    charges, starts = rating.storage_by_start, rating.storage_starts
+    last_cut = drafting.late_before
+    split = 0 if last_cut is None else bisect.bisect_left(starts, min(last_cut, period_end))
+    if split:
+        covered_storage = {seq for invoice in prior for seq in invoice.storage_sequences}
+        for charge in charges[:split]:
+            if charge.seq not in covered_storage:
+                drafting.charge_storage(charge)
+    for charge in charges[split : bisect.bisect_left(starts, period_end)]:
+        drafting.charge_storage(charge)
     return drafting
 
 

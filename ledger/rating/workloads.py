@@ -132,6 +132,16 @@ class OrgRating:
         return tuple(sorted((c for w in self.workloads for c in w.storage), key=lambda c: c.seq))
 
     @cached_property
+    def storage_by_start(self) -> tuple[StorageCharge, ...]:
+        """`storage` in the order of the instants the intervals start (R13, R14: invoices count them by start)."""
+        return tuple(sorted(self.storage, key=lambda c: (c.start, c.seq)))
+
+    @cached_property
+    def storage_starts(self) -> list[int]:
+        """The start of each of `storage_by_start`, for bisecting."""
+        return [charge.start for charge in self.storage_by_start]
+
+    @cached_property
     def anomalies(self) -> tuple[Anomaly, ...]:
         return tuple(sorted((a for w in self.workloads for a in w.anomalies), key=lambda a: a.seq))
 
