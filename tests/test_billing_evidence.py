@@ -33,13 +33,15 @@ from ledger.billing import BillingRefused, Invoice, Trigger, round_cents
 from ledger.billing.engine import load_books
 from ledger.billing.invoices import SECONDS_PER_MONTH, USAGE_KINDS, storage_amount
 from ledger.billing.rederive import rederive_invoices
-from ledger.entry import SYSTEM_LOG, org_log_id
+from ledger.core import derive_index
+from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.errors import InvalidInput, NotFound
 from ledger.events import parse_event
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory, default_price_book
 from ledger.rating import rate_org
 from ledger.rating.evidence import settled_through
+from ledger.store import NewEntry
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
 from server.billing_service import closer_for
@@ -490,3 +492,22 @@ def test_r21_storage_line_amounts_in_integers_equal_the_exact_fraction_rounded(
     """The threshold walk's fast storage amount is R21's exact one: GB-seconds x price / 2,592,000, half-up."""
     exact = round_cents(Fraction(gb_seconds) * Fraction(price) / SECONDS_PER_MONTH)
     assert storage_amount(gb_seconds, price) == exact and str(storage_amount(gb_seconds, price)) == str(exact)
+
+
+def test_r28_audit_fails_an_invoice_that_bills_a_unit_past_the_evidence(desk: Desk) -> None:
+    """An INVOICE entry charging units its session's evidence does not reach (forged after the fact, chain intact)
+    fails re-derivation, naming R28, besides every figure that differs."""
+    desk.session("wl-1", "2026-10-05T00:00:00Z")
+    desk.heartbeat("2026-10-05T01:00:00Z")  # 60 units proven (R28)
+    [invoice] = desk.close("2026-11-01T01:00:00Z", heartbeat=False).issued
+    assert [(s.first, s.end) for s in invoice.sessions] == [(0, 60)]
+    body = invoice.body()
+    body.update(number=2, idempotency_key="invoice:2")
+    body["covers"]["sessions"][0].update({"from": 60, "to": 120})  # units 60-119: never proven running
+    desk.store.append(
+        [NewEntry(org_log_id("acme"), EntryKind.INVOICE, canonical_body(body), derive_index(EntryKind.INVOICE, body))]
+    )
+    system = list(desk.store.iter_entries(SYSTEM_LOG))
+    first, forged = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
+    assert first.ok and not forged.ok
+    assert any(d.startswith("R28: bills unit 119 of workload wl-1") for d in forged.differences), forged.differences
