@@ -175,8 +175,10 @@ def test_r19_the_closer_deactivates_when_usage_outgrows_credits_and_a_payment_me
     append(target, heartbeat("acme", "2026-10-05T10:50:00Z"))  # R28: proven running to 10:50
 
     def deactivated() -> apb.GetAccountStateResponse | None:
+        # GetAccountState reports R19's state at once; this waits for the closer's STATE entry too.
         state = accounts.GetAccountState(apb.GetAccountStateRequest(org_id="acme"))
-        return state if state.state == apb.ACCOUNT_STATE_DEACTIVATED else None
+        recorded = state.last_change.type == apb.ACCOUNT_STATE_CHANGE_TYPE_DEACTIVATED
+        return state if state.state == apb.ACCOUNT_STATE_DEACTIVATED and recorded else None
 
     state = eventually(deactivated, "R19 deactivation")
     assert state.last_change.type == apb.ACCOUNT_STATE_CHANGE_TYPE_DEACTIVATED
