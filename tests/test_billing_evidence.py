@@ -511,3 +511,33 @@ def test_r28_audit_fails_an_invoice_that_bills_a_unit_past_the_evidence(desk: De
     first, forged = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
     assert first.ok and not forged.ok
     assert any(d.startswith("R28: bills unit 119 of workload wl-1") for d in forged.differences), forged.differences
+
+
+def test_r29_ledgerctl_events_backfill_open_list_close(sqlite_url: str) -> None:
+    """`ledgerctl events backfill`: open (twice: the same backfill answers again), list, close; bad input exits 1
+    naming the field (R29)."""
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
+    running = start_server(sqlite_url, "127.0.0.1:0", clock=FixedClock(t("2026-12-06T09:00:00Z")))
+    try:
+        target = ["--target", f"127.0.0.1:{running.port}"]
+        common = ["events", "backfill", "open", "acme", "oct", "--from", "2026-10-01T00:00:00Z"]
+        opened = runner.invoke(app, [*common, "--to", "2026-11-01T00:00:00Z", "--reason", "outage", "--json", *target])
+        assert opened.exit_code == 0, opened.stdout
+        assert json.loads(opened.stdout)["backfill"]["open"] is True
+        again = runner.invoke(app, [*common, "--to", "2026-11-01T00:00:00Z", "--reason", "outage", "--json", *target])
+        assert json.loads(again.stdout)["result"] == "already open"
+        bad = runner.invoke(app, [*common, "--to", "2026-09-01T00:00:00Z", *target])
+        assert bad.exit_code == 1 and "to_time" in bad.stderr and "R29" in bad.stderr
+        listed = runner.invoke(app, ["events", "backfill", "list", "acme", *target])
+        assert listed.exit_code == 0 and "oct" in listed.stdout and "open" in listed.stdout
+        closed = runner.invoke(app, ["events", "backfill", "close", "acme", "oct", "--json", *target])
+        assert closed.exit_code == 0 and json.loads(closed.stdout)["backfill"]["open"] is False
+        listed = runner.invoke(app, ["events", "backfill", "list", "acme", "--json", *target])
+        [only] = json.loads(listed.stdout)["backfills"]
+        assert (only["backfill_id"], only["open"], only["close_reason"]) == ("oct", False, "every past event sent")
+    finally:
+        running.stop(grace=None)
