@@ -388,11 +388,13 @@ def test_r29_a_backfill_request_names_every_bad_field(desk: Desk) -> None:
         desk.engine.close_backfill("acme", "never-opened", "done")
 
 
-def test_r29_the_example_day_sent_line_by_line_inside_one_backfill_gives_the_same_invoices(
-    whole: list[Invoice], tmp_path: Any
+@pytest.mark.parametrize("size", [1, 1000])
+def test_r29_the_example_day_sent_in_chunks_inside_one_backfill_gives_the_same_invoices(
+    size: int, whole: list[Invoice], tmp_path: Any
 ) -> None:
-    """Sent on November 1 after the grace, one RPC per line: without the backfill the grace would issue October's
-    month-end invoice after the first line (R17); inside it, the invoices are those of the day ingested whole."""
+    """Sent on November 1 after the grace, line by line (one RPC per line) or in 1,000-event chunks, while the closer
+    runs: without the backfill the grace would issue October's month-end invoice after the first chunk (R17);
+    inside it, the invoices are those of the day ingested whole, live."""
     clock = FixedClock(AFTER_GRACE)
     running = start_server(f"sqlite:///{tmp_path}/ledger.db", "127.0.0.1:0", clock=clock, close_interval=0.05)
     try:
@@ -401,8 +403,8 @@ def test_r29_the_example_day_sent_line_by_line_inside_one_backfill_gives_the_sam
             bracket(client, b"the example day", day_events(), True) as opened,
         ):
             assert opened == ["ingest-" + hashlib.sha256(b"the example day").hexdigest()[:16]]
-            for event in day_events():
-                client.append_events([event])
+            for chunk in chunks(day_events(), size):
+                client.append_events(chunk)
         settle(running)
         assert shape(load_books(running.ledger, "acme").invoices) == shape(whole)
     finally:
