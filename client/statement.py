@@ -43,7 +43,8 @@ def amount_of(item: dict[str, Any]) -> Fraction:
 
 def cents(text: str) -> str:
     """An invoice figure: whole cents (R21), as `ledgerctl invoices` shows them."""
-    return f"${Decimal(text):.2f}"
+    value = Decimal(text)
+    return f"-${-value:.2f}" if value < 0 else f"${value:.2f}"
 
 
 def clock(text: str | None) -> str:
@@ -129,14 +130,17 @@ def ledgered(report: dict[str, Any]) -> Ledgered:
     return found
 
 
-def _invoice_label(report: dict[str, Any], invoice_id: str) -> str:
+def _invoice_part(report: dict[str, Any], invoice_id: str, amount: Fraction, late: bool) -> str:
+    """`#2 $48.58 of its $50.04, cut 14:22`: this lookup's part of an invoice, its total in cents (R21) and its cut
+    instant (R17); the period and the INVOICE entry are in --details and --json."""
     summary = next((i for i in report["invoices"] if i["invoice_id"] == invoice_id), None)
-    if summary is None:
-        return f"invoice #{invoice_id}"
-    period = f"period {day_minute(summary['period_start'])} to {day_minute(summary['period_end'])}"
-    total = f", invoice total {cents(summary['total_amount'])}" if summary["total_amount"] else ""
-    ref = f", entry {summary['ref']['ref']}" if summary["ref"] else ""
-    return f"invoice #{invoice_id} ({period}{total}{ref})"
+    part = f"#{invoice_id} {money(amount)}"
+    if summary is not None:
+        part += f" of its {cents(summary['total_amount'])}" if summary["total_amount"] else ""
+        cut = summary["period_end"]
+        same_day = cut is not None and cut[:10] == (report["window"]["start"] or "")[:10]
+        part += f", cut {clock(cut) if same_day else day_minute(cut)}" if cut else ""
+    return part + (" with late lines (R22)" if late else "")
 
 
 def answer_lines(report: dict[str, Any]) -> list[str]:
@@ -157,11 +161,11 @@ def answer_lines(report: dict[str, Any]) -> list[str]:
         f"{money(totals['storage_amount_exact'])}, R13 R14; adjustments {money(totals['adjustments_amount'])}, R23)"
     )
     found = ledgered(report)
-    for invoice_id in sorted((k for k in found.invoiced), key=int):
-        late = "; includes late usage (R22)" if invoice_id in found.late else ""
-        lines.append(
-            f"Invoiced: {money(found.invoiced[invoice_id])} of it on {_invoice_label(report, invoice_id)}{late}"
-        )
+    if found.invoiced:
+        invoiced = sorted(found.invoiced, key=int)
+        parts = [_invoice_part(report, k, found.invoiced[k], k in found.late) for k in invoiced]
+        where = "on invoice " if len(parts) == 1 else f"on {len(parts)} invoices: "
+        lines.append(f"Invoiced: {money(sum(found.invoiced.values(), Fraction(0)))} {where}{'; '.join(parts)}")
     if not found.invoiced:
         lines.append("Invoiced: nothing yet (R17)")
     if None in found.due:
@@ -196,8 +200,8 @@ def _rate(session: dict[str, Any]) -> str:
     return f" at {len(prices)} prices (R12, --details)" if prices else ""
 
 
-def _unit_range(first: int, count: int) -> str:
-    return f"unit {first}" if count == 1 else f"units {first}-{first + count - 1}"
+def _bare_range(first: int, count: int) -> str:
+    return str(first) if count == 1 else f"{first}-{first + count - 1}"
 
 
 def _due_price(session: dict[str, Any], unit_index: int) -> str | None:
@@ -209,25 +213,42 @@ def _due_price(session: dict[str, Any], unit_index: int) -> str | None:
 
 def _invoices_of(session: dict[str, Any]) -> str:
     """Per range of billed units: the invoice that carried it at its price then (R12, R17), the late lines that took
-    units back since (R22), and the units no invoice carries yet."""
-    parts = []
+    units back since (R22), and the units no invoice carries yet. One price shared by every range is said once."""
+    charged = [r for r in session.get("invoiced", ()) if not r["reversal"]]
+    prices = {Decimal(r["unit_price"]) for r in charged}
+    one_price = len(prices) == 1
+    ranges = []
     for invoiced in session.get("invoiced", ()):
-        units = _unit_range(invoiced["first_unit_index"], invoiced["count"])
+        units = _bare_range(invoiced["first_unit_index"], invoiced["count"])
+        where = f"#{invoiced['invoice_id']}"
         if invoiced["reversal"]:
-            parts.append(f"{units} taken back on invoice #{invoiced['invoice_id']} (late line, R22)")
+            ranges.append(f"{units} taken back on {where} (late line, R22)")
             continue
-        due = _due_price(session, invoiced["first_unit_index"])
-        now = (
-            f" (due now {money(due)}, R12)"
-            if due is not None and Decimal(due) != Decimal(invoiced["unit_price"])
-            else ""
-        )
-        late = " as a late line (R22)" if invoiced["late"] else ""
-        parts.append(f"{units} on invoice #{invoiced['invoice_id']}{late} at {money(invoiced['unit_price'])}{now}")
-    for run in session["units"]:
-        if run["invoice"]["invoice_id"] is None:
-            parts.append(f"{_unit_range(run['first_unit_index'], run['count'])} {NOT_INVOICED}")
-    return "; ".join(parts) if parts else NOT_INVOICED
+        price = "" if one_price else f" at {money(invoiced['unit_price'])}{_due_now(session, invoiced)}"
+        late = " (late line, R22)" if invoiced["late"] else ""
+        ranges.append(f"{units} on {where}{price}{late}")
+    waiting = [
+        _bare_range(run["first_unit_index"], run["count"])
+        for run in session["units"]
+        if run["invoice"]["invoice_id"] is None
+    ]
+    if not ranges:
+        return NOT_INVOICED
+    head = f"invoiced at {money(str(prices.pop()))}{_due_now(session, charged[0])}: " if one_price else "invoiced: "
+    tail = f"; {', '.join(waiting)} {NOT_INVOICED}" if waiting else ""
+    return f"{head}units {', '.join(ranges)}{tail}"
+
+
+def _carried(run: dict[str, Any]) -> bool:
+    return run["invoice"]["invoice_id"] is not None
+
+
+def _due_now(session: dict[str, Any], invoiced: dict[str, Any]) -> str:
+    """` (due now $0.05, R12)` when the rules now price the range's first unit otherwise than its invoice did."""
+    due = _due_price(session, invoiced["first_unit_index"])
+    if due is None or Decimal(due) == Decimal(invoiced["unit_price"]):
+        return ""
+    return f" (due now {money(due)}, R12)"
 
 
 def session_lines(session: dict[str, Any]) -> list[str]:
@@ -340,8 +361,8 @@ def statement(report: dict[str, Any]) -> list[str]:
         lines.append(REPEATS_NOTE)
     lines += [
         "",
-        f"{entries(len(report['entries']))} cited. More: --details (parts, unit runs, timelines, every storage "
-        "interval), --json (all of it, with entry hashes), --proofs DIR (inclusion proofs).",
+        f"{entries(len(report['entries']))} cited. --details: parts, unit runs, timelines, every storage interval; "
+        "--json: all of it, with hashes; --proofs DIR: inclusion proofs.",
     ]
     return lines
 

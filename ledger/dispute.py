@@ -896,6 +896,7 @@ def reconstruct(
         {u.invoice.invoice_id for s in sessions for u in s.units if u.invoice.invoice_id}
         | {line.invoice.invoice_id for line in storage if line.invoice.invoice_id}
         | {line.invoice.invoice_id for line in adjustments if line.invoice.invoice_id}
+        | {r.invoice_id for s in sessions for r in s.invoiced}  # R22: an invoice that only took units back
     )
     summaries = []
     for invoice_id in invoice_ids:

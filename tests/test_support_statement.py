@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.cli_support import reconstruction_json
-from client.statement import ledgered, money, rule_list, statement, wrapped
+from client.statement import cents, ledgered, money, rule_list, statement, wrapped
 from ledger.dispute import DisputeQuery, reconstruct_charges
 from server.app import RunningServer, start_server
 from server.support_service import reconstruction_to_proto
@@ -81,7 +81,7 @@ def test_r27_endpoint_statement_answers_first_in_one_screen(example_day: str, co
     # A one-hour window of the example day fits a screen and a half; the answer is in the first ten lines.
     assert len(lines) <= 60
     head = "\n".join(lines[:10])
-    for answer in ("Due now under the rules:", "Invoiced:", "on invoice #1", "Not yet invoiced:", "Difference:"):
+    for answer in ("Due now under the rules:", "Invoiced:", "on 3 invoices: #1", "Not yet invoiced:", "Difference:"):
         assert answer in head, answer
     words = set(result.stdout.split())
     for workload in [*LLAMA_WORKLOADS, "wl-llama-flex-06"]:
@@ -132,6 +132,7 @@ def test_wrapped_lines_keep_every_word_whole(words: list[str], width: int) -> No
 
 
 def test_r21_amounts_show_exactly_with_their_repetends() -> None:
+    assert cents("50.11") == "$50.11" and cents("-1.44") == "-$1.44" and cents("9273.2") == "$9273.20"
     assert money("7.524") == "$7.524" and money("-0.01") == "-$0.01" and money(Fraction(0)) == "$0"
     assert money(Fraction(1, 108)) == "$0.00(925)" and money(Fraction(-1, 3)) == "-$0.(3)"
 
@@ -178,37 +179,39 @@ def statement_of(desk: Desk, around: str) -> tuple[dict[str, Any], str]:
     return report, " ".join(" ".join(statement(report)).split())
 
 
-def test_r22_a_late_stop_shows_what_invoice_1_charged_against_what_is_due_until_a_late_line_corrects_it(
+def test_r22_a_late_stop_shows_what_the_invoices_charged_against_what_is_due_until_a_late_line_corrects_it(
     sqlite_url: str,
 ) -> None:
     desk = Desk(sqlite_url, "2026-10-01T00:00:00Z")
     try:
         desk.session("wl-1", "2026-10-02T00:00:00Z")
-        # Open at 06:00: 360 minutes started, 360 x $0.144 (B200 FLEX) = $51.84 on invoice #1 (R10, R17).
-        [first] = desk.close("2026-10-02T06:00:00Z").issued
-        desk.at("2026-10-02T06:10:00Z")
+        # As tests/test_billing_rules.py's R22/R23 case: a HEARTBEAT at 06:00 proves 360 minutes started (R28);
+        # the threshold cut (R17) holds units 0-347 (348 x $0.144 = $50.112) on #1, the month-end grace puts
+        # units 348-359 (12 x $0.144 = $1.728) on #2.
+        desk.close("2026-10-02T06:00:00Z")
+        desk.close("2026-11-01T01:00:00Z", heartbeat=False)
+        desk.at("2026-11-01T01:10:00Z")
         desk.stop("wl-1", "2026-10-02T05:50:00Z")  # written late: only 350 units were due, $50.40
 
         report, text = statement_of(desk, "2026-10-02T05:50:00Z")
         [session] = report["sessions"]
         assert [(r["invoice_id"], r["first_unit_index"], r["count"], r["unit_price"], r["amount"], r["reversal"])
-                for r in session["invoiced"]] == [("1", 0, 360, "0.144", "51.84", False)]  # fmt: skip
+                for r in session["invoiced"]] == [("1", 0, 348, "0.144", "50.112", False),
+                                                  ("2", 348, 12, "0.144", "1.728", False)]  # fmt: skip
         assert session["amount"] == "50.4"
-        # Invoice #1 charged $51.84; the rules now say $50.40 is due for those units: $1.44 too much, until the
-        # next invoice takes the 10 units back (R22).
-        assert "Invoiced: $51.84 of it on invoice #1" in text
+        # The invoices charged $51.84 for 360 units; the rules now say 350 units, $50.40, are due: $1.44 too
+        # much, until the next invoice takes the 10 units back (R22).
+        assert "Invoiced: $51.84 on 2 invoices: #1 $50.112 of its $50.11" in text and "#2 $1.728 of its $1.73" in text
         assert "Difference: the invoices charged $1.44 more than the rules say now" in text
-        assert "units 0-359 on invoice #1 at $0.144" in text
+        assert "invoiced at $0.144: units 0-347 on #1, 348-359 on #2" in text
 
-        [second] = desk.close("2026-11-01T00:00:00Z").issued
+        [third] = desk.close("2026-12-01T01:00:00Z", heartbeat=False).issued
         report, text = statement_of(desk, "2026-10-02T05:50:00Z")
         [session] = report["sessions"]
         assert [(r["invoice_id"], r["first_unit_index"], r["count"], r["amount"], r["reversal"], r["late"])
-                for r in session["invoiced"]] == [("1", 0, 360, "51.84", False, False),
-                                                  ("2", 350, 10, "-1.44", True, True)]  # fmt: skip
-        assert "units 350-359 taken back on invoice #2 (late line, R22)" in text
-        assert "Invoiced: -$1.44 of it on invoice #2" in text and "includes late usage (R22)" in text
+                for r in session["invoiced"]][2:] == [(str(third.number), 350, 10, "-1.44", True, True)]  # fmt: skip
+        assert f"350-359 taken back on #{third.number} (late line, R22)" in text
+        assert f"#{third.number} -$1.44 of its -$1.44, cut 2026-12-01 00:00 with late lines (R22)" in text
         assert "Difference: none" in text
-        assert (first.number, second.number) == (1, 2)
     finally:
         desk.close_store()
