@@ -16,6 +16,15 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import billing_pb2 as bpb
 from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
+from client.csv_output import (
+    INVOICE_COLUMNS,
+    INVOICE_LINE_COLUMNS,
+    FormatOption,
+    chosen_format,
+    emit_csv,
+    invoice_line_rows,
+    invoice_rows,
+)
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -297,8 +306,12 @@ def credits_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonF
 
 
 @invoices_app.command("list")
-def invoices_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonFlag = False) -> None:
-    """List ORG's issued invoices, oldest first."""
+def invoices_list(
+    org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonFlag = False, format_name: FormatOption = "text"
+) -> None:
+    """List ORG's issued invoices, oldest first; with --format csv, one row per invoice, figures in cents."""
+    output = chosen_format(format_name, as_json)
+    as_json = output == "json"
     invoices: list[bpb.Invoice] = []
     token = ""
     with connect(target, as_json) as client:
@@ -314,6 +327,9 @@ def invoices_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: Json
                 break
     if as_json:
         emit_json({"org_id": org, "invoices": [invoice_json(inv, full=False) for inv in invoices]})
+        return
+    if output == "csv":
+        emit_csv(INVOICE_COLUMNS, invoice_rows(invoice_json(inv, full=False) for inv in invoices))
         return
     table = Table(
         "#", "period (to the cut)", "settled through", "trigger", "total", "credits", "amount due", "payment",
@@ -415,8 +431,12 @@ def invoices_show(
     ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
+    format_name: FormatOption = "text",
 ) -> None:
-    """Show one invoice as a statement: period, lines, subtotal, discount, credits, amount due, late lines."""
+    """Show one invoice as a statement: period, lines, subtotal, discount, credits, amount due, late lines; with
+    --format csv, one row per line."""
+    output = chosen_format(format_name, as_json)
+    as_json = output == "json"
     with connect(target, as_json) as client:
         stub = billing_stub(client)
         number = invoice
@@ -427,6 +447,8 @@ def invoices_show(
         found = call(client, stub.GetInvoice, bpb.GetInvoiceRequest(org_id=org, number=number)).invoice
     if as_json:
         emit_json(invoice_json(found, full=True))
+    elif output == "csv":
+        emit_csv(INVOICE_LINE_COLUMNS, invoice_line_rows(invoice_json(found, full=True)))
     else:
         _statement(found)
 

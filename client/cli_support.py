@@ -16,6 +16,7 @@ from usageledger.v1 import ledger_pb2 as lpb
 from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
+from client.csv_output import LOOKUP_COLUMNS, FormatOption, chosen_format, emit_csv, lookup_rows
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -528,12 +529,16 @@ def support_lookup(
     ] = False,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
+    format_name: FormatOption = "text",
 ) -> None:
     """Reconstruct every charge of an endpoint around a time, or of one request (R27): the rule behind each line and
     the ledger entries (log, sequence, hash) behind each figure.
 
     Give --endpoint with --around (default tolerance 30m) or --from/--to, or just --request; --proofs DIR for
-    evidence anyone with the ledger's verifier key can check."""
+    evidence anyone with the ledger's verifier key can check. --format csv: one row per charge line (the request's
+    share, each session's units as due and as invoiced, storage intervals, zero lines, adjustments)."""
+    output = chosen_format(format_name, as_json)
+    as_json = output == "json"
     if endpoint is None and request is None:
         fail("give --endpoint (and a time), or --request", EXIT_USAGE, as_json=as_json)
     if around is not None and (start is not None or end is not None):
@@ -567,6 +572,8 @@ def support_lookup(
         write_proofs(report, proofs_dir, as_json)
     if as_json:
         emit_json(report)
+    elif output == "csv":
+        emit_csv(LOOKUP_COLUMNS, lookup_rows(report))
     else:
         print_statement(report, details=details)
 

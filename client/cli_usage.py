@@ -14,6 +14,7 @@ from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
 from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
+from client.csv_output import USAGE_COLUMNS, FormatOption, chosen_format, emit_csv
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -165,8 +166,11 @@ def usage(
     bucket: Annotated[str | None, typer.Option("--bucket", help="hour or day (UTC).")] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
+    format_name: FormatOption = "text",
 ) -> None:
     """Billed units (R10) and exact amounts per group and bucket, plus storage lines (R13, R14)."""
+    output = chosen_format(format_name, as_json)
+    as_json, as_csv = output == "json", output == "csv"
     request = upb.QueryUsageRequest(org_id=org, endpoint_id=endpoint or "")
     request.start_time.CopyFrom(micros_to_timestamp(instant_option(start, "--from", as_json)))
     request.end_time.CopyFrom(micros_to_timestamp(instant_option(end, "--to", as_json)))
@@ -185,6 +189,9 @@ def usage(
             rpc_failure(err, target, as_json)
     rows = [_row_json(r, bucket is not None) for r in response.rows]
     total_exact = exact_amount(response.total_amount, response.total_amount_fraction)
+    if as_csv:
+        emit_csv(USAGE_COLUMNS, rows)  # one row per usage row; the total is their sum
+        return
     if as_json:
         emit_json(
             {

@@ -8,11 +8,15 @@ wl-llama-flex-06 (up 11:48:52) is not. Regenerate the snapshots after a delibera
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.cli_support import reconstruction_json
+from client.csv_output import LOOKUP_COLUMNS, USAGE_COLUMNS, emit_csv
 from client.statement import cents, ledgered, money, rule_list, statement, wrapped
 from ledger.dispute import DisputeQuery, reconstruct_charges
 from server.app import RunningServer, start_server
@@ -215,3 +220,53 @@ def test_r22_a_late_stop_shows_what_the_invoices_charged_against_what_is_due_unt
         assert "Difference: none" in text
     finally:
         desk.close_store()
+
+
+# -- item 4: --format csv -------------------------------------------------------------------------------------------
+
+
+def csv_rows(result: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
+    assert result.returncode == 0, result.stderr
+    return list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+
+
+def test_csv_is_rfc_4180_with_a_header_quoting_where_needed(capsys: pytest.CaptureFixture[str]) -> None:
+    emit_csv(("line", "amount", "late", "explanation"), [{"line": "due", "amount": "7.524", "late": False,
+                                                           "explanation": 'R10: "rounded", up'}])  # fmt: skip
+    assert capsys.readouterr().out == 'line,amount,late,explanation\r\ndue,7.524,false,"R10: ""rounded"", up"\r\n'
+
+
+def test_r27_lookup_as_csv_one_row_per_charge_line_adding_up_to_the_statement(example_day: str) -> None:
+    report = json.loads(ledgerctl(*ENDPOINT_HOUR, "--json", target=example_day, columns=120).stdout)
+    rows = csv_rows(ledgerctl(*ENDPOINT_HOUR, "--format", "csv", target=example_day, columns=120))
+    assert list(rows[0]) == list(LOOKUP_COLUMNS)
+    kinds = {kind: [r for r in rows if r["line"] == kind] for kind in ("due", "invoiced", "storage", "not billed")}
+    # R10: the due rows are each session's unit runs; they add up to the sessions' $167.7096.
+    assert sum(Decimal(r["amount"]) for r in kinds["due"]) == Decimal(report["totals"]["sessions_amount"])
+    assert len(kinds["storage"]) == len(report["storage"]) == 76 and len(kinds["not billed"]) == 2
+    # R17: what each invoice charged per range of units, at its price (R12), beside what is due.
+    flex_03 = [(r["invoice"], r["quantity"], r["unit_price"]) for r in kinds["invoiced"]
+               if r["workload_id"] == "wl-llama-flex-03"]  # fmt: skip
+    assert flex_03 == [("1", "98", "0.0456"), ("2", "67", "0.0456")]
+    volume = next(r for r in kinds["storage"] if r["volume_id"] == "vol-models")
+    assert volume["amount_exact"] == "0.00(925)" and volume["rules"] == "R14"  # 1/108 (docs/money.md)
+
+
+def test_usage_and_invoices_as_csv(example_day: str) -> None:
+    window = ("--org", "acme", "--from", "2026-10-05", "--to", "2026-10-06", "--group-by", "endpoint")
+    usage = json.loads(ledgerctl("usage", *window, "--json", target=example_day, columns=120).stdout)
+    rows = csv_rows(ledgerctl("usage", *window, "--format", "csv", target=example_day, columns=120))
+    assert list(rows[0]) == list(USAGE_COLUMNS)
+    assert [(r["endpoint_id"], r["unit"], r["amount"]) for r in rows] == [
+        (u["endpoint_id"] or "", u["unit"], u["amount"]) for u in usage["rows"]
+    ]
+    invoices = csv_rows(ledgerctl("invoices", "list", "--org", "acme", "--format", "csv", target=example_day,
+                                  columns=120))  # fmt: skip
+    assert [r["number"] for r in invoices] == ["1", "2", "3"]
+    assert all(re.fullmatch(r"\d+\.\d\d", r["total"]) for r in invoices)  # R21: cents
+    lines = csv_rows(ledgerctl("invoices", "show", "--org", "acme", "--invoice", "1", "--format", "csv",
+                               target=example_day, columns=120))  # fmt: skip
+    assert lines and {r["invoice"] for r in lines} == {"1"}
+    assert sum(Decimal(r["amount"]) for r in lines) == Decimal(invoices[0]["subtotal"])
+    both = ledgerctl("usage", *window, "--format", "csv", "--json", target=example_day, columns=120)
+    assert both.returncode == 2 and "give one" in both.stdout + both.stderr
