@@ -127,7 +127,11 @@ class DisputeQuery:
             if self.end <= self.start:
                 bad.append(FieldViolation("end_time", "must be after start_time"))
             elif self.end - self.start > MAX_WINDOW:
-                bad.append(FieldViolation("end_time", "a window is at most 31 days; narrow it to the ticket's time"))
+                bad.append(
+                    FieldViolation(
+                        "end_time", "a window is at most 31 days; narrow it to the ticket's time", "WINDOW_TOO_LONG"
+                    )
+                )
             if self.around is not None:
                 bad.append(FieldViolation("approximate_time", "give a window or an approximate time, not both"))
         if self.tolerance is not None:

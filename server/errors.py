@@ -23,10 +23,8 @@ _CODES: list[tuple[type[LedgerError], int]] = [
 def to_status(err: LedgerError) -> grpc.Status:
     code = next((c for kind, c in _CODES if isinstance(err, kind)), code_pb2.FAILED_PRECONDITION)
     details = []
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)
-    if isinstance(err, EventConflict):
-        info.metadata["org_id"] = err.org_id
-        info.metadata["event_id"] = err.event_id
+    # A stable UPPER_SNAKE reason per failure kind, and metadata naming the offending values (docs/errors.md).
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=dict(err.metadata))
     details.append(info)
     if isinstance(err, InvalidInput):
         bad_request = error_details_pb2.BadRequest(

@@ -253,7 +253,7 @@ def test_malformed_events_are_invalid_argument_naming_the_field(case: Case, send
     err = raised.value
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
     reasons, fields = field_violations(err)
-    assert reasons == ["INVALID_ARGUMENT"] and fields, err.details()
+    assert len(reasons) == 1 and reasons[0].startswith("INVALID_") and fields, err.details()
     if field is not None:
         assert field in fields, (field, fields)
     else:

@@ -52,7 +52,9 @@ def test_bad_batch_is_invalid_argument_naming_each_field_by_index_and_appends_no
         client.append_events(batch)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     infos, violations = details(err.value)
-    assert infos[0].reason == "INVALID_ARGUMENT"
+    # ErrorInfo: the first violation's kind (INVALID_<FIELD>) and every bad field (docs/errors.md).
+    assert infos[0].reason == "INVALID_" + violations[0][0].rsplit(".", 1)[-1].upper()
+    assert infos[0].metadata["fields"] == ",".join(field for field, _ in violations)
     assert [field for field, _ in violations] == [
         "events[1].instance_type",
         "events[2].event_id",
