@@ -236,7 +236,8 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             start = request.start_index
             if request.page_token:
                 token = _decode_token(request.page_token)
-                if not token.isdigit():
+                # ASCII digits of a sequence number only: str.isdigit also takes "²", which int() refuses.
+                if not (token.isascii() and token.isdigit() and int(token) < 2**63):
                     raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
                 start = int(token)
             self.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
