@@ -18,6 +18,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ledger.errors import LedgerError
 from ledger.sqlstore.faults import storage_fault
 from server.errors import DOMAIN, pack, to_status
 
@@ -58,6 +59,8 @@ def _answer(err: Exception, context: grpc.ServicerContext) -> None:
     """Abort the call for `err` unless the handler already answered it (then re-raising `err` is grpcio's cue)."""
     if _already_answered(context):
         return
+    if isinstance(err, LedgerError):  # raised on purpose where no handler translates it (an interceptor's read)
+        context.abort_with_status(to_status(err))
     fault = storage_fault(err)
     if fault is not None:
         log.warning("storage fault %s: %s: %s", fault.fault, type(err).__name__, err, exc_info=err)
