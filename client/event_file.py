@@ -18,6 +18,7 @@ from typing import Any
 
 from ledger.errors import InvalidInput
 from ledger.events import UsageEvent, parse_event
+from server.convert import json_type
 
 MAX_REPORTED = 50  # problems listed in full; the count says how many more there are
 
@@ -76,17 +77,12 @@ def _no_constant(name: str) -> Any:
 _decode = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_no_constant).decode
 
 
-def _json_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number with a fraction", str: "a string"}
-    return names.get(type(value), "an array" if isinstance(value, list) else "an object")
-
-
 def _line_problems(number: int, record: dict[str, Any], now_micros: int) -> tuple[UsageEvent | None, list[Problem]]:
     problems = []
     occurred_at = record.get("occurred_at")
     if occurred_at is not None and type(occurred_at) is not str:
         # parse_event also takes integer microseconds (what a protobuf Timestamp carries); a file spells times out.
-        problems.append(Problem(number, "occurred_at", f"must be an RFC 3339 string, not {_json_type(occurred_at)}"))
+        problems.append(Problem(number, "occurred_at", f"must be an RFC 3339 string, not {json_type(occurred_at)}"))
         record = {k: v for k, v in record.items() if k != "occurred_at"}
     try:
         # The server checks instance types against its price book (R11); here every other check runs.

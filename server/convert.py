@@ -116,13 +116,14 @@ def _exact(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> A
     # type(), not isinstance: a bool is an int to Python, and true is not 1 (issue #23).
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if type(value) not in kinds:
-        raise TypeError(f"{name}: must be {what}, not {_json_type(value)}")
+        raise TypeError(f"{name}: must be {what}, not {json_type(value)}")
     return value
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """What a decoded JSON value is, as a person reading the file would say it."""
     names = {bool: "a boolean", int: "an integer", float: "a number with a fraction", str: "a string"}
-    return names.get(type(value), f"a {type(value).__name__}")
+    return names.get(type(value), "an array" if isinstance(value, list) else "an object")
 
 
 def raw_to_event(raw: Mapping[str, Any]) -> pb.UsageEvent:

@@ -249,3 +249,39 @@ def test_an_unreadable_sqlite_file_is_an_io_fault_and_other_errors_are_not_stora
     assert fault is not None and fault.fault == "IO_ERROR"
     assert storage_fault(ValueError("not a storage fault")) is None
     assert storage_fault(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
+
+
+@pytest.mark.postgres
+def test_a_killed_connection_under_the_key_lookup_of_an_authenticated_call_is_unavailable(pg_url: str) -> None:
+    from client.ledger_client import Connection
+    from ledger.keys import Role, issue_key
+    from ledger.sqlstore import open_store
+    from ledger.sqlstore.keystore import SqlKeyStore
+
+    store = open_store(pg_url)
+    issued = issue_key(Role.AUDITOR, None, 0)
+    SqlKeyStore(store.writer).add(issued.record)
+    store.close()
+    running = start_server(pg_url, clock=FixedClock(), require_auth=True, key_cache_seconds=0)
+    database = pg_url.rsplit("/", 1)[1]
+    try:
+        codes = []
+        connection = Connection(api_key=issued.token)
+        with (
+            LedgerClient(f"127.0.0.1:{running.port}", retries=0, connection=connection) as client,
+            psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin,
+        ):
+            client.head("system")
+            for _ in range(5):
+                admin.execute(KILL_BACKENDS, (database,))
+                try:
+                    client.head("system")  # the key is read first: the dead connection is met there
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as err:
+                    codes.append(err.code())
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details())
+                    info, _, message = status_details(err)
+                    assert info["fault"] == "CONNECTION_LOST" and not any(w in message for w in SQL_WORDS)
+        assert grpc.StatusCode.UNAVAILABLE in codes
+    finally:
+        running.stop(grace=None)
