@@ -102,7 +102,11 @@ def read_event_file(path: Path, now_micros: int) -> list[FileEvent]:
     Blank lines are skipped. One event_id given twice with different bodies is refused here (R24), before the
     first of them could be appended.
     """
-    text = path.read_text(encoding="utf-8")
+    return parse_event_lines(path.read_text(encoding="utf-8"), path, now_micros)
+
+
+def parse_event_lines(text: str, path: Path, now_micros: int) -> list[FileEvent]:
+    """read_event_file's work on text already read; `path` only names it in problems."""
     events: list[FileEvent] = []
     first_of: dict[tuple[str, str], FileEvent] = {}
     problems: list[Problem] = []

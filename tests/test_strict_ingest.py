@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from client.event_file import EventFileError, read_event_file
+from client.event_file import EventFileError, parse_event_lines, read_event_file
 from ledger.events import parse_event
 from server.app import RunningServer
 from server.convert import event_to_proto, event_to_raw, raw_to_event
@@ -132,12 +132,7 @@ def test_the_server_validates_exactly_the_event_the_file_holds(raw: dict[str, An
 
         raw["occurred_at"] = format_micros(raw["occurred_at"])
     reference = parse_event(raw, now_micros=NOW, known_instance_type=lambda t: t in BOOK.rates)
-    path = Path(f"/tmp/strict-ingest-{id(raw)}.jsonl")
-    try:
-        path.write_text(json.dumps(raw) + "\n")
-        [read] = read_event_file(path, now_micros=NOW)
-    finally:
-        path.unlink(missing_ok=True)
+    [read] = parse_event_lines(json.dumps(raw) + "\n", Path("events.jsonl"), now_micros=NOW)
     assert read.event == reference
     on_server = parse_event(
         event_to_raw(event_to_proto(read.event)), now_micros=NOW, known_instance_type=lambda t: t in BOOK.rates
