@@ -285,3 +285,43 @@ def test_a_killed_connection_under_the_key_lookup_of_an_authenticated_call_is_un
         assert grpc.StatusCode.UNAVAILABLE in codes
     finally:
         running.stop(grace=None)
+
+
+def test_an_unexpected_error_is_internal_with_an_incident_id_and_no_error_text() -> None:
+    """Behind the same request guard as every service: a handler's stray exception is never UNKNOWN with its text."""
+    from concurrent import futures
+
+    from server.guard import RequestGuard
+
+    def fails(_request: bytes, _context: grpc.ServicerContext) -> bytes:
+        raise ValueError("SELECT secret FROM somewhere WHERE token = 'abc'")
+
+    def streams(_request: bytes, _context: grpc.ServicerContext) -> Iterator[bytes]:
+        yield b""
+        raise sqlite3.OperationalError("database or disk is full")
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Faults",
+        {
+            "Fails": grpc.unary_unary_rpc_method_handler(fails),
+            "Streams": grpc.unary_stream_rpc_method_handler(streams),
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[RequestGuard()])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary("/test.Faults/Fails")(b"", timeout=10)
+            assert raised.value.code() == grpc.StatusCode.INTERNAL
+            info, _, message = status_details(raised.value)
+            assert info["reason"] == "INTERNAL_ERROR" and len(info["incident"]) == 12
+            assert info["incident"] in message and "secret" not in message and "SELECT" not in message
+            with pytest.raises(grpc.RpcError) as raised:
+                list(channel.unary_stream("/test.Faults/Streams")(b"", timeout=10))
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # a storage fault mid-stream
+            assert status_details(raised.value)[0]["fault"] == "DISK_FULL"
+    finally:
+        server.stop(None)
