@@ -68,3 +68,20 @@ def test_bench_quick_run_writes_results_for_postgresql(tmp_path: Path) -> None:
     check_backend(result)
     assert result["ceiling_copy"]["method"] == "copy"
     assert document["machine"]["postgresql"]
+
+
+def test_the_memory_soak_runs_mixed_load_and_reports_rss(tmp_path: Path) -> None:
+    """bench.soak in a few seconds: the same code as the 30-minute run whose figures docs/benchmarks.md reports."""
+    output = tmp_path / "soak.json"
+    command = [
+        sys.executable, "-m", "bench.soak", "--minutes", "0.1", "--sample-seconds", "1", "--rate", "200",
+        "--lookups", "5", "--workdir", str(tmp_path), "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text())
+    summary, samples = document["summary"], document["samples"]
+    assert len(samples) >= 5 and all(s["rss_kib"] > 0 for s in samples)
+    assert summary["events"] > 0 and summary["duplicates"] == 0 and summary["append_errors"] == 0
+    assert summary["lookups"] > 0 and summary["lookup_errors"] == 0
+    assert summary["rss_kib_max"] == max(s["rss_kib"] for s in samples)
