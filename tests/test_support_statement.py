@@ -270,3 +270,34 @@ def test_usage_and_invoices_as_csv(example_day: str) -> None:
     assert sum(Decimal(r["amount"]) for r in lines) == Decimal(invoices[0]["subtotal"])
     both = ledgerctl("usage", *window, "--format", "csv", "--json", target=example_day, columns=120)
     assert both.returncode == 2 and "give one" in both.stdout + both.stderr
+
+
+def test_usage_rows_carry_their_closed_value_sets_as_enums_beside_the_strings(example_day: str) -> None:
+    from usageledger.v1 import ledger_pb2 as lpb
+    from usageledger.v1 import usage_pb2 as upb
+    from usageledger.v1 import usage_pb2_grpc as upb_grpc
+
+    from client.instants import parse_instant
+    from client.ledger_client import LedgerClient
+    from server.convert import micros_to_timestamp
+
+    request = upb.QueryUsageRequest(org_id="acme", group_by=[upb.GROUP_BY_WORKLOAD_KIND, upb.GROUP_BY_WORKER_TYPE])
+    request.start_time.CopyFrom(micros_to_timestamp(parse_instant("2026-10-05")))
+    request.end_time.CopyFrom(micros_to_timestamp(parse_instant("2026-10-06")))
+    with LedgerClient(example_day) as client:
+        rows = upb_grpc.UsageServiceStub(client.channel).QueryUsage(request).rows
+    units = {row.unit: row.unit_value for row in rows}
+    assert units == {"minute": upb.USAGE_UNIT_MINUTE, "interval": upb.USAGE_UNIT_INTERVAL}
+    for row in rows:
+        kind = lpb.WorkloadKind.Name(row.workload_kind_value).removeprefix("WORKLOAD_KIND_")
+        worker = lpb.WorkerType.Name(row.worker_type_value).removeprefix("WORKER_TYPE_")
+        storage = lpb.StorageKind.Name(row.storage_kind_value).removeprefix("STORAGE_KIND_")
+        assert (kind, worker, storage) == (
+            row.workload_kind or "UNSPECIFIED",
+            row.worker_type or "UNSPECIFIED",
+            row.storage_kind or "UNSPECIFIED",
+        )
+    assert {row.storage_kind_value for row in rows if row.unit == "interval"} == {
+        lpb.STORAGE_KIND_CONTAINER_DISK,
+        lpb.STORAGE_KIND_NETWORK_VOLUME,
+    }
