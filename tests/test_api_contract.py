@@ -175,3 +175,31 @@ def test_field_violations_name_their_kind() -> None:
         "INVALID_ORG_ID",
         {"field": "org_id", "fields": "org_id,ticket"},
     )
+
+
+def test_every_message_field_and_enum_value_served_has_a_comment() -> None:
+    """What buf's COMMENTS rules hold in scripts/lint, checked on what reflection actually serves."""
+    from server.reflection import documented_files
+
+    missing = []
+    for name, data in documented_files().items():
+        if not name.startswith("usageledger/"):
+            continue
+        proto = descriptor_pb2.FileDescriptorProto.FromString(data)
+        commented = {tuple(loc.path) for loc in proto.source_code_info.location if loc.leading_comments.strip()}
+
+        wanted: list[tuple[tuple[int, ...], str]] = []
+        for m, message in enumerate(proto.message_type):
+            wanted.append(((4, m), message.name))
+            for f, field in enumerate(message.field):
+                wanted.append(((4, m, 2, f), f"{message.name}.{field.name}"))
+        for e, enum in enumerate(proto.enum_type):
+            wanted.append(((5, e), enum.name))
+            for v, value in enumerate(enum.value):
+                wanted.append(((5, e, 2, v), f"{enum.name}.{value.name}"))
+        for s, service in enumerate(proto.service):
+            wanted.append(((6, s), service.name))
+            for r, method in enumerate(service.method):
+                wanted.append(((6, s, 2, r), f"{service.name}.{method.name}"))
+        missing += [f"{name}: {what}" for path, what in wanted if path not in commented]
+    assert missing == []
