@@ -10,7 +10,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from usageledger.v1 import ledger_pb2 as pb
 
 from ledger.entry import Entry, EntryKind, LogHead
-from ledger.events import KNOWN_EVENT_FIELDS, EventType, UsageEvent, format_decimal
+from ledger.events import KNOWN_EVENT_FIELDS, UsageEvent, format_decimal
 from ledger.store import Appended
 from ledger.timeutil import parse_rfc3339_micros
 
@@ -169,9 +169,7 @@ def raw_to_event(raw: Mapping[str, Any]) -> pb.UsageEvent:
 
 def event_to_proto(event: UsageEvent) -> pb.UsageEvent:
     """A validated domain event as the proto the server takes: exactly its fields, nothing re-parsed."""
-    if event.type is EventType.HEARTBEAT:
-        # R28: org-level; the domain event's workload defaults (SERVING, FLEX) are not fields it carries, and the
-        # server refuses a HEARTBEAT naming any.
+    if event.is_heartbeat:  # R28: org-level; its domain placeholders for workload fields stay off the wire
         return pb.UsageEvent(
             event_id=event.event_id,
             org_id=event.org_id,
