@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from client.output import exact_amount
+from client.output import as_fraction, exact_amount
 from ledger.rating.money import exact_text
 
 NOT_INVOICED = "not yet invoiced"
@@ -189,7 +189,8 @@ def request_lines(request: dict[str, Any]) -> list[str]:
     return [
         f"Request {request['request_id']} on {request['workload_id']}: started {clock(request['started_at'])}, "
         f"{finished}{killed}",
-        f"  its share (R25): {request['attributed_seconds_exact']} s of serving time = {money(amount)}",
+        f"  attributed {request['attributed_seconds_exact']} s of serving time = {money(amount)}"
+        f"{as_fraction(request['attributed_amount_fraction'])} (R25: each instant shared by the requests in flight)",
     ]
 
 

@@ -102,7 +102,7 @@ def test_r24_one_event_id_twice_in_a_batch_with_different_bodies_is_invalid_argu
         client.append_events([make_event(), event, {**event, "workload_id": "other"}])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     infos, violations = details(err.value)
-    assert infos[0].reason == "INVALID_ARGUMENT"
+    assert infos[0].reason == "EVENT_ID_REPEATED_IN_BATCH"  # docs/errors.md
     [(field, description)] = violations
     assert field == "events[2].event_id"
     assert "is also events[1].event_id in this batch, with a different body" in description

@@ -110,6 +110,8 @@ def test_r25_request_statement_keeps_the_request_first(example_day: str, columns
     # req-000384: alone in flight from 11:46:57.123119 to the OOM kill at 11:47:07.431403: 10.308284 s x $0.00076
     # = $0.00783429584 (R25), billed up to the kill (R4).
     assert "Request req-000384 on wl-llama-flex-03" in "\n".join(lines[:3])
+    head = " ".join(" ".join(lines[:10]).split())
+    assert "attributed 10.308284 s of serving time = $0.00783429584" in head  # the request's answer comes first
     assert "10.308284 s of serving time = $0.00783429584" in flat and "OOM, R4" in flat
 
 
