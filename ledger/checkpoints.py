@@ -64,6 +64,7 @@ class CheckpointRefused(VerificationError):
     """The log no longer extends its newest signed checkpoint, so the ledger refuses to sign it (DATA_LOSS)."""
 
     reason = "CHECKPOINT_REFUSED"
+    kind = "checkpoint"
 
 
 class CheckpointConflict(LedgerError):

@@ -55,6 +55,8 @@ class VerificationError(LedgerError):
     """A hash, proof, checkpoint or signature does not verify. The message names what failed."""
 
     reason = "VERIFICATION_FAILED"
+    # What failed, for usageledger.verification.failures (ledger/metrics.py): low-cardinality, never a value.
+    kind = "log"
 
 
 class StorageError(LedgerError):

@@ -8,6 +8,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.errors import EventConflict, InvalidInput, LedgerError, NotFound, StorageError, VerificationError
+from ledger.metrics import record_verification_failure
 
 DOMAIN = "usageledger.v1"
 
@@ -45,4 +46,6 @@ def to_status(err: LedgerError) -> grpc.Status:
 
 
 def abort(context: grpc.ServicerContext, err: LedgerError) -> None:
+    if isinstance(err, VerificationError):
+        record_verification_failure(err.kind)  # something stored did not verify: operators alert on this
     context.abort_with_status(to_status(err))

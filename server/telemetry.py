@@ -43,26 +43,11 @@ append_batch_size = _meter.create_histogram(
 append_duration = _meter.create_histogram(
     "usageledger.append.duration", unit="s", description="Time to serve an append call, by gRPC status code"
 )
-verification_failures = _meter.create_counter(
-    "usageledger.verification.failures",
-    unit="{failure}",
-    description="Failed verifications: hash chains, Merkle proofs, checkpoints, signatures (record_verification)",
+# Per RPC, every method (OpenTelemetry's RPC semantic conventions): latency by service, method and status code, so
+# error and RESOURCE_EXHAUSTED rates are counts of its points by rpc.grpc.status_code.
+rpc_server_duration = _meter.create_histogram(
+    "rpc.server.duration", unit="ms", description="Time to serve each RPC, by service, method and gRPC status code"
 )
-account_state_changes = _meter.create_counter(
-    "usageledger.account.state_changes",
-    unit="{change}",
-    description="Account state transitions, by new state (record_account_state_change)",
-)
-
-
-def record_verification_failure(what: str) -> None:
-    """Count one failed verification; `what` is a low-cardinality kind such as `chain`, `proof`, `checkpoint`."""
-    verification_failures.add(1, {"kind": what})
-
-
-def record_account_state_change(state: str) -> None:
-    """Count one account state transition into `state` (for example `SUSPENDED`)."""
-    account_state_changes.add(1, {"state": state})
 
 
 # -- configuration ------------------------------------------------------------------------------------------------
@@ -270,8 +255,9 @@ _SERVER_FAULTS = frozenset(
 
 
 class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Per call: one access-log line (method, status, duration, caller, peer; no payload or credentials), append
-    metrics, and the status code on the RPC span (the gRPC instrumentation misses `abort_with_status`)."""
+    """Per call: one access-log line (method, status, duration, caller, peer; no payload or credentials), its
+    `rpc.server.duration` point, append metrics, and the status code on the RPC span (the gRPC instrumentation
+    misses `abort_with_status`)."""
 
     def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -352,7 +338,14 @@ def _append_metrics(method: str, request: Any, response: Any) -> None:
         events_duplicate.add(response.duplicates)
 
 
+def _rpc_attributes(method: str, code: grpc.StatusCode) -> dict[str, str | int]:
+    """RPC semantic-convention attributes of a call to `method` (`/package.Service/Method`) that ended in `code`."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name, "rpc.grpc.status_code": code.value[0]}
+
+
 def _finish(method: str, code: grpc.StatusCode, elapsed: float, call: _Call, context: grpc.ServicerContext) -> None:
+    rpc_server_duration.record(elapsed * 1000, _rpc_attributes(method, code))
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attribute("rpc.grpc.status_code", code.value[0])

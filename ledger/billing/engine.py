@@ -55,6 +55,7 @@ from ledger.core import Ledger, derive_index
 from ledger.entry import Entry, EntryKind, canonical_body, org_log_id
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.metrics import record_account_state_change, record_invoice_issued
 from ledger.rating import OrgRating
 from ledger.sqlstore.rollups import UsageRollups
 from ledger.sqlstore.store import SqlStore
@@ -484,7 +485,10 @@ class BillingEngine:
     def _issue(self, draft: Invoice) -> Invoice:
         appended = self._append(draft.org_id, EntryKind.INVOICE, draft.body())
         entry = self.ledger.entry(appended.log_id, appended.sequence)
-        return Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash)
+        issued = Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash)
+        if not appended.duplicate:
+            record_invoice_issued(issued.trigger.value, len(issued.late_lines))
+        return issued
 
     # -- account state (R15, R19) --------------------------------------------------------------------------
 
@@ -623,6 +627,7 @@ class BillingEngine:
         )
         if not appended.duplicate:
             self.hub.publish(stored)
+            record_account_state_change(stored.change.value)
         return stored
 
     def _append(self, org_id: str, kind: EntryKind, body: dict[str, Any]) -> Appended:

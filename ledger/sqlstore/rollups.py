@@ -15,10 +15,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, text, union, union_all
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, union, union_all
 from sqlalchemy.engine import Connection
 
-from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id, org_of_log
+from ledger.entry import ORG_LOG_PREFIX, SYSTEM_LOG, EntryKind, org_log_id, org_of_log
 from ledger.events import MAX_INTERVAL_SECONDS, EventType, StorageKind, UsageEvent, WorkerType, event_from_body
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
@@ -145,6 +145,19 @@ class UsageRollups:
         if size is not None and int(applied) >= int(size) and int(system_seen or 0) == int(system_size or 0):
             return int(applied), system_size
         return None, system_size
+
+    def lag(self) -> dict[str, int]:
+        """Per org: the entries of its log the rollups have not applied yet (usageledger.rollup.lag). The closer
+        and the queries catch up lazily, so a lag that keeps growing means neither reaches that org."""
+        behind = log_heads.c.size - func.coalesce(rollup_cursors.c.applied_size, 0)
+        query = (
+            select(log_heads.c.log_id, behind)
+            .outerjoin(rollup_cursors, rollup_cursors.c.log_id == log_heads.c.log_id)
+            .where(log_heads.c.log_id.like(f"{ORG_LOG_PREFIX}%"))
+        )
+        with self.store.reading() as conn:
+            rows = conn.execute(query).all()
+        return {org: int(count) for log_id, count in rows if (org := org_of_log(log_id)) is not None}
 
     def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
