@@ -6,13 +6,18 @@ Spans carry IDs and counts, never input values: a failed block marks its span wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # A proxy tracer: it forwards to whichever tracer provider is installed later, and does nothing until then.
 _tracer = trace.get_tracer("usageledger.core")
@@ -29,6 +34,27 @@ def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
         except BaseException as err:
             current.set_status(StatusCode.ERROR, type(err).__name__)
             raise
+
+
+def traced(name: str, ids: tuple[str, ...] = ()) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the decorated function in a span `name`, with the arguments named in `ids` (identifiers such as `org_id`,
+    never amounts or free text) as attributes when they are given and not None."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            attributes: dict[str, Any] = {}
+            if ids:
+                bound = signature.bind_partial(*args, **kwargs).arguments
+                attributes = {key: bound[key] for key in ids if bound.get(key) is not None}
+            with span(name, **attributes):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import BucketSize, OrgRating, UnitRun, rate_org
 from ledger.rating.money import exact_sum, fraction_to_decimal
+from ledger.tracing import traced
 
 if TYPE_CHECKING:
     from ledger.billing.scope import BillingScope
@@ -215,6 +216,7 @@ class UsageView:
         self.ledger = ledger
         self.rollups = rollups
 
+    @traced("ledger.rating.org", ids=("org_id",))
     def org_rating(self, org_id: str, now: int) -> OrgRating:
         """Every session, zero line, storage charge and anomaly of the org, open sessions accrued to `now` (R10),
         re-rated from the whole log."""
@@ -226,6 +228,7 @@ class UsageView:
         rating = rate_org(events, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now)
         return replace(rating, log_size=size)
 
+    @traced("ledger.rating.billing", ids=("org_id",))
     def billing_rating(self, org_id: str, now: int, scope: BillingScope) -> OrgRating:
         """The sessions and storage charges a billing evaluation needs (ledger/billing/scope.py), open sessions
         accrued to `now`; from the rollups when there are any. No zero lines or anomalies: billing charges none."""
@@ -240,6 +243,7 @@ class UsageView:
         # The rollups say exactly what the rating reflects (read with it); what catch_up returned is a lower bound.
         return rating if rating.log_size is not None else replace(rating, log_size=size)
 
+    @traced("ledger.usage.query", ids=("org_id", "endpoint_id"))
     def query(
         self,
         org_id: str,

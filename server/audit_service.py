@@ -32,6 +32,7 @@ from ledger.entry import Entry, LogHead
 from ledger.errors import FieldViolation, InvalidInput, LedgerError, VerificationError
 from ledger.merkle import consistency_proof, inclusion_proof
 from ledger.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entries
+from ledger.tracing import root_span, untraced
 from server.convert import micros_to_timestamp
 from server.errors import abort
 from server.service import _decode_token, _encode_token, _page_size
@@ -296,7 +297,8 @@ class BackgroundSigner:
         try:
             while self._running(self.poll_seconds):
                 try:
-                    self.sign_due()
+                    with untraced():  # the poll's reads; each signature is a trace of its own (_sign_if_due)
+                        self.sign_due()
                 except Exception:
                     log.exception("background checkpoint signing failed; trying again in %.1f s", self.poll_seconds)
         finally:
@@ -328,7 +330,8 @@ class BackgroundSigner:
         if not self.schedule.due(size, signed_size, elapsed) or self._refused.get(log_id) == size:
             return 0
         try:
-            stored, created = self.signer.sign(log_id)
+            with root_span("ledger.checkpoint.background_sign", log_id=log_id):
+                stored, created = self.signer.sign(log_id)
         except CheckpointRefused as err:
             # Logged once per size: an operator must look at this log; it is never signed until the cause is found.
             self._refused[log_id] = size

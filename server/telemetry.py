@@ -11,15 +11,17 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import StatusCode as SpanStatusCode
 
+from ledger.tracing import tracing_suppressed
 from server.guard import Behavior, Continuation, rewrap
 
 log = logging.getLogger("usageledger.telemetry")
@@ -136,13 +138,6 @@ def _metric_exporter(name: str) -> Any:
     raise ValueError(f"OTEL_METRICS_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
 
 
-def server_interceptors() -> list[grpc.ServerInterceptor]:
-    """The OpenTelemetry gRPC server interceptor: one SERVER span per RPC, on the global tracer provider."""
-    from opentelemetry.instrumentation.grpc import server_interceptor
-
-    return [server_interceptor()]  # type: ignore[no-untyped-call]
-
-
 def trace_sql(engine: Any) -> None:
     """A CLIENT span around every SQL statement on `engine`: the storage spans under an RPC or core span.
 
@@ -154,6 +149,8 @@ def trace_sql(engine: Any) -> None:
     system = engine.dialect.name
 
     def before(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        if tracing_suppressed():  # a metric collection's reads, say: no trace for them
+            return
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         current = tracer.start_span(
             f"db {verb}",
@@ -164,12 +161,12 @@ def trace_sql(engine: Any) -> None:
 
     def after(conn: Any, *_: Any) -> None:
         spans = conn.info.get("usageledger_spans")
-        if spans:
+        if spans and not tracing_suppressed():
             spans.pop().end()
 
     def failed(context: Any) -> None:
         spans = context.connection.info.get("usageledger_spans") if context.connection is not None else None
-        if spans:
+        if spans and not tracing_suppressed():
             current = spans.pop()
             current.set_status(SpanStatusCode.ERROR, type(context.original_exception).__name__)
             current.end()
@@ -240,6 +237,7 @@ def note_caller(name: str) -> None:
 
 _APPEND = "/usageledger.v1.LedgerService/AppendEvents"
 _STREAM = "/usageledger.v1.LedgerService/StreamEvents"
+_rpc_tracer = trace.get_tracer("usageledger.rpc")
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 # Codes that mean the server failed, not the caller (OpenTelemetry's rule for marking server spans as errors).
 _SERVER_FAULTS = frozenset(
@@ -255,9 +253,16 @@ _SERVER_FAULTS = frozenset(
 
 
 class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Per call: one access-log line (method, status, duration, caller, peer; no payload or credentials), its
-    `rpc.server.duration` point, append metrics, and the status code on the RPC span (the gRPC instrumentation
-    misses `abort_with_status`)."""
+    """Per call: with `tracing`, its SERVER span (OpenTelemetry RPC conventions, continuing a W3C `traceparent`);
+    one access-log line (method, status, duration, caller, peer; no payload or credentials); its
+    `rpc.server.duration` point; append metrics.
+
+    The span is ours rather than opentelemetry-instrumentation-grpc's, which records every abort as an exception
+    event whose traceback quotes the refused input, and misses the status of `abort_with_status`.
+    """
+
+    def __init__(self, tracing: bool = False) -> None:
+        self.tracing = tracing
 
     def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -272,28 +277,43 @@ class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return rewrap(handler, wrap)
 
+    def _span(self, method: str, context: grpc.ServicerContext) -> AbstractContextManager[Any]:
+        if not self.tracing:
+            return nullcontext()
+        carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        service, _, name = method.lstrip("/").rpartition("/")
+        return _rpc_tracer.start_as_current_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
     def _observed(self, method: str, behavior: Behavior, request_streaming: bool) -> Behavior:
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             call = _Call()
             token = _CALL.set(call)
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
-            try:
-                if method == _STREAM and request_streaming:
-                    request = _batch_sizes(request)
-                response = behavior(request, context)
-                code = grpc.StatusCode.OK
-                _append_metrics(method, request, response)
-                return response
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                _CALL.reset(token)
-                elapsed = time.perf_counter() - started
-                if method in (_APPEND, _STREAM):
-                    append_duration.record(elapsed, {"rpc.method": method.rsplit("/", 1)[1], "code": code.name})
-                _finish(method, code, elapsed, call, context)
+            with self._span(method, context):
+                try:
+                    if method == _STREAM and request_streaming:
+                        request = _batch_sizes(request)
+                    response = behavior(request, context)
+                    code = grpc.StatusCode.OK
+                    _append_metrics(method, request, response)
+                    return response
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    _CALL.reset(token)
+                    elapsed = time.perf_counter() - started
+                    if method in (_APPEND, _STREAM):
+                        append_duration.record(elapsed, {"rpc.method": method.rsplit("/", 1)[1], "code": code.name})
+                    _finish(method, code, elapsed, call, context)
 
         return observed
 
@@ -302,19 +322,20 @@ class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
             call = _Call()
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
-            try:
-                token = _CALL.set(call)
+            with self._span(method, context):
                 try:
-                    responses = behavior(request, context)
+                    token = _CALL.set(call)
+                    try:
+                        responses = behavior(request, context)
+                    finally:
+                        _CALL.reset(token)
+                    yield from responses
+                    code = grpc.StatusCode.OK
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
                 finally:
-                    _CALL.reset(token)
-                yield from responses
-                code = grpc.StatusCode.OK
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                _finish(method, code, time.perf_counter() - started, call, context)
+                    _finish(method, code, time.perf_counter() - started, call, context)
 
         return observed
 

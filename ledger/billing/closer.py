@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from ledger.billing.engine import BillingEngine
 from ledger.entry import org_of_log
+from ledger.tracing import root_span, span
 
 log = logging.getLogger("usageledger.billing")
 
@@ -103,7 +104,8 @@ class PeriodCloser:
                 return
             started = time.monotonic()
             try:
-                result, changes = self.engine.tick(org_id)
+                with span("billing.closer.evaluate", org_id=org_id):
+                    result, changes = self.engine.tick(org_id)
             except Exception:
                 log.exception("billing evaluation of org %s failed; it is retried at the next tick", org_id)
                 continue
@@ -139,13 +141,15 @@ class PeriodCloser:
                 self._wake.clear()
                 continue
             orgs = self._take_dirty()
-            if full_due:
-                next_full = now + self.interval
-                try:
-                    orgs = sorted({*orgs, *self.all_orgs()})
-                except Exception:
-                    log.exception("listing orgs for the period closer failed; retrying in %.1f s", self.interval)
-            self.evaluate(orgs)
+            with root_span("billing.closer.pass", full=full_due) as current:
+                if full_due:
+                    next_full = now + self.interval
+                    try:
+                        orgs = sorted({*orgs, *self.all_orgs()})
+                    except Exception:
+                        log.exception("listing orgs for the period closer failed; retrying in %.1f s", self.interval)
+                current.set_attribute("orgs", len(orgs))
+                self.evaluate(orgs)
             # Under a steady stream of appends, re-rate touched orgs at most this often rather than back to back.
             next_dirty = time.monotonic() + self.min_gap
             with self._passes_changed:

@@ -37,6 +37,7 @@ from ledger.rating.storage import (
     StorageCharge,
 )
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
+from ledger.tracing import traced
 
 INVOICE_THRESHOLD = DEFAULT_INVOICE_THRESHOLD  # R17: $50.00 of uninvoiced usage after discounts
 
@@ -755,6 +756,7 @@ def _carried_line(previous: Invoice) -> InvoiceLine:
     )
 
 
+@traced("ledger.invoice.draft", ids=("org_id", "trigger"))
 def draft_invoice(
     org_id: str,
     rating: OrgRating,

@@ -27,6 +27,7 @@ from ledger.events import UsageEvent, event_from_body
 from ledger.pricebook import PriceBook, PriceHistory
 from ledger.rating import OrgRating, WorkloadRating, rate_workload
 from ledger.timeutil import format_micros
+from ledger.tracing import traced
 
 # What the engine fills in from its reading rather than from the entries: compared on its own (a lower bound).
 _NOT_REDERIVED = {"rated_log_size", "sequence", "entry_hash"}
@@ -165,6 +166,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+@traced("ledger.invoice.rederive", ids=("org_id",))
 def rederive_invoices(
     org_id: str,
     entries: Iterable[Entry],

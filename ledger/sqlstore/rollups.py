@@ -47,6 +47,7 @@ from ledger.sqlstore.schema import (
     rollup_workloads,
 )
 from ledger.sqlstore.store import SqlStore
+from ledger.tracing import span
 
 # The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
 FINISHED_TYPE = b'"type":"REQUEST_FINISHED"'
@@ -116,11 +117,12 @@ class UsageRollups:
         current, _ = self.state(org_id)
         if current is not None:
             return current  # nothing to apply: no write transaction, so reads never queue behind appends
-        while True:
-            with self.store.writer.begin() as conn:
-                applied, done = self._catch_up_chunk(conn, log_id, prices, plans, now)
-            if done:
-                return applied
+        with span("ledger.rollups.catch_up", org_id=org_id):
+            while True:
+                with self.store.writer.begin() as conn:
+                    applied, done = self._catch_up_chunk(conn, log_id, prices, plans, now)
+                if done:
+                    return applied
 
     def state(self, org_id: str) -> tuple[int | None, int | None]:
         """(the org log size the rollups reflect if they are up to date with it and the system log, else None;
