@@ -5,7 +5,8 @@ Per backend, on fresh databases, loopback only, every loop bounded:
   ceiling  - the same rows into a fresh database with plain executemany (bench.ceiling)
   biglog   - one org log built to --log-size through StreamEvents (the bulk path), server RSS sampled as it grows
   lookup   - dispute-lookup queries on that log (bench.lookup)
-  verify   - ledger.audit.verify over that log, its invoices re-derived from the raw entries, and
+  verify   - ledger.audit.verify over that log, its invoices re-derived from the raw entries, its usage rollups
+             re-derived and compared (ledger.sqlstore.rollup_check), and
              merkle.inclusion_proof latency (bench.verification)
 Results go to bench/results/<label>-<time>.json and a table on stdout.
 """
@@ -324,6 +325,10 @@ def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str,
             _log(f"{backend}: verify {out['verify']['entries_per_second']:,.0f} entries/s")
             out["rederive"] = verification.rederive_rate(store, org_log_id(BIG_ORG), BIG_ORG)
             _log(f"{backend}: invoices re-derived at {out['rederive']['entries_per_second']:,.0f} entries/s")
+            rollups = verification.rollup_check_rate(store, org_log_id(BIG_ORG), BIG_ORG)
+            if rollups is not None:
+                out["rollup_check"] = rollups
+                _log(f"{backend}: rollups re-derived and compared at {rollups['entries_per_second']:,.0f} entries/s")
             proofs = verification.inclusion_proofs(store, org_log_id(BIG_ORG), args.proofs)
             if proofs is not None:
                 out["inclusion_proof"] = proofs
@@ -513,6 +518,10 @@ def table(document: dict[str, Any]) -> str:
     row(
         "invoices re-derived from the whole log, entries/s (invoices)",
         lambda r: f"{round(r['rederive']['entries_per_second']):,} ({r['rederive']['invoices']})",
+    )
+    row(
+        "rollups re-derived and compared, entries/s (rows)",
+        lambda r: f"{round(r['rollup_check']['entries_per_second']):,} ({r['rollup_check']['rows']:,})",
     )
     row(
         "inclusion proof p50 / p99 ms", lambda r: f"{r['inclusion_proof']['p50_ms']} / {r['inclusion_proof']['p99_ms']}"

@@ -58,6 +58,29 @@ def rederive_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any]:
     }
 
 
+def rollup_check_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any] | None:
+    """Time re-deriving one org's usage rollups in a scratch store and comparing them row by row
+    (ledger.sqlstore.rollup_check, what `ledgerctl audit verify --database-url` runs last); None when the rollups
+    have not caught up yet (the lookup phase catches them up). The entries are read without the chain check, which
+    verify_rate times on its own."""
+    from ledger.sqlstore.rollup_check import check_org_rollups
+
+    t0 = time.perf_counter()
+    result = check_org_rollups(store, org_id, lambda wanted, stop: store.iter_entries(wanted, 0, stop))
+    elapsed = time.perf_counter() - t0
+    if result.applied_size is None:
+        return None
+    if result.differences:
+        raise RuntimeError(f"the benchmark log's rollups do not re-derive: {result.differences[0]}")
+    return {
+        "log_id": log_id,
+        "entries": result.applied_size,
+        "rows": result.rows,
+        "seconds": round(elapsed, 3),
+        "entries_per_second": round(result.applied_size / elapsed, 1),
+    }
+
+
 class _LogNodes:
     """merkle.NodeSource for one log of the store."""
 

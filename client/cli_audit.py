@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from urllib.parse import quote
 
 import grpc
@@ -38,6 +38,7 @@ from client.output import (
 from ledger.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
 from ledger.billing.rederive import InvoiceFinding, rederive_invoices
 from ledger.checkpoint import NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.checkpoints import StoredCheckpoint
 from ledger.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, LogHead, chain_hash, org_log_id, org_of_log
 from ledger.errors import LedgerError, NotFound, VerificationError
 from ledger.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
@@ -47,11 +48,15 @@ from ledger.proofs import (
     ProofBundle,
     SignedCheckpoint,
     check_against_checkpoints,
+    check_every_checkpoint,
     load_proof,
     origin_log_id,
 )
 from ledger.store import IndexColumns
 from ledger.timeutil import format_micros
+
+if TYPE_CHECKING:
+    from ledger.sqlstore.rollup_check import RollupCheck
 
 audit_app = typer.Typer(
     help="Verify the ledger (hash chains, Merkle trees, signed checkpoints); keys and inclusion proofs.",
@@ -106,7 +111,9 @@ def parse_verifier_key(value: str, as_json: bool) -> NoteVerifier:
 
 
 class _CheckpointSource(AuditSource, Protocol):
-    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None: ...
+    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
+        """Every signed checkpoint of the log the source can show, smallest first (through the API: the newest)."""
+        ...
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]: ...
 
@@ -150,16 +157,26 @@ class _RemoteLogs:
             if not token:
                 return
 
-    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
+    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
+        """Every checkpoint the server lists (ListCheckpoints), as rows whose columns are their notes' own text."""
         from server.audit_service import checkpoint_from_proto
 
-        try:
-            response = self.client.call(self.stub.GetCheckpoint, apb.GetCheckpointRequest(log_id=log_id))
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        return checkpoint_from_proto(response.checkpoint)
+        found: list[StoredCheckpoint] = []
+        token = ""
+        while True:
+            request = apb.ListCheckpointsRequest(log_id=log_id, page_size=1000, page_token=token)
+            try:
+                response = self.client.call(self.stub.ListCheckpoints, request)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    return []
+                raise
+            for message in response.checkpoints:
+                served = checkpoint_from_proto(message)
+                found.append(StoredCheckpoint(log_id, served.size, served.root_hash, served.note, 0))
+            token = response.next_page_token
+            if not token:
+                return found
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
         request = apb.GetConsistencyProofRequest(log_id=log_id, old_size=old_size, new_size=new_size)
@@ -167,6 +184,10 @@ class _RemoteLogs:
 
     def invoiced_size(self, log_id: str) -> int | None:
         """The API has no index of entry kinds: re-deriving the invoices reads the whole log."""
+        return None
+
+    def rollup_cursors(self) -> dict[str, tuple[int, int]] | None:
+        """The API serves no derived tables: they are checked with --database-url."""
         return None
 
 
@@ -193,9 +214,8 @@ class _DatabaseLogs:
     def audit_opener(self) -> Callable[[], PagedAuditSource] | None:
         return self.store.audit_opener()
 
-    def latest_checkpoint(self, log_id: str) -> SignedCheckpoint | None:
-        stored = self.store.latest_checkpoint(log_id)
-        return None if stored is None else stored.signed()
+    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
+        return self.store.checkpoints(log_id, 2**63 - 1)  # the largest BIGINT: every row
 
     def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
         return consistency_proof(old_size, new_size, LogNodes(self.store, log_id))
@@ -204,6 +224,13 @@ class _DatabaseLogs:
         """Entries up to the log's last INVOICE entry (from ix_entries_kind): nothing after it bears on an invoice."""
         invoices = self.store.entries_of_kind(log_id, [EntryKind.INVOICE.value])
         return invoices[-1].sequence + 1 if invoices else 0
+
+    def rollup_cursors(self) -> dict[str, tuple[int, int]] | None:
+        """Each org log's rollup cursor: (entries applied, system log size), read before the logs are verified so
+        that the verification notes their roots at those sizes."""
+        from ledger.sqlstore.rollup_check import rollup_cursors_of
+
+        return rollup_cursors_of(self.store)
 
     def close(self) -> None:
         self.store.close()
@@ -244,6 +271,8 @@ class LogAudit:
     saved: bool = False
     # Entries up to and including the log's last INVOICE entry, where the source can tell (None: read it all).
     invoiced_size: int | None = None
+    # Sizes of the signed checkpoints checked against the entries and each other (check_every_checkpoint).
+    verified_sizes: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -275,14 +304,26 @@ class InvoiceCheck:
 
 
 @dataclass
+class RollupsCheck:
+    """What re-deriving the usage rollups found (ledger.sqlstore.rollup_check): `checked` is False when it did not
+    run. `problems` are every difference, each naming the table, the row and the figures."""
+
+    checked: bool
+    orgs: list[RollupCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
 class VerifyReport:
     logs: list[LogAudit] = field(default_factory=list)
     checkpoints_checked: bool = False
     invoices: InvoiceCheck = field(default_factory=lambda: InvoiceCheck(False))
+    rollups: RollupsCheck = field(default_factory=lambda: RollupsCheck(False))
 
     @property
     def ok(self) -> bool:
-        return all(log.ok for log in self.logs) and not self.invoices.problems
+        return all(log.ok for log in self.logs) and not self.invoices.problems and not self.rollups.problems
 
     @property
     def entries(self) -> int:
@@ -378,6 +419,69 @@ def check_invoices(
     return check
 
 
+def check_rollups(
+    source: _DatabaseLogs,
+    report: VerifyReport,
+    cursors: dict[str, tuple[int, int]],
+    progress: Callable[[str, int], None] = lambda _log, _n: None,
+) -> RollupsCheck:
+    """Re-derive the usage rollups of each verified org log from its verified entries (and the system log's) and
+    name every stored row that differs (ledger.sqlstore.rollup_check); the repair is `ledgerctl rollups rebuild`."""
+    verified = {log.verification.log_id: log.verification for log in report.logs}
+    system = verified.get(SYSTEM_LOG)
+    check = RollupsCheck(True)
+    skipped: list[str] = []
+    for log_id, cursor in sorted(cursors.items()):
+        org_id = org_of_log(log_id)
+        verification = verified.get(log_id)
+        if org_id is None or verification is None or not verification.ok:
+            continue  # not audited this run, or its own failure is reported already
+        applied, system_size = cursor
+        if system is None or not system.ok:
+            # The rollups are rated with the system log's price books: only verified ones may stand behind them.
+            skipped.append(f"{log_id}: the system log was not verified in this run (verify every log)")
+            continue
+        if system_size > system.size or applied > verification.size:
+            head = source.head(log_id).size
+            if applied > head:
+                check.problems.append(
+                    f"rollups of {log_id}: the cursor says {applied} entries were applied, but the log has {head} "
+                    "(cursor altered); repair: ledgerctl rollups rebuild --org " + org_id
+                )
+            else:
+                skipped.append(f"{log_id}: the log grew past what was verified while it was audited; run again")
+            continue
+        progress(log_id, applied)
+
+        def entries(
+            wanted: str, stop: int, log: LogVerification = verification, system: LogVerification = system
+        ) -> Iterable[Entry]:
+            return _entries_verified(source, log if wanted == log.log_id else system, stop)
+
+        from ledger.sqlstore.rollup_check import check_org_rollups
+
+        try:
+            result = check_org_rollups(source.store, org_id, entries, cursor)
+        except VerificationError as err:
+            check.problems.append(f"rollups of {log_id}: {err}")
+            continue
+        if result.skipped is not None:
+            skipped.append(f"{log_id}: {result.skipped}")
+            continue
+        check.orgs.append(result)
+        check.problems += [
+            f"rollups of {log_id} differ from the log: {difference} (repair: ledgerctl rollups rebuild --org {org_id})"
+            for difference in result.differences
+        ]
+    rows = sum(result.rows for result in check.orgs)
+    differing = sum(len(result.differences) for result in check.orgs)
+    check.note = (
+        f"{_count(len(check.orgs), 'org')}' rollups re-derived from the log: {_count(rows, 'stored row')}, "
+        f"{_count(differing, 'difference')}" + "".join(f"; not checked: {why}" for why in skipped)
+    )
+    return check
+
+
 def _audit_log(
     source: _CheckpointSource,
     log_id: str,
@@ -386,18 +490,27 @@ def _audit_log(
     trusted_note: str | None,
     state_dir: Path | None,
     progress: Callable[[str, int], None],
+    rollup_sizes: Collection[int] = (),
 ) -> LogAudit:
+    """`rollup_sizes`: sizes the rollups reflect (their cursors), where the root is noted for check_rollups."""
+    signed: list[SignedCheckpoint] = []
     newest: SignedCheckpoint | None = None
     trusted: SignedCheckpoint | None = None
     failure: str | None = None
     if verifier is not None:
-        # The checkpoint is read before the entries, so the entries read cover it even while the log grows.
-        try:
-            served = source.latest_checkpoint(log_id)
-            if served is not None:
-                newest = SignedCheckpoint.open(log_id, served.note, verifier, ledger_name)
-        except VerificationError as err:
-            failure = f"log {log_id}: the ledger's newest checkpoint does not verify: {err}"
+        # Every stored checkpoint, not only the newest: a log rewritten and signed again has a valid newest note
+        # while the older ones contradict it. They are read before the entries, so the entries read cover them
+        # even while the log grows. Each row's size and root must be its signed note's (StoredCheckpoint.opened).
+        stored = source.stored_checkpoints(log_id)
+        for number, row in enumerate(stored, 1):
+            which = "newest checkpoint" if number == len(stored) else f"checkpoint of size {row.size}"
+            try:
+                signed.append(row.opened(verifier, ledger_name))
+            except VerificationError as err:
+                failure = f"log {log_id}: the ledger's {which} does not verify: {err}"
+                break
+        else:
+            newest = signed[-1] if signed else None
         if trusted_note is None and state_dir is not None:
             saved_file = _state_file(state_dir, f"{ledger_name}/{log_id}")
             if saved_file.is_file():
@@ -407,12 +520,13 @@ def _audit_log(
                 trusted = SignedCheckpoint.open(log_id, trusted_note, verifier, ledger_name)
             except VerificationError as err:
                 failure = failure or f"log {log_id}: the checkpoint verified earlier no longer verifies: {err}"
-    sizes = {cp.size for cp in (newest, trusted) if cp is not None}
+    sizes = {cp.size for cp in (*signed, trusted) if cp is not None}
     invoiced = None if org_of_log(log_id) is None else source.invoiced_size(log_id)
     try:
         # Checkpoints are checked against roots rebuilt from the entries in the same single pass; the root at the
         # last invoice vouches for the entries the invoices are re-derived from (check_invoices).
-        verification = verify_log(source, log_id, progress, roots_at=sizes | ({invoiced} if invoiced else set()))
+        roots_at = sizes | ({invoiced} if invoiced else set()) | set(rollup_sizes)
+        verification = verify_log(source, log_id, progress, roots_at=roots_at)
     except NotFound:
         verification = LogVerification(log_id, 0, b"", b"", f"log {log_id} does not exist", None)
     roots = {0: EMPTY_ROOT, **verification.roots} if 0 in sizes else verification.roots
@@ -420,6 +534,10 @@ def _audit_log(
     if verifier is None or not verification.ok or failure is not None:
         return audit
     try:
+        check_every_checkpoint(
+            log_id, verification.size, roots, signed, lambda old, new: source.consistency(log_id, old, new)
+        )
+        audit.verified_sizes = [cp.size for cp in signed]
         check_against_checkpoints(
             log_id,
             verification.size,
@@ -473,6 +591,13 @@ def audit_verify(
             "--skip-invoices", help="Do not re-derive the invoices from the raw entries (chains and checkpoints only)."
         ),
     ] = False,
+    skip_rollups: Annotated[
+        bool,
+        typer.Option(
+            "--skip-rollups",
+            help="Do not re-derive the usage rollups from the log and compare them (with --database-url).",
+        ),
+    ] = False,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:
@@ -506,6 +631,12 @@ def audit_verify(
         source = _RemoteLogs(client)
     report = VerifyReport(checkpoints_checked=verifier is not None)
     try:
+        # Read before any log is verified, so each verification notes its root where the rollups stand.
+        cursors = None if skip_rollups else source.rollup_cursors()
+        rollup_sizes: dict[str, set[int]] = {}
+        for log_id, (applied, system_size) in (cursors or {}).items():
+            rollup_sizes.setdefault(log_id, set()).add(applied)
+            rollup_sizes.setdefault(SYSTEM_LOG, set()).add(system_size)
         log_ids = [org_log_id(org)] if org else list(all_log_ids(source))
         unknown = sorted(set(trusted_notes) - set(log_ids))
         if unknown:
@@ -524,6 +655,7 @@ def audit_verify(
                         trusted_notes.get(log_id),
                         states,
                         lambda lid, n: progress.update(task, description=f"verifying {lid}", completed=n),
+                        rollup_sizes.get(log_id, ()),
                     )
                 )
             if skip_invoices:
@@ -533,6 +665,19 @@ def audit_verify(
                     source,
                     report,
                     lambda lid, n: progress.update(task, description=f"re-deriving invoices of {lid}", completed=n),
+                )
+            if skip_rollups:
+                report.rollups = RollupsCheck(False, note="not re-derived (--skip-rollups)")
+            elif cursors is None or not isinstance(source, _DatabaseLogs):
+                report.rollups = RollupsCheck(
+                    False, note="not checked: the rollups are in the database (--database-url)"
+                )
+            else:
+                report.rollups = check_rollups(
+                    source,
+                    report,
+                    cursors,
+                    lambda lid, n: progress.update(task, description=f"re-deriving rollups of {lid}", completed=n),
                 )
     except grpc.RpcError as err:
         rpc_failure(err, target, as_json)
@@ -580,6 +725,20 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
                     "problems": report.invoices.problems,
                     "note": report.invoices.note,
                 },
+                "rollups": {
+                    "checked": report.rollups.checked,
+                    "orgs": [
+                        {
+                            "log_id": r.log_id,
+                            "applied_size": r.applied_size,
+                            "rows": r.rows,
+                            "differences": [str(d) for d in r.differences],
+                        }
+                        for r in report.rollups.orgs
+                    ],
+                    "problems": report.rollups.problems,
+                    "note": report.rollups.note,
+                },
             }
         )
         return
@@ -592,6 +751,8 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
             signed = "none yet"
         else:
             signed = f"size {log.checkpoint.size}" + (f" (extends {log.trusted.size})" if log.trusted else "")
+            if len(log.verified_sizes) > 1:
+                signed += f", {len(log.verified_sizes)} notes checked"
         result = "[green]ok[/]" if log.ok else "[red]FAILED[/]"
         table.add_row(v.log_id, str(v.size), v.root_hash.hex()[:16] + "…", signed, result)
     out.print(table)
@@ -611,10 +772,19 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         out.print(invoices)
     if report.invoices.note:
         out.print(f"invoices: {report.invoices.note}")
+    if report.rollups.note:
+        out.print(f"rollups: {report.rollups.note}", markup=False, highlight=False)
+    for problem in report.rollups.problems[:_INVOICE_ROWS]:
+        err_console.print(f"[red]rollup differs:[/] {problem}", highlight=False)
     if bad is not None:
         err_console.print(f"[bold red]verification failed:[/] {bad.failure}")
     elif report.invoices.problems:
         err_console.print(f"[bold red]invoice re-derivation failed:[/] {report.invoices.problems[0]}")
+    elif report.rollups.problems:
+        err_console.print(
+            f"[bold red]rollups differ from the log:[/] {_count(len(report.rollups.problems), 'difference')}; "
+            "repair with `ledgerctl rollups rebuild --org ORG`"
+        )
     else:
         out.print(f"[green]verified[/] {report.entries} entries in {len(report.logs)} logs")
 
@@ -632,6 +802,7 @@ def _log_json(log: LogAudit) -> dict[str, Any]:
         "checkpoint": _checkpoint_json(log.checkpoint),
         "trusted_checkpoint": _checkpoint_json(log.trusted),
         "checkpoint_saved": log.saved,
+        "checkpoints_verified": log.verified_sizes,
     }
 
 

@@ -18,7 +18,20 @@ from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_USAGE,
+    REPEATS_NOTE,
+    JsonFlag,
+    Target,
+    as_fraction,
+    emit_json,
+    exact_amount,
+    fail,
+    gigabyte_seconds_text,
+    out,
+    rpc_failure,
+)
 from ledger.adjustments import parse_ref
 from ledger.timeutil import format_micros, from_datetime, parse_rfc3339_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
@@ -115,6 +128,8 @@ def request_json(request: spb.DisputeRequest) -> dict[str, Any]:
         "attributed_amount": request.attributed_amount,
         "attributed_amount_exact": request.attributed_amount_exact,
         "attributed_amount_fraction": request.attributed_amount_fraction,
+        "attributed_seconds_exact": exact_amount(request.attributed_seconds, request.attributed_seconds_fraction),
+        "attributed_seconds_fraction": request.attributed_seconds_fraction or None,
         "killed_by": _enum(lpb.StopReason, request.killed_by, "STOP_REASON_"),
         "rules": list(request.rules),
         "explanation": request.explanation,
@@ -239,6 +254,11 @@ def reconstruction_json(response: spb.ReconstructChargesResponse) -> dict[str, A
                 "end": _time(s, "end_time"),
                 "rule": s.rule,
                 "amount": s.amount,
+                "amount_exact": exact_amount(s.amount, s.amount_fraction),
+                "amount_fraction": s.amount_fraction or None,
+                "gigabyte_seconds": s.gigabyte_seconds or None,
+                "first_tier_gigabyte_seconds": s.first_tier_gigabyte_seconds or None,
+                "beyond_tier_gigabyte_seconds": s.beyond_tier_gigabyte_seconds or None,
                 "explanation": s.explanation,
                 "ref": ref_json(s.ref),
                 "invoice": _coverage(s.invoice),
@@ -277,6 +297,14 @@ def reconstruction_json(response: spb.ReconstructChargesResponse) -> dict[str, A
             "total_amount": totals.total_amount,
             "window_compute_amount": totals.window_compute_amount,
             "window_storage_amount": totals.window_storage_amount,
+            "storage_amount_exact": exact_amount(totals.storage_amount, totals.storage_amount_fraction),
+            "total_amount_exact": exact_amount(totals.total_amount, totals.total_amount_fraction),
+            "window_storage_amount_exact": exact_amount(
+                totals.window_storage_amount, totals.window_storage_amount_fraction
+            ),
+            "storage_amount_fraction": totals.storage_amount_fraction or None,
+            "total_amount_fraction": totals.total_amount_fraction or None,
+            "window_storage_amount_fraction": totals.window_storage_amount_fraction or None,
         },
         "invoices": [
             {
@@ -347,10 +375,10 @@ def print_report(report: dict[str, Any]) -> None:
         finished = f"finished {request['finished_at']}" if request["finished_at"] else "never finished"
         killed = f" (the workload stopped: {request['killed_by']}, R4)" if request["killed_by"] else ""
         out.print(f"  served by {request['workload_id']}: started {request['started_at']}, {finished}{killed}")
-        exact = "" if request["attributed_amount_exact"] else f" (exactly {request['attributed_amount_fraction']} USD)"
+        amount = exact_amount(request["attributed_amount"], request["attributed_amount_fraction"])
         out.print(
-            f"  attributed {request['attributed_seconds']} s of serving time = {_money(request['attributed_amount'])}"
-            f"{exact}"
+            f"  attributed {request['attributed_seconds_exact']} s of serving time = {_money(amount)}"
+            f"{as_fraction(request['attributed_amount_fraction'])}"
         )
         out.print(f"  {request['explanation']}")
         out.print(f"  entries: {', '.join(_short(r) for r in request['refs'])}")
@@ -427,8 +455,8 @@ def print_report(report: dict[str, Any]) -> None:
 
     if report["storage"]:
         storage = Table(
-            "workload", "kind", "GB", "from", "to", "rule", "amount", "entry",
-            title="Storage intervals (R13, R14)", box=box.SIMPLE_HEAD, title_justify="left",
+            "workload", "kind", "GB", "from", "to", "GB-seconds (R14: first 1,000 GB + beyond)", "rule", "amount",
+            "entry", title="Storage intervals (R13, R14)", box=box.SIMPLE_HEAD, title_justify="left",
         )  # fmt: skip
         for line in report["storage"]:
             kind = line["storage_kind"] + (f" {line['volume_id']}" if line["volume_id"] else "")
@@ -438,8 +466,9 @@ def print_report(report: dict[str, Any]) -> None:
                 line["gigabytes"],
                 _clock(line["start"]),
                 _clock(line["end"]),
+                gigabyte_seconds_text(line),
                 line["rule"],
-                _money(line["amount"]),
+                _money(line["amount_exact"]),
                 line["ref"]["ref"],
             )
         out.print(storage)
@@ -451,11 +480,14 @@ def print_report(report: dict[str, Any]) -> None:
 
     totals = report["totals"]
     out.print(
-        f"\n[bold]Totals[/] sessions {_money(totals['sessions_amount'])}, storage {_money(totals['storage_amount'])}, "
-        f"adjustments {_money(totals['adjustments_amount'])}: [bold]{_money(totals['total_amount'])}[/] "
+        f"\n[bold]Totals[/] sessions {_money(totals['sessions_amount'])}, "
+        f"storage {_money(totals['storage_amount_exact'])}, adjustments {_money(totals['adjustments_amount'])}: "
+        f"[bold]{_money(totals['total_amount_exact'])}[/]{as_fraction(totals['total_amount_fraction'] or '')} "
         f"(of which units and storage starting in the window: {_money(totals['window_compute_amount'])} + "
-        f"{_money(totals['window_storage_amount'])}, R10)"
+        f"{_money(totals['window_storage_amount_exact'])}, R10)"
     )
+    if "(" in totals["total_amount_exact"] or any("(" in line["amount_exact"] for line in report["storage"]):
+        out.print(REPEATS_NOTE)
     for invoice in report["invoices"]:
         credits = invoice["credits_applied"] or "0"
         out.print(f"invoice {invoice['invoice_id']}: total {invoice['total_amount']}, credits applied {credits} (R16)")

@@ -15,7 +15,20 @@ from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_USAGE,
+    REPEATS_NOTE,
+    JsonFlag,
+    Target,
+    as_fraction,
+    emit_json,
+    exact_amount,
+    fail,
+    gigabyte_seconds_text,
+    out,
+    rpc_failure,
+)
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
@@ -174,8 +187,18 @@ def usage(
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
     rows = [_row_json(r, bucket is not None) for r in response.rows]
+    total_exact = exact_amount(response.total_amount, response.total_amount_fraction)
     if as_json:
-        emit_json({"org_id": org, "rows": rows, "total": response.total_amount, "currency": response.currency_code})
+        emit_json(
+            {
+                "org_id": org,
+                "rows": rows,
+                "total": response.total_amount,
+                "total_exact": total_exact,
+                "total_fraction": response.total_amount_fraction or None,
+                "currency": response.currency_code,
+            }
+        )
         return
     table = Table(title=f"usage of {org}, {start} to {end}")
     columns = (["bucket"] if bucket else []) + [
@@ -186,10 +209,11 @@ def usage(
         "storage",
         "unit",
         "quantity",
+        "GB-seconds (R14: first 1,000 GB + beyond)",
         "amount",
     ]
     for column in columns:
-        table.add_column(column, justify="right" if column in ("quantity", "amount") else "left")
+        table.add_column(column, justify="left" if column in ("bucket", "endpoint", "kind", "instance") else "right")
     for row in rows:
         values = [row.get("bucket_start", "")] if bucket else []
         values += [
@@ -200,18 +224,14 @@ def usage(
             row.get("storage_kind") or "",
             row["unit"],
             str(row["quantity"]),
-            _short(row["amount"]),
+            gigabyte_seconds_text(row),
+            row["amount_exact"],
         ]
         table.add_row(*values)
     out.print(table)
-    out.print(f"total {_short(response.total_amount)} {response.currency_code} (exact: {response.total_amount})")
-
-
-def _short(amount: str) -> str:
-    """Amounts are exact and can run to 50 digits (R13/R14 storage); tables show 8 places, JSON the whole."""
-    from decimal import ROUND_HALF_UP, Decimal
-
-    return f"{Decimal(amount).quantize(Decimal('0.00000001'), rounding=ROUND_HALF_UP):f}"
+    out.print(f"total {total_exact} {response.currency_code}" + as_fraction(response.total_amount_fraction))
+    if any("(" in row["amount_exact"] for row in rows) or "(" in total_exact:
+        out.print(REPEATS_NOTE)
 
 
 def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
@@ -223,9 +243,15 @@ def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
         "unit": row.unit,
         "quantity": row.quantity,
         "amount": row.amount,
+        "amount_exact": exact_amount(row.amount, row.amount_fraction),
+        "amount_fraction": row.amount_fraction or None,
     }
     if row.storage_kind:
         data["storage_kind"] = row.storage_kind
+        data["gigabyte_seconds"] = row.gigabyte_seconds or None
+        if row.first_tier_gigabyte_seconds:
+            data["first_tier_gigabyte_seconds"] = row.first_tier_gigabyte_seconds
+            data["beyond_tier_gigabyte_seconds"] = row.beyond_tier_gigabyte_seconds
     if bucketed:
         data["bucket_start"] = format_micros(timestamp_to_micros(row.bucket_start_time))
     return data

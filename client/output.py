@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -17,6 +18,8 @@ import typer
 from grpc_status import rpc_status
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ledger.rating.money import exact_text
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -150,3 +153,32 @@ def progress_bar(as_json: bool) -> Progress:
         disable=as_json or not err_console.is_terminal,
         transient=True,
     )
+
+
+# -- exact amounts (docs/money.md) ---------------------------------------------------------------------------------
+
+REPEATS_NOTE = "digits in parentheses repeat forever (exact, never rounded: R21 rounds only invoice lines)"
+
+
+def exact_amount(decimal_text: str, fraction: str) -> str:
+    """An amount exactly, as ledger.rating.money.exact_text writes it (`0.16689(814)`), from the fraction the
+    server sent next to it; from an older server without one, the decimal string as it came."""
+    return exact_text(Fraction(fraction)) if fraction else decimal_text
+
+
+def as_fraction(fraction: str) -> str:
+    """` (= 721/4320)` after an amount that repeats, whose fraction is what a person can check; else ``."""
+    if not fraction:
+        return ""
+    value = Fraction(fraction)
+    return f" (= {value.numerator}/{value.denominator})" if "(" in exact_text(value) else ""
+
+
+def gigabyte_seconds_text(line: dict[str, Any]) -> str:
+    """A storage line's GB-seconds as `total (first 1,000 GB + beyond)` for an R14 volume, `total` for an R13 disk,
+    from the JSON fields `ledgerctl usage` and `support reconstruct` print."""
+    total = line.get("gigabyte_seconds")
+    if total is None:
+        return ""
+    first, beyond = line.get("first_tier_gigabyte_seconds"), line.get("beyond_tier_gigabyte_seconds")
+    return total if first is None else f"{total} ({first} + {beyond})"

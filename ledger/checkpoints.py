@@ -3,21 +3,25 @@
 The ledger signs a checkpoint of size n only after recomputing it from the store and proving it extends the newest
 checkpoint already signed (the one of size m < n):
 
+0. the newest stored note is opened with the ledger's own key and must be this log's (origin), and its row's size
+   and root columns must equal the note's: only the signed note is trusted, never the unsigned copies beside it
+   (someone with write access to the database can change those, but cannot sign);
 1. the stored Merkle nodes covering entries [0, m) still fold to the signed root of size m;
 2. entries [m, n) are re-hashed from their bytes (chain links, leaf hashes and every stored subtree hash), and
    the tree of size n is rebuilt from step 1's frontier and those leaves, independently of the stored inner nodes;
 3. that root equals the one the stored nodes and the log head give, and the RFC 9162 consistency proof from m to
    n, built from the stored nodes, verifies between the two roots.
 
-Any failure refuses the signature (CheckpointRefused, DATA_LOSS on the wire) and stores nothing: a log rewritten
-or truncated under the server never gets a signature. The cost is O(log n) node reads plus the entries appended
+Any failure refuses the signature (CheckpointRefused, DATA_LOSS on the wire), is logged as an error, is reported to
+`on_refusal` (the server counts it: usageledger.signing.refusals) and stores nothing: a log rewritten or truncated
+under the server never gets a signature. The cost is O(log n) node reads plus the entries appended
 since the last checkpoint; the first checkpoint of a log re-hashes the whole log once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,6 +91,17 @@ class StoredCheckpoint:
     def signed(self) -> SignedCheckpoint:
         """The stored note parsed (not verified: it is this ledger's own row; auditors verify the signature)."""
         return SignedCheckpoint.parse(self.log_id, self.note)
+
+    def opened(self, verifier: NoteVerifier, ledger_name: str) -> SignedCheckpoint:
+        """The stored note verified with `verifier` as this log's checkpoint in ledger `ledger_name`, with the row's
+        size and root columns required to equal the note's; raises VerificationError naming what fails."""
+        signed = SignedCheckpoint.open(self.log_id, self.note, verifier, ledger_name)
+        if signed.size != self.size or signed.root_hash != self.root_hash:
+            raise VerificationError(
+                f"the checkpoints row says size {self.size}, root {self.root_hash.hex()}, but its signed note says "
+                f"size {signed.size}, root {signed.root_hash.hex()} (checkpoints table altered)"
+            )
+        return signed
 
 
 class CheckpointStore(Protocol):
@@ -158,6 +173,7 @@ class CheckpointSigner:
         *,
         ledger_name: str = DEFAULT_LEDGER_NAME,
         clock: Clock = system_clock,
+        on_refusal: Callable[[CheckpointRefused], None] = lambda _: None,
     ) -> None:
         # Checkpoint() validates the origin; check the ledger name up front rather than at the first signature.
         Checkpoint(log_origin(ledger_name, "system"), 0, bytes(32))
@@ -166,6 +182,7 @@ class CheckpointSigner:
         self.verifier = NoteVerifier(signer.verifier_key)
         self.ledger_name = ledger_name
         self.clock = clock
+        self._on_refusal = on_refusal
 
     @property
     def verifier_key(self) -> str:
@@ -191,14 +208,23 @@ class CheckpointSigner:
     def sign(self, log_id: str) -> tuple[StoredCheckpoint, bool]:
         """A checkpoint of the log's current size: the stored one if that size is signed already, else a new one
         (True). Raises CheckpointRefused when the log does not extend its newest checkpoint, NotFound for no log."""
+        try:
+            return self._sign(log_id)
+        except CheckpointRefused as err:
+            log.error("%s", err)
+            self._on_refusal(err)
+            raise
+
+    def _sign(self, log_id: str) -> tuple[StoredCheckpoint, bool]:
         for _ in range(_SIGN_ATTEMPTS):
             head = self.store.head(log_id)
             latest = self.store.latest_checkpoint(log_id)
-            if latest is not None and latest.size >= head.size:
-                self._check_unchanged(log_id, head, latest)
-                if latest.size == head.size:
+            signed = None if latest is None else self._opened(latest)
+            if signed is not None and latest is not None and signed.size >= head.size:
+                self._check_unchanged(log_id, head, signed)
+                if signed.size == head.size:
                     return latest, False
-            root = self._verified_root(log_id, head, latest)
+            root = self._verified_root(log_id, head, signed)
             checkpoint = Checkpoint(self.origin(log_id), head.size, root)
             stored = StoredCheckpoint(log_id, head.size, root, sign_checkpoint(checkpoint, self._signer), self.clock())
             try:
@@ -209,7 +235,16 @@ class CheckpointSigner:
             return stored, True
         raise StorageError(f"log {log_id}: other signers kept storing checkpoints; try again")
 
-    def _check_unchanged(self, log_id: str, head: LogHead, latest: StoredCheckpoint) -> None:
+    def _opened(self, latest: StoredCheckpoint) -> SignedCheckpoint:
+        """Step 0 of the module docstring: the newest stored checkpoint as its signed note says, checked."""
+        try:
+            return latest.opened(self.verifier, self.ledger_name)
+        except VerificationError as err:
+            raise CheckpointRefused(
+                f"refusing to sign log {latest.log_id}: its newest stored checkpoint cannot be trusted: {err}"
+            ) from err
+
+    def _check_unchanged(self, log_id: str, head: LogHead, latest: SignedCheckpoint) -> None:
         """The log has not grown past its newest checkpoint: it must still have exactly that tree."""
         if latest.size > head.size:
             raise CheckpointRefused(
@@ -222,7 +257,7 @@ class CheckpointSigner:
                 f"{latest.root_hash.hex()} (log rewritten)"
             )
 
-    def _verified_root(self, log_id: str, head: LogHead, latest: StoredCheckpoint | None) -> bytes:
+    def _verified_root(self, log_id: str, head: LogHead, latest: SignedCheckpoint | None) -> bytes:
         """The root of the first head.size entries, recomputed as the module docstring describes."""
 
         def refuse(why: str) -> CheckpointRefused:

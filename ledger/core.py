@@ -22,7 +22,7 @@ from ledger.events import (
 )
 from ledger.pricebook import PriceBook, PriceHistory, default_price_book, parse_price_book
 from ledger.store import Appended, IndexColumns, LedgerStore, NewEntry
-from ledger.timeutil import Clock, parse_rfc3339_micros, system_clock
+from ledger.timeutil import Clock, format_micros, parse_rfc3339_micros, system_clock
 from ledger.tracing import span
 
 MAX_BATCH_EVENTS = 10_000
@@ -105,11 +105,13 @@ class Ledger:
         violations: list[FieldViolation] = []
         for i, raw in enumerate(raw_events):
             try:
-                parsed.append(
-                    parse_event(raw, now_micros=now, known_instance_type=prices.knows, prefix=f"{prefix}[{i}].")
-                )
+                event = parse_event(raw, now_micros=now, known_instance_type=prices.knows, prefix=f"{prefix}[{i}].")
             except InvalidInput as err:
                 violations.extend(err.violations)
+                continue
+            if event.instance_type and not prices.prices_at(event.instance_type, event.occurred_at):
+                violations.append(_unpriced_at(prices, event, f"{prefix}[{i}].instance_type"))
+            parsed.append(event)
         if violations:
             raise InvalidInput(violations)
         return parsed
@@ -138,13 +140,17 @@ class Ledger:
         if len(raw_events) > MAX_BATCH_EVENTS:
             raise InvalidInput([FieldViolation("events", f"a batch holds at most {MAX_BATCH_EVENTS} events")])
         now = self.clock()
-        knows = self.price_history().known_instance_types.__contains__
+        prices = self.price_history()
+        knows = prices.known_instance_types.__contains__
+        prices_at = prices.prices_at
         event = EntryKind.EVENT
         new: list[NewEntry] = []
         append = new.append
         for raw in raw_events:
             fields = well_formed_fields(raw, now, knows)
-            if fields is None:
+            # R11 at the event's occurred_at: a type priced only by a later version is refused here, not at the
+            # first read that rates it (which would fail for good once the event is in the log).
+            if fields is None or (fields[5] and not prices_at(fields[5], fields[7])):
                 return [
                     NewEntry(org_log_id(e.org_id), event, canonical_body(e.body()), event_index(e))
                     for e in self.validate_events(raw_events)
@@ -266,6 +272,23 @@ class Ledger:
             return self.store.entries_of_kind(log_id, [kind.value])
         except NotFound:
             return []
+
+
+def _unpriced_at(prices: PriceHistory, event: UsageEvent, field: str) -> FieldViolation:
+    """R11's refusal of an event whose instance type has no rate in the version in force at its occurred_at."""
+    try:
+        in_force: int | None = prices.at(event.occurred_at).version
+    except NotFound:  # no version at all yet in force then: the refusal says so by naming none
+        in_force = None
+    first = prices.first_priced(event.instance_type)
+    return FieldViolation(
+        field,
+        f"R11: {event.instance_type!r} has no rate in the price book in force at its occurred_at "
+        f"{format_micros(event.occurred_at)}"
+        + (f" (v{in_force})" if in_force is not None else "")
+        + (f"; its first rate takes effect {format_micros(first)}" if first is not None else "")
+        + "; nothing was appended",
+    )
 
 
 def _check_org(org_id: str) -> None:

@@ -58,7 +58,7 @@ from ledger.rating import (
     rate_workload,
 )
 from ledger.rating.attribution import cold_start_end, split_session
-from ledger.rating.money import exact_sum, format_money, format_seconds, ratio_text
+from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal, ratio_text
 from ledger.rating.units import money_between
 from ledger.sqlstore.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
@@ -577,17 +577,27 @@ class Reconstruction:
         return exact_sum([s.session.amount for s in self.sessions])
 
     @property
+    def exact_storage_amount(self) -> Fraction:
+        """The storage intervals' exact sum (R13, R14 repeat in decimal: summed before any conversion)."""
+        return sum((line.charge.exact_amount for line in self.storage), Fraction(0))
+
+    @property
     def storage_amount(self) -> Decimal:
-        return exact_sum([line.charge.amount for line in self.storage])
+        return fraction_to_decimal(self.exact_storage_amount)
 
     @property
     def adjustments_amount(self) -> Decimal:
         return exact_sum([line.adjustment.amount for line in self.adjustments])
 
     @property
+    def exact_total_amount(self) -> Fraction:
+        """Every listed session (whole, R10: rounding is per session), storage interval and adjustment, exactly."""
+        return Fraction(self.sessions_amount) + self.exact_storage_amount + Fraction(self.adjustments_amount)
+
+    @property
     def total_amount(self) -> Decimal:
-        """Every listed session (whole, R10: rounding is per session), storage interval and adjustment."""
-        return exact_sum([self.sessions_amount, self.storage_amount, self.adjustments_amount])
+        """exact_total_amount as a Decimal (converted once: 50 significant digits when storage repeats)."""
+        return fraction_to_decimal(self.exact_total_amount)
 
     @property
     def window_compute_amount(self) -> Decimal:
@@ -595,8 +605,15 @@ class Reconstruction:
         return exact_sum([s.window_amount for s in self.sessions])
 
     @property
+    def exact_window_storage_amount(self) -> Fraction:
+        return sum(
+            (line.charge.exact_amount for line in self.storage if self.start <= line.charge.start < self.end),
+            Fraction(0),
+        )
+
+    @property
     def window_storage_amount(self) -> Decimal:
-        return exact_sum([line.charge.amount for line in self.storage if self.start <= line.charge.start < self.end])
+        return fraction_to_decimal(self.exact_window_storage_amount)
 
     def cited(self) -> dict[str, list[int]]:
         """Sequence numbers of every cited entry, per log."""

@@ -36,6 +36,7 @@ from ledger.checkpoints import StoredCheckpoint
 from ledger.core import derive_index
 from ledger.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
 from ledger.errors import LedgerError, StorageError, VerificationError
+from ledger.issued_cuts import keep_latest_cut
 from ledger.merkle import Frontier, leaf_hash
 from ledger.proofs import SignedCheckpoint
 from ledger.sqlstore.schema import checkpoints as checkpoint_table
@@ -489,15 +490,20 @@ def insert_verified(store: SqlStore, path: Path, logs: Sequence[VerifiedLog]) ->
                 ],
             )
             rows: list[dict[str, Any]] = []
+            cuts: dict[str, tuple[int, int]] = {}  # R12's guard reads each log's latest invoice cut
             reader = ExportReader(path)
             for item in reader.entries():
                 rows.append(_row(item))
                 count += 1
+                if item.entry.kind is EntryKind.INVOICE:
+                    keep_latest_cut(cuts, item.entry.log_id, item.entry.body, item.entry.sequence)
                 if len(rows) >= _INSERT_CHUNK:
                     conn.execute(entries.insert(), rows)
                     rows = []
             if rows:
                 conn.execute(entries.insert(), rows)
+            if cuts:
+                store.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in cuts.items()])
             signed = [c for log in reader.logs for c in log.checkpoints]
             if signed:
                 conn.execute(

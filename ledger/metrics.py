@@ -29,6 +29,11 @@ verification_failures = _meter.create_counter(
     description="Calls answered DATA_LOSS because something stored did not verify (hash chain, Merkle proof, "
     "checkpoint, signature), by kind",
 )
+signing_refusals = _meter.create_counter(
+    "usageledger.signing.refusals",
+    unit="{refusal}",
+    description="Checkpoints the ledger refused to sign: the log does not extend its newest signed checkpoint",
+)
 account_state_changes = _meter.create_counter(
     "usageledger.account.state_changes",
     unit="{change}",
@@ -49,6 +54,12 @@ late_lines = _meter.create_counter(
 def record_verification_failure(kind: str) -> None:
     """Count one failed verification; `kind` is low-cardinality: `log`, `checkpoint`, `proof`."""
     verification_failures.add(1, {"kind": kind})
+
+
+def record_signing_refusal() -> None:
+    """Count one refused checkpoint signature (ledger.checkpoints.CheckpointRefused, DATA_LOSS on the wire): the
+    stored log or its newest checkpoint no longer checks out, and an operator must look at it."""
+    signing_refusals.add(1)
 
 
 def record_account_state_change(state: str) -> None:

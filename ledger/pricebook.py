@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,24 @@ class PriceHistory:
     def known_instance_types(self) -> frozenset[str]:
         """Every instance type some version prices: what `knows` accepts, asked once per ingested event."""
         return frozenset(name for book in self.versions for name in book.rates)
+
+    def prices_at(self, instance_type: str, instant: int) -> bool:
+        """R11: whether the version in force at `instant` has a rate for `instance_type`. Asked for every ingested
+        event, so the version is found by bisection (`at` scans every version) and the answer is a set lookup."""
+        starts, books = self._in_force_order
+        position = bisect.bisect_right(starts, instant)
+        return position > 0 and instance_type in books[position - 1].rates
+
+    def first_priced(self, instance_type: str) -> int | None:
+        """The earliest instant from which some version prices `instance_type`, for R11's refusal message."""
+        return min((book.effective_from for book in self.versions if instance_type in book.rates), default=None)
+
+    @functools.cached_property
+    def _in_force_order(self) -> tuple[list[int], list[PriceBook]]:
+        """The versions by (effective_from, version), as `at` ranks them: the last one starting at or before an
+        instant is the one in force then (R12)."""
+        books = sorted(self.versions, key=lambda book: (book.effective_from, book.version))
+        return [book.effective_from for book in books], books
 
 
 # R11: the GPU table of 004_4e306631aec1dee8.txt, per second, flex then active.

@@ -41,6 +41,7 @@ __all__ = [
     "check_against_checkpoints",
     "check_chain",
     "check_checkpoint_extends",
+    "check_every_checkpoint",
     "decode_entry",
     "load_proof",
     "log_origin",
@@ -250,6 +251,43 @@ def check_checkpoint_extends(old: SignedCheckpoint, new: SignedCheckpoint, proof
         ) from err
 
 
+def _check_signed_root(log_id: str, stored_size: int, roots: Mapping[int, bytes], signed: SignedCheckpoint) -> None:
+    """A signed checkpoint against the `stored_size` verified entries and the roots recomputed from them."""
+    if signed.size > stored_size:
+        raise VerificationError(
+            f"log {log_id}: a checkpoint of {signed.size} entries was signed but only {stored_size} are stored "
+            "(log truncated)"
+        )
+    if roots[signed.size] != signed.root_hash:
+        raise VerificationError(
+            f"log {log_id}: the Merkle root of its first {signed.size} entries, recomputed from the entries, is "
+            f"{roots[signed.size].hex()}, not the signed checkpoint's {signed.root_hash.hex()} (log rewritten)"
+        )
+
+
+def check_every_checkpoint(
+    log_id: str,
+    stored_size: int,
+    roots: Mapping[int, bytes],
+    signed: Sequence[SignedCheckpoint],
+    consistency: Callable[[int, int], Sequence[bytes]],
+) -> None:
+    """Every signed checkpoint the ledger stores for one log (opened with the verifier key, smallest first) against
+    the roots recomputed from its `stored_size` verified entries, and each against the one before it by an RFC 9162
+    consistency proof; raises VerificationError naming the first that fails.
+
+    Checking only the newest is not enough: a log rewritten and then signed again carries a valid newest signature,
+    while the notes signed before the rewrite contradict it.
+    """
+    previous: SignedCheckpoint | None = None
+    for checkpoint in signed:
+        _check_signed_root(log_id, stored_size, roots, checkpoint)
+        if previous is not None:
+            proof = consistency(previous.size, checkpoint.size) if 0 < previous.size < checkpoint.size else []
+            check_checkpoint_extends(previous, checkpoint, proof)
+        previous = checkpoint
+
+
 def check_against_checkpoints(
     log_id: str,
     stored_size: int,
@@ -267,16 +305,7 @@ def check_against_checkpoints(
     the auditor last looked.
     """
     if newest is not None:
-        if newest.size > stored_size:
-            raise VerificationError(
-                f"log {log_id}: a checkpoint of {newest.size} entries was signed but only {stored_size} are stored "
-                "(log truncated)"
-            )
-        if roots[newest.size] != newest.root_hash:
-            raise VerificationError(
-                f"log {log_id}: the Merkle root of its first {newest.size} entries, recomputed from the entries, is "
-                f"{roots[newest.size].hex()}, not the signed checkpoint's {newest.root_hash.hex()} (log rewritten)"
-            )
+        _check_signed_root(log_id, stored_size, roots, newest)
     if trusted is None:
         return
     if trusted.size > stored_size:

@@ -19,6 +19,7 @@ from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import BucketSize, OrgRating, UnitRun, rate_org
 from ledger.rating.money import exact_sum, fraction_to_decimal
+from ledger.rating.storage import StorageQuantity, storage_quantity
 from ledger.tracing import traced
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ class RolledStorageLike(Protocol):
     def start(self) -> int: ...
     @property
     def exact_amount(self) -> Fraction: ...
+    @property
+    def gigabytes(self) -> Decimal | None: ...
+    @property
+    def interval_seconds(self) -> int | None: ...
+    @property
+    def development(self) -> bool: ...
 
 
 class RollupSource(Protocol):
@@ -89,7 +96,12 @@ class RollupSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """One group (and bucket) of usage. Dimensions not grouped by are None; `unit` is minute, second or interval."""
+    """One group (and bucket) of usage. Dimensions not grouped by are None; `unit` is minute, second or interval.
+
+    `exact_amount` is the row's exact sum; `amount` is it as a Decimal (exact for compute, R11 rates are decimals;
+    storage, R13/R14, repeats and is 50 significant digits there). Storage rows carry their billed samples'
+    GB-seconds, and network volumes their R14 tier split, so a person can multiply them out (docs/money.md).
+    """
 
     endpoint_id: str | None
     workload_kind: str | None
@@ -100,13 +112,19 @@ class UsageRow:
     amount: Decimal
     bucket_start: int | None = None
     storage_kind: str | None = None
+    exact_amount: Fraction = Fraction(0)
+    storage: StorageQuantity | None = None
 
 
 @dataclass(frozen=True)
 class UsageReport:
+    """The rows and their total. The total is summed exactly from the rows' exact amounts and converted once, so it
+    is the same whatever the grouping or bucketing (a sum of rounded rows would differ in the last digits)."""
+
     rows: tuple[UsageRow, ...]
     total: Decimal
     as_of_size: int
+    exact_total: Fraction = Fraction(0)
 
 
 def unit_name(unit_seconds: int) -> str:
@@ -144,6 +162,7 @@ def usage_rows(
                 quantities[key] = quantities.get(key, 0) + piece.count
                 amounts.setdefault(key, []).append(piece.amount)
     storage_sums: dict[_Key, Fraction] = {}
+    storage_quantities: dict[_Key, StorageQuantity] = {}
     for charge in storage:
         if not start <= charge.start < end:
             continue
@@ -159,16 +178,30 @@ def usage_rows(
         )
         quantities[key] = quantities.get(key, 0) + 1
         storage_sums[key] = storage_sums.get(key, Fraction(0)) + charge.exact_amount
-    rows = [
-        UsageRow(
-            *key[:5],
-            quantity=quantity,
-            amount=fraction_to_decimal(storage_sums[key]) if key.storage_kind is not None else exact_sum(amounts[key]),
-            bucket_start=key.bucket_start,
-            storage_kind=key.storage_kind,
+        # R8: a development workload's samples bill nothing, so their GB-seconds would not multiply out to the row.
+        if not charge.development and charge.gigabytes is not None and charge.interval_seconds is not None:
+            sample = storage_quantity(charge.storage_kind, charge.gigabytes, charge.interval_seconds)
+            prior = storage_quantities.get(key)
+            storage_quantities[key] = sample if prior is None else prior + sample
+    rows = []
+    for key, quantity in quantities.items():
+        if key.storage_kind is not None:
+            exact = storage_sums[key]
+            amount = fraction_to_decimal(exact)
+        else:
+            amount = exact_sum(amounts[key])
+            exact = Fraction(amount)
+        rows.append(
+            UsageRow(
+                *key[:5],
+                quantity=quantity,
+                amount=amount,
+                bucket_start=key.bucket_start,
+                storage_kind=key.storage_kind,
+                exact_amount=exact,
+                storage=storage_quantities.get(key) if key.storage_kind is not None else None,
+            )
         )
-        for key, quantity in quantities.items()
-    ]
     rows.sort(key=_row_order)
     return rows
 
@@ -274,7 +307,8 @@ class UsageView:
         sessions = self.rollups.sessions_in(org_id, start, end, endpoint_id, prices, plans, now)
         storage = self.rollups.storage_in(org_id, start, end, endpoint_id)
         rows = usage_rows(sessions, storage, start, end, group_by, bucket)
-        return UsageReport(tuple(rows), exact_sum([r.amount for r in rows]), size)
+        exact_total = sum((r.exact_amount for r in rows), Fraction(0))
+        return UsageReport(tuple(rows), fraction_to_decimal(exact_total), size, exact_total)
 
     def rebuild(self, org_id: str, now: int) -> tuple[int, int]:
         if self.rollups is None:

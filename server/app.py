@@ -9,7 +9,7 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -29,6 +29,7 @@ from server.audit_service import (
 from server.auth import Authenticator, Authorization, CachedKeys
 from server.billing_service import BillingOptions, billing_options, register_billing, stop_billing
 from server.guard import RequestGuard
+from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS, StoreHealth
 from server.limits import DEFAULT_MAX_INFLIGHT, AppendLimit
 from server.service import LedgerServicer
 from server.support_service import register_support
@@ -65,8 +66,11 @@ class RunningServer:
     server: grpc.Server
     port: int
     ledger: Ledger
+    health: StoreHealth | None = None
 
     def stop(self, grace: float | None = 1.0) -> None:
+        if self.health is not None:
+            self.health.stop()
         self.server.stop(grace).wait()
         stop_billing(self.ledger)  # the period closer finishes its org before the store closes
         self.ledger.store.close()
@@ -88,6 +92,8 @@ def start_server(
     tracing: bool = False,
     key_cache_seconds: float = KEY_CACHE_SECONDS,
     close_interval: float | None = None,
+    health_probe_seconds: float = DEFAULT_PROBE_SECONDS,
+    health_timeout_seconds: float = DEFAULT_PING_TIMEOUT_SECONDS,
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
@@ -98,6 +104,8 @@ def start_server(
     or client certificate whose role server/auth.py's POLICY allows; `tracing` adds RPC and SQL spans.
     With `close_interval` seconds, a period closer thread issues invoices and flips account state as time passes
     (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs.
+    Health answers NOT_SERVING while a probe every `health_probe_seconds` cannot reach the database, or waited
+    `health_timeout_seconds` for its answer (server/health.py).
     """
     store = open_store(database_url, clock=clock)
     interceptors = _edge_interceptors(store, require_auth, tls, tracing, key_cache_seconds)
@@ -116,17 +124,16 @@ def start_server(
     audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
     with audit_options(audit), billing_options(BillingOptions(close_interval)):
         service_names = [register(ledger, server) for register in SERVICES]
-    health_servicer = health.HealthServicer()
+    health_servicer = StoreHealth(store, service_names, health_probe_seconds, health_timeout_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
-    for name in ("", *service_names):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.start(server)
     log.info("usage ledger serving on port %d", port)
-    return RunningServer(server, port, ledger)
+    return RunningServer(server, port, ledger, health_servicer)
 
 
 def _edge_interceptors(

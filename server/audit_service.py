@@ -31,6 +31,7 @@ from ledger.core import Ledger
 from ledger.entry import Entry, LogHead
 from ledger.errors import FieldViolation, InvalidInput, LedgerError, VerificationError
 from ledger.merkle import consistency_proof, inclusion_proof
+from ledger.metrics import record_signing_refusal
 from ledger.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entries
 from ledger.tracing import root_span, untraced
 from server.convert import micros_to_timestamp
@@ -93,11 +94,13 @@ def load_signer(path: str | os.PathLike[str]) -> NoteSigner:
 
 
 def checkpoint_to_proto(stored: StoredCheckpoint) -> apb.Checkpoint:
+    # The convenience copies come from the note's own text, never from the row's unsigned size and root columns.
+    signed = stored.signed()
     return apb.Checkpoint(
         log_id=stored.log_id,
-        origin=stored.signed().origin,
-        size=stored.size,
-        root_hash=stored.root_hash,
+        origin=signed.origin,
+        size=signed.size,
+        root_hash=signed.root_hash,
         signed_note=stored.note,
         sign_time=micros_to_timestamp(stored.signed_at),
     )
@@ -125,7 +128,9 @@ def leaf_from_proto(message: apb.Leaf) -> Entry:
 
 
 class AuditStore(CheckpointStore, Protocol):
-    """What the audit service reads besides checkpoints: pages of entries and of log heads."""
+    """What the audit service reads besides checkpoints: pages of entries, of log heads and of checkpoints."""
+
+    def checkpoint_page(self, log_id: str, start_size: int, limit: int) -> list[StoredCheckpoint]: ...
 
     def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]: ...
 
@@ -135,6 +140,17 @@ class AuditStore(CheckpointStore, Protocol):
 
 
 # -- the service -----------------------------------------------------------------------------------------------------
+
+
+def _page_start(page_token: str, default: int) -> int:
+    """Where a page starts: the number a page token of ours carries (the first index or size of the next page), or
+    `default` without one."""
+    if not page_token:
+        return default
+    token = _decode_token(page_token)
+    if not token.isdigit() or int(token) >= 2**63:  # ours are sequence numbers and sizes: signed 64-bit columns
+        raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
+    return int(token)
 
 
 def _require_log_id(log_id: str) -> None:
@@ -165,6 +181,24 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             abort(context, err)
             raise
 
+    def ListCheckpoints(
+        self, request: apb.ListCheckpointsRequest, context: grpc.ServicerContext
+    ) -> apb.ListCheckpointsResponse:
+        try:
+            _require_log_id(request.log_id)
+            self._signer()  # FAILED_PRECONDITION without a key, as GetCheckpoint
+            size = _page_size(request.page_size)
+            start = _page_start(request.page_token, 0)
+            self.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
+            found = self.store.checkpoint_page(request.log_id, start, size + 1)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        token = _encode_token(str(found[size].size)) if len(found) > size else ""
+        return apb.ListCheckpointsResponse(
+            checkpoints=[checkpoint_to_proto(c) for c in found[:size]], next_page_token=token
+        )
+
     def SignCheckpoint(
         self, request: apb.SignCheckpointRequest, context: grpc.ServicerContext
     ) -> apb.SignCheckpointResponse:
@@ -172,10 +206,6 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             _require_log_id(request.log_id)
             stored, created = self._signer().sign(request.log_id)
             return apb.SignCheckpointResponse(checkpoint=checkpoint_to_proto(stored), newly_signed=created)
-        except CheckpointRefused as err:
-            log.error("%s", err)
-            abort(context, err)
-            raise
         except LedgerError as err:
             abort(context, err)
             raise
@@ -195,13 +225,21 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
                 stored = self.store.checkpoint_at(log_id, size)
             else:
                 stored = self.store.latest_checkpoint(log_id)
-                if stored is None or stored.size <= sequence:
-                    stored = None
-                size = stored.size if stored is not None else head.size
+            # The proof is of the tree the note signs: its size from the note's text, not the row's unsigned column.
+            signed = stored.signed() if stored is not None else None
+            if signed is not None and not request.tree_size and signed.size <= sequence:
+                stored = signed = None
+            if not request.tree_size:
+                size = signed.size if signed is not None else head.size
+            elif signed is not None and signed.size != size:
+                raise VerificationError(
+                    f"log {log_id}: the checkpoints row of size {size} holds a note of size {signed.size} "
+                    "(checkpoints table altered)"
+                )
             if sequence >= size:
                 raise InvalidInput([FieldViolation("sequence", f"entry #{sequence} is not in a tree of size {size}")])
-            if stored is not None:
-                bundle = prove_entries(self.store, log_id, [sequence], stored.signed())
+            if signed is not None:
+                bundle = prove_entries(self.store, log_id, [sequence], signed)
                 [entry], proof = bundle.entries, list(bundle.proof)  # one entry's proof is its RFC 9162 proof
             else:
                 entry = self.store.get_entry(log_id, sequence)
@@ -234,12 +272,7 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
         try:
             _require_log_id(request.log_id)
             size = _page_size(request.page_size)
-            start = request.start_index
-            if request.page_token:
-                token = _decode_token(request.page_token)
-                if not token.isdigit():
-                    raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
-                start = int(token)
+            start = _page_start(request.page_token, request.start_index)
             self.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
             entries = self.store.list_entries(request.log_id, start, size + 1)
         except LedgerError as err:
@@ -332,10 +365,10 @@ class BackgroundSigner:
         try:
             with root_span("ledger.checkpoint.background_sign", log_id=log_id):
                 stored, created = self.signer.sign(log_id)
-        except CheckpointRefused as err:
-            # Logged once per size: an operator must look at this log; it is never signed until the cause is found.
+        except CheckpointRefused:
+            # Tried (and logged and counted by the signer) once per size: an operator must look at this log; it is
+            # never signed until the cause is found.
             self._refused[log_id] = size
-            log.error("%s", err)
             return 0
         self._refused.pop(log_id, None)
         self._signed[log_id] = (stored.size, now)
@@ -352,7 +385,13 @@ def register_audit(ledger: Ledger, server: grpc.Server) -> str:
     signer = None
     if options.signing_key_path is not None:
         note_signer = load_signer(options.signing_key_path)
-        signer = CheckpointSigner(checkpoint_store, note_signer, ledger_name=options.ledger_name, clock=ledger.clock)
+        signer = CheckpointSigner(
+            checkpoint_store,
+            note_signer,
+            ledger_name=options.ledger_name,
+            clock=ledger.clock,
+            on_refusal=lambda _: record_signing_refusal(),
+        )
         schedule = CheckpointSchedule(options.checkpoint_every, options.checkpoint_seconds)
         if schedule.enabled:
             background_store: AuditStore = checkpoint_store
@@ -361,7 +400,11 @@ def register_audit(ledger: Ledger, server: grpc.Server) -> str:
 
                 background_store = SqlStore(options.database_url, clock=ledger.clock, migrate_schema=False)
             background = CheckpointSigner(
-                background_store, note_signer, ledger_name=options.ledger_name, clock=ledger.clock
+                background_store,
+                note_signer,
+                ledger_name=options.ledger_name,
+                clock=ledger.clock,
+                on_refusal=lambda _: record_signing_refusal(),
             )
             BackgroundSigner(
                 background,

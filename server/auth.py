@@ -131,6 +131,7 @@ POLICY: dict[str, Rule] = {
         {
             # An org admin may verify its own org's log: proofs and checkpoints are how it checks its bill's basis.
             "GetCheckpoint": allow(SUPPORT, AUDITOR, ORG_ADMIN, orgs=log_org),
+            "ListCheckpoints": allow(SUPPORT, AUDITOR, ORG_ADMIN, orgs=log_org),
             "GetInclusionProof": allow(SUPPORT, AUDITOR, ORG_ADMIN, orgs=log_org),
             "GetConsistencyProof": allow(SUPPORT, AUDITOR, ORG_ADMIN, orgs=log_org),
             "ListLeaves": allow(SUPPORT, AUDITOR, ORG_ADMIN, orgs=log_org),

@@ -19,6 +19,7 @@ from ledger.errors import LedgerError
 from ledger.version import package_version
 from server.app import start_server
 from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
+from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS
 from server.limits import DEFAULT_MAX_INFLIGHT
 from server.signing_setup import SigningKeyRequired, SigningSetup, signing_setup
 from server.telemetry import configure, configure_logging
@@ -45,6 +46,16 @@ def _inflight_bound(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number of appends, 0 for no limit; got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and under 3600; got {text!r}")
     return value
 
 
@@ -124,6 +135,22 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LEDGER_CHECKPOINT_SECONDS", str(DEFAULT_CHECKPOINT_SECONDS)),
         help="sign a grown log's checkpoint T seconds after its last one (default: %(default)s, 0: off) "
         "[env LEDGER_CHECKPOINT_SECONDS]",
+    )
+    parser.add_argument(
+        "--health-probe-seconds",
+        metavar="T",
+        type=_seconds,
+        default=os.environ.get("LEDGER_HEALTH_PROBE_SECONDS", str(DEFAULT_PROBE_SECONDS)),
+        help="ping the database every T seconds; gRPC health answers NOT_SERVING while it cannot be reached "
+        "(default: %(default)s) [env LEDGER_HEALTH_PROBE_SECONDS]",
+    )
+    parser.add_argument(
+        "--health-timeout-seconds",
+        metavar="T",
+        type=_seconds,
+        default=os.environ.get("LEDGER_HEALTH_TIMEOUT_SECONDS", str(DEFAULT_PING_TIMEOUT_SECONDS)),
+        help="a ping unanswered after T seconds counts as unreachable (default: %(default)s) "
+        "[env LEDGER_HEALTH_TIMEOUT_SECONDS]",
     )
     parser.add_argument(
         "--close-interval",
@@ -212,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_every=int(args.checkpoint_every),
             checkpoint_seconds=float(args.checkpoint_seconds),
             close_interval=float(args.close_interval) or None,
+            health_probe_seconds=float(args.health_probe_seconds),
+            health_timeout_seconds=float(args.health_timeout_seconds),
             require_auth=args.require_auth,
             tls=tls,
             tracing=telemetry.tracing,

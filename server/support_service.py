@@ -39,6 +39,9 @@ from ledger.errors import LedgerError
 from ledger.events import EventType, StopReason, StorageKind, format_decimal
 from ledger.orgs import require_org
 from ledger.pricebook import MONEY_CURRENCY
+from ledger.rating.money import fraction_text
+from ledger.rating.storage import storage_quantity
+from ledger.timeutil import MICROS_PER_SECOND
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
 
@@ -250,8 +253,8 @@ def _set_request(message: spb.DisputeRequest, charge: RequestCharge) -> None:
     message.attributed_seconds = charge.attributed_seconds_text
     message.attributed_amount = charge.attributed_amount_text
     message.attributed_amount_exact = charge.attributed_amount_exact
-    fraction = charge.attributed_amount
-    message.attributed_amount_fraction = f"{fraction.numerator}/{fraction.denominator}"
+    message.attributed_amount_fraction = fraction_text(charge.attributed_amount)
+    message.attributed_seconds_fraction = fraction_text(charge.attributed_micros / MICROS_PER_SECOND)
     message.rules.extend(charge.rules)
     message.explanation = charge.explanation
     _add_refs(message.refs, charge.refs)
@@ -337,6 +340,13 @@ def _set_storage_line(message: spb.DisputeStorageLine, line: StorageLine) -> Non
     _set_time(message.end_time, charge.end)
     message.rule = charge.rule
     message.amount = _money(charge.amount)
+    message.amount_fraction = fraction_text(charge.exact_amount)
+    if charge.rule != "R8":  # a development workload's storage bills nothing: no quantity to multiply out
+        quantity = storage_quantity(charge.storage_kind, charge.gigabytes, charge.interval_seconds)
+        message.gigabyte_seconds = format_decimal(quantity.gigabyte_seconds)
+        if quantity.first_tier_gigabyte_seconds is not None and quantity.beyond_tier_gigabyte_seconds is not None:
+            message.first_tier_gigabyte_seconds = format_decimal(quantity.first_tier_gigabyte_seconds)
+            message.beyond_tier_gigabyte_seconds = format_decimal(quantity.beyond_tier_gigabyte_seconds)
     message.explanation = charge.explanation
     _set_ref(message.ref, line.ref)
     _set_coverage(message.invoice, line.invoice)
@@ -437,4 +447,7 @@ def reconstruction_to_proto(result: Reconstruction) -> spb.ReconstructChargesRes
     totals.total_amount = _money(result.total_amount)
     totals.window_compute_amount = _money(result.window_compute_amount)
     totals.window_storage_amount = _money(result.window_storage_amount)
+    totals.storage_amount_fraction = fraction_text(result.exact_storage_amount)
+    totals.total_amount_fraction = fraction_text(result.exact_total_amount)
+    totals.window_storage_amount_fraction = fraction_text(result.exact_window_storage_amount)
     return message

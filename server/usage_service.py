@@ -14,6 +14,7 @@ from ledger.events import format_decimal
 from ledger.orgs import require_org
 from ledger.pricebook import MONEY_CURRENCY, PriceBook
 from ledger.rating import BucketSize
+from ledger.rating.money import fraction_text
 from ledger.sqlstore.rollups import UsageRollups
 from ledger.sqlstore.store import SqlStore
 from ledger.timeutil import format_micros
@@ -128,7 +129,14 @@ class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
                 quantity=row.quantity,
                 amount=format_decimal(row.amount),
                 storage_kind=row.storage_kind or "",
+                amount_fraction=fraction_text(row.exact_amount),
             )
+            if row.storage is not None:
+                message.gigabyte_seconds = format_decimal(row.storage.gigabyte_seconds)
+                if row.storage.first_tier_gigabyte_seconds is not None:
+                    message.first_tier_gigabyte_seconds = format_decimal(row.storage.first_tier_gigabyte_seconds)
+                if row.storage.beyond_tier_gigabyte_seconds is not None:
+                    message.beyond_tier_gigabyte_seconds = format_decimal(row.storage.beyond_tier_gigabyte_seconds)
             if row.bucket_start is not None:
                 message.bucket_start_time.CopyFrom(micros_to_timestamp(row.bucket_start))
             rows.append(message)
@@ -137,6 +145,7 @@ class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
             total_amount=format_decimal(report.total),
             currency_code=MONEY_CURRENCY,
             as_of_size=report.as_of_size,
+            total_amount_fraction=fraction_text(report.exact_total),
         )
 
     def RebuildRollups(

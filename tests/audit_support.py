@@ -127,6 +127,61 @@ class Tamper:
             previous = entry_hash
         self.set_head(log_id, len(bodies), previous, frontier)
 
+    def rewrite_entry(self, log_id: str, sequence: int, body: bytes) -> None:
+        """Give one entry a new body and recompute what depends on it as docs/encoding.md and docs/audit.md define
+        it: its index columns, every later entry hash and chain link, every stored subtree hash and the head. Only
+        the signed notes are left as they were (nobody without the key can redo those)."""
+        rows = self.rows(log_id)
+        previous, frontier = GENESIS_HASH, Frontier.empty()
+        for row in rows:
+            seq = row["seq"]
+            row_body = body if seq == sequence else bytes(row["body"])
+            encoded = entry_bytes(log_id, seq, row["kind"], row["recorded_at"], row_body)
+            entry_hash = chain_hash(previous, encoded)
+            frontier, subtrees = frontier.append(leaf_hash(encoded))
+            if seq >= sequence:
+                index = derive_index(EntryKind(row["kind"]), json.loads(row_body))
+                self(
+                    "UPDATE entries SET body = :body, prev_hash = :prev, entry_hash = :hash, "
+                    "subtree_hashes = :subtrees, event_id = :event_id, org_id = :org_id, endpoint_id = :endpoint_id, "
+                    "workload_id = :workload_id, request_id = :request_id, occurred_at = :occurred_at "
+                    "WHERE log_id = :log AND seq = :seq",
+                    body=row_body,
+                    prev=previous,
+                    hash=entry_hash,
+                    subtrees=b"".join(subtrees),
+                    event_id=index.event_id,
+                    org_id=index.org_id,
+                    endpoint_id=index.endpoint_id,
+                    workload_id=index.workload_id,
+                    request_id=index.request_id,
+                    occurred_at=index.occurred_at,
+                    log=log_id,
+                    seq=seq,
+                )
+            previous = entry_hash
+        self.set_head(log_id, len(rows), previous, frontier)
+
+    def set_checkpoint_roots(self, log_id: str) -> None:
+        """Set the unsigned root_hash column of every stored checkpoint of the log to the root of the log as it is
+        now stored at that size, leaving the signed notes alone."""
+        rows = self.rows(log_id)
+        found = self.conn.execute(text("SELECT size FROM checkpoints WHERE log_id = :log"), {"log": log_id})
+        sizes = [int(size) for (size,) in found]
+        frontier = Frontier.empty()
+        roots = {0: frontier.root()}
+        for row in rows:
+            encoded = entry_bytes(log_id, row["seq"], row["kind"], row["recorded_at"], bytes(row["body"]))
+            frontier, _ = frontier.append(leaf_hash(encoded))
+            roots[frontier.size] = frontier.root()
+        for size in sizes:
+            self(
+                "UPDATE checkpoints SET root_hash = :root WHERE log_id = :log AND size = :size",
+                root=roots[size],
+                log=log_id,
+                size=size,
+            )
+
     def truncate(self, log_id: str, size: int) -> None:
         """Drop the log's tail and shorten its head to match, so chain and head checks alone pass."""
         self("DELETE FROM entries WHERE log_id = :log AND seq >= :size", log=log_id, size=size)

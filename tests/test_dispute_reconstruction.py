@@ -585,8 +585,9 @@ def test_r27_bad_questions_are_refused_naming_each_field(sqlite_ledger: Ledger) 
 def test_r21_non_terminating_shares_are_written_with_their_exact_fraction(ledger: Ledger) -> None:
     """Three requests in flight together 10:00:20-10:00:21 on an A100 FLEX replica ($0.00076/s): R25 gives each a
     third of that second, 1,000,000/3 µs, and $0.00076/3 = 19/75,000 dollars, neither a terminating decimal. The
-    answer writes them to 50 significant digits and says they are not exact, keeps the exact fraction, and its
-    explanation shows 12 digits with `≈`. Exactly representable parts stay exact: a lone request's whole second
+    answer's decimal fields hold 50 significant digits and say they are not exact, it keeps the exact fraction, and
+    its explanation writes them exactly with the repetend in parentheses (docs/money.md): 1/3 s is `0.(3)`, 19/75,000
+    dollars `$0.00025(3)`. Exactly representable parts stay exact: a lone request's whole second
     is "1" s and $0.00076."""
     e = Events()
     e.lifecycle("wl-1", ("WORKLOAD_UP", "10:00:00"), ("WORKLOAD_READY", "10:00:10"))
@@ -605,7 +606,7 @@ def test_r21_non_terminating_shares_are_written_with_their_exact_fraction(ledger
     assert third.attributed_seconds_text == "0." + "3" * 50  # 50 significant digits
     assert third.attributed_amount_text == "0.00025" + "3" * 48
     assert not third.attributed_amount_exact
-    assert "attributed ≈0.333333333333 s of serving time = ≈$0.000253333333333" in third.explanation
+    assert "attributed 0.(3) s of serving time = $0.00025(3)" in third.explanation
     alone = shares["r-alone"]
     assert (alone.attributed_seconds_text, alone.attributed_amount_text, alone.attributed_amount_exact) == (
         "1",

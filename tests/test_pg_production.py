@@ -23,9 +23,11 @@ from sqlalchemy.exc import DBAPIError
 from client.ledger_client import CHANNEL_OPTIONS, LedgerClient
 from ledger.audit import verify
 from ledger.core import Ledger
+from ledger.issued_cuts import PriceVersionBeforeCut
 from ledger.sqlstore import SqlStore
 from server.app import start_server
 from server.limits import REASON
+from tests.billing_support import Desk
 from tests.conftest import PG_ADMIN_URL
 from tests.test_crash_safety import (
     Batch,
@@ -419,3 +421,20 @@ def test_appends_beyond_max_inflight_are_refused_with_resource_exhausted_and_ret
         store.close()
     assert report.ok, report.first_failure()
     assert sorted(stored) == [("org/acme", "acme-0"), ("org/acme", "acme-1"), ("org/beta", "beta-0")]
+
+
+@pytest.mark.postgres
+def test_r12_the_guard_runs_as_the_app_role(app_url: str) -> None:
+    # R12's guard locks invoice_cuts (SHARE) and the invoice append upserts it: both within the app role's grants.
+    desk = Desk(app_url, "2026-09-30T00:00:00Z")
+    try:
+        desk.session("wl-a", "2026-09-30T10:00:00Z", "2026-09-30T11:00:00Z")
+        desk.close("2026-10-01T00:00:00Z")
+        assert len(desk.invoices()) == 1
+        rates = {"B200": {"flex_per_second": "0.003", "active_per_second": "0.002"}}
+        with pytest.raises(PriceVersionBeforeCut, match="R12"):
+            desk.ledger.set_price_book({"effective_from": "2026-09-30T10:30:00Z", "rates": rates})
+        book, _ = desk.ledger.set_price_book({"effective_from": "2026-10-01T00:00:00Z", "rates": rates})
+        assert book.version > 0
+    finally:
+        desk.close_store()

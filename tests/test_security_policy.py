@@ -48,6 +48,7 @@ EXPECTED: dict[str, dict[Role, str] | str] = {
     "/usageledger.v1.UsageService/QueryUsage": {BILLING: "yes", SUPPORT: "yes", ORG_ADMIN: OWN},
     "/usageledger.v1.UsageService/RebuildRollups": {SUPPORT: "yes"},
     "/usageledger.v1.AuditService/GetCheckpoint": {SUPPORT: "yes", AUDITOR: "yes", ORG_ADMIN: OWN},
+    "/usageledger.v1.AuditService/ListCheckpoints": {SUPPORT: "yes", AUDITOR: "yes", ORG_ADMIN: OWN},
     "/usageledger.v1.AuditService/SignCheckpoint": {SUPPORT: "yes", AUDITOR: "yes"},
     "/usageledger.v1.AuditService/GetInclusionProof": {SUPPORT: "yes", AUDITOR: "yes", ORG_ADMIN: OWN},
     "/usageledger.v1.AuditService/GetConsistencyProof": {SUPPORT: "yes", AUDITOR: "yes", ORG_ADMIN: OWN},

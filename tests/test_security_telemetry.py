@@ -10,9 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,6 +19,7 @@ from client.ledger_client import LedgerClient
 from server.app import start_server
 from server.telemetry import JsonLogFormatter, configure
 from tests.conftest import EventFactory, FixedClock
+from tests.telemetry_support import install_meter_provider, metric_sum
 
 
 class _WhileRecording(SpanProcessor):
@@ -37,7 +36,6 @@ class _WhileRecording(SpanProcessor):
 
 _exporter = InMemorySpanExporter()
 _switch = _WhileRecording(_exporter)
-_reader = InMemoryMetricReader()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,8 +47,7 @@ def global_providers() -> None:
     assert isinstance(provider, TracerProvider), "another test installed a tracer provider this test cannot use"
     if _switch not in provider._active_span_processor._span_processors:
         provider.add_span_processor(_switch)
-    if not isinstance(metrics.get_meter_provider(), MeterProvider):
-        metrics.set_meter_provider(MeterProvider(metric_readers=[_reader]))
+    install_meter_provider()
 
 
 @pytest.fixture
@@ -74,17 +71,6 @@ class _JsonLines(logging.Handler):
         self.lines.append(json.loads(self.format(record)))
 
 
-def _metric_sum(name: str) -> int:
-    data = _reader.get_metrics_data()
-    total = 0
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name:
-                    total += sum(int(point.value) for point in metric.data.data_points)  # type: ignore[union-attr]
-    return total
-
-
 def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_is_logged(
     tmp_path: Path, make_event: EventFactory, spans: InMemorySpanExporter
 ) -> None:
@@ -93,7 +79,7 @@ def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_i
     access.addHandler(lines)
     previous_level = access.level
     access.setLevel(logging.INFO)
-    appended_before = _metric_sum("usageledger.events.appended")
+    appended_before = metric_sum("usageledger.events.appended")
     running = start_server(f"sqlite:///{tmp_path / 'ledger.db'}", clock=FixedClock(), tracing=True)
     try:
         with LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client:
@@ -123,7 +109,7 @@ def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_i
     trace_id = format(rpc.context.trace_id, "032x")
     [logged] = [line for line in lines.lines if line.get("rpc_method") == rpc.name]
     assert logged["trace_id"] == trace_id and logged["code"] == "OK" and logged["level"] == "INFO"
-    assert _metric_sum("usageledger.events.appended") - appended_before == 3
+    assert metric_sum("usageledger.events.appended") - appended_before == 3
 
 
 def test_a_refused_call_is_marked_on_its_span(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -25,12 +25,15 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import generate_signer_key, write_private_key_file
 from server.app import RunningServer, start_server
-from tests.audit_support import LEDGER_KEY_NAME, tampering
 from tests.billing_support import event, t
 from tests.conftest import FixedClock
 from tests.telemetry_support import install_meter_provider, reader
+
+if TYPE_CHECKING:
+    from tests.audit_support import TamperFactory
+
+pytest_plugins = ["tests.audit_support"]
 
 Attributes = Mapping[str, Any]
 
@@ -158,13 +161,11 @@ def test_a_refused_call_counts_under_its_status_code_and_latency_is_in_milliseco
 # -- verification failures and signing refusals ------------------------------------------------------------------
 
 
-def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_failure(
-    sqlite_url: str, clock: FixedClock, tmp_path: Path
+def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_failure_and_a_signing_refusal(
+    db_url: str, clock: FixedClock, key_file: Path, tamper: TamperFactory
 ) -> None:
-    key_file = tmp_path / "ledger.key"
-    write_private_key_file(key_file, generate_signer_key(LEDGER_KEY_NAME))
     running = start_server(
-        sqlite_url, "127.0.0.1:0", clock=clock, signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0
+        db_url, "127.0.0.1:0", clock=clock, signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0
     )
     try:
         append(running, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
@@ -172,13 +173,14 @@ def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_f
             audit = audit_pb2_grpc.AuditServiceStub(ch)
             audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
             failures = counting("usageledger.verification.failures", kind="checkpoint")
+            refusals = counting("usageledger.signing.refusals")
             append(running, event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T09:04:00Z", stop_reason="COMPLETED"))
-            with tampering(sqlite_url) as tamper:  # the entry the next checkpoint would sign, altered
-                tamper("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 1", b=b'{"forged":1}')
+            with tamper() as forge:  # the entry the next checkpoint would sign, altered
+                forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 1", b=b'{"forged":1}')
             with pytest.raises(grpc.RpcError) as err:
                 audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
             assert err.value.code() == grpc.StatusCode.DATA_LOSS
-            assert failures() == 1
+            assert (failures(), refusals()) == (1, 1)
             # A refusal the caller can correct is not a verification failure.
             unrelated = counting("usageledger.verification.failures")
             with pytest.raises(grpc.RpcError) as err:

@@ -22,28 +22,21 @@ from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import generate_signer_key, write_private_key_file
 from server.app import RunningServer, start_server
 from server.convert import micros_to_timestamp
 from server.telemetry import JsonLogFormatter
-from tests.audit_support import LEDGER_KEY_NAME
 from tests.billing_support import event, t
 from tests.conftest import FixedClock
 from tests.span_support import capture
 
 Spans = Sequence[ReadableSpan]
 
+pytest_plugins = ["tests.audit_support"]  # key_file
+
 
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(t("2026-10-05T15:00:00Z"))
-
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger.key"
-    write_private_key_file(path, generate_signer_key(LEDGER_KEY_NAME))
-    return path
 
 
 @pytest.fixture

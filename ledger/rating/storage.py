@@ -8,7 +8,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from ledger.events import DEFAULT_STORAGE_INTERVAL_SECONDS, EventType, StorageKind, UsageEvent, format_decimal
-from ledger.rating.money import ZERO, format_money, fraction_to_decimal
+from ledger.rating.money import EXACT, ZERO, format_money, fraction_to_decimal
 from ledger.timeutil import MICROS_PER_SECOND, format_micros
 
 SECONDS_PER_MONTH = 2_592_000  # R13: a month is 30 days
@@ -93,6 +93,37 @@ def _terms(storage_kind: StorageKind, gigabytes: Decimal, interval_seconds: int,
         f"({first_text} GB x $0.07 + {beyond_text} GB x $0.05)/GB-month x {months_text} = {format_money(exact)}"
     )
     return _Terms("R14", exact, fraction_to_decimal(exact) if exact else ZERO, gb_text, arithmetic)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageQuantity:
+    """What a person multiplies by the rates to check storage charges: GB x seconds, and for network volumes the
+    R14 split into the first 1,000 GB and the gigabytes beyond (None for container disk, R13, which has one rate).
+    Each is exact (gigabytes have at most 9 decimals, intervals are whole seconds)."""
+
+    gigabyte_seconds: Decimal
+    first_tier_gigabyte_seconds: Decimal | None
+    beyond_tier_gigabyte_seconds: Decimal | None
+
+    def __add__(self, other: StorageQuantity) -> StorageQuantity:
+        return StorageQuantity(
+            EXACT.add(self.gigabyte_seconds, other.gigabyte_seconds),
+            _add_tier(self.first_tier_gigabyte_seconds, other.first_tier_gigabyte_seconds),
+            _add_tier(self.beyond_tier_gigabyte_seconds, other.beyond_tier_gigabyte_seconds),
+        )
+
+
+def _add_tier(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    return b if a is None else a if b is None else EXACT.add(a, b)
+
+
+def storage_quantity(storage_kind: StorageKind | str, gigabytes: Decimal, interval_seconds: int) -> StorageQuantity:
+    """R13/R14's quantity of one sample: amount = GB-seconds x rate per GB-month / 2,592,000, per tier for R14."""
+    total = EXACT.multiply(gigabytes, Decimal(interval_seconds))
+    if storage_kind != StorageKind.NETWORK_VOLUME:
+        return StorageQuantity(total, None, None)
+    first = EXACT.multiply(min(gigabytes, Decimal(NETWORK_VOLUME_TIER_GB)), Decimal(interval_seconds))
+    return StorageQuantity(total, first, EXACT.subtract(total, first))
 
 
 def rate_storage_sample(event: UsageEvent, seq: int) -> StorageCharge:

@@ -89,6 +89,10 @@ class RolledStorage:
     storage_kind: str
     start: int
     exact_amount: Fraction
+    # The sample's size and interval, for the GB-seconds a usage row shows (R13, R14); its R8 flag bills nothing.
+    gigabytes: Decimal | None = None
+    interval_seconds: int | None = None
+    development: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +362,15 @@ class UsageRollups:
             rows = conn.execute(select(table).where(and_(*conditions))).all()
         return [
             RolledStorage(
-                int(r.seq), r.endpoint_id, r.workload_id, r.storage_kind, int(r.start), Fraction(r.charge.decode())
+                int(r.seq),
+                r.endpoint_id,
+                r.workload_id,
+                r.storage_kind,
+                int(r.start),
+                Fraction(r.charge.decode()),
+                Decimal(r.gigabytes) if r.gigabytes is not None else None,
+                int(r.interval_seconds) if r.interval_seconds is not None else None,
+                bool(r.development),
             )
             for r in rows
         ]

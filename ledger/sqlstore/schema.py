@@ -54,6 +54,18 @@ log_heads = Table(
     Column("frontier", LargeBinary, nullable=False),
 )
 
+# The latest cut instant (R17) of each log's issued invoices, kept in the transaction that appends the invoice:
+# derived (rebuildable from the INVOICE entries), it answers R12's guard, "does any issued invoice cut after this
+# instant?", with one index read instead of a read of every org's invoices (migration 0011).
+invoice_cuts = Table(
+    "invoice_cuts",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("cut", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+)
+Index("ix_invoice_cuts_cut", invoice_cuts.c.cut)
+
 # -- derived usage rollups (rebuildable from the logs; never the source of truth) -------------------------------
 
 rollup_cursors = Table(

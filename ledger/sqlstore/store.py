@@ -36,6 +36,7 @@ from ledger.entry import (
     org_of_log,
 )
 from ledger.errors import EventConflict, NotFound, StorageError
+from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
 from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import migrate
 from ledger.sqlstore import schema as _schema
@@ -192,6 +193,17 @@ class _AppendSql:
         m = self.marker
         return f"UPDATE log_heads SET size = {m}, head_hash = {m}, frontier = {m} WHERE log_id = {m}"
 
+    @property
+    def upsert_invoice_cut(self) -> str:
+        m = self.marker
+        return (
+            f"INSERT INTO invoice_cuts (log_id, cut, seq) VALUES ({m}, {m}, {m}) ON CONFLICT (log_id) DO UPDATE "
+            "SET cut = excluded.cut, seq = excluded.seq WHERE excluded.cut >= invoice_cuts.cut"
+        )
+
+
+_LATEST_INVOICE_CUT = "SELECT log_id, cut, seq FROM invoice_cuts ORDER BY cut DESC LIMIT 1"
+
 
 def _sqlite_variables() -> int:
     """How many variables this SQLite library binds per statement (999 in old builds, 32766 since 3.32)."""
@@ -231,6 +243,7 @@ def _sqlite_existing_sql(count: int) -> str:
     )
 
 
+_EVENT = EntryKind.EVENT
 # The kind column's text for each kind (a dict lookup, not the enum's `value` descriptor, on every entry).
 _KIND_TEXT = {kind: kind.value for kind in EntryKind}
 
@@ -337,6 +350,18 @@ class SqlStore:
         if self.reader is not self.writer:
             self.reader.dispose()
 
+    def ping(self) -> None:
+        """One trivial read on a pooled connection; raises StorageError when the database cannot be reached.
+
+        On PostgreSQL a pooled connection the database dropped fails its checkout ping and is replaced by a new one
+        (_ping_when_idle), so this fails only when no new connection can be made either."""
+        try:
+            with self.reader.connect() as conn:
+                conn.execute(sa.text("SELECT 1")).scalar_one()
+        except (DBAPIError, PoolTimeout, DisconnectionError) as err:
+            why = err.orig if isinstance(err, DBAPIError) else err
+            raise StorageError(f"the database cannot be reached ({type(why).__name__})") from err
+
     # -- append -----------------------------------------------------------------------------------
 
     def append(self, new_entries: Sequence[NewEntry]) -> list[Appended]:
@@ -401,6 +426,8 @@ class SqlStore:
             by_log[item.log_id].append(position)
         results: list[Appended | None] = [None] * len(new_entries)
         rows: list[tuple[Any, ...]] = []
+        cuts: dict[str, tuple[int, int]] = {}  # log -> (cut, seq) of its latest new INVOICE entry (R12's guard)
+        versions: list[int] = []  # when each new PRICE_BOOK entry takes effect
         head_updates: list[tuple[int, bytes, bytes, str]] = []
         logs = sorted(by_log)
         heads = self._lock_heads(conn, logs)
@@ -438,6 +465,11 @@ class SqlStore:
                 results[position] = appended
                 if key is not None:
                     batch_seen[key] = (body, appended)
+                if item.kind is not _EVENT:  # one comparison per event on the ingest path
+                    if item.kind is EntryKind.INVOICE:
+                        keep_latest_cut(cuts, log_id, body, size)
+                    elif item.kind is EntryKind.PRICE_BOOK:
+                        versions.append(price_version_start(body))
                 head_hash = entry_hash
                 size += 1
             if fresh:
@@ -447,11 +479,37 @@ class SqlStore:
                     (*columns, join(nodes), *index) for (columns, index), nodes in zip(fresh, subtrees, strict=True)
                 )
                 head_updates.append((size, head_hash, frontier.encode(), log_id))
+        if versions:
+            latest = self._latest_invoice_cut(conn, lock=True)
+            for effective_from in versions:
+                check_price_version(effective_from, latest)  # R12: raises, and the transaction appends nothing
         if rows:
             self._insert_entries(conn, rows)
         if head_updates:
             conn.exec_driver_sql(self._sql.update_head, head_updates)
+        if cuts:
+            self.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in cuts.items()])
         return [r for r in results if r is not None]
+
+    # -- R12's guard: the latest issued invoice cut ------------------------------------------------------------
+
+    def record_invoice_cuts(self, conn: Connection, cuts: Sequence[tuple[str, int, int]]) -> None:
+        """Keep each log's latest invoice cut (log id, cut, sequence), in the transaction appending the invoices."""
+        conn.exec_driver_sql(self._sql.upsert_invoice_cut, list(cuts))
+
+    def latest_invoice_cut(self) -> IssuedCut | None:
+        """The latest cut instant of any issued invoice of any org, from ix_invoice_cuts_cut."""
+        with self.reading() as conn:
+            return self._latest_invoice_cut(conn, lock=False)
+
+    def _latest_invoice_cut(self, conn: Connection, *, lock: bool) -> IssuedCut | None:
+        if lock and self.dialect == "postgresql":
+            # An invoice appended between this read and the commit could be cut after the version being added:
+            # SHARE mode waits for every uncommitted invoice_cuts write and holds new ones off until the commit.
+            # (SQLite's appends already hold the database's write lock.)
+            conn.exec_driver_sql("LOCK TABLE invoice_cuts IN SHARE MODE")
+        row = conn.exec_driver_sql(_LATEST_INVOICE_CUT).first()
+        return None if row is None else IssuedCut(str(row[0]), int(row[1]), int(row[2]))
 
     def _insert_entries(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """Insert entry rows (columns in _INSERT_COLUMNS order) in few statements, errors raised as SQLAlchemy's."""
@@ -805,6 +863,18 @@ class SqlStore:
         with self.reading() as conn:
             rows = conn.execute(
                 select(table).where(table.c.log_id == log_id, table.c.size <= max_size).order_by(table.c.size)
+            ).all()
+        return [_checkpoint(row) for row in rows]
+
+    def checkpoint_page(self, log_id: str, start_size: int, limit: int) -> list[StoredCheckpoint]:
+        """Up to `limit` of the log's checkpoints of sizes from `start_size` on, smallest first."""
+        table = _schema.checkpoints
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c.log_id == log_id, table.c.size >= start_size)
+                .order_by(table.c.size)
+                .limit(limit)
             ).all()
         return [_checkpoint(row) for row in rows]
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ausageledger/v1/audit.proto\x12\x0eusageledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\nCheckpoint\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12\x13\n\x0bsigned_note\x18\x05 \x01(\t\x12-\n\tsign_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x04Leaf\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0b\x65ntry_bytes\x18\x02 \x01(\x0c\x12\x15\n\rprevious_hash\x18\x03 \x01(\x0c\x12\x12\n\nentry_hash\x18\x04 \x01(\x0c\"4\n\x14GetCheckpointRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"G\n\x15GetCheckpointResponse\x12.\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1a.usageledger.v1.Checkpoint\"\'\n\x15SignCheckpointRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\"^\n\x16SignCheckpointResponse\x12.\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1a.usageledger.v1.Checkpoint\x12\x14\n\x0cnewly_signed\x18\x02 \x01(\x08\"O\n\x18GetInclusionProofRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\"\x98\x01\n\x19GetInclusionProofResponse\x12\"\n\x04leaf\x18\x01 \x01(\x0b\x32\x14.usageledger.v1.Leaf\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x14\n\x0cproof_hashes\x18\x03 \x03(\x0c\x12.\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1a.usageledger.v1.Checkpoint\"P\n\x1aGetConsistencyProofRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x10\n\x08new_size\x18\x03 \x01(\x04\"3\n\x1bGetConsistencyProofResponse\x12\x14\n\x0cproof_hashes\x18\x01 \x03(\x0c\"_\n\x11ListLeavesRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0bstart_index\x18\x04 \x01(\x04\"S\n\x12ListLeavesResponse\x12$\n\x06leaves\x18\x01 \x03(\x0b\x32\x14.usageledger.v1.Leaf\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x15GetVerifierKeyRequest\"C\n\x16GetVerifierKeyResponse\x12\x14\n\x0cverifier_key\x18\x01 \x01(\t\x12\x13\n\x0bledger_name\x18\x02 \x01(\t2\xdd\x04\n\x0c\x41uditService\x12\\\n\rGetCheckpoint\x12$.usageledger.v1.GetCheckpointRequest\x1a%.usageledger.v1.GetCheckpointResponse\x12_\n\x0eSignCheckpoint\x12%.usageledger.v1.SignCheckpointRequest\x1a&.usageledger.v1.SignCheckpointResponse\x12h\n\x11GetInclusionProof\x12(.usageledger.v1.GetInclusionProofRequest\x1a).usageledger.v1.GetInclusionProofResponse\x12n\n\x13GetConsistencyProof\x12*.usageledger.v1.GetConsistencyProofRequest\x1a+.usageledger.v1.GetConsistencyProofResponse\x12S\n\nListLeaves\x12!.usageledger.v1.ListLeavesRequest\x1a\".usageledger.v1.ListLeavesResponse\x12_\n\x0eGetVerifierKey\x12%.usageledger.v1.GetVerifierKeyRequest\x1a&.usageledger.v1.GetVerifierKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ausageledger/v1/audit.proto\x12\x0eusageledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\nCheckpoint\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12\x13\n\x0bsigned_note\x18\x05 \x01(\t\x12-\n\tsign_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x04Leaf\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0b\x65ntry_bytes\x18\x02 \x01(\x0c\x12\x15\n\rprevious_hash\x18\x03 \x01(\x0c\x12\x12\n\nentry_hash\x18\x04 \x01(\x0c\"4\n\x14GetCheckpointRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"G\n\x15GetCheckpointResponse\x12.\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1a.usageledger.v1.Checkpoint\"O\n\x16ListCheckpointsRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x17ListCheckpointsResponse\x12/\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1a.usageledger.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x15SignCheckpointRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\"^\n\x16SignCheckpointResponse\x12.\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1a.usageledger.v1.Checkpoint\x12\x14\n\x0cnewly_signed\x18\x02 \x01(\x08\"O\n\x18GetInclusionProofRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\"\x98\x01\n\x19GetInclusionProofResponse\x12\"\n\x04leaf\x18\x01 \x01(\x0b\x32\x14.usageledger.v1.Leaf\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x14\n\x0cproof_hashes\x18\x03 \x03(\x0c\x12.\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1a.usageledger.v1.Checkpoint\"P\n\x1aGetConsistencyProofRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x10\n\x08new_size\x18\x03 \x01(\x04\"3\n\x1bGetConsistencyProofResponse\x12\x14\n\x0cproof_hashes\x18\x01 \x03(\x0c\"_\n\x11ListLeavesRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0bstart_index\x18\x04 \x01(\x04\"S\n\x12ListLeavesResponse\x12$\n\x06leaves\x18\x01 \x03(\x0b\x32\x14.usageledger.v1.Leaf\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x15GetVerifierKeyRequest\"C\n\x16GetVerifierKeyResponse\x12\x14\n\x0cverifier_key\x18\x01 \x01(\t\x12\x13\n\x0bledger_name\x18\x02 \x01(\t2\xc1\x05\n\x0c\x41uditService\x12\\\n\rGetCheckpoint\x12$.usageledger.v1.GetCheckpointRequest\x1a%.usageledger.v1.GetCheckpointResponse\x12\x62\n\x0fListCheckpoints\x12&.usageledger.v1.ListCheckpointsRequest\x1a\'.usageledger.v1.ListCheckpointsResponse\x12_\n\x0eSignCheckpoint\x12%.usageledger.v1.SignCheckpointRequest\x1a&.usageledger.v1.SignCheckpointResponse\x12h\n\x11GetInclusionProof\x12(.usageledger.v1.GetInclusionProofRequest\x1a).usageledger.v1.GetInclusionProofResponse\x12n\n\x13GetConsistencyProof\x12*.usageledger.v1.GetConsistencyProofRequest\x1a+.usageledger.v1.GetConsistencyProofResponse\x12S\n\nListLeaves\x12!.usageledger.v1.ListLeavesRequest\x1a\".usageledger.v1.ListLeavesResponse\x12_\n\x0eGetVerifierKey\x12%.usageledger.v1.GetVerifierKeyRequest\x1a&.usageledger.v1.GetVerifierKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,26 +40,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCHECKPOINTREQUEST']._serialized_end=366
   _globals['_GETCHECKPOINTRESPONSE']._serialized_start=368
   _globals['_GETCHECKPOINTRESPONSE']._serialized_end=439
-  _globals['_SIGNCHECKPOINTREQUEST']._serialized_start=441
-  _globals['_SIGNCHECKPOINTREQUEST']._serialized_end=480
-  _globals['_SIGNCHECKPOINTRESPONSE']._serialized_start=482
-  _globals['_SIGNCHECKPOINTRESPONSE']._serialized_end=576
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=578
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=657
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=660
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=812
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=814
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=894
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=896
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=947
-  _globals['_LISTLEAVESREQUEST']._serialized_start=949
-  _globals['_LISTLEAVESREQUEST']._serialized_end=1044
-  _globals['_LISTLEAVESRESPONSE']._serialized_start=1046
-  _globals['_LISTLEAVESRESPONSE']._serialized_end=1129
-  _globals['_GETVERIFIERKEYREQUEST']._serialized_start=1131
-  _globals['_GETVERIFIERKEYREQUEST']._serialized_end=1154
-  _globals['_GETVERIFIERKEYRESPONSE']._serialized_start=1156
-  _globals['_GETVERIFIERKEYRESPONSE']._serialized_end=1223
-  _globals['_AUDITSERVICE']._serialized_start=1226
-  _globals['_AUDITSERVICE']._serialized_end=1831
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=441
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=520
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=522
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=621
+  _globals['_SIGNCHECKPOINTREQUEST']._serialized_start=623
+  _globals['_SIGNCHECKPOINTREQUEST']._serialized_end=662
+  _globals['_SIGNCHECKPOINTRESPONSE']._serialized_start=664
+  _globals['_SIGNCHECKPOINTRESPONSE']._serialized_end=758
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=760
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=839
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=842
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=994
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=996
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1076
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1078
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1129
+  _globals['_LISTLEAVESREQUEST']._serialized_start=1131
+  _globals['_LISTLEAVESREQUEST']._serialized_end=1226
+  _globals['_LISTLEAVESRESPONSE']._serialized_start=1228
+  _globals['_LISTLEAVESRESPONSE']._serialized_end=1311
+  _globals['_GETVERIFIERKEYREQUEST']._serialized_start=1313
+  _globals['_GETVERIFIERKEYREQUEST']._serialized_end=1336
+  _globals['_GETVERIFIERKEYRESPONSE']._serialized_start=1338
+  _globals['_GETVERIFIERKEYRESPONSE']._serialized_end=1405
+  _globals['_AUDITSERVICE']._serialized_start=1408
+  _globals['_AUDITSERVICE']._serialized_end=2113
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class AuditServiceStub:
                 request_serializer=usageledger_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=usageledger_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/usageledger.v1.AuditService/ListCheckpoints',
+                request_serializer=usageledger_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
         self.SignCheckpoint = channel.unary_unary(
                 '/usageledger.v1.AuditService/SignCheckpoint',
                 request_serializer=usageledger_dot_v1_dot_audit__pb2.SignCheckpointRequest.SerializeToString,
@@ -73,6 +78,14 @@ class AuditServiceServicer:
 
     def GetCheckpoint(self, request, context):
         """GetCheckpoint returns a log's newest signed checkpoint, or the one at a given size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """ListCheckpoints pages through every signed checkpoint of a log, smallest first, so an auditor checks them all
+        against the log and each against the one before it, not only the newest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +135,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpoint,
                     request_deserializer=usageledger_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
                     response_serializer=usageledger_dot_v1_dot_audit__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=usageledger_dot_v1_dot_audit__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_audit__pb2.ListCheckpointsResponse.SerializeToString,
             ),
             'SignCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.SignCheckpoint,
@@ -177,6 +195,33 @@ class AuditService:
             '/usageledger.v1.AuditService/GetCheckpoint',
             usageledger_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
             usageledger_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.AuditService/ListCheckpoints',
+            usageledger_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+            usageledger_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

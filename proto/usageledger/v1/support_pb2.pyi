@@ -240,7 +240,7 @@ class DisputeUnitRun(_message.Message):
     def __init__(self, first_unit_index: _Optional[int] = ..., count: _Optional[int] = ..., unit_seconds: _Optional[int] = ..., first_unit_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_version: _Optional[int] = ..., price_ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., rate_per_second: _Optional[str] = ..., unit_price: _Optional[str] = ..., amount: _Optional[str] = ..., invoice: _Optional[_Union[DisputeInvoiceCoverage, _Mapping]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class DisputeRequest(_message.Message):
-    __slots__ = ("request_id", "workload_id", "endpoint_id", "start_time", "finish_time", "in_flight_start_time", "in_flight_end_time", "attributed_seconds", "attributed_amount", "attributed_amount_exact", "attributed_amount_fraction", "rules", "explanation", "refs", "killed_by")
+    __slots__ = ("request_id", "workload_id", "endpoint_id", "start_time", "finish_time", "in_flight_start_time", "in_flight_end_time", "attributed_seconds", "attributed_amount", "attributed_amount_exact", "attributed_amount_fraction", "rules", "explanation", "refs", "killed_by", "attributed_seconds_fraction")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,7 @@ class DisputeRequest(_message.Message):
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
     KILLED_BY_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTED_SECONDS_FRACTION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     workload_id: str
     endpoint_id: str
@@ -271,7 +272,8 @@ class DisputeRequest(_message.Message):
     explanation: str
     refs: _containers.RepeatedCompositeFieldContainer[DisputeEntryRef]
     killed_by: _ledger_pb2.StopReason
-    def __init__(self, request_id: _Optional[str] = ..., workload_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributed_seconds: _Optional[str] = ..., attributed_amount: _Optional[str] = ..., attributed_amount_exact: _Optional[bool] = ..., attributed_amount_fraction: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., killed_by: _Optional[_Union[_ledger_pb2.StopReason, str]] = ...) -> None: ...
+    attributed_seconds_fraction: str
+    def __init__(self, request_id: _Optional[str] = ..., workload_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributed_seconds: _Optional[str] = ..., attributed_amount: _Optional[str] = ..., attributed_amount_exact: _Optional[bool] = ..., attributed_amount_fraction: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., killed_by: _Optional[_Union[_ledger_pb2.StopReason, str]] = ..., attributed_seconds_fraction: _Optional[str] = ...) -> None: ...
 
 class DisputeZeroLine(_message.Message):
     __slots__ = ("rule", "event_type", "workload_id", "start_time", "end_time", "explanation", "refs", "verdict", "amount")
@@ -296,7 +298,7 @@ class DisputeZeroLine(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., event_type: _Optional[_Union[_ledger_pb2.EventType, str]] = ..., workload_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., explanation: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., amount: _Optional[str] = ...) -> None: ...
 
 class DisputeStorageLine(_message.Message):
-    __slots__ = ("workload_id", "storage_kind", "volume_id", "gigabytes", "interval_seconds", "start_time", "end_time", "rule", "amount", "explanation", "ref", "invoice")
+    __slots__ = ("workload_id", "storage_kind", "volume_id", "gigabytes", "interval_seconds", "start_time", "end_time", "rule", "amount", "explanation", "ref", "invoice", "amount_fraction", "gigabyte_seconds", "first_tier_gigabyte_seconds", "beyond_tier_gigabyte_seconds")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     STORAGE_KIND_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +311,10 @@ class DisputeStorageLine(_message.Message):
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     INVOICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIER_GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEYOND_TIER_GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     storage_kind: _ledger_pb2.StorageKind
     volume_id: str
@@ -321,7 +327,11 @@ class DisputeStorageLine(_message.Message):
     explanation: str
     ref: DisputeEntryRef
     invoice: DisputeInvoiceCoverage
-    def __init__(self, workload_id: _Optional[str] = ..., storage_kind: _Optional[_Union[_ledger_pb2.StorageKind, str]] = ..., volume_id: _Optional[str] = ..., gigabytes: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., amount: _Optional[str] = ..., explanation: _Optional[str] = ..., ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., invoice: _Optional[_Union[DisputeInvoiceCoverage, _Mapping]] = ...) -> None: ...
+    amount_fraction: str
+    gigabyte_seconds: str
+    first_tier_gigabyte_seconds: str
+    beyond_tier_gigabyte_seconds: str
+    def __init__(self, workload_id: _Optional[str] = ..., storage_kind: _Optional[_Union[_ledger_pb2.StorageKind, str]] = ..., volume_id: _Optional[str] = ..., gigabytes: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., amount: _Optional[str] = ..., explanation: _Optional[str] = ..., ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., invoice: _Optional[_Union[DisputeInvoiceCoverage, _Mapping]] = ..., amount_fraction: _Optional[str] = ..., gigabyte_seconds: _Optional[str] = ..., first_tier_gigabyte_seconds: _Optional[str] = ..., beyond_tier_gigabyte_seconds: _Optional[str] = ...) -> None: ...
 
 class DisputeAnomaly(_message.Message):
     __slots__ = ("workload_id", "event_type", "occur_time", "reason", "ref")
@@ -374,20 +384,26 @@ class DisputeEvidence(_message.Message):
     def __init__(self, ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., kind: _Optional[_Union[_ledger_pb2.EntryKind, str]] = ..., event_type: _Optional[_Union[_ledger_pb2.EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_id: _Optional[str] = ..., request_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DisputeTotals(_message.Message):
-    __slots__ = ("sessions_amount", "storage_amount", "adjustments_amount", "total_amount", "window_compute_amount", "window_storage_amount")
+    __slots__ = ("sessions_amount", "storage_amount", "adjustments_amount", "total_amount", "window_compute_amount", "window_storage_amount", "storage_amount_fraction", "total_amount_fraction", "window_storage_amount_fraction")
     SESSIONS_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     STORAGE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     ADJUSTMENTS_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_COMPUTE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_STORAGE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_STORAGE_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     sessions_amount: str
     storage_amount: str
     adjustments_amount: str
     total_amount: str
     window_compute_amount: str
     window_storage_amount: str
-    def __init__(self, sessions_amount: _Optional[str] = ..., storage_amount: _Optional[str] = ..., adjustments_amount: _Optional[str] = ..., total_amount: _Optional[str] = ..., window_compute_amount: _Optional[str] = ..., window_storage_amount: _Optional[str] = ...) -> None: ...
+    storage_amount_fraction: str
+    total_amount_fraction: str
+    window_storage_amount_fraction: str
+    def __init__(self, sessions_amount: _Optional[str] = ..., storage_amount: _Optional[str] = ..., adjustments_amount: _Optional[str] = ..., total_amount: _Optional[str] = ..., window_compute_amount: _Optional[str] = ..., window_storage_amount: _Optional[str] = ..., storage_amount_fraction: _Optional[str] = ..., total_amount_fraction: _Optional[str] = ..., window_storage_amount_fraction: _Optional[str] = ...) -> None: ...
 
 class DisputeInvoice(_message.Message):
     __slots__ = ("invoice_id", "ref", "issue_time", "period_start_time", "period_end_time", "total_amount", "credits_applied", "amount_due")

@@ -49,7 +49,7 @@ class QueryUsageRequest(_message.Message):
     def __init__(self, org_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., endpoint_id: _Optional[str] = ..., group_by: _Optional[_Iterable[_Union[GroupBy, str]]] = ..., bucket: _Optional[_Union[Bucket, str]] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("endpoint_id", "workload_kind", "instance_type", "worker_type", "unit", "quantity", "amount", "bucket_start_time", "storage_kind")
+    __slots__ = ("endpoint_id", "workload_kind", "instance_type", "worker_type", "unit", "quantity", "amount", "bucket_start_time", "storage_kind", "amount_fraction", "gigabyte_seconds", "first_tier_gigabyte_seconds", "beyond_tier_gigabyte_seconds")
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_KIND_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,10 @@ class UsageRow(_message.Message):
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     BUCKET_START_TIME_FIELD_NUMBER: _ClassVar[int]
     STORAGE_KIND_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIER_GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEYOND_TIER_GIGABYTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     workload_kind: str
     instance_type: str
@@ -68,19 +72,25 @@ class UsageRow(_message.Message):
     amount: str
     bucket_start_time: _timestamp_pb2.Timestamp
     storage_kind: str
-    def __init__(self, endpoint_id: _Optional[str] = ..., workload_kind: _Optional[str] = ..., instance_type: _Optional[str] = ..., worker_type: _Optional[str] = ..., unit: _Optional[str] = ..., quantity: _Optional[int] = ..., amount: _Optional[str] = ..., bucket_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., storage_kind: _Optional[str] = ...) -> None: ...
+    amount_fraction: str
+    gigabyte_seconds: str
+    first_tier_gigabyte_seconds: str
+    beyond_tier_gigabyte_seconds: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., workload_kind: _Optional[str] = ..., instance_type: _Optional[str] = ..., worker_type: _Optional[str] = ..., unit: _Optional[str] = ..., quantity: _Optional[int] = ..., amount: _Optional[str] = ..., bucket_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., storage_kind: _Optional[str] = ..., amount_fraction: _Optional[str] = ..., gigabyte_seconds: _Optional[str] = ..., first_tier_gigabyte_seconds: _Optional[str] = ..., beyond_tier_gigabyte_seconds: _Optional[str] = ...) -> None: ...
 
 class QueryUsageResponse(_message.Message):
-    __slots__ = ("rows", "total_amount", "currency_code", "as_of_size")
+    __slots__ = ("rows", "total_amount", "currency_code", "as_of_size", "total_amount_fraction")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
     AS_OF_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_AMOUNT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
     total_amount: str
     currency_code: str
     as_of_size: int
-    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total_amount: _Optional[str] = ..., currency_code: _Optional[str] = ..., as_of_size: _Optional[int] = ...) -> None: ...
+    total_amount_fraction: str
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total_amount: _Optional[str] = ..., currency_code: _Optional[str] = ..., as_of_size: _Optional[int] = ..., total_amount_fraction: _Optional[str] = ...) -> None: ...
 
 class RebuildRollupsRequest(_message.Message):
     __slots__ = ("org_id",)
