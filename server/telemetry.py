@@ -22,6 +22,16 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import StatusCode as SpanStatusCode
 
 from ledger.tracing import tracing_suppressed
+from server.exporters import (
+    MetricsListen,
+    ScrapeEndpoint,
+    exporter_names,
+    log_exporter,
+    metric_exporter,
+    otlp_protocol,
+    prometheus_endpoint,
+    span_exporter,
+)
 from server.guard import Behavior, Continuation, rewrap
 
 log = logging.getLogger("usageledger.telemetry")
@@ -57,29 +67,28 @@ rpc_server_duration = _meter.create_histogram(
 
 @dataclass
 class Telemetry:
-    """What configure() installed; `tracing` says whether the server should add its RPC and SQL spans."""
+    """What configure() installed; `tracing` says whether the server should add its RPC and SQL spans, and
+    `metrics_port` is the Prometheus scrape endpoint's port when one serves."""
 
     tracing: bool = False
     shutdown: Callable[[], None] = lambda: None
+    metrics_port: int | None = None
 
 
-def _exporters(environ: Mapping[str, str], variable: str) -> list[str]:
-    names = [n.strip().lower() for n in environ.get(variable, "").split(",") if n.strip()]
-    return [n for n in names if n != "none"]
+def configure(environ: Mapping[str, str], metrics_listen: MetricsListen | None = None) -> Telemetry:
+    """Install tracer, meter and logger providers as the OTEL_* variables say, and a Prometheus scrape endpoint at
+    `metrics_listen`; nothing when they name no exporter and no endpoint is asked for.
 
-
-def configure(environ: Mapping[str, str]) -> Telemetry:
-    """Install tracer and meter providers as the OTEL_* variables say; nothing when they name no exporter.
-
-    OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER: `otlp` (OTLP over gRPC: OTEL_EXPORTER_OTLP_ENDPOINT and the
-    other OTEL_EXPORTER_OTLP_* variables), `console` (stdout), or both comma-separated. OTEL_SERVICE_NAME and
-    OTEL_RESOURCE_ATTRIBUTES name the resource; OTEL_SDK_DISABLED=true turns everything off.
+    OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER: `otlp` (over gRPC, or HTTP with
+    OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf; server/exporters.py), `console` (stdout), or both comma-separated.
+    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the resource; OTEL_SDK_DISABLED=true turns everything off.
     """
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry()
-    trace_exporters = _exporters(environ, "OTEL_TRACES_EXPORTER")
-    metric_exporters = _exporters(environ, "OTEL_METRICS_EXPORTER")
-    if not trace_exporters and not metric_exporters:
+    trace_names = exporter_names(environ, "traces")
+    metric_names = exporter_names(environ, "metrics")
+    log_names = exporter_names(environ, "logs")
+    if not (trace_names or metric_names or log_names or metrics_listen):
         return Telemetry()
 
     from opentelemetry.sdk.resources import Resource
@@ -88,54 +97,80 @@ def configure(environ: Mapping[str, str]) -> Telemetry:
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
     shutdowns: list[Callable[[], None]] = []
-    if trace_exporters:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        tracer_provider = TracerProvider(resource=resource)
-        for name in trace_exporters:
-            tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
-        trace.set_tracer_provider(tracer_provider)
-        shutdowns.append(tracer_provider.shutdown)
-    if metric_exporters:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in metric_exporters]
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        metrics.set_meter_provider(meter_provider)
-        shutdowns.append(meter_provider.shutdown)
-    log.info("telemetry on: traces %s, metrics %s", trace_exporters or "off", metric_exporters or "off")
+    if trace_names:
+        shutdowns.append(_install_tracing(resource, trace_names, otlp_protocol(environ, "traces")))
+    scrape = prometheus_endpoint(metrics_listen) if metrics_listen is not None else None
+    if metric_names or scrape is not None:
+        shutdowns.append(_install_metrics(resource, metric_names, otlp_protocol(environ, "metrics"), scrape))
+    if log_names:
+        shutdowns.append(_install_logs(resource, log_names, otlp_protocol(environ, "logs")))
+    log.info(
+        "telemetry on: traces %s, metrics %s%s, logs %s",
+        trace_names or "off",
+        metric_names or "off",
+        f" and /metrics on port {scrape.port}" if scrape is not None else "",
+        log_names or "off",
+    )
 
     def shutdown() -> None:
         for stop in shutdowns:
             stop()
 
-    return Telemetry(tracing=bool(trace_exporters), shutdown=shutdown)
+    return Telemetry(
+        tracing=bool(trace_names), shutdown=shutdown, metrics_port=scrape.port if scrape is not None else None
+    )
 
 
-def _span_exporter(name: str) -> Any:
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+def _install_tracing(resource: Any, names: list[str], protocol: str) -> Callable[[], None]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        return ConsoleSpanExporter()
-    if name == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    provider = TracerProvider(resource=resource)
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter(name, protocol)))
+    trace.set_tracer_provider(provider)
+    return provider.shutdown
 
-        return OTLPSpanExporter()
-    raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
+
+def _install_metrics(
+    resource: Any, names: list[str], protocol: str, scrape: ScrapeEndpoint | None
+) -> Callable[[], None]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
+    readers: list[MetricReader] = [PeriodicExportingMetricReader(metric_exporter(name, protocol)) for name in names]
+    if scrape is not None:
+        readers.append(scrape.reader)
+    provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(provider)
+
+    def shutdown() -> None:
+        provider.shutdown()
+        if scrape is not None:
+            scrape.stop()
+
+    return shutdown
 
 
-def _metric_exporter(name: str) -> Any:
-    if name == "console":
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+def _install_logs(resource: Any, names: list[str], protocol: str) -> Callable[[], None]:
+    """Every log record of the process also goes to the log exporters, with the trace and span it was logged in."""
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-        return ConsoleMetricExporter()
-    if name == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    provider = LoggerProvider(resource=resource)
+    for name in names:
+        provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter(name, protocol)))
+    set_logger_provider(provider)
+    handler = LoggingHandler(logger_provider=provider)
+    logging.getLogger().addHandler(handler)
 
-        return OTLPMetricExporter()
-    raise ValueError(f"OTEL_METRICS_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
+    def shutdown() -> None:
+        logging.getLogger().removeHandler(handler)
+        provider.shutdown()
+
+    return shutdown
 
 
 def trace_sql(engine: Any) -> None:
@@ -205,13 +240,25 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextLogFormatter(logging.Formatter):
+    """Readable lines for a person, ending in the trace and span ids when logged inside a span."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            line += f" trace_id={context.trace_id:032x} span_id={context.span_id:016x}"
+        return line
+
+
 def configure_logging(level: str, fmt: str = "json") -> None:
-    """Root logging to stderr: JSON lines (the default) or plain text for a person at a terminal."""
+    """Root logging to stderr: JSON lines (the default) or plain text for a person at a terminal; either way with
+    the trace and span ids of the span a line was logged in."""
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else TextLogFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
