@@ -3,6 +3,8 @@ the exported points of an in-memory metric reader."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,3 +319,34 @@ def _wait(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_appends_refused_at_the_inflight_limit_count_as_resource_exhausted(sqlite_url: str, clock: FixedClock) -> None:
+    running = start_server(sqlite_url, "127.0.0.1:0", clock=clock, max_inflight=1)
+    attributes = {"rpc.method": "AppendEvents", "rpc.grpc.status_code": grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+    exhausted = counting("rpc.server.duration", **attributes)
+    codes: list[grpc.StatusCode] = []
+
+    def try_append(org: str) -> None:
+        try:
+            append(running, event(org, "wl-1", "WORKLOAD_UP", "2026-10-05T08:00:00Z"))
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as err:
+            codes.append(err.code())
+
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=30, isolation_level=None)
+    try:
+        try_append("acme")  # the database exists, with its tables
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: the first append in waits
+        appenders = [threading.Thread(target=try_append, args=(org,), daemon=True) for org in ("beta", "gamma")]
+        for thread in appenders:
+            thread.start()
+        _wait(lambda: exhausted() == 1, "one append refused at the limit of 1")  # the other holds the one slot
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    for thread in appenders:
+        thread.join(30)
+    running.stop(grace=None)
+    assert sorted(code.name for code in codes) == ["OK", "OK", "RESOURCE_EXHAUSTED"]
+    assert exhausted() == 1
