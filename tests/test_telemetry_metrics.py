@@ -26,11 +26,10 @@ from usageledger.v1 import (
 from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
-from client.ledger_client import LedgerClient
 from server.app import RunningServer, start_server
 from tests.billing_support import event, t
 from tests.conftest import FixedClock
-from tests.telemetry_support import install_meter_provider, reader
+from tests.telemetry_support import append, eventually, install_meter_provider, reader
 
 if TYPE_CHECKING:
     from tests.audit_support import TamperFactory
@@ -88,11 +87,6 @@ def channel(running: RunningServer) -> Iterator[grpc.Channel]:
         yield ch
 
 
-def append(running: RunningServer, *events: dict[str, Any]) -> None:
-    with LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client:
-        client.append_events(list(events))
-
-
 # -- RPC latency and errors, every method ------------------------------------------------------------------------
 
 _MODULES = (ledger_pb2, pricing_pb2, usage_pb2, audit_pb2, support_pb2, account_pb2, billing_pb2)
@@ -142,7 +136,7 @@ def test_a_refused_call_counts_under_its_status_code_and_latency_is_in_milliseco
     attributes = {"rpc.service": "usageledger.v1.LedgerService", "rpc.method": "GetLogHead"}
     not_found = counting("rpc.server.duration", **attributes, **{"rpc.grpc.status_code": 5})
     ok = counting("rpc.server.duration", **attributes, **{"rpc.grpc.status_code": 0})
-    append(running, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
+    append(running.port, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
     get_head = channel.unary_unary(
         "/usageledger.v1.LedgerService/GetLogHead",
         request_serializer=ledger_pb2.GetLogHeadRequest.SerializeToString,
@@ -170,13 +164,15 @@ def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_f
         db_url, "127.0.0.1:0", clock=clock, signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0
     )
     try:
-        append(running, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
+        append(running.port, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             audit = audit_pb2_grpc.AuditServiceStub(ch)
             audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
             failures = counting("usageledger.verification.failures", kind="checkpoint")
             refusals = counting("usageledger.signing.refusals")
-            append(running, event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T09:04:00Z", stop_reason="COMPLETED"))
+            append(
+                running.port, event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T09:04:00Z", stop_reason="COMPLETED")
+            )
             with tamper() as forge:  # the entry the next checkpoint would sign, altered
                 forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 1", b=b'{"forged":1}')
             with pytest.raises(grpc.RpcError) as err:
@@ -212,7 +208,7 @@ def test_r19_deactivation_and_a_payment_method_count_as_state_changes_by_state(
             # R19: 110 minutes of an A100 at $0.0456 = $5.02, beyond the $5.00 of credit, with no payment method.
             clock.now = t("2026-10-05T10:51:00Z")
             append(
-                running,
+                running.port,
                 event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z", instance_type="A100"),
                 event(
                     "acme",
@@ -223,7 +219,7 @@ def test_r19_deactivation_and_a_payment_method_count_as_state_changes_by_state(
                     stop_reason="COMPLETED",
                 ),
             )
-            _wait(lambda: deactivated() == 1, "the closer's R19 deactivation")
+            eventually(lambda: deactivated() == 1, "the closer's R19 deactivation")
             response = accounts.SetPaymentMethod(apb.SetPaymentMethodRequest(org_id="acme", reference="pm_1NqLiJL"))
             assert response.state == apb.ACCOUNT_STATE_ACTIVE
         assert (deactivated(), method_set(), reactivated()) == (1, 1, 1)
@@ -244,7 +240,7 @@ def test_r17_r22_issued_invoices_count_by_trigger_with_their_late_lines(
     # R17: 348 started minutes of a B200 at $0.144 = $50.11 > $50.00: a threshold invoice.
     clock.now = t("2026-10-05T15:00:00Z")
     append(
-        running,
+        running.port,
         event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"),
         event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T14:48:00Z", stop_reason="COMPLETED"),
     )
@@ -253,7 +249,7 @@ def test_r17_r22_issued_invoices_count_by_trigger_with_their_late_lines(
     assert (threshold(), late()) == (1, 0)
     # R22: usage that started before invoice #1's end, reported after it: a late line on the month-end invoice.
     append(
-        running,
+        running.port,
         event("acme", "wl-2", "WORKLOAD_UP", "2026-10-05T08:00:00Z"),
         event("acme", "wl-2", "WORKLOAD_STOPPED", "2026-10-05T08:10:00Z", stop_reason="COMPLETED"),
     )
@@ -281,7 +277,7 @@ def test_rollup_lag_counts_the_entries_the_rollups_have_not_applied(
     running: RunningServer, channel: grpc.Channel
 ) -> None:
     append(
-        running,
+        running.port,
         event("lagging", "wl-1", "WORKLOAD_UP", "2026-10-05T08:00:00Z"),
         event("lagging", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T08:10:00Z", stop_reason="COMPLETED"),
     )
@@ -298,7 +294,7 @@ def test_rollup_lag_counts_the_entries_the_rollups_have_not_applied(
 
 def test_a_stopped_server_no_longer_exports_its_gauges(sqlite_url: str, clock: FixedClock) -> None:
     server = start_server(sqlite_url, "127.0.0.1:0", clock=clock)
-    append(server, event("gone", "wl-1", "WORKLOAD_UP", "2026-10-05T08:00:00Z"))
+    append(server.port, event("gone", "wl-1", "WORKLOAD_UP", "2026-10-05T08:00:00Z"))
     assert gauge("usageledger.rollup.lag", "gone") == 1
     server.stop(grace=None)
     assert all(attributes.get("org_id") != "gone" for attributes, _ in points("usageledger.rollup.lag"))
@@ -310,17 +306,6 @@ def _ts(text: str) -> Any:
     return micros_to_timestamp(t(text))
 
 
-def _wait(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_appends_refused_at_the_inflight_limit_count_as_resource_exhausted(sqlite_url: str, clock: FixedClock) -> None:
     running = start_server(sqlite_url, "127.0.0.1:0", clock=clock, max_inflight=1)
     attributes = {"rpc.method": "AppendEvents", "rpc.grpc.status_code": grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
@@ -329,7 +314,7 @@ def test_appends_refused_at_the_inflight_limit_count_as_resource_exhausted(sqlit
 
     def try_append(org: str) -> None:
         try:
-            append(running, event(org, "wl-1", "WORKLOAD_UP", "2026-10-05T08:00:00Z"))
+            append(running.port, event(org, "wl-1", "WORKLOAD_UP", "2026-10-05T08:00:00Z"))
             codes.append(grpc.StatusCode.OK)
         except grpc.RpcError as err:
             codes.append(err.code())
@@ -341,7 +326,7 @@ def test_appends_refused_at_the_inflight_limit_count_as_resource_exhausted(sqlit
         appenders = [threading.Thread(target=try_append, args=(org,), daemon=True) for org in ("beta", "gamma")]
         for thread in appenders:
             thread.start()
-        _wait(lambda: exhausted() == 1, "one append refused at the limit of 1")  # the other holds the one slot
+        eventually(lambda: exhausted() == 1, "one append refused at the limit of 1")  # the other holds the one slot
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

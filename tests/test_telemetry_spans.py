@@ -4,12 +4,9 @@ signing as root spans of their own; no input values in any span; trace ids on ba
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -21,13 +18,11 @@ from usageledger.v1 import audit_pb2, audit_pb2_grpc, billing_pb2, billing_pb2_g
 from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
-from client.ledger_client import LedgerClient
 from server.app import RunningServer, start_server
 from server.convert import micros_to_timestamp
-from server.telemetry import JsonLogFormatter
 from tests.billing_support import event, t
 from tests.conftest import FixedClock
-from tests.span_support import capture
+from tests.telemetry_support import JsonLines, append, capture, eventually
 
 Spans = Sequence[ReadableSpan]
 
@@ -58,11 +53,6 @@ def running(sqlite_url: str, clock: FixedClock, key_file: Path) -> Iterator[Runn
 def channel(running: RunningServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
         yield ch
-
-
-def append(port: int, *events: dict[str, Any]) -> None:
-    with LedgerClient(f"127.0.0.1:{port}", retries=0) as client:
-        client.append_events(list(events))
 
 
 SESSION = (
@@ -184,31 +174,10 @@ def test_a_refused_batch_marks_its_spans_without_echoing_the_input(running: Runn
 # -- background work -------------------------------------------------------------------------------------------------
 
 
-class _JsonLines(logging.Handler):
-    """Formats at emit time, in the thread (and span) that logged, as the server's stderr handler does."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonLogFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-def eventually(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_closer_passes_are_root_spans_and_their_log_lines_carry_the_trace_id(
     sqlite_url: str, clock: FixedClock
 ) -> None:
-    lines = _JsonLines()
+    lines = JsonLines()
     billing_log = logging.getLogger("usageledger.billing")
     billing_log.addHandler(lines)
     previous = billing_log.level
