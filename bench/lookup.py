@@ -189,7 +189,7 @@ class ReconstructionLookup:
 
         t0 = time.perf_counter()
         plans = self.ledger.account_history(org_id).plans()
-        UsageRollups(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans, self.ledger.clock())
+        UsageRollups(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans)
         return time.perf_counter() - t0
 
     def _run(self, **query: Any) -> int:

@@ -68,9 +68,18 @@ def events_ingest(
     file: Annotated[Path, typer.Argument(help="JSON Lines of usage events (docs/billing-rules.md field names).")],
     target: Target = DEFAULT_TARGET,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per atomic batch.")] = 1000,
+    backfill: Annotated[
+        bool | None,
+        typer.Option(
+            "--backfill/--no-backfill",
+            help="R29: send the file inside one backfill per org (default: when all its events are older than the "
+            "1 h grace period), so no month-end invoice is issued on the wall clock halfway through it.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Append every event of FILE in batches; re-running the same file appends nothing new (R24)."""
+    from client.cli_backfill import ingest_bracket
     from server.convert import raw_to_event
 
     records = _read_jsonl(file, as_json)
@@ -81,7 +90,12 @@ def events_ingest(
         except (ValueError, TypeError) as err:
             fail(f"{file}:{number}: {err}", EXIT_REFUSED, as_json=as_json)
     appended = duplicates = 0
-    with LedgerClient(target) as client, progress_bar(as_json) as progress:
+    raws = [record for _, record in records]
+    with (
+        LedgerClient(target) as client,
+        ingest_bracket(client, file, raws, backfill, target, as_json),
+        progress_bar(as_json) as progress,
+    ):
         task = progress.add_task("ingesting", total=len(messages))
         for start in range(0, len(messages), batch_size):
             batch = messages[start : start + batch_size]
@@ -185,6 +199,10 @@ def _register_subcommands() -> None:
     from client import cli_rules
 
     app.command("rules")(cli_rules.rules_command)
+
+    from client import cli_backfill
+
+    events_app.add_typer(cli_backfill.backfill_app, name="backfill")  # `ledgerctl events backfill` (R29)
 
 
 _register_subcommands()

@@ -141,6 +141,7 @@ def account_show(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonF
                 "cadence": cadence,
                 "discount_percent": state.discount_percent,
                 "as_of": when(state.as_of_time),
+                "settled_through": when(state.settled_through_time) if state.HasField("settled_through_time") else None,
                 "last_change": change_json(state.last_change) if state.HasField("last_change") else None,
             }
         )
@@ -167,6 +168,8 @@ def account_show(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonF
     if state.HasField("last_change"):
         table.add_row("last change", f"{when(state.last_change.change_time)}: {state.last_change.explanation}")
     table.add_row("as of", when(state.as_of_time))
+    settled = when(state.settled_through_time) if state.HasField("settled_through_time") else "no usage yet"
+    table.add_row("settled through", f"{settled} (R28: every session's usage before it is in the log)")
     out.print(table)
 
 

@@ -167,6 +167,20 @@ def invoice_json(invoice: bpb.Invoice, *, full: bool) -> dict[str, Any]:
         "payment_reference": invoice.payment_reference or None,
         "late_lines": invoice.late_line_count,
         "currency": invoice.currency_code,
+        # R17/R28: the cut is period.end; the settled-through time it was cut on, and the grace if it fired.
+        "cut": when(invoice.period_end_time),
+        "settled_through": when(invoice.settled_through_time) if invoice.HasField("settled_through_time") else None,
+        "issued_at": when(invoice.issue_time) if invoice.HasField("issue_time") else None,
+        "grace": (
+            {
+                "fired": True,
+                "wall_clock": when(invoice.grace.wall_clock_time),
+                "grace_seconds": invoice.grace.grace_seconds,
+            }
+            if invoice.grace.fired
+            else {"fired": False}
+        ),
+        "rated_log_size": invoice.rated_log_size,
     }
     if full:
         result["lines"] = [line_json(line) for line in invoice.lines]
@@ -292,11 +306,15 @@ def invoices_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: Json
     if as_json:
         emit_json({"org_id": org, "invoices": [invoice_json(inv, full=False) for inv in invoices]})
         return
-    table = Table("#", "period", "trigger", "total", "credits", "amount due", "payment", "late lines", title=org)
+    table = Table(
+        "#", "period (to the cut)", "settled through", "trigger", "total", "credits", "amount due", "payment",
+        "late lines", title=org,
+    )  # fmt: skip
     for inv in invoices:
         table.add_row(
             str(inv.number),
             f"{when(inv.period_start_time)} to {when(inv.period_end_time)}",
+            _settled_text(inv),
             bpb.InvoiceTrigger.Name(inv.trigger).removeprefix("INVOICE_TRIGGER_"),
             dollars(inv.total),
             dollars(inv.credits_total),
@@ -309,11 +327,20 @@ def invoices_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: Json
         out.print(f"no invoices for {org} yet (R17: issued over $50.00 of usage or at month end)")
 
 
+def _settled_text(inv: bpb.Invoice) -> str:
+    """R28's settled-through time the invoice was cut on, and R17's grace when it fired."""
+    settled = when(inv.settled_through_time) if inv.HasField("settled_through_time") else "-"
+    if inv.grace.fired:
+        settled += f" (grace {inv.grace.grace_seconds} s fired at {when(inv.grace.wall_clock_time)})"
+    return settled
+
+
 def _statement(inv: bpb.Invoice) -> None:
     """The readable statement: every figure with the rule behind it."""
     entry = f"entry {inv.log_id}#{inv.sequence}, hash {inv.entry_hash.hex()[:16]}…"
     out.print(f"[bold]Invoice #{inv.number}[/] for org {inv.org_id}  ({entry})")
-    out.print(f"Period     {when(inv.period_start_time)} to {when(inv.period_end_time)}")
+    out.print(f"Period     {when(inv.period_start_time)} to {when(inv.period_end_time)} (R17: cut at the end)")
+    out.print(f"Settled    {_settled_text(inv)} (R28: every session's usage before it was in the log)")
     out.print(f"Issued by  {_TRIGGER_TEXT.get(inv.trigger, '?')} (cadence {_CADENCE_TEXT.get(inv.cadence, '?')})")
     reference = f" ({inv.payment_reference})" if inv.payment_reference else ""
     out.print(f"Payment    {_STATUS_TEXT.get(inv.payment_status, '?')}{reference}")

@@ -355,6 +355,20 @@ written = []
 for index, (t, _, body) in enumerate(events):
     delay = jitter(3, 420) if index in late else 0
     written.append((t + delay, index, body))
+# R28: an org HEARTBEAT every 2 minutes while workloads are up (the ACTIVE worker is up all day). A heartbeat says
+# every event of the org that occurred before it has been sent, so it is written after the last of those (late
+# ones included). Heartbeats draw nothing from rng: the events and their late arrivals are as before.
+HEARTBEAT_EVERY_S = 120
+latest_written = 0
+heartbeats = 0
+for k in range(1, DAY_US // (HEARTBEAT_EVERY_S * US)):
+    beat = k * HEARTBEAT_EVERY_S * US
+    while heartbeats < len(events) and events[heartbeats][0] < beat:
+        latest_written = max(latest_written, written[heartbeats][0])
+        heartbeats += 1
+    body = {"event_id": f"{ORG}-hb-{k:04d}", "org_id": ORG, "type": "HEARTBEAT", "occurred_at": rfc3339(beat)}
+    written.append((max(beat, latest_written), len(events) + k, body))
+heartbeat_count = k
 written.sort(key=lambda a: (a[0], a[1]))
 
 out = sys.stdout
@@ -368,6 +382,8 @@ late_ids = [events[i][2]["event_id"] for i in sorted(late)]
 seen_max = ""
 out_of_order = 0
 for _, _, body in written:
+    if body["type"] == "HEARTBEAT":
+        continue  # counted on its own line below
     if body["occurred_at"] < seen_max:
         out_of_order += 1
     seen_max = max(seen_max, body["occurred_at"])
@@ -436,6 +452,12 @@ print(
     file=err,
 )
 print("- ep-whisper has no replica (scaled to zero, R9) outside the whisper windows above.", file=err)
+print(
+    f"- Heartbeats (R28): {heartbeat_count} org HEARTBEATs (`acme-hb-NNNN`), every {HEARTBEAT_EVERY_S} s from "
+    f"{hms(HEARTBEAT_EVERY_S * US)} to {hms(heartbeat_count * HEARTBEAT_EVERY_S * US)}, each written after every "
+    "event that occurred before it (late ones included); not counted in the tables above.",
+    file=err,
+)
 print(
     f"- Late arrivals: {len(late)} events written later than their occurred_at order (delays 3 s to 7 min); "
     f"{out_of_order} lines have an occurred_at earlier than a line before them. "

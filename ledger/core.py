@@ -32,8 +32,8 @@ DEFAULT_PRICE_BOOK_KEY = "price-book:default"
 def event_index(event: UsageEvent) -> IndexColumns:
     return IndexColumns(
         org_id=event.org_id,
-        endpoint_id=event.endpoint_id,
-        workload_id=event.workload_id,
+        endpoint_id=event.endpoint_id or None,  # a HEARTBEAT names no endpoint or workload (R28)
+        workload_id=event.workload_id or None,
         request_id=event.request_id,
         occurred_at=event.occurred_at,
         event_id=event.event_id,
@@ -165,15 +165,16 @@ class Ledger:
     def entry(self, log_id: str, sequence: int) -> Entry:
         return self.store.get_entry(log_id, sequence)
 
-    def events_of(self, org_id: str) -> list[tuple[UsageEvent, int]]:
-        """Every usage event of an org with its sequence number, streamed from the org's log."""
+    def events_of(self, org_id: str, stop: int | None = None) -> list[tuple[UsageEvent, int]]:
+        """Every usage event of an org (of its first `stop` entries, when given) with its sequence number, streamed
+        from the org's log."""
         try:
             self.store.head(org_log_id(org_id))
         except NotFound:
             return []
         return [
             (event_from_body(json.loads(entry.body)), entry.sequence)
-            for entry in self.store.iter_entries(org_log_id(org_id))
+            for entry in self.store.iter_entries(org_log_id(org_id), 0, stop)
             if entry.kind is EntryKind.EVENT
         ]
 

@@ -172,6 +172,8 @@ class DisputeSource(Protocol):
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]: ...
 
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]: ...
+
 
 class IndexedSource(DisputeSource, Protocol):
     """The further reads the rollup-backed lookup uses (ledger.sqlstore.SqlStore has them)."""
@@ -764,7 +766,11 @@ def reconstruct(
         in_window, indexed_storage, listing = indexed.in_window, indexed.storage, indexed.listing
     else:
         by_workload = _whole_workloads(source, evidence, target)
-        ratings = {w: rate_workload(events, prices, plans, now) for w, events in sorted(by_workload.items())}
+        running = source.running_evidence(log_id, list(by_workload))
+        ratings = {
+            w: rate_workload(events, prices, plans, known_evidence=_known(running, w), as_of=now)
+            for w, events in sorted(by_workload.items())
+        }
         in_window, indexed_storage = {}, []
         listing = _listed_requests(ratings, endpoint_id, start, end, now)
 
@@ -1453,10 +1459,18 @@ class _IndexedRating:
         self.now = now
         self.target = target
         self.log_id = org_log_id(target.org_id)
+        self.running: tuple[int | None, dict[str, int]] = (None, {})
         self.in_window: dict[str, int] = {}  # requests in flight in the window, by workload (only some have shares)
         self.storage: list[StorageCharge] = []  # the endpoint's storage intervals meeting the window (R13, R14)
         self.request_hashes: dict[int, bytes] = {}  # entry hashes of the requests read from the rollups, by seq
         self.listing: dict[str, list[RequestAttribution]] = {}  # the requests the answer lists (_listed_requests)
+
+    def _rate(self, events: list[tuple[UsageEvent, int]], workload_id: str) -> WorkloadRating:
+        return rate_workload(events, self.prices, self.plans, known_evidence=self.known(workload_id), as_of=self.now)
+
+    def known(self, workload_id: str) -> int | None:
+        """R28: the evidence of running a workload's kept events may not show (its requests, samples, HEARTBEATs)."""
+        return _known(self.running, workload_id)
 
     @traced("ledger.dispute.rate_sessions")
     def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
@@ -1470,6 +1484,7 @@ class _IndexedRating:
         )
         lifecycles, hashes, summaries = window.lifecycles, window.hashes, window.summaries
         ids = window.workload_ids
+        self.running = self.source.running_evidence(log_id, ids)  # R28: how far each one is proven running
         request_workload = target.request_workload
         if request_workload is not None and request_workload not in ids:  # its entries lie outside the window: rare
             ids = sorted([*ids, request_workload])
@@ -1503,7 +1518,7 @@ class _IndexedRating:
         for workload_id in near:
             summary = summaries.get(workload_id, RequestSummary())
             kept = list(lifecycles[workload_id])
-            base = rate_workload(kept, self.prices, self.plans, self.now)
+            base = self._rate(kept, workload_id)
             session = base.session
             development_stop = _development_stop(base, kept, summary)
             if (summary.count == 0 and not summary.in_flight) or _development_quiet(base, kept, summary):
@@ -1513,7 +1528,9 @@ class _IndexedRating:
                 # anomalies), so they are read alone, as a serving session's late ones are below.
                 self._add_late_requests(workload_id, kept, development_stop, summary.last_at)
                 by_workload[workload_id] = kept
-                ratings[workload_id] = rate_workload(kept, self.prices, self.plans, self.now)
+                ratings[workload_id] = rate_workload(
+                    kept, self.prices, self.plans, known_evidence=self.known(workload_id), as_of=self.now
+                )
             elif (
                 session is None
                 or session.attribution is None
@@ -1527,7 +1544,9 @@ class _IndexedRating:
                     # Request events after the stop (a finish logged after the replica died, R4): R26 anomalies
                     # the engine must see to list them. They add no serving: the split ends at the stop.
                     late_starts = self._add_late_requests(workload_id, kept, session.stop, summary.last_at)
-                    base = rate_workload(kept, self.prices, self.plans, self.now)
+                    base = rate_workload(
+                        kept, self.prices, self.plans, known_evidence=self.known(workload_id), as_of=self.now
+                    )
                     session = base.session
                 if session is None or session.attribution is None:  # the lifecycle decided both: cannot happen
                     raise AssertionError(f"{workload_id}: the session changed with its late request events")
@@ -1563,7 +1582,13 @@ class _IndexedRating:
             for workload_id in whole:
                 if read.get(workload_id):
                     by_workload[workload_id] = read[workload_id]
-                    ratings[workload_id] = rate_workload(read[workload_id], self.prices, self.plans, self.now)
+                    ratings[workload_id] = rate_workload(
+                        read[workload_id],
+                        self.prices,
+                        self.plans,
+                        known_evidence=self.known(workload_id),
+                        as_of=self.now,
+                    )
 
         # 4. The heads of the request entries the answer lists, in one read (they are cited one by one): what
         # each is comes from the pairing the rating used, so their bodies are neither read nor decoded.
@@ -1906,7 +1931,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
             if start.current:
                 return _answer(ledger, query, now, start, with_proofs)
         assert start.rollups is not None  # only rollups can be behind
-        start.rollups.catch_up(org_id, start.prices, _plans_of(start.account_entries), now)
+        start.rollups.catch_up(org_id, start.prices, _plans_of(start.account_entries))
         with snapshot():
             return _answer(ledger, query, now, _lookup_start(ledger, org_id), with_proofs)
 
@@ -2001,3 +2026,12 @@ __all__ = [
     "reconstruct",
     "reconstruct_charges",
 ]
+
+
+def _known(running: tuple[int | None, dict[str, int]], workload_id: str) -> int | None:
+    """R28: the later of the org's latest HEARTBEAT and the workload's latest event, as the log says."""
+    heartbeat, latest = running
+    own = latest.get(workload_id)
+    if heartbeat is None:
+        return own
+    return heartbeat if own is None else max(heartbeat, own)

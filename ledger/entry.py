@@ -32,6 +32,7 @@ class EntryKind(StrEnum):
     INVOICE = "INVOICE"
     PAYMENT = "PAYMENT"
     STATE = "STATE"
+    BACKFILL = "BACKFILL"  # R29: a backfill of past events opened or closed
 
 
 def org_log_id(org_id: str) -> str:

@@ -63,3 +63,16 @@ class StorageError(LedgerError):
     """The store failed in a way the caller may retry (connection lost, lock timeout)."""
 
     reason = "STORAGE_UNAVAILABLE"
+
+
+class LogMoved(LedgerError):
+    """A conditional append found the log longer than the size its content was computed from (R17): nothing was
+    appended; the caller reads the log again and recomputes."""
+
+    reason = "LOG_MOVED"
+
+    def __init__(self, log_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"log {log_id} holds {actual} entries, not the {expected} the append was computed from")
+        self.log_id = log_id
+        self.expected = expected
+        self.actual = actual

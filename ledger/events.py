@@ -35,6 +35,8 @@ class EventType(StrEnum):
     REQUEST_STARTED = "REQUEST_STARTED"
     REQUEST_FINISHED = "REQUEST_FINISHED"
     STORAGE_SAMPLE = "STORAGE_SAMPLE"
+    # Org-level (R28): every event of the org that occurred before it has been sent; evidence, never billed.
+    HEARTBEAT = "HEARTBEAT"
 
 
 class WorkloadKind(StrEnum):
@@ -64,6 +66,22 @@ class StorageKind(StrEnum):
 
 
 REQUEST_TYPES = frozenset({EventType.REQUEST_STARTED, EventType.REQUEST_FINISHED})
+# The fields that describe a workload: a HEARTBEAT (org-level, R28) carries none of them.
+WORKLOAD_FIELDS = (
+    "workspace_id",
+    "endpoint_id",
+    "workload_id",
+    "workload_kind",
+    "development",
+    "instance_type",
+    "worker_type",
+    "request_id",
+    "stop_reason",
+    "storage_kind",
+    "volume_id",
+    "gigabytes",
+    "interval_seconds",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +106,24 @@ class UsageEvent:
     gigabytes: Decimal | None = None
     interval_seconds: int | None = None
 
+    @property
+    def is_heartbeat(self) -> bool:
+        """An org HEARTBEAT (R28): its workload fields are empty placeholders, never a workload."""
+        return self.type is EventType.HEARTBEAT
+
     def body(self) -> dict[str, Any]:
         """The canonical body: billing-rules.md field names, enums by name, decimals and times as strings.
 
-        Absent optional fields are left out, so the same fact always has the same bytes (R24).
+        Absent optional fields are left out, so the same fact always has the same bytes (R24). A HEARTBEAT's body
+        holds only its org-level fields (R28).
         """
+        if self.type is EventType.HEARTBEAT:
+            return {
+                "event_id": self.event_id,
+                "org_id": self.org_id,
+                "type": self.type.value,
+                "occurred_at": _format_occurred_at(self.occurred_at),
+            }
         body: dict[str, Any] = {
             "event_id": self.event_id,
             "org_id": self.org_id,
@@ -269,8 +300,8 @@ def well_formed_fields(
     workload_kind = _WORKLOAD_KINDS.get(value) if type(value) is str else None
     value = get("type")
     event_type = _EVENT_TYPES.get(value) if type(value) is str else None
-    if workload_kind is None or event_type is None:
-        return None
+    if workload_kind is None or event_type is None or event_type is EventType.HEARTBEAT:
+        return None  # a HEARTBEAT is org-level (R28): the full checks take it
     value = get("worker_type")
     if value is None or (type(value) is str and not value):
         worker_type = WorkerType.FLEX
@@ -451,6 +482,8 @@ def parse_event(
     unknown = sorted(set(raw) - _KNOWN_FIELDS)
     for name in unknown[:5]:
         c.bad(str(name)[:64], "is not a usage-event field (see docs/billing-rules.md, 'Usage events')")
+    if raw.get("type") == EventType.HEARTBEAT.value:
+        return _parse_heartbeat(c, raw, now_micros)
 
     event_id = c.identifier("event_id")
     org_id = c.identifier("org_id")
@@ -523,8 +556,39 @@ def parse_event(
     )
 
 
+def _parse_heartbeat(c: _Collector, raw: Mapping[str, Any], now_micros: int) -> UsageEvent:
+    """R28: a HEARTBEAT names its org and instant only; any workload field is refused by name."""
+    event_id = c.identifier("event_id")
+    org_id = c.identifier("org_id")
+    for name in WORKLOAD_FIELDS:
+        if raw.get(name) not in (None, "", False):
+            c.bad(name, "R28: a HEARTBEAT is org-level and carries no workload fields")
+    occurred_at = _parse_time(c, "occurred_at", raw.get("occurred_at"), now_micros)
+    if c.violations:
+        raise InvalidInput(c.violations)
+    assert event_id and org_id and occurred_at is not None
+    return heartbeat(event_id, org_id, occurred_at)
+
+
+def heartbeat(event_id: str, org_id: str, occurred_at: int) -> UsageEvent:
+    """An org HEARTBEAT (R28). UsageEvent's workload fields are required, so they hold empty placeholders that
+    its body leaves out: rating and the rollups pass a HEARTBEAT over as a workload (`is_heartbeat`)."""
+    return UsageEvent(
+        event_id=event_id,
+        org_id=org_id,
+        endpoint_id="",
+        workload_id="",
+        workload_kind=WorkloadKind.SERVING,
+        instance_type="",
+        type=EventType.HEARTBEAT,
+        occurred_at=occurred_at,
+    )
+
+
 def event_from_body(body: Mapping[str, Any]) -> UsageEvent:
     """Rebuild an event from a stored canonical body (already validated when it was appended)."""
+    if body["type"] == EventType.HEARTBEAT.value:
+        return heartbeat(body["event_id"], body["org_id"], parse_rfc3339_micros(body["occurred_at"]))
     gigabytes = body.get("gigabytes")
     stop_reason = body.get("stop_reason")
     storage_kind = body.get("storage_kind")

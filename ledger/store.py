@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -45,10 +45,11 @@ class Appended(NamedTuple):
 class LedgerStore(Protocol):
     """Append-only storage of per-log hash chains and their Merkle subtree hashes."""
 
-    def append(self, entries: Sequence[NewEntry]) -> list[Appended]:
+    def append(self, entries: Sequence[NewEntry], *, expected_sizes: Mapping[str, int] | None = None) -> list[Appended]:
         """Append atomically, all or nothing; serialized per log so chains never fork or gap.
 
-        Raises EventConflict when an idempotency key exists with a different body.
+        Raises EventConflict when an idempotency key exists with a different body, and LogMoved when a log named
+        in `expected_sizes` does not hold exactly that many entries (a conditional append, R17).
         """
         ...
 
@@ -88,6 +89,10 @@ class LedgerStore(Protocol):
 
     def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
         """Workloads of an endpoint with a WORKLOAD_UP before `at` and no WORKLOAD_STOPPED or BOOT_FAILED before it."""
+        ...
+
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+        """R28: the log's latest HEARTBEAT and each workload's latest event time, from an index."""
         ...
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:

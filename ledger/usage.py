@@ -65,9 +65,9 @@ class RolledStorageLike(Protocol):
 class RollupSource(Protocol):
     """Derived rollups (ledger/sqlstore/rollups.py implements it)."""
 
-    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> int: ...
+    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> int: ...
 
-    def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]: ...
+    def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> tuple[int, int]: ...
 
     def sessions_in(
         self,
@@ -77,7 +77,7 @@ class RollupSource(Protocol):
         endpoint_id: str | None,
         prices: PriceHistory,
         plans: PlanHistory,
-        now: int,
+        as_of: int | None = None,
     ) -> Sequence[RolledSessionLike]: ...
 
     def storage_in(self, org_id: str, start: int, end: int, endpoint_id: str | None) -> Sequence[RolledStorageLike]: ...
@@ -87,7 +87,6 @@ class RollupSource(Protocol):
         org_id: str,
         prices: PriceHistory,
         plans: PlanHistory,
-        now: int,
         *,
         changed_from: int,
         units_from: int | None,
@@ -250,28 +249,30 @@ class UsageView:
         self.rollups = rollups
 
     @traced("ledger.rating.org", ids=("org_id",))
-    def org_rating(self, org_id: str, now: int) -> OrgRating:
-        """Every session, zero line, storage charge and anomaly of the org, open sessions accrued to `now` (R10),
-        re-rated from the whole log."""
+    def org_rating(self, org_id: str, as_of: int | None = None) -> OrgRating:
+        """Every session, zero line, storage charge and anomaly of the org, re-rated from the whole log: open
+        sessions to their evidence (R10, R28), cut at `as_of` when given. `log_size` is exactly the entries read."""
         try:
-            size = self.ledger.store.head(org_log_id(org_id)).size  # before the read: at most what it reflects
+            size = self.ledger.store.head(org_log_id(org_id)).size
         except NotFound:
             size = 0
-        events = self.ledger.events_of(org_id)
-        rating = rate_org(events, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now)
+        events = self.ledger.events_of(org_id, stop=size)
+        prices = self.ledger.price_history()
+        rating = rate_org(events, prices, self.ledger.account_history(org_id).plans(), as_of=as_of)
         return replace(rating, log_size=size)
 
     @traced("ledger.rating.billing", ids=("org_id",))
-    def billing_rating(self, org_id: str, now: int, scope: BillingScope) -> OrgRating:
+    def billing_rating(self, org_id: str, scope: BillingScope) -> OrgRating:
         """The sessions and storage charges a billing evaluation needs (ledger/billing/scope.py), open sessions
-        accrued to `now`; from the rollups when there are any. No zero lines or anomalies: billing charges none."""
+        to their evidence (R28); from the rollups when there are any. No zero lines or anomalies: billing charges
+        none. `log_size` is exactly how many of the log's entries it reflects."""
         if self.rollups is None:
-            return self.org_rating(org_id, now)
+            return self.org_rating(org_id)
         prices = self.ledger.price_history()
         plans = self.ledger.account_history(org_id).plans()
-        size = self.rollups.catch_up(org_id, prices, plans, now)
+        size = self.rollups.catch_up(org_id, prices, plans)
         rating = self.rollups.billing_rating(
-            org_id, prices, plans, now, changed_from=scope.changed_from, units_from=scope.units_from
+            org_id, prices, plans, changed_from=scope.changed_from, units_from=scope.units_from
         )
         # The rollups say exactly what the rating reflects (read with it); what catch_up returned is a lower bound.
         return rating if rating.log_size is not None else replace(rating, log_size=size)
@@ -283,12 +284,13 @@ class UsageView:
         start: int,
         end: int,
         *,
-        now: int,
+        as_of: int | None = None,
         endpoint_id: str | None = None,
         group_by: Sequence[str] = (),
         bucket: BucketSize | None = None,
     ) -> UsageReport:
-        """Billed units and exact amounts in [start, end), current to the last appended entry."""
+        """Billed units and exact amounts in [start, end), current to the last appended entry: open sessions to
+        their evidence (R28), cut at `as_of` when given."""
         if self.rollups is None:
             raise RuntimeError("usage queries need rollups (a SQL store)")
         violations = []
@@ -303,16 +305,14 @@ class UsageView:
             raise InvalidInput(violations)
         prices = self.ledger.price_history()
         plans = self.ledger.account_history(org_id).plans()
-        size = self.rollups.catch_up(org_id, prices, plans, now)
-        sessions = self.rollups.sessions_in(org_id, start, end, endpoint_id, prices, plans, now)
+        size = self.rollups.catch_up(org_id, prices, plans)
+        sessions = self.rollups.sessions_in(org_id, start, end, endpoint_id, prices, plans, as_of)
         storage = self.rollups.storage_in(org_id, start, end, endpoint_id)
         rows = usage_rows(sessions, storage, start, end, group_by, bucket)
         exact_total = sum((r.exact_amount for r in rows), Fraction(0))
         return UsageReport(tuple(rows), fraction_to_decimal(exact_total), size, exact_total)
 
-    def rebuild(self, org_id: str, now: int) -> tuple[int, int]:
+    def rebuild(self, org_id: str) -> tuple[int, int]:
         if self.rollups is None:
             raise RuntimeError("rollups need a SQL store")
-        return self.rollups.rebuild(
-            org_id, self.ledger.price_history(), self.ledger.account_history(org_id).plans(), now
-        )
+        return self.rollups.rebuild(org_id, self.ledger.price_history(), self.ledger.account_history(org_id).plans())

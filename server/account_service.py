@@ -79,8 +79,11 @@ def summary_to_proto(summary: AccountSummary) -> apb.GetAccountStateResponse:
         currency_code=CURRENCY,
         as_of_time=micros_to_timestamp(summary.as_of),
     )
-    if status.changes:
-        message.last_change.CopyFrom(change_to_proto(status.changes[-1]))
+    recorded = [change for change in status.changes if change.sequence >= 0]  # R19's due change is not an entry
+    if recorded:
+        message.last_change.CopyFrom(change_to_proto(recorded[-1]))
+    if summary.settled_through is not None:
+        message.settled_through_time.CopyFrom(micros_to_timestamp(summary.settled_through))
     return message
 
 

@@ -7,12 +7,14 @@ import os
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from decimal import Decimal
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.core import Ledger
 from ledger.sqlstore import SqlStore, open_store
@@ -94,6 +96,8 @@ def start_server(
     close_interval: float | None = None,
     health_probe_seconds: float = DEFAULT_PROBE_SECONDS,
     health_timeout_seconds: float = DEFAULT_PING_TIMEOUT_SECONDS,
+    invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS,
+    starter_credit: Decimal = Decimal(0),
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
@@ -103,7 +107,9 @@ def start_server(
     With `require_auth` (implied by a `tls` with a client CA) every call but health and reflection needs an API key
     or client certificate whose role server/auth.py's POLICY allows; `tracing` adds RPC and SQL spans.
     With `close_interval` seconds, a period closer thread issues invoices and flips account state as time passes
-    (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs.
+    (R15, R17-R19; docs/billing.md); None (the default) leaves that to the billing RPCs. A month-end invoice is
+    issued on the wall clock `invoice_grace_seconds` after its month ended if the log has not settled through it.
+    Each new org starts with `starter_credit` USD of credit (R19; 0: none).
     Health answers NOT_SERVING while a probe every `health_probe_seconds` cannot reach the database, or waited
     `health_timeout_seconds` for its answer (server/health.py).
     """
@@ -122,7 +128,7 @@ def start_server(
         ],
     )
     audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
-    with audit_options(audit), billing_options(BillingOptions(close_interval)):
+    with audit_options(audit), billing_options(BillingOptions(close_interval, invoice_grace_seconds, starter_credit)):
         service_names = [register(ledger, server) for register in SERVICES]
     health_servicer = StoreHealth(store, service_names, health_probe_seconds, health_timeout_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -108,6 +108,10 @@ POLICY: dict[str, Rule] = {
             "GetLogHead": allow(SUPPORT, AUDITOR, ORG_ADMIN, orgs=log_org),
             # Lists every org's log: for callers who may see every org.
             "ListLogs": allow(SUPPORT, AUDITOR),
+            # R29: the control plane brackets the past events it sends; support and auditors may look.
+            "OpenBackfill": allow(CONTROL_PLANE, orgs=request_org),
+            "CloseBackfill": allow(CONTROL_PLANE, orgs=request_org),
+            "ListBackfills": allow(CONTROL_PLANE, SUPPORT, AUDITOR, ORG_ADMIN, orgs=request_org),
         },
     ),
     **service_rules(

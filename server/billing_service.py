@@ -10,6 +10,7 @@ import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import grpc
 from usageledger.v1 import account_pb2 as apb
@@ -19,7 +20,7 @@ from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 from ledger.billing.cents import CURRENCY, cents_text
 from ledger.billing.closer import PeriodCloser
 from ledger.billing.credits import CreditBalance, credit_left
-from ledger.billing.engine import BillingEngine, OrgBooks
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS, BillingEngine, OrgBooks
 from ledger.billing.invoices import Cadence, CoveredSession, Invoice, InvoiceLine, Trigger
 from ledger.billing.payments import Payment, PaymentOutcome, cadence_at, is_paid
 from ledger.core import Ledger
@@ -45,6 +46,11 @@ class BillingOptions:
     closer: invoices and state then change only through the RPCs (CloseBillingPeriod, payment-method changes)."""
 
     close_interval: float | None = None
+    # R17: a month-end invoice is issued on the wall clock this long after its month ended, if the settled-through
+    # time (R28) has not reached the end by then.
+    invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS
+    # R19: the credit every new org starts with (0: none).
+    starter_credit: Decimal = Decimal(0)
 
 
 _OPTIONS: contextvars.ContextVar[BillingOptions | None] = contextvars.ContextVar("billing_options", default=None)
@@ -267,6 +273,20 @@ def invoice_to_proto(invoice: Invoice, payments: Sequence[Payment], *, full: boo
         payment_reference=reference,
         late_line_count=len(invoice.late_lines),
     )
+    if invoice.settled_through is not None:
+        message.settled_through_time.CopyFrom(micros_to_timestamp(invoice.settled_through))
+    if invoice.issued_at is not None:
+        message.issue_time.CopyFrom(micros_to_timestamp(invoice.issued_at))
+    if invoice.grace is not None:
+        message.grace.CopyFrom(
+            bpb.InvoiceGrace(
+                fired=True,
+                wall_clock_time=micros_to_timestamp(invoice.grace.wall_clock),
+                grace_seconds=invoice.grace.grace_seconds,
+            )
+        )
+    if invoice.rated_log_size is not None:
+        message.rated_log_size = invoice.rated_log_size
     if full:
         message.lines.extend(line_to_proto(line) for line in invoice.lines)
         message.covered_sessions.extend(covered_to_proto(s) for s in invoice.sessions)
@@ -405,6 +425,8 @@ def register_billing(ledger: Ledger, server: grpc.Server) -> str:
     """Add BillingService and, when BillingOptions.close_interval is set, start the period closer."""
     engine = engine_for(ledger)
     options = _OPTIONS.get() or BillingOptions()
+    engine.invoice_grace_seconds = options.invoice_grace_seconds
+    engine.starter_credit = options.starter_credit
     if options.close_interval is not None and ledger not in _CLOSERS:
         closer = PeriodCloser(engine, options.close_interval, serving=_serving(server))
         _CLOSERS[ledger] = closer

@@ -11,9 +11,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
 from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.errors import LedgerError
 from ledger.version import package_version
@@ -57,6 +59,17 @@ def _seconds(text: str) -> float:
         value = 0.0
     if not 0 < value < 3600:  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and under 3600; got {text!r}")
+    return value
+
+
+def _starter_credit(text: str) -> Decimal:
+    """R19: a non-negative amount in USD, at most 2 decimal places."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise argparse.ArgumentTypeError(f"must be a non-negative amount in USD with at most 2 decimals; got {text!r}")
     return value
 
 
@@ -160,6 +173,23 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LEDGER_CLOSE_INTERVAL", str(DEFAULT_CLOSE_INTERVAL)),
         help="every T seconds the period closer issues due invoices and re-checks account state (R15, R17-R19; "
         "docs/billing.md) (default: %(default)s, 0: off) [env LEDGER_CLOSE_INTERVAL]",
+    )
+    parser.add_argument(
+        "--invoice-grace",
+        metavar="SECONDS",
+        type=_non_negative(int),
+        default=os.environ.get("LEDGER_INVOICE_GRACE", str(DEFAULT_INVOICE_GRACE_SECONDS)),
+        help="R17: issue a month-end invoice on the wall clock SECONDS after its month ended when the log has not "
+        "settled through it (R28), unless a backfill overlapping the month is open (R29) (default: %(default)s) "
+        "[env LEDGER_INVOICE_GRACE]",
+    )
+    parser.add_argument(
+        "--starter-credit",
+        metavar="USD",
+        type=_starter_credit,
+        default=os.environ.get("LEDGER_STARTER_CREDIT", "0"),
+        help="R19: every new org starts with this credit, granted with its first events (default: %(default)s, "
+        "none) [env LEDGER_STARTER_CREDIT]",
     )
     parser.add_argument(
         "--require-auth",
@@ -268,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             close_interval=float(args.close_interval) or None,
             health_probe_seconds=float(args.health_probe_seconds),
             health_timeout_seconds=float(args.health_timeout_seconds),
+            invoice_grace_seconds=int(args.invoice_grace),
+            starter_credit=args.starter_credit if isinstance(args.starter_credit, Decimal) else Decimal(0),
             require_auth=args.require_auth,
             tls=tls,
             tracing=telemetry.tracing,

@@ -12,11 +12,12 @@ import grpc
 from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
+from ledger.billing.backfills import Backfill
 from ledger.core import Ledger
-from ledger.errors import FieldViolation, InvalidInput, LedgerError
+from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError
 from ledger.store import Appended, NewEntry
 from server import convert
-from server.billing_service import wake_billing
+from server.billing_service import closer_for, engine_for, wake_billing
 from server.errors import abort
 
 DEFAULT_PAGE_SIZE = 100
@@ -48,7 +49,72 @@ def _encode_token(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode()
 
 
-class LedgerServicer(pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
+def backfill_to_proto(backfill: Backfill) -> pb.Backfill:
+    message = pb.Backfill(
+        org_id=backfill.org_id,
+        backfill_id=backfill.backfill_id,
+        from_time=convert.micros_to_timestamp(backfill.start),
+        to_time=convert.micros_to_timestamp(backfill.end),
+        reason=backfill.reason,
+        open=backfill.is_open,
+        open_time=convert.micros_to_timestamp(backfill.opened.at),
+        open_sequence=max(backfill.opened.sequence, 0),
+    )
+    if backfill.closed is not None:
+        message.close_time.CopyFrom(convert.micros_to_timestamp(backfill.closed.at))
+        message.close_reason = backfill.closed.reason
+        message.close_sequence = max(backfill.closed.sequence, 0)
+    return message
+
+
+class BackfillRpcs:
+    """R29's RPCs on LedgerService: the sender of past events brackets them; the billing engine records it."""
+
+    ledger: Ledger
+
+    def OpenBackfill(self, request: pb.OpenBackfillRequest, context: grpc.ServicerContext) -> pb.OpenBackfillResponse:
+        try:
+            start = convert.timestamp_to_micros(request.from_time) if request.HasField("from_time") else None
+            end = convert.timestamp_to_micros(request.to_time) if request.HasField("to_time") else None
+            backfill, known = engine_for(self.ledger).open_backfill(
+                request.org_id, request.backfill_id, start, end, request.reason
+            )
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        return pb.OpenBackfillResponse(backfill=backfill_to_proto(backfill), already_open=known)
+
+    def CloseBackfill(
+        self, request: pb.CloseBackfillRequest, context: grpc.ServicerContext
+    ) -> pb.CloseBackfillResponse:
+        try:
+            backfill = engine_for(self.ledger).close_backfill(request.org_id, request.backfill_id, request.reason)
+        except LedgerError as err:
+            abort(context, err)
+            raise
+        closer = closer_for(self.ledger)
+        if closer is not None:
+            closer.notify([request.org_id])  # the grace may issue the months it held back (R29)
+        return pb.CloseBackfillResponse(backfill=backfill_to_proto(backfill))
+
+    def ListBackfills(
+        self, request: pb.ListBackfillsRequest, context: grpc.ServicerContext
+    ) -> pb.ListBackfillsResponse:
+        try:
+            size = _page_size(request.page_size)
+            start = int(_decode_token(request.page_token)) if request.page_token else 0
+            backfills = engine_for(self.ledger).books(request.org_id).backfills
+        except (LedgerError, ValueError) as err:
+            if isinstance(err, ValueError):
+                err = InvalidInput([FieldViolation("page_token", "is not a token this server issued")])
+            abort(context, err)
+            raise
+        page = backfills[start : start + size]
+        token = _encode_token(str(start + size)) if start + size < len(backfills) else ""
+        return pb.ListBackfillsResponse(backfills=[backfill_to_proto(b) for b in page], next_page_token=token)
+
+
+class LedgerServicer(BackfillRpcs, pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
@@ -64,9 +130,15 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
             ) from err
 
     def _append_entries(self, entries: list[NewEntry]) -> list[Appended]:
-        results = self.ledger.append_event_entries(entries)
+        engine = engine_for(self.ledger)
+        try:
+            # R19: a new org's starter credit goes in with its first events, atomically.
+            results = self.ledger.append_event_entries([*entries, *engine.starter_credits(entries)])
+        except EventConflict:
+            # Another batch created the org (and its starter credit) first; or a real R24 conflict, raised again.
+            results = self.ledger.append_event_entries([*entries, *engine.starter_credits(entries)])
         wake_billing(self.ledger, results)  # the period closer re-evaluates the orgs just appended to (R15, R19)
-        return results
+        return results[: len(entries)]
 
     def _append(self, events: Any) -> list[Appended]:
         return self._append_entries(self._entries(events))

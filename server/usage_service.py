@@ -110,7 +110,6 @@ class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
                 request.org_id,
                 timestamp_to_micros(request.start_time),
                 timestamp_to_micros(request.end_time),
-                now=self.ledger.clock(),
                 endpoint_id=request.endpoint_id or None,
                 group_by=[_GROUPS[g] for g in request.group_by],
                 bucket=_BUCKETS.get(request.bucket),
@@ -154,7 +153,7 @@ class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
         try:
             if not request.org_id:
                 raise InvalidInput([FieldViolation("org_id", "is required")])
-            entries, workloads = self.usage.rebuild(request.org_id, self.ledger.clock())
+            entries, workloads = self.usage.rebuild(request.org_id)
         except LedgerError as err:
             abort(context, err)
             raise

@@ -42,6 +42,14 @@ def event(org: str, workload: str, kind: str, at: str | int, **fields: Any) -> d
     }
 
 
+def heartbeat(org: str, at: str | int) -> dict[str, Any]:
+    """An org HEARTBEAT (R28): the control plane has sent every event of the org before `at`."""
+    from ledger.timeutil import format_micros
+
+    moment = at if isinstance(at, str) else format_micros(at)
+    return {"event_id": f"hb-{next(_ids):07d}", "org_id": org, "type": "HEARTBEAT", "occurred_at": moment}
+
+
 class Desk:
     """One ledger, one billing engine and the clock both read; `org` is the org most calls default to."""
 
@@ -82,8 +90,18 @@ class Desk:
             event(org or self.org, workload, "WORKLOAD_STOPPED", at, stop_reason="SCALED_DOWN", **fields)
         )
 
-    def close(self, at: str, *, org: str | None = None) -> CloseResult:
-        """Close the period at `at`, moving the clock there first if it is behind."""
+    def heartbeat(self, at: str, *, org: str | None = None) -> list[Appended]:
+        """An org HEARTBEAT at `at` (R28): the control plane has sent every event before it."""
+        return self.append(heartbeat(org or self.org, at))
+
+    def close(self, at: str, *, org: str | None = None, heartbeat: bool = True) -> CloseResult:
+        """Evaluate the org's invoices with the wall clock at `at`, moving the clock there first if it is behind.
+
+        With `heartbeat` (the default) the control plane is live: a HEARTBEAT at `at` (R28) says every event before
+        it is in the log, so every open session is proven running to `at` and the settled-through time reaches it.
+        """
+        if heartbeat:
+            self.heartbeat(at, org=org)
         self.clock.now = max(self.clock.now, t(at))
         return self.engine.close(org or self.org, t(at))
 

@@ -151,7 +151,7 @@ def test_credits_invoices_and_payments_from_the_command_line(target: str, cli_cl
     closed = ledgerctl(target, "invoices", "close", "--org", "acme", "--at", "2026-10-02T15:00:00Z")
     assert closed.exit_code == 0
     # R20: $50.40 - $5.04 = $45.36 is not over $50.00.
-    assert "no invoice issued" in closed.stdout and "$45.36 does not exceed $50.00" in closed.stdout
+    assert "no invoice issued" in closed.stdout and "$45.36 (to the settled-through time" in closed.stdout
     with LedgerClient(target, retries=0) as client:
         client.append_events(
             [
@@ -174,15 +174,17 @@ def test_credits_invoices_and_payments_from_the_command_line(target: str, cli_cl
                 ),
             ]
         )
-    cli_clock.now = t("2026-11-01T00:00:00Z")
+    # The log is settled through 14:50 only (R28): October's invoice is issued by the grace, an hour after it ends.
+    cli_clock.now = t("2026-11-01T01:00:00Z")
     month_end = ledgerctl(target, "invoices", "close", "--org", "acme", "--json")
     assert month_end.exit_code == 0
     [issued] = as_json(month_end)["issued"]
     # $50.40 + 10 x $0.0456 = $0.456 -> $0.46: subtotal $50.86, discount $5.086 -> $5.09, total $45.77, credit $10.
     assert (issued["subtotal"], issued["discount"], issued["total"]) == ("50.86", "5.09", "45.77")
     assert (issued["credits_total"], issued["amount_due"], issued["trigger"]) == ("10.00", "35.77", "MONTH_END")
-    again = ledgerctl(target, "invoices", "close", "--org", "acme", "--at", "2026-11-01T00:00:00Z", "--json")
-    assert as_json(again)["issued"] == [] and "already covers" in as_json(again)["explanation"]
+    again = ledgerctl(target, "invoices", "close", "--org", "acme", "--at", "2026-11-01T01:00:00Z", "--json")
+    assert as_json(again)["issued"] == [] and "closes at 2026-12-01" in as_json(again)["explanation"]
+    assert as_json(month_end)["issued"][0]["grace"]["fired"] is True
 
     listed = ledgerctl(target, "invoices", "list", "--org", "acme")
     assert listed.exit_code == 0 and "MONTH_END" in listed.stdout and "$35.77" in listed.stdout

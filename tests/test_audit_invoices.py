@@ -1,8 +1,8 @@
 """`ledgerctl audit verify` re-derives every invoice from the raw entries before it (issue #6, R17-R23).
 
 The scenario is test_billing_rules' R17 one, figures by hand: a B200 FLEX replica (R11: $0.144 a minute) up from
-2026-10-05T00:00Z. Invoice #1 at 05:48, a threshold invoice (R17): 348 minutes x $0.144 = $50.112 -> $50.11. The
-replica stops at 06:00; invoice #2 at the month end: units 348-359, 12 x $0.144 = $1.728 -> $1.73.
+2026-10-05T00:00Z. Invoice #1, a threshold invoice (R17) cut after unit 347 (05:47): 348 minutes x $0.144 = $50.112
+-> $50.11. The replica stops at 06:00; invoice #2 at the month end: units 348-359, 12 x $0.144 = $1.728 -> $1.73.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from client.cli import app
 from client.cli_audit import _DatabaseLogs, _entries_verified
 from ledger.audit import verify_log
+from ledger.billing.engine import load_books
 from ledger.billing.rederive import rederive_invoices
 from ledger.core import derive_index
 from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
-from ledger.errors import VerificationError
+from ledger.errors import LogMoved, VerificationError
 from ledger.sqlstore.rollups import UsageRollups
 from ledger.store import NewEntry
 from server.app import start_server
@@ -141,72 +142,71 @@ def test_r17_re_derivation_reads_only_entries_the_chain_check_vouched_for(invoic
         source.close()
 
 
-def test_r17_r22_an_invoice_rated_before_an_event_arrived_re_derives_from_its_rated_log_size(sqlite_url: str) -> None:
-    """The race a busy ledger runs every day: the closer rates the log, an event lands, then the invoice is
-    appended. wl-1 ran 2026-10-05 00:00-01:00 (60 x $0.144 = $8.64); wl-2's UP (2026-10-20) lands between the
-    closer's read and the month-end invoice, which holds wl-1 alone and records in rated_log_size how far its rating
-    read. Drafted from everything before it, the invoice would charge wl-2 too; from rated_log_size entries it
-    matches, and the finding says which. wl-2 (stopped at 00:10: 10 x $0.144 = $1.44) is a late line of the next
-    invoice (R22), which re-derives from everything before it."""
+def test_r17_an_event_landing_between_rating_and_append_refuses_the_invoice_and_the_engine_rates_again(
+    sqlite_url: str,
+) -> None:
+    """The race a busy ledger runs every day: the closer rates the log, an event lands, then the invoice would be
+    appended. wl-1 ran 2026-10-05 00:00-01:00 (60 x $0.144 = $8.64); wl-2 (2026-10-20 00:00-00:10, 10 x $0.144)
+    lands between the closer's rating and its append. The conditional append (R17) refuses the invoice rated
+    without it; rated again, the month-end invoice holds both: 70 x $0.144 = $10.08, and it re-derives from exactly
+    the entries before it."""
     desk = Desk(sqlite_url, "2026-10-01T00:00:00Z")
     try:
-        desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T01:00:00Z")  # 60 x $0.144 = $8.64
+        desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T01:00:00Z")
+        desk.heartbeat("2026-11-01T00:00:00Z")  # R28: settled through October's end
         desk.at("2026-11-01T00:00:00Z")
         engine = desk.engine
-        books = engine.books("acme")
         # The engine's own steps, with an append between them (what a concurrent writer does to a closer).
-        rating = engine._rating(books, desk.clock.now)
-        late = desk.session("wl-2", "2026-10-20T00:00:00Z")
-        [invoice] = engine._close(books, rating, desk.clock.now).issued
-        assert invoice.total == Decimal("8.64")
-        assert invoice.rated_log_size == late[0].sequence < invoice.sequence
+        rating = engine._rating(engine.books("acme"), desk.clock.now)
+        drafts, _ = engine._cuts(load_books(desk.ledger, "acme", rating.log_size), rating, desk.clock.now)
+        assert [d.total for d in drafts] == [Decimal("8.64")]
+        desk.session("wl-2", "2026-10-20T00:00:00Z", "2026-10-20T00:10:00Z")
+        with pytest.raises(LogMoved):
+            engine._issue("acme", drafts, rating.log_size)
+        assert desk.invoices() == []  # nothing was appended from the stale rating
 
+        [invoice] = engine.close("acme").issued
+        assert invoice.total == Decimal("10.08") and invoice.rated_log_size == invoice.sequence
         system = list(desk.store.iter_entries(SYSTEM_LOG))
         [finding] = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
-        assert (
-            finding.ok and finding.note == f"as rated from the log's first {late[0].sequence} entries (rated_log_size)"
-        )
-
-        desk.stop("wl-2", "2026-10-20T00:10:00Z")
-        [second] = desk.close("2026-12-01T00:00:00Z").issued
-        assert second.total == Decimal("1.44") and second.late_lines
-        found = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
-        assert [(f.number, f.ok, f.note) for f in found][1] == (2, True, "")
+        assert finding.ok, finding.differences
+        assert finding.note == "cut 2026-11-01T00:00:00.000000Z, settled through 2026-11-01T00:00:00.000000Z"
     finally:
         desk.close_store()
 
 
-def test_r17_an_invoice_records_exactly_the_entries_its_rating_saw_so_it_re_derives(
+def test_r17_a_rating_from_rollups_behind_the_log_never_issues_an_invoice(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The race that would make an honest invoice fail the audit: the closer's catch-up returns, another process's
-    catch-up then applies wl-2's UP (2026-10-20), the closer reads the rollups (so it sees wl-2), and wl-3's UP
-    (2026-10-25) lands before the invoice is appended. The invoice charges wl-1 and wl-2 but not wl-3; drafted from
-    everything before it, it would charge wl-3 too, and from what catch_up returned it would miss wl-2. The rollups'
-    own cursor, read in one snapshot with their rows, says exactly what the rating saw: the invoice records that,
-    and re-derives from it."""
+    """The rollups' cursor, read in one snapshot with their rows, says exactly which entries a rating reflects.
+    When our catch-up is behind the log (another process's catch-up applied wl-2, wl-3 landed after), the
+    conditional append refuses every invoice rated from it (R17): the evaluation gives up after its attempts and
+    appends nothing. Caught up, it issues the invoice of all three, which re-derives."""
     desk = Desk(sqlite_url, "2026-10-01T00:00:00Z")
     try:
         desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T01:00:00Z")  # 60 x $0.144 = $8.64
+        desk.heartbeat("2026-11-01T00:00:00Z")  # R28: settled through October's end: its invoice is due
         desk.at("2026-11-01T00:00:00Z")
         engine = desk.engine
         rollups = engine.usage.rollups
         assert rollups is not None
         prices, plans = desk.ledger.price_history(), desk.ledger.account_history("acme").plans()
-        returned = rollups.catch_up("acme", prices, plans, desk.clock.now)
-        seen = desk.session("wl-2", "2026-10-20T00:00:00Z")[0]  # 11 days of B200 FLEX to the month end
-        UsageRollups(desk.store).catch_up("acme", prices, plans, desk.clock.now)  # another process's catch-up
-        monkeypatch.setattr(rollups, "catch_up", lambda *_: returned)  # ours had returned before it
-        books = engine.books("acme")
-        rating = engine._rating(books, desk.clock.now)
-        unseen = desk.session("wl-3", "2026-10-25T00:00:00Z")[0]
-        [invoice] = engine._close(books, rating, desk.clock.now).issued
-        assert {s.workload_id for s in invoice.sessions} == {"wl-1", "wl-2"}
-        assert invoice.rated_log_size == seen.sequence + 1 == unseen.sequence < invoice.sequence
+        returned = rollups.catch_up("acme", prices, plans)
+        desk.session("wl-2", "2026-10-20T00:00:00Z", "2026-10-20T00:10:00Z")  # 10 x $0.144 = $1.44
+        UsageRollups(desk.store).catch_up("acme", prices, plans)  # another process's catch-up
+        monkeypatch.setattr(rollups, "catch_up", lambda *_: returned)  # ours is stuck behind
+        desk.session("wl-3", "2026-10-25T00:00:00Z", "2026-10-25T00:05:00Z")  # 5 x $0.144 = $0.72
+        result = engine.close("acme")
+        assert result.issued == ()
+        assert "no invoice was appended from a rating it no longer matched" in result.explanation
+        assert desk.invoices() == []
 
+        monkeypatch.undo()
+        [invoice] = engine.close("acme").issued
+        assert {s.workload_id for s in invoice.sessions} == {"wl-1", "wl-2", "wl-3"}
+        assert invoice.total == Decimal("10.80")  # 75 x $0.144
         system = list(desk.store.iter_entries(SYSTEM_LOG))
         [finding] = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
         assert finding.ok, finding.differences
-        assert finding.note == f"as rated from the log's first {unseen.sequence} entries (rated_log_size)"
     finally:
         desk.close_store()

@@ -16,6 +16,7 @@ from ledger.billing import (
     AccountState,
     BillingRefused,
     Cadence,
+    GraceFired,
     LineKind,
     StateChangeType,
     Trigger,
@@ -82,16 +83,22 @@ def test_r21_each_line_rounds_half_up_and_the_total_is_the_sum_of_lines(desk: De
 
 def test_r17_threshold_invoice_when_usage_after_discounts_exceeds_50_then_month_end_for_the_rest(desk: Desk) -> None:
     desk.session("wl-1", "2026-10-05T00:00:00Z")  # open: units are invoiced as each starts (R10)
-    not_yet = desk.close("2026-10-05T05:47:00Z")  # 347 minutes started: 347 x $0.144 = $49.968 -> $49.97
+    # A HEARTBEAT at 05:47 proves it running to 05:47 (R28): 347 minutes started: 347 x $0.144 = $49.968 -> $49.97
+    not_yet = desk.close("2026-10-05T05:47:00Z")
     assert not_yet.issued == ()
-    assert "$49.97 does not exceed $50.00" in not_yet.explanation
+    assert "$49.97 (to the settled-through time 2026-10-05T05:47:00.000000Z, R28) does not exceed $50.00" in (
+        not_yet.explanation
+    )
 
-    [first] = desk.close("2026-10-05T05:48:00Z").issued  # 348 x $0.144 = $50.112 -> $50.11
+    # To 05:48: unit 347 (starting 05:47:00) takes the usage to 348 x $0.144 = $50.112 -> $50.11, over $50.00: the
+    # cut is one microsecond after that unit's start, so the invoice holds it (R17), whenever the closer runs.
+    [first] = desk.close("2026-10-05T05:48:00Z").issued
     assert (first.number, first.trigger, first.cadence) == (1, Trigger.THRESHOLD, Cadence.THRESHOLD_OR_MONTH_END)
     assert (format_micros(first.period_start), format_micros(first.period_end)) == (
         "2026-10-05T00:00:00.000000Z",
-        "2026-10-05T05:48:00.000000Z",
+        "2026-10-05T05:47:00.000001Z",
     )
+    assert (first.settled_through, first.grace) == (t("2026-10-05T05:48:00Z"), None)
     assert amounts(first) == [("COMPUTE", "R10/R11", "50.11")]
     assert (first.total, first.amount_due) == (D("50.11"), D("50.11"))
     assert [(s.workload_id, s.first, s.end) for s in first.sessions] == [("wl-1", 0, 348)]
@@ -100,7 +107,7 @@ def test_r17_threshold_invoice_when_usage_after_discounts_exceeds_50_then_month_
     assert desk.close("2026-10-31T23:59:59Z").issued == ()  # $1.73 is under $50.00
     [second] = desk.close("2026-11-01T00:00:00Z").issued  # the month ends: units 348..359 = 12 x $0.144 = $1.728
     assert (second.number, second.trigger) == (2, Trigger.MONTH_END)
-    assert format_micros(second.period_start) == "2026-10-05T05:48:00.000000Z"
+    assert format_micros(second.period_start) == "2026-10-05T05:47:00.000001Z"
     assert format_micros(second.period_end) == "2026-11-01T00:00:00.000000Z"
     assert amounts(second) == [("COMPUTE", "R10/R11", "1.73")]
     assert [(s.first, s.end, s.reversal) for s in second.sessions] == [(348, 360, False)]
@@ -111,8 +118,8 @@ def test_r17_closing_twice_at_the_same_instant_issues_nothing_new(desk: Desk) ->
     [invoice] = desk.close("2026-11-01T00:00:00Z").issued
     assert invoice.total == D("14.40")
     size = desk.store.head("org/acme").size
-    again = desk.close("2026-11-01T00:00:00Z")
-    assert again.issued == () and "already covers usage up to 2026-11-01" in again.explanation
+    again = desk.close("2026-11-01T00:00:00Z", heartbeat=False)
+    assert again.issued == () and "the month closes at 2026-12-01T00:00:00.000000Z" in again.explanation
     assert desk.store.head("org/acme").size == size
 
 
@@ -127,17 +134,18 @@ def test_r17_closing_in_the_future_is_refused(desk: Desk) -> None:
 
 def test_r18_monthly_cadence_after_three_paid_invoices_and_back_to_r17_after_a_failure(desk: Desk) -> None:
     for day in (2, 3, 4):
-        # 350 minutes of B200 FLEX: 350 x $0.144 = $50.40 > $50.00
-        desk.session(f"wl-{day}", f"2026-10-0{day}T00:00:00Z", f"2026-10-0{day}T05:50:00Z")
+        # 348 minutes of B200 FLEX: 348 x $0.144 = $50.112 -> $50.11 > $50.00 with the last unit (347 units:
+        # $49.968 -> $49.97), so the cut (R17) holds the whole session and leaves nothing over
+        desk.session(f"wl-{day}", f"2026-10-0{day}T00:00:00Z", f"2026-10-0{day}T05:48:00Z")
         [invoice] = desk.close(f"2026-10-0{day}T06:00:00Z").issued
         assert (invoice.trigger, invoice.cadence, invoice.total) == (
             Trigger.THRESHOLD,
             Cadence.THRESHOLD_OR_MONTH_END,
-            D("50.40"),
+            D("50.11"),
         )
         desk.engine.record_payment("acme", invoice.number, "SUCCEEDED", f"ch_paid0{day}xyz")
 
-    desk.session("wl-5", "2026-10-05T00:00:00Z", "2026-10-05T05:50:00Z")
+    desk.session("wl-5", "2026-10-05T00:00:00Z", "2026-10-05T05:48:00Z")
     monthly = desk.close("2026-10-05T06:00:00Z")
     assert monthly.issued == () and monthly.cadence is Cadence.MONTHLY
     assert "R18: monthly cadence after 3 consecutive paid invoices" in monthly.explanation
@@ -146,11 +154,11 @@ def test_r18_monthly_cadence_after_three_paid_invoices_and_back_to_r17_after_a_f
         4,
         Trigger.MONTH_END,
         Cadence.MONTHLY,
-        D("50.40"),
+        D("50.11"),
     )
 
     desk.engine.record_payment("acme", 4, "FAILED", "ch_declined04x")  # the streak breaks: R17 again
-    desk.session("wl-6", "2026-11-02T00:00:00Z", "2026-11-02T05:50:00Z")
+    desk.session("wl-6", "2026-11-02T00:00:00Z", "2026-11-02T05:48:00Z")
     [fifth] = desk.close("2026-11-02T06:00:00Z").issued
     assert (fifth.number, fifth.trigger, fifth.cadence) == (5, Trigger.THRESHOLD, Cadence.THRESHOLD_OR_MONTH_END)
 
@@ -235,17 +243,22 @@ def test_r20_r21_the_discount_line_rounds_half_up(desk: Desk) -> None:
 def test_r20_r17_the_threshold_compares_usage_after_the_discount(desk: Desk) -> None:
     settings(desk, discount_percent="10")
     desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T06:30:00Z")  # 390 x $0.144 = $56.16; -10% = $50.54
-    assert desk.close("2026-10-05T06:00:00Z").issued == ()  # 360 minutes: $51.84 - $5.18 = $46.66
-    [invoice] = desk.close("2026-10-05T06:30:00Z").issued
-    assert (invoice.subtotal, invoice.discount, invoice.usage_after_discount) == (D("56.16"), D("5.62"), D("50.54"))
+    # Before the discount the usage passes $50.00 at unit 347; after it, not until unit 385 (starting 06:25):
+    # 385 units: $55.44 - $5.54 = $49.90; 386 units: $55.584 -> $55.58, - $5.558 -> $5.56 = $50.02 > $50.00.
+    [invoice] = desk.close("2026-10-05T07:00:00Z").issued
+    assert format_micros(invoice.period_end) == "2026-10-05T06:25:00.000001Z"
+    assert (invoice.subtotal, invoice.discount, invoice.usage_after_discount) == (D("55.58"), D("5.56"), D("50.02"))
+    assert [(s.first, s.end) for s in invoice.sessions] == [(0, 386)]
 
 
 # -- R22 and R23 ------------------------------------------------------------------------------------------------
 
 
 def test_r22_late_usage_goes_on_the_next_invoice_marked_late_with_its_period(desk: Desk) -> None:
-    desk.session("wl-1", "2026-10-02T00:00:00Z", "2026-10-02T05:50:00Z")  # $50.40
+    # 348 x $0.144 = $50.112 -> $50.11: the threshold cut (R17) after unit 347 (05:47) holds the whole session
+    desk.session("wl-1", "2026-10-02T00:00:00Z", "2026-10-02T05:48:00Z")
     [first] = desk.close("2026-10-02T06:00:00Z").issued
+    assert format_micros(first.period_end) == "2026-10-02T05:47:00.000001Z"
     issued = desk.entry_bytes()
 
     desk.at("2026-10-02T07:00:00Z")  # late: a build and a volume sample from before 06:00 arrive now
@@ -290,14 +303,27 @@ def test_r22_late_usage_goes_on_the_next_invoice_marked_late_with_its_period(des
 
 def test_r22_r23_a_late_stop_of_an_invoiced_open_session_is_a_negative_late_line(desk: Desk) -> None:
     [up] = desk.session("wl-1", "2026-10-02T00:00:00Z")
-    [first] = desk.close("2026-10-02T06:00:00Z").issued  # open: 360 minutes started, 360 x $0.144 = $51.84
-    assert first.total == D("51.84") and [(s.first, s.end) for s in first.sessions] == [(0, 360)]
+    # A HEARTBEAT at 06:00 proves 360 minutes started (R28); the threshold cut (R17) is after unit 347 (05:47):
+    # 348 x $0.144 = $50.112 -> $50.11.
+    [first] = desk.close("2026-10-02T06:00:00Z").issued
+    assert first.total == D("50.11") and [(s.first, s.end) for s in first.sessions] == [(0, 348)]
+    # The control plane then goes quiet. An hour after October ends the grace fires (R17): units 348..359, started
+    # before the last evidence (06:00), are invoiced: 12 x $0.144 = $1.728 -> $1.73.
+    [second] = desk.close("2026-11-01T01:00:00Z", heartbeat=False).issued
+    assert (second.trigger, second.total, [(s.first, s.end) for s in second.sessions]) == (
+        Trigger.MONTH_END,
+        D("1.73"),
+        [(348, 360)],
+    )
+    assert second.grace == GraceFired(t("2026-11-01T01:00:00Z"), 3600)
+    assert second.settled_through == t("2026-10-02T06:00:00Z")
     issued = desk.entry_bytes()
 
-    desk.at("2026-10-02T06:10:00Z")
-    desk.stop("wl-1", "2026-10-02T05:50:00Z")  # only 350 units were due
-    [second] = desk.close("2026-11-01T00:00:00Z").issued
-    [reversal] = second.lines
+    desk.at("2026-11-01T01:10:00Z")
+    desk.stop("wl-1", "2026-10-02T05:50:00Z")  # a lagging control plane: only 350 units were due
+    # November had no usage; an hour after it ends the grace fires again, with the reversal only (R22/R23).
+    [third] = desk.close("2026-12-01T01:00:00Z", heartbeat=False).issued
+    [reversal] = third.lines
     assert (reversal.kind, reversal.rule, reversal.quantity, reversal.amount) == (
         LineKind.COMPUTE,
         "R22/R23",
@@ -309,19 +335,21 @@ def test_r22_r23_a_late_stop_of_an_invoiced_open_session_is_a_negative_late_line
         "2026-10-02T05:50:00.000000Z",
         "2026-10-02T06:00:00.000000Z",
     )
-    assert [(s.first, s.end, s.reversal) for s in second.sessions] == [(350, 360, True)]
-    assert (second.total, second.amount_due, second.balance_carried_forward) == (D("-1.44"), D("0.00"), D("-1.44"))
+    assert [(s.first, s.end, s.reversal) for s in third.sessions] == [(350, 360, True)]
+    assert (third.total, third.amount_due, third.balance_carried_forward) == (D("-1.44"), D("0.00"), D("-1.44"))
     assert desk.entry_bytes()[: len(issued)] == issued  # never edit an issued invoice
 
     invoices = desk.invoices()
-    assert invoice_covering_unit(invoices, "wl-1", 349) == first
+    assert invoice_covering_unit(invoices, "wl-1", 347) == first
+    assert invoice_covering_unit(invoices, "wl-1", 349) == second
     assert invoice_covering_unit(invoices, "wl-1", 355) is None  # taken back: no longer a billed unit
     assert invoice_covering_unit(invoices, "wl-1", 0, up_seq=up.sequence) == first
 
-    desk.session("wl-2", "2026-11-10T09:00:00Z", "2026-11-10T09:50:00Z")  # 50 x $0.144 = $7.20
-    [third] = desk.close("2026-12-01T00:00:00Z").issued
-    assert amounts(third) == [("COMPUTE", "R10/R11", "7.20"), ("CARRIED_BALANCE", "R16/R23", "-1.44")]
-    assert (third.carried_from_invoice, third.total, third.amount_due) == (2, D("5.76"), D("5.76"))
+    desk.session("wl-2", "2026-12-10T09:00:00Z", "2026-12-10T09:50:00Z")  # 50 x $0.144 = $7.20
+    [fourth] = desk.close("2027-01-01T00:00:00Z").issued
+    assert amounts(fourth) == [("COMPUTE", "R10/R11", "7.20"), ("CARRIED_BALANCE", "R16/R23", "-1.44")]
+    assert (fourth.carried_from_invoice, fourth.total, fourth.amount_due) == (3, D("5.76"), D("5.76"))
+    assert_invoices_rederive(desk)
 
 
 def test_r23_an_adjustment_lands_on_the_next_invoice_as_its_own_line_after_the_discount(desk: Desk) -> None:
@@ -360,8 +388,9 @@ def test_r22_issued_invoices_are_byte_identical_after_later_appends(db_url: str)
         [second] = desk.close("2026-11-01T00:00:00Z").issued
         assert desk.entry_bytes()[: len(issued)] == issued
         assert desk.invoices()[0] == first
-        # 60 minutes taken back (05:00-06:00) and 30 late minutes charged (03:00-03:30).
-        assert amounts(second) == [("COMPUTE", "R22", "4.32"), ("COMPUTE", "R22/R23", "-8.64")]
+        # The first invoice was cut after unit 347 (R17: 348 x $0.144 = $50.11): 48 minutes taken back
+        # (05:00-05:48, 48 x $0.144 = $6.912 -> $6.91) and 30 late minutes charged (03:00-03:30, $4.32).
+        assert amounts(second) == [("COMPUTE", "R22", "4.32"), ("COMPUTE", "R22/R23", "-6.91")]
     finally:
         desk.close_store()
 
@@ -413,22 +442,31 @@ def test_r15_flips_on_and_off_at_the_instants_the_hourly_spend_crosses_the_limit
 
 
 def test_r15_evaluated_as_time_passes_finds_the_same_instants(desk: Desk) -> None:
+    # Open sessions, proven running by a HEARTBEAT at each look (R28): the flips land at the same instants as when
+    # the whole day is rated at once.
     spend_limit_org(desk)
     desk.at("2026-10-05T10:00:00Z")
+    desk.heartbeat("2026-10-05T10:00:00Z")  # R28: the control plane is live
     desk.session("wl-a", "2026-10-05T10:00:00Z")
     desk.at("2026-10-05T10:30:00Z")
+    desk.heartbeat("2026-10-05T10:30:00Z")  # R28: the control plane is live
     desk.session("wl-b", "2026-10-05T10:30:00Z", instance_type="H100 PRO")
     desk.at("2026-10-05T10:40:00Z")
+    desk.heartbeat("2026-10-05T10:40:00Z")  # R28: the control plane is live
     assert desk.engine.evaluate_account("acme") == []
     desk.at("2026-10-05T10:58:00Z")
+    desk.heartbeat("2026-10-05T10:58:00Z")  # R28: the control plane is live
     assert [c.change for c in desk.engine.evaluate_account("acme")] == [StateChangeType.SPEND_LIMIT_EXCEEDED]
     assert desk.engine.books("acme").status.state is AccountState.SPEND_LIMIT_EXCEEDED
     desk.at("2026-10-05T11:05:00Z")
+    desk.heartbeat("2026-10-05T11:05:00Z")  # R28: the control plane is live
     desk.stop("wl-b", "2026-10-05T11:00:00Z", instance_type="H100 PRO")
     assert desk.engine.evaluate_account("acme") == []
     desk.at("2026-10-05T11:45:00Z")
+    desk.heartbeat("2026-10-05T11:45:00Z")  # R28: the control plane is live
     assert [c.change for c in desk.engine.evaluate_account("acme")] == [StateChangeType.SPEND_LIMIT_CLEARED]
     desk.at("2026-10-05T12:05:00Z")
+    desk.heartbeat("2026-10-05T12:05:00Z")  # R28: the control plane is live
     desk.stop("wl-a", "2026-10-05T12:00:00Z")
     assert desk.engine.evaluate_account("acme") == []
     assert spend_flips(desk) == EXPECTED_FLIPS
@@ -455,9 +493,11 @@ def test_r19_deactivated_when_credits_no_longer_cover_usage_without_a_payment_me
     desk.at("2026-10-05T09:00:00Z")
     engine.grant_credit("acme", "5.00", "free credits for a new workspace", None, "welcome")
     desk.session("wl-1", "2026-10-05T09:00:00Z", instance_type="A100")  # open: $0.0456 a minute
-    desk.at("2026-10-05T10:49:00Z")  # 109 minutes: $4.9704 -> $4.97, covered by $5.00
+    desk.heartbeat("2026-10-05T10:49:00Z")  # R28: 109 minutes proven: $4.9704 -> $4.97, covered by $5.00
+    desk.at("2026-10-05T10:49:00Z")
     assert engine.evaluate_account("acme") == []
-    desk.at("2026-10-05T10:50:00Z")  # 110 minutes: $5.016 -> $5.02
+    desk.heartbeat("2026-10-05T10:50:00Z")  # 110 minutes: $5.016 -> $5.02
+    desk.at("2026-10-05T10:50:00Z")
     [deactivated] = engine.evaluate_account("acme")
     assert (
         deactivated.change is StateChangeType.DEACTIVATED
@@ -503,11 +543,11 @@ def test_r19_a_payment_method_must_be_an_opaque_processor_token(desk: Desk, refe
 
 def test_r18_a_payment_reference_is_recorded_once_and_an_invoice_is_paid_once(desk: Desk) -> None:
     desk.session("wl-1", "2026-10-02T00:00:00Z", "2026-10-02T05:50:00Z")
-    desk.close("2026-10-02T06:00:00Z")
+    desk.close("2026-10-02T06:00:00Z")  # R17: cut after unit 347 (05:47): 348 x $0.144 = $50.112 -> $50.11
     failed, _ = desk.engine.record_payment("acme", 1, "failed", "ch_declined01")
     paid, duplicate = desk.engine.record_payment("acme", 1, "SUCCEEDED", "ch_paid000001")
     again, duplicate_again = desk.engine.record_payment("acme", 1, "SUCCEEDED", "ch_paid000001")
-    assert (duplicate, duplicate_again, again.sequence, paid.amount) == (False, True, paid.sequence, D("50.40"))
+    assert (duplicate, duplicate_again, again.sequence, paid.amount) == (False, True, paid.sequence, D("50.11"))
     with pytest.raises(BillingRefused, match="R18: invoice #1 is already paid"):
         desk.engine.record_payment("acme", 1, "SUCCEEDED", "ch_paid000002")
     with pytest.raises(BillingRefused, match="already recorded as FAILED"):

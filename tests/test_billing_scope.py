@@ -79,19 +79,23 @@ def test_r15_r17_r19_r22_scoped_evaluations_equal_whole_log_re_rating(
 def test_r17_the_scope_after_an_invoice_is_what_changed_since_its_rating(tmp_path: Any) -> None:
     """After an invoice, an evaluation reads only: workloads changed since the invoice's rating, open sessions and
     usage after its period end (R17), and R15's last hour; a plan change (R10) puts everything back in scope."""
-    desk = Desk(f"sqlite:///{tmp_path}/ledger.db", "2026-10-05T09:00:00Z")
-    # B200 FLEX $0.144/min (R11): 400 minutes = $57.60 > $50.00, so closing at 17:00 issues a threshold invoice.
-    desk.session("wl-done", "2026-10-05T10:00:00Z", "2026-10-05T16:40:00Z")
+    desk = Desk(f"sqlite:///{tmp_path}/ledger.db", "2026-10-05T08:00:00Z")
+    # B200 FLEX $0.144/min (R11), one line: wl-early's 10 minutes and wl-done's first 338 make 348 x $0.144 = $50.112
+    # -> $50.11 > $50.00 (347: $49.97), so the threshold cut (R17) is after wl-done's unit 337 (15:37).
+    desk.session("wl-early", "2026-10-05T09:00:00Z", "2026-10-05T09:10:00Z")
+    desk.session("wl-done", "2026-10-05T10:00:00Z", "2026-10-05T15:40:00Z")
     desk.session("wl-open", "2026-10-05T16:00:00Z")
     result = desk.close("2026-10-05T17:00:00Z")
     [invoice] = result.issued
-    assert invoice.rated_log_size == 3  # the three events; the invoice itself is entry #3
+    assert invoice.rated_log_size == 6  # five events and the HEARTBEAT; the invoice itself is entry #6
+    assert invoice.period_end == t("2026-10-05T15:37:00.000001Z")
     books = desk.engine.books("acme")
     scope = billing_scope(books.invoices, books.account, t("2026-10-05T19:00:00Z"))
-    assert (scope.changed_from, scope.units_from) == (3, t("2026-10-05T17:00:00Z"))
+    assert (scope.changed_from, scope.units_from) == (6, t("2026-10-05T15:37:00.000001Z"))
     desk.at("2026-10-05T19:00:00Z")
     rating = desk.engine._rating(books, desk.clock.now)
-    assert [w.workload_id for w in rating.workloads] == ["wl-open"]  # wl-done is invoiced whole and unchanged
+    # wl-early is invoiced whole and unchanged; wl-done still has units 338-339 after the cut; wl-open is open.
+    assert [w.workload_id for w in rating.workloads] == ["wl-done", "wl-open"]
 
     desk.session("wl-late", "2026-10-05T12:00:00Z", "2026-10-05T12:30:00Z")  # a late session (R22)
     desk.at("2026-10-05T19:00:00Z")

@@ -24,7 +24,7 @@ from ledger.entry import SYSTEM_LOG, org_log_id
 from ledger.timeutil import format_micros
 from server.app import RunningServer, start_server
 from server.convert import micros_to_timestamp, timestamp_to_micros
-from tests.billing_support import event, t
+from tests.billing_support import event, heartbeat, t
 from tests.conftest import FixedClock
 
 T = TypeVar("T")
@@ -119,6 +119,7 @@ def test_r15_a_watcher_sees_every_flip_as_the_closer_finds_it(
         billing_clock.now = t("2026-10-05T10:30:00Z")
         append(target, event("acme", "wl-b", "WORKLOAD_UP", "2026-10-05T10:30:00Z", instance_type="H100 PRO"))
         billing_clock.now = t("2026-10-05T10:58:00Z")  # the closer's next tick looks back and finds 10:56
+        append(target, heartbeat("acme", "2026-10-05T10:58:00Z"))  # R28: both proven running to 10:58
         exceeded = received.get(timeout=WAIT_SECONDS)
         assert exceeded.state == apb.ACCOUNT_STATE_SPEND_LIMIT_EXCEEDED
         assert exceeded.change.type == apb.ACCOUNT_STATE_CHANGE_TYPE_SPEND_LIMIT_EXCEEDED
@@ -130,8 +131,10 @@ def test_r15_a_watcher_sees_every_flip_as_the_closer_finds_it(
         append(
             target,
             event("acme", "wl-b", "WORKLOAD_STOPPED", "2026-10-05T11:00:00Z", stop_reason="SCALED_DOWN"),
+            heartbeat("acme", "2026-10-05T11:05:00Z"),
         )
         billing_clock.now = t("2026-10-05T11:45:00Z")
+        append(target, heartbeat("acme", "2026-10-05T11:45:00Z"))
         cleared = received.get(timeout=WAIT_SECONDS)
         assert cleared.state == apb.ACCOUNT_STATE_ACTIVE
         assert cleared.change.type == apb.ACCOUNT_STATE_CHANGE_TYPE_SPEND_LIMIT_CLEARED
@@ -154,8 +157,9 @@ def test_r15_a_watcher_sees_every_flip_as_the_closer_finds_it(
 
     state = accounts.GetAccountState(apb.GetAccountStateRequest(org_id="acme"))
     assert state.state == apb.ACCOUNT_STATE_ACTIVE and state.payment_method_on_file
-    # At 11:45 the window (10:45, 11:45] holds 60 units of wl-a and wl-b's 10:46-10:59: 8.64 + 14 x 0.0696.
-    assert state.spend_limit_per_hour == "10.00" and state.hourly_spend == "9.6144"
+    # At 11:45 the window (10:45, 11:45] holds wl-a's units 10:46-11:44 (the HEARTBEAT at 11:45 proves the one
+    # starting at 11:45 has not yet started, R28) and wl-b's 10:46-10:59: 59 x 0.144 + 14 x 0.0696 = 9.4704.
+    assert state.spend_limit_per_hour == "10.00" and state.hourly_spend == "9.4704"
     assert state.last_change.sequence == cleared.change.sequence
 
 
@@ -168,10 +172,13 @@ def test_r19_the_closer_deactivates_when_usage_outgrows_credits_and_a_payment_me
     billing.GrantCredit(bpb.GrantCreditRequest(org_id="acme", amount="5.00", reason="new workspace", request_id="w"))
     append(target, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z", instance_type="A100"))
     billing_clock.now = t("2026-10-05T10:50:00Z")  # 110 x $0.0456 = $5.02 > $5.00 of credit
+    append(target, heartbeat("acme", "2026-10-05T10:50:00Z"))  # R28: proven running to 10:50
 
     def deactivated() -> apb.GetAccountStateResponse | None:
+        # GetAccountState reports R19's state at once; this waits for the closer's STATE entry too.
         state = accounts.GetAccountState(apb.GetAccountStateRequest(org_id="acme"))
-        return state if state.state == apb.ACCOUNT_STATE_DEACTIVATED else None
+        recorded = state.last_change.type == apb.ACCOUNT_STATE_CHANGE_TYPE_DEACTIVATED
+        return state if state.state == apb.ACCOUNT_STATE_DEACTIVATED and recorded else None
 
     state = eventually(deactivated, "R19 deactivation")
     assert state.last_change.type == apb.ACCOUNT_STATE_CHANGE_TYPE_DEACTIVATED
@@ -207,6 +214,7 @@ def test_r17_the_closer_issues_invoices_as_time_passes(
                 return found if len(found) >= count else None
 
             billing_clock.now = t("2026-10-05T14:48:00Z")  # 348 minutes started: $50.112 -> $50.11 > $50.00
+            append(target, heartbeat("acme", "2026-10-05T14:48:00Z"))  # R28: proven running to 14:48
             [first] = eventually(lambda: invoices(1), "the R17 threshold invoice")
             assert (first.number, first.trigger, first.total) == (1, bpb.INVOICE_TRIGGER_THRESHOLD, "50.11")
             assert first.payment_status == bpb.PAYMENT_STATUS_PENDING and not first.lines  # BASIC view
@@ -214,6 +222,7 @@ def test_r17_the_closer_issues_invoices_as_time_passes(
             billing_clock.now = t("2026-10-05T15:00:00Z")  # $1.73 more by 15:00: under the threshold
             append(target, event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T15:00:00Z", stop_reason="OOM"))
             billing_clock.now = t("2026-11-01T00:00:05Z")
+            append(target, heartbeat("acme", "2026-11-01T00:00:05Z"))  # settled through the month's end (R28)
             second = eventually(lambda: invoices(2), "the month-end invoice")[1]
             assert (second.trigger, second.total) == (bpb.INVOICE_TRIGGER_MONTH_END, "1.73")  # 12 x $0.144
             assert format_micros(timestamp_to_micros(second.period_end_time)) == "2026-11-01T00:00:00.000000Z"

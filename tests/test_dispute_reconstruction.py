@@ -353,6 +353,10 @@ def test_r3_session_spanning_the_whole_window_with_no_entry_inside_it_is_found(l
     e.add("WORKLOAD_UP", "05:00:00", "wl-gone")
     e.add("WORKLOAD_STOPPED", "06:30:00", "wl-gone", stop_reason="SCALED_DOWN")  # stopped before the window
     load(ledger, e)
+    # R28: the control plane's HEARTBEAT at the test clock proves wl-open running to then.
+    ledger.append_events(
+        [{"event_id": "hb-1", "org_id": "acme", "type": "HEARTBEAT", "occurred_at": "2026-10-06T12:00:00Z"}]
+    )
     result = reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-chat", start=at("09:00:00"), end=at("09:10:00")))
     assert [s.session.workload_id for s in result.sessions] == ["wl-idle", "wl-open"]
     idle = session(result, "wl-idle")
@@ -362,7 +366,8 @@ def test_r3_session_spanning_the_whole_window_with_no_entry_inside_it_is_found(l
         Decimal("17.28"),
         Decimal("0.36"),
     )
-    # The open session accrues to the test clock, 2026-10-06T12:00Z: 29 h = 1740 minutes x $0.0456 = $79.344 (R10).
+    # The open session accrues to its evidence, the HEARTBEAT at 2026-10-06T12:00Z: 29 h = 1740 minutes x $0.0456 =
+    # $79.344 (R10, R28).
     open_session = session(result, "wl-open").session
     assert (open_session.is_open, open_session.billed_units, open_session.amount) == (True, 1740, Decimal("79.344"))
     assert zero(result, "R9") == []  # something was up the whole window
@@ -489,7 +494,8 @@ def test_r22_late_event_across_a_real_invoice_boundary(sqlite_url: str) -> None:
                 event(2, "WORKLOAD_STOPPED", f"{sept}23:55:00Z", "wl-on-time", stop_reason="SCALED_DOWN"),
             ]
         )
-        (first,) = engine.close("acme", parse_rfc3339_micros("2026-10-01T00:00:00Z")).issued
+        # The log is settled through 23:55 only (R28): September's invoice comes with the grace, at 01:00 (R17).
+        (first,) = engine.close("acme", parse_rfc3339_micros("2026-10-01T01:00:00Z")).issued
         # Written after #1: wl-late 23:58 to 00:02 = 4 minutes at $0.0456; units 0-1 start in September, so they
         # are late on October's invoice #2 (R22); units 2-3 start in October. #2: $0.0912 -> $0.09 twice = $0.18.
         ledger.append_events(
@@ -499,7 +505,7 @@ def test_r22_late_event_across_a_real_invoice_boundary(sqlite_url: str) -> None:
             ]
         )
         clock.now = parse_rfc3339_micros("2026-11-01T01:00:00Z")
-        (second,) = engine.close("acme", parse_rfc3339_micros("2026-11-01T00:00:00Z")).issued
+        (second,) = engine.close("acme", parse_rfc3339_micros("2026-11-01T01:00:00Z")).issued
 
         query = DisputeQuery(
             endpoint_id="ep-bill", around=parse_rfc3339_micros(f"{sept}23:59:00Z"), tolerance=10 * 60 * SECOND

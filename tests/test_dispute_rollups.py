@@ -171,7 +171,7 @@ def test_r25_r27_rollup_lookup_equals_reading_every_entry(
             now = clock()
 
             def index(org_id: str) -> UsageRollups:
-                rollups.catch_up(org_id, prices, plans, now)
+                rollups.catch_up(org_id, prices, plans)
                 return rollups
 
             whole = reconstruct(store, prices, query, now, invoices=lambda _: NoInvoices())

@@ -136,7 +136,8 @@ _OPTIONAL_TEXT = st.one_of(st.none(), st.just(""), _IDENTIFIERS)
 
 @st.composite
 def _well_formed_events(draw: st.DrawFn) -> dict[str, Any]:
-    event_type = draw(st.sampled_from(list(EventType)))
+    # A HEARTBEAT (org-level, R28) never takes the fast path: its own test is above.
+    event_type = draw(st.sampled_from([t for t in EventType if t is not EventType.HEARTBEAT]))
     raw: dict[str, Any] = {
         "event_id": draw(_IDENTIFIERS),
         "org_id": draw(_IDENTIFIERS),
@@ -195,3 +196,30 @@ def test_the_ingest_fast_path_leaves_anything_unusual_to_the_full_checks() -> No
 
     for raw in (base(event_id=Text("e-1")), base(extra=1), base(type="REQUEST_STARTED"), base(event_id="e\n")):
         assert well_formed_fields(raw, NOW, lambda t: t in BOOK.rates) is None
+
+
+def test_r28_a_heartbeat_is_org_level_and_its_body_holds_only_org_fields() -> None:
+    event = parse({"event_id": "hb-1", "org_id": "acme", "type": "HEARTBEAT", "occurred_at": "2026-10-05T09:00:00Z"})
+    assert event.is_heartbeat and event.workload_id == ""
+    assert event.body() == {
+        "event_id": "hb-1",
+        "org_id": "acme",
+        "type": "HEARTBEAT",
+        "occurred_at": "2026-10-05T09:00:00.000000Z",
+    }
+    from ledger.events import event_from_body
+
+    assert event_from_body(event.body()) == event
+
+
+def test_r28_a_heartbeat_naming_workload_fields_is_refused_field_by_field() -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(base(type="HEARTBEAT", event_id="hb-1", gigabytes="5"))
+    assert fields(err) == {
+        "events[0].endpoint_id",
+        "events[0].workload_id",
+        "events[0].workload_kind",
+        "events[0].instance_type",
+        "events[0].gigabytes",
+    }
+    assert all("R28" in v.description for v in err.value.violations)

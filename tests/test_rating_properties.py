@@ -34,7 +34,7 @@ class Org:
     now: int
 
     def rate(self, events: Sequence[LoggedEvent] | None = None) -> OrgRating:
-        return rate_org(self.events if events is None else events, self.prices, self.plans, self.now)
+        return rate_org(self.events if events is None else events, self.prices, self.plans, as_of=self.now)
 
 
 def offsets(limit_seconds: int) -> st.SearchStrategy[int]:
@@ -114,7 +114,8 @@ def workload_events(draw: st.DrawFn, workload_id: str) -> list[UsageEvent]:
         if draw(st.integers(0, 3)) > 0:
             fact(EventType.REQUEST_FINISHED, start + draw(within(duration)), request_id=f"r{index}")
     for _ in range(draw(st.integers(0, 2))):  # R26 material: stray lifecycle events
-        fact(draw(st.sampled_from(EventType)), up + draw(offsets(900)) - 60 * SECOND)
+        stray = draw(st.sampled_from([t for t in EventType if t is not EventType.HEARTBEAT]))  # org-level (R28)
+        fact(stray, up + draw(offsets(900)) - 60 * SECOND)
     for _ in range(draw(st.integers(0, 2))):
         storage_kind = draw(st.sampled_from(StorageKind))
         fact(
@@ -163,7 +164,7 @@ def test_r24_rating_is_independent_of_arrival_order_and_duplicate_deliveries(org
     assert org.rate(arrivals) == expected
     for workload in expected.workloads:
         own = [item for item in arrivals if item[0].workload_id == workload.workload_id]
-        assert rate_workload(own, org.prices, org.plans, org.now) == workload
+        assert rate_workload(own, org.prices, org.plans, as_of=org.now) == workload
 
 
 @PROPERTY_SETTINGS
@@ -211,7 +212,12 @@ def test_r25_parts_add_up_to_the_billed_quantity(org: Org) -> None:
 def test_r10_r12_runs_match_a_unit_by_unit_reading_of_the_rules(org: Org) -> None:
     for session in org.rate().sessions:
         unit = session.unit_seconds * SECOND
-        end = session.stop if session.stop is not None else max(org.now, session.up)
+        # R28: an open session runs as far as its workload's latest event shows (never past the as-of cut).
+        own = [event.occurred_at for event, _ in org.events if event.workload_id == session.workload_id]
+        evidence = max(min(max(own), org.now), session.up)
+        end = session.stop if session.stop is not None else evidence
+        if session.stop is None:
+            assert session.as_of == evidence
         # R10: the fewest whole units covering the session (none for d = 0), counted without division.
         expected_units = 0
         while expected_units * unit < end - session.up:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ledger.errors import EventConflict, InvalidInput, NotFound
-from ledger.events import EventType, StopReason, StorageKind, UsageEvent, WorkerType, WorkloadKind
+from ledger.events import EventType, StopReason, StorageKind, UsageEvent, WorkerType, WorkloadKind, heartbeat
 from ledger.plans import Granularity, Plan, PlanHistory
 from ledger.pricebook import InstanceRate, PriceBook, PriceHistory, default_price_book
 from ledger.rating import (
@@ -82,8 +82,16 @@ class Log:
         self.events.append((event, seq))
         return seq
 
-    def rate(self, plans: PlanHistory = PER_MINUTE, prices: PriceHistory = PRICES, now: int = LATER) -> OrgRating:
-        return rate_org(self.events, prices, plans, now)
+    def heartbeat(self, seconds: str | int) -> int:
+        """An org HEARTBEAT (R28) at T0 + seconds."""
+        seq = len(self.events) + 1
+        self.events.append((heartbeat(f"ev-{seq}", "org-1", at(seconds)), seq))
+        return seq
+
+    def rate(
+        self, plans: PlanHistory = PER_MINUTE, prices: PriceHistory = PRICES, now: int | None = LATER
+    ) -> OrgRating:
+        return rate_org(self.events, prices, plans, as_of=now)
 
 
 def session_of(
@@ -287,7 +295,7 @@ def test_r8_development_deployment_is_a_zero_line() -> None:
 
 
 def test_r9_scaled_to_zero_has_no_session_and_no_charge() -> None:
-    empty = rate_org([], PRICES, PER_MINUTE, LATER)
+    empty = rate_org([], PRICES, PER_MINUTE, as_of=LATER)
     assert (empty.sessions, empty.zero_lines, empty.storage, empty.anomalies) == ((), (), (), ())
     assert empty.amount == 0
     log = Log()
@@ -367,25 +375,70 @@ def test_r10_unit_belongs_whole_to_the_window_containing_its_start() -> None:
 
 
 @pytest.mark.parametrize(
-    ("now", "units", "amount"),
+    ("evidence", "units", "amount"),
     [
-        ("150", 3, "0.1368"),  # units starting at 0, 60 and 120 s have started: 180 x $0.00076
-        ("120", 2, "0.0912"),  # the unit starting exactly at now has not started before now
+        ("150", 3, "0.1368"),  # units starting at 0, 60 and 120 s started before the evidence: 180 x $0.00076
+        ("120", 2, "0.0912"),  # the unit starting exactly at the evidence instant has not started before it
         ("120.000001", 3, "0.1368"),
         ("0", 0, "0"),
     ],
 )
-def test_r10_open_session_accrues_units_started_by_now(now: str, units: int, amount: str) -> None:
+def test_r10_r28_open_session_accrues_units_started_before_its_heartbeat_evidence(
+    evidence: str, units: int, amount: str
+) -> None:
     log = Log()
     log.add(UP, 0)
-    (session,) = log.rate(now=at(now)).sessions
+    log.heartbeat(evidence)
+    (session,) = log.rate(now=None).sessions
     assert (session.is_open, session.as_of, session.billed_units, session.amount) == (
         True,
-        at(now),
+        at(evidence),
         units,
         Decimal(amount),
     )
-    assert "still open" in session.explanation and "R4" not in session.rules
+    assert "still open" in session.explanation and "R28" in session.explanation and "R4" not in session.rules
+
+
+def test_r10_r28_open_session_never_accrues_to_the_wall_clock() -> None:
+    # UP at 0 and nothing after it: the log proves 0 s of running however late the rating is read (1,000 h on).
+    log = Log()
+    log.add(UP, 0)
+    (session,) = log.rate(now=LATER).sessions
+    assert (session.billed_units, session.amount, session.as_of) == (0, Decimal(0), at(0))
+
+
+def test_r28_the_workloads_own_latest_event_is_evidence() -> None:
+    # A request started at 90 s shows w1 running at 90 s: units at 0 and 60 s = 2 x $0.0456 = $0.0912. An earlier
+    # HEARTBEAT (30 s) adds nothing; a storage sample of another workload is not w1's evidence.
+    log = Log()
+    log.add(UP, 0)
+    log.add(STARTED, 90, request_id="r1")
+    log.heartbeat(30)
+    log.add(UP, 0, workload="w2")
+    log.add(
+        EventType.STORAGE_SAMPLE,
+        400,
+        workload="w2",
+        storage_kind=StorageKind.CONTAINER_DISK,
+        gigabytes=Decimal(10),
+        interval_seconds=300,
+    )
+    rating = log.rate(now=None)
+    w1, w2 = (rating.workload(w).session for w in ("w1", "w2"))
+    assert w1 is not None and w2 is not None
+    assert (w1.billed_units, w1.amount) == (2, Decimal("0.0912"))
+    # w2's own sample at 400 s: units at 0..360 s = 7 x $0.0456 = $0.3192.
+    assert (w2.billed_units, w2.amount) == (7, Decimal("0.3192"))
+    assert (rating.latest_event_at, rating.heartbeat_at) == (at(400), at(30))
+
+
+def test_r28_an_as_of_cut_bounds_the_evidence() -> None:
+    # A HEARTBEAT at 300 s, read as of 100 s: units at 0 and 60 s only.
+    log = Log()
+    log.add(UP, 0)
+    log.heartbeat(300)
+    (session,) = log.rate(now=at(100)).sessions
+    assert session.billed_units == 2
 
 
 # R11 -----------------------------------------------------------------------------------------------------------
@@ -658,10 +711,11 @@ def test_r25_open_session_has_no_rounding() -> None:
     log.add(UP, 0)
     log.add(READY, 30)
     log.add(STARTED, 40, request_id="r")
-    (session,) = log.rate(now=at(90)).sessions
+    log.heartbeat(90)  # R28: the log proves the session running at 90 s
+    (session,) = log.rate(now=None).sessions
     split = session.attribution
     assert split is not None
-    # 90 s elapsed: 2 minutes started (120 s). The running unit is attributed as things stand:
+    # 90 s proven: 2 minutes started (120 s). The running unit is attributed as things stand:
     # cold 0-30 s, idle 30-40 s, serving 40-120 s (r has not finished), rounding none.
     assert (split.cold_start_micros, split.idle_micros, split.serving_micros, split.rounding_micros) == (
         30_000_000,
@@ -763,11 +817,11 @@ def test_r24_duplicate_delivery_counts_once_and_a_conflicting_duplicate_is_rejec
     log.add(UP, 0)
     log.add(STOPPED, 61)
     doubled = [*log.events, *reversed(log.events)]
-    assert rate_org(doubled, PRICES, PER_MINUTE, LATER) == log.rate()
+    assert rate_org(doubled, PRICES, PER_MINUTE, as_of=LATER) == log.rate()
     original, _ = log.events[1]
     conflicting = dataclasses.replace(original, occurred_at=original.occurred_at + 1)
     with pytest.raises(EventConflict):
-        rate_org([*log.events, (conflicting, 9)], PRICES, PER_MINUTE, LATER)
+        rate_org([*log.events, (conflicting, 9)], PRICES, PER_MINUTE, as_of=LATER)
 
 
 def test_rate_workload_re_rates_only_the_workload_a_new_event_touched() -> None:
@@ -777,9 +831,10 @@ def test_rate_workload_re_rates_only_the_workload_a_new_event_touched() -> None:
     log.add(STOPPED, 60, workload="w2")
     before = log.rate()
     log.add(STOPPED, 61)  # touches w1 only
-    w1 = rate_workload([e for e in log.events if e[0].workload_id == "w1"], PRICES, PER_MINUTE, LATER)
+    w1 = rate_workload([e for e in log.events if e[0].workload_id == "w1"], PRICES, PER_MINUTE, as_of=LATER)
     # w1 was open at LATER (1000 h -> 60,000 minutes); now it is 61 s -> 2 minutes = $0.0912.
     assert (w1.session is not None) and (w1.session.billed_units, w1.session.amount) == (2, Decimal("0.0912"))
-    assert before.with_workload(w1) == log.rate()
+    # The org's latest event time (R28) is the org's, not one workload's: the new STOPPED at 61 s moved it.
+    assert dataclasses.replace(before.with_workload(w1), latest_event_at=at(61)) == log.rate()
     with pytest.raises(InvalidInput):
-        rate_workload(log.events, PRICES, PER_MINUTE, LATER)
+        rate_workload(log.events, PRICES, PER_MINUTE, as_of=LATER)

@@ -253,7 +253,7 @@ def test_r17_r22_issued_invoices_count_by_trigger_with_their_late_lines(
         event("acme", "wl-2", "WORKLOAD_UP", "2026-10-05T08:00:00Z"),
         event("acme", "wl-2", "WORKLOAD_STOPPED", "2026-10-05T08:10:00Z", stop_reason="COMPLETED"),
     )
-    clock.now = t("2026-11-01T00:00:05Z")
+    clock.now = t("2026-11-01T01:00:05Z")  # R17: October's grace (an hour) has passed
     issued = billing.CloseBillingPeriod(billing_pb2.CloseBillingPeriodRequest(org_id="acme")).issued
     assert [i.trigger for i in issued] == [billing_pb2.INVOICE_TRIGGER_MONTH_END]
     full = billing.GetInvoice(billing_pb2.GetInvoiceRequest(org_id="acme", number=issued[0].number)).invoice
@@ -335,3 +335,41 @@ def test_appends_refused_at_the_inflight_limit_count_as_resource_exhausted(sqlit
     running.stop(grace=None)
     assert sorted(code.name for code in codes) == ["OK", "OK", "RESOURCE_EXHAUSTED"]
     assert exhausted() == 1
+
+
+def test_r28_r29_the_closer_exports_each_orgs_settled_through_lag_and_open_backfills(
+    sqlite_url: str, clock: FixedClock
+) -> None:
+    clock.now = t("2026-10-05T15:00:00Z")
+    running = start_server(sqlite_url, "127.0.0.1:0", clock=clock, close_interval=0.05)
+    try:
+        # R28: a closed session's stop is the org's latest event: settled through 14:48.
+        append(
+            running.port,
+            event("settled", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"),
+            event("settled", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T14:48:00Z", stop_reason="COMPLETED"),
+        )
+        eventually(lambda: gauge("usageledger.settled_through.lag", "settled") == 12 * 60, "the closer's look")
+        assert gauge("usageledger.backfills.open", "settled") == 0
+        # The lag grows with the clock while nothing new arrives: the control plane stopped reporting.
+        clock.now = t("2026-10-05T16:00:00Z")
+        assert gauge("usageledger.settled_through.lag", "settled") == 72 * 60
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            open_backfill = ch.unary_unary(
+                "/usageledger.v1.LedgerService/OpenBackfill",
+                request_serializer=ledger_pb2.OpenBackfillRequest.SerializeToString,
+                response_deserializer=ledger_pb2.OpenBackfillResponse.FromString,
+            )
+            open_backfill(
+                ledger_pb2.OpenBackfillRequest(
+                    org_id="settled",
+                    backfill_id="bf-1",
+                    from_time=_ts("2026-10-04T00:00:00Z"),
+                    to_time=_ts("2026-10-05T00:00:00Z"),
+                    reason="replaying a control plane's outage",
+                )
+            )
+        eventually(lambda: gauge("usageledger.backfills.open", "settled") == 1, "the open backfill (R29)")
+    finally:
+        running.stop(grace=None)
+    assert gauge("usageledger.settled_through.lag", "settled") is None  # a stopped closer exports nothing

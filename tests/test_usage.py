@@ -60,7 +60,7 @@ EXPECTED = [
 
 def test_r10_r11_r13_r14_usage_by_endpoint_instance_and_worker_type(ledger: Ledger, clock: FixedClock) -> None:
     load_small(ledger)
-    report = view(ledger).query("beta", NINE, ELEVEN, now=clock(), group_by=GROUPS)
+    report = view(ledger).query("beta", NINE, ELEVEN, as_of=clock(), group_by=GROUPS)
     compute = [row for row in table(report) if row[3] == "minute"]
     assert compute == EXPECTED
     storage = {row[6]: (row[0], row[4], Fraction(row[5])) for row in table(report) if row[3] == "interval"}
@@ -75,11 +75,11 @@ def test_r10_units_belong_to_the_window_and_bucket_of_their_start(ledger: Ledger
     load_small(ledger)
     usage = view(ledger)
     first_five = usage.query(
-        "beta", NINE, NINE + 5 * 60_000_000, now=clock(), endpoint_id="ep-a", group_by=["instance_type"]
+        "beta", NINE, NINE + 5 * 60_000_000, as_of=clock(), endpoint_id="ep-a", group_by=["instance_type"]
     )
     # w1's units 0-4 start 09:00-09:04 (5 x 0.0456); w2's first unit starts 09:05, outside.
     assert [(r.instance_type, r.quantity, r.amount) for r in first_five.rows] == [("A100", 5, Decimal("0.228"))]
-    hourly = usage.query("beta", NINE, ELEVEN, now=clock(), bucket=BucketSize.HOUR)
+    hourly = usage.query("beta", NINE, ELEVEN, as_of=clock(), bucket=BucketSize.HOUR)
     compute = [
         (format_micros(r.bucket_start or 0)[11:16], r.quantity, r.amount) for r in hourly.rows if r.unit == "minute"
     ]
@@ -89,9 +89,9 @@ def test_r10_units_belong_to_the_window_and_bucket_of_their_start(ledger: Ledger
 def test_r10_a_plan_change_re_rates_sessions_from_its_effective_time(ledger: Ledger, clock: FixedClock) -> None:
     load_small(ledger)
     usage = view(ledger)
-    usage.query("beta", NINE, ELEVEN, now=clock())  # rollups are current before the change
+    usage.query("beta", NINE, ELEVEN, as_of=clock())  # rollups are current before the change
     ledger.set_account("beta", {"granularity": "PER_SECOND", "effective_from": "2026-10-05T00:00:00Z"})
-    report = usage.query("beta", NINE, ELEVEN, now=clock(), group_by=GROUPS)
+    report = usage.query("beta", NINE, ELEVEN, as_of=clock(), group_by=GROUPS)
     # PER_SECOND: w1 630 s x 0.00076 = 0.4788; w2 ceil(59.5) = 60 s x 0.00013 = 0.0078; b1 121 s x 0.00016 = 0.01936
     assert [row for row in table(report) if row[3] == "second"] == [
         ("ep-a", "A100", "FLEX", "second", 630, Decimal("0.4788"), None),
@@ -103,14 +103,14 @@ def test_r10_a_plan_change_re_rates_sessions_from_its_effective_time(ledger: Led
 def test_r12_a_price_change_applies_to_units_starting_after_it(ledger: Ledger, clock: FixedClock) -> None:
     load_small(ledger)
     usage = view(ledger)
-    usage.query("beta", NINE, ELEVEN, now=clock())
+    usage.query("beta", NINE, ELEVEN, as_of=clock())
     ledger.set_price_book(
         {
             "effective_from": "2026-10-05T09:05:00Z",
             "rates": {"A100": {"flex_per_second": "0.001", "active_per_second": "0.0008"}},
         }
     )
-    report = usage.query("beta", NINE, ELEVEN, now=clock(), group_by=["instance_type"])
+    report = usage.query("beta", NINE, ELEVEN, as_of=clock(), group_by=["instance_type"])
     # w1: units 0-4 at 60 x 0.00076 = 0.0456 (0.228), units 5-10 at 60 x 0.001 = 0.06 (0.36): 0.588.
     # The L4 rate is unchanged: the new version keeps the rates it does not name (R11).
     assert [(r.instance_type, r.quantity, r.amount) for r in report.rows if r.unit == "minute"] == [
@@ -120,21 +120,32 @@ def test_r12_a_price_change_applies_to_units_starting_after_it(ledger: Ledger, c
     ]
 
 
-def test_r10_an_open_session_accrues_to_now(ledger: Ledger, clock: FixedClock, make_event: Any) -> None:
+def heartbeat(org_id: str, at: str) -> dict[str, Any]:
+    return {"event_id": f"hb-{at}", "org_id": org_id, "type": "HEARTBEAT", "occurred_at": at}
+
+
+def test_r10_r28_an_open_session_accrues_to_its_evidence_not_the_clock(
+    ledger: Ledger, clock: FixedClock, make_event: Any
+) -> None:
     clock.now = parse_rfc3339_micros("2026-10-05T09:02:30Z")
     ledger.append_events([make_event(org_id="open", occurred_at="2026-10-05T09:00:00Z")])
     usage = view(ledger)
-    assert usage.query("open", NINE, ELEVEN, now=clock()).rows[0].quantity == 3  # units starting 09:00, 09:01, 09:02
+    assert usage.query("open", NINE, ELEVEN).rows == ()  # only the UP: 0 s proven, nothing billed (R28)
+    ledger.append_events([heartbeat("open", "2026-10-05T09:02:30Z")])
+    assert usage.query("open", NINE, ELEVEN).rows[0].quantity == 3  # units starting 09:00, 09:01, 09:02
     clock.advance(60_000_000)
-    assert usage.query("open", NINE, ELEVEN, now=clock()).rows[0].quantity == 4
+    assert usage.query("open", NINE, ELEVEN).rows[0].quantity == 3  # the clock alone proves nothing
+    ledger.append_events([heartbeat("open", "2026-10-05T09:03:30Z")])
+    assert usage.query("open", NINE, ELEVEN).rows[0].quantity == 4
+    assert usage.query("open", NINE, ELEVEN, as_of=parse_rfc3339_micros("2026-10-05T09:01:00Z")).rows[0].quantity == 1
 
 
 def test_rebuild_gives_the_same_answer(ledger: Ledger, clock: FixedClock) -> None:
     load_small(ledger)
     usage = view(ledger)
-    before = table(usage.query("beta", NINE, ELEVEN, now=clock(), group_by=GROUPS))
-    assert usage.rebuild("beta", clock()) == (12, 5)
-    assert table(usage.query("beta", NINE, ELEVEN, now=clock(), group_by=GROUPS)) == before
+    before = table(usage.query("beta", NINE, ELEVEN, as_of=clock(), group_by=GROUPS))
+    assert usage.rebuild("beta") == (12, 5)
+    assert table(usage.query("beta", NINE, ELEVEN, as_of=clock(), group_by=GROUPS)) == before
 
 
 def test_usage_cli_end_to_end_matches_the_hand_computed_table(server: Any) -> None:
@@ -237,8 +248,8 @@ def test_rollups_equal_a_full_re_rating_after_shuffled_duplicated_batches(data: 
             ledger.append_events(batch)
             position += size
             if rng.random() < 0.5:
-                usage.query("prop", start, end, now=clock())  # rollups catch up between batches
-        report = usage.query("prop", start, end, now=clock())
+                usage.query("prop", start, end, as_of=clock())  # rollups catch up between batches
+        report = usage.query("prop", start, end, as_of=clock())
         full = usage.org_rating("prop", clock())
         expected = usage_in_window(full.sessions, full.storage, start, end)
         compute = sum((r.amount for r in report.rows if r.unit != "interval"), Decimal(0))
@@ -256,5 +267,5 @@ def test_bad_usage_queries_name_the_field(ledger: Ledger, clock: FixedClock, bad
     from ledger.errors import InvalidInput
 
     with pytest.raises(InvalidInput) as err:
-        view(ledger).query("beta", NINE, bad.get("end", ELEVEN), now=clock(), group_by=bad.get("group_by", ()))
+        view(ledger).query("beta", NINE, bad.get("end", ELEVEN), as_of=clock(), group_by=bad.get("group_by", ()))
     assert err.value.violations

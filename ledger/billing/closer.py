@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from ledger.billing.engine import BillingEngine
 from ledger.entry import org_of_log
+from ledger.metrics import OrgLooks
 from ledger.tracing import root_span, span
 
 log = logging.getLogger("usageledger.billing")
@@ -53,18 +54,23 @@ class PeriodCloser:
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._passes = 0
+        # What each tick saw of its org, exported as the settled-through lag and open backfills (ledger/metrics.py).
+        self.looks = OrgLooks(engine.now)
+        self._stop_looks: Callable[[], None] = lambda: None
         self._passes_changed = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="period-closer", daemon=True)
 
     # -- control ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stop_looks = self.looks.register()
         self.thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the org being evaluated and end the thread (before the store closes)."""
         self._stopped.set()
         self._wake.set()
+        self._stop_looks()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join(timeout)
 
@@ -111,6 +117,7 @@ class PeriodCloser:
                 continue
             finally:
                 self._stopped.wait(PACE_FACTOR * (time.monotonic() - started))
+            self.looks.saw(org_id, result.settled_through, result.open_backfills)
             for invoice in result.issued:
                 log.info("org %s: invoice #%d issued (%s)", org_id, invoice.number, invoice.trigger.value)
             for change in changes:

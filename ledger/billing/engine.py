@@ -3,9 +3,13 @@
 Every change is an entry in the org's log (CREDIT, INVOICE, PAYMENT, STATE), so an auditor replays the account from
 the log alone. Rated usage is read through UsageView.billing_rating: from the usage rollups, only the workloads
 an evaluation can charge differently (ledger/billing/scope.py), so an evaluation's cost and memory follow the
-usage since the last invoice, not the length of the log. Writes for one org are serialized in this
-process; across processes, each entry's idempotency key (invoice number, state ordinal) turns a race into a
-refused duplicate instead of a second invoice.
+usage since the last invoice, not the length of the log. Open sessions are rated to their evidence (R28), never
+the wall clock, and invoices are cut in event time (R17): a threshold invoice where the uninvoiced usage first
+exceeds $50.00 before the settled-through time, a month-end invoice at the month's end once the settled-through
+time reaches it (or its grace period passes on the wall clock). The invoices of one evaluation are appended in one
+conditional append, only while the org's log holds exactly the entries they were rated from; otherwise the
+evaluation reads and rates again. Writes for one org are serialized in this process; across processes, the
+conditional append and each entry's idempotency key (invoice number, state ordinal) keep the log linear.
 """
 
 from __future__ import annotations
@@ -31,11 +35,22 @@ from ledger.billing.account_state import (
     hourly_spend,
     spend_flips,
 )
+from ledger.billing.backfills import (
+    MAX_BACKFILL_OPEN,
+    Backfill,
+    BackfillAction,
+    BackfillMark,
+    backfills_of,
+    check_backfill,
+    grace_held,
+)
 from ledger.billing.cents import ZERO_CENTS, cents_text, exact_usd, usd
 from ledger.billing.credits import CreditBalance, CreditGrant, credit_balances, credit_left, parse_credit_grant
+from ledger.billing.cuts import ThresholdWalk
 from ledger.billing.invoices import (
     INVOICE_THRESHOLD,
     Cadence,
+    GraceFired,
     Invoice,
     RecordedAdjustment,
     Trigger,
@@ -53,10 +68,11 @@ from ledger.billing.scope import billing_scope
 from ledger.billing.watch import AccountStateHub
 from ledger.core import Ledger, derive_index
 from ledger.entry import Entry, EntryKind, canonical_body, org_log_id
-from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, NotFound
+from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, LogMoved, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
 from ledger.metrics import record_account_state_change, record_invoice_issued
 from ledger.rating import OrgRating
+from ledger.rating.evidence import settled_through
 from ledger.sqlstore.rollups import UsageRollups
 from ledger.sqlstore.store import SqlStore
 from ledger.store import Appended, NewEntry
@@ -65,6 +81,13 @@ from ledger.usage import UsageView
 
 # R15: after a long pause (a server down for days), flips older than this before "now" are not reconstructed.
 DEFAULT_SPEND_LOOKBACK = 24 * HOUR
+# R17: a month-end invoice is issued on the wall clock this long after its month ended, if the settled-through time
+# (R28) has not reached the end by then (and no backfill overlapping the month is open, R29).
+DEFAULT_INVOICE_GRACE_SECONDS = 3600
+STARTER_CREDIT_REQUEST = "starter-credit"  # R19: the starter credit's idempotency key: one per org
+# R17: an evaluation whose invoices find the log grown since it was rated reads and rates again, this many times at
+# most; then it gives up until the next one (the log is still being written: nothing is lost by waiting).
+MAX_RATING_ATTEMPTS = 4
 _BOOK_KINDS = [
     kind.value
     for kind in (
@@ -74,6 +97,7 @@ _BOOK_KINDS = [
         EntryKind.INVOICE,
         EntryKind.PAYMENT,
         EntryKind.STATE,
+        EntryKind.BACKFILL,
     )
 ]
 
@@ -95,10 +119,15 @@ class OrgBooks:
     invoices: tuple[Invoice, ...]
     payments: tuple[Payment, ...]
     changes: tuple[StateChange, ...]
+    backfill_marks: tuple[BackfillMark, ...] = ()
 
     @property
     def status(self) -> AccountStatus:
         return fold_status(self.changes)
+
+    @property
+    def backfills(self) -> list[Backfill]:
+        return backfills_of(self.backfill_marks)
 
     def balances(self, at: int, invoices: Sequence[Invoice] | None = None) -> list[CreditBalance]:
         issued = self.invoices if invoices is None else invoices
@@ -114,11 +143,14 @@ class OrgBooks:
         return found
 
 
-def load_books(ledger: Ledger, org_id: str) -> OrgBooks:
+def load_books(ledger: Ledger, org_id: str, log_size: int | None = None) -> OrgBooks:
+    """The org's books; of its first `log_size` entries when given (the entries a rating reflects)."""
     try:
         entries = ledger.store.entries_of_kind(org_log_id(org_id), _BOOK_KINDS)
     except NotFound:
         entries = []
+    if log_size is not None:
+        entries = [entry for entry in entries if entry.sequence < log_size]
     return books_of(org_id, entries)
 
 
@@ -130,6 +162,7 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
     invoices: list[Invoice] = []
     payments: list[Payment] = []
     changes: list[StateChange] = []
+    marks: list[BackfillMark] = []
     for entry in entries:
         body = entry.body_json()
         kind = entry.kind
@@ -145,6 +178,8 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
             payments.append(Payment.from_body(body, entry.sequence))
         elif kind is EntryKind.STATE:
             changes.append(StateChange.from_body(body, entry.sequence))
+        elif kind is EntryKind.BACKFILL:
+            marks.append(BackfillMark.from_body(body, entry.sequence))
     return OrgBooks(
         org_id,
         AccountHistory(tuple(account)),
@@ -153,18 +188,23 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
         tuple(invoices),
         tuple(payments),
         tuple(changes),
+        tuple(marks),
     )
 
 
 @dataclass(frozen=True)
 class CloseResult:
-    """What closing an org's period at `at` issued (possibly nothing), and why (R17, R18)."""
+    """What an evaluation of an org's invoices on the wall clock `at` issued (possibly nothing), and why (R17, R18);
+    `settled_through` is the org's settled-through time it cut on (R28); `open_backfills` how many backfills were
+    open (R29), as a closer tick saw them."""
 
     org_id: str
     at: int
     issued: tuple[Invoice, ...]
     cadence: Cadence
     explanation: str
+    settled_through: int | None = None
+    open_backfills: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +219,7 @@ class AccountSummary:
     balances: tuple[CreditBalance, ...]
     credit_left: Decimal
     open_period: Invoice
+    settled_through: int | None
     hourly_spend: Decimal
     unpaid_amount_due: Decimal
     cadence: Cadence
@@ -211,9 +252,12 @@ class BillingEngine:
         hub: AccountStateHub | None = None,
         spend_lookback: int = DEFAULT_SPEND_LOOKBACK,
         scoped: bool = True,
+        invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS,
     ) -> None:
         """`scoped=False` re-rates the whole log at every evaluation: the reference the scoped path is tested
-        against (tests/test_billing_scope.py)."""
+        against (tests/test_billing_scope.py). `invoice_grace_seconds`: R17's month-end grace period."""
+        self.invoice_grace_seconds = invoice_grace_seconds
+        self.starter_credit = Decimal(0)  # R19: the operator's starter credit for new orgs (server --starter-credit)
         self.ledger = ledger
         rollups = UsageRollups(ledger.store) if isinstance(ledger.store, SqlStore) else None
         self.usage = usage or UsageView(ledger, rollups)
@@ -239,24 +283,29 @@ class BillingEngine:
         return load_books(self.ledger, org_id)
 
     def rating(self, org_id: str, at: int) -> OrgRating:
-        """Every workload's rated usage with every unit that started at or before `at` (R10), from the log."""
-        return self.usage.org_rating(org_id, at + 1)
+        """Every workload's rated usage from the log, open sessions to their evidence (R28) cut at `at`."""
+        return self.usage.org_rating(org_id, as_of=at)
 
     def _rating(self, books: OrgBooks, at: int, spend_checked_from: int | None = None) -> OrgRating:
         """Rated usage with every unit that started at or before `at` (R10): of the workloads an evaluation at
         `at` can charge differently (scope.py), R15's window from `spend_checked_from` included."""
         if not self.scoped:
-            return self.usage.org_rating(books.org_id, at + 1)
+            return self.usage.org_rating(books.org_id)
         scope = billing_scope(books.invoices, books.account, at, spend_checked_from)
-        return self.usage.billing_rating(books.org_id, at + 1, scope)
+        return self.usage.billing_rating(books.org_id, scope)
 
     def invoice(self, org_id: str, number: int) -> tuple[Invoice, OrgBooks]:
         books = self.books(org_id)
         return books.invoice(number), books
 
     def open_period(self, books: OrgBooks, rating: OrgRating, at: int) -> Invoice:
-        """The running total (R17): what an invoice issued at `at` would hold."""
-        return self._draft(books, list(books.invoices), rating, at, Trigger.DRAFT)
+        """The running total (R17): what an invoice issued at `at` and cut at the settled-through time (R28) would
+        hold (never before the last cut: what is invoiced stays invoiced)."""
+        settled = settled_through(rating)
+        cut = at if settled is None else settled
+        if books.invoices:
+            cut = max(cut, books.invoices[-1].period_end)
+        return self._draft(books, list(books.invoices), rating, cut, Trigger.DRAFT, issued_at=at, settled=settled)
 
     def summary(self, org_id: str, at: int | None = None) -> AccountSummary:
         instant = self.now() if at is None else at
@@ -264,14 +313,21 @@ class BillingEngine:
         rating = self._rating(books, instant, instant)  # hourly_spend looks at the hour before `instant`
         balances = books.balances(instant)
         settings = books.account.at(instant)
+        status = books.status
+        due = self._deactivation_due(books, rating, instant)
+        if due is not None:  # R19 holds now, whether or not the closer has recorded it yet
+            kind, why, figures = due
+            ordinal = status.next_ordinal(FAMILY_OF[kind])
+            status = status.with_change(StateChange(org_id, kind, instant, ordinal, why, figures))
         return AccountSummary(
             org_id=org_id,
             as_of=instant,
-            status=books.status,
+            status=status,
             settings=settings,
             balances=tuple(balances),
             credit_left=credit_left(balances, instant),
             open_period=self.open_period(books, rating, instant),
+            settled_through=settled_through(rating),
             hourly_spend=hourly_spend(rating, instant),
             unpaid_amount_due=books.unpaid_amount_due(instant),
             cadence=cadence_at(books.invoices, books.payments, settings.monthly_after_paid_invoices, instant),
@@ -386,9 +442,9 @@ class BillingEngine:
     # -- invoices (R16-R18, R20-R23) -------------------------------------------------------------------------
 
     def close(self, org_id: str, at: int | None = None) -> CloseResult:
-        """Run R17/R18 at `at` (default now): issue the month-end invoice of every UTC month that ended since the
-        last invoice, then, unless the org is monthly (R18), a threshold invoice if uninvoiced usage after
-        discounts exceeds $50.00 (R17). Idempotent: closing again at the same instant issues nothing."""
+        """Run R17/R18 with the wall clock at `at` (default now): cut every invoice the log now proves due, in
+        event time (ledger/billing/cuts.py, R28), and the month-end invoices whose grace period has passed. The
+        wall clock enters only through the grace. Idempotent: evaluating again issues nothing new."""
         now = self.now()
         instant = now if at is None else at
         if instant > now:
@@ -402,93 +458,247 @@ class BillingEngine:
                 ]
             )
         with self._lock(org_id):
-            books = self.books(org_id)
-            return self._close(books, self._rating(books, now), instant)
+            result, _, _ = self._close(org_id, instant, None)
+            return result
 
     def _draft(
-        self, books: OrgBooks, invoices: Sequence[Invoice], rating: OrgRating, at: int, trigger: Trigger
+        self,
+        books: OrgBooks,
+        invoices: Sequence[Invoice],
+        rating: OrgRating,
+        at: int,
+        trigger: Trigger,
+        *,
+        issued_at: int,
+        settled: int | None = None,
+        grace: GraceFired | None = None,
     ) -> Invoice:
         settings = books.account.at(at)
-        cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, at)
+        cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, issued_at)
         return draft_invoice(
             books.org_id,
             rating,
             invoices,
             books.adjustments,
-            books.balances(at, invoices),
+            books.balances(issued_at, invoices),  # R16: the credits available when it is issued
             discount_percent=settings.discount_percent,
             period_end=at,
             trigger=trigger,
             cadence=cadence,
+            issued_at=issued_at,
+            settled_through=settled,
+            grace=grace,
         )
 
-    def _close(self, books: OrgBooks, rating: OrgRating, at: int) -> CloseResult:
-        invoices = list(books.invoices)
-        last_end = invoices[-1].period_end if invoices else None
-        if last_end is not None and at <= last_end:
-            return CloseResult(
-                books.org_id,
-                at,
-                (),
-                invoices[-1].cadence,
-                f"R17: invoice #{invoices[-1].number} already covers usage up to {format_micros(last_end)}; "
-                f"nothing to close at {format_micros(at)}",
-            )
-        issued: list[Invoice] = []
-        start = last_end
-        if start is None:
-            first = self._draft(books, invoices, rating, at, Trigger.DRAFT)
-            recorded = [a.recorded_at for a in books.adjustments if a.recorded_at <= at]
-            start = min([first.period_start, *recorded]) if (first.lines or recorded) else at
-        for boundary in month_starts(start, at):
-            draft = self._draft(books, invoices, rating, boundary, Trigger.MONTH_END)
-            if draft.has_charges:
-                invoices.append(self._issue(draft))
-                issued.append(invoices[-1])
-        settings = books.account.at(at)
-        cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, at)
-        notes = [
-            f"R17: month-end invoice #{inv.number} for {format_micros(inv.period_start)} to "
-            f"{format_micros(inv.period_end)}, amount due {usd(inv.amount_due)}"
-            for inv in issued
-        ]
-        next_month = month_starts(at, at + 32 * 24 * HOUR)[0]
-        month_ended_at_close = bool(issued) and issued[-1].period_end == at  # nothing is left before `at`
-        if month_ended_at_close:
-            pass
-        elif cadence is Cadence.MONTHLY:
-            streak = paid_streak(invoices, books.payments, at)
-            notes.append(
-                f"R18: monthly cadence after {streak} consecutive paid invoices (setting: "
-                f"{settings.monthly_after_paid_invoices}); the next invoice closes at month end "
-                f"{format_micros(next_month)}"
-            )
-        else:
-            draft = self._draft(books, invoices, rating, at, Trigger.THRESHOLD)
-            after_discount = draft.usage_after_discount
-            if after_discount > INVOICE_THRESHOLD:
-                invoices.append(self._issue(draft))
-                issued.append(invoices[-1])
-                notes.append(
-                    f"R17: uninvoiced usage after discounts {usd(after_discount)} exceeds "
-                    f"{usd(INVOICE_THRESHOLD)}: invoice #{draft.number} issued, amount due {usd(draft.amount_due)}"
-                )
-            else:
-                notes.append(
-                    f"R17: uninvoiced usage after discounts {usd(after_discount)} does not exceed "
-                    f"{usd(INVOICE_THRESHOLD)}; the month closes {format_micros(next_month)}"
-                )
-        if not notes:
-            notes.append("R17: nothing to invoice")
-        return CloseResult(books.org_id, at, tuple(issued), cadence, "; ".join(notes))
+    def _close(self, org_id: str, wall: int, spend_checked_from: int | None) -> tuple[CloseResult, OrgBooks, OrgRating]:
+        """Rate, cut and append the invoices in one conditional append (R17); rate again if the log grew."""
+        result: CloseResult | None = None
+        for _ in range(MAX_RATING_ATTEMPTS):
+            first = self.books(org_id)
+            rating = self._rating(first, wall, spend_checked_from)
+            # The books of exactly the entries the rating reflects: the invoices are appended only while the log
+            # holds exactly those (a book entry appended since is in neither, and fails the append).
+            books = load_books(self.ledger, org_id, rating.log_size)
+            drafts, result = self._cuts(books, rating, wall)
+            if not drafts:
+                return result, books, rating
+            try:
+                issued = self._issue(org_id, drafts, rating.log_size)
+            except LogMoved:
+                continue
+            return replace(result, issued=tuple(issued)), load_books(self.ledger, org_id), rating
+        assert result is not None
+        note = (
+            f"R17: the org's log grew during each of {MAX_RATING_ATTEMPTS} evaluations, so no invoice was appended "
+            "from a rating it no longer matched; the next evaluation tries again"
+        )
+        books = self.books(org_id)
+        return replace(result, issued=(), explanation=note), books, self._rating(books, wall, spend_checked_from)
 
-    def _issue(self, draft: Invoice) -> Invoice:
-        appended = self._append(draft.org_id, EntryKind.INVOICE, draft.body())
-        entry = self.ledger.entry(appended.log_id, appended.sequence)
-        issued = Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash)
-        if not appended.duplicate:
-            record_invoice_issued(issued.trigger.value, len(issued.late_lines))
+    def _cuts(self, books: OrgBooks, rating: OrgRating, wall: int) -> tuple[list[Invoice], CloseResult]:
+        """R17/R18 in event time: each invoice the rating proves due, in cut order (not yet appended)."""
+        settled = settled_through(rating)
+        invoices = list(books.invoices)
+        drafts: list[Invoice] = []
+        notes: list[str] = []
+        origin = invoices[-1].period_end if invoices else _first_usage(books, rating)
+        settings = books.account.at(wall)
+        grace_micros = self.invoice_grace_seconds * 1_000_000
+        while settled is not None and origin is not None:
+            month_end = month_starts(origin, origin + 32 * 24 * HOUR)[0]
+            cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, wall)
+            if cadence is not Cadence.MONTHLY:
+                discount = books.account.at(origin).discount_percent
+                walk = ThresholdWalk(rating, invoices, origin, discount)
+                cut = walk.first_crossing(INVOICE_THRESHOLD, min(settled, month_end))
+                draft = None
+                if cut is not None:
+                    draft = self._draft(
+                        books, invoices, rating, cut, Trigger.THRESHOLD, issued_at=wall, settled=settled
+                    )
+                    if draft.usage_after_discount <= INVOICE_THRESHOLD:
+                        # The walk used the discount in force at its origin, the draft the one at the cut (R20): a
+                        # discount changed in between. No threshold invoice is cut across the change.
+                        notes.append(
+                            f"R17/R20: the discount changed between {format_micros(origin)} and "
+                            f"{format_micros(cut)}; no threshold invoice is cut across the change"
+                        )
+                        draft = None
+                if cut is not None and draft is not None:
+                    notes.append(
+                        f"R17: threshold invoice #{draft.number} cut at {format_micros(cut)}, where the uninvoiced "
+                        f"usage after discounts first exceeds {usd(INVOICE_THRESHOLD)} "
+                        f"({usd(draft.usage_after_discount)})"
+                    )
+                    invoices.append(draft)
+                    drafts.append(draft)
+                    origin = cut
+                    continue
+                notes.append(
+                    f"R17: uninvoiced usage after discounts {usd(walk.usage_after_discount(min(settled, month_end)))} "
+                    f"(to the settled-through time {format_micros(settled)}, R28) does not exceed "
+                    f"{usd(INVOICE_THRESHOLD)}"
+                )
+            grace = None
+            if settled < month_end:
+                held = grace_held(books.backfills, month_starts(month_end - 32 * 24 * HOUR, month_end)[-2], month_end)
+                if held is not None:
+                    notes.append(
+                        f"R29: backfill {held.backfill_id} ({format_micros(held.start)} to {format_micros(held.end)}) "
+                        f"is open: the month ending {format_micros(month_end)} waits for the settled-through time "
+                        f"(now {format_micros(settled)}, R28), not the grace"
+                    )
+                    break
+                if wall < month_end + grace_micros:
+                    notes.append(
+                        f"R17: the month closes at {format_micros(month_end)}, once the settled-through time "
+                        f"(now {format_micros(settled)}, R28) reaches it or the wall clock passes it by the "
+                        f"{self.invoice_grace_seconds} s grace period"
+                    )
+                    break
+                grace = GraceFired(wall, self.invoice_grace_seconds)
+            draft = self._draft(
+                books, invoices, rating, month_end, Trigger.MONTH_END, issued_at=wall, settled=settled, grace=grace
+            )
+            if draft.has_charges:
+                why = (
+                    f"the grace period of {self.invoice_grace_seconds} s passed on the wall clock "
+                    f"({format_micros(wall)}) before the settled-through time reached it"
+                    if grace is not None
+                    else "the settled-through time (R28) reached it"
+                )
+                notes.append(
+                    f"R17: month-end invoice #{draft.number} cut at {format_micros(month_end)}: {why}; amount due "
+                    f"{usd(draft.amount_due)}"
+                )
+                invoices.append(draft)
+                drafts.append(draft)
+            origin = month_end
+        if settled is None or origin is None:
+            notes.append("R17: nothing to invoice (no usage in the log)")
+        cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, wall)
+        if cadence is Cadence.MONTHLY:
+            notes.append(
+                f"R18: monthly cadence after {paid_streak(invoices, books.payments, wall)} consecutive paid invoices "
+                f"(setting: {settings.monthly_after_paid_invoices})"
+            )
+        return drafts, CloseResult(books.org_id, wall, (), cadence, "; ".join(notes), settled)
+
+    def _issue(self, org_id: str, drafts: Sequence[Invoice], log_size: int | None) -> list[Invoice]:
+        """R17: append the invoices of one evaluation atomically, only while the org's log holds exactly the
+        `log_size` entries they were rated from (LogMoved otherwise: nothing is appended)."""
+        log_id = org_log_id(org_id)
+        entries = [
+            NewEntry(log_id, EntryKind.INVOICE, canonical_body(d.body()), derive_index(EntryKind.INVOICE, d.body()))
+            for d in drafts
+        ]
+        expected = {log_id: log_size} if log_size is not None else None
+        try:
+            appended = self.ledger.store.append(entries, expected_sizes=expected)
+        except EventConflict as err:
+            raise BillingRefused(
+                "an invoice was appended concurrently by another writer with different content; nothing was "
+                "appended here, try again"
+            ) from err
+        issued = []
+        for item in appended:
+            entry = self.ledger.entry(item.log_id, item.sequence)
+            issued.append(Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash))
+            if not item.duplicate:
+                record_invoice_issued(issued[-1].trigger.value, len(issued[-1].late_lines))
         return issued
+
+    # -- starter credit (R19) ------------------------------------------------------------------------------------
+
+    def starter_credits(self, entries: Sequence[NewEntry]) -> list[NewEntry]:
+        """R19: a CREDIT entry of the operator's starter credit for each org these event entries would create, to be
+        appended with them in one atomic append (none when `starter_credit` is zero)."""
+        if self.starter_credit <= 0:
+            return []
+        found: list[NewEntry] = []
+        for org_id in sorted({e.index.org_id for e in entries if e.kind is EntryKind.EVENT and e.index.org_id}):
+            try:
+                self.ledger.store.head(org_log_id(org_id))
+                continue  # not new: it got its starter credit with its first events
+            except NotFound:
+                pass
+            grant = CreditGrant(
+                org_id,
+                self.starter_credit,
+                "R19: starter credit for a new org (the operator's setting; new workspaces receive free credits)",
+                self.now(),
+                None,
+                STARTER_CREDIT_REQUEST,
+            )
+            body = grant.body()
+            found.append(
+                NewEntry(
+                    org_log_id(org_id), EntryKind.CREDIT, canonical_body(body), derive_index(EntryKind.CREDIT, body)
+                )
+            )
+        return found
+
+    # -- backfills (R29) ---------------------------------------------------------------------------------------------
+
+    def open_backfill(
+        self, org_id: str, backfill_id: str, start: int | None, end: int | None, reason: str
+    ) -> tuple[Backfill, bool]:
+        """Append a BACKFILL OPENED entry (R29); the same backfill opened again answers with it (`True`), with other
+        terms it is refused."""
+        _check_org(org_id)
+        check_backfill(backfill_id, start, end, reason, opening=True)
+        assert start is not None and end is not None
+        with self._lock(org_id):
+            known = next((b for b in self.books(org_id).backfills if b.backfill_id == backfill_id), None)
+            if known is not None:
+                if (known.start, known.end, known.reason) != (start, end, reason):
+                    raise BillingRefused(
+                        f"R29: backfill {backfill_id!r} was opened (entry #{known.opened.sequence}) with other terms"
+                    )
+                return known, True
+            mark = BackfillMark(org_id, backfill_id, BackfillAction.OPENED, start, end, reason, self.now())
+            self._append(org_id, EntryKind.BACKFILL, mark.body())
+            return self._backfill(org_id, backfill_id), False
+
+    def close_backfill(self, org_id: str, backfill_id: str, reason: str) -> Backfill:
+        """Append a BACKFILL CLOSED entry (R29): the grace may issue month-end invoices of its months again."""
+        _check_org(org_id)
+        check_backfill(backfill_id, None, None, reason, opening=False)
+        with self._lock(org_id):
+            backfill = self._backfill(org_id, backfill_id)
+            if backfill.closed is None:
+                mark = BackfillMark(
+                    org_id, backfill_id, BackfillAction.CLOSED, backfill.start, backfill.end, reason, self.now()
+                )
+                self._append(org_id, EntryKind.BACKFILL, mark.body())
+                backfill = self._backfill(org_id, backfill_id)
+            return backfill
+
+    def _backfill(self, org_id: str, backfill_id: str) -> Backfill:
+        found = next((b for b in self.books(org_id).backfills if b.backfill_id == backfill_id), None)
+        if found is None:
+            raise NotFound(f"R29: org {org_id!r} has no backfill {backfill_id!r}")
+        return found
 
     # -- account state (R15, R19) --------------------------------------------------------------------------
 
@@ -503,30 +713,36 @@ class BillingEngine:
             return [*changes, *([change] if change is not None else [])]
 
     def tick(self, org_id: str) -> tuple[CloseResult, list[StateChange]]:
-        """One closer evaluation of an org: close the period at now (R17, R18), then R15 and R19."""
+        """One closer evaluation of an org: backfills left open 24 h closed (R29), the invoices due (R17, R18), then
+        R15 and R19."""
         now = self.now()
         with self._lock(org_id):
-            books = self.books(org_id)
-            rating = self._rating(books, now, self._spend_since(books, now))
-            result = self._close(books, rating, now)
-            if result.issued:
-                books = self.books(org_id)
+            for backfill in self.books(org_id).backfills:
+                if backfill.is_open and backfill.opened.at + MAX_BACKFILL_OPEN <= now:
+                    self.close_backfill(
+                        org_id, backfill.backfill_id, "R29: closed by the ledger: left open for 24 hours"
+                    )
+            result, books, rating = self._close(org_id, now, self._spend_since(self.books(org_id), now))
             changes = self._evaluate_spend(books, rating, now)
             change = self._evaluate_deactivation(books, rating, now)
+        result = replace(result, open_backfills=sum(1 for backfill in books.backfills if backfill.is_open))
         return result, [*changes, *([change] if change is not None else [])]
 
     def _spend_since(self, books: OrgBooks, now: int) -> int:
-        """R15 looks for flips at instants after this one: the last look, the last flip, or the lookback."""
+        """R15 looks for flips at instants after this one: the last flip, or the lookback. Not after the last look:
+        late events (R28: usage proven only now) can reveal a crossing at an instant already looked at."""
         last = books.status.last(StateFamily.SPEND_LIMIT)
-        return max(
-            now - self.spend_lookback,
-            last.at if last is not None else now - self.spend_lookback,
-            self._spend_checked.get(books.org_id, now - self.spend_lookback),
-        )
+        return max(now - self.spend_lookback, last.at if last is not None else now - self.spend_lookback)
 
     def _evaluate_spend(self, books: OrgBooks, rating: OrgRating, now: int) -> list[StateChange]:
+        """R15 for every instant up to the org's latest event time, on proven usage (open sessions to their
+        evidence, R28): a flip at an instant the last look had passed is recorded late, with its own instant."""
         status = books.status
-        since = self._spend_since(books, now)
+        reach = rating.latest_event_at
+        if reach is None:
+            return []
+        since = self._spend_since(books, min(now, reach))
+        checked = self._spend_checked.get(books.org_id)
         limit_changes = [c.effective_from for c in books.account.changes if c.spend_limit_per_hour is not None]
         flips = spend_flips(
             rating,
@@ -534,7 +750,7 @@ class BillingEngine:
             limit_changes,
             exceeded=status.spend_limit_exceeded,
             since=since,
-            until=now,
+            until=reach,
         )
         changes = []
         for flip in flips:
@@ -558,17 +774,31 @@ class BillingEngine:
                 "window_start_exclusive": format_micros(flip.at - HOUR),
                 "window_end_inclusive": format_micros(flip.at),
             }
+            if checked is not None and flip.at <= checked:
+                figures["late"] = "true"  # R15: revealed only by events that arrived after that instant was checked
+                why += "; late: only events that arrived after this instant was checked reveal it"
             change = self._append_change(books, status, kind, flip.at, why, figures)
             status = status.with_change(change)
             changes.append(change)
-        self._spend_checked[books.org_id] = max(now, self._spend_checked.get(books.org_id, now))
+        self._spend_checked[books.org_id] = max(reach, self._spend_checked.get(books.org_id, reach))
         return changes
 
     def _evaluate_deactivation(self, books: OrgBooks, rating: OrgRating | None, now: int) -> StateChange | None:
         """R19: no payment method on file and credits no longer cover usage -> DEACTIVATED; else REACTIVATED."""
-        status = books.status
         if rating is None:
             rating = self._rating(books, now)
+        due = self._deactivation_due(books, rating, now)
+        if due is None:
+            return None
+        kind, why, figures = due
+        return self._append_change(books, books.status, kind, now, why, figures)
+
+    def _deactivation_due(
+        self, books: OrgBooks, rating: OrgRating, now: int
+    ) -> tuple[StateChangeType, str, dict[str, str]] | None:
+        """The R19 change the org's state is due now, if any: usage up to the settled-through time (R28, the
+        open period), unpaid invoices and credits available now (R16), and whether a payment method is on file."""
+        status = books.status
         draft = self.open_period(books, rating, now)
         unpaid = books.unpaid_amount_due(now)
         left = credit_left(books.balances(now), now)
@@ -590,16 +820,11 @@ class BillingEngine:
                 f"open period {usd(draft.total)} leaves {usd(draft.amount_due)} uncovered, unpaid invoices "
                 f"{usd(unpaid)}"
             )
-            kind = StateChangeType.DEACTIVATED
-        elif has_method:
-            why = "R19: a payment method is on file again: reactivated"
-            kind = StateChangeType.REACTIVATED
-        else:
-            why = (
-                f"R19: credits cover usage again (credit left {usd(left)}, open period {usd(draft.total)}): reactivated"
-            )
-            kind = StateChangeType.REACTIVATED
-        return self._append_change(books, status, kind, now, why, figures)
+            return StateChangeType.DEACTIVATED, why, figures
+        if has_method:
+            return StateChangeType.REACTIVATED, "R19: a payment method is on file again: reactivated", figures
+        why = f"R19: credits cover usage again (credit left {usd(left)}, open period {usd(draft.total)}): reactivated"
+        return StateChangeType.REACTIVATED, why, figures
 
     def _append_change(
         self,
@@ -642,6 +867,14 @@ class BillingEngine:
                 "different content; nothing was appended here, try again"
             ) from err
         return appended
+
+
+def _first_usage(books: OrgBooks, rating: OrgRating) -> int | None:
+    """Where the first invoice's walk starts: the earliest billed unit, storage interval or adjustment."""
+    starts = [session.up for session in rating.sessions if session.billed_units > 0]
+    starts += [charge.start for charge in rating.storage]
+    starts += [recorded.recorded_at for recorded in books.adjustments]
+    return min(starts, default=None)
 
 
 def _check_org(org_id: str) -> None:

@@ -8,6 +8,7 @@ or still uninvoiced (R17). Units are invoiced by the instant each starts (R10).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ from ledger.core import Ledger
 from ledger.entry import EntryKind, org_log_id
 from ledger.errors import NotFound
 from ledger.events import StorageKind, format_decimal
-from ledger.rating import OrgRating, UnitRun
+from ledger.rating import OrgRating, Session, UnitRun
 from ledger.rating.money import EXACT
 from ledger.rating.storage import (
     CONTAINER_DISK_PER_GB_MONTH,
@@ -239,6 +240,24 @@ class CoveredSession:
 
 
 @dataclass(frozen=True, slots=True)
+class GraceFired:
+    """R17: a month-end invoice issued on the wall clock, its month's end plus the grace period having passed
+    before the settled-through time (R28) reached the end. The one place the wall clock enters an invoice."""
+
+    wall_clock: int
+    grace_seconds: int
+
+    def body(self) -> dict[str, Any]:
+        return {"fired": True, "wall_clock": format_micros(self.wall_clock), "grace_seconds": self.grace_seconds}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any] | None) -> GraceFired | None:
+        if not body or not body.get("fired"):
+            return None
+        return cls(parse_rfc3339_micros(body["wall_clock"]), int(body["grace_seconds"]))
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedAdjustment:
     """An ADJUSTMENT entry (R23) with the instant the ledger recorded it: it lands on the next invoice."""
 
@@ -272,11 +291,16 @@ class Invoice:
     storage_sequences: tuple[int, ...]
     adjustment_sequences: tuple[int, ...]
     carried_from_invoice: int | None = None
-    # The rating behind this invoice reflected the org log's first `rated_log_size` entries: exactly, when it came
-    # from the rollups; at least, from a whole-log read, which may have seen a few appended while it read (None on
-    # invoices issued before the field). The next evaluation re-rates what changed from there on
-    # (ledger/billing/scope.py), for which a lower bound is enough; an auditor re-derives the invoice from them.
+    # The rating behind this invoice reflected exactly the org log's first `rated_log_size` entries, and the entry
+    # was appended only while the log held exactly those (R17): an auditor re-derives it from the entries before it.
+    # None on invoices issued before the field.
     rated_log_size: int | None = None
+    # R17/R28: the org's settled-through time when the invoice was cut (period_end is the cut instant), the engine
+    # clock when it was issued (R16: the credits available then are applied) and, for a month-end invoice the grace
+    # period issued, the wall clock it fired at. None on invoices issued before the fields.
+    settled_through: int | None = None
+    issued_at: int | None = None
+    grace: GraceFired | None = None
     sequence: int = -1
     entry_hash: bytes = b""
 
@@ -335,6 +359,13 @@ class Invoice:
                 "carried_from_invoice": self.carried_from_invoice,
             },
             **({} if self.rated_log_size is None else {"rated_log_size": self.rated_log_size}),
+            **({} if self.settled_through is None else {"settled_through": format_micros(self.settled_through)}),
+            **({} if self.issued_at is None else {"issued_at": format_micros(self.issued_at)}),
+            **(
+                {}
+                if self.issued_at is None
+                else {"grace": self.grace.body() if self.grace is not None else {"fired": False}}
+            ),
         }
 
     @classmethod
@@ -360,6 +391,9 @@ class Invoice:
             adjustment_sequences=tuple(int(s) for s in covers["adjustment_sequences"]),
             carried_from_invoice=covers.get("carried_from_invoice"),
             rated_log_size=int(body["rated_log_size"]) if "rated_log_size" in body else None,
+            settled_through=parse_rfc3339_micros(body["settled_through"]) if "settled_through" in body else None,
+            issued_at=parse_rfc3339_micros(body["issued_at"]) if "issued_at" in body else None,
+            grace=GraceFired.from_body(body.get("grace")),
             sequence=sequence,
             entry_hash=entry_hash,
         )
@@ -485,18 +519,18 @@ class _LineGroup:
             self.versions.add(version)
 
 
-_ComputeKey = tuple[bool, bool, str, str, str, str, int, Decimal]
-_StorageKey = tuple[bool, str, str, str | None, str, Decimal]
+ComputeKey = tuple[bool, bool, str, str, str, str, int, Decimal]
+StorageKey = tuple[bool, str, str, str | None, str, Decimal]
 
 
-class _Drafting:
+class UsageDraft:
     """Collects what one draft covers and groups it into lines."""
 
     def __init__(self, late_before: int | None) -> None:
         self.late_before = late_before
         self.sessions: list[CoveredSession] = []
-        self.compute: dict[_ComputeKey, _LineGroup] = {}
-        self.storage: dict[_StorageKey, _LineGroup] = {}
+        self.compute: dict[ComputeKey, _LineGroup] = {}
+        self.storage: dict[StorageKey, _LineGroup] = {}
         self.storage_sequences: list[int] = []
         self.usage_starts: list[int] = []
 
@@ -506,16 +540,7 @@ class _Drafting:
     def _compute_group(
         self, covered: CoveredSession, late: bool, reversal: bool, unit_price: Decimal, count: int, first: int, end: int
     ) -> None:
-        key: _ComputeKey = (
-            late,
-            reversal,
-            covered.endpoint_id,
-            covered.workload_kind,
-            covered.instance_type,
-            covered.worker_type,
-            covered.unit_seconds,
-            unit_price,
-        )
+        key = compute_key(covered, late, reversal, unit_price)
         start, stop = covered.unit_start(first), covered.unit_start(end)
         group = self.compute.setdefault(key, _LineGroup(Decimal(0), start, stop))
         group.add(Decimal(-count if reversal else count), start, stop)
@@ -562,21 +587,8 @@ class _Drafting:
         self.storage_sequences.append(charge.seq)
         if not late:
             self.usage_starts.append(charge.start)
-        gb_seconds = charge.gigabytes * charge.interval_seconds
-        volume = charge.volume_id if charge.storage_kind is StorageKind.NETWORK_VOLUME else None
-        parts: list[tuple[str, Decimal, Decimal]]
-        if charge.rule == "R8":
-            parts = [("R8", Decimal(0), gb_seconds)]
-        elif charge.storage_kind is StorageKind.CONTAINER_DISK:
-            parts = [("R13", _price(CONTAINER_DISK_PER_GB_MONTH), gb_seconds)]
-        else:
-            first_tier = min(charge.gigabytes, Decimal(NETWORK_VOLUME_TIER_GB)) * charge.interval_seconds
-            beyond = max(charge.gigabytes - NETWORK_VOLUME_TIER_GB, Decimal(0)) * charge.interval_seconds
-            parts = [("R14", _price(NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH), first_tier)]
-            if beyond > 0:
-                parts.append(("R14", _price(NETWORK_VOLUME_BEYOND_PER_GB_MONTH), beyond))
-        for rule, price, quantity in parts:
-            key: _StorageKey = (late, charge.endpoint_id, charge.storage_kind.value, volume, rule, price)
+        for rule, price, quantity in storage_parts(charge):
+            key = storage_key(charge, late, rule, price)
             group = self.storage.setdefault(key, _LineGroup(Decimal(0), charge.start, charge.end))
             group.add(quantity, charge.start, charge.end)
 
@@ -588,12 +600,73 @@ class _Drafting:
         return lines
 
 
+def compute_key(covered: CoveredSession, late: bool, reversal: bool, unit_price: Decimal) -> ComputeKey:
+    """The line a session's units go on (R10/R11; R22 late, R22/R23 reversal)."""
+    return (
+        late,
+        reversal,
+        covered.endpoint_id,
+        covered.workload_kind,
+        covered.instance_type,
+        covered.worker_type,
+        covered.unit_seconds,
+        unit_price,
+    )
+
+
+def storage_parts(charge: StorageCharge) -> list[tuple[str, Decimal, Decimal]]:
+    """(rule, price per GB-month, GB-seconds) of a storage interval: one part, or two across R14's tier."""
+    gb_seconds = charge.gigabytes * charge.interval_seconds
+    if charge.rule == "R8":
+        return [("R8", _ZERO_PRICE, gb_seconds)]
+    if charge.storage_kind is StorageKind.CONTAINER_DISK:
+        return [("R13", _CONTAINER_DISK_PRICE, gb_seconds)]
+    first_tier = min(charge.gigabytes, _TIER_GB) * charge.interval_seconds
+    beyond = max(charge.gigabytes - NETWORK_VOLUME_TIER_GB, _ZERO_PRICE) * charge.interval_seconds
+    parts = [("R14", _FIRST_TIER_PRICE, first_tier)]
+    if beyond > 0:
+        parts.append(("R14", _BEYOND_TIER_PRICE, beyond))
+    return parts
+
+
+def storage_key(charge: StorageCharge, late: bool, rule: str, price: Decimal) -> StorageKey:
+    """The line a storage part goes on (R13, R14, R8; R22 late)."""
+    volume = charge.volume_id if charge.storage_kind is StorageKind.NETWORK_VOLUME else None
+    return (late, charge.endpoint_id, charge.storage_kind.value, volume, rule, price)
+
+
+def compute_amount(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    """R21: a compute line's amount, quantity x unit price rounded half-up to cents."""
+    with localcontext(EXACT):
+        return round_cents(quantity * unit_price)
+
+
+def storage_amount(gb_seconds: Decimal, price_per_gb_month: Decimal) -> Decimal:
+    """R21: a storage line's amount, GB-seconds x price per GB-month / 2,592,000 s rounded half-up to cents.
+
+    Exact, in integers (the threshold walk computes it thousands of times; Fraction arithmetic is the slow way to
+    the same cents): x = n / d, cents = floor(|x| x 100 + 1/2), ties away from zero as round_cents has them."""
+    with localcontext(EXACT):
+        numerator, denominator = (gb_seconds * price_per_gb_month).as_integer_ratio()
+    denominator *= SECONDS_PER_MONTH
+    cents = (2 * 100 * abs(numerator) + denominator) // (2 * denominator)
+    return Decimal(-cents if numerator < 0 else cents).scaleb(-2)
+
+
 def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(part) for part in key)
 
 
 def _price(value: Fraction) -> Decimal:
     return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+# R13, R14 prices per GB-month as decimals, made once (every storage interval of every draft uses them).
+_ZERO_PRICE = Decimal(0)
+_TIER_GB = Decimal(NETWORK_VOLUME_TIER_GB)
+_CONTAINER_DISK_PRICE = _price(CONTAINER_DISK_PER_GB_MONTH)
+_FIRST_TIER_PRICE = _price(NETWORK_VOLUME_FIRST_TIER_PER_GB_MONTH)
+_BEYOND_TIER_PRICE = _price(NETWORK_VOLUME_BEYOND_PER_GB_MONTH)
 
 
 def _with_range(
@@ -619,12 +692,11 @@ def _unit_name(unit_seconds: int) -> str:
     return "minute" if unit_seconds == 60 else "second"
 
 
-def _compute_line(key: _ComputeKey, group: _LineGroup) -> InvoiceLine:
+def _compute_line(key: ComputeKey, group: _LineGroup) -> InvoiceLine:
     late, reversal, endpoint, kind, instance, worker, unit_seconds, unit_price = key
     unit = _unit_name(unit_seconds)
     count = int(group.quantity)
-    with localcontext(EXACT):
-        amount = round_cents(group.quantity * unit_price)
+    amount = compute_amount(group.quantity, unit_price)
     plural = "s" if abs(count) != 1 else ""
     what = f"{endpoint} {kind} {instance} {worker}: {abs(count)} {unit}{plural} x {exact_usd(unit_price)}"
     period = f"{format_micros(group.start)} to {format_micros(group.end)}"
@@ -660,9 +732,8 @@ def _compute_line(key: _ComputeKey, group: _LineGroup) -> InvoiceLine:
     )
 
 
-def _storage_line(key: _StorageKey, group: _LineGroup) -> InvoiceLine:
+def _storage_line(key: StorageKey, group: _LineGroup) -> InvoiceLine:
     late, endpoint, storage_kind, volume, rule, price = key
-    exact = Fraction(group.quantity) * Fraction(price) / SECONDS_PER_MONTH
     period = f"{format_micros(group.start)} to {format_micros(group.end)}"
     what = "container disk" if storage_kind == StorageKind.CONTAINER_DISK.value else f"network volume {volume}"
     if rule == "R8":
@@ -691,7 +762,7 @@ def _storage_line(key: _StorageKey, group: _LineGroup) -> InvoiceLine:
         unit="GB-second",
         unit_price=price,
         price_unit="GB-month",
-        amount=round_cents(exact),
+        amount=storage_amount(group.quantity, price),
         quantity_divisor=SECONDS_PER_MONTH,
         late=late,
         usage_start=group.start,
@@ -756,46 +827,16 @@ def _carried_line(previous: Invoice) -> InvoiceLine:
     )
 
 
-@traced("ledger.invoice.draft", ids=("org_id", "trigger"))
-def draft_invoice(
-    org_id: str,
-    rating: OrgRating,
-    prior: Sequence[Invoice],
-    adjustments: Sequence[RecordedAdjustment],
-    balances: Sequence[CreditBalance],
-    *,
-    discount_percent: Decimal,
-    period_end: int,
-    trigger: Trigger,
-    cadence: Cadence,
-) -> Invoice:
-    """The invoice that would cover everything not on `prior` invoices up to `period_end` (R17).
-
-    `rating` must be as of `period_end` or later. Units and storage intervals count by the instant they start
-    (before `period_end`); an adjustment counts once recorded (at or before `period_end`). Usage that starts before
-    the last invoice's end is a late line (R22); units an earlier invoice charged that are no longer due come back
-    as a negative late line (R22/R23). The discount applies to the usage subtotal (R20), credits to what is left,
-    soonest-expiring first, never below zero (R16).
-    """
+def draft_usage(rating: OrgRating, prior: Sequence[Invoice], period_end: int) -> UsageDraft:
+    """The usage (units and storage intervals, R10-R14) an invoice cut at `period_end` covers, beyond what `prior`
+    invoices hold: late lines for usage starting before the last cut (R22), negative ones for units no longer due
+    (R22/R23). draft_invoice's first half; the threshold walk (ledger/billing/cuts.py) starts from it."""
     previous = prior[-1] if prior else None
-    drafting = _Drafting(previous.period_end if previous is not None else None)
+    drafting = UsageDraft(previous.period_end if previous is not None else None)
     coverage = net_coverage(prior)
 
     for session in rating.sessions:
-        template = CoveredSession(
-            session.workload_id,
-            session.up_seq,
-            session.up,
-            session.unit_seconds,
-            session.endpoint_id,
-            session.workload_kind.value,
-            session.instance_type,
-            session.worker_type.value,
-            0,
-            0,
-            False,
-            (),
-        )
+        template = session_template(session)
         held = coverage.pop(template.key, None)
         if held is not None and (held.template.up != session.up or held.template.unit_seconds != session.unit_seconds):
             drafting.reverse_units(held, 0)  # re-rated from a different start or unit: take all back, charge anew
@@ -814,10 +855,66 @@ def draft_invoice(
         if held.template.workload_id in rated:
             drafting.reverse_units(held, 0)
 
-    covered_storage = {seq for invoice in prior for seq in invoice.storage_sequences}
-    for charge in rating.storage:
-        if charge.seq not in covered_storage and charge.start < period_end:
-            drafting.charge_storage(charge)
+    # Storage by start: an interval starting at or after the last cut is on no invoice yet (each invoice holds only
+    # intervals starting before its cut), so only the earlier ones are looked up in what the invoices cover.
+    charges, starts = rating.storage_by_start, rating.storage_starts
+    last_cut = drafting.late_before
+    split = 0 if last_cut is None else bisect.bisect_left(starts, min(last_cut, period_end))
+    if split:
+        covered_storage = {seq for invoice in prior for seq in invoice.storage_sequences}
+        for charge in charges[:split]:
+            if charge.seq not in covered_storage:
+                drafting.charge_storage(charge)
+    for charge in charges[split : bisect.bisect_left(starts, period_end)]:
+        drafting.charge_storage(charge)
+    return drafting
+
+
+def session_template(session: Session) -> CoveredSession:
+    """A session's identity and dimensions as an invoice records them, covering no units yet."""
+    return CoveredSession(
+        session.workload_id,
+        session.up_seq,
+        session.up,
+        session.unit_seconds,
+        session.endpoint_id,
+        session.workload_kind.value,
+        session.instance_type,
+        session.worker_type.value,
+        0,
+        0,
+        False,
+        (),
+    )
+
+
+@traced("ledger.invoice.draft", ids=("org_id", "trigger"))
+def draft_invoice(
+    org_id: str,
+    rating: OrgRating,
+    prior: Sequence[Invoice],
+    adjustments: Sequence[RecordedAdjustment],
+    balances: Sequence[CreditBalance],
+    *,
+    discount_percent: Decimal,
+    period_end: int,
+    trigger: Trigger,
+    cadence: Cadence,
+    issued_at: int | None = None,
+    settled_through: int | None = None,
+    grace: GraceFired | None = None,
+) -> Invoice:
+    """The invoice cut at `period_end` (R17): everything not on `prior` invoices that starts before it.
+
+    Units and storage intervals count by the instant they start (before `period_end`); an adjustment counts once
+    recorded (at or before `period_end`). Usage that starts before the last invoice's cut is a late line (R22);
+    units an earlier invoice charged that are no longer due come back as a negative late line (R22/R23). The
+    discount applies to the usage subtotal (R20), credits to what is left, soonest-expiring first, never below
+    zero (R16): the credits available at `issued_at` (the engine clock when it is issued; `period_end` for a draft
+    never issued).
+    """
+    previous = prior[-1] if prior else None
+    drafting = draft_usage(rating, prior, period_end)
 
     lines = drafting.usage_lines()
     subtotal = sum((line.amount for line in lines), ZERO_CENTS)
@@ -834,7 +931,7 @@ def draft_invoice(
         carried_from = previous.number
 
     total = sum((line.amount for line in lines), ZERO_CENTS)  # R21: the total is the sum of the lines
-    credits = apply_credits(balances, total, period_end) if total > 0 else ()
+    credits = apply_credits(balances, total, period_end if issued_at is None else issued_at) if total > 0 else ()
     credited = sum((c.amount for c in credits), ZERO_CENTS)
     period_start = drafting.late_before
     if period_start is None:
@@ -859,4 +956,7 @@ def draft_invoice(
         adjustment_sequences=tuple(a.sequence for a in new_adjustments),
         carried_from_invoice=carried_from,
         rated_log_size=rating.log_size,
+        settled_through=settled_through,
+        issued_at=issued_at,
+        grace=grace,
     )

@@ -22,8 +22,9 @@ LoggedEvent = tuple[UsageEvent, int]
 class Session:
     """A workload's metered interval, UP to stop (R1), billed in whole units (R10) at its rates (R11, R12).
 
-    `stop` None means open: `billed_units` are the units started before `as_of` (R10). The seqs name the
-    ledger entries the session rests on; `rules` are the rules that decided it.
+    `stop` None means open: `billed_units` are the units started before `as_of`, the session's evidence of running
+    (R10, R28), never the wall clock. The seqs name the ledger entries the session rests on; `rules` are the rules
+    that decided it.
     """
 
     org_id: str
@@ -83,11 +84,12 @@ def rate_session(
     requests: Sequence[RequestSpan],
     prices: PriceHistory,
     plans: PlanHistory,
-    now: int,
+    evidence: int,
 ) -> Session:
     """Rate a (non-development) session from its UP, first READY and stop (STOPPED or BOOT_FAILED) entries.
 
-    `requests` are the session's requests (R25); `now` bounds an open session (R10).
+    `requests` are the session's requests (R25); `evidence` is how far the log proves an open session ran
+    (R28): it bills the units started before it (R10).
     """
     up_event, up_seq = up_entry
     stop_event, stop_seq = stop_entry if stop_entry is not None else (None, None)
@@ -97,8 +99,8 @@ def rate_session(
     unit_seconds = plan.granularity.unit_seconds
     stop = stop_event.occurred_at if stop_event is not None else None
     by_boot_failure = stop_event is not None and stop_event.type is EventType.WORKLOAD_BOOT_FAILED
-    # R10: an open session bills the units started before now, i.e. as if it stopped now.
-    duration = (stop if stop is not None else max(now, up)) - up
+    # R10/R28: an open session bills the units started before its evidence of running, as if it stopped there.
+    duration = (stop if stop is not None else max(evidence, up)) - up
     billed_units = billed_unit_count(duration, unit_seconds)
     runs = build_runs(up, billed_units, unit_seconds, prices, up_event.instance_type, up_event.worker_type)
     amount = exact_sum([run.amount for run in runs])
@@ -126,7 +128,7 @@ def rate_session(
         rules.add("R12")
 
     stop_reason = StopReason.CRASH if by_boot_failure else stop_event.stop_reason if stop_event else None
-    explanation = _explain(up_event, up_seq, stop_event, stop_seq, plan, duration, billed_units, runs, amount, now)
+    explanation = _explain(up_event, up_seq, stop_event, stop_seq, plan, duration, billed_units, runs, amount, evidence)
     return Session(
         org_id=up_event.org_id,
         workload_id=up_event.workload_id,
@@ -152,7 +154,7 @@ def rate_session(
         runs=runs,
         amount=amount,
         rules=tuple(sorted(rules, key=lambda rule: int(rule[1:]))),
-        as_of=now if stop is None else None,
+        as_of=max(evidence, up) if stop is None else None,
         attribution=attribution,
         explanation=explanation,
     )
@@ -168,11 +170,13 @@ def _explain(
     billed_units: int,
     runs: Sequence[UnitRun],
     amount: Decimal,
-    now: int,
+    evidence: int,
 ) -> str:
     window = f"R1: metered from WORKLOAD_UP (entry #{up_seq}, {format_micros(up_event.occurred_at)})"
     if stop_event is None:
-        window += f", still open as of {format_micros(now)}"
+        window += (
+            f", still open; R28: the log proves it running up to {format_micros(max(evidence, up_event.occurred_at))}"
+        )
     elif stop_event.type is EventType.WORKLOAD_BOOT_FAILED:
         window += (
             f" to WORKLOAD_BOOT_FAILED (entry #{stop_seq}, {format_micros(stop_event.occurred_at)}); "
@@ -195,7 +199,7 @@ def _explain(
     seconds = format_seconds(duration)
     counted = f"{billed_units} {granularity.unit_name(billed_units)}"
     if stop_event is None:
-        parts.append(f"R10: {seconds} s elapsed, {counted} started so far (billed as each starts)")
+        parts.append(f"R10: {seconds} s proven, {counted} started within it (billed as each starts)")
     elif billed_units == 0:
         parts.append(f"R10: {seconds} s bills nothing")
     elif billed_units * granularity.unit_seconds * MICROS_PER_SECOND == duration:

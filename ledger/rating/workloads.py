@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cached_property
 
@@ -30,7 +30,11 @@ TYPE_ORDER: Mapping[EventType, int] = {
     EventType.STORAGE_SAMPLE: 6,
     EventType.WORKLOAD_BOOT_FAILED: 7,
     EventType.WORKLOAD_STOPPED: 8,
+    EventType.HEARTBEAT: 9,
 }
+
+
+ENDING_TYPES = frozenset({EventType.WORKLOAD_STOPPED, EventType.WORKLOAD_BOOT_FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ class WorkloadRating:
     new event touches it."""
 
     workload_id: str
-    as_of: int
+    as_of: int | None
     session: Session | None
     zero_lines: tuple[ZeroLine, ...]
     storage: tuple[StorageCharge, ...]
@@ -97,16 +101,22 @@ class WorkloadRating:
 class OrgRating:
     """An org's rated usage: one WorkloadRating per workload, sorted by workload_id, and flattened views.
 
-    `log_size`, when known, is how many entries of the org's log the rating reflects: exactly, from the rollups
-    (read in one snapshot with them); a lower bound from a whole-log read, which may have seen a few more appended
-    while it read. An invoice records it, so the next billing evaluation knows which workloads can have changed
-    since (ledger/billing/scope.py), and an auditor which entries to re-derive it from (ledger/billing/rederive.py).
+    `log_size`, when known, is exactly how many entries of the org's log the rating reflects (read in one snapshot
+    with them). An invoice records it; its entry is appended only while the log still has that size (R17), so an
+    auditor re-derives it from exactly the entries before it (ledger/billing/rederive.py).
+
+    `latest_event_at` is the org's latest event time (HEARTBEATs included) and `heartbeat_at` its latest HEARTBEAT
+    (R28), both within `as_of` when the rating is cut there; open sessions are rated to their evidence, never to a
+    wall clock (ledger/rating/evidence.py).
     """
 
     org_id: str | None
-    as_of: int
+    as_of: int | None
     workloads: tuple[WorkloadRating, ...]
     log_size: int | None = None
+    latest_event_at: int | None = None
+    heartbeat_at: int | None = None
+    storage_hold: int | None = None
 
     @cached_property
     def sessions(self) -> tuple[Session, ...]:
@@ -120,6 +130,16 @@ class OrgRating:
     @cached_property
     def storage(self) -> tuple[StorageCharge, ...]:
         return tuple(sorted((c for w in self.workloads for c in w.storage), key=lambda c: c.seq))
+
+    @cached_property
+    def storage_by_start(self) -> tuple[StorageCharge, ...]:
+        """`storage` in the order of the instants the intervals start (R13, R14: invoices count them by start)."""
+        return tuple(sorted(self.storage, key=lambda c: (c.start, c.seq)))
+
+    @cached_property
+    def storage_starts(self) -> list[int]:
+        """The start of each of `storage_by_start`, for bisecting."""
+        return [charge.start for charge in self.storage_by_start]
 
     @cached_property
     def anomalies(self) -> tuple[Anomaly, ...]:
@@ -136,20 +156,54 @@ class OrgRating:
         """This rating with one workload re-rated (incremental rollups after an event touched it)."""
         others = [w for w in self.workloads if w.workload_id != rating.workload_id]
         workloads = tuple(sorted([*others, rating], key=lambda w: w.workload_id))
-        return OrgRating(self.org_id, self.as_of, workloads, self.log_size)
+        return replace(self, workloads=workloads)
 
 
-def rate_org(events: Iterable[LoggedEvent], prices: PriceHistory, plans: PlanHistory, now: int) -> OrgRating:
-    """Rate every workload of one org. Events may come in any order and more than once (R24: counted once)."""
+def rate_org(
+    events: Iterable[LoggedEvent], prices: PriceHistory, plans: PlanHistory, *, as_of: int | None = None
+) -> OrgRating:
+    """Rate every workload of one org. Events may come in any order and more than once (R24: counted once).
+
+    Open sessions accrue to their evidence (R28): their own latest event or the org's latest HEARTBEAT, cut at
+    `as_of` when given (a read of the org as it stood at an instant)."""
     unique = unique_events(events)
     org_ids = sorted({event.org_id for event, _ in unique})
     if len(org_ids) > 1:
         raise InvalidInput([FieldViolation("events", f"rate_org rates one org; got events of {org_ids[:5]}")])
     by_workload: dict[str, list[LoggedEvent]] = defaultdict(list)
+    heartbeat_at: int | None = None
+    latest: int | None = None
     for item in unique:
-        by_workload[item[0].workload_id].append(item)
-    workloads = tuple(rate_workload(by_workload[w], prices, plans, now) for w in sorted(by_workload))
-    return OrgRating(org_ids[0] if org_ids else None, now, workloads)
+        occurred_at = item[0].occurred_at
+        if as_of is not None and occurred_at > as_of:
+            occurred_at = as_of
+        latest = occurred_at if latest is None else max(latest, occurred_at)
+        if item[0].is_heartbeat:
+            heartbeat_at = occurred_at if heartbeat_at is None else max(heartbeat_at, occurred_at)
+        else:
+            by_workload[item[0].workload_id].append(item)
+    workloads = tuple(
+        rate_workload(by_workload[w], prices, plans, known_evidence=heartbeat_at, as_of=as_of)
+        for w in sorted(by_workload)
+    )
+    holds = [hold for w in by_workload.values() if (hold := storage_hold(w, as_of)) is not None]
+    return OrgRating(
+        org_ids[0] if org_ids else None, as_of, workloads, None, latest, heartbeat_at, min(holds, default=None)
+    )
+
+
+def storage_hold(events: Iterable[LoggedEvent], as_of: int | None = None) -> int | None:
+    """R28 for storage: a running workload's next storage interval starts at its latest sample (samples report the
+    interval ending at their occurred_at, R13, R14), so its storage is known only up to that sample. None once its
+    lifecycle has ended (a stop or boot failure) or when it has no sample."""
+    latest: int | None = None
+    for event, _ in events:
+        if event.type in ENDING_TYPES:
+            return None
+        if event.type is EventType.STORAGE_SAMPLE:
+            at = event.occurred_at if as_of is None else min(event.occurred_at, as_of)
+            latest = at if latest is None else max(latest, at)
+    return latest
 
 
 def unique_events(events: Iterable[LoggedEvent]) -> list[LoggedEvent]:
@@ -164,8 +218,20 @@ def unique_events(events: Iterable[LoggedEvent]) -> list[LoggedEvent]:
     return list(by_id.values())
 
 
-def rate_workload(events: Iterable[LoggedEvent], prices: PriceHistory, plans: PlanHistory, now: int) -> WorkloadRating:
-    """Rate the events of one workload (in any order, duplicates allowed) as of `now` (for an open session)."""
+def rate_workload(
+    events: Iterable[LoggedEvent],
+    prices: PriceHistory,
+    plans: PlanHistory,
+    *,
+    known_evidence: int | None = None,
+    as_of: int | None = None,
+) -> WorkloadRating:
+    """Rate the events of one workload (in any order, duplicates allowed).
+
+    An open session accrues to its evidence of running (R28): the latest of these events, or `known_evidence`
+    (the org's latest HEARTBEAT, or events of the workload the caller holds elsewhere) if later; cut at `as_of`
+    when given. Never the wall clock (R10).
+    """
     ordered = sorted(unique_events(events), key=lambda item: _event_order(*item))
     if not ordered:
         raise InvalidInput([FieldViolation("events", "rate_workload needs at least one event")])
@@ -175,10 +241,15 @@ def rate_workload(events: Iterable[LoggedEvent], prices: PriceHistory, plans: Pl
     scan = _WorkloadScan(has_up=any(event.type is EventType.WORKLOAD_UP for event, _ in ordered))
     for event, seq in ordered:
         scan.take(event, seq)
-    session = scan.session(prices, plans, now)  # before zero_lines are read: a development session adds one (R8)
+    evidence = ordered[-1][0].occurred_at  # R28: an event of the workload at t shows it running at t
+    if known_evidence is not None:
+        evidence = max(evidence, known_evidence)
+    if as_of is not None:
+        evidence = min(evidence, as_of)
+    session = scan.session(prices, plans, evidence)  # before zero_lines are read: a development session adds one
     return WorkloadRating(
         workload_id=ordered[0][0].workload_id,
-        as_of=now,
+        as_of=as_of,
         session=session,
         zero_lines=tuple(sorted(scan.zero_lines, key=lambda z: z.seqs)),
         storage=tuple(scan.storage),
@@ -306,7 +377,7 @@ class _WorkloadScan:
             )
         )
 
-    def session(self, prices: PriceHistory, plans: PlanHistory, now: int) -> Session | None:
+    def session(self, prices: PriceHistory, plans: PlanHistory, evidence: int) -> Session | None:
         if self.up is None:
             return None  # R9: no UP, no session, no charge
         up_event, up_seq = self.up
@@ -326,4 +397,4 @@ class _WorkloadScan:
                 f"{format_micros(up_event.occurred_at)}, {until}) is never billed",
             )
             return None
-        return rate_session(self.up, self.ready, self.stop, list(self.requests.values()), prices, plans, now)
+        return rate_session(self.up, self.ready, self.stop, list(self.requests.values()), prices, plans, evidence)

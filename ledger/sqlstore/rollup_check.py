@@ -142,7 +142,7 @@ def check_org_rollups(
             changes = _copy(scratch, log_id, verified(log_id, applied), EntryKind.ACCOUNT)
             prices = PriceHistory([PriceBook.from_body(e.body_json(), e.sequence) for e in books])
             plans = AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in changes)).plans()
-            UsageRollups(scratch).catch_up(org_id, prices, plans, store.clock())
+            UsageRollups(scratch).catch_up(org_id, prices, plans)
             with scratch.reading() as conn:
                 expected = _rows(conn, log_id)
         finally:

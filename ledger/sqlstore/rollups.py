@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, union, union_all
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, union, union_all
 from sqlalchemy.engine import Connection
 
 from ledger.entry import ORG_LOG_PREFIX, SYSTEM_LOG, EntryKind, org_log_id, org_of_log
@@ -40,6 +40,7 @@ from ledger.sqlstore.schema import (
     entries,
     log_heads,
     rollup_cursors,
+    rollup_evidence,
     rollup_request_spans,
     rollup_requests,
     rollup_serving,
@@ -113,7 +114,7 @@ class UsageRollups:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
 
-    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> int:
+    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> int:
         """Apply every entry appended to the org's log since the cursor; returns the log size now reflected."""
         if self.store.in_snapshot():
             raise RuntimeError("catch the rollups up before SqlStore.snapshot(): its reads would miss what this writes")
@@ -124,7 +125,7 @@ class UsageRollups:
         with span("ledger.rollups.catch_up", org_id=org_id):
             while True:
                 with self.store.writer.begin() as conn:
-                    applied, done = self._catch_up_chunk(conn, log_id, prices, plans, now)
+                    applied, done = self._catch_up_chunk(conn, log_id, prices, plans)
                 if done:
                     return applied
 
@@ -165,14 +166,21 @@ class UsageRollups:
             rows = conn.execute(query).all()
         return {org: int(count) for log_id, count in rows if (org := org_of_log(log_id)) is not None}
 
-    def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory, now: int) -> tuple[int, int]:
+    def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> tuple[int, int]:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
         log_id = org_log_id(org_id)
         with self.store.writer.begin() as conn:
-            tables = (rollup_workloads, rollup_storage, rollup_requests, rollup_request_spans, rollup_serving)
+            tables = (
+                rollup_workloads,
+                rollup_storage,
+                rollup_requests,
+                rollup_request_spans,
+                rollup_serving,
+                rollup_evidence,
+            )
             for table in (*tables, rollup_cursors):
                 conn.execute(delete(table).where(table.c.log_id == log_id))
-        size = self.catch_up(org_id, prices, plans, now)
+        size = self.catch_up(org_id, prices, plans)
         with self.store.reading() as conn:
             workloads = len(
                 conn.execute(select(rollup_workloads.c.workload_id).where(rollup_workloads.c.log_id == log_id)).all()
@@ -180,9 +188,9 @@ class UsageRollups:
         return size, workloads
 
     def _catch_up_chunk(
-        self, conn: Connection, log_id: str, prices: PriceHistory, plans: PlanHistory, now: int
+        self, conn: Connection, log_id: str, prices: PriceHistory, plans: PlanHistory
     ) -> tuple[int, bool]:
-        applied, system_seen = self._lock_cursor(conn, log_id)
+        applied, system_seen, latest_event_at, heartbeat_at = self._lock_cursor(conn, log_id)
         sizes = dict(
             conn.execute(
                 select(log_heads.c.log_id, log_heads.c.size).where(log_heads.c.log_id.in_([log_id, SYSTEM_LOG]))
@@ -198,6 +206,8 @@ class UsageRollups:
         request_hashes: dict[int, bytes] = {}  # by seq, so a lookup cites requests from the rollups
         rerate_all = system_size != system_seen
         storage_rows: list[dict[str, Any]] = []
+        evidence: dict[str, int] = {}  # R28: each workload's latest event time in this chunk
+        storage_at: dict[str, int] = {}  # and its latest storage sample
         rows = conn.execute(
             select(
                 entries.c.seq,
@@ -217,6 +227,12 @@ class UsageRollups:
                 continue
             if kind != EntryKind.EVENT.value:
                 continue
+            at = int(occurred_at)
+            latest_event_at = at if latest_event_at is None else max(latest_event_at, at)
+            if workload_id is None:  # an org HEARTBEAT (R28): evidence for every open session, never a workload
+                heartbeat_at = at if heartbeat_at is None else max(heartbeat_at, at)
+                continue
+            evidence[workload_id] = max(evidence.get(workload_id, at), at)
             if request_id is not None:  # only request events carry one: read from the index columns, not parsed
                 mark = (int(seq), int(occurred_at), request_id, FINISHED_TYPE in bytes(body))
                 requests.setdefault(workload_id, []).append(mark)
@@ -227,6 +243,7 @@ class UsageRollups:
                 touched.setdefault(event.workload_id, []).append((event, int(seq)))
                 lifecycle_hashes[int(seq)] = bytes(entry_hash)
             elif event.type is EventType.STORAGE_SAMPLE:
+                storage_at[workload_id] = max(storage_at.get(workload_id, at), at)
                 charge = rate_storage_sample(event, int(seq))
                 storage_rows.append(
                     {
@@ -248,19 +265,57 @@ class UsageRollups:
                 )
         if storage_rows:
             conn.execute(rollup_storage.insert(), storage_rows)
-        self._rerate(conn, log_id, touched, lifecycle_hashes, rerate_all, prices, plans, now)
+        self._rerate(conn, log_id, touched, lifecycle_hashes, rerate_all, prices, plans)
         serving.apply_request_events(conn, log_id, requests, request_hashes)
+        self._raise_evidence(conn, log_id, evidence, storage_at)
         conn.execute(
             rollup_cursors.update()
             .where(rollup_cursors.c.log_id == log_id)
-            .values(applied_size=stop, system_size=system_size)
+            .values(
+                applied_size=stop,
+                system_size=system_size,
+                latest_event_at=latest_event_at,
+                heartbeat_at=heartbeat_at,
+            )
         )
         return stop, stop >= head
 
-    def _lock_cursor(self, conn: Connection, log_id: str) -> tuple[int, int]:
-        query = select(rollup_cursors.c.applied_size, rollup_cursors.c.system_size).where(
-            rollup_cursors.c.log_id == log_id
+    def _raise_evidence(
+        self, conn: Connection, log_id: str, evidence: dict[str, int], storage_at: dict[str, int]
+    ) -> None:
+        """R28: each workload's latest event time (and latest storage sample) is the later of the kept one and this
+        chunk's."""
+        if not evidence:
+            return
+        rows = [
+            {"log_id": log_id, "workload_id": w, "evidence_at": at, "storage_at": storage_at.get(w)}
+            for w, at in sorted(evidence.items())
+        ]
+        if self.store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        statement = upsert(rollup_evidence)
+        later = case(
+            (statement.excluded.evidence_at > rollup_evidence.c.evidence_at, statement.excluded.evidence_at),
+            else_=rollup_evidence.c.evidence_at,
         )
+        kept, new = rollup_evidence.c.storage_at, statement.excluded.storage_at
+        storage = case((new.is_(None), kept), (kept.is_(None), new), (new > kept, new), else_=kept)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["log_id", "workload_id"], set_={"evidence_at": later, "storage_at": storage}
+            ),
+            rows,
+        )
+
+    def _lock_cursor(self, conn: Connection, log_id: str) -> tuple[int, int, int | None, int | None]:
+        query = select(
+            rollup_cursors.c.applied_size,
+            rollup_cursors.c.system_size,
+            rollup_cursors.c.latest_event_at,
+            rollup_cursors.c.heartbeat_at,
+        ).where(rollup_cursors.c.log_id == log_id)
         if self.store.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -274,9 +329,14 @@ class UsageRollups:
             found = conn.execute(query).one_or_none()  # SQLite: the writer's BEGIN IMMEDIATE is the lock
             if found is None:
                 conn.execute(rollup_cursors.insert().values(log_id=log_id, applied_size=0, system_size=0))
-                return 0, 0
+                return 0, 0, None, None
             row = found
-        return int(row.applied_size), int(row.system_size)
+        return (
+            int(row.applied_size),
+            int(row.system_size),
+            _int_or_none(row.latest_event_at),
+            _int_or_none(row.heartbeat_at),
+        )
 
     def _rerate(
         self,
@@ -287,7 +347,6 @@ class UsageRollups:
         rerate_all: bool,
         prices: PriceHistory,
         plans: PlanHistory,
-        now: int,
     ) -> None:
         query = select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
             rollup_workloads.c.log_id == log_id
@@ -312,7 +371,7 @@ class UsageRollups:
         new_rows = []
         for workload_id in sorted(workloads):
             lifecycle = known.get(workload_id, []) + touched.get(workload_id, [])
-            new_rows.append(_workload_row(log_id, workload_id, lifecycle, hashes, prices, plans, now))
+            new_rows.append(_workload_row(log_id, workload_id, lifecycle, hashes, prices, plans))
         conn.execute(rollup_workloads.insert(), new_rows)
 
     # -- reads --------------------------------------------------------------------------------------------
@@ -325,9 +384,10 @@ class UsageRollups:
         endpoint_id: str | None,
         prices: PriceHistory,
         plans: PlanHistory,
-        now: int,
+        as_of: int | None = None,
     ) -> list[RolledSession]:
-        """Rated sessions with any unit starting in [start, end); open ones re-rated to `now` (R10)."""
+        """Rated sessions with any unit starting in [start, end); open ones re-rated to their evidence (R10, R28),
+        cut at `as_of` when given."""
         log_id = org_log_id(org_id)
         table = rollup_workloads
         conditions = [
@@ -339,11 +399,14 @@ class UsageRollups:
             conditions.append(table.c.endpoint_id == endpoint_id)
         with self.store.reading() as conn:
             rows = conn.execute(select(table).where(and_(*conditions))).all()
+            heartbeat_at = _heartbeat(conn, log_id)
+            evidence = _evidence(conn, log_id, [row.workload_id for row in rows if row.is_open])
         found = []
         for row in rows:
             if row.is_open:
                 lifecycle = _load_lifecycle(row.lifecycle)
-                session = rate_workload(lifecycle, prices, plans, now).session
+                known = _later(heartbeat_at, evidence.get(row.workload_id))
+                session = rate_workload(lifecycle, prices, plans, known_evidence=known, as_of=as_of).session
                 if session is None:
                     continue
                 found.append(_rolled(row, session.unit_seconds, session.runs))
@@ -382,13 +445,12 @@ class UsageRollups:
         org_id: str,
         prices: PriceHistory,
         plans: PlanHistory,
-        now: int,
         *,
         changed_from: int,
         units_from: int | None,
     ) -> OrgRating:
         """The sessions and storage charges of the org that a billing evaluation can still charge differently,
-        re-rated to `now` from the lifecycle events kept here, never from the log.
+        open sessions re-rated to their evidence (R28) from the lifecycle events kept here, never from the log.
 
         In: workloads with a lifecycle entry at or after sequence `changed_from`, open sessions, and sessions
         billed past `units_from`; storage samples at or after `changed_from` or starting at or after
@@ -400,7 +462,9 @@ class UsageRollups:
         wanted = [table.c.changed_seq >= changed_from, table.c.is_open.is_(True)]
         if units_from is not None:
             wanted.append(table.c.billed_end > units_from)
-        query = select(table.c.workload_id, table.c.lifecycle).where(table.c.log_id == log_id, or_(*wanted))
+        query = select(table.c.workload_id, table.c.lifecycle, table.c.is_open).where(
+            table.c.log_id == log_id, or_(*wanted)
+        )
         storage_wanted = [rollup_storage.c.seq >= changed_from]
         if units_from is not None:
             storage_wanted.append(rollup_storage.c.start >= units_from)
@@ -411,23 +475,43 @@ class UsageRollups:
         # size (rated_log_size), and an auditor re-derives the invoice from exactly those entries.
         with self.store.snapshot():
             with self.store.reading() as conn:
-                applied = conn.execute(
-                    select(rollup_cursors.c.applied_size).where(rollup_cursors.c.log_id == log_id)
-                ).scalar_one_or_none()
-                lifecycles = {row.workload_id: row.lifecycle for row in conn.execute(query)}
+                cursor = conn.execute(
+                    select(
+                        rollup_cursors.c.applied_size, rollup_cursors.c.latest_event_at, rollup_cursors.c.heartbeat_at
+                    ).where(rollup_cursors.c.log_id == log_id)
+                ).one_or_none()
+                lifecycles: dict[str, bytes] = {}
+                open_workloads: list[str] = []
+                for row in conn.execute(query):
+                    lifecycles[row.workload_id] = row.lifecycle
+                    if row.is_open:
+                        open_workloads.append(row.workload_id)
+                evidence = _evidence(conn, log_id, open_workloads)
+                hold = conn.execute(_STORAGE_HOLD, {"log_id": log_id}).scalar_one_or_none()
                 for row in conn.execute(storage_query):
                     storage.setdefault(row.workload_id, []).append(_storage_charge(org_id, row))
             # Every workload returned is rated whole (an invoice draft takes back what it no longer finds in one),
             # so a workload with a storage sample in scope comes with its session too.
             loaded = {w: _load_lifecycle(blob) for w, blob in lifecycles.items()}
             loaded.update(self.lifecycles(log_id, set(storage) - set(loaded)))
+        applied, latest_event_at, heartbeat_at = (None, None, None) if cursor is None else tuple(cursor)
+        heartbeat = _int_or_none(heartbeat_at)
         workloads = []
         for workload_id in sorted(set(loaded) | set(storage)):
             lifecycle = loaded.get(workload_id)
-            session = rate_workload(lifecycle, prices, plans, now).session if lifecycle else None
+            known = _later(heartbeat, evidence.get(workload_id))
+            session = rate_workload(lifecycle, prices, plans, known_evidence=known).session if lifecycle else None
             charges = tuple(storage.get(workload_id, ()))
-            workloads.append(WorkloadRating(workload_id, now, session, (), charges, ()))
-        return OrgRating(org_id, now, tuple(workloads), None if applied is None else int(applied))
+            workloads.append(WorkloadRating(workload_id, None, session, (), charges, ()))
+        return OrgRating(
+            org_id,
+            None,
+            tuple(workloads),
+            None if applied is None else int(applied),
+            _int_or_none(latest_event_at),
+            heartbeat,
+            _int_or_none(hold),
+        )
 
     # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
 
@@ -602,6 +686,24 @@ _CURRENT = DriverQuery(
         select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")).scalar_subquery(),
     ).where(rollup_cursors.c.log_id == bindparam("log_id"))
 )
+# R28: the earliest latest-storage-sample of the workloads whose lifecycle has not ended (rating.storage_hold).
+_STORAGE_HOLD = (
+    select(func.min(rollup_evidence.c.storage_at))
+    .select_from(
+        rollup_evidence.outerjoin(
+            rollup_workloads,
+            and_(
+                rollup_workloads.c.log_id == rollup_evidence.c.log_id,
+                rollup_workloads.c.workload_id == rollup_evidence.c.workload_id,
+            ),
+        )
+    )
+    .where(
+        rollup_evidence.c.log_id == bindparam("log_id"),
+        rollup_evidence.c.storage_at.is_not(None),
+        rollup_workloads.c.lifecycle_to.is_(None),
+    )
+)
 _SYSTEM_SIZE = DriverQuery(select(log_heads.c.size).where(log_heads.c.log_id == bindparam("system_log")))
 _LIFECYCLES = DriverQuery(
     select(rollup_workloads.c.workload_id, rollup_workloads.c.lifecycle).where(
@@ -690,6 +792,38 @@ _WINDOW_LIFECYCLES = DriverQuery(
 )
 
 
+def _heartbeat(conn: Connection, log_id: str) -> int | None:
+    """The org's latest HEARTBEAT among the applied entries (R28)."""
+    found = conn.execute(
+        select(rollup_cursors.c.heartbeat_at).where(rollup_cursors.c.log_id == log_id)
+    ).scalar_one_or_none()
+    return _int_or_none(found)
+
+
+def _evidence(conn: Connection, log_id: str, workload_ids: list[str]) -> dict[str, int]:
+    """Each workload's latest event time (R28) the rollups keep, for the given workloads."""
+    found: dict[str, int] = {}
+    ids = sorted(set(workload_ids))
+    for at in range(0, len(ids), 500):
+        rows = conn.execute(
+            select(rollup_evidence.c.workload_id, rollup_evidence.c.evidence_at).where(
+                rollup_evidence.c.log_id == log_id, rollup_evidence.c.workload_id.in_(ids[at : at + 500])
+            )
+        )
+        found.update((workload_id, int(evidence_at)) for workload_id, evidence_at in rows)
+    return found
+
+
+def _later(first: int | None, second: int | None) -> int | None:
+    if first is None:
+        return second
+    return first if second is None else max(first, second)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _load_lifecycle(blob: bytes, hashes: dict[int, bytes] | None = None) -> list[tuple[UsageEvent, int]]:
     """A workload's kept lifecycle events; each entry's hash goes into `hashes` (by seq) when given."""
     items = json.loads(blob)
@@ -711,9 +845,10 @@ def _workload_row(
     hashes: dict[int, bytes],
     prices: PriceHistory,
     plans: PlanHistory,
-    now: int,
 ) -> dict[str, Any]:
-    rating = rate_workload(lifecycle, prices, plans, now)
+    # An open session's row is rated to its lifecycle's evidence only: every read re-rates open sessions to their
+    # whole evidence (R28), which a request, a storage sample or a HEARTBEAT may have moved since.
+    rating = rate_workload(lifecycle, prices, plans)
     session = rating.session
     first = min(lifecycle, key=lambda item: (item[0].type is not EventType.WORKLOAD_UP, item[0].occurred_at))[0]
     row: dict[str, Any] = {

@@ -74,6 +74,20 @@ rollup_cursors = Table(
     Column("log_id", String(140), primary_key=True),
     Column("applied_size", BigInteger, nullable=False),
     Column("system_size", BigInteger, nullable=False),
+    # R28: the org's latest event time (HEARTBEATs included) and latest HEARTBEAT among the applied entries.
+    Column("latest_event_at", BigInteger),
+    Column("heartbeat_at", BigInteger),
+)
+# R28: each workload's latest event time of any type (the rollups keep only lifecycle events): its own evidence of
+# running, which bounds an open session (R10).
+rollup_evidence = Table(
+    "rollup_evidence",
+    metadata,
+    Column("log_id", String(140), primary_key=True),
+    Column("workload_id", String(128), primary_key=True),
+    Column("evidence_at", BigInteger, nullable=False),
+    # Its latest STORAGE_SAMPLE: while it runs, its next storage interval starts there (R28, R13, R14).
+    Column("storage_at", BigInteger),
 )
 rollup_workloads = Table(
     "rollup_workloads",

@@ -35,7 +35,7 @@ from ledger.entry import (
     entry_encoder,
     org_of_log,
 )
-from ledger.errors import EventConflict, NotFound, StorageError
+from ledger.errors import EventConflict, LogMoved, NotFound, StorageError
 from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
 from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import migrate
@@ -282,6 +282,7 @@ class _QueuedAppend:
     """One append waiting for the SQLite write lock; whoever holds it next runs it and sets done."""
 
     entries: Sequence[NewEntry]
+    expected_sizes: Mapping[str, int] | None = None
     done: bool = False
     result: list[Appended] | None = None
     error: BaseException | None = None
@@ -364,15 +365,20 @@ class SqlStore:
 
     # -- append -----------------------------------------------------------------------------------
 
-    def append(self, new_entries: Sequence[NewEntry]) -> list[Appended]:
+    def append(
+        self, new_entries: Sequence[NewEntry], *, expected_sizes: Mapping[str, int] | None = None
+    ) -> list[Appended]:
+        """Append atomically. With `expected_sizes`, only if each named log still holds exactly that many entries,
+        checked under the log heads' locks in the append's own transaction; else LogMoved and nothing is appended
+        (R17: an invoice is appended only while the log is as it was rated)."""
         if not new_entries:
             return []
         if self._write_lock is None:
-            return self._append_translated(new_entries)
+            return self._append_translated(new_entries, expected_sizes)
         # SQLite: group commit. Appends that queue up while another one holds the write lock are committed
         # together by whichever of them gets the lock next: one transaction, one WAL sync, each append in its
         # own savepoint, so each still lands whole or not at all and fails (R24 conflict or any error) alone.
-        mine = _QueuedAppend(new_entries)
+        mine = _QueuedAppend(new_entries, expected_sizes)
         with self._queue_lock:
             self._queue.append(mine)
         while not mine.done:
@@ -386,10 +392,12 @@ class SqlStore:
         assert mine.result is not None
         return mine.result
 
-    def _append_translated(self, new_entries: Sequence[NewEntry]) -> list[Appended]:
+    def _append_translated(
+        self, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
+    ) -> list[Appended]:
         try:
             with self.writer.begin() as conn:
-                return self._append(conn, new_entries)
+                return self._append(conn, new_entries, expected_sizes)
         except (OperationalError, PoolTimeout) as err:
             raise _storage_error(err) from err
 
@@ -397,7 +405,7 @@ class SqlStore:
         """Append every batch of `group`; each ends done, with its result or its own error."""
         try:
             if len(group) == 1:  # nothing to share: exactly the ungrouped append
-                group[0].result = self._append_translated(group[0].entries)
+                group[0].result = self._append_translated(group[0].entries, group[0].expected_sizes)
             else:
                 self._append_together(group)
         except BaseException as err:  # nothing of the group was committed
@@ -415,11 +423,13 @@ class SqlStore:
             for queued in group:
                 try:
                     with conn.begin_nested():  # a savepoint: a failed batch is undone alone
-                        queued.result = self._append(conn, queued.entries)
+                        queued.result = self._append(conn, queued.entries, queued.expected_sizes)
                 except Exception as err:
                     queued.error = _translated(err)
 
-    def _append(self, conn: Connection, new_entries: Sequence[NewEntry]) -> list[Appended]:
+    def _append(
+        self, conn: Connection, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
+    ) -> list[Appended]:
         recorded_at = self.clock()
         by_log: dict[str, list[int]] = defaultdict(list)
         for position, item in enumerate(new_entries):
@@ -431,6 +441,12 @@ class SqlStore:
         head_updates: list[tuple[int, bytes, bytes, str]] = []
         logs = sorted(by_log)
         heads = self._lock_heads(conn, logs)
+        for log_id, expected in (expected_sizes or {}).items():
+            if log_id not in heads:
+                raise ValueError(f"an expected size names log {log_id}, which the append does not write")
+            actual = heads[log_id][0]
+            if actual != expected:
+                raise LogMoved(log_id, expected, actual)
         known_by_log = self._existing_by_log(conn, {log: [new_entries[p] for p in by_log[log]] for log in logs})
         for log_id in logs:
             size, head_hash, frontier = heads[log_id]
@@ -1024,6 +1040,26 @@ class SqlStore:
             for row in conn.execute(query):
                 (up if row.is_up else ended).add(row.workload_id)
         return sorted(up - ended)
+
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+        """R28: the log's latest HEARTBEAT and each workload's latest event time, from ix_entries_workload_time (a
+        HEARTBEAT is the one event entry without a workload)."""
+        ids = sorted(set(workload_ids))
+        with self.reading() as conn:
+            heartbeat = conn.execute(
+                select(sa.func.max(entries.c.occurred_at)).where(
+                    entries.c.log_id == log_id, entries.c.workload_id.is_(None), entries.c.kind == "EVENT"
+                )
+            ).scalar()
+            latest: dict[str, int] = {}
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(entries.c.workload_id, sa.func.max(entries.c.occurred_at))
+                    .where(entries.c.log_id == log_id, entries.c.workload_id.in_(ids[start : start + 500]))
+                    .group_by(entries.c.workload_id)
+                )
+                latest.update((workload_id, int(at)) for workload_id, at in rows if at is not None)
+        return (None if heartbeat is None else int(heartbeat)), latest
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint: each org log probed through ix_entries_endpoint_time."""

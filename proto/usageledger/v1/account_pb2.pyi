@@ -142,7 +142,7 @@ class GetAccountStateRequest(_message.Message):
     def __init__(self, org_id: _Optional[str] = ...) -> None: ...
 
 class GetAccountStateResponse(_message.Message):
-    __slots__ = ("org_id", "state", "spend_limit_exceeded", "deactivated", "payment_method_on_file", "payment_method_reference", "credit_left", "open_period_total", "open_period_amount_due", "open_period_start_time", "hourly_spend", "spend_limit_per_hour", "unpaid_amount_due", "cadence", "discount_percent", "currency_code", "as_of_time", "last_change")
+    __slots__ = ("org_id", "state", "spend_limit_exceeded", "deactivated", "payment_method_on_file", "payment_method_reference", "credit_left", "open_period_total", "open_period_amount_due", "open_period_start_time", "hourly_spend", "spend_limit_per_hour", "unpaid_amount_due", "cadence", "discount_percent", "currency_code", "as_of_time", "last_change", "settled_through_time")
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEND_LIMIT_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class GetAccountStateResponse(_message.Message):
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
     AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_THROUGH_TIME_FIELD_NUMBER: _ClassVar[int]
     org_id: str
     state: AccountState
     spend_limit_exceeded: bool
@@ -179,7 +180,8 @@ class GetAccountStateResponse(_message.Message):
     currency_code: str
     as_of_time: _timestamp_pb2.Timestamp
     last_change: AccountStateChange
-    def __init__(self, org_id: _Optional[str] = ..., state: _Optional[_Union[AccountState, str]] = ..., spend_limit_exceeded: _Optional[bool] = ..., deactivated: _Optional[bool] = ..., payment_method_on_file: _Optional[bool] = ..., payment_method_reference: _Optional[str] = ..., credit_left: _Optional[str] = ..., open_period_total: _Optional[str] = ..., open_period_amount_due: _Optional[str] = ..., open_period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hourly_spend: _Optional[str] = ..., spend_limit_per_hour: _Optional[str] = ..., unpaid_amount_due: _Optional[str] = ..., cadence: _Optional[_Union[InvoiceCadence, str]] = ..., discount_percent: _Optional[str] = ..., currency_code: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_change: _Optional[_Union[AccountStateChange, _Mapping]] = ...) -> None: ...
+    settled_through_time: _timestamp_pb2.Timestamp
+    def __init__(self, org_id: _Optional[str] = ..., state: _Optional[_Union[AccountState, str]] = ..., spend_limit_exceeded: _Optional[bool] = ..., deactivated: _Optional[bool] = ..., payment_method_on_file: _Optional[bool] = ..., payment_method_reference: _Optional[str] = ..., credit_left: _Optional[str] = ..., open_period_total: _Optional[str] = ..., open_period_amount_due: _Optional[str] = ..., open_period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hourly_spend: _Optional[str] = ..., spend_limit_per_hour: _Optional[str] = ..., unpaid_amount_due: _Optional[str] = ..., cadence: _Optional[_Union[InvoiceCadence, str]] = ..., discount_percent: _Optional[str] = ..., currency_code: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_change: _Optional[_Union[AccountStateChange, _Mapping]] = ..., settled_through_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WatchAccountStateRequest(_message.Message):
     __slots__ = ("org_id", "start_sequence")

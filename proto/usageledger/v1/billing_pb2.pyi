@@ -227,7 +227,7 @@ class CreditApplication(_message.Message):
     def __init__(self, credit_sequence: _Optional[int] = ..., amount: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
-    __slots__ = ("org_id", "number", "log_id", "sequence", "entry_hash", "period_start_time", "period_end_time", "trigger", "cadence", "lines", "subtotal", "discount_percent", "discount", "total", "credits_applied", "credits_total", "amount_due", "balance_carried_forward", "covered_sessions", "covered_storage_sequences", "covered_adjustment_sequences", "carried_from_invoice", "currency_code", "payment_status", "payment_reference", "late_line_count")
+    __slots__ = ("org_id", "number", "log_id", "sequence", "entry_hash", "period_start_time", "period_end_time", "trigger", "cadence", "lines", "subtotal", "discount_percent", "discount", "total", "credits_applied", "credits_total", "amount_due", "balance_carried_forward", "covered_sessions", "covered_storage_sequences", "covered_adjustment_sequences", "carried_from_invoice", "currency_code", "payment_status", "payment_reference", "late_line_count", "settled_through_time", "issue_time", "grace", "rated_log_size")
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     LOG_ID_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,10 @@ class Invoice(_message.Message):
     PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     LATE_LINE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_THROUGH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ISSUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_FIELD_NUMBER: _ClassVar[int]
+    RATED_LOG_SIZE_FIELD_NUMBER: _ClassVar[int]
     org_id: str
     number: int
     log_id: str
@@ -280,7 +284,21 @@ class Invoice(_message.Message):
     payment_status: PaymentStatus
     payment_reference: str
     late_line_count: int
-    def __init__(self, org_id: _Optional[str] = ..., number: _Optional[int] = ..., log_id: _Optional[str] = ..., sequence: _Optional[int] = ..., entry_hash: _Optional[bytes] = ..., period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trigger: _Optional[_Union[InvoiceTrigger, str]] = ..., cadence: _Optional[_Union[_account_pb2.InvoiceCadence, str]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[str] = ..., discount_percent: _Optional[str] = ..., discount: _Optional[str] = ..., total: _Optional[str] = ..., credits_applied: _Optional[_Iterable[_Union[CreditApplication, _Mapping]]] = ..., credits_total: _Optional[str] = ..., amount_due: _Optional[str] = ..., balance_carried_forward: _Optional[str] = ..., covered_sessions: _Optional[_Iterable[_Union[CoveredSession, _Mapping]]] = ..., covered_storage_sequences: _Optional[_Iterable[int]] = ..., covered_adjustment_sequences: _Optional[_Iterable[int]] = ..., carried_from_invoice: _Optional[int] = ..., currency_code: _Optional[str] = ..., payment_status: _Optional[_Union[PaymentStatus, str]] = ..., payment_reference: _Optional[str] = ..., late_line_count: _Optional[int] = ...) -> None: ...
+    settled_through_time: _timestamp_pb2.Timestamp
+    issue_time: _timestamp_pb2.Timestamp
+    grace: InvoiceGrace
+    rated_log_size: int
+    def __init__(self, org_id: _Optional[str] = ..., number: _Optional[int] = ..., log_id: _Optional[str] = ..., sequence: _Optional[int] = ..., entry_hash: _Optional[bytes] = ..., period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trigger: _Optional[_Union[InvoiceTrigger, str]] = ..., cadence: _Optional[_Union[_account_pb2.InvoiceCadence, str]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[str] = ..., discount_percent: _Optional[str] = ..., discount: _Optional[str] = ..., total: _Optional[str] = ..., credits_applied: _Optional[_Iterable[_Union[CreditApplication, _Mapping]]] = ..., credits_total: _Optional[str] = ..., amount_due: _Optional[str] = ..., balance_carried_forward: _Optional[str] = ..., covered_sessions: _Optional[_Iterable[_Union[CoveredSession, _Mapping]]] = ..., covered_storage_sequences: _Optional[_Iterable[int]] = ..., covered_adjustment_sequences: _Optional[_Iterable[int]] = ..., carried_from_invoice: _Optional[int] = ..., currency_code: _Optional[str] = ..., payment_status: _Optional[_Union[PaymentStatus, str]] = ..., payment_reference: _Optional[str] = ..., late_line_count: _Optional[int] = ..., settled_through_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace: _Optional[_Union[InvoiceGrace, _Mapping]] = ..., rated_log_size: _Optional[int] = ...) -> None: ...
+
+class InvoiceGrace(_message.Message):
+    __slots__ = ("fired", "wall_clock_time", "grace_seconds")
+    FIRED_FIELD_NUMBER: _ClassVar[int]
+    WALL_CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    fired: bool
+    wall_clock_time: _timestamp_pb2.Timestamp
+    grace_seconds: int
+    def __init__(self, fired: _Optional[bool] = ..., wall_clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
 
 class CloseBillingPeriodRequest(_message.Message):
     __slots__ = ("org_id", "close_time")

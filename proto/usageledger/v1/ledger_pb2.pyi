@@ -22,6 +22,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_REQUEST_STARTED: _ClassVar[EventType]
     EVENT_TYPE_REQUEST_FINISHED: _ClassVar[EventType]
     EVENT_TYPE_STORAGE_SAMPLE: _ClassVar[EventType]
+    EVENT_TYPE_HEARTBEAT: _ClassVar[EventType]
 
 class WorkloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +65,7 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_INVOICE: _ClassVar[EntryKind]
     ENTRY_KIND_PAYMENT: _ClassVar[EntryKind]
     ENTRY_KIND_STATE: _ClassVar[EntryKind]
+    ENTRY_KIND_BACKFILL: _ClassVar[EntryKind]
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_WORKLOAD_SCHEDULED: EventType
 EVENT_TYPE_IMAGE_PULL_STARTED: EventType
@@ -74,6 +76,7 @@ EVENT_TYPE_WORKLOAD_STOPPED: EventType
 EVENT_TYPE_REQUEST_STARTED: EventType
 EVENT_TYPE_REQUEST_FINISHED: EventType
 EVENT_TYPE_STORAGE_SAMPLE: EventType
+EVENT_TYPE_HEARTBEAT: EventType
 WORKLOAD_KIND_UNSPECIFIED: WorkloadKind
 WORKLOAD_KIND_SERVING: WorkloadKind
 WORKLOAD_KIND_BUILD: WorkloadKind
@@ -101,6 +104,89 @@ ENTRY_KIND_ADJUSTMENT: EntryKind
 ENTRY_KIND_INVOICE: EntryKind
 ENTRY_KIND_PAYMENT: EntryKind
 ENTRY_KIND_STATE: EntryKind
+ENTRY_KIND_BACKFILL: EntryKind
+
+class Backfill(_message.Message):
+    __slots__ = ("org_id", "backfill_id", "from_time", "to_time", "reason", "open", "open_time", "close_time", "close_reason", "open_sequence", "close_sequence")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    backfill_id: str
+    from_time: _timestamp_pb2.Timestamp
+    to_time: _timestamp_pb2.Timestamp
+    reason: str
+    open: bool
+    open_time: _timestamp_pb2.Timestamp
+    close_time: _timestamp_pb2.Timestamp
+    close_reason: str
+    open_sequence: int
+    close_sequence: int
+    def __init__(self, org_id: _Optional[str] = ..., backfill_id: _Optional[str] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., open: _Optional[bool] = ..., open_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_reason: _Optional[str] = ..., open_sequence: _Optional[int] = ..., close_sequence: _Optional[int] = ...) -> None: ...
+
+class OpenBackfillRequest(_message.Message):
+    __slots__ = ("org_id", "backfill_id", "from_time", "to_time", "reason")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    backfill_id: str
+    from_time: _timestamp_pb2.Timestamp
+    to_time: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, org_id: _Optional[str] = ..., backfill_id: _Optional[str] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OpenBackfillResponse(_message.Message):
+    __slots__ = ("backfill", "already_open")
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_OPEN_FIELD_NUMBER: _ClassVar[int]
+    backfill: Backfill
+    already_open: bool
+    def __init__(self, backfill: _Optional[_Union[Backfill, _Mapping]] = ..., already_open: _Optional[bool] = ...) -> None: ...
+
+class CloseBackfillRequest(_message.Message):
+    __slots__ = ("org_id", "backfill_id", "reason")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    backfill_id: str
+    reason: str
+    def __init__(self, org_id: _Optional[str] = ..., backfill_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CloseBackfillResponse(_message.Message):
+    __slots__ = ("backfill",)
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    backfill: Backfill
+    def __init__(self, backfill: _Optional[_Union[Backfill, _Mapping]] = ...) -> None: ...
+
+class ListBackfillsRequest(_message.Message):
+    __slots__ = ("org_id", "page_size", "page_token")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, org_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBackfillsResponse(_message.Message):
+    __slots__ = ("backfills", "next_page_token")
+    BACKFILLS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backfills: _containers.RepeatedCompositeFieldContainer[Backfill]
+    next_page_token: str
+    def __init__(self, backfills: _Optional[_Iterable[_Union[Backfill, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UsageEvent(_message.Message):
     __slots__ = ("event_id", "org_id", "workspace_id", "endpoint_id", "workload_id", "workload_kind", "development", "instance_type", "worker_type", "type", "occur_time", "request_id", "stop_reason", "storage_kind", "volume_id", "gigabytes", "interval_seconds")

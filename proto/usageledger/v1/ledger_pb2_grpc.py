@@ -65,6 +65,21 @@ class LedgerServiceStub:
                 request_serializer=usageledger_dot_v1_dot_ledger__pb2.ListLogsRequest.SerializeToString,
                 response_deserializer=usageledger_dot_v1_dot_ledger__pb2.ListLogsResponse.FromString,
                 _registered_method=True)
+        self.OpenBackfill = channel.unary_unary(
+                '/usageledger.v1.LedgerService/OpenBackfill',
+                request_serializer=usageledger_dot_v1_dot_ledger__pb2.OpenBackfillRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_ledger__pb2.OpenBackfillResponse.FromString,
+                _registered_method=True)
+        self.CloseBackfill = channel.unary_unary(
+                '/usageledger.v1.LedgerService/CloseBackfill',
+                request_serializer=usageledger_dot_v1_dot_ledger__pb2.CloseBackfillRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_ledger__pb2.CloseBackfillResponse.FromString,
+                _registered_method=True)
+        self.ListBackfills = channel.unary_unary(
+                '/usageledger.v1.LedgerService/ListBackfills',
+                request_serializer=usageledger_dot_v1_dot_ledger__pb2.ListBackfillsRequest.SerializeToString,
+                response_deserializer=usageledger_dot_v1_dot_ledger__pb2.ListBackfillsResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -113,6 +128,28 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenBackfill(self, request, context):
+        """OpenBackfill brackets the events of a past range about to be sent (R29): while it is open, no month-end invoice
+        of a month it overlaps is issued by the grace period. Opening the same backfill again answers with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseBackfill(self, request, context):
+        """CloseBackfill ends a backfill (R29); closing a closed one answers with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackfills(self, request, context):
+        """ListBackfills pages through an org's backfills, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +182,21 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ListLogs,
                     request_deserializer=usageledger_dot_v1_dot_ledger__pb2.ListLogsRequest.FromString,
                     response_serializer=usageledger_dot_v1_dot_ledger__pb2.ListLogsResponse.SerializeToString,
+            ),
+            'OpenBackfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenBackfill,
+                    request_deserializer=usageledger_dot_v1_dot_ledger__pb2.OpenBackfillRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_ledger__pb2.OpenBackfillResponse.SerializeToString,
+            ),
+            'CloseBackfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseBackfill,
+                    request_deserializer=usageledger_dot_v1_dot_ledger__pb2.CloseBackfillRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_ledger__pb2.CloseBackfillResponse.SerializeToString,
+            ),
+            'ListBackfills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackfills,
+                    request_deserializer=usageledger_dot_v1_dot_ledger__pb2.ListBackfillsRequest.FromString,
+                    response_serializer=usageledger_dot_v1_dot_ledger__pb2.ListBackfillsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +362,87 @@ class LedgerService:
             '/usageledger.v1.LedgerService/ListLogs',
             usageledger_dot_v1_dot_ledger__pb2.ListLogsRequest.SerializeToString,
             usageledger_dot_v1_dot_ledger__pb2.ListLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenBackfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.LedgerService/OpenBackfill',
+            usageledger_dot_v1_dot_ledger__pb2.OpenBackfillRequest.SerializeToString,
+            usageledger_dot_v1_dot_ledger__pb2.OpenBackfillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseBackfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.LedgerService/CloseBackfill',
+            usageledger_dot_v1_dot_ledger__pb2.CloseBackfillRequest.SerializeToString,
+            usageledger_dot_v1_dot_ledger__pb2.CloseBackfillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackfills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usageledger.v1.LedgerService/ListBackfills',
+            usageledger_dot_v1_dot_ledger__pb2.ListBackfillsRequest.SerializeToString,
+            usageledger_dot_v1_dot_ledger__pb2.ListBackfillsResponse.FromString,
             options,
             channel_credentials,
             insecure,
