@@ -68,3 +68,12 @@ def test_bench_quick_run_writes_results_for_postgresql(tmp_path: Path) -> None:
     check_backend(result)
     assert result["ceiling_copy"]["method"] == "copy"
     assert document["machine"]["postgresql"]
+
+
+def test_the_telemetry_bench_runs_every_mode() -> None:
+    command = [sys.executable, "-m", "bench.telemetry", "--rounds", "1", "--batches", "2", "--size", "20"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
+    assert set(rows) == {"off", "metrics", "full"}
+    assert all(float(rate.replace(",", "")) > 0 for rate, _ in rows.values())
