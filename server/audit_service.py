@@ -33,7 +33,7 @@ from ledger.errors import FieldViolation, InvalidInput, LedgerError, Verificatio
 from ledger.merkle import consistency_proof, inclusion_proof
 from ledger.metrics import record_signing_refusal
 from ledger.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entries
-from ledger.tracing import root_span, untraced
+from ledger.tracing import root_span, span, untraced
 from server.convert import micros_to_timestamp
 from server.errors import abort
 from server.service import _decode_token, _encode_token, _page_size
@@ -234,7 +234,8 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             elif signed is not None and signed.size != size:
                 raise VerificationError(
                     f"log {log_id}: the checkpoints row of size {size} holds a note of size {signed.size} "
-                    "(checkpoints table altered)"
+                    "(checkpoints table altered)",
+                    kind="checkpoint",
                 )
             if sequence >= size:
                 raise InvalidInput([FieldViolation("sequence", f"entry #{sequence} is not in a tree of size {size}")])
@@ -262,7 +263,8 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             head = self.store.head(request.log_id)
             if request.new_size > head.size:
                 raise InvalidInput([FieldViolation("new_size", f"log {request.log_id} has only {head.size} entries")])
-            proof = consistency_proof(request.old_size, request.new_size, LogNodes(self.store, request.log_id))
+            with span("ledger.proof.consistency", log_id=request.log_id):
+                proof = consistency_proof(request.old_size, request.new_size, LogNodes(self.store, request.log_id))
             return apb.GetConsistencyProofResponse(proof_hashes=proof)
         except LedgerError as err:
             abort(context, err)

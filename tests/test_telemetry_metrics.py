@@ -188,6 +188,28 @@ def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_f
         running.stop(grace=None)
 
 
+def test_an_entry_rewritten_under_its_checkpoint_counts_a_log_verification_failure_when_proven(
+    db_url: str, clock: FixedClock, key_file: Path, tamper: TamperFactory
+) -> None:
+    running = start_server(
+        db_url, "127.0.0.1:0", clock=clock, signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0
+    )
+    try:
+        append(running.port, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            audit = audit_pb2_grpc.AuditServiceStub(ch)
+            audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
+            failures = counting("usageledger.verification.failures", kind="log")
+            with tamper() as forge:  # the signed entry itself, altered
+                forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 0", b=b'{"forged":1}')
+            with pytest.raises(grpc.RpcError) as err:
+                audit.GetInclusionProof(audit_pb2.GetInclusionProofRequest(log_id="org/acme", sequence=0))
+            assert err.value.code() == grpc.StatusCode.DATA_LOSS
+            assert failures() == 1
+    finally:
+        running.stop(grace=None)
+
+
 # -- account state changes, invoices, late lines ----------------------------------------------------------------
 
 

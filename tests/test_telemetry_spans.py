@@ -152,10 +152,12 @@ def test_signing_and_proofs_are_spans_under_their_rpcs(running: RunningServer, c
     with capture() as exporter:
         audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
         audit.GetInclusionProof(audit_pb2.GetInclusionProofRequest(log_id="org/acme", sequence=1))
+        audit.GetConsistencyProof(audit_pb2.GetConsistencyProofRequest(log_id="org/acme", old_size=1, new_size=2))
     spans = exporter.get_finished_spans()
     sign = under(spans, "ledger.checkpoint.sign", rpc(spans, "AuditService/SignCheckpoint"))
     assert sign.attributes is not None and sign.attributes["log_id"] == "org/acme"
     under(spans, "ledger.proof.entries", rpc(spans, "AuditService/GetInclusionProof"))
+    under(spans, "ledger.proof.consistency", rpc(spans, "AuditService/GetConsistencyProof"))
 
 
 def test_a_refused_batch_marks_its_spans_without_echoing_the_input(running: RunningServer) -> None:
