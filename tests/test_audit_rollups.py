@@ -80,7 +80,8 @@ def test_untouched_rollups_re_derive_row_for_row(db_url: str, day: Decimal) -> N
     assert code == 0, report
     [acme] = report["rollups"]["orgs"]
     assert acme["log_id"] == "org/acme" and acme["differences"] == []
-    assert acme["rows"] > 100 and acme["applied_size"] == 2772
+    # 3,491 events and the BACKFILL_OPENED/CLOSED pair that brackets a past day (R29)
+    assert acme["rows"] > 100 and acme["applied_size"] == 3491 + 2
     assert report["rollups"]["checked"] and report["rollups"]["problems"] == []
 
 
@@ -186,8 +187,8 @@ def test_rollups_caught_up_in_any_batches_re_derive_row_for_row_and_a_lost_row_i
                 ledger.append_events(batch)
                 if plan_change and number == 1:
                     ledger.set_account("acme", {"effective_from": format_micros(BASE), "granularity": "PER_SECOND"})
-                rollups.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans(), clock())
-                clock.advance(600 * SECOND)  # open sessions were rated at another `now` each time
+                rollups.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
+                clock.advance(600 * SECOND)  # the wall clock moves between catch-ups; the rollups must not care (R28)
 
             def entries(log_id: str, stop: int) -> Iterable[Entry]:
                 return store.iter_entries(log_id, 0, stop)
@@ -205,3 +206,24 @@ def test_rollups_caught_up_in_any_batches_re_derive_row_for_row_and_a_lost_row_i
             assert "missing" in broken.differences[0].detail
         finally:
             store.close()
+
+
+def test_tampered_evidence_of_running_is_named(db_url: str, day: Decimal, tamper: TamperFactory) -> None:
+    """R28: the rollups' evidence (each workload's latest event, the org's latest event and HEARTBEAT) bounds what an
+    open session bills, so a stored value the log does not give is a difference like any other."""
+    with tamper() as t:
+        [(workload,)] = t.conn.exec_driver_sql(
+            "SELECT workload_id FROM rollup_evidence WHERE log_id = 'org/acme' ORDER BY workload_id LIMIT 1"
+        ).all()
+        t(
+            "UPDATE rollup_evidence SET evidence_at = evidence_at + 86400000000 "
+            "WHERE log_id = 'org/acme' AND workload_id = :w",
+            w=workload,
+        )
+        t("UPDATE rollup_cursors SET heartbeat_at = heartbeat_at + 86400000000 WHERE log_id = 'org/acme'")
+    code, report = _verify(db_url)
+    assert code == 1
+    problems = report["rollups"]["problems"]
+    assert len(problems) == 2, problems
+    assert any(f"evidence of running of workload {workload} (R28): evidence_at: stored" in p for p in problems)
+    assert any("the cursor's heartbeat_at" in p for p in problems)

@@ -34,6 +34,7 @@ from ledger.sqlstore.schema import (
     log_heads,
     metadata,
     rollup_cursors,
+    rollup_evidence,
     rollup_request_spans,
     rollup_requests,
     rollup_serving,
@@ -59,10 +60,15 @@ ROLLUP_TABLES: tuple[Table, ...] = (
     rollup_requests,
     rollup_serving,
     rollup_request_spans,
+    rollup_evidence,
 )
 
-# An open session's bill grows with the clock (R10: it bills as if it stopped now), so reads re-rate open sessions
-# from their kept lifecycle and never use these two columns: they are compared for closed sessions only.
+# The cursor's columns derived from the log (the org's latest event and HEARTBEAT, R28), besides its sizes.
+_CURSOR_EVIDENCE = ("latest_event_at", "heartbeat_at")
+
+# Reads re-rate an open session from its kept lifecycle and its evidence of running (R10, R28: the evidence rows and
+# the cursor's evidence columns, compared below), never from these two columns: they are compared for closed
+# sessions only.
 _RATED_AT_READ = frozenset({"session", "billed_end"})
 
 # (log id, how many of its first entries) -> those entries, each checked to chain onto the one before and their root
@@ -120,7 +126,11 @@ def check_org_rollups(
     log_id = org_log_id(org_id)
     with store.snapshot(), store.reading() as conn:
         cursor = conn.execute(
-            select(rollup_cursors.c.applied_size, rollup_cursors.c.system_size).where(rollup_cursors.c.log_id == log_id)
+            select(
+                rollup_cursors.c.applied_size,
+                rollup_cursors.c.system_size,
+                *(rollup_cursors.c[name] for name in _CURSOR_EVIDENCE),
+            ).where(rollup_cursors.c.log_id == log_id)
         ).one_or_none()
         stored = _rows(conn, log_id)
     count = sum(len(rows) for rows in stored.values())
@@ -145,9 +155,23 @@ def check_org_rollups(
             UsageRollups(scratch).catch_up(org_id, prices, plans)
             with scratch.reading() as conn:
                 expected = _rows(conn, log_id)
+                derived_cursor = conn.execute(
+                    select(*(rollup_cursors.c[name] for name in _CURSOR_EVIDENCE)).where(
+                        rollup_cursors.c.log_id == log_id
+                    )
+                ).one()
         finally:
             scratch.close()
-    return RollupCheck(log_id, applied, count, tuple(_differences(stored, expected)))
+    cursor_differences = [
+        RollupDifference(
+            rollup_cursors.name,
+            f"the cursor's {name} (R28: the org's evidence of running)",
+            f"{name}: stored {_shown(name, have)}, re-derived {_shown(name, want)}",
+        )
+        for name, have, want in zip(_CURSOR_EVIDENCE, tuple(cursor)[2:], tuple(derived_cursor), strict=True)
+        if have != want
+    ]
+    return RollupCheck(log_id, applied, count, (*_differences(stored, expected), *cursor_differences))
 
 
 def _scratch_store(path: Path, like: SqlStore) -> SqlStore:
@@ -260,6 +284,8 @@ def _name(table: str, key: tuple[Any, ...]) -> str:
         return f"request summary of workload {key[0]}"
     if table == rollup_serving.name:
         return f"serving time of workload {key[0]} in the hour from {format_micros(int(key[1]))}"
+    if table == rollup_evidence.name:
+        return f"evidence of running of workload {key[0]} (R28)"
     return f"request {key[1]} of workload {key[0]}"
 
 
