@@ -23,9 +23,17 @@ R = TypeVar("R")
 _tracer = trace.get_tracer("usageledger.core")
 
 
+def _off() -> bool:
+    """No tracer provider installed: spans would be no-ops, so skip even building them (about 10 us each)."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
     """A span `name` (for example `ledger.store.append`) around a block, a child of the current span."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     with _tracer.start_as_current_span(
         name, attributes=attributes or None, record_exception=False, set_status_on_exception=False
     ) as current:
@@ -45,6 +53,8 @@ def traced(name: str, ids: tuple[str, ...] = ()) -> Callable[[Callable[P, R]], C
 
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if _off():
+                return function(*args, **kwargs)
             attributes: dict[str, Any] = {}
             if ids:
                 bound = signature.bind_partial(*args, **kwargs).arguments
