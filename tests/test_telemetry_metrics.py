@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,9 +158,16 @@ def test_a_refused_call_counts_under_its_status_code_and_latency_is_in_milliseco
 # -- verification failures and signing refusals ------------------------------------------------------------------
 
 
-def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_failure_and_a_signing_refusal(
-    db_url: str, clock: FixedClock, key_file: Path, tamper: TamperFactory
-) -> None:
+@dataclass
+class SignedLedger:
+    """A signing server (on demand only) whose org/acme log holds one entry, signed."""
+
+    running: RunningServer
+    audit: audit_pb2_grpc.AuditServiceStub
+
+
+@pytest.fixture
+def signed(db_url: str, clock: FixedClock, key_file: Path) -> Iterator[SignedLedger]:
     running = start_server(
         db_url, "127.0.0.1:0", clock=clock, signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0
     )
@@ -168,46 +176,41 @@ def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_f
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             audit = audit_pb2_grpc.AuditServiceStub(ch)
             audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
-            failures = counting("usageledger.verification.failures", kind="checkpoint")
-            refusals = counting("usageledger.signing.refusals")
-            append(
-                running.port, event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T09:04:00Z", stop_reason="COMPLETED")
-            )
-            with tamper() as forge:  # the entry the next checkpoint would sign, altered
-                forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 1", b=b'{"forged":1}')
-            with pytest.raises(grpc.RpcError) as err:
-                audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
-            assert err.value.code() == grpc.StatusCode.DATA_LOSS
-            assert (failures(), refusals()) == (1, 1)
-            # A refusal the caller can correct is not a verification failure.
-            unrelated = counting("usageledger.verification.failures")
-            with pytest.raises(grpc.RpcError) as err:
-                audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/nobody"))
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND and unrelated() == 0
+            yield SignedLedger(running, audit)
     finally:
         running.stop(grace=None)
+
+
+def test_a_log_rewritten_under_its_checkpoint_counts_a_checkpoint_verification_failure_and_a_signing_refusal(
+    signed: SignedLedger, tamper: TamperFactory
+) -> None:
+    failures = counting("usageledger.verification.failures", kind="checkpoint")
+    refusals = counting("usageledger.signing.refusals")
+    stopped = event("acme", "wl-1", "WORKLOAD_STOPPED", "2026-10-05T09:04:00Z", stop_reason="COMPLETED")
+    append(signed.running.port, stopped)
+    with tamper() as forge:  # the entry the next checkpoint would sign, altered
+        forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 1", b=b'{"forged":1}')
+    with pytest.raises(grpc.RpcError) as err:
+        signed.audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert (failures(), refusals()) == (1, 1)
+    # A refusal the caller can correct is not a verification failure.
+    unrelated = counting("usageledger.verification.failures")
+    with pytest.raises(grpc.RpcError) as err:
+        signed.audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/nobody"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and unrelated() == 0
 
 
 def test_an_entry_rewritten_under_its_checkpoint_counts_a_log_verification_failure_when_proven(
-    db_url: str, clock: FixedClock, key_file: Path, tamper: TamperFactory
+    signed: SignedLedger, tamper: TamperFactory
 ) -> None:
-    running = start_server(
-        db_url, "127.0.0.1:0", clock=clock, signing_key=key_file, checkpoint_every=0, checkpoint_seconds=0
-    )
-    try:
-        append(running.port, event("acme", "wl-1", "WORKLOAD_UP", "2026-10-05T09:00:00Z"))
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
-            audit = audit_pb2_grpc.AuditServiceStub(ch)
-            audit.SignCheckpoint(audit_pb2.SignCheckpointRequest(log_id="org/acme"))
-            failures = counting("usageledger.verification.failures", kind="log")
-            with tamper() as forge:  # the signed entry itself, altered
-                forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 0", b=b'{"forged":1}')
-            with pytest.raises(grpc.RpcError) as err:
-                audit.GetInclusionProof(audit_pb2.GetInclusionProofRequest(log_id="org/acme", sequence=0))
-            assert err.value.code() == grpc.StatusCode.DATA_LOSS
-            assert failures() == 1
-    finally:
-        running.stop(grace=None)
+    failures = counting("usageledger.verification.failures", kind="log")
+    with tamper() as forge:  # the signed entry itself, altered
+        forge("UPDATE entries SET body = :b WHERE log_id = 'org/acme' AND seq = 0", b=b'{"forged":1}')
+    with pytest.raises(grpc.RpcError) as err:
+        signed.audit.GetInclusionProof(audit_pb2.GetInclusionProofRequest(log_id="org/acme", sequence=0))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert failures() == 1
 
 
 # -- account state changes, invoices, late lines ----------------------------------------------------------------
