@@ -6,15 +6,17 @@ Exit codes scripts can trust: 0 done, 1 the ledger said no (rejected input, fail
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import grpc
 import typer
 from rich.table import Table
 
+from client.cli_backfill import ingest_bracket
+from client.event_file import MAX_REPORTED, EventFileError, FileEvent, read_event_file
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -22,6 +24,7 @@ from client.output import (
     EXIT_USAGE,
     JsonFlag,
     Target,
+    conflict_of,
     emit_json,
     fail,
     out,
@@ -29,6 +32,8 @@ from client.output import (
     rpc_failure,
 )
 from ledger.entry import LogHead, org_log_id
+from ledger.timeutil import format_micros, system_clock
+from server.convert import event_to_proto
 
 app = typer.Typer(
     help="Usage ledger command line: ingest events, read logs, verify the ledger. The rule IDs (R1-R29) every "
@@ -44,28 +49,23 @@ app.add_typer(log_app, name="log")
 # -- events ---------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path, as_json: bool) -> list[tuple[int, dict[str, Any]]]:
+def _read_events(path: Path, as_json: bool) -> list[FileEvent]:
+    """The whole file parsed strictly (client.event_file), or exit: 2 when it is not JSON Lines, 1 when events are
+    refused. Nothing has been sent either way."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return read_event_file(path, now_micros=system_clock())
     except (OSError, UnicodeDecodeError) as err:
         fail(f"cannot read {path}: {err}", EXIT_USAGE, as_json=as_json)
-    records: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line, parse_float=lambda s: float(s))
-        except json.JSONDecodeError as err:
-            fail(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})", EXIT_USAGE, as_json=as_json)
-        if not isinstance(record, dict):
-            fail(f"{path}:{number}: each line must be one JSON object (a usage event)", EXIT_USAGE, as_json=as_json)
-        records.append((number, record))
-    return records
+    except EventFileError as err:
+        problems = [
+            {"line": p.line, "field": p.field, "description": p.description} for p in err.problems[:MAX_REPORTED]
+        ]
+        fail(str(err), EXIT_USAGE if err.syntax else EXIT_REFUSED, as_json=as_json, problems=problems)
 
 
 @events_app.command("ingest")
 def events_ingest(
-    file: Annotated[Path, typer.Argument(help="JSON Lines of usage events (docs/billing-rules.md field names).")],
+    file: Annotated[Path, typer.Argument(help="JSON Lines file of usage events (docs/events.md: exact types).")],
     target: Target = DEFAULT_TARGET,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per atomic batch.")] = 1000,
     backfill: Annotated[
@@ -78,22 +78,19 @@ def events_ingest(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Append every event of FILE in batches; re-running the same file appends nothing new (R24)."""
-    from client.cli_backfill import ingest_bracket
-    from server.convert import raw_to_event
+    """Append every event of FILE in batches; re-running the same file appends nothing new (R24).
 
-    records = _read_jsonl(file, as_json)
-    messages = []
-    for number, record in records:
-        try:
-            messages.append(raw_to_event(record))
-        except (ValueError, TypeError) as err:
-            fail(f"{file}:{number}: {err}", EXIT_REFUSED, as_json=as_json)
+    The whole file is checked first: one bad line and nothing is sent. A batch the ledger refuses stops the
+    ingest; the batches before it stay appended (each batch is atomic) and the message says up to which line.
+    """
+    read = _read_events(file, as_json)
+    messages = [event_to_proto(item.event) for item in read]
     appended = duplicates = 0
-    raws = [record for _, record in records]
+    # R29: the org and instant of each event decide whether the file goes inside a backfill, and its range.
+    spans = [{"org_id": item.event.org_id, "occurred_at": format_micros(item.event.occurred_at)} for item in read]
     with (
         LedgerClient(target) as client,
-        ingest_bracket(client, file, raws, backfill, target, as_json),
+        ingest_bracket(client, file, spans, backfill, target, as_json),
         progress_bar(as_json) as progress,
     ):
         task = progress.add_task("ingesting", total=len(messages))
@@ -102,8 +99,14 @@ def events_ingest(
             try:
                 results = client.append_events(batch)
             except grpc.RpcError as err:
-                line_of = {i: records[start + i][0] for i in range(len(batch))}
-                rpc_failure(err, target, as_json, line_of)
+                _refused(
+                    err,
+                    file,
+                    read[start : start + batch_size],
+                    IngestProgress(appended, duplicates, read, start),
+                    target,
+                    as_json,
+                )
             dup = sum(1 for r in results if r.duplicate)
             duplicates += dup
             appended += len(results) - dup
@@ -115,6 +118,50 @@ def events_ingest(
         out.print(
             f"{len(messages)} events read: [green]{appended} appended[/], {duplicates} already in the ledger (R24)"
         )
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """How far an ingest got before a batch failed: what the file had appended, and where the failed batch starts."""
+
+    appended: int
+    duplicates: int
+    read: list[FileEvent]
+    failed_at: int  # index into `read` of the failed batch's first event
+
+    def describe(self) -> str:
+        first_line = self.read[self.failed_at].line
+        if self.failed_at == 0:
+            return f"nothing of the file was appended (the first batch, from line {first_line}, failed)"
+        return (
+            f"lines {self.read[0].line}-{self.read[self.failed_at - 1].line} were sent before it: {self.appended} "
+            f"appended, {self.duplicates} already in the ledger (R24); nothing from line {first_line} on was appended"
+        )
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "appended": self.appended,
+            "duplicates": self.duplicates,
+            "sent_through_line": self.read[self.failed_at - 1].line if self.failed_at else None,
+            "failed_batch_first_line": self.read[self.failed_at].line,
+        }
+
+
+def _refused(
+    err: grpc.RpcError, file: Path, batch: list[FileEvent], progress: IngestProgress, target: str, as_json: bool
+) -> NoReturn:
+    """Report a failed batch by file line: an R24 conflict names the line and the entry already in the ledger."""
+    conflict = conflict_of(err)
+    if conflict is None:
+        rpc_failure(err, target, as_json, {i: item.line for i, item in enumerate(batch)}, progress.describe())
+    line = next((item.line for item in batch if item.event.event_id == conflict.get("event_id")), None)
+    stored = f"entry {conflict['sequence']} of org/{conflict.get('org_id')}" if "sequence" in conflict else "an entry"
+    message = (
+        f"{file}:{line}: event_id {conflict.get('event_id')!r}: R24: the ledger already holds {stored} under this "
+        f"event_id with different content (entry hash {conflict.get('entry_hash', '?')[:16]}…); a new fact needs a "
+        f"new event_id. {progress.describe()}"
+    )
+    fail(message, EXIT_REFUSED, as_json=as_json, code="ALREADY_EXISTS", line=line, conflict=conflict, **progress.json())
 
 
 # -- logs -----------------------------------------------------------------------------------------

@@ -20,6 +20,11 @@ from server.tls import read_private_file
 
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# An append whose deadline passed may still have committed (the review found 97 of 97 had): resending the same
+# event IDs is safe because R24 answers the ones already in the ledger with their original entries.
+APPEND_RETRYABLE = RETRYABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
+# However many attempts are left, no retry starts later than this after the first attempt.
+DEFAULT_RETRY_BUDGET_SECONDS = 120.0
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", 16 << 20),
     ("grpc.max_receive_message_length", 16 << 20),
@@ -70,8 +75,10 @@ class Connection:
 
 
 class LedgerClient:
-    """A channel to one ledger server. Appends retry UNAVAILABLE and RESOURCE_EXHAUSTED with jittered backoff;
-    resending the same event IDs is safe because the ledger answers duplicates with the original entry (R24)."""
+    """A channel to one ledger server. Calls retry UNAVAILABLE and RESOURCE_EXHAUSTED with jittered exponential
+    backoff, appends DEADLINE_EXCEEDED too: resending the same event IDs is safe because the ledger answers
+    duplicates with the original entry (R24). Retries stop after `retries` or once `retry_budget` seconds have
+    passed since the first attempt, whichever comes first; the last error is raised."""
 
     def __init__(
         self,
@@ -82,6 +89,7 @@ class LedgerClient:
         timeout: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
         connection: Connection | None = None,
+        retry_budget: float = DEFAULT_RETRY_BUDGET_SECONDS,
     ) -> None:
         """`connection` (default: Connection.from_env()) gives the API key and TLS files; `metadata` is sent too."""
         self.target = target
@@ -91,6 +99,7 @@ class LedgerClient:
         self.channel = channel or grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
         self.stub = pb_grpc.LedgerServiceStub(self.channel)
         self.retries = retries
+        self.retry_budget = retry_budget
         self.timeout = timeout
         self.metadata = (*connection.metadata(), *metadata)
 
@@ -107,15 +116,17 @@ class LedgerClient:
         """Call any stub method on this channel with the client's deadline, metadata and retry policy."""
         return self._call(method, request)
 
-    def _call(self, method: Callable[..., T], request: Any) -> T:
+    def _call(self, method: Callable[..., T], request: Any, retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> T:
         delay = 0.05
+        give_up_at = time.monotonic() + self.retry_budget
         for attempt in range(self.retries + 1):
             try:
                 return method(request, timeout=self.timeout, metadata=self.metadata)
             except grpc.RpcError as err:
-                if err.code() not in RETRYABLE or attempt == self.retries:
+                pause = delay * (0.5 + random.random())
+                if err.code() not in retryable or attempt == self.retries or time.monotonic() + pause > give_up_at:
                     raise
-                time.sleep(delay * (0.5 + random.random()))
+                time.sleep(pause)
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
 
@@ -124,7 +135,7 @@ class LedgerClient:
         request = pb.AppendEventsRequest(
             events=[e if isinstance(e, pb.UsageEvent) else convert.raw_to_event(dict(e)) for e in events]
         )
-        response = self._call(self.stub.AppendEvents, request)
+        response = self._call(self.stub.AppendEvents, request, APPEND_RETRYABLE)
         return list(response.results)
 
     def head(self, log_id: str) -> LogHead:

@@ -83,22 +83,28 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def fail(message: str, code: int, *, as_json: bool = False, **extra: Any) -> NoReturn:
+def fail(message: str, exit_code: int, /, *, as_json: bool = False, **extra: Any) -> NoReturn:
     if as_json:
         emit_json({"ok": False, "error": message, **extra})
     else:
         err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+    raise typer.Exit(exit_code)
 
 
-def rpc_failure(err: grpc.RpcError, target: str, as_json: bool, line_of: dict[int, int] | None = None) -> NoReturn:
+def rpc_failure(
+    err: grpc.RpcError, target: str, as_json: bool, line_of: dict[int, int] | None = None, context: str = ""
+) -> NoReturn:
+    """Report a failed call and exit; `context` (such as how far an ingest got) is added to the message."""
     code = err.code()
+    suffix = f"; {context}" if context else ""
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        fail(
-            f"cannot reach the ledger at {target} ({err.details()}); start it with `ledger-server` or pass --target",
-            EXIT_UNREACHABLE,
-            as_json=as_json,
-        )
+        if error_reason(err) == "STORAGE_UNAVAILABLE":
+            what = f"the ledger at {target} could not use its database ({err.details()})"
+        else:
+            what = (
+                f"cannot reach the ledger at {target} ({err.details()}); start it with `ledger-server` or pass --target"
+            )
+        fail(what + suffix, EXIT_UNREACHABLE, as_json=as_json, code=code.name)
     violations = violations_of(err)
     if line_of is not None:
         violations = [with_line(field, desc, line_of) for field, desc in violations]
@@ -107,15 +113,41 @@ def rpc_failure(err: grpc.RpcError, target: str, as_json: bool, line_of: dict[in
             {
                 "ok": False,
                 "code": code.name,
-                "error": err.details(),
+                "error": err.details() + suffix,
                 "violations": [{"field": f, "description": d} for f, d in violations],
             }
         )
     else:
-        err_console.print(f"[bold red]error ({code.name}):[/] {err.details()}")
+        err_console.print(f"[bold red]error ({code.name}):[/] {err.details()}{suffix}")
         for field, description in violations:
             err_console.print(f"  {field}: {description}")
     raise typer.Exit(EXIT_REFUSED)
+
+
+def _error_info(err: grpc.RpcError) -> Any:
+    from google.rpc import error_details_pb2
+
+    status = rpc_status.from_call(err)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def error_reason(err: grpc.RpcError) -> str | None:
+    """The ErrorInfo reason of a failed call (UPPER_SNAKE, such as EVENT_ID_CONFLICT), if it has one."""
+    info = _error_info(err)
+    return str(info.reason) if info is not None else None
+
+
+def conflict_of(err: grpc.RpcError) -> dict[str, str] | None:
+    """An R24 conflict's ErrorInfo metadata (org_id, event_id and, when stored, sequence and entry_hash)."""
+    info = _error_info(err)
+    if info is None or info.reason != "EVENT_ID_CONFLICT":
+        return None
+    return dict(info.metadata)
 
 
 def violations_of(err: grpc.RpcError) -> list[tuple[str, str]]:

@@ -36,13 +36,24 @@ class EventConflict(LedgerError):
 
     reason = "EVENT_ID_CONFLICT"
 
-    def __init__(self, org_id: str, event_id: str) -> None:
+    def __init__(self, org_id: str, event_id: str, sequence: int | None = None, entry_hash: bytes = b"") -> None:
         self.org_id = org_id
         self.event_id = event_id
+        self.sequence = sequence  # the stored entry holding the first fact under this event_id
+        self.entry_hash = entry_hash
+        where = f" (entry {sequence})" if sequence is not None else ""
         super().__init__(
-            f"R24: event_id {event_id!r} is already in org {org_id!r}'s log with different content; "
-            "nothing was appended (send a new event_id for a new fact)"
+            f"R24: event_id {event_id!r} is already in org {org_id!r}'s log{where} with different content; "
+            "nothing of this batch was appended (send a new event_id for a new fact)"
         )
+
+    def metadata(self) -> dict[str, str]:
+        """ErrorInfo metadata: enough for a client to name the stored entry without reading it."""
+        found = {"org_id": self.org_id, "event_id": self.event_id}
+        if self.sequence is not None:
+            found["sequence"] = str(self.sequence)
+            found["entry_hash"] = self.entry_hash.hex()
+        return found
 
 
 class NotFound(LedgerError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -18,6 +18,12 @@ IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}\Z")
 IDENTIFIER_RULE = "1 to 128 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
 INSTANCE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}\Z")
 MAX_GIGABYTES = Decimal("1000000000")  # 1 EB: anything larger is a unit mistake, not usage
+# The one grammar of a decimal string in an event (docs/events.md): ASCII digits, optionally a point and more ASCII
+# digits. No sign, exponent, "_", spaces or non-ASCII digits, all of which Decimal() would otherwise take:
+# "1_000", "１２" and " 12 " are not quantities anyone meant to bill (issue #23).
+DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+DECIMAL_RULE = 'a decimal string of ASCII digits with an optional fraction, such as "50" or "12.5"'
+_is_decimal_text = DECIMAL_RE.match
 MAX_INTERVAL_SECONDS = 31 * 24 * 3600
 DEFAULT_STORAGE_INTERVAL_SECONDS = 300
 # Rejecting events too far in the future keeps a skewed clock from pre-billing usage (issue 2).
@@ -270,7 +276,7 @@ def well_formed_fields(
     and builds the same UsageEvent; anything unusual (a str subclass, an empty required field, a bad value)
     returns None, so the full checks name every problem exactly as before.
     """
-    if type(raw) is not dict or not raw.keys() <= _KNOWN_FIELDS:
+    if type(raw) is not dict or not raw.keys() <= KNOWN_EVENT_FIELDS:
         return None
     get = raw.get
     event_id = get("event_id")
@@ -367,12 +373,12 @@ def well_formed_fields(
         if volume_id is None and storage_kind is StorageKind.NETWORK_VOLUME:
             return None
         value = get("gigabytes")
-        if type(value) is not str and type(value) is not int:
+        if type(value) is str:
+            if not _is_decimal_text(value):
+                return None
+        elif type(value) is not int:
             return None
-        try:
-            gigabytes = Decimal(value)
-        except (InvalidOperation, ValueError):
-            return None
+        gigabytes = Decimal(value)
         if (
             not gigabytes.is_finite()
             or gigabytes < 0
@@ -479,7 +485,7 @@ def parse_event(
     if accepted is not None:
         return accepted
     c = _Collector(prefix, raw)
-    unknown = sorted(set(raw) - _KNOWN_FIELDS)
+    unknown = sorted(set(raw) - KNOWN_EVENT_FIELDS)
     for name in unknown[:5]:
         c.bad(str(name)[:64], "is not a usage-event field (see docs/billing-rules.md, 'Usage events')")
     if raw.get("type") == EventType.HEARTBEAT.value:
@@ -613,7 +619,7 @@ def event_from_body(body: Mapping[str, Any]) -> UsageEvent:
     )
 
 
-_KNOWN_FIELDS = frozenset(
+KNOWN_EVENT_FIELDS = frozenset(
     {
         "event_id",
         "org_id",
@@ -668,16 +674,15 @@ def _parse_gigabytes(c: _Collector, value: Any, *, required: bool) -> Decimal | 
         if required:
             c.bad("gigabytes", 'is required for STORAGE_SAMPLE (a decimal string such as "50" or "12.5")')
         return None
-    if isinstance(value, (bool, float)):
+    if type(value) is float:
         # A float has already lost exactness (R21): ask for a string.
-        c.bad("gigabytes", 'must be a decimal string such as "12.5" (or an integer), never a float')
+        c.bad("gigabytes", f"must be {DECIMAL_RULE} (or a JSON integer), never a float")
         return None
-    try:
-        amount = Decimal(value) if isinstance(value, (str, int)) else None
-    except (InvalidOperation, ValueError):
-        amount = None
-    if amount is None or not amount.is_finite():
-        c.bad("gigabytes", f"{str(value)[:40]!r} is not a decimal number")
+    if type(value) is int or (isinstance(value, str) and _is_decimal_text(value)):  # an int, not a bool
+        amount = Decimal(value)
+    else:
+        shown = repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
+        c.bad("gigabytes", f"{shown} is not {DECIMAL_RULE}")
         return None
     if amount < 0:
         c.bad("gigabytes", "must not be negative")
@@ -694,9 +699,9 @@ def _parse_gigabytes(c: _Collector, value: Any, *, required: bool) -> Decimal | 
 def _parse_interval(c: _Collector, value: Any) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INTERVAL_SECONDS:
+    # Exactly an integer: not "3600" (a string), 3600.9 or 3600.0 (floats), nor true (a bool, which Python counts
+    # as the integer 1).
+    if type(value) is not int or not 1 <= value <= MAX_INTERVAL_SECONDS:
         c.bad("interval_seconds", f"must be a whole number of seconds from 1 to {MAX_INTERVAL_SECONDS}")
         return None
     return value

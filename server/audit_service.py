@@ -148,7 +148,9 @@ def _page_start(page_token: str, default: int) -> int:
     if not page_token:
         return default
     token = _decode_token(page_token)
-    if not token.isdigit() or int(token) >= 2**63:  # ours are sequence numbers and sizes: signed 64-bit columns
+    # ASCII digits of a sequence number or size only (str.isdigit also takes "²", which int() refuses): signed
+    # 64-bit columns.
+    if not (token.isascii() and token.isdigit() and int(token) < 2**63):
         raise InvalidInput([FieldViolation("page_token", "is not a page token this server issued")])
     return int(token)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,7 +10,9 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from usageledger.v1 import ledger_pb2 as pb
 
 from ledger.entry import Entry, EntryKind, LogHead
+from ledger.events import KNOWN_EVENT_FIELDS, UsageEvent, format_decimal
 from ledger.store import Appended
+from ledger.timeutil import parse_rfc3339_micros
 
 # Proto field names differ from billing-rules.md's in one place: occurred_at is `occur_time` (AIP `*_time`).
 PROTO_FIELD_NAMES = {"occurred_at": "occur_time"}
@@ -98,52 +100,102 @@ def event_to_raw(event: pb.UsageEvent) -> dict[str, Any]:
     return raw
 
 
-def raw_to_event(raw: dict[str, Any]) -> pb.UsageEvent:
-    """The client side: a billing-rules.md mapping (as in JSONL files) to a proto event.
+_TEXT_FIELDS = (
+    *("event_id", "org_id", "workspace_id", "endpoint_id", "workload_id", "instance_type", "request_id", "volume_id"),
+)
+_ENUM_FIELDS = (
+    ("workload_kind", pb.WorkloadKind, "WORKLOAD_KIND_"),
+    ("worker_type", pb.WorkerType, "WORKER_TYPE_"),
+    ("type", pb.EventType, "EVENT_TYPE_"),
+    ("stop_reason", pb.StopReason, "STOP_REASON_"),
+    ("storage_kind", pb.StorageKind, "STORAGE_KIND_"),
+)
 
-    Values the proto cannot hold are passed through as strings where possible, so the server names the field.
+
+def _exact(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    # type(), not isinstance: a bool is an int to Python, and true is not 1 (issue #23).
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(value) not in kinds:
+        raise TypeError(f"{name}: must be {what}, not {json_type(value)}")
+    return value
+
+
+def json_type(value: Any) -> str:
+    """What a decoded JSON value is, as a person reading the file would say it."""
+    names = {bool: "a boolean", int: "an integer", float: "a number with a fraction", str: "a string"}
+    return names.get(type(value), "an array" if isinstance(value, list) else "an object")
+
+
+def raw_to_event(raw: Mapping[str, Any]) -> pb.UsageEvent:
+    """The client side: a billing-rules.md mapping (as in JSONL files) to a proto event, taking types exactly.
+
+    A key that is no event field raises ValueError, a value of the wrong JSON type TypeError, each naming the field:
+    nothing is coerced (a string "false" is not false, 3600.9 is not 3600, true is not 1). Values of the right type
+    are passed on as they are for the server to validate and name. None means absent.
     """
+    unknown = sorted(set(raw) - KNOWN_EVENT_FIELDS)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: is not a usage-event field (see billing-rules.md, 'Usage events')")
     event = pb.UsageEvent()
-    for name in (
-        "event_id",
-        "org_id",
-        "workspace_id",
-        "endpoint_id",
-        "workload_id",
-        "instance_type",
-        "request_id",
-        "volume_id",
-    ):
+    for name in _TEXT_FIELDS:
         value = raw.get(name)
         if value is not None:
-            setattr(event, name, str(value))
-    if raw.get("gigabytes") is not None:
-        event.gigabytes = str(raw["gigabytes"]) if not isinstance(raw["gigabytes"], float) else repr(raw["gigabytes"])
-    event.development = bool(raw.get("development", False))
-    for field, enum, prefix in (
-        ("workload_kind", pb.WorkloadKind, "WORKLOAD_KIND_"),
-        ("worker_type", pb.WorkerType, "WORKER_TYPE_"),
-        ("type", pb.EventType, "EVENT_TYPE_"),
-        ("stop_reason", pb.StopReason, "STOP_REASON_"),
-        ("storage_kind", pb.StorageKind, "STORAGE_KIND_"),
-    ):
-        value = raw.get(field)
-        if value:
+            setattr(event, name, _exact(name, value, str, "a string"))
+    value = raw.get("gigabytes")
+    if value is not None:
+        event.gigabytes = str(_exact("gigabytes", value, (str, int), "a decimal string or an integer"))
+    value = raw.get("development")
+    if value is not None:
+        event.development = _exact("development", value, bool, "true or false")
+    for name, enum, prefix in _ENUM_FIELDS:
+        value = raw.get(name)
+        if value is not None and value != "":
             try:
-                setattr(event, field, enum.Value(prefix + str(value)))
+                setattr(event, name, enum.Value(prefix + _exact(name, value, str, "a string")))
             except ValueError as err:
-                raise ValueError(f"{field}: {value!r} is not a known value") from err
-    if raw.get("occurred_at"):
-        from ledger.timeutil import parse_rfc3339_micros
-
+                raise ValueError(f"{name}: {value[:40]!r} is not a known value") from err
+    value = raw.get("occurred_at")
+    if value is not None and value != "":  # empty: absent, for the server to name as required
         try:
-            micros = parse_rfc3339_micros(str(raw["occurred_at"]))
+            micros = parse_rfc3339_micros(_exact("occurred_at", value, str, "an RFC 3339 string"))
         except ValueError as err:
             raise ValueError(f"occurred_at: {err}") from err
         event.occur_time.CopyFrom(micros_to_timestamp(micros))
-    if raw.get("interval_seconds") is not None:
-        event.interval_seconds = int(raw["interval_seconds"])
+    value = raw.get("interval_seconds")
+    if value is not None:
+        event.interval_seconds = _exact("interval_seconds", value, int, "a whole number of seconds")
     return event
+
+
+def event_to_proto(event: UsageEvent) -> pb.UsageEvent:
+    """A validated domain event as the proto the server takes: exactly its fields, nothing re-parsed."""
+    message = pb.UsageEvent(
+        event_id=event.event_id,
+        org_id=event.org_id,
+        endpoint_id=event.endpoint_id,
+        workload_id=event.workload_id,
+        workload_kind=pb.WorkloadKind.Value("WORKLOAD_KIND_" + event.workload_kind.value),
+        development=event.development,
+        instance_type=event.instance_type,
+        worker_type=pb.WorkerType.Value("WORKER_TYPE_" + event.worker_type.value),
+        type=pb.EventType.Value("EVENT_TYPE_" + event.type.value),
+        occur_time=micros_to_timestamp(event.occurred_at),
+    )
+    if event.workspace_id is not None:
+        message.workspace_id = event.workspace_id
+    if event.request_id is not None:
+        message.request_id = event.request_id
+    if event.stop_reason is not None:
+        message.stop_reason = pb.StopReason.Value("STOP_REASON_" + event.stop_reason.value)
+    if event.storage_kind is not None:
+        message.storage_kind = pb.StorageKind.Value("STORAGE_KIND_" + event.storage_kind.value)
+    if event.volume_id is not None:
+        message.volume_id = event.volume_id
+    if event.gigabytes is not None:
+        message.gigabytes = format_decimal(event.gigabytes)
+    if event.interval_seconds is not None:
+        message.interval_seconds = event.interval_seconds
+    return message
 
 
 def micros_to_timestamp(micros: int) -> Timestamp:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.errors import EventConflict, InvalidInput, LedgerError, NotFound, StorageError, VerificationError
 from ledger.metrics import record_verification_failure
+from ledger.sqlstore.faults import StorageFault
 
 DOMAIN = "usageledger.v1"
+# Every status is bounded whatever the request held (a 1 MB log_id is not echoed back): grpc sends the message and
+# the details as trailing metadata, which clients refuse beyond 8 KiB by default, turning a clear INVALID_ARGUMENT
+# into a RESOURCE_EXHAUSTED the client cannot explain.
+MAX_MESSAGE_CHARS = 1000
+MAX_FIELD_CHARS = 200
+MAX_DESCRIPTION_CHARS = 300
+MAX_VIOLATIONS = 10
+MAX_METADATA_CHARS = 200
 
 _CODES: list[tuple[type[LedgerError], int]] = [
     (InvalidInput, code_pb2.INVALID_ARGUMENT),
@@ -25,24 +35,47 @@ def to_status(err: LedgerError) -> grpc.Status:
     code = next((c for kind, c in _CODES if isinstance(err, kind)), code_pb2.FAILED_PRECONDITION)
     details = []
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)
-    if isinstance(err, EventConflict):
-        info.metadata["org_id"] = err.org_id
-        info.metadata["event_id"] = err.event_id
+    for key, value in _metadata(err).items():
+        info.metadata[key] = bounded(value, MAX_METADATA_CHARS)
     details.append(info)
     if isinstance(err, InvalidInput):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in err.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=bounded(v.field, MAX_FIELD_CHARS), description=bounded(v.description, MAX_DESCRIPTION_CHARS)
+                )
+                for v in err.violations[:MAX_VIOLATIONS]
             ]
         )
         details.append(bad_request)
+    message = bounded(str(err), MAX_MESSAGE_CHARS)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=pack(details)))
+
+
+def pack(details: list[Message]) -> list[any_pb2.Any]:
+    """Error details as the `Any`s a google.rpc.Status carries."""
     packed = []
     for detail in details:
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=str(err), details=packed))
+    return packed
+
+
+def _metadata(err: LedgerError) -> dict[str, str]:
+    if isinstance(err, EventConflict):
+        return err.metadata()
+    if isinstance(err, StorageFault):
+        return {"fault": err.fault}
+    return {}
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    kept = max(0, limit - 40)  # room for the note
+    return f"{text[:kept]}… ({len(text) - kept} more characters)"
 
 
 def abort(context: grpc.ServicerContext, err: LedgerError) -> None:

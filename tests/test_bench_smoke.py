@@ -77,3 +77,20 @@ def test_the_telemetry_bench_runs_every_mode() -> None:
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
     assert set(rows) == {"off", "metrics", "full"}
     assert all(float(rate.replace(",", "")) > 0 for rate, _ in rows.values())
+
+
+def test_the_memory_soak_runs_mixed_load_and_reports_rss(tmp_path: Path) -> None:
+    """bench.soak in a few seconds: the same code as the 30-minute run whose figures docs/benchmarks.md reports."""
+    output = tmp_path / "soak.json"
+    command = [
+        sys.executable, "-m", "bench.soak", "--minutes", "0.1", "--sample-seconds", "1", "--rate", "200",
+        "--lookups", "5", "--workdir", str(tmp_path), "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text())
+    summary, samples = document["summary"], document["samples"]
+    assert len(samples) >= 5 and all(s["rss_kib"] > 0 for s in samples)
+    assert summary["events"] > 0 and summary["duplicates"] == 0 and summary["append_errors"] == 0
+    assert summary["lookups"] > 0 and summary["lookup_errors"] == 0
+    assert summary["rss_kib_max"] == max(s["rss_kib"] for s in samples)

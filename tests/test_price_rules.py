@@ -165,7 +165,10 @@ def september_invoice(client: LedgerClient, make_event: EventFactory, org: str) 
     )
     client.append_events([up, stop])
     billing = bpb_grpc.BillingServiceStub(client.channel)
-    client.call(billing.CloseBillingPeriod, bpb.CloseBillingPeriodRequest(org_id=org, close_time=at(SEPTEMBER_END)))
+    # Nothing shows the log settled through September's end (R28), so its month-end invoice is issued by the grace:
+    # the wall clock one hour past the cut (R17).
+    grace_passed = "2026-10-01T01:00:01Z"
+    client.call(billing.CloseBillingPeriod, bpb.CloseBillingPeriodRequest(org_id=org, close_time=at(grace_passed)))
     [invoice] = client.call(billing.ListInvoices, bpb.ListInvoicesRequest(org_id=org)).invoices
     assert timestamp_to_micros(invoice.period_end_time) == parse_rfc3339_micros(SEPTEMBER_END)
     assert invoice.total == "1.37"
@@ -249,6 +252,10 @@ def test_r12_the_latest_cut_is_kept_with_each_invoice_and_rebuilt_by_the_migrati
     # A database from before migration 0011: the table is filled from the INVOICE entries on open.
     with desk.store.writer.begin() as conn:
         conn.execute(sa.text("DROP TABLE invoice_cuts"))
+        # ...and from before the migrations after it (0012: the rollups' evidence of running, R28).
+        conn.execute(sa.text("DROP TABLE rollup_evidence"))
+        conn.execute(sa.text("ALTER TABLE rollup_cursors DROP COLUMN heartbeat_at"))
+        conn.execute(sa.text("ALTER TABLE rollup_cursors DROP COLUMN latest_event_at"))
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0010'"))
     desk.close_store()
     reopened = SqlStore(db_url)

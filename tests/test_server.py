@@ -74,14 +74,41 @@ def test_unset_enums_and_missing_time_are_named(client: LedgerClient) -> None:
 
 
 def test_r24_conflict_is_already_exists_with_error_info(client: LedgerClient, make_event: EventFactory) -> None:
+    client.append_events([make_event()])
     event = make_event()
-    client.append_events([event])
+    [stored] = client.append_events([event])
     with pytest.raises(grpc.RpcError) as err:
         client.append_events([{**event, "workload_id": "other"}])
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     infos, _ = details(err.value)
     assert infos[0].reason == "EVENT_ID_CONFLICT"
-    assert dict(infos[0].metadata) == {"org_id": "acme", "event_id": event["event_id"]}
+    # The stored entry is named, so the sender can tell what came first without a read role (R24).
+    assert dict(infos[0].metadata) == {
+        "org_id": "acme",
+        "event_id": event["event_id"],
+        "sequence": "1",
+        "entry_hash": stored.entry_hash.hex(),
+    }
+    assert "already in org 'acme''s log (entry 1)" in str(err.value.details())
+
+
+def test_r24_one_event_id_twice_in_a_batch_with_different_bodies_is_invalid_argument(
+    server: RunningServer, client: LedgerClient, make_event: EventFactory
+) -> None:
+    event = make_event()
+    with pytest.raises(grpc.RpcError) as err:
+        client.append_events([make_event(), event, {**event, "workload_id": "other"}])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    infos, violations = details(err.value)
+    assert infos[0].reason == "INVALID_ARGUMENT"
+    [(field, description)] = violations
+    assert field == "events[2].event_id"
+    assert "is also events[1].event_id in this batch, with a different body" in description
+    assert "already in" not in str(err.value.details())
+    assert [h.log_id for h in server.ledger.store.list_logs("", 10)] == ["system"]  # nothing of the batch
+    # The same body twice is one fact sent twice: the second is a duplicate of the first (R24).
+    first, second = client.append_events([event, event])
+    assert (first.duplicate, second.duplicate) == (False, True) and first.sequence == second.sequence
 
 
 def test_list_entries_paginates_with_opaque_tokens(client: LedgerClient, make_event: EventFactory) -> None:

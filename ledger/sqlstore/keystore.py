@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ledger.errors import NotFound, StorageError
 from ledger.keys import ApiKey, Role
+from ledger.sqlstore import faults
 from ledger.sqlstore.schema import api_keys
 
 
@@ -26,14 +27,14 @@ class SqlKeyStore:
         except IntegrityError as err:  # 64 random bits colliding: astronomically unlikely, never silently replaced
             raise StorageError(f"key id {key.key_id} already exists; create the key again") from err
         except OperationalError as err:
-            raise StorageError(f"cannot store the key: {err.orig}") from err
+            raise faults.translated(err) from err
 
     def get_key(self, key_id: str) -> ApiKey | None:
         try:
             with self.engine.connect() as conn:
                 row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).one_or_none()
-        except OperationalError as err:
-            raise StorageError(f"cannot read API keys: {err.orig}") from err
+        except OperationalError as err:  # on every authenticated call: a retryable fault, never driver text
+            raise faults.translated(err) from err
         return None if row is None else _key(row)
 
     def list_keys(self) -> list[ApiKey]:

@@ -13,13 +13,12 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy import and_, create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool
 
 from ledger.audit import AUDIT_COLUMNS
@@ -35,10 +34,10 @@ from ledger.entry import (
     entry_encoder,
     org_of_log,
 )
-from ledger.errors import EventConflict, LogMoved, NotFound, StorageError
+from ledger.errors import EventConflict, FieldViolation, InvalidInput, LogMoved, NotFound, StorageError
 from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
 from ledger.merkle import Frontier, leaf_hash, stored_at
-from ledger.sqlstore import migrate
+from ledger.sqlstore import faults, migrate
 from ledger.sqlstore import schema as _schema
 from ledger.sqlstore.driver import DriverQuery, rows_together
 from ledger.sqlstore.lists import member_of
@@ -254,6 +253,8 @@ _PG_CREATE_HEADS = (
     "SELECT log_id, 0, %s, %s FROM unnest(%s::varchar[]) WITH ORDINALITY AS new(log_id, n) ORDER BY n "
     "ON CONFLICT (log_id) DO NOTHING"
 )
+_PG_SHARE_HEAD_SIZE = "SELECT size FROM log_heads WHERE log_id = %s FOR SHARE"
+_SQLITE_HEAD_SIZE = "SELECT size FROM log_heads WHERE log_id = ?"
 _PG_LOCK_HEADS = (
     "SELECT log_id, size, head_hash, frontier FROM log_heads WHERE log_id = ANY(%s) ORDER BY log_id FOR UPDATE"
 )
@@ -301,19 +302,26 @@ def _take_group(queue: list[_QueuedAppend]) -> list[_QueuedAppend]:
     return group
 
 
-def _storage_error(err: OperationalError | PoolTimeout) -> StorageError:
-    why = err.orig if isinstance(err, OperationalError) else "its writer connection stayed busy"
-    return StorageError(f"the database did not take the append ({why}); retry with the same event IDs")
+def _conflict(
+    log_id: str, event_id: str, prior: Appended, position: int, stored: bool, batch: Sequence[NewEntry]
+) -> NoReturn:
+    """R24: raise for an event_id whose body differs from the one it first came with.
 
-
-def _translated(err: BaseException) -> BaseException:
-    """What an append raises for `err`: a StorageError caused by it for an OperationalError or a wait for the
-    writer connection that timed out, else `err` itself."""
-    if isinstance(err, OperationalError | PoolTimeout):
-        storage = _storage_error(err)
-        storage.__cause__ = err
-        return storage
-    return err
+    Stored before: EventConflict naming the stored entry. Earlier in this same batch: the batch contradicts
+    itself, so it is bad input naming both events (the log holds neither; "already in the log" would be false).
+    """
+    if stored:
+        raise EventConflict(org_of_log(log_id) or log_id, event_id, prior.sequence, prior.entry_hash)
+    first = next(p for p, item in enumerate(batch) if item.log_id == log_id and item.index.event_id == event_id)
+    raise InvalidInput(
+        [
+            FieldViolation(
+                f"events[{position}].event_id",
+                f"R24: {event_id!r} is also events[{first}].event_id in this batch, with a different body; "
+                "nothing was appended (one event_id names one fact)",
+            )
+        ]
+    )
 
 
 class SqlStore:
@@ -359,9 +367,11 @@ class SqlStore:
         try:
             with self.reader.connect() as conn:
                 conn.execute(sa.text("SELECT 1")).scalar_one()
-        except (DBAPIError, PoolTimeout, DisconnectionError) as err:
-            why = err.orig if isinstance(err, DBAPIError) else err
-            raise StorageError(f"the database cannot be reached ({type(why).__name__})") from err
+        except Exception as err:  # the same table as every other read and write (ledger.sqlstore.faults)
+            fault = faults.storage_fault(err)
+            if fault is None:
+                raise
+            raise fault from err
 
     # -- append -----------------------------------------------------------------------------------
 
@@ -370,7 +380,8 @@ class SqlStore:
     ) -> list[Appended]:
         """Append atomically. With `expected_sizes`, only if each named log still holds exactly that many entries,
         checked under the log heads' locks in the append's own transaction; else LogMoved and nothing is appended
-        (R17: an invoice is appended only while the log is as it was rated)."""
+        (R17: an invoice is appended only while the log is as it was rated). A named log the append does not write
+        (the system log whose price books rated the invoices) is held with a share lock until it commits."""
         if not new_entries:
             return []
         if self._write_lock is None:
@@ -398,8 +409,11 @@ class SqlStore:
         try:
             with self.writer.begin() as conn:
                 return self._append(conn, new_entries, expected_sizes)
-        except (OperationalError, PoolTimeout) as err:
-            raise _storage_error(err) from err
+        except Exception as err:  # a driver or pool failure becomes a retryable StorageError (ledger.sqlstore.faults)
+            fault = faults.storage_fault(err)
+            if fault is None:
+                raise
+            raise fault from err
 
     def _append_group(self, group: list[_QueuedAppend]) -> None:
         """Append every batch of `group`; each ends done, with its result or its own error."""
@@ -411,7 +425,7 @@ class SqlStore:
         except BaseException as err:  # nothing of the group was committed
             for queued in group:
                 if queued.error is None:
-                    queued.result, queued.error = None, _translated(err)
+                    queued.result, queued.error = None, faults.translated(err)
             if not isinstance(err, Exception):
                 raise
         finally:
@@ -425,7 +439,7 @@ class SqlStore:
                     with conn.begin_nested():  # a savepoint: a failed batch is undone alone
                         queued.result = self._append(conn, queued.entries, queued.expected_sizes)
                 except Exception as err:
-                    queued.error = _translated(err)
+                    queued.error = faults.translated(err)
 
     def _append(
         self, conn: Connection, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
@@ -442,9 +456,7 @@ class SqlStore:
         logs = sorted(by_log)
         heads = self._lock_heads(conn, logs)
         for log_id, expected in (expected_sizes or {}).items():
-            if log_id not in heads:
-                raise ValueError(f"an expected size names log {log_id}, which the append does not write")
-            actual = heads[log_id][0]
+            actual = heads[log_id][0] if log_id in heads else self._share_head_size(conn, log_id)
             if actual != expected:
                 raise LogMoved(log_id, expected, actual)
         known_by_log = self._existing_by_log(conn, {log: [new_entries[p] for p in by_log[log]] for log in logs})
@@ -466,7 +478,7 @@ class SqlStore:
                     if prior is not None:
                         prior_body, prior_result = prior
                         if prior_body != item.body:
-                            raise EventConflict(org_of_log(log_id) or log_id, key)
+                            _conflict(log_id, key, prior_result, position, key in known, new_entries)
                         results[position] = Appended(log_id, prior_result.sequence, prior_result.entry_hash, True)
                         continue
                 if encode is None:
@@ -558,6 +570,15 @@ class SqlStore:
                         write_row(row)
         except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
             raise DBAPIError.instance(self._sql.copy_entries, None, err, dbapi.Error, dialect=conn.dialect) from err
+
+    def _share_head_size(self, conn: Connection, log_id: str) -> int:
+        """The size of a log this append reads but does not write (the system log's price books an invoice was rated
+        with, R12/R17), held until the transaction ends: on PostgreSQL a SHARE row lock, so a price-book append (which
+        locks the head FOR UPDATE) waits for this append and then meets its cut in R12's guard; on SQLite the one
+        writer lock already holds it."""
+        sql = _PG_SHARE_HEAD_SIZE if self.dialect == "postgresql" else _SQLITE_HEAD_SIZE
+        size = conn.exec_driver_sql(sql, (log_id,)).scalar_one_or_none()
+        return 0 if size is None else int(size)
 
     def _lock_heads(self, conn: Connection, logs: list[str]) -> dict[str, tuple[int, bytes, Frontier]]:
         """Lock the heads of `logs` (sorted), creating missing ones; each log's size, head hash and frontier.
@@ -934,7 +955,7 @@ class SqlStore:
         except sa.exc.IntegrityError as err:  # a concurrent signer of the same size, on a backend without the lock
             raise CheckpointConflict(f"log {checkpoint.log_id}: size {checkpoint.size} was signed meanwhile") from err
         except OperationalError as err:
-            raise StorageError(f"the database did not store the checkpoint ({err.orig}); retry") from err
+            raise faults.translated(err) from err
 
     # -- dispute lookups (R27, ledger.dispute): index-backed reads, never a scan of a log ------------------------
 
