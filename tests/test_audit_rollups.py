@@ -23,9 +23,10 @@ from ledger.entry import Entry
 from ledger.sqlstore import SqlStore, open_store
 from ledger.sqlstore.rollup_check import ROLLUP_TABLES, check_org_rollups
 from ledger.sqlstore.rollups import UsageRollups
+from ledger.sqlstore.serving import RequestSummary
 from ledger.timeutil import format_micros
 from tests.conftest import FixedClock
-from tests.test_dispute_rollups import BASE, SECOND, histories
+from tests.test_dispute_rollups import BASE, SECOND, histories, reused_while_another_replica_uses_the_id
 
 if TYPE_CHECKING:
     from tests.audit_support import TamperFactory
@@ -206,6 +207,31 @@ def test_rollups_caught_up_in_any_batches_re_derive_row_for_row_and_a_lost_row_i
             assert "missing" in broken.differences[0].detail
         finally:
             store.close()
+
+
+def test_r26_a_request_id_reused_on_one_replica_is_irregular_when_another_replica_uses_it_in_the_same_batch(
+    ledger: Ledger,
+) -> None:
+    """Found by hypothesis: wl-a closes r-1 in one batch and starts it again in the next (R26), where wl-b serves its
+    own r-1. The second catch-up is unsure of r-1 on both replicas; it must mark wl-a irregular, as one pass over the
+    log does (wl-b too: the count of r-1's entries is per log, the safe way round). It marked only wl-b, so the live
+    summary of wl-a said `irregular: false` and a lookup took a shortcut past the anomaly."""
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    rollups = UsageRollups(store)
+    for batch in reused_while_another_replica_uses_the_id():
+        ledger.append_events(batch)
+        rollups.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
+    with store.writer.begin() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT workload_id, summary FROM rollup_requests WHERE log_id = 'org/acme' ORDER BY workload_id"
+        ).all()
+    assert {workload: RequestSummary.decode(bytes(blob)).irregular for workload, blob in rows} == {
+        "wl-a": True,
+        "wl-b": True,
+    }
+    clean = check_org_rollups(store, "acme", lambda log_id, stop: store.iter_entries(log_id, 0, stop))
+    assert clean.ok, [str(d) for d in clean.differences]
 
 
 def test_tampered_evidence_of_running_is_named(db_url: str, day: Decimal, tamper: TamperFactory) -> None:

@@ -18,7 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.billing import Invoice, LineKind, Trigger, round_cents
@@ -122,13 +122,21 @@ def check_lines(invoice: Invoice) -> None:
     assert invoice.balance_carried_forward == min(invoice.total, Decimal(0))
 
 
-def check_coverage(desk: Desk, at: int) -> None:
-    """Invoices plus the draft at `at` cover each rated unit and storage interval exactly once (R17)."""
+def check_coverage(desk: Desk, at: int) -> int:
+    """Invoices plus the draft at `at` cover each rated unit and storage interval starting before the draft's cut
+    exactly once (R17).
+
+    The cut is in event time (R17, R28): the settled-through time, never before the last invoice's cut, which may be
+    past the wall clock `at` (events may run up to the clock skew ahead of it, and a month-end invoice is cut as soon
+    as the settled-through time reaches the month's end). Returns that cut.
+    """
     engine = desk.engine
     books = engine.books("acme")
     rating = engine.rating("acme", desk.clock.now)
     draft = engine.open_period(books, rating, at)
     check_lines(draft)
+    cut = draft.period_end
+    assert all(invoice.period_end <= cut for invoice in books.invoices)  # R17: what is invoiced stays invoiced
     everything = [*books.invoices, draft]
 
     held: dict[tuple[str, int], Counter[int]] = {}
@@ -146,7 +154,7 @@ def check_coverage(desk: Desk, at: int) -> None:
     rated = Fraction(0)
     for session in rating.sessions:
         units: set[int] = set()
-        for run in session.runs_in(session.up, at):
+        for run in session.runs_in(session.up, cut):
             units.update(range(run.first_unit_index, run.first_unit_index + run.count))
             rated += Fraction(run.amount)
         expected[(session.workload_id, session.up_seq)] = units
@@ -156,19 +164,44 @@ def check_coverage(desk: Desk, at: int) -> None:
     assert compute == rated  # exact: invoices + uninvoiced = rated usage
 
     storage = Counter(seq for invoice in everything for seq in invoice.storage_sequences)
-    due = {c.seq for c in rating.storage if c.start < at}
+    due = {c.seq for c in rating.storage if c.start < cut}
     assert set(storage) == due and all(n == 1 for n in storage.values())
     stored = sum(
         (line.exact_amount() for inv in everything for line in inv.lines if line.kind is LineKind.STORAGE), Fraction(0)
     )
-    assert stored == sum((c.exact_amount for c in rating.storage if c.start < at), Fraction(0))
+    assert stored == sum((c.exact_amount for c in rating.storage if c.start < cut), Fraction(0))
 
     for balance in books.balances(at):
         assert balance.left >= 0 and balance.used <= balance.grant.amount  # R16: never negative
+    return cut
+
+
+# Found by hypothesis: a session of 23:57-00:00 across the October month end, its events 5 minutes ahead of the wall
+# clock (23:55). The settled-through time reaches 2026-11-01T00:00 (R28), so October's month-end invoice is cut in
+# event time before the wall clock gets there (R17): coverage is checked to the draft's cut, not to the wall clock.
+MONTH_END_AHEAD_OF_THE_CLOCK = Scenario(
+    granularity="PER_MINUTE",
+    discount="0",
+    credits=(),
+    events=(
+        usage_event("acme", "wl-0", "WORKLOAD_UP", "2026-10-31T23:57:00.000000Z", instance_type="B200"),
+        usage_event(
+            "acme",
+            "wl-0",
+            "WORKLOAD_STOPPED",
+            "2026-11-01T00:00:00.000000Z",
+            instance_type="B200",
+            stop_reason="SCALED_DOWN",
+        ),
+    ),
+    batches=(),
+    closes=(0,),
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
+@example(MONTH_END_AHEAD_OF_THE_CLOCK)
 def test_r16_r17_r21_r22_invoices_cover_every_unit_once_and_never_change(scenario: Scenario) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         desk = Desk(f"sqlite:///{tmp}/ledger.db", format_micros(T0 - 24 * 60 * MINUTE))
@@ -190,7 +223,8 @@ def test_r16_r17_r21_r22_invoices_cover_every_unit_once_and_never_change(scenari
                 now_issued = desk.entry_bytes()
                 assert now_issued[: len(issued)] == issued  # R22: byte-identical
                 issued = now_issued
-                check_coverage(desk, desk.clock.now)
+                # R28: the close's HEARTBEAT at the wall clock settles the log at least that far.
+                assert check_coverage(desk, desk.clock.now) >= desk.clock.now
             check_rederived(desk)
         finally:
             desk.close_store()

@@ -262,6 +262,53 @@ def test_r26_r27_a_reused_request_id_far_from_the_window_is_not_in_another_repli
     assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
 
 
+def reused_while_another_replica_uses_the_id() -> list[list[dict[str, Any]]]:
+    """Two batches (found by hypothesis): wl-a serves r-1 at 00:01 (5 s) in the first; in the second wl-a starts r-1
+    again at 02:00 (R26: already started) while wl-b, up since 00:00, serves its own r-1 at 00:30 (5 s). Both stop at
+    04:00. The second catch-up is unsure of r-1 on both replicas: neither has it in flight."""
+    hour, minute = 3600 * SECOND, 60 * SECOND
+    first = [
+        ("WORKLOAD_UP", 0, "wl-a", {}),
+        ("WORKLOAD_READY", 10 * SECOND, "wl-a", {}),
+        ("REQUEST_STARTED", minute, "wl-a", {"request_id": "r-1"}),
+        ("REQUEST_FINISHED", minute + 5 * SECOND, "wl-a", {"request_id": "r-1"}),
+    ]
+    second = [
+        ("REQUEST_STARTED", 2 * hour, "wl-a", {"request_id": "r-1"}),
+        ("WORKLOAD_UP", 0, "wl-b", {}),
+        ("WORKLOAD_READY", 10 * SECOND, "wl-b", {}),
+        ("REQUEST_STARTED", 30 * minute, "wl-b", {"request_id": "r-1"}),
+        ("REQUEST_FINISHED", 30 * minute + 5 * SECOND, "wl-b", {"request_id": "r-1"}),
+        ("WORKLOAD_STOPPED", 4 * hour, "wl-a", {"stop_reason": "SCALED_DOWN"}),
+        ("WORKLOAD_STOPPED", 4 * hour, "wl-b", {"stop_reason": "SCALED_DOWN"}),
+    ]
+    numbered = list(enumerate([*first, *second]))
+    return [
+        [_event(n, type, BASE + at, workload, **extra) for n, (type, at, workload, extra) in part]
+        for part in (numbered[: len(first)], numbered[len(first) :])
+    ]
+
+
+def test_r26_r27_a_replica_restarting_its_closed_request_is_an_anomaly_while_another_replica_uses_the_id(
+    ledger: Ledger,
+) -> None:
+    """wl-a's second start of r-1 (entry #4) is an R26 anomaly of wl-a: the rollups caught up between the batches
+    must mark wl-a's requests irregular, so the lookup reads wl-a whole and lists the anomaly, as reading every entry
+    does. (They marked only wl-b, the last replica unsure of r-1, and the lookup answered with no anomaly.)"""
+    hour = 3600 * SECOND
+    query = DisputeQuery(org_id="acme", endpoint_id="ep-1", start=BASE + hour, end=BASE + 3 * hour)
+    for batch in reused_while_another_replica_uses_the_id():
+        ledger.append_events(batch)
+        result = reconstruct_charges(ledger, query, with_proofs=False)  # the rollups catch up after each batch
+    assert [(a.anomaly.seq, a.anomaly.workload_id) for a in result.anomalies] == [(4, "wl-a")]
+    assert "R26" in result.anomalies[0].anomaly.reason
+    assert "request r-1 already started at entry #2" in result.anomalies[0].anomaly.reason
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
+    assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
+
+
 def test_r8_r26_r27_a_development_replicas_late_finish_is_read_alone(ledger: Ledger, monkeypatch: Any) -> None:
     """A development replica (R8) up 00:00-04:00 serves r-1 at 00:10 (5 s) and r-2 from 03:59:50; it is OOM-killed
     at 04:00 and r-2's finish is logged at 04:00:20, after the stop. The engine makes nothing of r-1 and r-2's start

@@ -176,7 +176,10 @@ def apply_request_events(
     summaries = _load_summaries(conn, log_id, workloads)
     closed: dict[str, list[Interval]] = defaultdict(list)
     # Request IDs an earlier chunk may already have closed: a start not in flight, a finish with no start in flight.
-    unsure: dict[str, str] = {}
+    # Replicas of an org may use the same request ID (the engine pairs requests per workload, R26), so one ID can be
+    # unsure on several workloads in a chunk: each is kept (one workload per ID let a later workload hide an earlier
+    # one's reuse, and its summary stayed regular where one pass over the log marks it irregular).
+    unsure: dict[str, set[str]] = defaultdict(set)
     for workload_id in workloads:
         summary = summaries.setdefault(workload_id, RequestSummary())
         closed_now: set[str] = set()  # closed in this chunk (earlier chunks: _reused_request_ids)
@@ -185,7 +188,7 @@ def apply_request_events(
             if request_id in closed_now:
                 summary.irregular = True
             elif request_id not in summary.in_flight and request_id not in summary.unmatched_finishes:
-                unsure[request_id] = workload_id
+                unsure[request_id].add(workload_id)
             interval = summary.take(mark)
             if interval is not None:
                 closed[workload_id].append(interval)
@@ -250,12 +253,12 @@ def _upsert_spans(dialect: str) -> Any:
 
 
 def _reused_request_ids(
-    conn: Connection, log_id: str, workload_of: dict[str, str], in_chunk: dict[str, int]
+    conn: Connection, log_id: str, workloads_of: dict[str, set[str]], in_chunk: dict[str, int]
 ) -> set[str]:
     """Workloads with a request event whose request ID an earlier entry of the log already closed: a request
     started or finished a second time. The summary forgets closed requests, so it counts the request's entries in
     the log from ix_entries_request (request_id, log_id) alone: two or more before this chunk means reused."""
-    ids = sorted(workload_of)
+    ids = sorted(workloads_of)
     reused: set[str] = set()
     for at in range(0, len(ids), _LOOKUP_CHUNK):
         query = (
@@ -263,11 +266,9 @@ def _reused_request_ids(
             .where(entries.c.request_id.in_(ids[at : at + _LOOKUP_CHUNK]), entries.c.log_id == log_id)
             .group_by(entries.c.request_id)
         )
-        reused.update(
-            workload_of[request_id]
-            for request_id, count in conn.execute(query).all()
-            if count - in_chunk.get(request_id, 0) >= 2
-        )
+        for request_id, count in conn.execute(query).all():
+            if count - in_chunk.get(request_id, 0) >= 2:
+                reused.update(workloads_of[request_id])
     return reused
 
 
