@@ -83,9 +83,7 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
 def _client_process(target: str, kind: str, orgs: list[str], seconds: float, barrier: Any, results: Any) -> None:
     out: list[Any] = []
     start = threading.Barrier(len(orgs) + 1)
-    threads = [
-        threading.Thread(target=_client_thread, args=(target, kind, org, seconds, start, out)) for org in orgs
-    ]
+    threads = [threading.Thread(target=_client_thread, args=(target, kind, org, seconds, start, out)) for org in orgs]
     for thread in threads:
         thread.start()
     barrier.wait()
