@@ -3,6 +3,7 @@ and admission control that queues briefly before it refuses."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -80,7 +81,7 @@ def test_r24_appends_queued_behind_a_commit_share_the_next_one_each_with_its_own
     orgs = ["acme"] if db_url.startswith("postgresql") else ["acme", "beta", "gamma"]
     plain = [make_event(event_id=f"plain-{i}", org_id=orgs[i % len(orgs)]) for i in range(8)]
     jobs: dict[str, Callable[[], Any]] = {
-        f"plain-{i}": (lambda e=e: store.append(_event_entry(ledger, e))) for i, e in enumerate(plain)
+        f"plain-{i}": functools.partial(store.append, _event_entry(ledger, e)) for i, e in enumerate(plain)
     }
     jobs["duplicate"] = lambda: store.append(_event_entry(ledger, kept))
     jobs["conflict"] = lambda: store.append(_event_entry(ledger, {**kept, "endpoint_id": "ep-other"}))
@@ -191,8 +192,8 @@ def test_r24_property_concurrent_callers_each_get_exactly_their_own_results(
     else:
         from tests.conftest import _pg_database
 
-        databases = _pg_database()
-        url, drop = next(databases), databases
+        drop = contextmanager(_pg_database)()
+        url = drop.__enter__()
     running = start_server(url, clock=FixedClock())
     target = f"127.0.0.1:{running.port}"
     try:
@@ -258,7 +259,7 @@ def test_r24_property_concurrent_callers_each_get_exactly_their_own_results(
     finally:
         running.stop(grace=None)
         if drop is not None:
-            drop.close()
+            drop.__exit__(None, None, None)
 
 
 def _raw(event_id: str, org: str) -> dict[str, Any]:
