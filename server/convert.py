@@ -169,6 +169,13 @@ def raw_to_event(raw: Mapping[str, Any]) -> pb.UsageEvent:
 
 def event_to_proto(event: UsageEvent) -> pb.UsageEvent:
     """A validated domain event as the proto the server takes: exactly its fields, nothing re-parsed."""
+    if event.is_heartbeat:  # R28: org-level; its domain placeholders for workload fields stay off the wire
+        return pb.UsageEvent(
+            event_id=event.event_id,
+            org_id=event.org_id,
+            type=pb.EventType.Value("EVENT_TYPE_HEARTBEAT"),
+            occur_time=micros_to_timestamp(event.occurred_at),
+        )
     message = pb.UsageEvent(
         event_id=event.event_id,
         org_id=event.org_id,

@@ -175,6 +175,45 @@ def test_r17_an_event_landing_between_rating_and_append_refuses_the_invoice_and_
         desk.close_store()
 
 
+def test_r12_r17_a_price_version_landing_between_rating_and_append_refuses_the_invoice_and_it_is_rated_again(
+    db_url: str,
+) -> None:
+    """A price-book version is a fact of the system log, not of the org's: one appended after the closer rated an
+    org (effective after every issued cut, so R12's guard lets it in) must not leave an invoice priced without it,
+    which the auditor, pricing each invoice with the versions recorded before it, would find wrong. The conditional
+    append holds the system log's size too. wl-1 ran 2026-10-05 00:00-01:00 (60 x $0.144 = $8.64) and wl-2
+    2026-10-20 00:00-00:10; B200 FLEX doubles to $0.0048/s from 2026-10-10, so wl-2 is 10 x $0.288 = $2.88 (R11,
+    R12: each unit at the version in force at its start) and the month-end invoice $11.52, not $10.08."""
+    desk = Desk(db_url, "2026-10-01T00:00:00Z")
+    try:
+        desk.session("wl-1", "2026-10-05T00:00:00Z", "2026-10-05T01:00:00Z")
+        desk.session("wl-2", "2026-10-20T00:00:00Z", "2026-10-20T00:10:00Z")
+        desk.heartbeat("2026-11-01T00:00:00Z")  # R28: settled through October's end
+        desk.at("2026-11-01T00:00:00Z")
+        engine = desk.engine
+        system_size = desk.store.head(SYSTEM_LOG).size
+        rating = engine._rating(engine.books("acme"), desk.clock.now)
+        drafts, _ = engine._cuts(load_books(desk.ledger, "acme", rating.log_size), rating, desk.clock.now)
+        assert [d.total for d in drafts] == [Decimal("10.08")]
+        desk.ledger.set_price_book(
+            {
+                "effective_from": "2026-10-10T00:00:00Z",
+                "rates": {"B200": {"flex_per_second": "0.0048", "active_per_second": "0.0048"}},
+            }
+        )
+        with pytest.raises(LogMoved):
+            engine._issue("acme", drafts, rating.log_size, system_size)
+        assert desk.invoices() == []
+
+        [invoice] = engine.close("acme").issued
+        assert invoice.total == Decimal("11.52")
+        system = list(desk.store.iter_entries(SYSTEM_LOG))
+        [finding] = rederive_invoices("acme", desk.store.iter_entries(org_log_id("acme")), system)
+        assert finding.ok, finding.differences
+    finally:
+        desk.close_store()
+
+
 def test_r17_a_rating_from_rollups_behind_the_log_never_issues_an_invoice(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -85,7 +85,7 @@ def test_a_misspelt_key_is_refused_rather_than_dropped_for_the_default(tmp_path:
     # R12's 300 s default would otherwise apply silently to a sample meant to cover an hour.
     path = write(tmp_path, {**SAMPLE, "interval_second": 3600})
     assert problems(path) == [
-        (1, "interval_second", "is not a usage-event field (see billing-rules.md, 'Usage events')")
+        (1, "interval_second", "is not a usage-event field (see docs/billing-rules.md, 'Usage events')")
     ]
 
 
@@ -166,14 +166,15 @@ def test_a_bad_line_1501_leaves_nothing_appended(target: str, tmp_path: Path) ->
 def test_an_r24_conflict_names_the_line_the_stored_entry_and_what_was_appended_before(
     target: str, tmp_path: Path
 ) -> None:
+    # Past events: sent without the R29 backfill bracket, so the entry sequences are the events' alone.
     first = tmp_path / "first.jsonl"
     first.write_text("".join(json.dumps({**BASE, "event_id": f"e-{n}"}) + "\n" for n in range(3)))
-    assert ledgerctl("events", "ingest", str(first), target=target).returncode == 0
+    assert ledgerctl("events", "ingest", str(first), "--no-backfill", target=target).returncode == 0
     lines: list[str | dict[str, Any]] = [{**BASE, "event_id": f"n-{n}"} for n in range(4)]
     lines.insert(4, {**BASE, "event_id": "e-1", "workload_id": "wl-other"})  # line 5 rewrites entry 1's fact
     lines.append({**BASE, "event_id": "n-9"})
     path = write(tmp_path, *lines)
-    result = ledgerctl("events", "ingest", str(path), "--batch-size", "2", "--json", target=target)
+    result = ledgerctl("events", "ingest", str(path), "--batch-size", "2", "--no-backfill", "--json", target=target)
     assert result.returncode == 1, result.stderr
     answer = as_json(result)
     assert answer.get("code") == "ALREADY_EXISTS" and answer["line"] == 5, answer
@@ -182,7 +183,7 @@ def test_an_r24_conflict_names_the_line_the_stored_entry_and_what_was_appended_b
     assert f"{path}:5: event_id 'e-1': R24: the ledger already holds entry 1 of org/acme" in answer["error"]
     assert "lines 1-4 were sent before it: 4 appended" in answer["error"]
     assert "nothing from line 5 on was appended" in answer["error"]
-    text = ledgerctl("events", "ingest", str(path), "--batch-size", "2", target=target)
+    text = ledgerctl("events", "ingest", str(path), "--batch-size", "2", "--no-backfill", target=target)
     assert text.returncode == 1 and ":5: event_id 'e-1'" in text.stderr.replace("\n", "")
     head = as_json(ledgerctl("log", "head", "--org", "acme", "--json", target=target))
     assert head["size"] == 3 + 4  # the first file, then lines 1-4 of the second

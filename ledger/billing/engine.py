@@ -67,7 +67,7 @@ from ledger.billing.payments import (
 from ledger.billing.scope import billing_scope
 from ledger.billing.watch import AccountStateHub
 from ledger.core import Ledger, derive_index
-from ledger.entry import Entry, EntryKind, canonical_body, org_log_id
+from ledger.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, LogMoved, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
 from ledger.rating import OrgRating
@@ -491,6 +491,10 @@ class BillingEngine:
         """Rate, cut and append the invoices in one conditional append (R17); rate again if the log grew."""
         result: CloseResult | None = None
         for _ in range(MAX_RATING_ATTEMPTS):
+            # The price books are read with the rating, after this: a version appended since makes the conditional
+            # append fail and the invoices are rated again with it (R12, R17; the auditor prices an invoice with the
+            # versions recorded before it).
+            system_size = self._system_size()
             first = self.books(org_id)
             rating = self._rating(first, wall, spend_checked_from)
             # The books of exactly the entries the rating reflects: the invoices are appended only while the log
@@ -500,7 +504,7 @@ class BillingEngine:
             if not drafts:
                 return result, books, rating
             try:
-                issued = self._issue(org_id, drafts, rating.log_size)
+                issued = self._issue(org_id, drafts, rating.log_size, system_size)
             except LogMoved:
                 continue
             return replace(result, issued=tuple(issued)), load_books(self.ledger, org_id), rating
@@ -601,15 +605,26 @@ class BillingEngine:
             )
         return drafts, CloseResult(books.org_id, wall, (), cadence, "; ".join(notes), settled)
 
-    def _issue(self, org_id: str, drafts: Sequence[Invoice], log_size: int | None) -> list[Invoice]:
+    def _system_size(self) -> int:
+        try:
+            return self.ledger.store.head(SYSTEM_LOG).size
+        except NotFound:
+            return 0
+
+    def _issue(
+        self, org_id: str, drafts: Sequence[Invoice], log_size: int | None, system_size: int | None = None
+    ) -> list[Invoice]:
         """R17: append the invoices of one evaluation atomically, only while the org's log holds exactly the
-        `log_size` entries they were rated from (LogMoved otherwise: nothing is appended)."""
+        `log_size` entries they were rated from and the system log the `system_size` entries whose price books rated
+        them (LogMoved otherwise: nothing is appended)."""
         log_id = org_log_id(org_id)
         entries = [
             NewEntry(log_id, EntryKind.INVOICE, canonical_body(d.body()), derive_index(EntryKind.INVOICE, d.body()))
             for d in drafts
         ]
         expected = {log_id: log_size} if log_size is not None else None
+        if expected is not None and system_size is not None:
+            expected[SYSTEM_LOG] = system_size
         try:
             appended = self.ledger.store.append(entries, expected_sizes=expected)
         except EventConflict as err:

@@ -254,6 +254,8 @@ _PG_CREATE_HEADS = (
     "SELECT log_id, 0, %s, %s FROM unnest(%s::varchar[]) WITH ORDINALITY AS new(log_id, n) ORDER BY n "
     "ON CONFLICT (log_id) DO NOTHING"
 )
+_PG_SHARE_HEAD_SIZE = "SELECT size FROM log_heads WHERE log_id = %s FOR SHARE"
+_SQLITE_HEAD_SIZE = "SELECT size FROM log_heads WHERE log_id = ?"
 _PG_LOCK_HEADS = (
     "SELECT log_id, size, head_hash, frontier FROM log_heads WHERE log_id = ANY(%s) ORDER BY log_id FOR UPDATE"
 )
@@ -349,7 +351,8 @@ class SqlStore:
     ) -> list[Appended]:
         """Append atomically. With `expected_sizes`, only if each named log still holds exactly that many entries,
         checked under the log heads' locks in the append's own transaction; else LogMoved and nothing is appended
-        (R17: an invoice is appended only while the log is as it was rated)."""
+        (R17: an invoice is appended only while the log is as it was rated). A named log the append does not write
+        (the system log whose price books rated the invoices) is held with a share lock until it commits."""
         if not new_entries:
             return []
         # Group commit: appends that queue up while a commit is in flight are committed together by the next
@@ -431,9 +434,7 @@ class SqlStore:
         logs = sorted(by_log)
         heads = self._lock_heads(conn, logs)
         for log_id, expected in (expected_sizes or {}).items():
-            if log_id not in heads:
-                raise ValueError(f"an expected size names log {log_id}, which the append does not write")
-            actual = heads[log_id][0]
+            actual = heads[log_id][0] if log_id in heads else self._share_head_size(conn, log_id)
             if actual != expected:
                 raise LogMoved(log_id, expected, actual)
         known_by_log = self._existing_by_log(conn, {log: [new_entries[p] for p in by_log[log]] for log in logs})
@@ -547,6 +548,15 @@ class SqlStore:
                         write_row(row)
         except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
             raise DBAPIError.instance(self._sql.copy_entries, None, err, dbapi.Error, dialect=conn.dialect) from err
+
+    def _share_head_size(self, conn: Connection, log_id: str) -> int:
+        """The size of a log this append reads but does not write (the system log's price books an invoice was rated
+        with, R12/R17), held until the transaction ends: on PostgreSQL a SHARE row lock, so a price-book append (which
+        locks the head FOR UPDATE) waits for this append and then meets its cut in R12's guard; on SQLite the one
+        writer lock already holds it."""
+        sql = _PG_SHARE_HEAD_SIZE if self.dialect == "postgresql" else _SQLITE_HEAD_SIZE
+        size = conn.exec_driver_sql(sql, (log_id,)).scalar_one_or_none()
+        return 0 if size is None else int(size)
 
     def _lock_heads(self, conn: Connection, logs: list[str]) -> dict[str, tuple[int, bytes, Frontier]]:
         """Lock the heads of `logs` (sorted), creating missing ones; each log's size, head hash and frontier.
