@@ -411,7 +411,13 @@ class SqlStore:
             if self.dialect == "postgresql":
                 # Every head of the group, locked in one sorted order before any savepoint: a failed savepoint
                 # releases its locks, and appends then locking one by one could deadlock another lane's group.
-                self._lock_heads(conn, sorted(set().union(*(queued.logs() for queued in group))))
+                written = set().union(*(queued.logs() for queued in group))
+                self._lock_heads(conn, sorted(written))
+                # And the logs conditional appends only read (R12/R17: the system log's price books), share-locked
+                # here for the same reason: a savepoint that fails after taking one would release it.
+                read = {log_id for queued in group for log_id in queued.expected_sizes or {}} - written
+                for log_id in sorted(read):
+                    self._share_head_size(conn, log_id)
             for queued in group:
                 try:
                     with conn.begin_nested():  # a savepoint: a failed batch is undone alone
