@@ -32,6 +32,7 @@ from ledger.merkle import Frontier, consistency_proof, leaf_hash, root_at, verif
 from ledger.proofs import DEFAULT_LEDGER_NAME, LogNodes, SignedCheckpoint, log_origin
 from ledger.store import IndexColumns
 from ledger.timeutil import Clock, system_clock
+from ledger.tracing import traced
 
 __all__ = [
     "DEFAULT_LEDGER_NAME",
@@ -68,6 +69,7 @@ class CheckpointRefused(VerificationError):
     """The log no longer extends its newest signed checkpoint, so the ledger refuses to sign it (DATA_LOSS)."""
 
     reason = "CHECKPOINT_REFUSED"
+    kind = "checkpoint"
 
 
 class CheckpointConflict(LedgerError):
@@ -202,6 +204,7 @@ class CheckpointSigner:
             raise NotFound(f"log {log_id} has no signed checkpoint of size {size}")
         return found
 
+    @traced("ledger.checkpoint.sign", ids=("log_id",))
     def sign(self, log_id: str) -> tuple[StoredCheckpoint, bool]:
         """A checkpoint of the log's current size: the stored one if that size is signed already, else a new one
         (True). Raises CheckpointRefused when the log does not extend its newest checkpoint, NotFound for no log."""

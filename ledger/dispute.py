@@ -62,6 +62,7 @@ from ledger.rating.money import exact_sum, format_money, format_seconds, fractio
 from ledger.rating.units import money_between
 from ledger.sqlstore.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
+from ledger.tracing import traced
 
 if TYPE_CHECKING:
     from ledger.billing.invoices import Invoice
@@ -340,6 +341,7 @@ def _invoice_ref(invoice: Invoice) -> EntryRef | None:
     return EntryRef(org_log_id(invoice.org_id), invoice.sequence, invoice.entry_hash) if invoice.sequence >= 0 else None
 
 
+@traced("ledger.dispute.invoices", ids=("org_id",))
 def invoices_for(ledger: Any, org_id: str, refs: Sequence[tuple[int, bytes]] | None = None) -> InvoiceLookup:
     """The org's issued invoices from ledger.billing, or NoInvoices when this build has no billing package.
     `refs`: the (seq, entry_hash) of the org's INVOICE entries, when read already."""
@@ -371,6 +373,7 @@ class EntryProofs:
     unproven: tuple[int, ...]
 
 
+@traced("ledger.dispute.prove")
 def prove_cited(source: Any, cited: Mapping[str, Iterable[int]]) -> tuple[tuple[EntryProofs, ...], tuple[str, ...]]:
     """Proofs of the cited entries per log, when ledger.proofs exists and the log has a signed checkpoint."""
     try:
@@ -725,6 +728,7 @@ class _Target:
     request_id: str | None = None
 
 
+@traced("ledger.dispute.rebuild")
 def reconstruct(
     source: DisputeSource,
     prices: PriceHistory,
@@ -1345,6 +1349,7 @@ def _request_charge(
     )
 
 
+@traced("ledger.dispute.adjustments")
 def _adjustments(
     source: DisputeSource,
     evidence: _Evidence,
@@ -1467,6 +1472,7 @@ class _IndexedRating:
         """R28: the evidence of running a workload's kept events may not show (its requests, samples, HEARTBEATs)."""
         return _known(self.running, workload_id)
 
+    @traced("ledger.dispute.rate_sessions")
     def rate(self) -> tuple[LoggedEvents, dict[str, WorkloadRating]]:
         target, log_id = self.target, self.log_id
         start, end = target.start, target.end
@@ -1862,6 +1868,7 @@ class _LookupStart:
     prices: PriceHistory
 
 
+@traced("ledger.dispute.lookup_start", ids=("org_id",))
 def _lookup_start(ledger: Any, org_id: str) -> _LookupStart:
     from ledger.sqlstore import SqlStore
     from ledger.sqlstore.rollups import UsageRollups
@@ -1898,6 +1905,7 @@ def _plans_of(account_entries: Sequence[Entry]) -> PlanHistory:
 # -- the ledger-level entry points ------------------------------------------------------------------------------
 
 
+@traced("ledger.dispute.reconstruct")
 def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool = False) -> Reconstruction:
     """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
     exists; with `with_proofs`, inclusion proofs against each log's newest signed checkpoint when there is one.

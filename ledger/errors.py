@@ -66,6 +66,14 @@ class VerificationError(LedgerError):
     """A hash, proof, checkpoint or signature does not verify. The message names what failed."""
 
     reason = "VERIFICATION_FAILED"
+    # What failed, for usageledger.verification.failures (ledger/metrics.py): low-cardinality, never a value.
+    # `log`: stored entries, Merkle nodes or the log head; `checkpoint`: a signed checkpoint or its row.
+    kind = "log"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 class StorageError(LedgerError):

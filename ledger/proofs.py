@@ -27,6 +27,7 @@ from ledger.merkle import (
     verify_inclusion,
     verify_multi_inclusion,
 )
+from ledger.tracing import traced
 
 __all__ = [
     "DEFAULT_LEDGER_NAME",
@@ -532,6 +533,7 @@ class ProofSource(SubtreeSource, Protocol):
     def head(self, log_id: str) -> LogHead: ...
 
 
+@traced("ledger.proof.entries", ids=("log_id",))
 def prove_entries(
     store: ProofSource, log_id: str, sequences: Iterable[int], checkpoint: SignedCheckpoint
 ) -> ProofBundle:

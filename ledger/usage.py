@@ -20,6 +20,7 @@ from ledger.pricebook import PriceHistory
 from ledger.rating import BucketSize, OrgRating, UnitRun, rate_org
 from ledger.rating.money import exact_sum, fraction_to_decimal
 from ledger.rating.storage import StorageQuantity, storage_quantity
+from ledger.tracing import traced
 
 if TYPE_CHECKING:
     from ledger.billing.scope import BillingScope
@@ -247,6 +248,7 @@ class UsageView:
         self.ledger = ledger
         self.rollups = rollups
 
+    @traced("ledger.rating.org", ids=("org_id",))
     def org_rating(self, org_id: str, as_of: int | None = None) -> OrgRating:
         """Every session, zero line, storage charge and anomaly of the org, re-rated from the whole log: open
         sessions to their evidence (R10, R28), cut at `as_of` when given. `log_size` is exactly the entries read."""
@@ -259,6 +261,7 @@ class UsageView:
         rating = rate_org(events, prices, self.ledger.account_history(org_id).plans(), as_of=as_of)
         return replace(rating, log_size=size)
 
+    @traced("ledger.rating.billing", ids=("org_id",))
     def billing_rating(self, org_id: str, scope: BillingScope) -> OrgRating:
         """The sessions and storage charges a billing evaluation needs (ledger/billing/scope.py), open sessions
         to their evidence (R28); from the rollups when there are any. No zero lines or anomalies: billing charges
@@ -274,6 +277,7 @@ class UsageView:
         # The rollups say exactly what the rating reflects (read with it); what catch_up returned is a lower bound.
         return rating if rating.log_size is not None else replace(rating, log_size=size)
 
+    @traced("ledger.usage.query", ids=("org_id", "endpoint_id"))
     def query(
         self,
         org_id: str,

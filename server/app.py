@@ -35,7 +35,7 @@ from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS, S
 from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS, AppendLimit
 from server.service import LedgerServicer
 from server.support_service import register_support
-from server.telemetry import RpcObserver, server_interceptors, trace_sql
+from server.telemetry import RpcObserver, trace_sql
 from server.tls import ServerTls
 from server.usage_service import register_pricing, register_usage
 
@@ -149,13 +149,11 @@ def start_server(
 def _edge_interceptors(
     store: SqlStore, require_auth: bool, tls: ServerTls | None, tracing: bool, key_cache_seconds: float
 ) -> list[grpc.ServerInterceptor]:
-    """Outermost first: the RPC span, the access log, the request guard, then authentication and the policy."""
-    interceptors: list[grpc.ServerInterceptor] = []
+    """Outermost first: the RPC span and access log, the request guard, then authentication and the policy."""
     if tracing:
-        interceptors += server_interceptors()
         for engine in {store.writer, store.reader}:
             trace_sql(engine)
-    interceptors += [RpcObserver(), RequestGuard()]
+    interceptors: list[grpc.ServerInterceptor] = [RpcObserver(tracing), RequestGuard()]
     mutual = tls is not None and tls.mutual
     if require_auth or mutual:
         keys = CachedKeys(SqlKeyStore(store.reader), key_cache_seconds)

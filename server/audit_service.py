@@ -31,11 +31,12 @@ from ledger.core import Ledger
 from ledger.entry import Entry, LogHead
 from ledger.errors import FieldViolation, InvalidInput, LedgerError, VerificationError
 from ledger.merkle import consistency_proof, inclusion_proof
+from ledger.metrics import record_signing_refusal
 from ledger.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entries
+from ledger.tracing import root_span, span, untraced
 from server.convert import micros_to_timestamp
 from server.errors import abort
 from server.service import _decode_token, _encode_token, _page_size
-from server.telemetry import record_signing_refusal
 
 log = logging.getLogger("usageledger.audit")
 
@@ -235,7 +236,8 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             elif signed is not None and signed.size != size:
                 raise VerificationError(
                     f"log {log_id}: the checkpoints row of size {size} holds a note of size {signed.size} "
-                    "(checkpoints table altered)"
+                    "(checkpoints table altered)",
+                    kind="checkpoint",
                 )
             if sequence >= size:
                 raise InvalidInput([FieldViolation("sequence", f"entry #{sequence} is not in a tree of size {size}")])
@@ -263,7 +265,8 @@ class AuditServicer(apb_grpc.AuditServiceServicer):  # type: ignore[misc]
             head = self.store.head(request.log_id)
             if request.new_size > head.size:
                 raise InvalidInput([FieldViolation("new_size", f"log {request.log_id} has only {head.size} entries")])
-            proof = consistency_proof(request.old_size, request.new_size, LogNodes(self.store, request.log_id))
+            with span("ledger.proof.consistency", log_id=request.log_id):
+                proof = consistency_proof(request.old_size, request.new_size, LogNodes(self.store, request.log_id))
             return apb.GetConsistencyProofResponse(proof_hashes=proof)
         except LedgerError as err:
             abort(context, err)
@@ -331,7 +334,8 @@ class BackgroundSigner:
         try:
             while self._running(self.poll_seconds):
                 try:
-                    self.sign_due()
+                    with untraced():  # the poll's reads; each signature is a trace of its own (_sign_if_due)
+                        self.sign_due()
                 except Exception:
                     log.exception("background checkpoint signing failed; trying again in %.1f s", self.poll_seconds)
         finally:
@@ -363,7 +367,8 @@ class BackgroundSigner:
         if not self.schedule.due(size, signed_size, elapsed) or self._refused.get(log_id) == size:
             return 0
         try:
-            stored, created = self.signer.sign(log_id)
+            with root_span("ledger.checkpoint.background_sign", log_id=log_id):
+                stored, created = self.signer.sign(log_id)
         except CheckpointRefused:
             # Tried (and logged and counted by the signer) once per size: an operator must look at this log; it is
             # never signed until the cause is found.

@@ -27,7 +27,9 @@ from ledger.core import Ledger
 from ledger.entry import org_log_id, org_of_log
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import format_decimal
+from ledger.metrics import readings, rollup_lag_sources
 from ledger.orgs import require_org
+from ledger.sqlstore.rollups import UsageRollups
 from ledger.store import Appended
 from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
@@ -54,6 +56,8 @@ class BillingOptions:
 _OPTIONS: contextvars.ContextVar[BillingOptions | None] = contextvars.ContextVar("billing_options", default=None)
 _ENGINES: weakref.WeakKeyDictionary[Ledger, BillingEngine] = weakref.WeakKeyDictionary()
 _CLOSERS: weakref.WeakKeyDictionary[Ledger, PeriodCloser] = weakref.WeakKeyDictionary()
+# Per server: the call that stops exporting its gauges (usageledger.rollup.lag).
+_GAUGES: weakref.WeakKeyDictionary[Ledger, Callable[[], None]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -90,6 +94,9 @@ def wake_billing(ledger: Ledger, appended: Iterable[Appended]) -> None:
 
 def stop_billing(ledger: Ledger) -> None:
     """Stop the closer (finishing its current org) and end every watch stream; call before the store closes."""
+    stop_gauges = _GAUGES.pop(ledger, None)
+    if stop_gauges is not None:
+        stop_gauges()
     closer = _CLOSERS.pop(ledger, None)
     if closer is not None:
         closer.stop()
@@ -425,5 +432,8 @@ def register_billing(ledger: Ledger, server: grpc.Server) -> str:
         _CLOSERS[ledger] = closer
         closer.start()
         log.info("period closer running every %.1f s", options.close_interval)
+    if isinstance(engine.usage.rollups, UsageRollups) and ledger not in _GAUGES:
+        rollups = engine.usage.rollups
+        _GAUGES[ledger] = rollup_lag_sources.add(lambda: readings(rollups.lag()))
     bpb_grpc.add_BillingServiceServicer_to_server(BillingServicer(engine), server)
     return str(bpb.DESCRIPTOR.services_by_name["BillingService"].full_name)

@@ -9,6 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.errors import EventConflict, InvalidInput, LedgerError, NotFound, StorageError, VerificationError
+from ledger.metrics import record_verification_failure
 from ledger.sqlstore.faults import StorageFault
 
 DOMAIN = "usageledger.v1"
@@ -78,4 +79,6 @@ def bounded(text: str, limit: int) -> str:
 
 
 def abort(context: grpc.ServicerContext, err: LedgerError) -> None:
+    if isinstance(err, VerificationError):
+        record_verification_failure(err.kind)  # something stored did not verify: operators alert on this
     context.abort_with_status(to_status(err))

@@ -21,6 +21,7 @@ from ledger.errors import LedgerError
 from ledger.version import package_version
 from server.app import start_server
 from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
+from server.exporters import MetricsListen
 from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS
 from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS
 from server.signing_setup import SigningKeyRequired, SigningSetup, signing_setup
@@ -231,6 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         help="require client certificates signed by this CA (mutual TLS; the subject's CN is the role, O the org); "
         "implies --require-auth [env LEDGER_TLS_CLIENT_CA]",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("LEDGER_METRICS_LISTEN") or None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; loopback only unless "
+        "--metrics-allow-remote; docs/operations.md) [env LEDGER_METRICS_LISTEN]",
+    )
+    parser.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        help="allow --metrics-listen on a non-loopback address: the endpoint has no TLS and no authentication, and "
+        "its gauges name orgs",
+    )
     parser.add_argument("--log-level", default=os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--log-format",
@@ -259,8 +273,21 @@ def main(argv: list[str] | None = None) -> int:
             args.listen,
         )
     try:
+        metrics_listen = MetricsListen.parse(args.metrics_listen) if args.metrics_listen else None
+    except ValueError as err:
+        print(f"ledger-server: {err}", file=sys.stderr)
+        return 2
+    if metrics_listen is not None and not _is_loopback(args.metrics_listen) and not args.metrics_allow_remote:
+        print(
+            f"ledger-server: refusing to serve metrics on {args.metrics_listen}, which is not a loopback address: "
+            "the endpoint has no TLS or authentication and names orgs; listen on 127.0.0.1 or pass "
+            "--metrics-allow-remote",
+            file=sys.stderr,
+        )
+        return 2
+    try:
         tls = ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-        telemetry = configure(os.environ)
+        telemetry = configure(os.environ, metrics_listen)
     except (OSError, ValueError) as err:
         print(f"ledger-server: {err}", file=sys.stderr)
         return 2
@@ -305,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({_redacted(args.database_url)}; {security})",
         flush=True,
     )
+    if metrics_listen is not None:
+        print(f"ledger-server: metrics on http://{metrics_listen.host}:{telemetry.metrics_port}/metrics", flush=True)
     _announce_signing(signing)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

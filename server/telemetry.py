@@ -11,15 +11,27 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import StatusCode as SpanStatusCode
 
+from ledger.tracing import tracing_suppressed
+from server.exporters import (
+    MetricsListen,
+    ScrapeEndpoint,
+    exporter_names,
+    log_exporter,
+    metric_exporter,
+    otlp_protocol,
+    prometheus_endpoint,
+    span_exporter,
+)
 from server.guard import Behavior, Continuation, rewrap
 
 log = logging.getLogger("usageledger.telemetry")
@@ -43,37 +55,11 @@ append_batch_size = _meter.create_histogram(
 append_duration = _meter.create_histogram(
     "usageledger.append.duration", unit="s", description="Time to serve an append call, by gRPC status code"
 )
-verification_failures = _meter.create_counter(
-    "usageledger.verification.failures",
-    unit="{failure}",
-    description="Failed verifications: hash chains, Merkle proofs, checkpoints, signatures (record_verification)",
+# Per RPC, every method (OpenTelemetry's RPC semantic conventions): latency by service, method and status code, so
+# error and RESOURCE_EXHAUSTED rates are counts of its points by rpc.grpc.status_code.
+rpc_server_duration = _meter.create_histogram(
+    "rpc.server.duration", unit="ms", description="Time to serve each RPC, by service, method and gRPC status code"
 )
-signing_refusals = _meter.create_counter(
-    "usageledger.signing.refusals",
-    unit="{refusal}",
-    description="Checkpoints the ledger refused to sign: the log does not extend its newest signed checkpoint",
-)
-account_state_changes = _meter.create_counter(
-    "usageledger.account.state_changes",
-    unit="{change}",
-    description="Account state transitions, by new state (record_account_state_change)",
-)
-
-
-def record_verification_failure(what: str) -> None:
-    """Count one failed verification; `what` is a low-cardinality kind such as `chain`, `proof`, `checkpoint`."""
-    verification_failures.add(1, {"kind": what})
-
-
-def record_signing_refusal() -> None:
-    """Count one refused checkpoint signature (ledger.checkpoints.CheckpointRefused, DATA_LOSS on the wire): the
-    stored log or its newest checkpoint no longer checks out, and an operator must look at it."""
-    signing_refusals.add(1)
-
-
-def record_account_state_change(state: str) -> None:
-    """Count one account state transition into `state` (for example `SUSPENDED`)."""
-    account_state_changes.add(1, {"state": state})
 
 
 # -- configuration ------------------------------------------------------------------------------------------------
@@ -81,29 +67,28 @@ def record_account_state_change(state: str) -> None:
 
 @dataclass
 class Telemetry:
-    """What configure() installed; `tracing` says whether the server should add its RPC and SQL spans."""
+    """What configure() installed; `tracing` says whether the server should add its RPC and SQL spans, and
+    `metrics_port` is the Prometheus scrape endpoint's port when one serves."""
 
     tracing: bool = False
     shutdown: Callable[[], None] = lambda: None
+    metrics_port: int | None = None
 
 
-def _exporters(environ: Mapping[str, str], variable: str) -> list[str]:
-    names = [n.strip().lower() for n in environ.get(variable, "").split(",") if n.strip()]
-    return [n for n in names if n != "none"]
+def configure(environ: Mapping[str, str], metrics_listen: MetricsListen | None = None) -> Telemetry:
+    """Install tracer, meter and logger providers as the OTEL_* variables say, and a Prometheus scrape endpoint at
+    `metrics_listen`; nothing when they name no exporter and no endpoint is asked for.
 
-
-def configure(environ: Mapping[str, str]) -> Telemetry:
-    """Install tracer and meter providers as the OTEL_* variables say; nothing when they name no exporter.
-
-    OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER: `otlp` (OTLP over gRPC: OTEL_EXPORTER_OTLP_ENDPOINT and the
-    other OTEL_EXPORTER_OTLP_* variables), `console` (stdout), or both comma-separated. OTEL_SERVICE_NAME and
-    OTEL_RESOURCE_ATTRIBUTES name the resource; OTEL_SDK_DISABLED=true turns everything off.
+    OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER: `otlp` (over gRPC, or HTTP with
+    OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf; server/exporters.py), `console` (stdout), or both comma-separated.
+    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the resource; OTEL_SDK_DISABLED=true turns everything off.
     """
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry()
-    trace_exporters = _exporters(environ, "OTEL_TRACES_EXPORTER")
-    metric_exporters = _exporters(environ, "OTEL_METRICS_EXPORTER")
-    if not trace_exporters and not metric_exporters:
+    trace_names = exporter_names(environ, "traces")
+    metric_names = exporter_names(environ, "metrics")
+    log_names = exporter_names(environ, "logs")
+    if not (trace_names or metric_names or log_names or metrics_listen):
         return Telemetry()
 
     from opentelemetry.sdk.resources import Resource
@@ -112,61 +97,80 @@ def configure(environ: Mapping[str, str]) -> Telemetry:
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
     shutdowns: list[Callable[[], None]] = []
-    if trace_exporters:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        tracer_provider = TracerProvider(resource=resource)
-        for name in trace_exporters:
-            tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
-        trace.set_tracer_provider(tracer_provider)
-        shutdowns.append(tracer_provider.shutdown)
-    if metric_exporters:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in metric_exporters]
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        metrics.set_meter_provider(meter_provider)
-        shutdowns.append(meter_provider.shutdown)
-    log.info("telemetry on: traces %s, metrics %s", trace_exporters or "off", metric_exporters or "off")
+    if trace_names:
+        shutdowns.append(_install_tracing(resource, trace_names, otlp_protocol(environ, "traces")))
+    scrape = prometheus_endpoint(metrics_listen) if metrics_listen is not None else None
+    if metric_names or scrape is not None:
+        shutdowns.append(_install_metrics(resource, metric_names, otlp_protocol(environ, "metrics"), scrape))
+    if log_names:
+        shutdowns.append(_install_logs(resource, log_names, otlp_protocol(environ, "logs")))
+    log.info(
+        "telemetry on: traces %s, metrics %s%s, logs %s",
+        trace_names or "off",
+        metric_names or "off",
+        f" and /metrics on port {scrape.port}" if scrape is not None else "",
+        log_names or "off",
+    )
 
     def shutdown() -> None:
         for stop in shutdowns:
             stop()
 
-    return Telemetry(tracing=bool(trace_exporters), shutdown=shutdown)
+    return Telemetry(
+        tracing=bool(trace_names), shutdown=shutdown, metrics_port=scrape.port if scrape is not None else None
+    )
 
 
-def _span_exporter(name: str) -> Any:
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+def _install_tracing(resource: Any, names: list[str], protocol: str) -> Callable[[], None]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        return ConsoleSpanExporter()
-    if name == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
-
-
-def _metric_exporter(name: str) -> Any:
-    if name == "console":
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-        return ConsoleMetricExporter()
-    if name == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter()
-    raise ValueError(f"OTEL_METRICS_EXPORTER: {name!r} is not supported here (use otlp, console or none)")
+    provider = TracerProvider(resource=resource)
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter(name, protocol)))
+    trace.set_tracer_provider(provider)
+    return provider.shutdown
 
 
-def server_interceptors() -> list[grpc.ServerInterceptor]:
-    """The OpenTelemetry gRPC server interceptor: one SERVER span per RPC, on the global tracer provider."""
-    from opentelemetry.instrumentation.grpc import server_interceptor
+def _install_metrics(
+    resource: Any, names: list[str], protocol: str, scrape: ScrapeEndpoint | None
+) -> Callable[[], None]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-    return [server_interceptor()]  # type: ignore[no-untyped-call]
+    readers: list[MetricReader] = [PeriodicExportingMetricReader(metric_exporter(name, protocol)) for name in names]
+    if scrape is not None:
+        readers.append(scrape.reader)
+    provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(provider)
+
+    def shutdown() -> None:
+        provider.shutdown()
+        if scrape is not None:
+            scrape.stop()
+
+    return shutdown
+
+
+def _install_logs(resource: Any, names: list[str], protocol: str) -> Callable[[], None]:
+    """Every log record of the process also goes to the log exporters, with the trace and span it was logged in."""
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = LoggerProvider(resource=resource)
+    for name in names:
+        provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter(name, protocol)))
+    set_logger_provider(provider)
+    handler = LoggingHandler(logger_provider=provider)
+    logging.getLogger().addHandler(handler)
+
+    def shutdown() -> None:
+        logging.getLogger().removeHandler(handler)
+        provider.shutdown()
+
+    return shutdown
 
 
 def trace_sql(engine: Any) -> None:
@@ -180,6 +184,8 @@ def trace_sql(engine: Any) -> None:
     system = engine.dialect.name
 
     def before(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        if tracing_suppressed():  # a metric collection's reads, say: no trace for them
+            return
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         current = tracer.start_span(
             f"db {verb}",
@@ -190,12 +196,12 @@ def trace_sql(engine: Any) -> None:
 
     def after(conn: Any, *_: Any) -> None:
         spans = conn.info.get("usageledger_spans")
-        if spans:
+        if spans and not tracing_suppressed():
             spans.pop().end()
 
     def failed(context: Any) -> None:
         spans = context.connection.info.get("usageledger_spans") if context.connection is not None else None
-        if spans:
+        if spans and not tracing_suppressed():
             current = spans.pop()
             current.set_status(SpanStatusCode.ERROR, type(context.original_exception).__name__)
             current.end()
@@ -234,13 +240,25 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextLogFormatter(logging.Formatter):
+    """Readable lines for a person, ending in the trace and span ids when logged inside a span."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            line += f" trace_id={context.trace_id:032x} span_id={context.span_id:016x}"
+        return line
+
+
 def configure_logging(level: str, fmt: str = "json") -> None:
-    """Root logging to stderr: JSON lines (the default) or plain text for a person at a terminal."""
+    """Root logging to stderr: JSON lines (the default) or plain text for a person at a terminal; either way with
+    the trace and span ids of the span a line was logged in."""
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else TextLogFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -266,6 +284,7 @@ def note_caller(name: str) -> None:
 
 _APPEND = "/usageledger.v1.LedgerService/AppendEvents"
 _STREAM = "/usageledger.v1.LedgerService/StreamEvents"
+_rpc_tracer = trace.get_tracer("usageledger.rpc")
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 # Codes that mean the server failed, not the caller (OpenTelemetry's rule for marking server spans as errors).
 _SERVER_FAULTS = frozenset(
@@ -281,8 +300,16 @@ _SERVER_FAULTS = frozenset(
 
 
 class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Per call: one access-log line (method, status, duration, caller, peer; no payload or credentials), append
-    metrics, and the status code on the RPC span (the gRPC instrumentation misses `abort_with_status`)."""
+    """Per call: with `tracing`, its SERVER span (OpenTelemetry RPC conventions, continuing a W3C `traceparent`);
+    one access-log line (method, status, duration, caller, peer; no payload or credentials); its
+    `rpc.server.duration` point; append metrics.
+
+    The span is ours rather than opentelemetry-instrumentation-grpc's, which records every abort as an exception
+    event whose traceback quotes the refused input, and misses the status of `abort_with_status`.
+    """
+
+    def __init__(self, tracing: bool = False) -> None:
+        self.tracing = tracing
 
     def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -297,28 +324,43 @@ class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return rewrap(handler, wrap)
 
+    def _span(self, method: str, context: grpc.ServicerContext) -> AbstractContextManager[Any]:
+        if not self.tracing:
+            return nullcontext()
+        carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        service, _, name = method.lstrip("/").rpartition("/")
+        return _rpc_tracer.start_as_current_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
     def _observed(self, method: str, behavior: Behavior, request_streaming: bool) -> Behavior:
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             call = _Call()
             token = _CALL.set(call)
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
-            try:
-                if method == _STREAM and request_streaming:
-                    request = _batch_sizes(request)
-                response = behavior(request, context)
-                code = grpc.StatusCode.OK
-                _append_metrics(method, request, response)
-                return response
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                _CALL.reset(token)
-                elapsed = time.perf_counter() - started
-                if method in (_APPEND, _STREAM):
-                    append_duration.record(elapsed, {"rpc.method": method.rsplit("/", 1)[1], "code": code.name})
-                _finish(method, code, elapsed, call, context)
+            with self._span(method, context):
+                try:
+                    if method == _STREAM and request_streaming:
+                        request = _batch_sizes(request)
+                    response = behavior(request, context)
+                    code = grpc.StatusCode.OK
+                    _append_metrics(method, request, response)
+                    return response
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    _CALL.reset(token)
+                    elapsed = time.perf_counter() - started
+                    if method in (_APPEND, _STREAM):
+                        append_duration.record(elapsed, {"rpc.method": method.rsplit("/", 1)[1], "code": code.name})
+                    _finish(method, code, elapsed, call, context)
 
         return observed
 
@@ -327,19 +369,20 @@ class RpcObserver(grpc.ServerInterceptor):  # type: ignore[misc]
             call = _Call()
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
-            try:
-                token = _CALL.set(call)
+            with self._span(method, context):
                 try:
-                    responses = behavior(request, context)
+                    token = _CALL.set(call)
+                    try:
+                        responses = behavior(request, context)
+                    finally:
+                        _CALL.reset(token)
+                    yield from responses
+                    code = grpc.StatusCode.OK
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
                 finally:
-                    _CALL.reset(token)
-                yield from responses
-                code = grpc.StatusCode.OK
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                _finish(method, code, time.perf_counter() - started, call, context)
+                    _finish(method, code, time.perf_counter() - started, call, context)
 
         return observed
 
@@ -363,7 +406,14 @@ def _append_metrics(method: str, request: Any, response: Any) -> None:
         events_duplicate.add(response.duplicates)
 
 
+def _rpc_attributes(method: str, code: grpc.StatusCode) -> dict[str, str | int]:
+    """RPC semantic-convention attributes of a call to `method` (`/package.Service/Method`) that ended in `code`."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name, "rpc.grpc.status_code": code.value[0]}
+
+
 def _finish(method: str, code: grpc.StatusCode, elapsed: float, call: _Call, context: grpc.ServicerContext) -> None:
+    rpc_server_duration.record(elapsed * 1000, _rpc_attributes(method, code))
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attribute("rpc.grpc.status_code", code.value[0])

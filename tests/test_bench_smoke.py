@@ -70,6 +70,15 @@ def test_bench_quick_run_writes_results_for_postgresql(tmp_path: Path) -> None:
     assert document["machine"]["postgresql"]
 
 
+def test_the_telemetry_bench_runs_every_mode() -> None:
+    command = [sys.executable, "-m", "bench.telemetry", "--rounds", "1", "--batches", "2", "--size", "20"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
+    assert set(rows) == {"off", "metrics", "full"}
+    assert all(float(rate.replace(",", "")) > 0 for rate, _ in rows.values())
+
+
 def test_the_memory_soak_runs_mixed_load_and_reports_rss(tmp_path: Path) -> None:
     """bench.soak in a few seconds: the same code as the 30-minute run whose figures docs/benchmarks.md reports."""
     output = tmp_path / "soak.json"

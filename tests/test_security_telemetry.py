@@ -2,79 +2,46 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from client.ledger_client import LedgerClient
 from server.app import start_server
-from server.telemetry import JsonLogFormatter, configure
+from server.telemetry import configure
 from tests.conftest import EventFactory, FixedClock
-from tests.telemetry_support import install_meter_provider, metric_sum
-
-
-class _WhileRecording(SpanProcessor):
-    """Exports only while a test listens: the global tracer provider outlives this module's tests."""
-
-    def __init__(self, exporter: InMemorySpanExporter) -> None:
-        self.inner = SimpleSpanProcessor(exporter)
-        self.on = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.on:
-            self.inner.on_end(span)
-
-
-_exporter = InMemorySpanExporter()
-_switch = _WhileRecording(_exporter)
+from tests.telemetry_support import (
+    JsonLines,
+    capture,
+    install_meter_provider,
+    install_tracer_provider,
+    metric_sum,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def global_providers() -> None:
     """The process's global providers, installed once (OpenTelemetry allows setting them only once)."""
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "another test installed a tracer provider this test cannot use"
-    if _switch not in provider._active_span_processor._span_processors:
-        provider.add_span_processor(_switch)
+    install_tracer_provider()
     install_meter_provider()
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    _exporter.clear()
-    _switch.on = True
-    yield _exporter
-    _switch.on = False
-    _exporter.clear()
-
-
-class _JsonLines(logging.Handler):
-    """Formats at emit time, in the thread (and span) that logged, as the server's stderr handler does."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonLogFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
+    with capture() as exporter:
+        yield exporter
 
 
 def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_is_logged(
     tmp_path: Path, make_event: EventFactory, spans: InMemorySpanExporter
 ) -> None:
-    lines = _JsonLines()
+    lines = JsonLines()
     access = logging.getLogger("usageledger.access")
     access.addHandler(lines)
     previous_level = access.level

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 
 from ledger.billing.engine import BillingEngine
 from ledger.entry import org_of_log
+from ledger.metrics import OrgLooks
+from ledger.tracing import root_span, span
 
 log = logging.getLogger("usageledger.billing")
 
@@ -52,18 +54,23 @@ class PeriodCloser:
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._passes = 0
+        # What each tick saw of its org, exported as the settled-through lag and open backfills (ledger/metrics.py).
+        self.looks = OrgLooks(engine.now)
+        self._stop_looks: Callable[[], None] = lambda: None
         self._passes_changed = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="period-closer", daemon=True)
 
     # -- control ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stop_looks = self.looks.register()
         self.thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the org being evaluated and end the thread (before the store closes)."""
         self._stopped.set()
         self._wake.set()
+        self._stop_looks()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join(timeout)
 
@@ -103,12 +110,14 @@ class PeriodCloser:
                 return
             started = time.monotonic()
             try:
-                result, changes = self.engine.tick(org_id)
+                with span("billing.closer.evaluate", org_id=org_id):
+                    result, changes = self.engine.tick(org_id)
             except Exception:
                 log.exception("billing evaluation of org %s failed; it is retried at the next tick", org_id)
                 continue
             finally:
                 self._stopped.wait(PACE_FACTOR * (time.monotonic() - started))
+            self.looks.saw(org_id, result.settled_through, result.open_backfills)
             for invoice in result.issued:
                 log.info("org %s: invoice #%d issued (%s)", org_id, invoice.number, invoice.trigger.value)
             for change in changes:
@@ -139,13 +148,15 @@ class PeriodCloser:
                 self._wake.clear()
                 continue
             orgs = self._take_dirty()
-            if full_due:
-                next_full = now + self.interval
-                try:
-                    orgs = sorted({*orgs, *self.all_orgs()})
-                except Exception:
-                    log.exception("listing orgs for the period closer failed; retrying in %.1f s", self.interval)
-            self.evaluate(orgs)
+            with root_span("billing.closer.pass", full=full_due) as current:
+                if full_due:
+                    next_full = now + self.interval
+                    try:
+                        orgs = sorted({*orgs, *self.all_orgs()})
+                    except Exception:
+                        log.exception("listing orgs for the period closer failed; retrying in %.1f s", self.interval)
+                current.set_attribute("orgs", len(orgs))
+                self.evaluate(orgs)
             # Under a steady stream of appends, re-rate touched orgs at most this often rather than back to back.
             next_dirty = time.monotonic() + self.min_gap
             with self._passes_changed:

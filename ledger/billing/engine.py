@@ -70,6 +70,7 @@ from ledger.core import Ledger, derive_index
 from ledger.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, LogMoved, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.metrics import record_account_state_change, record_invoice_issued
 from ledger.rating import OrgRating
 from ledger.rating.evidence import settled_through
 from ledger.sqlstore.rollups import UsageRollups
@@ -194,7 +195,8 @@ def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
 @dataclass(frozen=True)
 class CloseResult:
     """What an evaluation of an org's invoices on the wall clock `at` issued (possibly nothing), and why (R17, R18);
-    `settled_through` is the org's settled-through time it cut on (R28)."""
+    `settled_through` is the org's settled-through time it cut on (R28); `open_backfills` how many backfills were
+    open (R29), as a closer tick saw them."""
 
     org_id: str
     at: int
@@ -202,6 +204,7 @@ class CloseResult:
     cadence: Cadence
     explanation: str
     settled_through: int | None = None
+    open_backfills: int = 0
 
 
 @dataclass(frozen=True)
@@ -636,6 +639,8 @@ class BillingEngine:
         for item in appended:
             entry = self.ledger.entry(item.log_id, item.sequence)
             issued.append(Invoice.from_body(entry.body_json(), entry.sequence, entry.entry_hash))
+            if not item.duplicate:
+                record_invoice_issued(issued[-1].trigger.value, len(issued[-1].late_lines))
         return issued
 
     # -- starter credit (R19) ------------------------------------------------------------------------------------
@@ -735,6 +740,7 @@ class BillingEngine:
             result, books, rating = self._close(org_id, now, self._spend_since(self.books(org_id), now))
             changes = self._evaluate_spend(books, rating, now)
             change = self._evaluate_deactivation(books, rating, now)
+        result = replace(result, open_backfills=sum(1 for backfill in books.backfills if backfill.is_open))
         return result, [*changes, *([change] if change is not None else [])]
 
     def _spend_since(self, books: OrgBooks, now: int) -> int:
@@ -861,6 +867,7 @@ class BillingEngine:
         )
         if not appended.duplicate:
             self.hub.publish(stored)
+            record_account_state_change(stored.change.value)
         return stored
 
     def _append(self, org_id: str, kind: EntryKind, body: dict[str, Any]) -> Appended:

@@ -38,6 +38,7 @@ from ledger.rating.storage import (
     StorageCharge,
 )
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
+from ledger.tracing import traced
 
 INVOICE_THRESHOLD = DEFAULT_INVOICE_THRESHOLD  # R17: $50.00 of uninvoiced usage after discounts
 
@@ -887,6 +888,7 @@ def session_template(session: Session) -> CoveredSession:
     )
 
 
+@traced("ledger.invoice.draft", ids=("org_id", "trigger"))
 def draft_invoice(
     org_id: str,
     rating: OrgRating,

@@ -33,6 +33,7 @@ from ledger.rating import OrgRating, WorkloadRating, rate_workload
 from ledger.rating.evidence import settled_through
 from ledger.rating.workloads import ENDING_TYPES
 from ledger.timeutil import MICROS_PER_SECOND, format_micros
+from ledger.tracing import traced
 
 # What the entry itself says rather than the draft: its place in the log.
 _NOT_REDERIVED = {"sequence", "entry_hash"}
@@ -256,6 +257,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+@traced("ledger.invoice.rederive", ids=("org_id",))
 def rederive_invoices(
     org_id: str,
     entries: Iterable[Entry],

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, union, union_all
 from sqlalchemy.engine import Connection
 
-from ledger.entry import SYSTEM_LOG, EntryKind, org_log_id, org_of_log
+from ledger.entry import ORG_LOG_PREFIX, SYSTEM_LOG, EntryKind, org_log_id, org_of_log
 from ledger.events import MAX_INTERVAL_SECONDS, EventType, StorageKind, UsageEvent, WorkerType, event_from_body
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
@@ -48,6 +48,7 @@ from ledger.sqlstore.schema import (
     rollup_workloads,
 )
 from ledger.sqlstore.store import SqlStore
+from ledger.tracing import span
 
 # The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
 FINISHED_TYPE = b'"type":"REQUEST_FINISHED"'
@@ -121,11 +122,12 @@ class UsageRollups:
         current, _ = self.state(org_id)
         if current is not None:
             return current  # nothing to apply: no write transaction, so reads never queue behind appends
-        while True:
-            with self.store.writer.begin() as conn:
-                applied, done = self._catch_up_chunk(conn, log_id, prices, plans)
-            if done:
-                return applied
+        with span("ledger.rollups.catch_up", org_id=org_id):
+            while True:
+                with self.store.writer.begin() as conn:
+                    applied, done = self._catch_up_chunk(conn, log_id, prices, plans)
+                if done:
+                    return applied
 
     def state(self, org_id: str) -> tuple[int | None, int | None]:
         """(the org log size the rollups reflect if they are up to date with it and the system log, else None;
@@ -150,6 +152,19 @@ class UsageRollups:
         if size is not None and int(applied) >= int(size) and int(system_seen or 0) == int(system_size or 0):
             return int(applied), system_size
         return None, system_size
+
+    def lag(self) -> dict[str, int]:
+        """Per org: the entries of its log the rollups have not applied yet (usageledger.rollup.lag). The closer
+        and the queries catch up lazily, so a lag that keeps growing means neither reaches that org."""
+        behind = log_heads.c.size - func.coalesce(rollup_cursors.c.applied_size, 0)
+        query = (
+            select(log_heads.c.log_id, behind)
+            .outerjoin(rollup_cursors, rollup_cursors.c.log_id == log_heads.c.log_id)
+            .where(log_heads.c.log_id.like(f"{ORG_LOG_PREFIX}%"))
+        )
+        with self.store.reading() as conn:
+            rows = conn.execute(query).all()
+        return {org: int(count) for log_id, count in rows if (org := org_of_log(log_id)) is not None}
 
     def rebuild(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> tuple[int, int]:
         """Drop the org's rollups and re-derive them from its log; returns (entries read, workloads)."""
