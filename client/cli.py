@@ -6,7 +6,9 @@ Exit codes scripts can trust: 0 done, 1 the ledger said no (rejected input, fail
 
 from __future__ import annotations
 
+import inspect
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -20,15 +22,18 @@ from client.event_file import MAX_REPORTED, EventFileError, FileEvent, read_even
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
+    EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
     JsonFlag,
     Target,
     conflict_of,
     emit_json,
+    err_console,
     fail,
     out,
     progress_bar,
+    quiet_stdout,
     rpc_failure,
 )
 from ledger.entry import LogHead, org_log_id
@@ -65,7 +70,9 @@ def _read_events(path: Path, as_json: bool) -> list[FileEvent]:
 
 @events_app.command("ingest")
 def events_ingest(
-    file: Annotated[Path, typer.Argument(help="JSON Lines file of usage events (docs/events.md: exact types).")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="JSON Lines file of usage events (docs/events.md: exact types).")
+    ],
     target: Target = DEFAULT_TARGET,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per atomic batch.")] = 1000,
     backfill: Annotated[
@@ -255,9 +262,47 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
-def main() -> None:
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    app(prog_name="ledgerctl")
+def _unwrap(text: str) -> str:
+    """A docstring's paragraphs each on one line: Typer keeps a docstring's line breaks, so a paragraph wrapped
+    at 120 columns in the source came out as fragments at a terminal's width (issue #25)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
+
+
+def _unwrap_help(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.callback is not None and command.callback.__doc__:
+            command.callback.__doc__ = _unwrap(command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _unwrap_help(group.typer_instance)
+
+
+_unwrap_help(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """ledgerctl's entry point: global options anywhere (client/global_options.py), and a reader that stops
+    reading (`ledgerctl ... | head`) ends the command quietly with exit 0, not 1 ("the ledger said no")."""
+    from client.global_options import MissingValue, lift_global_options
+
+    try:
+        args = lift_global_options(sys.argv[1:] if argv is None else argv, os.environ)
+    except MissingValue as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise SystemExit(EXIT_USAGE) from None
+    try:
+        app(args=args, prog_name="ledgerctl")
+    except SystemExit as done:
+        if _stdout_closed():  # a JSON write into a closed pipe (rich's own writes end in output._Stdout)
+            quiet_stdout()
+            raise SystemExit(EXIT_OK) from None
+        raise done
+
+
+def _stdout_closed() -> bool:
+    # Typer (as Click) answers a write to a closed pipe by wrapping stdout in PacifyFlushWrapper and exiting 1.
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
 
 
 if __name__ == "__main__":

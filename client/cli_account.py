@@ -14,7 +14,7 @@ from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli_billing import OrgOption, call, connect, dollars, parse_time, to_timestamp, when
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.output import DEFAULT_TARGET, EXIT_USAGE, TIME_HELP, JsonFlag, Target, emit_json, fail, out, rpc_failure
 
 account_app = typer.Typer(help="Org accounts: settings, state, payment method.", no_args_is_help=True)
 payment_method_app = typer.Typer(
@@ -73,7 +73,8 @@ def account_set(
         typer.Option("--monthly-after", min=1, max=1000, help="R18: paid invoices before monthly cadence (default 3)."),
     ] = None,
     effective_from: Annotated[
-        str | None, typer.Option("--effective-from", help="RFC 3339 instant the change takes effect (default: now).")
+        str | None,
+        typer.Option("--effective-from", help="When the change takes effect, " + TIME_HELP + " (default: now)."),
     ] = None,
     note: Annotated[str, typer.Option("--note", help="Why (kept in the ACCOUNT entry).")] = "",
     target: Target = DEFAULT_TARGET,

@@ -573,7 +573,7 @@ def audit_verify(
         typer.Option(
             "--state-dir",
             help="Where the newest verified checkpoint of each log is saved, and checked against next time "
-            "[default: ~/.config/usage-ledger/checkpoints].",
+            "(default: ~/.config/usage-ledger/checkpoints).",
         ),
     ] = None,
     ledger_name: LedgerNameOption = DEFAULT_LEDGER_NAME,
@@ -643,8 +643,20 @@ def audit_verify(
             fail(
                 f"--trusted-checkpoint is of log {unknown[0]}, which is not being verified", EXIT_USAGE, as_json=as_json
             )
+        sizes: dict[str, int | None] = {}
+
+        def entries_of(log_id: str) -> int | None:
+            """The log's size when its verification starts: the bar's total, `9000/12004` rather than `9000/?`."""
+            if log_id not in sizes:
+                try:
+                    sizes[log_id] = source.head(log_id).size
+                except (NotFound, grpc.RpcError):
+                    sizes[log_id] = None  # the verification itself reports a missing log or a failed call
+            return sizes[log_id]
+
         with progress_bar(as_json) as progress:
-            task = progress.add_task("verifying", total=None)
+            first = log_ids[0] if log_ids else None
+            task = progress.add_task(f"verifying {first or ''}", total=entries_of(first) if first else 0)
             for log_id in log_ids:
                 report.logs.append(
                     _audit_log(
@@ -654,7 +666,9 @@ def audit_verify(
                         ledger_name,
                         trusted_notes.get(log_id),
                         states,
-                        lambda lid, n: progress.update(task, description=f"verifying {lid}", completed=n),
+                        lambda lid, n: progress.update(
+                            task, description=f"verifying {lid}", completed=n, total=entries_of(lid)
+                        ),
                         rollup_sizes.get(log_id, ()),
                     )
                 )
@@ -664,7 +678,9 @@ def audit_verify(
                 report.invoices = check_invoices(
                     source,
                     report,
-                    lambda lid, n: progress.update(task, description=f"re-deriving invoices of {lid}", completed=n),
+                    lambda lid, n: progress.update(
+                        task, description=f"re-deriving invoices of {lid}", completed=n, total=entries_of(lid)
+                    ),
                 )
             if skip_rollups:
                 report.rollups = RollupsCheck(False, note="not re-derived (--skip-rollups)")
@@ -917,11 +933,14 @@ def audit_prove(
         bool, typer.Option("--sign/--no-sign", help="If no signed checkpoint covers the entry yet, ask for one.")
     ] = True,
     target: Target = DEFAULT_TARGET,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The proof is JSON either way; with --json, errors are JSON too.")
+    ] = False,
 ) -> None:
     """Write an offline-checkable inclusion proof of one entry (proof.json, docs/audit.md) to standard output."""
     from server.audit_service import checkpoint_from_proto, leaf_from_proto
 
-    log_id = _log_id(org, log, True)
+    log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:
         stub = _audit_stub(client)
         try:
@@ -932,13 +951,13 @@ def audit_prove(
                 request = apb.GetInclusionProofRequest(log_id=log_id, sequence=seq, tree_size=signed.size)
                 response = client.call(stub.GetInclusionProof, request)
         except grpc.RpcError as err:
-            rpc_failure(err, target, True)
+            rpc_failure(err, target, as_json)
     if not response.HasField("checkpoint"):
         fail(
             f"no signed checkpoint of size {response.tree_size} covers {log_id}#{seq}"
             + ("" if sign else "; run without --no-sign to ask the server for one"),
             EXIT_REFUSED,
-            as_json=True,
+            as_json=as_json,
         )
     try:
         bundle = ProofBundle(
@@ -947,13 +966,15 @@ def audit_prove(
             tuple(response.proof_hashes),
         )
     except VerificationError as err:
-        fail(f"the server's answer is malformed: {err}", EXIT_REFUSED, as_json=True)
+        fail(f"the server's answer is malformed: {err}", EXIT_REFUSED, as_json=as_json)
     emit_json(bundle.to_json())
 
 
 @audit_app.command("check-proof")
 def audit_check_proof(
-    proof_file: Annotated[Path, typer.Argument(help="A proof.json written by `ledgerctl audit prove`.")],
+    proof_file: Annotated[
+        Path, typer.Argument(metavar="PROOF_FILE", help="A proof.json written by `ledgerctl audit prove`.")
+    ],
     verifier_key: VerifierKeyOption = None,
     ledger_name: LedgerNameOption = DEFAULT_LEDGER_NAME,
     as_json: JsonFlag = False,

@@ -55,8 +55,10 @@ def _instant(text: str, name: str, as_json: bool) -> int:
 
 @backfill_app.command("open")
 def backfill_open(
-    org: Annotated[str, typer.Argument(help="The org whose past events are sent.")],
-    backfill_id: Annotated[str, typer.Argument(help="A name for the backfill, unique in the org.")],
+    org: Annotated[str, typer.Argument(metavar="ORG", help="The org whose past events are sent.")],
+    backfill_id: Annotated[
+        str, typer.Argument(metavar="BACKFILL_ID", help="A name for the backfill, unique in the org.")
+    ],
     start: Annotated[str, typer.Option("--from", help="Start of the range backfilled (RFC 3339).")],
     end: Annotated[str, typer.Option("--to", help="End of the range backfilled, exclusive (RFC 3339).")],
     reason: Annotated[str, typer.Option(help="Why the events come late.")] = "past events sent late",
@@ -78,8 +80,8 @@ def backfill_open(
 
 @backfill_app.command("close")
 def backfill_close(
-    org: Annotated[str, typer.Argument(help="The org.")],
-    backfill_id: Annotated[str, typer.Argument(help="The backfill to close.")],
+    org: Annotated[str, typer.Argument(metavar="ORG", help="The org.")],
+    backfill_id: Annotated[str, typer.Argument(metavar="BACKFILL_ID", help="The backfill to close.")],
     reason: Annotated[str, typer.Option(help="Why it ends.")] = "every past event sent",
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
@@ -93,7 +95,7 @@ def backfill_close(
 
 @backfill_app.command("list")
 def backfill_list(
-    org: Annotated[str, typer.Argument(help="The org.")],
+    org: Annotated[str, typer.Argument(metavar="ORG", help="The org.")],
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:

@@ -16,9 +16,30 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import billing_pb2 as bpb
 from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
+from client.csv_output import (
+    INVOICE_COLUMNS,
+    INVOICE_LINE_COLUMNS,
+    FormatOption,
+    chosen_format,
+    emit_csv,
+    invoice_line_rows,
+    invoice_rows,
+)
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_REFUSED, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
-from ledger.timeutil import format_micros, parse_rfc3339_micros
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    TIME_HELP,
+    JsonFlag,
+    Target,
+    emit_json,
+    fail,
+    instant_option,
+    out,
+    rpc_failure,
+)
+from ledger.timeutil import format_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
 T = TypeVar("T")
@@ -52,13 +73,8 @@ _STATUS_TEXT = {
 
 
 def parse_time(text: str | None, option: str, as_json: bool) -> int | None:
-    """An RFC 3339 instant from an option; a bad one is a usage error (exit 2)."""
-    if text is None:
-        return None
-    try:
-        return parse_rfc3339_micros(text)
-    except ValueError as err:
-        fail(f"{option} {text!r}: {err}", EXIT_USAGE, as_json=as_json)
+    """An optional time option, in the one grammar every command accepts (docs/cli.md); bad is exit 2."""
+    return None if text is None else instant_option(text, option, as_json)
 
 
 def to_timestamp(micros: int) -> Timestamp:
@@ -220,7 +236,9 @@ def credits_grant(
     org: OrgOption,
     amount: Annotated[str, typer.Option("--amount", help="USD, at most two decimals (25.00).")],
     reason: Annotated[str, typer.Option("--reason", help="Why the credit is granted.")],
-    expires: Annotated[str | None, typer.Option("--expires", help="RFC 3339 expiry (default: never).")] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="Expiry, " + TIME_HELP + " (default: never).")
+    ] = None,
     request_id: Annotated[
         str | None, typer.Option("--request-id", help="Idempotency key: a retry with the same key grants once.")
     ] = None,
@@ -288,8 +306,12 @@ def credits_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonF
 
 
 @invoices_app.command("list")
-def invoices_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonFlag = False) -> None:
-    """List ORG's issued invoices, oldest first."""
+def invoices_list(
+    org: OrgOption, target: Target = DEFAULT_TARGET, as_json: JsonFlag = False, format_name: FormatOption = "text"
+) -> None:
+    """List ORG's issued invoices, oldest first; with --format csv, one row per invoice, figures in cents."""
+    output = chosen_format(format_name, as_json)
+    as_json = output == "json"
     invoices: list[bpb.Invoice] = []
     token = ""
     with connect(target, as_json) as client:
@@ -305,6 +327,9 @@ def invoices_list(org: OrgOption, target: Target = DEFAULT_TARGET, as_json: Json
                 break
     if as_json:
         emit_json({"org_id": org, "invoices": [invoice_json(inv, full=False) for inv in invoices]})
+        return
+    if output == "csv":
+        emit_csv(INVOICE_COLUMNS, invoice_rows(invoice_json(inv, full=False) for inv in invoices))
         return
     table = Table(
         "#", "period (to the cut)", "settled through", "trigger", "total", "credits", "amount due", "payment",
@@ -406,8 +431,12 @@ def invoices_show(
     ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
+    format_name: FormatOption = "text",
 ) -> None:
-    """Show one invoice as a statement: period, lines, subtotal, discount, credits, amount due, late lines."""
+    """Show one invoice as a statement: period, lines, subtotal, discount, credits, amount due, late lines; with
+    --format csv, one row per line."""
+    output = chosen_format(format_name, as_json)
+    as_json = output == "json"
     with connect(target, as_json) as client:
         stub = billing_stub(client)
         number = invoice
@@ -418,6 +447,8 @@ def invoices_show(
         found = call(client, stub.GetInvoice, bpb.GetInvoiceRequest(org_id=org, number=number)).invoice
     if as_json:
         emit_json(invoice_json(found, full=True))
+    elif output == "csv":
+        emit_csv(INVOICE_LINE_COLUMNS, invoice_line_rows(invoice_json(found, full=True)))
     else:
         _statement(found)
 
@@ -425,7 +456,9 @@ def invoices_show(
 @invoices_app.command("close")
 def invoices_close(
     org: OrgOption,
-    at: Annotated[str | None, typer.Option("--at", help="RFC 3339 instant to close at (default: now).")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="The instant to close at, " + TIME_HELP + " (default: now).")
+    ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:

@@ -15,6 +15,7 @@ from client.cli_audit import LedgerNameOption, VerifierKeyOption, parse_verifier
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
+    EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
     JsonFlag,
@@ -22,6 +23,7 @@ from client.output import (
     emit_json,
     fail,
     out,
+    quiet_stdout,
     rpc_failure,
 )
 from ledger.audit import all_log_ids
@@ -99,6 +101,12 @@ def export_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of standard output.")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The export is JSON Lines either way; with --json, errors and the summary are JSON too."
+        ),
+    ] = False,
 ) -> None:
     """Write logs as JSON Lines: a header, then every entry with all its stored fields and hashes.
 
@@ -107,7 +115,7 @@ def export_command(
     """
     log_ids = [org_log_id(o) for o in org or []] + list(log or [])
     if all_logs == bool(log_ids):
-        fail("give --org ORG and/or --log LOG, or --all", EXIT_USAGE)
+        fail("give --org ORG and/or --log LOG, or --all", EXIT_USAGE, as_json=as_json)
     with ExitStack() as stack:
         source: Any
         if database_url:
@@ -116,7 +124,7 @@ def export_command(
             try:
                 source = open_store(database_url)
             except LedgerError as err:
-                fail(str(err), EXIT_USAGE)
+                fail(str(err), EXIT_USAGE, as_json=as_json)
             stack.callback(source.close)
         else:
             source = _ApiLogs(stack.enter_context(LedgerClient(target)))
@@ -125,12 +133,17 @@ def export_command(
                 log_ids = list(all_log_ids(source))
             _write(source, log_ids, output)
         except grpc.RpcError as err:
-            rpc_failure(err, target, False)
+            rpc_failure(err, target, as_json)
+        except BrokenPipeError:
+            quiet_stdout()  # `ledgerctl export --all | head`: the reader has what it wanted (docs/cli.md)
+            raise SystemExit(EXIT_OK) from None
         except OSError as err:
-            fail(f"cannot write {output or 'standard output'}: {err}", EXIT_USAGE)
+            fail(f"cannot write {output or 'standard output'}: {err}", EXIT_USAGE, as_json=as_json)
         except LedgerError as err:
             # NotFound (no such log) and VerificationError (a damaged store) alike: the ledger said no.
-            fail(str(err), EXIT_REFUSED)
+            fail(str(err), EXIT_REFUSED, as_json=as_json)
+    if as_json and output is not None:
+        emit_json({"ok": True, "logs": log_ids, "output": str(output)})
 
 
 def _write(source: Any, log_ids: list[str], output: Path | None) -> None:
@@ -154,7 +167,7 @@ def _write(source: Any, log_ids: list[str], output: Path | None) -> None:
 
 
 def import_command(
-    file: Annotated[Path, typer.Argument(help="A file written by `ledgerctl export`.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A file written by `ledgerctl export`.")],
     database_url: DatabaseUrl = None,
     verifier_key: VerifierKeyOption = None,
     ledger_name: LedgerNameOption = DEFAULT_LEDGER_NAME,

@@ -113,7 +113,9 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key id (the part after `ulk_`, as `keys list` shows it).")],
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key id (the part after `ulk_`, as `keys list` shows it).")
+    ],
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: JsonFlag = False,
 ) -> None:

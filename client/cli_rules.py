@@ -47,7 +47,8 @@ def parse_rules(document: str) -> dict[str, Rule]:
 
 def rules_command(
     rule_ids: Annotated[
-        list[str] | None, typer.Argument(help="Rule IDs such as R10 or r17 (default: list every rule).")
+        list[str] | None,
+        typer.Argument(metavar="RULE", help="Rule IDs such as R10 or r17 (default: list every rule)."),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +16,13 @@ from usageledger.v1 import ledger_pb2 as lpb
 from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
+from client.csv_output import LOOKUP_COLUMNS, FormatOption, chosen_format, emit_csv, lookup_rows
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
     EXIT_USAGE,
     REPEATS_NOTE,
+    TIME_HELP,
     JsonFlag,
     Target,
     as_fraction,
@@ -29,11 +30,13 @@ from client.output import (
     exact_amount,
     fail,
     gigabyte_seconds_text,
+    instant_option,
     out,
     rpc_failure,
 )
+from client.statement import statement, wrapped
 from ledger.adjustments import parse_ref
-from ledger.timeutil import format_micros, from_datetime, parse_rfc3339_micros
+from ledger.timeutil import format_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
 support_app = typer.Typer(
@@ -47,23 +50,6 @@ MAX_TIMELINE_ROWS = 40  # per session in the text report; --json has every one
 
 
 # -- arguments --------------------------------------------------------------------------------------------------
-
-
-def parse_instant(text: str, option: str, as_json: bool) -> int:
-    """RFC 3339, or ISO 8601 without seconds or zone as people type it (a missing zone means UTC)."""
-    try:
-        return parse_rfc3339_micros(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        fail(
-            f"{option} {text!r} is not a time: use RFC 3339 such as 2026-10-05T11:47:00Z (no zone means UTC)",
-            EXIT_USAGE,
-            as_json=as_json,
-        )
-    return from_datetime(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 def parse_tolerance(text: str, as_json: bool) -> int:
@@ -208,6 +194,21 @@ def session_json(session: spb.DisputeSession) -> dict[str, Any]:
                 "ref": ref_json(step.ref),
             }
             for step in session.timeline
+        ],
+        "invoiced": [
+            {
+                "invoice_id": r.invoice_id,
+                "invoice_ref": _opt_ref(r, "invoice_ref"),
+                "first_unit_index": r.first_unit_index,
+                "count": r.count,
+                "unit_price": r.unit_price,
+                "price_version": r.price_version,
+                "amount": r.amount,
+                "reversal": r.reversal,
+                "late": r.late,
+                "explanation": r.explanation,
+            }
+            for r in session.invoiced
         ],
         "requests": [request_json(r) for r in session.requests],
         "request_count": session.request_count,
@@ -363,26 +364,24 @@ def _money(text: str) -> str:
     return f"${text}"
 
 
-def print_report(report: dict[str, Any]) -> None:
-    """What a support agent pastes into a ticket: a timeline, a charges table, totals, each line's verdict and rule."""
-    window = report["window"]
-    out.print(f"[bold]Charges reconstruction (R27)[/]: org {report['org_id']}, endpoint {report['endpoint_id']}")
-    out.print(f"window {window['start']} to {window['end']} (as of {report['as_of']}); times below are UTC")
+def print_statement(report: dict[str, Any], *, details: bool) -> None:
+    """The statement a support agent reads (client/statement.py), and with `details` every table behind it."""
+    for line in wrapped(statement(report), out.width):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if details:
+        print_details(report)
 
-    request = report["request"]
-    if request is not None:
-        out.print(f"\n[bold]Request {request['request_id']}[/] ({', '.join(request['rules'])})")
-        finished = f"finished {request['finished_at']}" if request["finished_at"] else "never finished"
-        killed = f" (the workload stopped: {request['killed_by']}, R4)" if request["killed_by"] else ""
-        out.print(f"  served by {request['workload_id']}: started {request['started_at']}, {finished}{killed}")
-        amount = exact_amount(request["attributed_amount"], request["attributed_amount_fraction"])
-        out.print(
-            f"  attributed {request['attributed_seconds_exact']} s of serving time = {_money(amount)}"
-            f"{as_fraction(request['attributed_amount_fraction'])}"
-        )
-        out.print(f"  {request['explanation']}")
-        out.print(f"  entries: {', '.join(_short(r) for r in request['refs'])}")
 
+def _folding(table: Table) -> Table:
+    """Cells fold onto more lines instead of being cut with an ellipsis: an ID or amount is never shortened."""
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
+def print_details(report: dict[str, Any]) -> None:
+    """--details: each session's parts, unit runs and timeline, every zero line and storage interval, proofs."""
+    out.print()
     charges = Table(
         "workload", "kind", "instance", "up", "stop", "billed", "amount", "in window", "verdict", "rules",
         title="Charges (each session rated whole; R10 rounds per session)", box=box.SIMPLE_HEAD, title_justify="left",
@@ -401,7 +400,7 @@ def print_report(report: dict[str, Any]) -> None:
             s["verdict"],
             " ".join(s["rules"]),
         )
-    out.print(charges)
+    out.print(_folding(charges))
 
     for s in report["sessions"]:
         parts = Table(
@@ -413,7 +412,7 @@ def print_report(report: dict[str, Any]) -> None:
             parts.add_row(
                 part["name"], part["seconds"], _money(part["amount"]), " ".join(part["rules"]), part["explanation"]
             )
-        out.print(parts)
+        out.print(_folding(parts))
         for unit in s["units"]:
             out.print(f"  {unit['explanation']}; {unit['invoice']['explanation']}")
         timeline = Table(
@@ -426,7 +425,7 @@ def print_report(report: dict[str, Any]) -> None:
             timeline.add_row(
                 _clock(step["at"]), event, step["verdict"], step["rule"], step["ref"]["ref"], step["explanation"]
             )
-        out.print(timeline)
+        out.print(_folding(timeline))
         if len(steps) > MAX_TIMELINE_ROWS:
             out.print(f"  … {len(steps) - MAX_TIMELINE_ROWS} more steps (use --json)")
         if s["requests_in_window"] > len(s["requests"]):
@@ -451,7 +450,7 @@ def print_report(report: dict[str, Any]) -> None:
                 " ".join(r["ref"] for r in z["refs"]) or "-",
                 z["explanation"],
             )
-        out.print(zero)
+        out.print(_folding(zero))
 
     if report["storage"]:
         storage = Table(
@@ -471,7 +470,7 @@ def print_report(report: dict[str, Any]) -> None:
                 _money(line["amount_exact"]),
                 line["ref"]["ref"],
             )
-        out.print(storage)
+        out.print(_folding(storage))
 
     for anomaly in report["anomalies"]:
         out.print(f"[yellow]anomaly[/] {anomaly['reason']} ({_short(anomaly['ref'])})")
@@ -491,21 +490,6 @@ def print_report(report: dict[str, Any]) -> None:
     for invoice in report["invoices"]:
         credits = invoice["credits_applied"] or "0"
         out.print(f"invoice {invoice['invoice_id']}: total {invoice['total_amount']}, credits applied {credits} (R16)")
-    for proof in report["proofs"]:
-        unproven = f", {len(proof['unproven_sequences'])} newer entries not yet" if proof["unproven_sequences"] else ""
-        where = proof.get("file")
-        count = proof.get("entries_proven")
-        proven = "the entries" if count is None else f"{count} entr{'y' if count == 1 else 'ies'}"
-        out.print(
-            f"proofs: {proven} of {proof['log_id']} proven in its signed "
-            f"checkpoint of size {proof['tree_size']} (root {proof['root_hash'][:16]}…){unproven}"
-            + (f": {where} (check: ledgerctl audit check-proof {where} --verifier-key KEY)" if where else ""),
-            markup=False,
-            highlight=False,
-        )
-    for note in report["notes"]:
-        out.print(f"[dim]note: {note}[/]")
-    out.print(f"[dim]{len(report['entries'])} ledger entries cited; `--json` lists each with its hash[/]")
 
 
 # -- commands ---------------------------------------------------------------------------------------------------
@@ -516,7 +500,7 @@ def support_lookup(
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint ID from the ticket.")] = None,
     request: Annotated[str | None, typer.Option("--request", help="Request ID, if the ticket gives one.")] = None,
     around: Annotated[
-        str | None, typer.Option("--around", help="Approximate time of the issue (RFC 3339; no zone means UTC).")
+        str | None, typer.Option("--around", help="Approximate time of the issue: " + TIME_HELP + ".")
     ] = None,
     tolerance: Annotated[
         str | None, typer.Option("--tolerance", help="Window around --around, such as 30m (the default), 2h, 90s.")
@@ -535,14 +519,26 @@ def support_lookup(
             file_okay=False,
         ),
     ] = None,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            help="After the statement, every table behind it: each session's parts, unit runs and timeline, every "
+            "zero line and storage interval.",
+        ),
+    ] = False,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
+    format_name: FormatOption = "text",
 ) -> None:
     """Reconstruct every charge of an endpoint around a time, or of one request (R27): the rule behind each line and
     the ledger entries (log, sequence, hash) behind each figure.
 
     Give --endpoint with --around (default tolerance 30m) or --from/--to, or just --request; --proofs DIR for
-    evidence anyone with the ledger's verifier key can check."""
+    evidence anyone with the ledger's verifier key can check. --format csv: one row per charge line (the request's
+    share, each session's units as due and as invoiced, storage intervals, zero lines, adjustments)."""
+    output = chosen_format(format_name, as_json)
+    as_json = output == "json"
     if endpoint is None and request is None:
         fail("give --endpoint (and a time), or --request", EXIT_USAGE, as_json=as_json)
     if around is not None and (start is not None or end is not None):
@@ -559,13 +555,13 @@ def support_lookup(
         org_id=org or "", endpoint_id=endpoint or "", request_id=request or "", include_proofs=proofs_dir is not None
     )
     if around is not None:
-        message.approximate_time.CopyFrom(micros_to_timestamp(parse_instant(around, "--around", as_json)))
+        message.approximate_time.CopyFrom(micros_to_timestamp(instant_option(around, "--around", as_json)))
         if tolerance is not None:
             seconds = parse_tolerance(tolerance, as_json) // 1_000_000
             message.tolerance.CopyFrom(Duration(seconds=seconds))
     if start is not None and end is not None:
-        message.start_time.CopyFrom(micros_to_timestamp(parse_instant(start, "--from", as_json)))
-        message.end_time.CopyFrom(micros_to_timestamp(parse_instant(end, "--to", as_json)))
+        message.start_time.CopyFrom(micros_to_timestamp(instant_option(start, "--from", as_json)))
+        message.end_time.CopyFrom(micros_to_timestamp(instant_option(end, "--to", as_json)))
     with LedgerClient(target) as client:
         try:
             response = client.call(spb_grpc.SupportServiceStub(client.channel).ReconstructCharges, message)
@@ -576,8 +572,10 @@ def support_lookup(
         write_proofs(report, proofs_dir, as_json)
     if as_json:
         emit_json(report)
+    elif output == "csv":
+        emit_csv(LOOKUP_COLUMNS, lookup_rows(report))
     else:
-        print_report(report)
+        print_statement(report, details=details)
 
 
 def write_proofs(report: dict[str, Any], folder: Path, as_json: bool) -> None:

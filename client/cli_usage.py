@@ -14,11 +14,13 @@ from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
 from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
+from client.csv_output import USAGE_COLUMNS, FormatOption, chosen_format, emit_csv
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
     EXIT_USAGE,
     REPEATS_NOTE,
+    TIME_HELP,
     JsonFlag,
     Target,
     as_fraction,
@@ -26,10 +28,11 @@ from client.output import (
     exact_amount,
     fail,
     gigabyte_seconds_text,
+    instant_option,
     out,
     rpc_failure,
 )
-from ledger.timeutil import format_micros, parse_rfc3339_micros
+from ledger.timeutil import format_micros
 from server.convert import micros_to_timestamp, timestamp_to_micros
 
 prices_app = typer.Typer(help="Price books: per-second flex and active rates per instance type (R11, R12).")
@@ -42,13 +45,6 @@ _GROUPS = {
     "worker_type": upb.GROUP_BY_WORKER_TYPE,
 }
 _BUCKETS = {"hour": upb.BUCKET_HOUR, "day": upb.BUCKET_DAY}
-
-
-def _time(value: str, option: str, as_json: bool) -> int:
-    try:
-        return parse_rfc3339_micros(value)
-    except ValueError as err:
-        fail(f"{option} {value!r}: {err}", EXIT_USAGE, as_json=as_json)
 
 
 def _book_json(book: ppb.PriceBook) -> dict[str, Any]:
@@ -91,7 +87,9 @@ def prices_set(
     file: Annotated[
         Path,
         typer.Argument(
-            help="JSON or YAML: {effective_from, note, rates: {TYPE: {flex_per_second, active_per_second}}}."
+            metavar="FILE",
+            help="JSON or YAML with effective_from, note and rates (per instance type: flex_per_second and "
+            "active_per_second).",
         ),
     ],
     target: Target = DEFAULT_TARGET,
@@ -117,7 +115,7 @@ def prices_set(
         )
     if raw.get("effective_from"):
         request.effective_time.CopyFrom(
-            micros_to_timestamp(_time(str(raw["effective_from"]), "effective_from", as_json))
+            micros_to_timestamp(instant_option(str(raw["effective_from"]), "effective_from", as_json))
         )
     with LedgerClient(target) as client:
         try:
@@ -132,7 +130,7 @@ def prices_set(
 
 @prices_app.command("show")
 def prices_show(
-    at: Annotated[str | None, typer.Option("--at", help="RFC 3339 instant (default: now).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="The instant: " + TIME_HELP + " (default: now).")] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Every version, in effective order.")] = False,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
@@ -146,7 +144,7 @@ def prices_show(
             else:
                 request = ppb.GetPriceBookRequest()
                 if at:
-                    request.at_time.CopyFrom(micros_to_timestamp(_time(at, "--at", as_json)))
+                    request.at_time.CopyFrom(micros_to_timestamp(instant_option(at, "--at", as_json)))
                 books = [client.call(stub.GetPriceBook, request).price_book]
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
@@ -159,8 +157,8 @@ def prices_show(
 
 def usage(
     org: Annotated[str, typer.Option("--org", help="Org ID.")],
-    start: Annotated[str, typer.Option("--from", help="Window start, RFC 3339 (inclusive).")],
-    end: Annotated[str, typer.Option("--to", help="Window end, RFC 3339 (exclusive).")],
+    start: Annotated[str, typer.Option("--from", help="Window start (inclusive): " + TIME_HELP + ".")],
+    end: Annotated[str, typer.Option("--to", help="Window end (exclusive), the same forms.")],
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Only this endpoint.")] = None,
     group_by: Annotated[
         str, typer.Option("--group-by", help="Comma list of endpoint, workload_kind, instance_type, worker_type.")
@@ -168,11 +166,14 @@ def usage(
     bucket: Annotated[str | None, typer.Option("--bucket", help="hour or day (UTC).")] = None,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
+    format_name: FormatOption = "text",
 ) -> None:
     """Billed units (R10) and exact amounts per group and bucket, plus storage lines (R13, R14)."""
+    output = chosen_format(format_name, as_json)
+    as_json, as_csv = output == "json", output == "csv"
     request = upb.QueryUsageRequest(org_id=org, endpoint_id=endpoint or "")
-    request.start_time.CopyFrom(micros_to_timestamp(_time(start, "--from", as_json)))
-    request.end_time.CopyFrom(micros_to_timestamp(_time(end, "--to", as_json)))
+    request.start_time.CopyFrom(micros_to_timestamp(instant_option(start, "--from", as_json)))
+    request.end_time.CopyFrom(micros_to_timestamp(instant_option(end, "--to", as_json)))
     for name in filter(None, (g.strip() for g in group_by.split(","))):
         if name not in _GROUPS:
             fail(f"--group-by {name!r}: use {', '.join(_GROUPS)}", EXIT_USAGE, as_json=as_json)
@@ -188,6 +189,9 @@ def usage(
             rpc_failure(err, target, as_json)
     rows = [_row_json(r, bucket is not None) for r in response.rows]
     total_exact = exact_amount(response.total_amount, response.total_amount_fraction)
+    if as_csv:
+        emit_csv(USAGE_COLUMNS, rows)  # one row per usage row; the total is their sum
+        return
     if as_json:
         emit_json(
             {
@@ -201,32 +205,31 @@ def usage(
         )
         return
     table = Table(title=f"usage of {org}, {start} to {end}")
-    columns = (["bucket"] if bucket else []) + [
-        "endpoint",
-        "kind",
-        "instance",
-        "worker",
-        "storage",
-        "unit",
-        "quantity",
-        "GB-seconds (R14: first 1,000 GB + beyond)",
-        "amount",
+    # Only the dimensions the rows carry: without --group-by every row's endpoint, kind, ... is empty, and a
+    # column of blanks says nothing (issue #25).
+    dimensions = [
+        (title, key)
+        for title, key in (
+            ("endpoint", "endpoint_id"),
+            ("kind", "workload_kind"),
+            ("instance", "instance_type"),
+            ("worker", "worker_type"),
+            ("storage", "storage_kind"),
+        )
+        if any(row.get(key) for row in rows)
     ]
+    storage = any(gigabyte_seconds_text(row) for row in rows)
+    columns = (["bucket"] if bucket else []) + [title for title, _ in dimensions] + ["unit", "quantity"]
+    columns += ["GB-seconds (R14: first 1,000 GB + beyond)"] if storage else []
+    columns += ["amount"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("bucket", "endpoint", "kind", "instance") else "right")
     for row in rows:
         values = [row.get("bucket_start", "")] if bucket else []
-        values += [
-            row["endpoint_id"] or "",
-            row["workload_kind"] or "",
-            row["instance_type"] or "",
-            row["worker_type"] or "",
-            row.get("storage_kind") or "",
-            row["unit"],
-            str(row["quantity"]),
-            gigabyte_seconds_text(row),
-            row["amount_exact"],
-        ]
+        values += [row.get(key) or "" for _, key in dimensions]
+        values += [row["unit"], str(row["quantity"])]
+        values += [gigabyte_seconds_text(row)] if storage else []
+        values += [row["amount_exact"]]
         table.add_row(*values)
     out.print(table)
     out.print(f"total {total_exact} {response.currency_code}" + as_fraction(response.total_amount_fraction))

@@ -24,8 +24,26 @@ from ledger.rating.money import exact_text
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_TARGET = "127.0.0.1:50051"
 
+
+class _Stdout(Console):
+    """ledgerctl's standard output: a reader that stops reading (`ledgerctl ... | head`) has what it wanted, so
+    the command ends quietly with exit 0, not rich's 1, which scripts would read as "the ledger said no"."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        quiet_stdout()
+        raise SystemExit(EXIT_OK)
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into a closed pipe says nothing either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ is not None else 1)
+    os.close(devnull)
+
+
 err_console = Console(stderr=True)
-out = Console()
+out: Console = _Stdout()
 
 Target = Annotated[str, typer.Option("--target", envvar="LEDGER_TARGET", help="Ledger server HOST:PORT.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
@@ -79,6 +97,20 @@ def connection_options(
             fail(f"TLS: {err}", EXIT_USAGE)
 
 
+TIME_HELP = "a time: RFC 3339 (seconds optional), `YYYY-MM-DD HH:MM` or a date; no zone means UTC"
+
+
+def instant_option(text: str, option: str, as_json: bool) -> int:
+    """The instant an option names, in the one grammar every command accepts (client/instants.py); a bad one is
+    a usage error (exit 2) naming the option and the accepted forms."""
+    from client.instants import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as err:
+        fail(f"{option} {text!r}: {err}", EXIT_USAGE, as_json=as_json)
+
+
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
@@ -97,14 +129,27 @@ def rpc_failure(
     """Report a failed call and exit; `context` (such as how far an ingest got) is added to the message."""
     code = err.code()
     suffix = f"; {context}" if context else ""
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
         if error_reason(err) == "STORAGE_UNAVAILABLE":
             what = f"the ledger at {target} could not use its database ({err.details()})"
-        else:
+            fail(what + suffix, EXIT_UNREACHABLE, as_json=as_json, code=code.name)
+        connection = connection_failure(err.details() or "", target)
+        if connection is not None:
+            message, exit_code = connection
+            fail(message + suffix, exit_code, as_json=as_json, code=code.name)
+        if code != grpc.StatusCode.UNKNOWN:
             what = (
                 f"cannot reach the ledger at {target} ({err.details()}); start it with `ledger-server` or pass --target"
             )
-        fail(what + suffix, EXIT_UNREACHABLE, as_json=as_json, code=code.name)
+            fail(what + suffix, EXIT_UNREACHABLE, as_json=as_json, code=code.name)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        fail(
+            f"authentication failed at {target}: {err.details()}; give an API key with --api-key or LEDGER_API_KEY "
+            "(or a client certificate with --tls-cert and --tls-key)" + suffix,
+            EXIT_REFUSED,
+            as_json=as_json,
+            code=code.name,
+        )
     violations = violations_of(err)
     if line_of is not None:
         violations = [with_line(field, desc, line_of) for field, desc in violations]
@@ -122,6 +167,45 @@ def rpc_failure(
         for field, description in violations:
             err_console.print(f"  {field}: {description}")
     raise typer.Exit(EXIT_REFUSED)
+
+
+# What gRPC's status details say when the connection, not the ledger, failed (docs/cli.md, "Exit codes").
+_UNTRUSTED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "unable to get local issuer")
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "packet length too long", "http_request")
+_HANDSHAKE = ("handshake", "SSL_ERROR", "TSI_")
+_NOTHING_ANSWERS = ("Connection refused", "DNS resolution failed", "Deadline Exceeded", "No route to host",
+                    "Network is unreachable", "Connection timed out", "failed to connect")  # fmt: skip
+
+
+def connection_failure(details: str, target: str) -> tuple[str, int] | None:
+    """The message and exit code for a call that never reached the ledger, or None when the ledger answered.
+
+    Exit 3 only when nothing answers at the target. A TLS handshake that failed, or a plaintext client meeting a
+    TLS server, is a connection set up wrongly (exit 2: fix the options), and the message says which.
+    """
+    tls = bool(os.environ.get("LEDGER_TLS_CA"))
+    if any(marker in details for marker in _UNTRUSTED):
+        return (
+            f"TLS: the server at {target} presented a certificate that --tls-ca ({os.environ.get('LEDGER_TLS_CA')}) "
+            "did not sign: give the CA that issued the server's certificate",
+            EXIT_USAGE,
+        )
+    if tls and any(marker in details for marker in _NOT_TLS):
+        return f"TLS: the server at {target} does not speak TLS: leave out --tls-ca (and LEDGER_TLS_CA)", EXIT_USAGE
+    if any(marker in details for marker in _HANDSHAKE):
+        return f"TLS handshake with {target} failed ({details}): check --tls-ca, --tls-cert and --tls-key", EXIT_USAGE
+    if not tls and "Socket closed" in details:
+        return (
+            f"the server at {target} closed the connection at once: it probably serves TLS; pass --tls-ca CA.pem "
+            "(or LEDGER_TLS_CA)",
+            EXIT_USAGE,
+        )
+    if any(marker in details for marker in _NOTHING_ANSWERS) or "Socket closed" in details:
+        return (
+            f"cannot reach the ledger at {target} ({details}); start it with `ledger-server` or pass --target",
+            EXIT_UNREACHABLE,
+        )
+    return None
 
 
 def _error_info(err: grpc.RpcError) -> Any:

@@ -128,7 +128,11 @@ class DisputeQuery:
             if self.end <= self.start:
                 bad.append(FieldViolation("end_time", "must be after start_time"))
             elif self.end - self.start > MAX_WINDOW:
-                bad.append(FieldViolation("end_time", "a window is at most 31 days; narrow it to the ticket's time"))
+                bad.append(
+                    FieldViolation(
+                        "end_time", "a window is at most 31 days; narrow it to the ticket's time", "WINDOW_TOO_LONG"
+                    )
+                )
             if self.around is not None:
                 bad.append(FieldViolation("approximate_time", "give a window or an approximate time, not both"))
         if self.tolerance is not None:
@@ -239,6 +243,39 @@ NOT_YET_INVOICED = InvoiceCoverage()
 
 
 @dataclass(frozen=True, slots=True)
+class InvoicedRange:
+    """Units [first, first + count) of a session as one issued invoice charged them, at the unit price it charged
+    then (R11, R12: a reconstruction states each unit at the price it was invoiced at), or with `reversal` took
+    back as a negative late line (R22: a late stop showed fewer units were due)."""
+
+    invoice_id: str
+    ref: EntryRef | None
+    first_unit_index: int
+    count: int
+    unit_price: Decimal
+    price_version: int
+    reversal: bool
+    late: bool  # R22: the units start before this invoice's period
+
+    @property
+    def amount(self) -> Decimal:
+        charged = self.unit_price * self.count
+        return -charged if self.reversal else charged
+
+    @property
+    def explanation(self) -> str:
+        units = f"units {self.first_unit_index}-{self.first_unit_index + self.count - 1}"
+        price = f"{self.count} x {format_money(self.unit_price)} (price book v{self.price_version}, R11 R12)"
+        if self.reversal:
+            return (
+                f"R22: invoice #{self.invoice_id} took back {units}, {price}, as a negative late line: a later event "
+                "showed they were not due"
+            )
+        late = "; R22: a late line (they start before its period)" if self.late else ""
+        return f"R17: invoice #{self.invoice_id} charged {units}: {price} = {format_money(self.amount)}{late}"
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceSummary:
     """An invoice a reconstructed charge went to, with the credits applied on it (R16)."""
 
@@ -263,6 +300,8 @@ class InvoiceLookup(Protocol):
 
     def summary(self, invoice_id: str) -> InvoiceSummary | None: ...
 
+    def invoiced_ranges(self, session: Session) -> tuple[InvoicedRange, ...]: ...
+
 
 class NoInvoices:
     """Before any invoice exists (or without ledger.billing): every charge is not yet invoiced."""
@@ -278,6 +317,9 @@ class NoInvoices:
 
     def summary(self, invoice_id: str) -> InvoiceSummary | None:
         return None
+
+    def invoiced_ranges(self, session: Session) -> tuple[InvoicedRange, ...]:
+        return ()
 
 
 class BillingInvoices:
@@ -335,6 +377,28 @@ class BillingInvoices:
             credits_applied=invoice.credits_total,
             amount_due=invoice.amount_due,
         )
+
+    def invoiced_ranges(self, session: Session) -> tuple[InvoicedRange, ...]:
+        """Every range of the session's units an issued invoice charged or took back, in invoice order (R17, R22)."""
+        found: list[InvoicedRange] = []
+        for invoice in self.invoices:
+            for covered in invoice.sessions_by_workload.get(session.workload_id, ()):
+                if covered.up_seq != session.up_seq:
+                    continue
+                for priced in covered.priced:
+                    found.append(
+                        InvoicedRange(
+                            invoice_id=str(invoice.number),
+                            ref=_invoice_ref(invoice),
+                            first_unit_index=priced.first,
+                            count=priced.end - priced.first,
+                            unit_price=priced.unit_price,
+                            price_version=priced.price_version,
+                            reversal=covered.reversal,
+                            late=covered.unit_start(priced.first) < invoice.period_start,
+                        )
+                    )
+        return tuple(found)
 
 
 def _invoice_ref(invoice: Invoice) -> EntryRef | None:
@@ -500,6 +564,8 @@ class SessionCharge:
     window_amount: Decimal
     refs: tuple[EntryRef, ...]
     plan_ref: EntryRef | None
+    # What issued invoices charged for this session, range by range, at their prices then (R12, R17, R22).
+    invoiced: tuple[InvoicedRange, ...] = ()
 
     @property
     def unit(self) -> str:
@@ -838,6 +904,7 @@ def reconstruct(
         {u.invoice.invoice_id for s in sessions for u in s.units if u.invoice.invoice_id}
         | {line.invoice.invoice_id for line in storage if line.invoice.invoice_id}
         | {line.invoice.invoice_id for line in adjustments if line.invoice.invoice_id}
+        | {r.invoice_id for s in sessions for r in s.invoiced}  # R22: an invoice that only took units back
     )
     summaries = []
     for invoice_id in invoice_ids:
@@ -1031,6 +1098,7 @@ def _session_charge(
         window_amount=session.usage_in(start, end).compute_amount,
         refs=refs,
         plan_ref=plan_ref,
+        invoiced=lookup.invoiced_ranges(session),
     )
 
 
@@ -2010,6 +2078,7 @@ __all__ = [
     "InvoiceCoverage",
     "InvoiceLookup",
     "InvoiceSummary",
+    "InvoicedRange",
     "NoInvoices",
     "Reconstruction",
     "RequestCharge",

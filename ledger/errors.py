@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
 class LedgerError(Exception):
-    """Base of every error the ledger raises on purpose."""
+    """Base of every error the ledger raises on purpose.
+
+    `reason` is the stable UPPER_SNAKE name of the failure kind a program acts on (google.rpc.ErrorInfo.reason,
+    every one listed in docs/errors.md); `metadata` names the offending values (ErrorInfo.metadata).
+    """
 
     reason = "LEDGER_ERROR"
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {}
 
 
 @dataclass(frozen=True)
 class FieldViolation:
-    """One bad field: `field` is a path such as `events[3].occurred_at`."""
+    """One bad field: `field` is a path such as `events[3].occurred_at`. `reason` names the failure kind when it
+    is more than "this field is invalid" (WINDOW_TOO_LONG); otherwise it is INVALID_<FIELD> (INVALID_OCCURRED_AT)."""
 
     field: str
     description: str
+    reason: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.reason:
+            return self.reason
+        leaf = re.sub(r"\[[^\]]*\]", "", self.field.rsplit(".", 1)[-1])
+        return "INVALID_" + (re.sub(r"[^A-Za-z0-9]+", "_", leaf).strip("_").upper() or "ARGUMENT")
 
 
 class InvalidInput(LedgerError):
@@ -26,9 +45,17 @@ class InvalidInput(LedgerError):
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         self.violations = list(violations)
+        if self.violations:  # the first violation's kind; metadata names every field
+            self.reason = self.violations[0].kind
         summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
         more = f" (+{len(self.violations) - 5} more)" if len(self.violations) > 5 else ""
         super().__init__(f"invalid input: {summary}{more}")
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        if not self.violations:
+            return {}
+        return {"field": self.violations[0].field, "fields": ",".join(v.field for v in self.violations)}
 
 
 class EventConflict(LedgerError):
@@ -47,7 +74,8 @@ class EventConflict(LedgerError):
             "nothing of this batch was appended (send a new event_id for a new fact)"
         )
 
-    def metadata(self) -> dict[str, str]:
+    @property
+    def metadata(self) -> Mapping[str, str]:
         """ErrorInfo metadata: enough for a client to name the stored entry without reading it."""
         found = {"org_id": self.org_id, "event_id": self.event_id}
         if self.sequence is not None:
@@ -93,3 +121,7 @@ class LogMoved(LedgerError):
         self.log_id = log_id
         self.expected = expected
         self.actual = actual
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {"log_id": self.log_id, "expected_size": str(self.expected), "actual_size": str(self.actual)}

@@ -7,6 +7,7 @@ a ticket. The log `org/<org_id>` is created by the org's first entry (an event, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from ledger.entry import LogHead, org_log_id
@@ -24,6 +25,10 @@ class UnknownOrg(NotFound):
             f"org {org_id!r} does not exist: the ledger has no log {org_log_id(org_id)} "
             "(no event, credit or account setting was ever recorded for it); check the org ID"
         )
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {"org_id": self.org_id}
 
 
 class LogHeads(Protocol):

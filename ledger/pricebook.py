@@ -16,6 +16,35 @@ from ledger.timeutil import format_micros, parse_rfc3339_micros
 MONEY_CURRENCY = "USD"
 
 
+class PriceUnknownAtTime(NotFound):
+    """R12: no price-book version is in force at the instant asked about."""
+
+    reason = "PRICE_UNKNOWN_AT_TIME"
+
+    def __init__(self, instant: int) -> None:
+        self.instant = instant
+        super().__init__(f"R12: no price book is in force at {format_micros(instant)}")
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {"time": format_micros(self.instant)}
+
+
+class InstanceTypeNotPriced(NotFound):
+    """R11: the instance type has no rate in the price-book version in force."""
+
+    reason = "INSTANCE_TYPE_NOT_PRICED"
+
+    def __init__(self, instance_type: str, version: int) -> None:
+        self.instance_type = instance_type
+        self.version = version
+        super().__init__(f"R11: instance type {instance_type!r} is not in price book v{version}")
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {"instance_type": self.instance_type, "price_version": str(self.version)}
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceRate:
     """R11: per-second rates of one instance type; a per-minute unit costs 60 x these."""
@@ -40,7 +69,7 @@ class PriceBook:
         try:
             return self.rates[instance_type]
         except KeyError:
-            raise NotFound(f"R11: instance type {instance_type!r} is not in price book v{self.version}") from None
+            raise InstanceTypeNotPriced(instance_type, self.version) from None
 
     def body(self) -> dict[str, Any]:
         """The canonical PRICE_BOOK entry body."""
@@ -119,7 +148,7 @@ class PriceHistory:
             ):
                 chosen = book
         if chosen is None:
-            raise NotFound(f"R12: no price book is in force at {format_micros(instant)}")
+            raise PriceUnknownAtTime(instant)
         return chosen
 
     def knows(self, instance_type: str) -> bool:

@@ -297,7 +297,7 @@ class UsageView:
         if end <= start:
             violations.append(FieldViolation("end_time", "must be after start_time"))
         elif end - start > MAX_WINDOW_MICROS:
-            violations.append(FieldViolation("end_time", "a usage window spans at most 400 days"))
+            violations.append(FieldViolation("end_time", "a usage window spans at most 400 days", "WINDOW_TOO_LONG"))
         for name in group_by:
             if name not in GROUP_DIMENSIONS:
                 violations.append(FieldViolation("group_by", f"{name!r} is not one of {', '.join(GROUP_DIMENSIONS)}"))

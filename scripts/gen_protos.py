@@ -14,11 +14,16 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", ".binpb")
+# Every file's descriptor with its comments (source info), which the generated modules leave out: the server's
+# reflection serves these, so grpcurl-style tools show each message's and field's documentation (server/reflection.py).
+DESCRIPTOR_SET = Path("usageledger") / "v1" / "descriptors.binpb"
 
 
 def generate(out_dir: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    # google/rpc ships beside ours for other languages' clients (proto/google/rpc/README.md); Python has them from
+    # googleapis-common-protos, so only usageledger is generated.
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "usageledger").rglob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",
@@ -31,6 +36,19 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    described = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))  # google/rpc included
+    (out_dir / DESCRIPTOR_SET).parent.mkdir(parents=True, exist_ok=True)
+    descriptor_args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{include}",
+        "--include_source_info",
+        "--include_imports",
+        f"--descriptor_set_out={out_dir / DESCRIPTOR_SET}",
+        *described,
+    ]
+    if protoc.main(descriptor_args) != 0:
+        raise SystemExit("protoc failed (descriptor set)")
 
 
 def generated_files(base: Path) -> dict[str, Path]:

@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
@@ -33,6 +32,7 @@ from server.billing_service import BillingOptions, billing_options, register_bil
 from server.guard import RequestGuard
 from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS, StoreHealth
 from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS, AppendLimit
+from server.reflection import enable_reflection
 from server.service import LedgerServicer
 from server.support_service import register_support
 from server.telemetry import RpcObserver, trace_sql
@@ -136,7 +136,7 @@ def start_server(
         service_names = [register(ledger, server) for register in SERVICES]
     health_servicer = StoreHealth(store, service_names, health_probe_seconds, health_timeout_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection((*service_names, health.SERVICE_NAME), server)  # v1 and v1alpha, with comments
     port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")

@@ -181,6 +181,8 @@ POLICY: dict[str, Rule] = {
         health_pb2.DESCRIPTOR.services_by_name["Health"], {"Check": PUBLIC, "List": PUBLIC, "Watch": PUBLIC}
     ),
     **service_rules(reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"], {"ServerReflectionInfo": PUBLIC}),
+    # Reflection v1: the same messages as v1alpha under grpc.reflection.v1 (server/reflection.py).
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": PUBLIC,
 }
 
 

@@ -34,6 +34,7 @@ _CODES: list[tuple[type[LedgerError], int]] = [
 def to_status(err: LedgerError) -> grpc.Status:
     code = next((c for kind, c in _CODES if isinstance(err, kind)), code_pb2.FAILED_PRECONDITION)
     details = []
+    # A stable UPPER_SNAKE reason per failure kind, and metadata naming the offending values (docs/errors.md).
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)
     for key, value in _metadata(err).items():
         info.metadata[key] = bounded(value, MAX_METADATA_CHARS)
@@ -63,11 +64,9 @@ def pack(details: list[Message]) -> list[any_pb2.Any]:
 
 
 def _metadata(err: LedgerError) -> dict[str, str]:
-    if isinstance(err, EventConflict):
-        return err.metadata()
     if isinstance(err, StorageFault):
-        return {"fault": err.fault}
-    return {}
+        return {"fault": err.fault, **err.metadata}
+    return dict(err.metadata)
 
 
 def bounded(text: str, limit: int) -> str:

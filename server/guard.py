@@ -132,7 +132,9 @@ def request_violation(message: Any, size: int, reparse: Callable[[], Any]) -> Fi
     if message.ByteSize() != size:
         path = _unknown_field_path(reparse(), "", 0)
         if path is not None:
-            return FieldViolation(path, "is not a field of this API version (or has the wrong wire type); refused")
+            return FieldViolation(
+                path, "is not a field of this API version (or has the wrong wire type); refused", "UNKNOWN_FIELD"
+            )
     return _out_of_range(message, "")
 
 
@@ -174,7 +176,9 @@ def _out_of_range(message: Any, prefix: str) -> FieldViolation | None:
         for index, number in enumerate(values):
             if number > _INT64_MAX:
                 name = f"{field.name}[{index}]" if _is_repeated(field) else field.name
-                return FieldViolation(f"{prefix}{name}", f"must be at most {_INT64_MAX} (2^63 - 1)")
+                return FieldViolation(
+                    f"{prefix}{name}", f"must be at most {_INT64_MAX} (2^63 - 1)", "NUMBER_OUT_OF_RANGE"
+                )
     return None
 
 
@@ -216,8 +220,12 @@ def undecodable_violation(descriptor: pb_descriptor.Descriptor | None, data: byt
         except (IndexError, _Malformed):
             path = None
         if path is not None:
-            return FieldViolation(path, "is not valid UTF-8 (proto3 string fields must be UTF-8; use bytes for binary)")
-    return FieldViolation(_WHOLE, f"is not a well-formed serialized {name} (truncated or malformed wire data)")
+            return FieldViolation(
+                path, "is not valid UTF-8 (proto3 string fields must be UTF-8; use bytes for binary)", "INVALID_UTF8"
+            )
+    return FieldViolation(
+        _WHOLE, f"is not a well-formed serialized {name} (truncated or malformed wire data)", "MALFORMED_REQUEST"
+    )
 
 
 class _Malformed(Exception):

@@ -22,6 +22,7 @@ from ledger.dispute import (
     EntryProofs,
     Evidence,
     InvoiceCoverage,
+    InvoicedRange,
     InvoiceSummary,
     Reconstruction,
     RequestCharge,
@@ -238,6 +239,20 @@ def _set_unit_run(message: spb.DisputeUnitRun, charge: UnitCharge) -> None:
     message.explanation = run.explanation
 
 
+def _set_invoiced_range(message: spb.DisputeInvoicedRange, invoiced: InvoicedRange) -> None:
+    message.invoice_id = invoiced.invoice_id
+    if invoiced.ref is not None:
+        _set_ref(message.invoice_ref, invoiced.ref)
+    message.first_unit_index = invoiced.first_unit_index
+    message.count = invoiced.count
+    message.unit_price = _money(invoiced.unit_price)
+    message.price_version = invoiced.price_version
+    message.amount = _money(invoiced.amount)
+    message.reversal = invoiced.reversal
+    message.late = invoiced.late
+    message.explanation = invoiced.explanation
+
+
 def _set_request(message: spb.DisputeRequest, charge: RequestCharge) -> None:
     message.request_id = charge.request_id
     message.workload_id = charge.workload_id
@@ -283,6 +298,8 @@ def _set_session(message: spb.DisputeSession, charge: SessionCharge) -> None:
         _set_step(message.timeline.add(), step)
     for unit in charge.units:
         _set_unit_run(message.units.add(), unit)
+    for invoiced in charge.invoiced:
+        _set_invoiced_range(message.invoiced.add(), invoiced)
     for part in charge.parts:
         message.parts.add(
             name=part.name,

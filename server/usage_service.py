@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from usageledger.v1 import ledger_pb2 as lpb
 from usageledger.v1 import pricing_pb2 as ppb
 from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
 from usageledger.v1 import usage_pb2 as upb
@@ -129,6 +132,11 @@ class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
                 amount=format_decimal(row.amount),
                 storage_kind=row.storage_kind or "",
                 amount_fraction=fraction_text(row.exact_amount),
+                # The closed value sets again as enums, beside the strings existing clients read.
+                workload_kind_value=_enum_value(lpb.WorkloadKind, "WORKLOAD_KIND_", row.workload_kind),
+                worker_type_value=_enum_value(lpb.WorkerType, "WORKER_TYPE_", row.worker_type),
+                unit_value=_enum_value(upb.UsageUnit, "USAGE_UNIT_", row.unit),
+                storage_kind_value=_enum_value(lpb.StorageKind, "STORAGE_KIND_", row.storage_kind),
             )
             if row.storage is not None:
                 message.gigabyte_seconds = format_decimal(row.storage.gigabyte_seconds)
@@ -171,3 +179,8 @@ def register_usage(ledger: Ledger, server: grpc.Server) -> str:
         raise TypeError("usage rollups need the SQL store")
     upb_grpc.add_UsageServiceServicer_to_server(UsageServicer(ledger, UsageView(ledger, UsageRollups(store))), server)
     return str(upb.DESCRIPTOR.services_by_name["UsageService"].full_name)
+
+
+def _enum_value(enum: Any, prefix: str, name: str | None) -> int:
+    """The enum number of `name` (such as "SERVING" or "interval"); 0 (unspecified) when unset."""
+    return int(enum.Value(prefix + name.upper())) if name else 0

@@ -358,7 +358,10 @@ def test_prove_without_signing_against_an_unsigned_size_refuses(
     audit_client: LedgerClient, add_events: AddEvents, target: str
 ) -> None:
     add_events(audit_client, 3)
-    result = ledgerctl("audit", "prove", "--org", "acme", "--seq", "1", "--no-sign", "--target", target)
+    result = ledgerctl("audit", "prove", "--org", "acme", "--seq", "1", "--no-sign", "--json", "--target", target)
     assert result.exit_code == 1 and "no signed checkpoint of size 3" in json.loads(result.stdout)["error"]
-    missing = ledgerctl("audit", "prove", "--org", "nobody", "--seq", "0", "--target", target)
+    missing = ledgerctl("audit", "prove", "--org", "nobody", "--seq", "0", "--json", "--target", target)
     assert missing.exit_code == 1 and json.loads(missing.stdout)["code"] == "NOT_FOUND"
+    # Without --json the refusal is a sentence on standard error, as every command's (docs/cli.md).
+    text = ledgerctl("audit", "prove", "--org", "acme", "--seq", "1", "--no-sign", "--target", target)
+    assert text.exit_code == 1 and "no signed checkpoint of size 3" in text.output

@@ -190,7 +190,7 @@ def test_r19_the_closer_deactivates_when_usage_outgrows_credits_and_a_payment_me
         accounts.SetPaymentMethod(apb.SetPaymentMethodRequest(org_id="acme", reference="4111 1111 1111 1111"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     reason, violations = details(err.value)
-    assert reason == "INVALID_ARGUMENT" and violations[0][0] == "reference" and "R19" in violations[0][1]
+    assert reason == "INVALID_REFERENCE" and violations[0][0] == "reference" and "R19" in violations[0][1]
     assert "4111" not in (err.value.details() or "")
 
 

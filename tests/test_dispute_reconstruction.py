@@ -20,6 +20,7 @@ from ledger.core import Ledger
 from ledger.dispute import (
     DisputeQuery,
     InvoiceCoverage,
+    InvoicedRange,
     Reconstruction,
     SessionCharge,
     Verdict,
@@ -432,6 +433,9 @@ class FakeInvoices:
 
     def summary(self, invoice_id: str) -> None:
         return None
+
+    def invoiced_ranges(self, session: Session) -> tuple[InvoicedRange, ...]:
+        return ()
 
 
 def test_r22_units_of_one_session_are_split_by_the_invoice_that_covers_them(sqlite_ledger: Ledger) -> None:

@@ -81,7 +81,7 @@ def test_an_unknown_field_of_append_events_request_is_refused_by_number(
         _raw(channel, "/usageledger.v1.LedgerService/AppendEvents")(request + _varint_field(7, 1), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info, violations, _ = status_details(raised.value)
-    assert info["reason"] == "INVALID_ARGUMENT"
+    assert info["reason"] == "UNKNOWN_FIELD"  # docs/errors.md
     assert [field for field, _ in violations] == ["field 7"]
     assert [h.log_id for h in server.ledger.store.list_logs("", 10)] == ["system"]  # nothing appended
 
@@ -118,7 +118,7 @@ def test_list_leaves_beyond_the_signed_64_bit_range_is_invalid_argument(
         audit.ListLeaves(apb.ListLeavesRequest(log_id="org/acme", start_index=start_index), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info, violations, message = status_details(raised.value)
-    assert info["reason"] == "INVALID_ARGUMENT"
+    assert info["reason"] == "NUMBER_OUT_OF_RANGE"  # docs/errors.md
     assert violations == [("start_index", "must be at most 9223372036854775807 (2^63 - 1)")]
     assert not any(word in message for word in SQL_WORDS)
     # The largest index the store can hold is a valid question with an empty answer.

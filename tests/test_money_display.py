@@ -190,9 +190,10 @@ def test_r14_a_dispute_lists_storage_with_gigabyte_seconds_tiers_and_exact_total
     assert (totals.storage_amount_fraction, totals.total_amount_fraction) == ("31/3200", "31/3200")
     assert (totals.storage_amount, totals.total_amount, totals.window_storage_amount) == ("0.0096875",) * 3
 
+    # The per-interval storage table, GB-seconds included, is behind --details (docs/disputes.md).
     text = ledgerctl(
         "support", "lookup", "--org", "acme", "--endpoint", "ep-llama", "--from", "2026-10-05T10:00:00Z",
-        "--to", "2026-10-05T11:00:00Z", target=f"127.0.0.1:{server.port}",
+        "--to", "2026-10-05T11:00:00Z", "--details", target=f"127.0.0.1:{server.port}",
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert "360000 (300000 + 60000)" in text.stdout and "$0.00(925)" in text.stdout

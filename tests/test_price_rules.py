@@ -83,7 +83,9 @@ def test_r11_an_event_before_its_types_first_rate_is_refused_and_the_org_stays_r
         client.append_events([make_event(workload_id="wl-gpu2", occurred_at="2026-10-05T09:00:00Z"), early])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     infos, violations = details(err.value)
-    assert infos[0].reason == "INVALID_ARGUMENT"
+    # ErrorInfo names the first violation's kind and every bad field (docs/errors.md).
+    assert infos[0].reason == "INVALID_INSTANCE_TYPE"
+    assert infos[0].metadata["fields"] == ",".join(field for field, _ in violations)
     assert violations == [
         (
             "events[1].instance_type",

@@ -253,7 +253,10 @@ def test_malformed_events_are_invalid_argument_naming_the_field(case: Case, send
     err = raised.value
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
     reasons, fields = field_violations(err)
-    assert reasons == ["INVALID_ARGUMENT"] and fields, err.details()
+    # One ErrorInfo naming the kind of bad input (docs/errors.md), and the fields.
+    bad_input = {"UNKNOWN_FIELD", "NUMBER_OUT_OF_RANGE", "MALFORMED_REQUEST", "EVENT_ID_REPEATED_IN_BATCH"}
+    assert len(reasons) == 1 and (reasons[0].startswith("INVALID_") or reasons[0] in bad_input), reasons
+    assert fields, err.details()
     if field is not None:
         assert field in fields, (field, fields)
     else:

@@ -52,7 +52,9 @@ def test_bad_batch_is_invalid_argument_naming_each_field_by_index_and_appends_no
         client.append_events(batch)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     infos, violations = details(err.value)
-    assert infos[0].reason == "INVALID_ARGUMENT"
+    # ErrorInfo: the first violation's kind (INVALID_<FIELD>) and every bad field (docs/errors.md).
+    assert infos[0].reason == "INVALID_" + violations[0][0].rsplit(".", 1)[-1].upper()
+    assert infos[0].metadata["fields"] == ",".join(field for field, _ in violations)
     assert [field for field, _ in violations] == [
         "events[1].instance_type",
         "events[2].event_id",
@@ -100,7 +102,7 @@ def test_r24_one_event_id_twice_in_a_batch_with_different_bodies_is_invalid_argu
         client.append_events([make_event(), event, {**event, "workload_id": "other"}])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     infos, violations = details(err.value)
-    assert infos[0].reason == "INVALID_ARGUMENT"
+    assert infos[0].reason == "EVENT_ID_REPEATED_IN_BATCH"  # docs/errors.md
     [(field, description)] = violations
     assert field == "events[2].event_id"
     assert "is also events[1].event_id in this batch, with a different body" in description

@@ -291,6 +291,7 @@ def _conflict(
                 f"events[{position}].event_id",
                 f"R24: {event_id!r} is also events[{first}].event_id in this batch, with a different body; "
                 "nothing was appended (one event_id names one fact)",
+                "EVENT_ID_REPEATED_IN_BATCH",
             )
         ]
     )

@@ -90,7 +90,7 @@ class ReconstructChargesResponse(_message.Message):
     def __init__(self, org_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[DisputeSession, _Mapping]]] = ..., zero_lines: _Optional[_Iterable[_Union[DisputeZeroLine, _Mapping]]] = ..., storage: _Optional[_Iterable[_Union[DisputeStorageLine, _Mapping]]] = ..., anomalies: _Optional[_Iterable[_Union[DisputeAnomaly, _Mapping]]] = ..., adjustments: _Optional[_Iterable[_Union[DisputeAdjustment, _Mapping]]] = ..., request: _Optional[_Union[DisputeRequest, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DisputeEvidence, _Mapping]]] = ..., totals: _Optional[_Union[DisputeTotals, _Mapping]] = ..., invoices: _Optional[_Iterable[_Union[DisputeInvoice, _Mapping]]] = ..., proofs: _Optional[_Iterable[_Union[DisputeProof, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., currency_code: _Optional[str] = ...) -> None: ...
 
 class DisputeSession(_message.Message):
-    __slots__ = ("workload_id", "endpoint_id", "workload_kind", "instance_type", "worker_type", "up_time", "ready_time", "stop_time", "stop_reason", "unit", "billed_units", "duration_seconds", "amount", "rules", "attribution", "timeline", "units", "parts", "requests", "request_count", "explanation", "verdict", "refs", "plan_ref", "window_amount", "requests_in_window")
+    __slots__ = ("workload_id", "endpoint_id", "workload_kind", "instance_type", "worker_type", "up_time", "ready_time", "stop_time", "stop_reason", "unit", "billed_units", "duration_seconds", "amount", "rules", "attribution", "timeline", "units", "parts", "requests", "request_count", "explanation", "verdict", "refs", "plan_ref", "window_amount", "requests_in_window", "invoiced")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class DisputeSession(_message.Message):
     PLAN_REF_FIELD_NUMBER: _ClassVar[int]
     WINDOW_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_IN_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    INVOICED_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     endpoint_id: str
     workload_kind: _ledger_pb2.WorkloadKind
@@ -143,7 +144,32 @@ class DisputeSession(_message.Message):
     plan_ref: DisputeEntryRef
     window_amount: str
     requests_in_window: int
-    def __init__(self, workload_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., workload_kind: _Optional[_Union[_ledger_pb2.WorkloadKind, str]] = ..., instance_type: _Optional[str] = ..., worker_type: _Optional[_Union[_ledger_pb2.WorkerType, str]] = ..., up_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_reason: _Optional[_Union[_ledger_pb2.StopReason, str]] = ..., unit: _Optional[str] = ..., billed_units: _Optional[int] = ..., duration_seconds: _Optional[str] = ..., amount: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., attribution: _Optional[_Union[DisputeAttribution, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[DisputeTimelineStep, _Mapping]]] = ..., units: _Optional[_Iterable[_Union[DisputeUnitRun, _Mapping]]] = ..., parts: _Optional[_Iterable[_Union[DisputeChargePart, _Mapping]]] = ..., requests: _Optional[_Iterable[_Union[DisputeRequest, _Mapping]]] = ..., request_count: _Optional[int] = ..., explanation: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., plan_ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., window_amount: _Optional[str] = ..., requests_in_window: _Optional[int] = ...) -> None: ...
+    invoiced: _containers.RepeatedCompositeFieldContainer[DisputeInvoicedRange]
+    def __init__(self, workload_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., workload_kind: _Optional[_Union[_ledger_pb2.WorkloadKind, str]] = ..., instance_type: _Optional[str] = ..., worker_type: _Optional[_Union[_ledger_pb2.WorkerType, str]] = ..., up_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_reason: _Optional[_Union[_ledger_pb2.StopReason, str]] = ..., unit: _Optional[str] = ..., billed_units: _Optional[int] = ..., duration_seconds: _Optional[str] = ..., amount: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., attribution: _Optional[_Union[DisputeAttribution, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[DisputeTimelineStep, _Mapping]]] = ..., units: _Optional[_Iterable[_Union[DisputeUnitRun, _Mapping]]] = ..., parts: _Optional[_Iterable[_Union[DisputeChargePart, _Mapping]]] = ..., requests: _Optional[_Iterable[_Union[DisputeRequest, _Mapping]]] = ..., request_count: _Optional[int] = ..., explanation: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., refs: _Optional[_Iterable[_Union[DisputeEntryRef, _Mapping]]] = ..., plan_ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., window_amount: _Optional[str] = ..., requests_in_window: _Optional[int] = ..., invoiced: _Optional[_Iterable[_Union[DisputeInvoicedRange, _Mapping]]] = ...) -> None: ...
+
+class DisputeInvoicedRange(_message.Message):
+    __slots__ = ("invoice_id", "invoice_ref", "first_unit_index", "count", "unit_price", "price_version", "amount", "reversal", "late", "explanation")
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_REF_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REVERSAL_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    invoice_id: str
+    invoice_ref: DisputeEntryRef
+    first_unit_index: int
+    count: int
+    unit_price: str
+    price_version: int
+    amount: str
+    reversal: bool
+    late: bool
+    explanation: str
+    def __init__(self, invoice_id: _Optional[str] = ..., invoice_ref: _Optional[_Union[DisputeEntryRef, _Mapping]] = ..., first_unit_index: _Optional[int] = ..., count: _Optional[int] = ..., unit_price: _Optional[str] = ..., price_version: _Optional[int] = ..., amount: _Optional[str] = ..., reversal: _Optional[bool] = ..., late: _Optional[bool] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class DisputeAttribution(_message.Message):
     __slots__ = ("cold_start_seconds", "serving_seconds", "idle_seconds", "rounding_seconds", "cold_start_amount", "serving_amount", "idle_amount", "rounding_amount")

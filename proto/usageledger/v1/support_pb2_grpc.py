@@ -61,7 +61,9 @@ class SupportServiceServicer:
 
     def AdjustCharges(self, request, context):
         """AdjustCharges appends an ADJUSTMENT entry that credits (negative amount) or debits the org, citing the entries
-        it corrects and the support ticket (R23). Nothing is edited or deleted. Not idempotent: do not retry blindly.
+        it corrects and the support ticket (R23). Nothing is edited or deleted. Idempotent by request_id (sent, or
+        derived from ticket, amount, reason and cited entries): a retry returns the entry already appended with
+        duplicate true and appends nothing, so retrying after a lost reply is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

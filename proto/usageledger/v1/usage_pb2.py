@@ -23,29 +23,32 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from usageledger.v1 import ledger_pb2 as usageledger_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ausageledger/v1/usage.proto\x12\x0eusageledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x01\n\x11QueryUsageRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65ndpoint_id\x18\x04 \x01(\t\x12)\n\x08group_by\x18\x05 \x03(\x0e\x32\x17.usageledger.v1.GroupBy\x12&\n\x06\x62ucket\x18\x06 \x01(\x0e\x32\x16.usageledger.v1.Bucket\"\xdd\x02\n\x08UsageRow\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x15\n\rworkload_kind\x18\x02 \x01(\t\x12\x15\n\rinstance_type\x18\x03 \x01(\t\x12\x13\n\x0bworker_type\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x07 \x01(\t\x12\x35\n\x11\x62ucket_start_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cstorage_kind\x18\t \x01(\t\x12\x17\n\x0f\x61mount_fraction\x18\n \x01(\t\x12\x18\n\x10gigabyte_seconds\x18\x0b \x01(\t\x12#\n\x1b\x66irst_tier_gigabyte_seconds\x18\x0c \x01(\t\x12$\n\x1c\x62\x65yond_tier_gigabyte_seconds\x18\r \x01(\t\"\x9c\x01\n\x12QueryUsageResponse\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.usageledger.v1.UsageRow\x12\x14\n\x0ctotal_amount\x18\x02 \x01(\t\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\x12\x12\n\nas_of_size\x18\x04 \x01(\x04\x12\x1d\n\x15total_amount_fraction\x18\x05 \x01(\t\"\'\n\x15RebuildRollupsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"<\n\x16RebuildRollupsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x11\n\tworkloads\x18\x02 \x01(\x04*\x8c\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x15\n\x11GROUP_BY_ENDPOINT\x10\x01\x12\x1a\n\x16GROUP_BY_WORKLOAD_KIND\x10\x02\x12\x1a\n\x16GROUP_BY_INSTANCE_TYPE\x10\x03\x12\x18\n\x14GROUP_BY_WORKER_TYPE\x10\x04*A\n\x06\x42ucket\x12\x16\n\x12\x42UCKET_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x42UCKET_HOUR\x10\x01\x12\x0e\n\nBUCKET_DAY\x10\x02\x32\xc4\x01\n\x0cUsageService\x12S\n\nQueryUsage\x12!.usageledger.v1.QueryUsageRequest\x1a\".usageledger.v1.QueryUsageResponse\x12_\n\x0eRebuildRollups\x12%.usageledger.v1.RebuildRollupsRequest\x1a&.usageledger.v1.RebuildRollupsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ausageledger/v1/usage.proto\x12\x0eusageledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1busageledger/v1/ledger.proto\"\xe9\x01\n\x11QueryUsageRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65ndpoint_id\x18\x04 \x01(\t\x12)\n\x08group_by\x18\x05 \x03(\x0e\x32\x17.usageledger.v1.GroupBy\x12&\n\x06\x62ucket\x18\x06 \x01(\x0e\x32\x16.usageledger.v1.Bucket\"\xb7\x04\n\x08UsageRow\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x15\n\rworkload_kind\x18\x02 \x01(\t\x12\x15\n\rinstance_type\x18\x03 \x01(\t\x12\x13\n\x0bworker_type\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x07 \x01(\t\x12\x35\n\x11\x62ucket_start_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cstorage_kind\x18\t \x01(\t\x12\x17\n\x0f\x61mount_fraction\x18\n \x01(\t\x12\x18\n\x10gigabyte_seconds\x18\x0b \x01(\t\x12#\n\x1b\x66irst_tier_gigabyte_seconds\x18\x0c \x01(\t\x12$\n\x1c\x62\x65yond_tier_gigabyte_seconds\x18\r \x01(\t\x12\x39\n\x13workload_kind_value\x18\x0e \x01(\x0e\x32\x1c.usageledger.v1.WorkloadKind\x12\x35\n\x11worker_type_value\x18\x0f \x01(\x0e\x32\x1a.usageledger.v1.WorkerType\x12-\n\nunit_value\x18\x10 \x01(\x0e\x32\x19.usageledger.v1.UsageUnit\x12\x37\n\x12storage_kind_value\x18\x11 \x01(\x0e\x32\x1b.usageledger.v1.StorageKind\"\x9c\x01\n\x12QueryUsageResponse\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.usageledger.v1.UsageRow\x12\x14\n\x0ctotal_amount\x18\x02 \x01(\t\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\x12\x12\n\nas_of_size\x18\x04 \x01(\x04\x12\x1d\n\x15total_amount_fraction\x18\x05 \x01(\t\"\'\n\x15RebuildRollupsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"<\n\x16RebuildRollupsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x11\n\tworkloads\x18\x02 \x01(\x04*\x8c\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x15\n\x11GROUP_BY_ENDPOINT\x10\x01\x12\x1a\n\x16GROUP_BY_WORKLOAD_KIND\x10\x02\x12\x1a\n\x16GROUP_BY_INSTANCE_TYPE\x10\x03\x12\x18\n\x14GROUP_BY_WORKER_TYPE\x10\x04*A\n\x06\x42ucket\x12\x16\n\x12\x42UCKET_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x42UCKET_HOUR\x10\x01\x12\x0e\n\nBUCKET_DAY\x10\x02*n\n\tUsageUnit\x12\x1a\n\x16USAGE_UNIT_UNSPECIFIED\x10\x00\x12\x15\n\x11USAGE_UNIT_MINUTE\x10\x01\x12\x15\n\x11USAGE_UNIT_SECOND\x10\x02\x12\x17\n\x13USAGE_UNIT_INTERVAL\x10\x03\x32\xc4\x01\n\x0cUsageService\x12S\n\nQueryUsage\x12!.usageledger.v1.QueryUsageRequest\x1a\".usageledger.v1.QueryUsageResponse\x12_\n\x0eRebuildRollups\x12%.usageledger.v1.RebuildRollupsRequest\x1a&.usageledger.v1.RebuildRollupsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'usageledger.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GROUPBY']._serialized_start=930
-  _globals['_GROUPBY']._serialized_end=1070
-  _globals['_BUCKET']._serialized_start=1072
-  _globals['_BUCKET']._serialized_end=1137
-  _globals['_QUERYUSAGEREQUEST']._serialized_start=80
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=313
-  _globals['_USAGEROW']._serialized_start=316
-  _globals['_USAGEROW']._serialized_end=665
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=668
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=824
-  _globals['_REBUILDROLLUPSREQUEST']._serialized_start=826
-  _globals['_REBUILDROLLUPSREQUEST']._serialized_end=865
-  _globals['_REBUILDROLLUPSRESPONSE']._serialized_start=867
-  _globals['_REBUILDROLLUPSRESPONSE']._serialized_end=927
-  _globals['_USAGESERVICE']._serialized_start=1140
-  _globals['_USAGESERVICE']._serialized_end=1336
+  _globals['_GROUPBY']._serialized_start=1177
+  _globals['_GROUPBY']._serialized_end=1317
+  _globals['_BUCKET']._serialized_start=1319
+  _globals['_BUCKET']._serialized_end=1384
+  _globals['_USAGEUNIT']._serialized_start=1386
+  _globals['_USAGEUNIT']._serialized_end=1496
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=109
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=342
+  _globals['_USAGEROW']._serialized_start=345
+  _globals['_USAGEROW']._serialized_end=912
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=915
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=1071
+  _globals['_REBUILDROLLUPSREQUEST']._serialized_start=1073
+  _globals['_REBUILDROLLUPSREQUEST']._serialized_end=1112
+  _globals['_REBUILDROLLUPSRESPONSE']._serialized_start=1114
+  _globals['_REBUILDROLLUPSRESPONSE']._serialized_end=1174
+  _globals['_USAGESERVICE']._serialized_start=1499
+  _globals['_USAGESERVICE']._serialized_end=1695
 # @@protoc_insertion_point(module_scope)
