@@ -112,9 +112,10 @@ class LedgerClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def call(self, method: Callable[..., T], request: Any) -> T:
-        """Call any stub method on this channel with the client's deadline, metadata and retry policy."""
-        return self._call(method, request)
+    def call(self, method: Callable[..., T], request: Any, *, retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> T:
+        """Call any stub method on this channel with the client's deadline, metadata and retry policy (appends
+        pass APPEND_RETRYABLE: they may also retry DEADLINE_EXCEEDED, R24)."""
+        return self._call(method, request, retryable)
 
     def _call(self, method: Callable[..., T], request: Any, retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> T:
         delay = 0.05

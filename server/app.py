@@ -31,7 +31,7 @@ from server.auth import Authenticator, Authorization, CachedKeys
 from server.billing_service import BillingOptions, billing_options, register_billing, stop_billing
 from server.guard import RequestGuard
 from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS, StoreHealth
-from server.limits import DEFAULT_MAX_INFLIGHT, AppendLimit
+from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS, AppendLimit
 from server.reflection import enable_reflection
 from server.service import LedgerServicer
 from server.support_service import register_support
@@ -85,6 +85,8 @@ def start_server(
     clock: Clock = system_clock,
     workers: int = 16,
     max_inflight: int | None = DEFAULT_MAX_INFLIGHT,
+    append_queue: int = DEFAULT_QUEUE,
+    append_queue_seconds: float = DEFAULT_QUEUE_SECONDS,
     signing_key: str | os.PathLike[str] | None = None,
     ledger_name: str = DEFAULT_LEDGER_NAME,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
@@ -101,7 +103,8 @@ def start_server(
 ) -> RunningServer:
     """Open the store, bind `listen` (port 0 picks a free one) and start serving.
 
-    At most `max_inflight` appends run at once (None: unbounded); the rest are refused with RESOURCE_EXHAUSTED.
+    At most `max_inflight` appends run at once (None: unbounded); up to `append_queue` more wait at most
+    `append_queue_seconds` for a slot; the rest are refused with RESOURCE_EXHAUSTED.
     With a `signing_key` file, each log's checkpoint (origin `<ledger_name>/<log id>`) is signed when it grew by
     `checkpoint_every` entries or `checkpoint_seconds` after the last one (0 turns either trigger off).
     With `require_auth` (implied by a `tls` with a client CA) every call but health and reflection needs an API key
@@ -115,9 +118,10 @@ def start_server(
     """
     store = open_store(database_url, clock=clock)
     interceptors = _edge_interceptors(store, require_auth, tls, tracing, key_cache_seconds)
-    interceptors += [AppendLimit(max_inflight)] if max_inflight is not None else []
-    # Appends at their limit must still leave threads for reads and health checks.
-    threads = max(workers, (max_inflight or 0) + 4)
+    if max_inflight is not None:
+        interceptors.append(AppendLimit(max_inflight, queue=append_queue, queue_seconds=append_queue_seconds))
+    # Appends at their limit, and those queued for a slot, must still leave threads for reads and health checks.
+    threads = max(workers, (max_inflight + append_queue if max_inflight else 0) + 4)
     ledger = Ledger(store, clock=clock)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),

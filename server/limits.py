@@ -1,4 +1,5 @@
-"""Back-pressure: a server interceptor that bounds in-flight appends and answers RESOURCE_EXHAUSTED beyond the bound."""
+"""Back-pressure: a server interceptor that bounds in-flight appends, queues a bounded number briefly beyond that,
+and answers RESOURCE_EXHAUSTED only when the queue is full or a queued append waited its longest."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ from usageledger.v1 import ledger_pb2
 
 from server.errors import DOMAIN
 
-# Each append holds a pooled database connection (8 + 8 overflow on PostgreSQL) and, on SQLite, waits for the one
-# write lock: a few more in flight only lengthen the queue, they never add throughput.
-DEFAULT_MAX_INFLIGHT = 8
+# Appends in flight wait in the store's group commit (ledger/sqlstore/group_commit.py), which commits all of those
+# waiting in one transaction: more in flight make bigger groups, not more transactions or connections. Each holds
+# an RPC thread, so the bound keeps the thread pool (and the memory of the requests held) in check.
+DEFAULT_MAX_INFLIGHT = 64
+# Beyond the bound, this many more wait up to QUEUE_SECONDS (or their deadline, if sooner) for a slot rather than
+# being refused at once: a burst is absorbed instead of bounced into every client's backoff.
+DEFAULT_QUEUE = 64
+DEFAULT_QUEUE_SECONDS = 1.0
 REASON = "APPEND_CAPACITY_EXHAUSTED"
 # What the status suggests as a first backoff; the client library jitters and doubles from its own 50 ms anyway.
 RETRY_DELAY_SECONDS = 0.1
@@ -26,7 +32,8 @@ APPEND_METHODS = frozenset(f"/{_LEDGER_SERVICE}/{name}" for name in ("AppendEven
 
 
 class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Admit at most `max_inflight` append RPCs at once; refuse the rest at once rather than queueing them.
+    """Admit at most `max_inflight` append RPCs at once; queue up to `queue` more for at most `queue_seconds`
+    (or the call's own deadline, if sooner); refuse the rest with RESOURCE_EXHAUSTED.
 
     Without it every append beyond the thread pool waits in the executor's unbounded queue, holding its request
     in memory, while its client's deadline runs out; a refusal instead tells the client to back off and resend
@@ -35,12 +42,25 @@ class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
     the whole stream, since it appends until the client closes it.
     """
 
-    def __init__(self, max_inflight: int, methods: Iterable[str] = APPEND_METHODS) -> None:
+    def __init__(
+        self,
+        max_inflight: int,
+        methods: Iterable[str] = APPEND_METHODS,
+        *,
+        queue: int = DEFAULT_QUEUE,
+        queue_seconds: float = DEFAULT_QUEUE_SECONDS,
+    ) -> None:
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be at least 1, got {max_inflight}")
+        if queue < 0 or queue_seconds < 0:
+            raise ValueError(f"queue and queue_seconds must not be negative, got {queue} and {queue_seconds}")
         self.max_inflight = max_inflight
+        self.queue = queue
+        self.queue_seconds = queue_seconds
         self.methods = frozenset(methods)
         self._slots = threading.BoundedSemaphore(max_inflight)
+        self._waiting_lock = threading.Lock()
+        self._waiting = 0
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: Any
@@ -66,7 +86,7 @@ class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
         def bounded(request: Any, context: grpc.ServicerContext) -> Any:
             # The slot is taken on the worker thread, so a call can never leak one by being cancelled while
             # still queued: only a call that actually starts its append holds a slot.
-            if not self._slots.acquire(blocking=False):
+            if not self._slots.acquire(blocking=False) and not self._wait_for_slot(context):
                 context.abort_with_status(self._exhausted())
             try:
                 return behavior(request, context)
@@ -75,9 +95,23 @@ class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return bounded
 
+    def _wait_for_slot(self, context: grpc.ServicerContext) -> bool:
+        """Queue for a slot if the queue has room: True once one is taken, False if full or the wait ran out."""
+        with self._waiting_lock:
+            if self._waiting >= self.queue:
+                return False
+            self._waiting += 1
+        try:
+            remaining = context.time_remaining()
+            wait = self.queue_seconds if remaining is None else max(0.0, min(self.queue_seconds, remaining))
+            return self._slots.acquire(timeout=wait)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
     def _exhausted(self) -> grpc.Status:
         info = error_details_pb2.ErrorInfo(
-            reason=REASON, domain=DOMAIN, metadata={"max_inflight": str(self.max_inflight)}
+            reason=REASON, domain=DOMAIN, metadata={"max_inflight": str(self.max_inflight), "queue": str(self.queue)}
         )
         retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(RETRY_DELAY_SECONDS * 1e9)))
         details = []
@@ -87,7 +121,9 @@ class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
             details.append(holder)
         message = (
             f"the server is already running its limit of {self.max_inflight} concurrent appends "
-            "(--max-inflight / LEDGER_MAX_INFLIGHT); nothing was appended: retry after a backoff with the same "
+            f"(--max-inflight / LEDGER_MAX_INFLIGHT) and its queue of {self.queue} more was full or "
+            f"waited {self.queue_seconds:g} s (--append-queue, --append-queue-seconds); nothing was appended: "
+            "retry after a backoff with the same "
             "event IDs (R24 answers any already appended with their original entries)"
         )
         return rpc_status.to_status(

@@ -23,7 +23,7 @@ from server.app import start_server
 from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
 from server.exporters import MetricsListen
 from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS
-from server.limits import DEFAULT_MAX_INFLIGHT
+from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS
 from server.signing_setup import SigningKeyRequired, SigningSetup, signing_setup
 from server.telemetry import configure, configure_logging
 from server.tls import ServerTls
@@ -112,8 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         "--max-inflight",
         type=_inflight_bound,
         default=os.environ.get("LEDGER_MAX_INFLIGHT", str(DEFAULT_MAX_INFLIGHT)),
-        help="appends served at once; more are refused with RESOURCE_EXHAUSTED so clients back off "
+        help="appends served at once (their group commit shares one transaction); beyond them --append-queue "
+        "more wait, and the rest are refused with RESOURCE_EXHAUSTED so clients back off "
         "(default: %(default)s, 0: no limit) [env LEDGER_MAX_INFLIGHT]",
+    )
+    parser.add_argument(
+        "--append-queue",
+        type=_inflight_bound,
+        default=os.environ.get("LEDGER_APPEND_QUEUE", str(DEFAULT_QUEUE)),
+        help="appends that wait for a slot beyond --max-inflight before any is refused "
+        "(default: %(default)s, 0: refuse at once) [env LEDGER_APPEND_QUEUE]",
+    )
+    parser.add_argument(
+        "--append-queue-seconds",
+        type=_seconds,
+        default=os.environ.get("LEDGER_APPEND_QUEUE_SECONDS", str(DEFAULT_QUEUE_SECONDS)),
+        help="longest a queued append waits for a slot (or its deadline, if sooner) before RESOURCE_EXHAUSTED "
+        "(default: %(default)s) [env LEDGER_APPEND_QUEUE_SECONDS]",
     )
     parser.add_argument(
         "--signing-key",
@@ -291,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             args.database_url,
             args.listen,
             max_inflight=args.max_inflight or None,
+            append_queue=int(args.append_queue),
+            append_queue_seconds=float(args.append_queue_seconds),
             signing_key=signing.key_path,
             ledger_name=args.ledger_name,
             checkpoint_every=int(args.checkpoint_every),

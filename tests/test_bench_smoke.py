@@ -94,3 +94,25 @@ def test_the_memory_soak_runs_mixed_load_and_reports_rss(tmp_path: Path) -> None
     assert summary["events"] > 0 and summary["duplicates"] == 0 and summary["append_errors"] == 0
     assert summary["lookups"] > 0 and summary["lookup_errors"] == 0
     assert summary["rss_kib_max"] == max(s["rss_kib"] for s in samples)
+
+
+def test_the_single_event_bench_measures_both_stores_against_their_ceiling(tmp_path: Path) -> None:
+    """bench.single_appends (issue #26) in a tiny run: every phase reports calls, the ratio and latencies."""
+    output = tmp_path / "single.json"
+    pg_admin = PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    command = [
+        sys.executable, "-m", "bench.single_appends", "--backend", "both", "--clients", "2,4", "--seconds", "0.5",
+        "--processes", "2", "--batch-events", "2000", "--pg-admin-url", pg_admin, "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text())
+    for backend in ("sqlite", "postgresql"):
+        for clients in (2, 4):
+            phase = results[backend][f"clients_{clients}"]
+            assert phase["append"]["calls_per_second"] > 0 and phase["check"]["calls_per_second"] > 0
+            assert phase["append"]["p99_ms"] >= phase["append"]["p50_ms"] > 0
+            assert phase["ratio"] == round(phase["append"]["calls_per_second"] / phase["check"]["calls_per_second"], 3)
+        batching = results[backend]["batching"]
+        assert batching["appender"]["events_per_second"] > 0 and batching["hand_made_1000"]["events_per_second"] > 0
+    assert "batching appender" in done.stdout

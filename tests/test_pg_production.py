@@ -350,7 +350,9 @@ def _wait_for_lock_waiters(conn: psycopg.Connection[Any], count: int, timeout: f
 def test_appends_beyond_max_inflight_are_refused_with_resource_exhausted_and_retried(
     pg_url: str, tmp_path: Path
 ) -> None:
-    server = ServerProcess(pg_url, tmp_path / "server", extra_args=("--max-inflight", "1"))
+    # No queue: the one slot's holder is blocked, so the next append is refused at once (a queue is tested in
+    # tests/test_group_commit.py).
+    server = ServerProcess(pg_url, tmp_path / "server", extra_args=("--max-inflight", "1", "--append-queue", "0"))
     server.start()
     blocker = psycopg.connect(psycopg_url(pg_url))  # a transaction of its own, standing in for a slow appender
     try:
@@ -378,7 +380,7 @@ def test_appends_beyond_max_inflight_are_refused_with_resource_exhausted_and_ret
             assert status is not None
             info = error_details_pb2.ErrorInfo()
             assert any(d.Unpack(info) for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR))
-            assert info.reason == REASON and info.metadata["max_inflight"] == "1"
+            assert info.reason == REASON and info.metadata["max_inflight"] == "1" and info.metadata["queue"] == "0"
             assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
 
             # Reads and health checks are not appends: they are still served while appends are at their limit.

@@ -40,6 +40,7 @@ from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import faults, migrate
 from ledger.sqlstore import schema as _schema
 from ledger.sqlstore.driver import DriverQuery, rows_together
+from ledger.sqlstore.group_commit import PG_LANES, CommitLane, QueuedAppend, lane_of
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, log_heads
 from ledger.sqlstore.sqlite_file import create_owner_only, sqlite_database_path
@@ -273,35 +274,6 @@ _PG_COPY_TYPES = (
 )  # fmt: skip
 
 
-# A group commit takes at most this many queued appends, or entries, so no one transaction grows without bound.
-_GROUP_APPENDS = 8
-_GROUP_ENTRIES = 20_000
-
-
-@dataclass(eq=False)
-class _QueuedAppend:
-    """One append waiting for the SQLite write lock; whoever holds it next runs it and sets done."""
-
-    entries: Sequence[NewEntry]
-    expected_sizes: Mapping[str, int] | None = None
-    done: bool = False
-    result: list[Appended] | None = None
-    error: BaseException | None = None
-
-
-def _take_group(queue: list[_QueuedAppend]) -> list[_QueuedAppend]:
-    """Remove and return the oldest queued appends, within the group bounds (always at least one)."""
-    count = entries = 0
-    for queued in queue[:_GROUP_APPENDS]:
-        if count and entries + len(queued.entries) > _GROUP_ENTRIES:
-            break
-        count += 1
-        entries += len(queued.entries)
-    group = queue[:count]
-    del queue[:count]
-    return group
-
-
 def _conflict(
     log_id: str, event_id: str, prior: Appended, position: int, stored: bool, batch: Sequence[NewEntry]
 ) -> NoReturn:
@@ -341,10 +313,9 @@ class SqlStore:
             self.writer = create_engine(url, pool_size=8, max_overflow=8)
             _ping_when_idle(self.writer)
             self.reader = self.writer
-        # In one process, queue appenders here rather than on the database lock (cheaper, and fair).
-        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
-        self._queue_lock = threading.Lock()
-        self._queue: list[_QueuedAppend] = []
+        # Group commit (ledger.sqlstore.group_commit): in one process appenders queue on a lane rather than on
+        # the database's locks, and each lane's leader commits everything queued in one transaction.
+        self._lanes = [CommitLane() for _ in range(1 if self.dialect == "sqlite" else PG_LANES)]
         self._sql = _AppendSql("?" if self.writer.dialect.paramstyle == "qmark" else "%s")
         self._copy_entries = self.writer.dialect.driver == "psycopg"
         # The connection of the session() or snapshot() this thread is inside, if any: every read runs on it.
@@ -385,24 +356,11 @@ class SqlStore:
         (the system log whose price books rated the invoices) is held with a share lock until it commits."""
         if not new_entries:
             return []
-        if self._write_lock is None:
-            return self._append_translated(new_entries, expected_sizes)
-        # SQLite: group commit. Appends that queue up while another one holds the write lock are committed
-        # together by whichever of them gets the lock next: one transaction, one WAL sync, each append in its
-        # own savepoint, so each still lands whole or not at all and fails (R24 conflict or any error) alone.
-        mine = _QueuedAppend(new_entries, expected_sizes)
-        with self._queue_lock:
-            self._queue.append(mine)
-        while not mine.done:
-            with self._write_lock:
-                if not mine.done:  # else the group that ran while this one waited for the lock took it
-                    with self._queue_lock:
-                        group = _take_group(self._queue)
-                    self._append_group(group)
-        if mine.error is not None:
-            raise mine.error
-        assert mine.result is not None
-        return mine.result
+        # Group commit: appends that queue up while a commit is in flight are committed together by the next
+        # leader: one transaction, one WAL sync, and each append still lands whole or not at all, alone
+        # (an R24 conflict or any other error in one append fails that append only).
+        queued = QueuedAppend(new_entries, expected_sizes)
+        return lane_of(self._lanes, new_entries).append(queued, self._append_group)
 
     def _append_translated(
         self, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
@@ -416,7 +374,7 @@ class SqlStore:
                 raise
             raise fault from err
 
-    def _append_group(self, group: list[_QueuedAppend]) -> None:
+    def _append_group(self, group: list[QueuedAppend]) -> None:
         """Append every batch of `group`; each ends done, with its result or its own error."""
         try:
             if len(group) == 1:  # nothing to share: exactly the ungrouped append
@@ -425,16 +383,42 @@ class SqlStore:
                 self._append_together(group)
         except BaseException as err:  # nothing of the group was committed
             for queued in group:
-                if queued.error is None:
-                    queued.result, queued.error = None, faults.translated(err)
+                queued.result, queued.error = None, queued.error or faults.translated(err)
             if not isinstance(err, Exception):
                 raise
         finally:
             for queued in group:
                 queued.done = True
 
-    def _append_together(self, group: list[_QueuedAppend]) -> None:
+    def _append_together(self, group: list[QueuedAppend]) -> None:
+        """Commit a group. Its unconditional appends first go as one batch in one transaction (one head lock, one
+        idempotency lookup, one insert, one head update per log); if that fails, e.g. one of them conflicts (R24),
+        it is rolled back whole and the group is committed again with each append in its own savepoint, as is a
+        group holding an append conditional on its logs' sizes (R17's invoices)."""
+        plain = [queued for queued in group if queued.expected_sizes is None]
+        if len(plain) == len(group):
+            try:
+                with self.writer.begin() as conn:
+                    results = self._append(conn, [item for queued in group for item in queued.entries])
+            except Exception:  # nothing was committed: each append alone below answers with its own error
+                pass
+            else:
+                start = 0
+                for queued in group:
+                    queued.result = results[start : start + len(queued.entries)]
+                    start += len(queued.entries)
+                return
         with self.writer.begin() as conn:
+            if self.dialect == "postgresql":
+                # Every head of the group, locked in one sorted order before any savepoint: a failed savepoint
+                # releases its locks, and appends then locking one by one could deadlock another lane's group.
+                written = set().union(*(queued.logs() for queued in group))
+                self._lock_heads(conn, sorted(written))
+                # And the logs conditional appends only read (R12/R17: the system log's price books), share-locked
+                # here for the same reason: a savepoint that fails after taking one would release it.
+                read = {log_id for queued in group for log_id in queued.expected_sizes or {}} - written
+                for log_id in sorted(read):
+                    self._share_head_size(conn, log_id)
             for queued in group:
                 try:
                     with conn.begin_nested():  # a savepoint: a failed batch is undone alone

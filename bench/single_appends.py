@@ -1,0 +1,257 @@
+"""Single-event appends from many concurrent clients against the same server's trivial RPC (issue #26).
+
+    .venv/bin/python -m bench.single_appends --backend both --clients 16,64 [--profile]
+
+A real `ledger-server` child on a fresh database. Each client is a thread with its own channel (its own
+connection), spread over a few client processes so the clients' Python is not one GIL. In one run and against one
+server, phase by phase: the health `Check` (the trivial-RPC ceiling), `AppendEvents` with one event per call, for
+each client count; then the batching appender (client/appender.py) against hand-made 1,000-event AppendEvents
+batches. Each phase reports calls (or events) per second over its wall time and the per-call latency p50 / p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.server import Profiler, ServerProcess
+
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1/postgres"
+
+
+def _event(event_id: str, org_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "org_id": org_id,
+        "endpoint_id": "ep-1",
+        "workload_id": "wl-1",
+        "workload_kind": "SERVING",
+        "instance_type": "A100",
+        "type": "REQUEST_STARTED",
+        "request_id": event_id,
+        "occurred_at": "2026-10-05T09:00:00Z",
+    }
+
+
+def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any, out: list[Any]) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from usageledger.v1 import ledger_pb2 as pb
+    from usageledger.v1 import ledger_pb2_grpc as pb_grpc
+
+    from server import convert
+
+    channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    prefix = uuid.uuid4().hex[:12]
+    latencies: list[float] = []
+    refused = 0
+    health = health_pb2_grpc.HealthStub(channel)
+    ledger = pb_grpc.LedgerServiceStub(channel)
+    check = health_pb2.HealthCheckRequest(service="")
+    n = 0
+    start.wait()
+    until = time.perf_counter() + seconds
+    while True:
+        began = time.perf_counter()
+        if began >= until:
+            break
+        try:
+            if kind == "check":
+                health.Check(check, timeout=30)
+            else:
+                event = convert.raw_to_event(_event(f"{prefix}-{n}", org))
+                ledger.AppendEvents(pb.AppendEventsRequest(events=[event]), timeout=30)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            refused += 1
+            continue
+        latencies.append(time.perf_counter() - began)
+        n += 1
+    out.append((latencies, refused))
+    channel.close()
+
+
+def _client_process(target: str, kind: str, orgs: list[str], seconds: float, barrier: Any, results: Any) -> None:
+    out: list[Any] = []
+    start = threading.Barrier(len(orgs) + 1)
+    threads = [threading.Thread(target=_client_thread, args=(target, kind, org, seconds, start, out)) for org in orgs]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    results.put(out)
+
+
+def calls_phase(target: str, kind: str, clients: int, seconds: float, processes: int, orgs: int) -> dict[str, Any]:
+    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`."""
+    context = mp.get_context("spawn")
+    processes = min(processes, clients)
+    barrier, results = context.Barrier(processes), context.Queue()
+    names = [f"bench-{c % orgs}" for c in range(clients)]
+    workers = [
+        context.Process(target=_client_process, args=(target, kind, names[p::processes], seconds, barrier, results))
+        for p in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    latencies: list[float] = []
+    refused = 0
+    for _ in workers:
+        for lat, ref in results.get(timeout=seconds + 120):
+            latencies.extend(lat)
+            refused += ref
+    for worker in workers:
+        worker.join()
+    return {"calls_per_second": len(latencies) / seconds, "refused": refused, **_latency(latencies)}
+
+
+def _latency(latencies: list[float]) -> dict[str, float]:
+    if len(latencies) < 2:
+        return {"p50_ms": 0.0, "p99_ms": 0.0}
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"p50_ms": round(cuts[49] * 1000, 2), "p99_ms": round(cuts[98] * 1000, 2)}
+
+
+def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
+    """`events` single events sent by the batching appender (how="appender") or as hand-made 1,000-event batches."""
+    from client.appender import BatchingAppender
+    from client.ledger_client import LedgerClient
+
+    prefix = uuid.uuid4().hex[:12]
+    raw = [_event(f"{prefix}-{i}", f"bench-batch-{i % 4}") for i in range(events)]
+    with LedgerClient(target, timeout=120) as client:
+        began = time.perf_counter()
+        if how == "appender":
+            with BatchingAppender(client) as appender:
+                futures = [appender.append(event) for event in raw]
+            results = [future.result() for future in futures]
+        else:
+            results = []
+            for start in range(0, events, 1000):
+                results.extend(client.append_events(raw[start : start + 1000]))
+        wall = time.perf_counter() - began
+    assert len(results) == events and not any(r.duplicate for r in results)
+    return {"events_per_second": events / wall}
+
+
+def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    extra = [f"--max-inflight={args.max_inflight}"] if args.max_inflight is not None else []
+    with ServerProcess(url, workdir / f"{backend}-server.log", extra_args=extra) as server:
+        target = server.target
+        calls_phase(target, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
+        for clients in args.clients:
+            ceiling = calls_phase(target, "check", clients, args.seconds, args.processes, args.orgs)
+            profiler = None
+            if args.profile:
+                profiler = Profiler(server.pid, workdir / f"{backend}-{clients}.txt")
+            appends = calls_phase(target, "append", clients, args.seconds, args.processes, args.orgs)
+            if profiler is not None:
+                from bench.profile import summarise
+
+                appends["profile"] = summarise(profiler.stop(), top=30)
+            out[f"clients_{clients}"] = {
+                "check": ceiling,
+                "append": appends,
+                "ratio": round(appends["calls_per_second"] / ceiling["calls_per_second"], 3),
+            }
+        if args.batch_events:
+            raw = batches_phase(target, args.batch_events, "batches")
+            batching = batches_phase(target, args.batch_events, "appender")
+            out["batching"] = {
+                "hand_made_1000": raw,
+                "appender": batching,
+                "ratio": round(batching["events_per_second"] / raw["events_per_second"], 3),
+            }
+    return out
+
+
+def _fresh_pg(admin_url: str) -> str:
+    import sqlalchemy as sa
+
+    name = f"bench_single_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_pg(admin_url: str, url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    engine.dispose()
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"{'store':<11} {'clients':>7} {'Check/s':>9} {'appends/s':>9} {'ratio':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'refused':>7}"
+    ]
+    for backend, figures in results.items():
+        for key, phase in figures.items():
+            if not key.startswith("clients_"):
+                continue
+            a, c = phase["append"], phase["check"]
+            lines.append(
+                f"{backend:<11} {key[8:]:>7} {c['calls_per_second']:>9.0f} {a['calls_per_second']:>9.0f} "
+                f"{phase['ratio']:>6.2f} {a['p50_ms']:>7.1f} {a['p99_ms']:>7.1f} {a['refused']:>7}"
+            )
+        if "batching" in figures:
+            b = figures["batching"]
+            lines.append(
+                f"{backend:<11} batching appender {b['appender']['events_per_second']:.0f} events/s, hand-made "
+                f"1,000-event batches {b['hand_made_1000']['events_per_second']:.0f} events/s, ratio {b['ratio']:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.single_appends", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--clients", default="16,64", help="concurrent clients per phase, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each timed phase")
+    parser.add_argument("--processes", type=int, default=4, help="client processes the clients are spread over")
+    parser.add_argument("--orgs", type=int, default=4, help="orgs the clients append to (client k: org k mod N)")
+    parser.add_argument("--batch-events", type=int, default=50_000, help="events for the batching phase (0: skip)")
+    parser.add_argument("--max-inflight", help="passed to the server (default: the server's own)")
+    parser.add_argument("--profile", action="store_true", help="py-spy record the server during append phases")
+    parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
+    parser.add_argument("--output", type=Path, help="write every figure as JSON here")
+    args = parser.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",")]
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
+        workdir = Path(tmp)
+        for backend in backends:
+            if backend == "sqlite":
+                results[backend] = run_backend(backend, f"sqlite:///{workdir}/bench.db", args, workdir)
+            else:
+                url = _fresh_pg(args.pg_admin_url)
+                try:
+                    results[backend] = run_backend(backend, url, args, workdir)
+                finally:
+                    _drop_pg(args.pg_admin_url, url)
+    print(table(results))
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""Issue #26: group commit on both stores, each caller answered with exactly its own entries and errors (R24),
+and admission control that queues briefly before it refuses."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event
+
+from client.ledger_client import LedgerClient
+from ledger.core import Ledger
+from ledger.entry import EntryKind, canonical_body
+from ledger.errors import EventConflict, LogMoved
+from ledger.sqlstore.store import SqlStore
+from ledger.store import IndexColumns, NewEntry
+from server.app import start_server
+from tests.conftest import EventFactory, FixedClock
+
+
+def _commits(store: SqlStore) -> list[int]:
+    """A counter of the store's write transactions that committed."""
+    counted = [0]
+
+    @event.listens_for(store.writer, "commit")
+    def count(_conn: Any) -> None:
+        counted[0] += 1
+
+    return counted
+
+
+@contextmanager
+def _lane_blocked(url: str) -> Iterator[Callable[[], None]]:
+    """Another session holding what the first append needs (SQLite's write lock; PostgreSQL: org/acme's head row),
+    so that the appends arriving meanwhile queue behind it; the context yields the function that releases it."""
+    if url.startswith("sqlite"):
+        holder: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+        holder.execute("SELECT size FROM log_heads WHERE log_id = 'org/acme' FOR UPDATE")
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            holder.rollback() if not url.startswith("sqlite") else holder.execute("ROLLBACK")
+
+    try:
+        yield release
+    finally:
+        release()
+        holder.close()
+
+
+def _event_entry(ledger: Ledger, raw: dict[str, Any]) -> list[NewEntry]:
+    return ledger.event_entries([raw])
+
+
+def test_r24_appends_queued_behind_a_commit_share_the_next_one_each_with_its_own_results_and_errors(
+    ledger: Ledger, db_url: str, make_event: EventFactory
+) -> None:
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    first = make_event(event_id="first")
+    kept = make_event(event_id="kept")
+    ledger.append_events([first, kept])  # org/acme's head exists; `kept` is in the log (R24 duplicates below)
+    commits = _commits(store)
+    # SQLite's one lane groups every org's appends; PostgreSQL's lane is org/acme's, the head held below.
+    orgs = ["acme"] if db_url.startswith("postgresql") else ["acme", "beta", "gamma"]
+    plain = [make_event(event_id=f"plain-{i}", org_id=orgs[i % len(orgs)]) for i in range(8)]
+    jobs: dict[str, Callable[[], Any]] = {
+        f"plain-{i}": functools.partial(store.append, _event_entry(ledger, e)) for i, e in enumerate(plain)
+    }
+    jobs["duplicate"] = lambda: store.append(_event_entry(ledger, kept))
+    jobs["conflict"] = lambda: store.append(_event_entry(ledger, {**kept, "endpoint_id": "ep-other"}))
+    jobs["moved"] = lambda: store.append(
+        _event_entry(ledger, make_event(event_id="conditional")), expected_sizes={"org/acme": 1}
+    )
+    answers: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        try:
+            answers[name] = jobs[name]()
+        except Exception as err:  # the caller's own error is its answer
+            answers[name] = err
+
+    with _lane_blocked(db_url) as release:
+        # The first append takes the lane and waits for the lock; the rest queue behind it.
+        threads = [threading.Thread(target=run, args=("plain-0",))]
+        threads[0].start()
+        time.sleep(0.3)
+        threads += [threading.Thread(target=run, args=(name,)) for name in jobs if name != "plain-0"]
+        for thread in threads[1:]:
+            thread.start()
+        time.sleep(0.5)
+        assert not answers  # nothing is answered before its commit
+        release()
+        for thread in threads:
+            thread.join(30)
+    # The first append alone, then one group for the other ten (with its conflict, retried alone in savepoints).
+    assert commits[0] == 2
+    assert isinstance(answers["conflict"], EventConflict) and answers["conflict"].sequence == 1
+    assert isinstance(answers["moved"], LogMoved)
+    [duplicate] = answers["duplicate"]
+    assert duplicate.duplicate and (duplicate.log_id, duplicate.sequence) == ("org/acme", 1)
+    for i, raw in enumerate(plain):
+        [appended] = answers[f"plain-{i}"]
+        assert not appended.duplicate and appended.log_id == f"org/{raw['org_id']}"
+        assert ledger.entry(appended.log_id, appended.sequence).body_json()["event_id"] == raw["event_id"]
+    # Neither the conflict nor the conditional append landed.
+    assert store.head("org/acme").size == 2 + sum(1 for raw in plain if raw["org_id"] == "acme")
+
+
+def test_a_group_without_failures_commits_once_and_answers_each_in_its_own_order(
+    ledger: Ledger, db_url: str, make_event: EventFactory
+) -> None:
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    ledger.append_events([make_event(event_id="first")])
+    commits = _commits(store)
+    batches = [[make_event(event_id=f"b{b}-{i}") for i in range(b + 1)] for b in range(6)]
+    answers: dict[int, Any] = {}
+    with _lane_blocked(db_url) as release:
+        threads = [
+            threading.Thread(target=lambda b=b: answers.update({b: ledger.append_events(batches[b])})) for b in range(6)
+        ]
+        threads[0].start()
+        time.sleep(0.3)
+        for thread in threads[1:]:
+            thread.start()
+        time.sleep(0.5)
+        release()
+        for thread in threads:
+            thread.join(30)
+    assert commits[0] == 2
+    for b, batch in enumerate(batches):
+        got = [ledger.entry(r.log_id, r.sequence).body_json()["event_id"] for r in answers[b]]
+        assert got == [e["event_id"] for e in batch]
+        sequences = [r.sequence for r in answers[b]]
+        assert sequences == list(range(sequences[0], sequences[0] + len(batch)))  # each batch lands whole, in order
+
+
+def test_r12_a_price_book_queued_in_a_group_still_meets_its_guard(ledger: Ledger, make_event: EventFactory) -> None:
+    """A system-log entry (R12) in a group goes through the same append, its guard included."""
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    body = {"idempotency_key": "x", "note": "n", "effective_from": "2026-10-01T00:00:00.000000Z", "rates": {}}
+    entry = NewEntry("system", EntryKind.PRICE_BOOK, canonical_body(body), IndexColumns(event_id="x"))
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(ledger.append_events([make_event(event_id="g")]))),
+        threading.Thread(target=lambda: results.append(store.append([entry]))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 2 and store.head("system").size == 2
+
+
+_EVENT = st.fixed_dictionaries(
+    {
+        "org": st.sampled_from(["acme", "beta", "gamma"]),
+        "kind": st.sampled_from(["fresh", "fresh", "fresh", "duplicate", "conflict", "invalid"]),
+    }
+)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(callers=st.lists(st.lists(_EVENT, min_size=1, max_size=4), min_size=2, max_size=12))
+def test_r24_property_concurrent_callers_each_get_exactly_their_own_results(
+    store_kind: str, tmp_path_factory: pytest.TempPathFactory, callers: list[list[dict[str, str]]]
+) -> None:
+    """Concurrent AppendEvents calls over separate connections: a caller whose batch is good gets its own events'
+    entries in its order (a duplicate: the original entry, R24); a caller whose batch holds a conflicting or a
+    malformed event gets its own error and appends nothing; no caller's fault fails another's."""
+    if store_kind == "sqlite":
+        url, drop = f"sqlite:///{tmp_path_factory.mktemp('group')}/ledger.db", None
+    else:
+        from tests.conftest import _pg_database
+
+        drop = contextmanager(_pg_database)()
+        url = drop.__enter__()
+    running = start_server(url, clock=FixedClock())
+    target = f"127.0.0.1:{running.port}"
+    try:
+        seed = {org: _raw(f"seed-{org}", org) for org in ("acme", "beta", "gamma")}
+        with LedgerClient(target, retries=0) as client:
+            client.append_events(list(seed.values()))
+        batches = [
+            [
+                _raw(f"c{c}-{i}", e["org"])
+                if e["kind"] == "fresh"
+                else seed[e["org"]]
+                if e["kind"] == "duplicate"
+                else {**seed[e["org"]], "endpoint_id": "ep-conflict"}
+                if e["kind"] == "conflict"
+                else {**_raw(f"c{c}-{i}", e["org"]), "instance_type": "NO-SUCH-GPU"}  # R11: unpriced
+                for i, e in enumerate(events)
+            ]
+            for c, events in enumerate(callers)
+        ]
+        answers: dict[int, Any] = {}
+        start = threading.Barrier(len(batches))
+
+        def call(c: int) -> None:
+            with LedgerClient(target, retries=0) as own:  # a connection of its own
+                start.wait()
+                try:
+                    answers[c] = own.append_events(batches[c])
+                except grpc.RpcError as err:
+                    answers[c] = err
+
+        threads = [threading.Thread(target=call, args=(c,)) for c in range(len(batches))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        store = running.ledger.store
+        for c, events in enumerate(callers):
+            kinds = {e["kind"] for e in events}
+            if "invalid" in kinds:
+                assert isinstance(answers[c], grpc.RpcError)
+                assert answers[c].code() is grpc.StatusCode.INVALID_ARGUMENT
+            elif "conflict" in kinds:
+                assert isinstance(answers[c], grpc.RpcError)
+                assert answers[c].code() is grpc.StatusCode.ALREADY_EXISTS
+            else:
+                results = answers[c]
+                assert len(results) == len(events)
+                for raw, result in zip(batches[c], results, strict=True):
+                    entry = store.get_entry(result.log_id, result.sequence)
+                    assert entry.body_json()["event_id"] == raw["event_id"]
+                    assert result.entry_hash == entry.entry_hash
+                    assert result.duplicate == raw["event_id"].startswith("seed-")
+        # Exactly the good callers' fresh events were appended, each once.
+        good = [b for c, b in enumerate(batches) if not {e["kind"] for e in callers[c]} & {"invalid", "conflict"}]
+        fresh = {e["event_id"] for b in good for e in b if not e["event_id"].startswith("seed-")}
+        stored = {
+            entry.body_json()["event_id"]
+            for org in ("acme", "beta", "gamma")
+            for entry in store.iter_entries(f"org/{org}")
+            if entry.kind is EntryKind.EVENT
+        }
+        assert stored == fresh | {f"seed-{org}" for org in ("acme", "beta", "gamma")}
+    finally:
+        running.stop(grace=None)
+        if drop is not None:
+            drop.__exit__(None, None, None)
+
+
+def _raw(event_id: str, org: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "org_id": org,
+        "endpoint_id": "ep-1",
+        "workload_id": "wl-1",
+        "workload_kind": "SERVING",
+        "instance_type": "A100",
+        "type": "REQUEST_STARTED",
+        "request_id": event_id,
+        "occurred_at": "2026-10-05T09:00:00Z",
+    }
+
+
+def test_appends_beyond_the_bound_queue_and_are_refused_only_when_the_queue_is_full_or_waited_out(
+    tmp_path: Path, make_event: EventFactory
+) -> None:
+    path = tmp_path / "ledger.db"
+    running = start_server(
+        f"sqlite:///{path}", clock=FixedClock(), max_inflight=1, append_queue=1, append_queue_seconds=3.0
+    )
+    target = f"127.0.0.1:{running.port}"
+    answers: dict[str, Any] = {}
+
+    def call(name: str, event: dict[str, Any], timeout: float = 30.0) -> None:
+        with LedgerClient(target, retries=0, timeout=timeout) as client:
+            try:
+                answers[name] = client.append_events([event])
+            except grpc.RpcError as err:
+                answers[name] = err
+
+    try:
+        with LedgerClient(target, retries=0) as client:
+            client.append_events([make_event()])
+        with _lane_blocked(f"sqlite:///{path}") as release:
+            holder = threading.Thread(target=call, args=("holder", make_event()))
+            holder.start()
+            time.sleep(0.3)
+            queued = threading.Thread(target=call, args=("queued", make_event()))
+            queued.start()
+            time.sleep(0.3)
+            # The slot is held and the queue of one is full: the next is refused at once, naming both bounds.
+            started = time.monotonic()
+            call("refused", make_event())
+            assert time.monotonic() - started < 1.0
+            refused = answers["refused"]
+            assert isinstance(refused, grpc.RpcError) and refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "queue of 1" in (refused.details() or "")
+            release()
+            holder.join(30)
+            queued.join(30)
+        # The queued append waited for the slot rather than being refused.
+        assert [r.sequence for r in answers["holder"]] == [1] and [r.sequence for r in answers["queued"]] == [2]
+        # A queued append waits no longer than its own deadline.
+        with _lane_blocked(f"sqlite:///{path}") as release:
+            holder = threading.Thread(target=call, args=("holder2", make_event()))
+            holder.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            call("short", make_event(), timeout=0.5)
+            assert time.monotonic() - started < 2.0
+            short = answers["short"]
+            assert isinstance(short, grpc.RpcError)
+            assert short.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED)
+            release()
+            holder.join(30)
+    finally:
+        running.stop(grace=None)
