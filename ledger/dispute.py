@@ -1552,7 +1552,6 @@ class _IndexedRating:
         )
         lifecycles, hashes, summaries = window.lifecycles, window.hashes, window.summaries
         ids = window.workload_ids
-        self.running = self.source.running_evidence(log_id, ids)  # R28: how far each one is proven running
         request_workload = target.request_workload
         if request_workload is not None and request_workload not in ids:  # its entries lie outside the window: rare
             ids = sorted([*ids, request_workload])
@@ -1562,6 +1561,10 @@ class _IndexedRating:
                 {**hashes, **more_hashes},
                 {**summaries, **more_summaries},
             )
+        # R28: how far each one is proven running, the asked request's workload included: read before it was added,
+        # its open session was rated to its lifecycle entries alone, so an unfinished request (in flight to the
+        # session's end, R25) ended earlier than the reading of every entry has it.
+        self.running = self.source.running_evidence(log_id, ids)
         # The lifecycle events as the rollups keep them, cited by the entry hashes kept with them (R27).
         kept_events = {seq: event for w in ids for event, seq in lifecycles.get(w, ())}
         self.evidence.add_hashed(log_id, hashes, {seq: _Fact.of(event) for seq, event in kept_events.items()})

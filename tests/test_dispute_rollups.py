@@ -12,6 +12,7 @@ import dataclasses
 import random
 import tempfile
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,33 @@ def test_r26_r27_a_reused_request_id_far_from_the_window_is_not_in_another_repli
     listed = {charge.session.workload_id: [r.request_id for r in charge.requests] for charge in result.sessions}
     assert listed == {"wl-a": [], "wl-b": ["r-2"]}
     assert [c.requests_in_window for c in result.sessions] == [0, 1]
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
+    assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
+
+
+def test_r25_r28_an_unfinished_request_far_from_the_window_runs_to_its_open_sessions_evidence(ledger: Ledger) -> None:
+    """Found by hypothesis. wl-0 is up and READY at 00:06:31 and never stops; r-1 starts then and never finishes; a
+    CONTAINER_DISK sample at 00:06:32 is the last evidence of running (R28). The open session bills the minute
+    started before its evidence (R10), and r-1 is in flight to the end of it (R25): 60 s alone, A100 FLEX
+    $0.00076/s x 60 = $0.0456. Looked up with the window 00:00-00:01, which the session does not meet: the
+    rollups must read the asked request's workload's evidence too, not rate it from its lifecycle entries alone
+    (which ended the session, and r-1's flight, at UP: 0 s)."""
+    up = BASE + 391 * SECOND
+    steps = [
+        ("WORKLOAD_UP", up, {}),
+        ("WORKLOAD_READY", up, {}),
+        ("REQUEST_STARTED", up, {"request_id": "r-1"}),
+        ("STORAGE_SAMPLE", up + SECOND, {"storage_kind": "CONTAINER_DISK", "gigabytes": "20", "interval_seconds": 300}),
+    ]
+    ledger.append_events([_event(n, type, at, "wl-0", **extra) for n, (type, at, extra) in enumerate(steps)])
+    query = DisputeQuery(org_id="acme", endpoint_id="ep-1", request_id="r-1", start=BASE, end=BASE + 60 * SECOND)
+    result = reconstruct_charges(ledger, query, with_proofs=False)
+    request = result.request
+    assert request is not None and request.workload_id == "wl-0"
+    assert (request.in_flight_from, request.in_flight_to) == (up, up + 60 * SECOND)
+    assert (request.attributed_micros, request.attributed_amount) == (60 * SECOND, Fraction(Decimal("0.0456")))
     store = ledger.store
     assert isinstance(store, SqlStore)
     whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
