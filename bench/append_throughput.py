@@ -24,7 +24,7 @@ from ledger.core import Ledger
 from ledger.sqlstore import SqlStore
 
 
-def _event(event_id: str, org_id: str) -> dict[str, Any]:
+def request_event(event_id: str, org_id: str) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "org_id": org_id,
@@ -42,7 +42,7 @@ def _appender(url: str, org_id: str, batches: int, size: int, start: Any, result
     store = SqlStore(url)
     ledger = Ledger(store)
     prefix = uuid.uuid4().hex[:12]
-    work = [[_event(f"{prefix}-{b}-{i}", org_id) for i in range(size)] for b in range(batches)]
+    work = [[request_event(f"{prefix}-{b}-{i}", org_id) for i in range(size)] for b in range(batches)]
     start.wait()
     began = time.perf_counter()
     for batch in work:

@@ -22,23 +22,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.append_throughput import request_event
 from bench.server import Profiler, ServerProcess
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1/postgres"
-
-
-def _event(event_id: str, org_id: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "org_id": org_id,
-        "endpoint_id": "ep-1",
-        "workload_id": "wl-1",
-        "workload_kind": "SERVING",
-        "instance_type": "A100",
-        "type": "REQUEST_STARTED",
-        "request_id": event_id,
-        "occurred_at": "2026-10-05T09:00:00Z",
-    }
 
 
 def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any, out: list[Any]) -> None:
@@ -67,7 +54,7 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
             if kind == "check":
                 health.Check(check, timeout=30)
             else:
-                event = convert.raw_to_event(_event(f"{prefix}-{n}", org))
+                event = convert.raw_to_event(request_event(f"{prefix}-{n}", org))
                 ledger.AppendEvents(pb.AppendEventsRequest(events=[event]), timeout=30)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -129,7 +116,7 @@ def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
     from client.ledger_client import LedgerClient
 
     prefix = uuid.uuid4().hex[:12]
-    raw = [_event(f"{prefix}-{i}", f"bench-batch-{i % 4}") for i in range(events)]
+    raw = [request_event(f"{prefix}-{i}", f"bench-batch-{i % 4}") for i in range(events)]
     with LedgerClient(target, timeout=120) as client:
         began = time.perf_counter()
         if how == "appender":
