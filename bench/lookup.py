@@ -179,8 +179,10 @@ class ReconstructionLookup:
 
     def __init__(self, store: SqlStore, *, with_proofs: bool = False) -> None:
         from ledger.intake import Ledger
+        from storage.sql.rollups import UsageRollups
 
         self.ledger = Ledger(store)
+        self.rollups = UsageRollups(store)  # as the server passes them (server/support_service.py)
         self.with_proofs = with_proofs
 
     def catch_up(self, org_id: str) -> float:
@@ -196,7 +198,9 @@ class ReconstructionLookup:
         from ledger.dispute import DisputeQuery, reconstruct_charges
         from server.support_service import reconstruction_to_proto
 
-        result = reconstruct_charges(self.ledger, DisputeQuery(**query), with_proofs=self.with_proofs)
+        result = reconstruct_charges(
+            self.ledger, DisputeQuery(**query), with_proofs=self.with_proofs, rollups=self.rollups
+        )
         # The handler's whole work: the answer as a message, and the bytes gRPC sends (serialized on the
         # handler's thread). Only the transport is left out.
         reconstruction_to_proto(result).SerializeToString()

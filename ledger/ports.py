@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ledger.log.entry import Entry, EntryKind, LogHead
+from ledger.log.entry import Entry, EntryHead, EntryKind, LogHead
+
+if TYPE_CHECKING:
+    from ledger.events import UsageEvent
+    from ledger.log.signing import StoredCheckpoint
+    from ledger.plans import PlanHistory
+    from ledger.pricebook import PriceHistory
+    from ledger.rating import StorageCharge
+    from ledger.serving import RequestSummary, StartedSpan, WindowLifecycles
 
 
 # IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like
@@ -100,3 +109,115 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# Dispute --------------------------------------------------------------------------------------------------------
+# What a dispute lookup (R27, ledger/dispute/) reads: index-backed entry reads, the usage rollups it rates long
+# sessions from, and signed checkpoints for proving what it cites. storage/sql implements them.
+
+
+class DisputeSource(Protocol):
+    """The narrow, index-backed reads a reconstruction needs, and the connection and snapshot it reads under
+    (storage.sql.SqlStore is one)."""
+
+    def entry_head(self, log_id: str, sequence: int) -> EntryHead: ...
+
+    def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]: ...
+
+    def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]: ...
+
+    def request_entries(self, request_id: str, org_id: str | None = None) -> list[Entry]: ...
+
+    def workload_entries(self, log_id: str, workload_ids: Sequence[str]) -> list[Entry]: ...
+
+    def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]: ...
+
+    def endpoint_orgs(self, endpoint_id: str) -> list[str]: ...
+
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]: ...
+
+    def session(self) -> AbstractContextManager[None]:
+        """Every read inside on one connection (a lookup makes a score of small reads); a no-op where reads need
+        no connection."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Every read inside sees one state of the store, so an append landing mid-lookup is in all of the answer
+        or none of it; a no-op for a store whose reads cannot interleave with appends."""
+        ...
+
+
+class IndexedSource(DisputeSource, Protocol):
+    """The further reads the rollup-backed lookup uses (storage.sql.SqlStore has them)."""
+
+    def workload_entries_between(
+        self, log_id: str, workload_ids: Sequence[str], start: int, end: int, *, requests: bool = True
+    ) -> dict[str, list[Entry]]: ...
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]: ...
+
+    def entry_heads(self, log_id: str, sequences: Sequence[int]) -> list[EntryHead]: ...
+
+
+class ServingMeasure(Protocol):
+    """One workload's closed requests' union (R25) as the rollups keep it, measured over any span."""
+
+    def measure(self, start: int, end: int) -> int:
+        """µs of [start, end) inside the union."""
+        ...
+
+
+class SessionIndex(Protocol):
+    """Rollups that let a lookup rate a long session without reading its every request (storage.sql.rollups
+    implements it, caught up to the log before the lookup starts)."""
+
+    def window_lifecycles_and_storage(
+        self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int
+    ) -> tuple[WindowLifecycles, list[tuple[StorageCharge, bytes]]]: ...
+
+    def lifecycles_and_summaries(
+        self, log_id: str, workload_ids: Iterable[str]
+    ) -> tuple[dict[str, list[tuple[UsageEvent, int]]], dict[int, bytes], dict[str, RequestSummary]]: ...
+
+    def request_spans(self, log_id: str, reaches: dict[str, tuple[int, int]]) -> dict[str, list[StartedSpan]]: ...
+
+    def window_request_spans(
+        self, log_id: str, ranges: dict[str, tuple[int, int, int]], limit: int, asked: tuple[str, str] | None
+    ) -> tuple[dict[str, tuple[int, list[StartedSpan]]], dict[int, bytes]]: ...
+
+    def serving_union(self, log_id: str, workload_id: str, summary: RequestSummary) -> ServingMeasure: ...
+
+
+class LookupStart(NamedTuple):
+    """What a dispute lookup of one org reads first: its entries of the kinds asked (ACCOUNT and ADJUSTMENT), the
+    (seq, entry hash) of its INVOICE entries, the org log size the rollups reflect when they are current with it
+    and the system log (None: behind), and the system log's size."""
+
+    entries: list[Entry]
+    invoice_refs: list[tuple[int, bytes]]
+    applied: int | None
+    system_log_size: int | None
+
+
+class DisputeRollups(SessionIndex, Protocol):
+    """The usage rollups a lookup rates from, passed in by whoever builds the lookup (the server)."""
+
+    def lookup_start(self, org_id: str, kinds: Sequence[str], ref_kind: str) -> LookupStart:
+        """The org log's entries of `kinds`, the refs of its `ref_kind` entries and the rollups' state, together
+        (one round trip on PostgreSQL)."""
+        ...
+
+    def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> int: ...
+
+
+class CheckpointedSource(Protocol):
+    """What proving a lookup's cited entries reads (R27): entries, log heads and stored Merkle nodes
+    (ledger.log.proofs.ProofSource), and each log's newest signed checkpoint."""
+
+    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+    def latest_checkpoint(self, log_id: str) -> StoredCheckpoint | None: ...

@@ -39,17 +39,21 @@ from ledger.events import EventType, StopReason, StorageKind, format_decimal
 from ledger.intake import Ledger
 from ledger.log.entry import EntryKind, EntryRef
 from ledger.orgs import require_org
+from ledger.ports import DisputeRollups
 from ledger.pricebook import MONEY_CURRENCY
 from ledger.rating.money import fraction_text
 from ledger.rating.storage import storage_quantity
 from ledger.timeutil import MICROS_PER_SECOND
 from server.errors import abort
+from storage.sql import SqlStore
+from storage.sql.rollups import UsageRollups
 from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 
 class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, rollups: DisputeRollups | None = None) -> None:
         self.ledger = ledger
+        self.rollups = rollups  # what lookups rate long sessions from (R25); None: they read every entry
 
     def ReconstructCharges(
         self, request: spb.ReconstructChargesRequest, context: grpc.ServicerContext
@@ -57,7 +61,8 @@ class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
         try:
             if request.org_id:
                 require_org(self.ledger.store, request.org_id)
-            result = reconstruct_charges(self.ledger, query_from_proto(request), with_proofs=request.include_proofs)
+            query = query_from_proto(request)
+            result = reconstruct_charges(self.ledger, query, with_proofs=request.include_proofs, rollups=self.rollups)
             return reconstruction_to_proto(result)
         except LedgerError as err:
             abort(context, err)
@@ -99,7 +104,9 @@ class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]
 
 
 def register_support(ledger: Ledger, server: grpc.Server) -> str:
-    spb_grpc.add_SupportServiceServicer_to_server(SupportServicer(ledger), server)
+    # Lookups rate long sessions from the SQL store's usage rollups (R25); on any other store they read every entry.
+    rollups = UsageRollups(ledger.store) if isinstance(ledger.store, SqlStore) else None
+    spb_grpc.add_SupportServiceServicer_to_server(SupportServicer(ledger, rollups), server)
     return str(spb.DESCRIPTOR.services_by_name["SupportService"].full_name)
 
 

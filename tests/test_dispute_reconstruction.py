@@ -8,6 +8,8 @@ A100 FLEX $0.00076/s ($0.0456/min), A100 ACTIVE $0.00060/s ($0.036/min), A4000 F
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
@@ -34,6 +36,7 @@ from ledger.log.entry import EntryRef
 from ledger.rating import Session, StorageCharge
 from ledger.timeutil import parse_rfc3339_micros
 from storage.sql import SqlStore
+from storage.sql.rollups import UsageRollups
 from tests.conftest import FixedClock
 
 SECOND = 1_000_000
@@ -131,6 +134,14 @@ def sqlite_ledger(sqlite_url: str, clock: FixedClock) -> Iterator[Ledger]:
     store.close()
 
 
+def lookup(ledger: Ledger, query: DisputeQuery, *, with_proofs: bool = False) -> Reconstruction:
+    """reconstruct_charges as the server runs it (server/support_service.py): long sessions rated from the SQL
+    store's usage rollups (R25, R27)."""
+    store = ledger.store
+    assert isinstance(store, SqlStore)
+    return reconstruct_charges(ledger, query, with_proofs=with_proofs, rollups=UsageRollups(store))
+
+
 def load(ledger: Ledger, events: Events) -> None:
     ledger.append_events(events.items)
 
@@ -150,7 +161,7 @@ def parts(charge: SessionCharge) -> dict[str, tuple[int, Decimal, tuple[str, ...
 
 def test_r27_every_row_of_the_lifecycle_table_in_one_reconstruction(ledger: Ledger) -> None:
     load(ledger, lifecycle_day())
-    result = reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-chat", start=at("10:00:00"), end=at("11:00:00")))
+    result = lookup(ledger, DisputeQuery(endpoint_id="ep-chat", start=at("10:00:00"), end=at("11:00:00")))
     assert (result.org_id, result.endpoint_id) == ("acme", "ep-chat")  # the org found from the endpoint
     assert [s.session.workload_id for s in result.sessions] == ["wl-warm", "wl-build", "wl-a", "wl-oom"]
 
@@ -295,7 +306,7 @@ def test_r4_r10_r25_request_killed_mid_request_found_by_request_id_alone(ledger:
     e.add("WORKLOAD_STOPPED", "12:01:05.250000", "wl-k", stop_reason="OOM")
     load(ledger, e)
 
-    result = reconstruct_charges(ledger, DisputeQuery(request_id="req-x"))
+    result = lookup(ledger, DisputeQuery(request_id="req-x"))
     # The window is the request's time in flight: its start to the kill.
     assert (result.org_id, result.endpoint_id, result.start, result.end) == (
         "acme",
@@ -334,12 +345,10 @@ def test_r4_r10_r25_request_killed_mid_request_found_by_request_id_alone(ledger:
 def test_r27_approximate_time_uses_a_30_minute_tolerance_by_default(sqlite_ledger: Ledger) -> None:
     ledger = sqlite_ledger
     load(ledger, lifecycle_day())
-    around = reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-chat", org_id="acme", around=at("10:30:00")))
+    around = lookup(ledger, DisputeQuery(endpoint_id="ep-chat", org_id="acme", around=at("10:30:00")))
     assert (around.start, around.end) == (at("10:00:00"), at("11:00:00"))
     assert [s.session.workload_id for s in around.sessions] == ["wl-warm", "wl-build", "wl-a", "wl-oom"]
-    narrow = reconstruct_charges(
-        ledger, DisputeQuery(endpoint_id="ep-chat", around=at("10:11:00"), tolerance=30 * SECOND)
-    )
+    narrow = lookup(ledger, DisputeQuery(endpoint_id="ep-chat", around=at("10:11:00"), tolerance=30 * SECOND))
     # 10:10:30-10:11:30: the warm replica and the OOM replica; the latter's SCHEDULED and PULL are before it.
     assert [s.session.workload_id for s in narrow.sessions] == ["wl-warm", "wl-oom"]
     assert [z.rule for z in narrow.zero_lines] == []
@@ -358,7 +367,7 @@ def test_r3_session_spanning_the_whole_window_with_no_entry_inside_it_is_found(l
     ledger.append_events(
         [{"event_id": "hb-1", "org_id": "acme", "type": "HEARTBEAT", "occurred_at": "2026-10-06T12:00:00Z"}]
     )
-    result = reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-chat", start=at("09:00:00"), end=at("09:10:00")))
+    result = lookup(ledger, DisputeQuery(endpoint_id="ep-chat", start=at("09:00:00"), end=at("09:10:00")))
     assert [s.session.workload_id for s in result.sessions] == ["wl-idle", "wl-open"]
     idle = session(result, "wl-idle")
     # 06:00-14:00 = 480 minutes x $0.036 = $17.28; units 180-189 start in 09:00-09:10: 10 x $0.036 = $0.36.
@@ -394,7 +403,7 @@ def test_r13_r14_a_long_storage_interval_ending_hours_after_the_window_is_in_it(
     )
     load(ledger, e)
     query = DisputeQuery(endpoint_id="ep-chat", org_id="acme", start=at("08:30:00"), end=at("09:00:00"))
-    indexed = reconstruct_charges(ledger, query)
+    indexed = lookup(ledger, query)
     whole = reconstruct(ledger.store, ledger.price_history(), query, ledger.clock())
     for result in (indexed, whole):
         assert [(line.charge.rule, line.charge.amount, line.ref.sequence) for line in result.storage] == [
@@ -514,7 +523,7 @@ def test_r22_late_event_across_a_real_invoice_boundary(sqlite_url: str) -> None:
         query = DisputeQuery(
             endpoint_id="ep-bill", around=parse_rfc3339_micros(f"{sept}23:59:00Z"), tolerance=10 * 60 * SECOND
         )
-        result = reconstruct_charges(ledger, query)
+        result = lookup(ledger, query)
         on_time, late = result.sessions
         assert [(u.run.first_unit_index, u.run.count, u.invoice.invoice_id, u.invoice.late) for u in on_time.units] == [
             (0, 5, "1", False)
@@ -540,13 +549,13 @@ def test_r23_adjustment_citing_a_reconstructed_entry_shows_in_later_lookups(sqli
     ledger = sqlite_ledger
     load(ledger, lifecycle_day())
     query = DisputeQuery(endpoint_id="ep-chat", start=at("10:00:00"), end=at("11:00:00"))
-    before = reconstruct_charges(ledger, query)
+    before = lookup(ledger, query)
     stop = session(before, "wl-oom").refs[-1]  # the OOM STOPPED entry
     ledger.append_adjustment(
         "acme", "T-1001", "-0.0912", "R4 dispute: OOM caused by a platform bug", [("org/acme", stop.sequence)]
     )
     ledger.append_adjustment("acme", "T-9", "1", "another charge", [("org/acme", 26)])  # wl-boot SCHEDULED, 10:15
-    after = reconstruct_charges(ledger, query)
+    after = lookup(ledger, query)
     assert [(a.adjustment.ticket, a.adjustment.amount) for a in after.adjustments] == [
         ("T-1001", Decimal("-0.0912")),
         ("T-9", Decimal("1")),
@@ -554,14 +563,14 @@ def test_r23_adjustment_citing_a_reconstructed_entry_shows_in_later_lookups(sqli
     assert after.adjustments[0].corrects_here == (stop,)
     assert after.adjustments[0].explanation.startswith("R23: ticket T-1001: credit of $0.0912")
     assert after.adjustments_amount == Decimal("0.9088")
-    other = reconstruct_charges(ledger, DisputeQuery(request_id="req-4"))
+    other = lookup(ledger, DisputeQuery(request_id="req-4"))
     assert [a.adjustment.ticket for a in other.adjustments] == ["T-1001"]
 
 
 def test_r27_a_request_on_a_development_workload_is_attributed_nothing_by_r8(sqlite_ledger: Ledger) -> None:
     ledger = sqlite_ledger
     load(ledger, lifecycle_day())
-    result = reconstruct_charges(ledger, DisputeQuery(request_id="req-dev", org_id="acme"))
+    result = lookup(ledger, DisputeQuery(request_id="req-dev", org_id="acme"))
     assert result.request is not None
     assert (result.request.workload_id, result.request.attributed_amount, result.request.rules) == (
         "wl-dev",
@@ -575,7 +584,7 @@ def test_r27_bad_questions_are_refused_naming_each_field(sqlite_ledger: Ledger) 
     ledger = sqlite_ledger
     load(ledger, lifecycle_day())
     with pytest.raises(InvalidInput) as err:
-        reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-chat"))
+        lookup(ledger, DisputeQuery(endpoint_id="ep-chat"))
     assert [v.field for v in err.value.violations] == ["approximate_time"]
     with pytest.raises(InvalidInput) as err:
         DisputeQuery(endpoint_id="ep chat", start=at("11:00:00"), end=at("10:00:00"), around=at("10:00:00")).check()
@@ -584,12 +593,12 @@ def test_r27_bad_questions_are_refused_naming_each_field(sqlite_ledger: Ledger) 
         DisputeQuery(request_id="req-1", tolerance=SECOND).check()
     assert [v.field for v in err.value.violations] == ["tolerance"]
     with pytest.raises(InvalidInput) as err:
-        reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-other", request_id="req-1"))
+        lookup(ledger, DisputeQuery(endpoint_id="ep-other", request_id="req-1"))
     assert "ran on endpoint ep-chat" in err.value.violations[0].description
     with pytest.raises(NotFound):
-        reconstruct_charges(ledger, DisputeQuery(request_id="req-none"))
+        lookup(ledger, DisputeQuery(request_id="req-none"))
     with pytest.raises(NotFound):
-        reconstruct_charges(ledger, DisputeQuery(endpoint_id="ep-none", around=at("10:00:00")))
+        lookup(ledger, DisputeQuery(endpoint_id="ep-none", around=at("10:00:00")))
 
 
 def test_r21_non_terminating_shares_are_written_with_their_exact_fraction(ledger: Ledger) -> None:
@@ -608,7 +617,7 @@ def test_r21_non_terminating_shares_are_written_with_their_exact_fraction(ledger
     e.add("REQUEST_FINISHED", "10:00:31", "wl-1", request_id="r-alone")
     e.lifecycle("wl-1", ("WORKLOAD_STOPPED", "10:01:00"))
     load(ledger, e)
-    result = reconstruct_charges(ledger, DisputeQuery(org_id="acme", endpoint_id="ep-chat", around=at("10:00:30")))
+    result = lookup(ledger, DisputeQuery(org_id="acme", endpoint_id="ep-chat", around=at("10:00:30")))
     (session,) = result.sessions
     shares = {r.request_id: r for r in session.requests}
     third = shares["r-1"]
@@ -624,3 +633,15 @@ def test_r21_non_terminating_shares_are_written_with_their_exact_fraction(ledger
         True,
     )
     assert "attributed 1 s of serving time = $0.00076" in alone.explanation
+
+
+def test_the_dispute_package_loads_no_storage_driver_server_or_client() -> None:
+    """ledger/dispute is core: it reads storage through ledger/ports.py, so importing it loads no SQL, gRPC, server,
+    client or storage module (issue #24)."""
+    code = (
+        "import sys, ledger.dispute; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'psycopg', 'alembic', 'grpc', 'server', 'client', 'storage', 'wire')))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -26,6 +26,7 @@ from storage.sql import SqlStore
 from storage.sql.rollups import UsageRollups
 from storage.sql.serving import RequestSummary, ServingUnion, _hour_pieces, _pack, merge
 from tests.conftest import FixedClock
+from tests.test_dispute_reconstruction import at, lifecycle_day, lookup
 
 SECOND = 1_000_000
 BASE = 1_790_000_000 * SECOND  # 2026-09-21, well before the test clock
@@ -165,7 +166,7 @@ def test_r25_r27_rollup_lookup_equals_reading_every_entry(
             for batch in (shuffled[:cut], shuffled[cut:]):
                 if batch:
                     ledger.append_events(batch)
-                    reconstruct_charges(ledger, window_query, with_proofs=False)  # the request may come later
+                    lookup(ledger, window_query, with_proofs=False)  # the request may come later
             rollups = UsageRollups(store)
             prices = ledger.price_history()
             plans = ledger.account_history("acme").plans()
@@ -204,7 +205,7 @@ def test_r25_split_of_a_long_replica_comes_from_the_serving_union(ledger: Ledger
     half_hour = 1800 * SECOND
     around = t0 + 3 * hour
     query = DisputeQuery(org_id="acme", endpoint_id="ep-1", start=around - half_hour, end=around + half_hour)
-    result = reconstruct_charges(ledger, query, with_proofs=False)
+    result = lookup(ledger, query, with_proofs=False)
     (charge,) = result.sessions
     split = charge.session.attribution
     assert split is not None
@@ -252,7 +253,7 @@ def test_r26_r27_a_reused_request_id_far_from_the_window_is_not_in_another_repli
     query = DisputeQuery(
         org_id="acme", endpoint_id="ep-1", request_id="r-1", start=BASE + 3 * hour, end=BASE + 3 * hour + minute
     )
-    result = reconstruct_charges(ledger, query, with_proofs=False)
+    result = lookup(ledger, query, with_proofs=False)
     assert result.request is not None and result.request.workload_id == "wl-a"
     listed = {charge.session.workload_id: [r.request_id for r in charge.requests] for charge in result.sessions}
     assert listed == {"wl-a": [], "wl-b": ["r-2"]}
@@ -279,7 +280,7 @@ def test_r25_r28_an_unfinished_request_far_from_the_window_runs_to_its_open_sess
     ]
     ledger.append_events([_event(n, type, at, "wl-0", **extra) for n, (type, at, extra) in enumerate(steps)])
     query = DisputeQuery(org_id="acme", endpoint_id="ep-1", request_id="r-1", start=BASE, end=BASE + 60 * SECOND)
-    result = reconstruct_charges(ledger, query, with_proofs=False)
+    result = lookup(ledger, query, with_proofs=False)
     request = result.request
     assert request is not None and request.workload_id == "wl-0"
     assert (request.in_flight_from, request.in_flight_to) == (up, up + 60 * SECOND)
@@ -327,7 +328,7 @@ def test_r26_r27_a_replica_restarting_its_closed_request_is_an_anomaly_while_ano
     query = DisputeQuery(org_id="acme", endpoint_id="ep-1", start=BASE + hour, end=BASE + 3 * hour)
     for batch in reused_while_another_replica_uses_the_id():
         ledger.append_events(batch)
-        result = reconstruct_charges(ledger, query, with_proofs=False)  # the rollups catch up after each batch
+        result = lookup(ledger, query, with_proofs=False)  # the rollups catch up after each batch
     assert [(a.anomaly.seq, a.anomaly.workload_id) for a in result.anomalies] == [(4, "wl-a")]
     assert "R26" in result.anomalies[0].anomaly.reason
     assert "request r-1 already started at entry #2" in result.anomalies[0].anomaly.reason
@@ -369,7 +370,7 @@ def test_r8_r26_r27_a_development_replicas_late_finish_is_read_alone(ledger: Led
     query = DisputeQuery(
         org_id="acme", endpoint_id="ep-1", start=BASE + 3 * hour + 30 * minute, end=BASE + 4 * hour + 30 * minute
     )
-    result = reconstruct_charges(ledger, query, with_proofs=False)
+    result = lookup(ledger, query, with_proofs=False)
     assert read_whole == []
     assert result.sessions == ()
     assert [(z.rule, z.workload_id, z.start, z.end) for z in result.zero_lines if z.rule == "R8"] == [
@@ -445,7 +446,7 @@ def test_r25_r27_the_window_lists_its_first_20_requests_across_replicas(ledger: 
     query = DisputeQuery(
         org_id="acme", endpoint_id="ep-1", request_id="r-2-59", start=BASE + 30 * minute, end=BASE + 60 * minute
     )
-    result = reconstruct_charges(ledger, query, with_proofs=False)
+    result = lookup(ledger, query, with_proofs=False)
     listed = {charge.session.workload_id: [r.request_id for r in charge.requests] for charge in result.sessions}
     assert listed == {
         "wl-0": [f"r-0-{k}" for k in range(30, 37)],
@@ -463,3 +464,17 @@ def test_r25_r27_the_window_lists_its_first_20_requests_across_replicas(ledger: 
     assert isinstance(store, SqlStore)
     whole = reconstruct(store, ledger.price_history(), query, ledger.clock(), invoices=lambda _: NoInvoices())
     assert comparable(result) == comparable(dataclasses.replace(whole, notes=result.notes))
+
+
+def test_r25_r27_a_lookup_given_no_rollups_reads_every_entry_and_answers_alike(ledger: Ledger) -> None:
+    """The server passes the store's usage rollups to each lookup (server/support_service.py). Given none, a lookup
+    rates every workload touching the window from all its entries (R25 over every request) and gives the same
+    answer: by endpoint and window, and by a request ID alone."""
+    ledger.append_events(lifecycle_day().items)
+    for query in (
+        DisputeQuery(endpoint_id="ep-chat", start=at("10:00:00"), end=at("11:00:00")),
+        DisputeQuery(request_id="req-4"),
+    ):
+        whole = reconstruct_charges(ledger, query)
+        assert whole.sessions and whole.entries
+        assert comparable(whole) == comparable(lookup(ledger, query))

@@ -28,11 +28,12 @@ from hypothesis import strategies as st
 from client.cli_support import reconstruction_json
 from client.csv_output import LOOKUP_COLUMNS, USAGE_COLUMNS, emit_csv
 from client.statement import cents, ledgered, money, rule_list, statement, wrapped
-from ledger.dispute import DisputeQuery, reconstruct_charges
+from ledger.dispute import DisputeQuery
 from server.app import RunningServer, start_server
 from server.support_service import reconstruction_to_proto
 from tests.billing_support import Desk, t
 from tests.conftest import EXAMPLE_DAY, FixedClock
+from tests.test_dispute_reconstruction import lookup
 
 SNAPSHOTS = Path(__file__).resolve().parent / "data" / "snapshots"
 ENDPOINT_HOUR = ("support", "lookup", "--org", "acme", "--endpoint", "ep-llama", "--around", "2026-10-05T11:45Z")
@@ -182,7 +183,7 @@ def test_rule_lists_name_runs_of_rules_as_ranges() -> None:
 
 def statement_of(desk: Desk, around: str) -> tuple[dict[str, Any], str]:
     query = DisputeQuery(endpoint_id="ep-1", around=t(around), tolerance=30 * 60 * 1_000_000)
-    report = reconstruction_json(reconstruction_to_proto(reconstruct_charges(desk.ledger, query)))
+    report = reconstruction_json(reconstruction_to_proto(lookup(desk.ledger, query)))
     return report, " ".join(" ".join(statement(report)).split())
 
 

@@ -9,7 +9,7 @@ from the lifecycle events kept here, never from the log.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from ledger.events import MAX_INTERVAL_SECONDS, EventType, StorageKind, UsageEvent, WorkerType, event_from_body
 from ledger.log.entry import ORG_LOG_PREFIX, SYSTEM_LOG, EntryKind, org_log_id, org_of_log
 from ledger.plans import PlanHistory
+from ledger.ports import LookupStart
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
     OrgRating,
@@ -32,6 +33,7 @@ from ledger.rating import (
     rate_workload,
 )
 from ledger.rating.storage import storage_charge
+from ledger.serving import WindowLifecycles
 from ledger.tracing import span
 from storage.sql import serving
 from storage.sql.driver import DriverQuery, rows_together
@@ -94,18 +96,6 @@ class RolledStorage:
     gigabytes: Decimal | None = None
     interval_seconds: int | None = None
     development: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WindowLifecycles:
-    """The workloads of a dispute lookup's window and what the rollups keep of them: the lifecycle events (with
-    their sequence numbers) of those that have any, those events' entry hashes by sequence number, and the request
-    summaries of those with requests."""
-
-    workload_ids: list[str]
-    lifecycles: dict[str, list[tuple[UsageEvent, int]]]
-    hashes: dict[int, bytes]
-    summaries: dict[str, serving.RequestSummary]
 
 
 class UsageRollups:
@@ -513,7 +503,16 @@ class UsageRollups:
             _int_or_none(hold),
         )
 
-    # -- reads for a dispute lookup (R27; ledger.dispute.SessionIndex) ---------------------------------------------
+    # -- reads for a dispute lookup (R27; ledger.ports.DisputeRollups) ---------------------------------------------
+
+    def lookup_start(self, org_id: str, kinds: Sequence[str], ref_kind: str) -> LookupStart:
+        """What a dispute lookup reads first, in one round trip on PostgreSQL: the org log's entries of `kinds`, the
+        refs of its `ref_kind` entries, and state()."""
+        read, refs, (state_rows,) = self.store.entries_and_refs_of_kind(
+            org_log_id(org_id), kinds, ref_kind, [self.state_read(org_id)]
+        )
+        applied, system_log_size = self.state_of(state_rows)
+        return LookupStart(read, refs, applied, system_log_size)
 
     def window_lifecycles_and_storage(
         self, org_id: str, endpoint_id: str, start: int, end: int, entries_to: int
