@@ -102,15 +102,18 @@ class UsageRollups(UsageReads, DisputeReads):
     # -- the cursor and its step (RollupCursor: the follower's alone) ----------------------------------------------
 
     def reflected_size(self, org_id: str) -> int | None:
+        """RollupCursor.reflected_size: state()'s first half."""
         return self.state(org_id)[0]
 
     def apply_next(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> tuple[int, bool]:
+        """RollupCursor.apply_next: one write transaction holding the cursor's row (_lock_cursor)."""
         if self.store.in_snapshot():
             raise RuntimeError("catch the rollups up before SqlStore.snapshot(): its reads would miss what this writes")
         with self.store.writer.begin() as conn:
             return self._apply_chunk(conn, org_log_id(org_id), prices, plans)
 
     def drop(self, org_id: str) -> None:
+        """RollupCursor.drop: every table rollup_check.ROLLUP_TABLES names, then the cursor, in one transaction."""
         log_id = org_log_id(org_id)
         with self.store.writer.begin() as conn:
             tables = (
