@@ -17,6 +17,7 @@ from ledger.log.entry import Entry, EntryKind, org_log_id
 from ledger.ports import CheckpointedSource, DisputeRollups, DisputeSource
 from ledger.pricebook import PriceHistory
 from ledger.tracing import traced
+from ledger.usage.follower import RollupFollower
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def reconstruct_charges(
             if start.current:
                 return _answer(ledger, query, now, start, with_proofs)
         assert start.rollups is not None  # only rollups can be behind
-        start.rollups.catch_up(org_id, start.prices, plans_of(start.account_entries))
+        RollupFollower(start.rollups).catch_up(org_id, start.prices, plans_of(start.account_entries))
         with source.snapshot():
             return _answer(ledger, query, now, _lookup_start(ledger, org_id, rollups), with_proofs)
 
