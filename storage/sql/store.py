@@ -10,10 +10,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import and_, create_engine, event, select
@@ -21,21 +21,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from ledger.errors import EventConflict, FieldViolation, InvalidInput, LogMoved, NotFound, StorageError
-from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
+from ledger.errors import NotFound, StorageError
+from ledger.issued_cuts import IssuedCut, check_price_version
+from ledger.log.append import EMPTY_LOG, ROW_FIELDS, AppendBatch, LogState, integrate, require_sizes
 from ledger.log.audit import AUDIT_COLUMNS
-from ledger.log.entry import (
-    GENESIS_HASH,
-    HASH_SIZE,
-    Entry,
-    EntryHead,
-    EntryKind,
-    LogHead,
-    chain_hash,
-    entry_encoder,
-    org_of_log,
-)
-from ledger.log.merkle import Frontier, leaf_hash, stored_at
+from ledger.log.entry import GENESIS_HASH, HASH_SIZE, Entry, EntryHead, EntryKind, LogHead, org_of_log
+from ledger.log.merkle import Frontier, stored_at
 from ledger.log.signing import CheckpointConflict, StoredCheckpoint
 from ledger.ports import Appended, IndexColumns, NewEntry
 from ledger.timeutil import Clock, system_clock
@@ -149,23 +140,8 @@ def _ping_when_idle(engine: Engine) -> None:
 
 # The append path's statements as plain SQL in the driver's parameter style. Run thousands of times a second,
 # they skip SQLAlchemy's statement compilation and per-row parameter processing; the rows stored are the same.
-_INSERT_COLUMNS = (
-    "log_id",
-    "seq",
-    "kind",
-    "recorded_at",
-    "body",
-    "prev_hash",
-    "entry_hash",
-    "subtree_hashes",
-    # IndexColumns' fields, in its order: a row is the entry's columns plus its index tuple.
-    "org_id",
-    "endpoint_id",
-    "workload_id",
-    "request_id",
-    "occurred_at",
-    "event_id",
-)
+# The rows the append step returns are in the entries table's column order (ledger.log.append.ROW_FIELDS).
+_INSERT_COLUMNS = ROW_FIELDS
 _EMPTY_FRONTIER = Frontier.empty().encode()
 
 
@@ -243,11 +219,6 @@ def _sqlite_existing_sql(count: int) -> str:
     )
 
 
-_EVENT = EntryKind.EVENT
-# The kind column's text for each kind (a dict lookup, not the enum's `value` descriptor, on every entry).
-_KIND_TEXT = {kind: kind.value for kind in EntryKind}
-
-
 # PostgreSQL, for all the logs of a batch at once. New heads are inserted in the order of the (sorted) array.
 _PG_CREATE_HEADS = (
     "INSERT INTO log_heads (log_id, size, head_hash, frontier) "
@@ -272,29 +243,6 @@ _PG_COPY_TYPES = (
     "varchar", "int8", "varchar", "int8", "bytea", "bytea", "bytea", "bytea",
     "varchar", "varchar", "varchar", "varchar", "int8", "varchar",
 )  # fmt: skip
-
-
-def _conflict(
-    log_id: str, event_id: str, prior: Appended, position: int, stored: bool, batch: Sequence[NewEntry]
-) -> NoReturn:
-    """R24: raise for an event_id whose body differs from the one it first came with.
-
-    Stored before: EventConflict naming the stored entry. Earlier in this same batch: the batch contradicts
-    itself, so it is bad input naming both events (the log holds neither; "already in the log" would be false).
-    """
-    if stored:
-        raise EventConflict(org_of_log(log_id) or log_id, event_id, prior.sequence, prior.entry_hash)
-    first = next(p for p, item in enumerate(batch) if item.log_id == log_id and item.index.event_id == event_id)
-    raise InvalidInput(
-        [
-            FieldViolation(
-                f"events[{position}].event_id",
-                f"R24: {event_id!r} is also events[{first}].event_id in this batch, with a different body; "
-                "nothing was appended (one event_id names one fact)",
-                "EVENT_ID_REPEATED_IN_BATCH",
-            )
-        ]
-    )
 
 
 class SqlStore:
@@ -429,80 +377,33 @@ class SqlStore:
     def _append(
         self, conn: Connection, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
     ) -> list[Appended]:
+        """Read what the append step needs under the heads' locks, run it (ledger.log.append), persist its rows."""
         recorded_at = self.clock()
-        by_log: dict[str, list[int]] = defaultdict(list)
-        for position, item in enumerate(new_entries):
-            by_log[item.log_id].append(position)
-        results: list[Appended | None] = [None] * len(new_entries)
-        rows: list[tuple[Any, ...]] = []
-        cuts: dict[str, tuple[int, int]] = {}  # log -> (cut, seq) of its latest new INVOICE entry (R12's guard)
-        versions: list[int] = []  # when each new PRICE_BOOK entry takes effect
-        head_updates: list[tuple[int, bytes, bytes, str]] = []
-        logs = sorted(by_log)
-        heads = self._lock_heads(conn, logs)
-        for log_id, expected in (expected_sizes or {}).items():
-            actual = heads[log_id][0] if log_id in heads else self._share_head_size(conn, log_id)
-            if actual != expected:
-                raise LogMoved(log_id, expected, actual)
-        known_by_log = self._existing_by_log(conn, {log: [new_entries[p] for p in by_log[log]] for log in logs})
-        for log_id in logs:
-            size, head_hash, frontier = heads[log_id]
-            known = known_by_log[log_id]
-            batch_seen: dict[str, tuple[bytes, Appended]] = {}
-            encode = None
-            # New entries of this log as (row without its subtree hashes, index columns); their Merkle leaves are
-            # added in one Frontier.extend below, which hashes exactly what one append per leaf would.
-            fresh: list[tuple[tuple[Any, ...], IndexColumns]] = []
-            leaves: list[bytes] = []
-            for position in by_log[log_id]:
-                item = new_entries[position]
-                index = item.index
-                key = index.event_id
-                if key is not None:
-                    prior = known.get(key) or batch_seen.get(key)
-                    if prior is not None:
-                        prior_body, prior_result = prior
-                        if prior_body != item.body:
-                            _conflict(log_id, key, prior_result, position, key in known, new_entries)
-                        results[position] = Appended(log_id, prior_result.sequence, prior_result.entry_hash, True)
-                        continue
-                if encode is None:
-                    encode = entry_encoder(log_id)
-                kind = _KIND_TEXT[item.kind]
-                body = item.body
-                encoded = encode(size, kind, recorded_at, body)
-                entry_hash = chain_hash(head_hash, encoded)
-                leaves.append(leaf_hash(encoded))
-                fresh.append(((log_id, size, kind, recorded_at, body, head_hash, entry_hash), index))
-                appended = Appended(log_id, size, entry_hash, False)
-                results[position] = appended
-                if key is not None:
-                    batch_seen[key] = (body, appended)
-                if item.kind is not _EVENT:  # one comparison per event on the ingest path
-                    if item.kind is EntryKind.INVOICE:
-                        keep_latest_cut(cuts, log_id, body, size)
-                    elif item.kind is EntryKind.PRICE_BOOK:
-                        versions.append(price_version_start(body))
-                head_hash = entry_hash
-                size += 1
-            if fresh:
-                frontier, subtrees = frontier.extend(leaves)
-                join = b"".join
-                rows.extend(
-                    (*columns, join(nodes), *index) for (columns, index), nodes in zip(fresh, subtrees, strict=True)
-                )
-                head_updates.append((size, head_hash, frontier.encode(), log_id))
-        if versions:
+        batch = AppendBatch(new_entries)
+        heads = self._lock_heads(conn, batch.logs)
+        if expected_sizes:
+            require_sizes(
+                expected_sizes,
+                {
+                    log_id: heads[log_id].size if log_id in heads else self._share_head_size(conn, log_id)
+                    for log_id in expected_sizes
+                },
+            )
+        done = integrate(batch, heads, self._existing_by_log(conn, batch), recorded_at)
+        if done.price_versions:
             latest = self._latest_invoice_cut(conn, lock=True)
-            for effective_from in versions:
+            for effective_from in done.price_versions:
                 check_price_version(effective_from, latest)  # R12: raises, and the transaction appends nothing
-        if rows:
-            self._insert_entries(conn, rows)
-        if head_updates:
-            conn.exec_driver_sql(self._sql.update_head, head_updates)
-        if cuts:
-            self.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in cuts.items()])
-        return [r for r in results if r is not None]
+        if done.rows:
+            self._insert_entries(conn, done.rows)
+        if done.heads:
+            conn.exec_driver_sql(
+                self._sql.update_head,
+                [(head.size, head.head_hash, head.frontier.encode(), log_id) for log_id, head in done.heads.items()],
+            )
+        if done.invoice_cuts:
+            self.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in done.invoice_cuts.items()])
+        return done.results
 
     # -- R12's guard: the latest issued invoice cut ------------------------------------------------------------
 
@@ -565,7 +466,7 @@ class SqlStore:
         size = conn.exec_driver_sql(sql, (log_id,)).scalar_one_or_none()
         return 0 if size is None else int(size)
 
-    def _lock_heads(self, conn: Connection, logs: list[str]) -> dict[str, tuple[int, bytes, Frontier]]:
+    def _lock_heads(self, conn: Connection, logs: list[str]) -> dict[str, LogState]:
         """Lock the heads of `logs` (sorted), creating missing ones; each log's size, head hash and frontier.
 
         Locks are taken in one fixed order (new heads in `logs` order, then existing ones in the database's
@@ -574,32 +475,27 @@ class SqlStore:
         if self.dialect != "postgresql":
             # SQLite: BEGIN IMMEDIATE already holds the database's write lock. One read for every log of the
             # batch (each statement costs this process far more than the index search it runs).
-            heads: dict[str, tuple[int, bytes, Frontier]] = {}
+            heads: dict[str, LogState] = {}
             for start in range(0, len(logs), _LOOKUP_CHUNK):
                 chunk = logs[start : start + _LOOKUP_CHUNK]
                 for log_id, size, head_hash, frontier in conn.exec_driver_sql(
                     _sqlite_read_heads_sql(len(chunk)), tuple(chunk)
                 ):
-                    heads[log_id] = (int(size), bytes(head_hash), Frontier.decode(bytes(frontier)))
+                    heads[log_id] = LogState(int(size), bytes(head_hash), Frontier.decode(bytes(frontier)))
             missing = [(log_id, GENESIS_HASH, _EMPTY_FRONTIER) for log_id in logs if log_id not in heads]
             if missing:
                 conn.exec_driver_sql(self._sql.create_head, missing)
-                heads.update((log_id, (0, GENESIS_HASH, Frontier.empty())) for log_id, _, _ in missing)
+                heads.update((log_id, EMPTY_LOG) for log_id, _, _ in missing)
             return heads
         # Two statements for the whole batch rather than two per log: each is a round trip to the server.
         conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
         rows = conn.exec_driver_sql(_PG_LOCK_HEADS, (logs,)).all()
-        return {row[0]: (int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in rows}
+        return {row[0]: LogState(int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in rows}
 
-    def _existing_by_log(
-        self, conn: Connection, items_by_log: dict[str, list[NewEntry]]
-    ) -> dict[str, dict[str, tuple[bytes, Appended]]]:
+    def _existing_by_log(self, conn: Connection, batch: AppendBatch) -> dict[str, dict[str, tuple[bytes, Appended]]]:
         """For each log, the entries already stored under the idempotency keys of its new items (R24)."""
-        found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in items_by_log}
-        pairs = sorted(
-            {(log_id, item.index.event_id) for log_id, items in items_by_log.items() for item in items}
-            - {(log_id, None) for log_id in items_by_log}
-        )
+        found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in batch.logs}
+        pairs = batch.keys()
         if pairs and self.dialect != "postgresql":
             # SQLite: one join of the batch's (log, key) pairs with the unique index per chunk, not one query per log.
             for start in range(0, len(pairs), _SQLITE_PAIRS_PER_LOOKUP):
