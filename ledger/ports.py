@@ -73,7 +73,11 @@ class LedgerStore(Protocol):
         """Every entry of the given non-EVENT kinds in a log, in sequence order, without scanning the log."""
         ...
 
-    # Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log.
+    def close(self) -> None: ...
+
+
+class DisputeLookups(Protocol):
+    """Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log."""
 
     def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]:
         """Entries of one endpoint with occurred_at in [start, end], in occurred_at order."""
@@ -98,5 +102,3 @@ class LedgerStore(Protocol):
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint."""
         ...
-
-    def close(self) -> None: ...

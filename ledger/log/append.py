@@ -65,7 +65,7 @@ _KIND_TEXT = {kind: kind.value for kind in EntryKind}
 
 class AppendBatch:
     """New entries grouped by log, and what a store must read before `integrate`: `logs` (sorted, the order to lock
-    their heads in) and `keys` (sorted (log id, idempotency key) pairs to look up)."""
+    their heads in) and `key_pairs()` (sorted (log id, idempotency key) pairs to look up)."""
 
     __slots__ = ("by_log", "entries", "logs")
 
@@ -77,7 +77,7 @@ class AppendBatch:
         self.by_log: dict[str, list[int]] = by_log
         self.logs = sorted(by_log)
 
-    def keys(self) -> list[tuple[str, str]]:
+    def key_pairs(self) -> list[tuple[str, str]]:
         entries = self.entries
         return sorted(
             {

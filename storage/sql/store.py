@@ -495,7 +495,7 @@ class SqlStore:
     def _existing_by_log(self, conn: Connection, batch: AppendBatch) -> dict[str, dict[str, tuple[bytes, Appended]]]:
         """For each log, the entries already stored under the idempotency keys of its new items (R24)."""
         found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in batch.logs}
-        pairs = batch.keys()
+        pairs = batch.key_pairs()
         if pairs and self.dialect != "postgresql":
             # SQLite: one join of the batch's (log, key) pairs with the unique index per chunk, not one query per log.
             for start in range(0, len(pairs), _SQLITE_PAIRS_PER_LOOKUP):
