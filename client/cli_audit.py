@@ -38,8 +38,8 @@ from client.output import (
 from ledger.billing.rederive import InvoiceFinding, rederive_invoices
 from ledger.errors import LedgerError, NotFound, VerificationError
 from ledger.log.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
-from ledger.log.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, LogHead, chain_hash, org_log_id, org_of_log
-from ledger.log.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
+from ledger.log.entry import SYSTEM_LOG, Entry, EntryKind, LogHead, org_log_id, org_of_log
+from ledger.log.merkle import EMPTY_ROOT, consistency_proof
 from ledger.log.note import NoteVerifier, generate_signer_key, write_private_key_file
 from ledger.log.proofs import (
     DEFAULT_LEDGER_NAME,
@@ -51,6 +51,7 @@ from ledger.log.proofs import (
     load_proof,
     origin_log_id,
 )
+from ledger.log.replay import Replay, ReplayError
 from ledger.log.signing import StoredCheckpoint
 from ledger.ports import IndexColumns
 from ledger.timeutil import format_micros
@@ -338,26 +339,21 @@ def _entries_verified(source: AuditSource, verification: LogVerification, stop: 
     checked against the one the verification rebuilt at that size: a re-derivation reads exactly the entries the
     chain check vouched for."""
     log_id = verification.log_id
-    previous, frontier = GENESIS_HASH, Frontier.empty()
+    replay = Replay(log_id, bodies=False)
     if stop:
         for entry, _, _ in source.audit_rows(log_id):
-            encoded = entry.encoded()
-            if (
-                entry.sequence != frontier.size
-                or entry.previous_hash != previous
-                or chain_hash(previous, encoded) != entry.entry_hash
-            ):
-                raise VerificationError(f"entry {log_id}#{frontier.size} changed after it was verified")
+            try:
+                replay.entry(entry)
+            except ReplayError as err:
+                raise VerificationError(f"entry {log_id}#{replay.expected} changed after it was verified") from err
             yield entry
-            previous = entry.entry_hash
-            frontier = frontier.append(leaf_hash(encoded))[0]
-            if frontier.size == stop:
+            if replay.expected == stop:
                 break
     if stop == verification.size:
         verified_root: bytes | None = verification.root_hash
     else:
         verified_root = EMPTY_ROOT if stop == 0 else verification.roots.get(stop)
-    if frontier.size != stop or frontier.root() != verified_root:
+    if replay.expected != stop or replay.root() != verified_root:
         raise VerificationError(f"log {log_id} changed after it was verified (its first {stop} entries differ)")
 
 

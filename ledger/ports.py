@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ledger.log.entry import Entry, EntryKind, LogHead
+
+if TYPE_CHECKING:
+    from ledger.export import VerifiedEntry, VerifiedLog
 
 
 # IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like
@@ -101,4 +104,32 @@ class DisputeLookups(Protocol):
 
     def endpoint_orgs(self, endpoint_id: str) -> list[str]:
         """Orgs whose logs hold entries of an endpoint."""
+        ...
+
+
+# Log: what the log engine (ledger.log) and import read or write beside LedgerStore.
+
+
+class SubtreeSource(Protocol):
+    """Stored perfect-subtree hashes of many logs (storage.sql.SqlStore and storage.memory.MemoryStore are two)."""
+
+    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+
+class ProofSource(SubtreeSource, Protocol):
+    """What proving entries reads (ledger.log.proofs.prove_entries): the log head, stored nodes and entries."""
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
+        """The entries of one log at the given sequence numbers (those that exist), in sequence order, in one read."""
+        ...
+
+
+class LogImporter(Protocol):
+    """Import's writer (ledger.export.import_export): persists what import verified, checks nothing itself."""
+
+    def import_logs(self, logs: Sequence[VerifiedLog], verified: Iterator[VerifiedEntry]) -> int:
+        """Create `logs` (none may exist yet: ImportTargetNotEmpty) with the entries `verified` yields, their heads
+        and checkpoints, in one transaction: an error, from `verified` too, writes nothing. Returns the count."""
         ...

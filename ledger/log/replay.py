@@ -63,7 +63,7 @@ class Wording:
     body: str = "entry {log}#{seq}: body is not a valid {kind} body ({error})"
     index: str = "entry {log}#{seq}: index columns differ from the body ({diff})"
     key_repeated: str = "entry {log}#{seq}: idempotency key {key!r} appears twice in the log (R24)"
-    foreign: str = "entry {entry_log}#{seq}: belongs to log {entry_log!r}, expected an entry of {log!r}"
+    foreign: str = "entry {log}#{seq}: belongs to log {entry_log!r}, expected an entry of {log!r}"
     subtrees: str = "entry {log}#{seq}: stored Merkle subtree hashes do not match the entries"
     head_size: str = "log {log}: head says {size} entries but {stored} are stored (truncated or extended)"
     head_hash: str = "log {log}: head hash does not match entry #{previous}"
@@ -138,6 +138,7 @@ class Replay:
         self.words = wording
         self.bodies = bodies
         self.keys: set[str] | None = set() if unique_keys else None
+        self.index: IndexColumns | None = None  # the last entry's index columns, derived from its body
         log = log_id.encode()
         self._framing = _framing(bytes((ENCODING_VERSION,)) + len(log).to_bytes(2, "big") + log)
         self._minutes: dict[int, str] = {}
@@ -206,6 +207,7 @@ class Replay:
                 raise self._bad(sequence, words.body, kind=entry.kind.value, error=err) from err
             if stored_index is not None and derived != stored_index:
                 raise self._bad(sequence, words.index, diff=_diff(derived, stored_index))
+            self.index = derived
             keys = self.keys
             if keys is not None and derived.event_id is not None:
                 if derived.event_id in keys:

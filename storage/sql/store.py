@@ -18,13 +18,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from ledger.errors import NotFound, StorageError
+from ledger.export import VerifiedEntry, VerifiedLog
 from ledger.issued_cuts import IssuedCut, check_price_version
 from ledger.log.append import EMPTY_LOG, ROW_FIELDS, AppendBatch, LogState, integrate, require_sizes
 from ledger.log.entry import GENESIS_HASH, HASH_SIZE, Entry, EntryHead, EntryKind, LogHead
 from ledger.log.merkle import Frontier, stored_at
 from ledger.ports import Appended, NewEntry
 from ledger.timeutil import Clock, system_clock
-from storage.sql import faults, migrate
+from storage.sql import faults, import_log, migrate
 from storage.sql.audit_reads import AuditReads
 from storage.sql.checkpoint_rows import CheckpointRows
 from storage.sql.driver import DriverQuery
@@ -444,6 +445,10 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
                 select(log_heads).where(log_heads.c.log_id > after).order_by(log_heads.c.log_id).limit(limit)
             ).all()
         return [head_from_row(row) for row in rows]
+
+    def import_logs(self, logs: Sequence[VerifiedLog], verified: Iterator[VerifiedEntry]) -> int:
+        """Import's writer (storage.sql.import_log): verified entries, heads and checkpoints, all or nothing."""
+        return import_log.import_logs(self, logs, verified)
 
     def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
         """Merkle nodes (level, index) read from the entries that complete them, in one query."""
