@@ -118,7 +118,7 @@ def export_lines(source: ExportSource, log_ids: Sequence[str]) -> Iterator[str]:
     signed = {head.log_id: source.checkpoints(head.log_id, head.size) for head in heads}
     yield _dumps(header_record(heads, signed))
     for head in heads:
-        checker = _LogCheck(head.log_id, {c.size: c.root_hash for c in signed[head.log_id]})
+        checker = _FileLog(head.log_id, {c.size: c.root_hash for c in signed[head.log_id]})
         for entry in source.iter_entries(head.log_id, 0, head.size):
             try:
                 checker.add(entry)
@@ -138,7 +138,7 @@ class _Bad(Exception):
     """A failed check; the reader adds the line number."""
 
 
-class _LogCheck:
+class _FileLog:
     """One log of a file replayed from entry 0 (ledger.log.replay, in the file's words: no duplicate idempotency
     key either, R24), and the root at each size a signed checkpoint claims (`roots`, by size)."""
 
@@ -376,10 +376,10 @@ class ExportReader:
         except (_Bad, ReplayError) as bad:
             raise VerificationError(f"{self.path}, {where}: {bad}") from None
 
-    def _check(self, head: LogHead) -> _LogCheck:
-        return _LogCheck(head.log_id, {c.size: c.root_hash for c in self.signed[head.log_id]})
+    def _check(self, head: LogHead) -> _FileLog:
+        return _FileLog(head.log_id, {c.size: c.root_hash for c in self.signed[head.log_id]})
 
-    def _close(self, checker: _LogCheck, head: LogHead) -> None:
+    def _close(self, checker: _FileLog, head: LogHead) -> None:
         checker.finish(head)
         self.logs.append(VerifiedLog(head, checker.frontier, self.signed[head.log_id]))
 
