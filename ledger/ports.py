@@ -13,6 +13,7 @@ from ledger.log.entry import Entry, EntryHead, EntryKind, LogHead
 
 if TYPE_CHECKING:
     from ledger.events import UsageEvent
+    from ledger.export import VerifiedEntry, VerifiedLog
     from ledger.log.signing import StoredCheckpoint
     from ledger.plans import PlanHistory
     from ledger.pricebook import PriceHistory
@@ -84,7 +85,11 @@ class LedgerStore(Protocol):
         """Every entry of the given non-EVENT kinds in a log, in sequence order, without scanning the log."""
         ...
 
-    # Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log.
+    def close(self) -> None: ...
+
+
+class DisputeLookups(Protocol):
+    """Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log."""
 
     def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]:
         """Entries of one endpoint with occurred_at in [start, end], in occurred_at order."""
@@ -110,7 +115,33 @@ class LedgerStore(Protocol):
         """Orgs whose logs hold entries of an endpoint."""
         ...
 
-    def close(self) -> None: ...
+
+# Log: what the log engine (ledger.log) and import read or write beside LedgerStore.
+
+
+class SubtreeSource(Protocol):
+    """Stored perfect-subtree hashes of many logs (storage.sql.SqlStore and storage.memory.MemoryStore are two)."""
+
+    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+
+class ProofSource(SubtreeSource, Protocol):
+    """What proving entries reads (ledger.log.proofs.prove_entries): the log head, stored nodes and entries."""
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
+        """The entries of one log at the given sequence numbers (those that exist), in sequence order, in one read."""
+        ...
+
+
+class LogImporter(Protocol):
+    """Import's writer (ledger.export.import_export): persists what import verified, checks nothing itself."""
+
+    def import_logs(self, logs: Sequence[VerifiedLog], verified: Iterator[VerifiedEntry]) -> int:
+        """Create `logs` (none may exist yet: ImportTargetNotEmpty) with the entries `verified` yields, their heads
+        and checkpoints, in one transaction: an error, from `verified` too, writes nothing. Returns the count."""
+        ...
 
 
 # Usage: the rollups, a view derived from each org log (storage/sql/rollups.py persists them). The follower
@@ -215,25 +246,13 @@ class RollupStore(RollupCursor, RollupReads, Protocol):
 # sessions from, and signed checkpoints for proving what it cites. storage/sql implements them.
 
 
-class DisputeSource(Protocol):
+class DisputeSource(DisputeLookups, Protocol):
     """The narrow, index-backed reads a reconstruction needs, and the connection and snapshot it reads under
     (storage.sql.SqlStore is one)."""
 
     def entry_head(self, log_id: str, sequence: int) -> EntryHead: ...
 
     def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]: ...
-
-    def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]: ...
-
-    def request_entries(self, request_id: str, org_id: str | None = None) -> list[Entry]: ...
-
-    def workload_entries(self, log_id: str, workload_ids: Sequence[str]) -> list[Entry]: ...
-
-    def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]: ...
-
-    def endpoint_orgs(self, endpoint_id: str) -> list[str]: ...
-
-    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]: ...
 
     def session(self) -> AbstractContextManager[None]:
         """Every read inside on one connection (a lookup makes a score of small reads); a no-op where reads need
@@ -308,14 +327,8 @@ class DisputeRollups(SessionIndex, RollupCursor, Protocol):
         ...
 
 
-class CheckpointedSource(Protocol):
-    """What proving a lookup's cited entries reads (R27): entries, log heads and stored Merkle nodes
-    (ledger.log.proofs.ProofSource), and each log's newest signed checkpoint."""
-
-    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
-
-    def head(self, log_id: str) -> LogHead: ...
-
-    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+class CheckpointedSource(ProofSource, Protocol):
+    """What proving a lookup's cited entries reads (R27): what proving reads (ProofSource) and each log's newest
+    signed checkpoint."""
 
     def latest_checkpoint(self, log_id: str) -> StoredCheckpoint | None: ...
