@@ -140,7 +140,7 @@ class _RemoteLogs:
         return [h for h in self.client.logs() if h.log_id > after][:limit]
 
     def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
-        from server.audit_service import leaf_from_proto
+        from wire.checkpoints import leaf_from_proto
 
         token = ""
         while True:
@@ -159,7 +159,7 @@ class _RemoteLogs:
 
     def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
         """Every checkpoint the server lists (ListCheckpoints), as rows whose columns are their notes' own text."""
-        from server.audit_service import checkpoint_from_proto
+        from wire.checkpoints import checkpoint_from_proto
 
         found: list[StoredCheckpoint] = []
         token = ""
@@ -874,7 +874,7 @@ def audit_checkpoint(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a log's signed checkpoint note (save it to pass as --trusted-checkpoint later)."""
-    from server.audit_service import checkpoint_from_proto
+    from wire.checkpoints import checkpoint_from_proto
 
     log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:
@@ -938,7 +938,7 @@ def audit_prove(
     ] = False,
 ) -> None:
     """Write an offline-checkable inclusion proof of one entry (proof.json, docs/audit.md) to standard output."""
-    from server.audit_service import checkpoint_from_proto, leaf_from_proto
+    from wire.checkpoints import checkpoint_from_proto, leaf_from_proto
 
     log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:

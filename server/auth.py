@@ -27,10 +27,10 @@ from usageledger.v1 import account_pb2, audit_pb2, billing_pb2, ledger_pb2, pric
 from ledger.api_keys import ORG_BOUND_ROLES, ApiKey, InvalidApiKey, KeySource, Role, authenticate, parse_token
 from ledger.events import IDENTIFIER_RE
 from ledger.log.entry import org_of_log
-from server.errors import DOMAIN
 from server.guard import Behavior, Continuation, rewrap
 from server.telemetry import note_caller
 from server.tls import peer_subject
+from wire.status import DOMAIN
 
 log = logging.getLogger("usageledger.auth")
 

@@ -44,7 +44,6 @@ from ledger.rating import rate_org
 from ledger.rating.evidence import settled_through
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
-from server.billing_service import closer_for
 from tests.billing_support import MINUTE, SECOND, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event
 from tests.conftest import EXAMPLE_DAY, FixedClock
@@ -61,7 +60,7 @@ def day_events() -> list[dict[str, Any]]:
 
 def settle(running: RunningServer) -> None:
     """Wait until the closer has run two whole passes after the last append (the first may have started before)."""
-    closer = closer_for(running.ledger)
+    closer = running.parts.billing.closer
     assert closer is not None
     for _ in range(2):
         closer.wait_for_pass(closer.passes, timeout=60)
