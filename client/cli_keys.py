@@ -13,8 +13,8 @@ from client.output import EXIT_REFUSED, EXIT_USAGE, JsonFlag, emit_json, err_con
 from ledger.api_keys import ORG_BOUND_ROLES, ApiKey, Role, issue_key
 from ledger.errors import LedgerError, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE
+from ledger.ports import KeyStore
 from ledger.timeutil import format_micros, system_clock
-from storage.sql.keystore import SqlKeyStore
 
 keys_app = typer.Typer(
     help="API keys: created and revoked on the database directly; the server only stores their salted hashes.",
@@ -31,8 +31,10 @@ ROLE_NAMES = ", ".join(role.value for role in Role)
 
 
 @contextmanager
-def _keystore(database_url: str, as_json: bool) -> Iterator[SqlKeyStore]:
+def _keystore(database_url: str, as_json: bool) -> Iterator[KeyStore]:
+    # Only this command speaks to the database: the rest of ledgerctl loads no SQL driver.
     from storage.sql import open_store
+    from storage.sql.keystore import SqlKeyStore
 
     try:
         store = open_store(database_url)  # migrates the schema, so keys can be made before the first server start

@@ -15,8 +15,8 @@ from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from ledger.log.entry import Entry, LogHead
-from server.tls import read_private_file
 from wire import convert
+from wire.private_files import read_private_file
 
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -28,6 +28,7 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli_backfill import bracket
+from client.event_file import read_event_file
 from client.ledger_client import LedgerClient
 from ledger.billing import BillingRefused, Invoice, Trigger, round_cents
 from ledger.billing.engine import load_books
@@ -399,7 +400,9 @@ def test_r29_the_example_day_sent_in_chunks_inside_one_backfill_gives_the_same_i
     try:
         with (
             LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client,
-            bracket(client, b"the example day", day_events(), True) as opened,
+            bracket(
+                client, b"the example day", [e.event for e in read_event_file(EXAMPLE_DAY, clock())], True
+            ) as opened,
         ):
             assert opened == ["ingest-" + hashlib.sha256(b"the example day").hexdigest()[:16]]
             for chunk in chunks(day_events(), size):
