@@ -20,9 +20,9 @@ import typer
 from rich.table import Table
 from usageledger.v1 import ledger_pb2 as pb
 
-from client.cli_billing import call, connect, when
+from client.cli_billing import call, connect
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure, when
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.events import UsageEvent
 from ledger.timeutil import format_micros, parse_rfc3339_micros

@@ -61,15 +61,12 @@ class LedgerServicer(BackfillRpcs, pb_grpc.LedgerServiceServicer):  # type: igno
         self.billing = billing
 
     def _entries(self, events: Any) -> list[NewEntry]:
-        """A batch of proto events validated into entries; violations name the proto's fields."""
-        event_to_raw = convert.event_to_raw
-        raw = [event_to_raw(e) for e in events]
+        """A batch of proto events validated into entries (ledger.events, the one validator); violations name the
+        proto's fields."""
         try:
-            return self.ledger.event_entries(raw)
+            return self.ledger.event_entries(convert.events_to_raw(events))
         except InvalidInput as err:
-            raise InvalidInput(
-                [FieldViolation(convert.proto_field(v.field), v.description) for v in err.violations]
-            ) from err
+            raise convert.proto_violations(err) from err
 
     def _append_entries(self, entries: list[NewEntry]) -> list[Appended]:
         engine = self.billing.engine
