@@ -135,13 +135,9 @@ def compose(
     ledger = Ledger(store, clock=clock)
     rollups = UsageRollups(store)
     usage = UsageView(ledger, rollups)
-    return ServerParts(
-        ledger=ledger,
-        store=store,
-        usage=usage,
-        billing=_billing(ledger, usage, rollups, server, billing),
-        signing=_signing(ledger, store, server, audit),
-    )
+    # Signing first: a key file that cannot be read fails the start before the closer's thread is running.
+    signing = _signing(ledger, store, server, audit)
+    return ServerParts(ledger, store, usage, _billing(ledger, usage, rollups, server, billing), signing)
 
 
 def _billing(

@@ -261,6 +261,10 @@ def head_to_proto(head: LogHead) -> pb.LogHead:
     return pb.LogHead(log_id=head.log_id, size=head.size, head_hash=head.head_hash, root_hash=head.root_hash)
 
 
+def head_from_proto(message: pb.LogHead) -> LogHead:
+    return LogHead(message.log_id, message.size, message.head_hash, message.root_hash)
+
+
 def append_response(results: Sequence[Appended]) -> pb.AppendEventsResponse:
     """The AppendEvents answer, built in place: one AppendResult per event, in request order."""
     response = pb.AppendEventsResponse()
