@@ -6,7 +6,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from ledger.api_keys import ApiKey, KeySource
 from ledger.log.entry import Entry, EntryKind, LogHead
 
 
@@ -101,19 +100,3 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# Keys
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class KeyStore(KeySource, Protocol):
-    """API key records as `ledgerctl keys` keeps them (storage/sql/keystore.py); the server only looks keys up."""
-
-    def add(self, key: ApiKey) -> None: ...
-
-    def list_keys(self) -> list[ApiKey]: ...
-
-    def revoke(self, key_id: str, at: int) -> ApiKey:
-        """Revoke a key from `at` on (NotFound for an unknown key id); a revoked key keeps its first revocation."""
-        ...
