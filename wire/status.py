@@ -5,6 +5,8 @@ server/faults.py answers every call with these (the request guard runs it around
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -74,6 +76,11 @@ def bounded(text: str, limit: int) -> str:
 
 def internal_status(incident: str) -> grpc.Status:
     """INTERNAL for an error nobody raised on purpose: a fixed message and the incident id of the server's log line."""
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=DOMAIN, metadata={"incident": incident})
     message = f"internal error (incident {incident}; the server's log has the details)"
-    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=pack([info])))
+    return edge_status(code_pb2.INTERNAL, "INTERNAL_ERROR", message, {"incident": incident})
+
+
+def edge_status(code: int, reason: str, message: str, metadata: Mapping[str, str] | None = None) -> grpc.Status:
+    """A status the server's edge answers itself (authentication, the policy, an internal error): its ErrorInfo."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=pack([info])))
