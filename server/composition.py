@@ -20,7 +20,7 @@ from ledger.log.signing import DEFAULT_LEDGER_NAME, CheckpointSchedule, Checkpoi
 from ledger.metrics import readings, record_signing_refusal, rollup_lag_sources
 from ledger.ports import Appended
 from ledger.timeutil import Clock
-from ledger.usage import UsageView
+from ledger.usage import RollupFollower, UsageView
 from server.audit_service import AuditStore, BackgroundSigner
 from storage.sql import SqlStore
 from storage.sql.rollups import UsageRollups
@@ -134,7 +134,8 @@ def compose(
     run until `server` stops."""
     ledger = Ledger(store, clock=clock)
     rollups = UsageRollups(store)
-    usage = UsageView(ledger, rollups)
+    # One follower, the rollups' only writer, shared by UsageService and the billing engine (docs/adr/0003).
+    usage = UsageView(ledger, rollups, follower=RollupFollower(rollups))
     # Signing first: a key file that cannot be read fails the start before the closer's thread is running.
     signing = _signing(ledger, store, server, audit)
     return ServerParts(ledger, store, usage, _billing(ledger, usage, rollups, server, billing), signing)

@@ -37,6 +37,8 @@ class PricingServicer(ppb_grpc.PricingServiceServicer):  # type: ignore[misc]
 
 
 class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
+    """Usage queries and rollup rebuilds over the UsageView it is given (its rollups' follower keeps them current)."""
+
     def __init__(self, ledger: Ledger, usage: UsageView) -> None:
         self.ledger = ledger
         self.usage = usage
