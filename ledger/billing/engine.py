@@ -722,8 +722,9 @@ class BillingEngine:
         instant = self.now() if now is None else now
         with self._lock(org_id):
             books = self.books(org_id)
-            rating = self._rating(books, instant, self._spend_since(books, instant))
-            changes = self._evaluate_spend(books, rating, instant)
+            rated_from = self._spend_scope_from(books, instant)
+            rating = self._rating(books, instant, rated_from)
+            changes = self._evaluate_spend(books, rating, instant, rated_from)
             change = self._evaluate_deactivation(books, rating, instant)  # its family is unaffected by R15's
             return [*changes, *([change] if change is not None else [])]
 
@@ -737,8 +738,9 @@ class BillingEngine:
                     self.close_backfill(
                         org_id, backfill.backfill_id, "R29: closed by the ledger: left open for 24 hours"
                     )
-            result, books, rating = self._close(org_id, now, self._spend_since(self.books(org_id), now))
-            changes = self._evaluate_spend(books, rating, now)
+            rated_from = self._spend_scope_from(self.books(org_id), now)
+            result, books, rating = self._close(org_id, now, rated_from)
+            changes = self._evaluate_spend(books, rating, now, rated_from)
             change = self._evaluate_deactivation(books, rating, now)
         result = replace(result, open_backfills=sum(1 for backfill in books.backfills if backfill.is_open))
         return result, [*changes, *([change] if change is not None else [])]
@@ -749,14 +751,37 @@ class BillingEngine:
         last = books.status.last(StateFamily.SPEND_LIMIT)
         return max(now - self.spend_lookback, last.at if last is not None else now - self.spend_lookback)
 
-    def _evaluate_spend(self, books: OrgBooks, rating: OrgRating, now: int) -> list[StateChange]:
+    def _spend_scope_from(self, books: OrgBooks, now: int) -> int:
+        """Where the R15 window of an evaluation's scoped rating starts: no later than _evaluate_spend's walk will.
+
+        R15 is evaluated up to the org's latest event time (R28), and its lookback counts from there when that lags
+        the wall clock; but the latest event time comes with the rating. It only grows, so the latest one this
+        process has seen is a lower bound (the wall clock until it has seen one: _evaluate_spend rates again
+        if its walk starts earlier than that)."""
+        seen = self._spend_checked.get(books.org_id)
+        return self._spend_since(books, now if seen is None else min(now, seen))
+
+    def _evaluate_spend(
+        self, books: OrgBooks, rating: OrgRating, now: int, rated_from: int | None = None
+    ) -> list[StateChange]:
         """R15 for every instant up to the org's latest event time, on proven usage (open sessions to their
-        evidence, R28): a flip at an instant the last look had passed is recorded late, with its own instant."""
+        evidence, R28): a flip at an instant the last look had passed is recorded late, with its own instant.
+        `rated_from`: the R15 window start the (scoped) rating was drawn with (_spend_scope_from)."""
         status = books.status
         reach = rating.latest_event_at
         if reach is None:
             return []
         since = self._spend_since(books, min(now, reach))
+        if self.scoped and rated_from is not None and since < rated_from:
+            # R15/R28: the walk starts a lookback before the latest event time, which lags the wall clock the
+            # rating's scope was drawn from: that rating may lack usage the walk reads (an invoiced, unchanged
+            # workload's units in the hour before `since`), so rate again with the walk's own window. The latest
+            # event time only grows, so the new rating's walk starts no earlier than `since`.
+            rating = self._rating(books, now, since)
+            reach = rating.latest_event_at
+            if reach is None:
+                return []
+            since = self._spend_since(books, min(now, reach))
         checked = self._spend_checked.get(books.org_id)
         limit_changes = [c.effective_from for c in books.account.changes if c.spend_limit_per_hour is not None]
         flips = spend_flips(
