@@ -36,9 +36,9 @@ from client.output import (
     quiet_stdout,
     rpc_failure,
 )
-from ledger.entry import LogHead, org_log_id
+from ledger.log.entry import LogHead, org_log_id
 from ledger.timeutil import format_micros, system_clock
-from server.convert import event_to_proto
+from wire.convert import event_to_proto
 
 app = typer.Typer(
     help="Usage ledger command line: ingest events, read logs, verify the ledger. The rule IDs (R1-R29) every "

@@ -10,11 +10,11 @@ import typer
 from rich.table import Table
 
 from client.output import EXIT_REFUSED, EXIT_USAGE, JsonFlag, emit_json, err_console, fail, out
+from ledger.api_keys import ORG_BOUND_ROLES, ApiKey, Role, issue_key
 from ledger.errors import LedgerError, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE
-from ledger.keys import ORG_BOUND_ROLES, ApiKey, Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
 from ledger.timeutil import format_micros, system_clock
+from storage.sql.keystore import SqlKeyStore
 
 keys_app = typer.Typer(
     help="API keys: created and revoked on the database directly; the server only stores their salted hashes.",
@@ -32,7 +32,7 @@ ROLE_NAMES = ", ".join(role.value for role in Role)
 
 @contextmanager
 def _keystore(database_url: str, as_json: bool) -> Iterator[SqlKeyStore]:
-    from ledger.sqlstore import open_store
+    from storage.sql import open_store
 
     try:
         store = open_store(database_url)  # migrates the schema, so keys can be made before the first server start

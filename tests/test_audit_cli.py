@@ -12,9 +12,9 @@ from typer.testing import CliRunner, Result
 
 from client.cli import app
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import Checkpoint, NoteSigner, generate_signer_key, sign_checkpoint
-from ledger.entry import chain_hash, entry_bytes
-from ledger.merkle import leaf_hash
+from ledger.log.entry import chain_hash, entry_bytes
+from ledger.log.merkle import leaf_hash
+from ledger.log.note import Checkpoint, NoteSigner, generate_signer_key, sign_checkpoint
 from server.app import RunningServer
 
 if TYPE_CHECKING:

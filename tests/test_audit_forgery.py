@@ -17,8 +17,8 @@ from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
 from client.cli import app
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from ledger.sqlstore import open_store
+from ledger.log.note import Checkpoint, NoteSigner, sign_checkpoint
+from storage.sql import open_store
 from tests.conftest import EventFactory
 from tests.telemetry_support import install_meter_provider, metric_sum
 

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from client.cli import app
-from ledger.core import Ledger
-from ledger.entry import Entry
-from ledger.sqlstore import SqlStore, open_store
-from ledger.sqlstore.rollup_check import ROLLUP_TABLES, check_org_rollups
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.sqlstore.serving import RequestSummary
+from ledger.intake import Ledger
+from ledger.log.entry import Entry
 from ledger.timeutil import format_micros
+from storage.sql import SqlStore, open_store
+from storage.sql.rollup_check import ROLLUP_TABLES, check_org_rollups
+from storage.sql.rollups import UsageRollups
+from storage.sql.serving import RequestSummary
 from tests.conftest import FixedClock
 from tests.test_dispute_rollups import BASE, SECOND, histories, reused_while_another_replica_uses_the_id
 

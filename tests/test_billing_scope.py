@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ledger.billing import BillingEngine
 from ledger.billing.scope import EVERYTHING, billing_scope
-from ledger.entry import org_log_id
+from ledger.log.entry import org_log_id
 from ledger.timeutil import format_micros
 from tests.billing_support import MINUTE, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from client.cli import app
+from ledger.api_keys import InvalidApiKey, Role, authenticate, hash_secret, issue_key, parse_token
 from ledger.errors import NotFound
-from ledger.keys import InvalidApiKey, Role, authenticate, hash_secret, issue_key, parse_token
-from ledger.sqlstore import open_store
-from ledger.sqlstore.keystore import SqlKeyStore
+from storage.sql import open_store
+from storage.sql.keystore import SqlKeyStore
 
 
 class _Keys:

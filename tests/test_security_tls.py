@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client.ledger_client import Connection, LedgerClient
-from ledger.keys import Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
+from ledger.api_keys import Role, issue_key
 from server.app import RunningServer, start_server
 from server.tls import ServerTls, read_private_file
+from storage.sql.keystore import SqlKeyStore
 from tests.conftest import FixedClock
 
 

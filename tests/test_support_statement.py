@@ -281,7 +281,7 @@ def test_usage_rows_carry_their_closed_value_sets_as_enums_beside_the_strings(ex
 
     from client.instants import parse_instant
     from client.ledger_client import LedgerClient
-    from server.convert import micros_to_timestamp
+    from wire.convert import micros_to_timestamp
 
     request = upb.QueryUsageRequest(org_id="acme", group_by=[upb.GROUP_BY_WORKLOAD_KIND, upb.GROUP_BY_WORKER_TYPE])
     request.start_time.CopyFrom(micros_to_timestamp(parse_instant("2026-10-05")))

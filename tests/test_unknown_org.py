@@ -30,10 +30,10 @@ from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.keys import Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
+from ledger.api_keys import Role, issue_key
 from ledger.timeutil import parse_rfc3339_micros
 from server.app import RunningServer, start_server
+from storage.sql.keystore import SqlKeyStore
 from tests.conftest import EventFactory, FixedClock
 
 KNOWN = "acme"

@@ -5,7 +5,7 @@ A dispute lookup makes a score of small reads. Through SQLAlchemy each cost 0.27
 0.09 ms for the same statement on the psycopg cursor (bench/, 1M-entry log): the cache-key walk, parameter
 processing and result wrapping outweigh the query. The statements stay SQLAlchemy Core (one source for both
 dialects); only their execution skips it. Parameters must need no type processing (strings, integers, bytes, and
-lists for ledger.sqlstore.lists.member_of), and rows come back as plain tuples in the statement's column order.
+lists for storage.sql.lists.member_of), and rows come back as plain tuples in the statement's column order.
 """
 
 from __future__ import annotations

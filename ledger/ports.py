@@ -1,4 +1,4 @@
-"""The narrow storage interface the core appends through and reads from; adapters live in ledger/sqlstore."""
+"""The narrow storage interface the core appends through and reads from; adapters live in storage/sql."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from ledger.entry import Entry, EntryKind, LogHead
+from ledger.log.entry import Entry, EntryKind, LogHead
 
 
 # IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ledger.checkpoint import Checkpoint, NoteVerifier
-from ledger.entry import ENCODING_VERSION, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash, entry_bytes
 from ledger.errors import FieldViolation, InvalidInput, VerificationError
-from ledger.merkle import (
+from ledger.log.entry import ENCODING_VERSION, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash, entry_bytes
+from ledger.log.merkle import (
     combine_inclusion_proofs,
     inclusion_proof,
     leaf_hash,
@@ -27,6 +26,7 @@ from ledger.merkle import (
     verify_inclusion,
     verify_multi_inclusion,
 )
+from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.tracing import traced
 
 __all__ = [
@@ -56,7 +56,7 @@ DEFAULT_LEDGER_NAME = "usage-ledger.local"
 
 
 class SubtreeSource(Protocol):
-    """Stored perfect-subtree hashes of many logs (ledger.sqlstore.SqlStore is one)."""
+    """Stored perfect-subtree hashes of many logs (storage.sql.SqlStore is one)."""
 
     def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
 

@@ -21,9 +21,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from ledger.audit import AUDIT_COLUMNS
-from ledger.checkpoints import CheckpointConflict, StoredCheckpoint
-from ledger.entry import (
+from ledger.errors import EventConflict, FieldViolation, InvalidInput, LogMoved, NotFound, StorageError
+from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
+from ledger.log.audit import AUDIT_COLUMNS
+from ledger.log.entry import (
     GENESIS_HASH,
     HASH_SIZE,
     Entry,
@@ -34,18 +35,17 @@ from ledger.entry import (
     entry_encoder,
     org_of_log,
 )
-from ledger.errors import EventConflict, FieldViolation, InvalidInput, LogMoved, NotFound, StorageError
-from ledger.issued_cuts import IssuedCut, check_price_version, keep_latest_cut, price_version_start
-from ledger.merkle import Frontier, leaf_hash, stored_at
-from ledger.sqlstore import faults, migrate
-from ledger.sqlstore import schema as _schema
-from ledger.sqlstore.driver import DriverQuery, rows_together
-from ledger.sqlstore.group_commit import PG_LANES, CommitLane, QueuedAppend, lane_of
-from ledger.sqlstore.lists import member_of
-from ledger.sqlstore.schema import entries, log_heads
-from ledger.sqlstore.sqlite_file import create_owner_only, sqlite_database_path
-from ledger.store import Appended, IndexColumns, NewEntry
+from ledger.log.merkle import Frontier, leaf_hash, stored_at
+from ledger.log.signing import CheckpointConflict, StoredCheckpoint
+from ledger.ports import Appended, IndexColumns, NewEntry
 from ledger.timeutil import Clock, system_clock
+from storage.sql import faults, migrate
+from storage.sql import schema as _schema
+from storage.sql.driver import DriverQuery, rows_together
+from storage.sql.group_commit import PG_LANES, CommitLane, QueuedAppend, lane_of
+from storage.sql.lists import member_of
+from storage.sql.schema import entries, log_heads
+from storage.sql.sqlite_file import create_owner_only, sqlite_database_path
 
 # Entry heads cited one at a time and kept (entry_head), least recently used first out.
 _HEADS_CACHED = 4096
@@ -313,7 +313,7 @@ class SqlStore:
             self.writer = create_engine(url, pool_size=8, max_overflow=8)
             _ping_when_idle(self.writer)
             self.reader = self.writer
-        # Group commit (ledger.sqlstore.group_commit): in one process appenders queue on a lane rather than on
+        # Group commit (storage.sql.group_commit): in one process appenders queue on a lane rather than on
         # the database's locks, and each lane's leader commits everything queued in one transaction.
         self._lanes = [CommitLane() for _ in range(1 if self.dialect == "sqlite" else PG_LANES)]
         self._sql = _AppendSql("?" if self.writer.dialect.paramstyle == "qmark" else "%s")
@@ -339,7 +339,7 @@ class SqlStore:
         try:
             with self.reader.connect() as conn:
                 conn.execute(sa.text("SELECT 1")).scalar_one()
-        except Exception as err:  # the same table as every other read and write (ledger.sqlstore.faults)
+        except Exception as err:  # the same table as every other read and write (storage.sql.faults)
             fault = faults.storage_fault(err)
             if fault is None:
                 raise
@@ -368,7 +368,7 @@ class SqlStore:
         try:
             with self.writer.begin() as conn:
                 return self._append(conn, new_entries, expected_sizes)
-        except Exception as err:  # a driver or pool failure becomes a retryable StorageError (ledger.sqlstore.faults)
+        except Exception as err:  # a driver or pool failure becomes a retryable StorageError (storage.sql.faults)
             fault = faults.storage_fault(err)
             if fault is None:
                 raise
@@ -810,7 +810,7 @@ class SqlStore:
             position = int(rows[-1].seq) + 1
 
     def audit_pages(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
-        """audit_rows as the driver's own row tuples (ledger.audit.AUDIT_COLUMNS), a page at a time, up to `stop`.
+        """audit_rows as the driver's own row tuples (ledger.log.audit.AUDIT_COLUMNS), a page at a time, up to `stop`.
 
         Verification reads every row of a log: through the DB-API cursor, one query per page, it skips SQLAlchemy's
         Row and the Entry and IndexColumns objects, which cost more than the checks themselves.
@@ -872,7 +872,7 @@ class SqlStore:
             entry_rows, ref_rows, *more = rows_together(conn, [*reads, *also])
         return [_entry(row) for row in entry_rows], _refs(ref_rows), more
 
-    # -- signed checkpoints (ledger.checkpoints) --------------------------------------------------------------
+    # -- signed checkpoints (ledger.log.signing) --------------------------------------------------------------
 
     def latest_checkpoint(self, log_id: str) -> StoredCheckpoint | None:
         """The log's checkpoint of the largest size, or None."""
@@ -1093,7 +1093,7 @@ def _body_contains(dialect: str, needle: bytes) -> Any:
     return entries.c.body.op("LIKE", is_comparison=True)(b"%" + needle + b"%")
 
 
-# Dispute-lookup reads, built once and run on the driver's cursor (ledger/sqlstore/driver.py): building and
+# Dispute-lookup reads, built once and run on the driver's cursor (storage/sql/driver.py): building and
 # executing a statement through SQLAlchemy costs more than the database takes to run it.
 _ENTRY_AT = DriverQuery(
     select(*_ENTRY_COLUMNS).where(entries.c.log_id == sa.bindparam("log_id"), entries.c.seq == sa.bindparam("seq"))

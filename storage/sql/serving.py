@@ -12,7 +12,7 @@ READY. Summing that from a long replica's every request event took seconds on a 
 - `rollup_request_spans`, one row per request: when and at which entry it started and finished, so a lookup
   pairs the requests near its window without reading their entries.
 
-All three are kept in step with the log by ledger.sqlstore.rollups as it tails it, in whatever order events
+All three are kept in step with the log by storage.sql.rollups as it tails it, in whatever order events
 arrive (R22). They summarise exactly what the rating engine computes when the workload's requests are regular;
 when they are not, `RequestSummary.regular` says so and the lookup re-rates the workload from its entries instead.
 """
@@ -35,9 +35,9 @@ from sqlalchemy.engine import Connection
 
 from ledger.rating.money import exact_sum, money_of
 from ledger.rating.units import UnitRun
-from ledger.sqlstore.driver import DriverQuery
-from ledger.sqlstore.lists import member_of
-from ledger.sqlstore.schema import entries, rollup_request_spans, rollup_requests, rollup_serving
+from storage.sql.driver import DriverQuery
+from storage.sql.lists import member_of
+from storage.sql.schema import entries, rollup_request_spans, rollup_requests, rollup_serving
 
 HOUR = 3600 * 1_000_000
 _LOOKUP_CHUNK = 500

@@ -14,11 +14,11 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ledger.core import derive_index
-from ledger.entry import ENCODING_VERSION, GENESIS_HASH, Entry, EntryKind, LogHead, chain_hash
 from ledger.errors import NotFound, VerificationError
-from ledger.merkle import Frontier, leaf_hash, node_hash
-from ledger.store import IndexColumns
+from ledger.intake import derive_index
+from ledger.log.entry import ENCODING_VERSION, GENESIS_HASH, Entry, EntryKind, LogHead, chain_hash
+from ledger.log.merkle import Frontier, leaf_hash, node_hash
+from ledger.ports import IndexColumns
 from ledger.timeutil import format_micros
 
 Progress = Callable[[str, int], None]  # (log id, entries verified so far in that log)
@@ -245,7 +245,7 @@ class _LogCheck:
                 sequence,
                 f"entry {log_id}#{sequence}: index columns differ from the body ({_diff(derived, stored_index)})",
             )
-        # The leaf closes one perfect subtree per trailing 1-bit of its index (ledger.merkle.Frontier.append).
+        # The leaf closes one perfect subtree per trailing 1-bit of its index (ledger.log.merkle.Frontier.append).
         stack = self.stack
         merges = (sequence ^ (sequence + 1)).bit_length() - 1
         local = min(merges, len(stack)) if self.deferred is not None else merges
@@ -492,7 +492,7 @@ class _Helper:
             request = pickle.dumps((opener, log_id, begin, stop, roots_at))
             code = (
                 "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
-                "import ledger.audit as audit; audit._helper_main()"
+                "import ledger.log.audit as audit; audit._helper_main()"
             )
             process = subprocess.Popen(
                 [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL

@@ -9,9 +9,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.unknown_fields import UnknownFieldSet
 from usageledger.v1 import ledger_pb2 as pb
 
-from ledger.entry import Entry, EntryKind, LogHead
 from ledger.events import KNOWN_EVENT_FIELDS, UsageEvent, format_decimal
-from ledger.store import Appended
+from ledger.log.entry import Entry, EntryKind, LogHead
+from ledger.ports import Appended
 from ledger.timeutil import parse_rfc3339_micros
 
 # Proto field names differ from billing-rules.md's in one place: occurred_at is `occur_time` (AIP `*_time`).

@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ledger.errors import VerificationError
-from ledger.merkle import HASH_SIZE, MAX_TREE_SIZE
+from ledger.log.merkle import HASH_SIZE, MAX_TREE_SIZE
 
 __all__ = [
     "Checkpoint",

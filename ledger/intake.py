@@ -9,7 +9,6 @@ from typing import Any
 
 from ledger.account import AccountChange, AccountHistory, parse_account_change
 from ledger.adjustments import Adjustment, adjustment_key, validate_adjustment
-from ledger.entry import ORG_LOG_PREFIX, SYSTEM_LOG, Entry, EntryKind, EntryRef, canonical_body, org_log_id
 from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.events import (
     IDENTIFIER_RE,
@@ -20,8 +19,9 @@ from ledger.events import (
     parse_event,
     well_formed_fields,
 )
+from ledger.log.entry import ORG_LOG_PREFIX, SYSTEM_LOG, Entry, EntryKind, EntryRef, canonical_body, org_log_id
+from ledger.ports import Appended, IndexColumns, LedgerStore, NewEntry
 from ledger.pricebook import PriceBook, PriceHistory, default_price_book, parse_price_book
-from ledger.store import Appended, IndexColumns, LedgerStore, NewEntry
 from ledger.timeutil import Clock, format_micros, parse_rfc3339_micros, system_clock
 from ledger.tracing import span
 

@@ -1,10 +1,10 @@
-"""Alembic environment: migrations always run on a connection handed in by ledger.sqlstore.migrate."""
+"""Alembic environment: migrations always run on a connection handed in by storage.sql.migrate."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from ledger.sqlstore.schema import metadata
+from storage.sql.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite")

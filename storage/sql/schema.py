@@ -119,7 +119,7 @@ Index(
     rollup_workloads.c.endpoint_id,
     rollup_workloads.c.lifecycle_from,
 )
-# R25 serving time per workload (ledger/sqlstore/serving.py): a summary of its requests, and the union of its
+# R25 serving time per workload (storage/sql/serving.py): a summary of its requests, and the union of its
 # closed requests' in-flight intervals per hour with that union's measure.
 rollup_requests = Table(
     "rollup_requests",
@@ -221,7 +221,7 @@ checkpoints = Table(
 
 # -- API keys (mutable admin data, not ledger entries: no append-only triggers; see migration 0004) -------------
 
-# Only a salted hash of each key's secret is stored (ledger/keys.py). Revoking sets revoked_at; rows are kept so a
+# Only a salted hash of each key's secret is stored (ledger/api_keys.py). Revoking sets revoked_at; rows are kept so a
 # key id seen in an old log line can still be traced to its role and org.
 api_keys = Table(
     "api_keys",

@@ -1,7 +1,7 @@
 """Rollup verification: re-derive an org's usage rollups from its verified entries in a scratch store and name every
 stored row that differs (docs/audit.md, "Derived data").
 
-The rollups (ledger/sqlstore/rollups.py) answer usage queries, billing evaluations and dispute lookups without
+The rollups (storage/sql/rollups.py) answer usage queries, billing evaluations and dispute lookups without
 reading the log, so a tampered or buggy rollup row changes what people are told they owe while every hash still
 verifies. This check runs the very code that builds them (UsageRollups.catch_up) over exactly the entries the stored
 rollups say they reflect (the cursor: the org log's first `applied_size` entries and the system log's first
@@ -23,13 +23,14 @@ from sqlalchemy import Table, select
 
 from ledger.account import AccountChange, AccountHistory
 from ledger.billing.cents import usd
-from ledger.core import derive_index
-from ledger.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, org_log_id
-from ledger.merkle import Frontier, leaf_hash
+from ledger.intake import derive_index
+from ledger.log.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, org_log_id
+from ledger.log.merkle import Frontier, leaf_hash
 from ledger.pricebook import PriceBook, PriceHistory
 from ledger.rating.money import fraction_to_decimal
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.sqlstore.schema import (
+from ledger.timeutil import format_micros
+from storage.sql.rollups import UsageRollups
+from storage.sql.schema import (
     entries,
     log_heads,
     metadata,
@@ -41,8 +42,7 @@ from ledger.sqlstore.schema import (
     rollup_storage,
     rollup_workloads,
 )
-from ledger.sqlstore.store import SqlStore
-from ledger.timeutil import format_micros
+from storage.sql.store import SqlStore
 
 __all__ = [
     "ROLLUP_TABLES",

@@ -8,10 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ledger.api_keys import ApiKey, Role
 from ledger.errors import NotFound, StorageError
-from ledger.keys import ApiKey, Role
-from ledger.sqlstore import faults
-from ledger.sqlstore.schema import api_keys
+from storage.sql import faults
+from storage.sql.schema import api_keys
 
 
 class SqlKeyStore:

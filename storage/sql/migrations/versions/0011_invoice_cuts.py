@@ -2,7 +2,7 @@
 
 R12 forbids a price version that takes effect before the cut instant of any issued invoice of any org. Finding the
 latest cut by reading every org's INVOICE entries costs a read per org on every price-book update; this table
-holds each log's latest cut, kept by the transaction that appends the invoice (ledger/sqlstore/store.py), and
+holds each log's latest cut, kept by the transaction that appends the invoice (storage/sql/store.py), and
 ix_invoice_cuts_cut gives the maximum from the index. Derived: it is filled here from the INVOICE entries already
 in the ledger (the cut is the invoice's period end, R17).
 

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, union, union_all
 from sqlalchemy.engine import Connection
 
-from ledger.entry import ORG_LOG_PREFIX, SYSTEM_LOG, EntryKind, org_log_id, org_of_log
 from ledger.events import MAX_INTERVAL_SECONDS, EventType, StorageKind, UsageEvent, WorkerType, event_from_body
+from ledger.log.entry import ORG_LOG_PREFIX, SYSTEM_LOG, EntryKind, org_log_id, org_of_log
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
@@ -32,10 +32,11 @@ from ledger.rating import (
     rate_workload,
 )
 from ledger.rating.storage import storage_charge
-from ledger.sqlstore import serving
-from ledger.sqlstore.driver import DriverQuery, rows_together
-from ledger.sqlstore.lists import member_of
-from ledger.sqlstore.schema import (
+from ledger.tracing import span
+from storage.sql import serving
+from storage.sql.driver import DriverQuery, rows_together
+from storage.sql.lists import member_of
+from storage.sql.schema import (
     SHORT_STORAGE_INTERVAL_SECONDS,
     entries,
     log_heads,
@@ -47,8 +48,7 @@ from ledger.sqlstore.schema import (
     rollup_storage,
     rollup_workloads,
 )
-from ledger.sqlstore.store import SqlStore
-from ledger.tracing import span
+from storage.sql.store import SqlStore
 
 # The canonical body's type field of a REQUEST_FINISHED (identifiers hold no quote, so nothing else matches it).
 FINISHED_TYPE = b'"type":"REQUEST_FINISHED"'

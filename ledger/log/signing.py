@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
-from ledger.entry import GENESIS_HASH, Entry, LogHead, chain_hash
 from ledger.errors import LedgerError, NotFound, StorageError, VerificationError
-from ledger.merkle import Frontier, consistency_proof, leaf_hash, root_at, verify_consistency
-from ledger.proofs import DEFAULT_LEDGER_NAME, LogNodes, SignedCheckpoint, log_origin
-from ledger.store import IndexColumns
+from ledger.log.entry import GENESIS_HASH, Entry, LogHead, chain_hash
+from ledger.log.merkle import Frontier, consistency_proof, leaf_hash, root_at, verify_consistency
+from ledger.log.note import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
+from ledger.log.proofs import DEFAULT_LEDGER_NAME, LogNodes, SignedCheckpoint, log_origin
+from ledger.ports import IndexColumns
 from ledger.timeutil import Clock, system_clock
 from ledger.tracing import traced
 

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ledger.store import Appended, NewEntry
+from ledger.ports import Appended, NewEntry
 
 # A group takes at most this many queued appends, or entries, so no one transaction grows without bound.
 GROUP_APPENDS = 1000

@@ -1,5 +1,5 @@
 """SQL storage for the ledger through SQLAlchemy: a SQLite file by default, PostgreSQL in production."""
 
-from ledger.sqlstore.store import SqlStore, open_store
+from storage.sql.store import SqlStore, open_store
 
 __all__ = ["SqlStore", "open_store"]

@@ -89,7 +89,7 @@ class IssuedKey:
 
 
 class KeySource(Protocol):
-    """Where the server looks key records up (ledger/sqlstore/keystore.py in production)."""
+    """Where the server looks key records up (storage/sql/keystore.py in production)."""
 
     def get_key(self, key_id: str) -> ApiKey | None: ...
 

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", "ledger.sqlstore:migrations")
+    config.set_main_option("script_location", "storage.sql:migrations")
     return config
 
 
