@@ -17,10 +17,11 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import billing_pb2 as bpb
 from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
+from ledger.billing.books import OrgBooks
 from ledger.billing.cents import CURRENCY, cents_text
 from ledger.billing.closer import PeriodCloser
 from ledger.billing.credits import CreditBalance, credit_left
-from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS, BillingEngine, OrgBooks
+from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS, BillingEngine
 from ledger.billing.invoices import Cadence, CoveredSession, Invoice, InvoiceLine, Trigger
 from ledger.billing.payments import Payment, PaymentOutcome, cadence_at, is_paid
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
@@ -32,6 +33,7 @@ from ledger.orgs import require_org
 from ledger.ports import Appended
 from server.errors import abort
 from storage.sql.rollups import UsageRollups
+from storage.sql.store import SqlStore
 from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 log = logging.getLogger("usageledger.billing")
@@ -74,7 +76,9 @@ def engine_for(ledger: Ledger) -> BillingEngine:
     """The one billing engine (and state hub) of a server's ledger, shared by its services and its closer."""
     engine = _ENGINES.get(ledger)
     if engine is None:
-        engine = _ENGINES.setdefault(ledger, BillingEngine(ledger))
+        # The engine rates from the usage rollups of a SQL store (the server knows its store; the core does not).
+        rollups = UsageRollups(ledger.store) if isinstance(ledger.store, SqlStore) else None
+        engine = _ENGINES.setdefault(ledger, BillingEngine(ledger, rollups=rollups))
     return engine
 
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.cli_audit import _DatabaseLogs, _entries_verified
-from ledger.billing.engine import load_books
+from ledger.billing.books import load_books
+from ledger.billing.due_invoices import due_invoices
 from ledger.billing.rederive import rederive_invoices
 from ledger.errors import LogMoved, VerificationError
 from ledger.intake import derive_index
@@ -158,7 +159,9 @@ def test_r17_an_event_landing_between_rating_and_append_refuses_the_invoice_and_
         engine = desk.engine
         # The engine's own steps, with an append between them (what a concurrent writer does to a closer).
         rating = engine._rating(engine.books("acme"), desk.clock.now)
-        drafts, _ = engine._cuts(load_books(desk.ledger, "acme", rating.log_size), rating, desk.clock.now)
+        drafts, _ = due_invoices(
+            load_books(desk.store, "acme", rating.log_size), rating, desk.clock.now, engine.invoice_grace_seconds
+        )
         assert [d.total for d in drafts] == [Decimal("8.64")]
         desk.session("wl-2", "2026-10-20T00:00:00Z", "2026-10-20T00:10:00Z")
         with pytest.raises(LogMoved):
@@ -193,7 +196,9 @@ def test_r12_r17_a_price_version_landing_between_rating_and_append_refuses_the_i
         engine = desk.engine
         system_size = desk.store.head(SYSTEM_LOG).size
         rating = engine._rating(engine.books("acme"), desk.clock.now)
-        drafts, _ = engine._cuts(load_books(desk.ledger, "acme", rating.log_size), rating, desk.clock.now)
+        drafts, _ = due_invoices(
+            load_books(desk.store, "acme", rating.log_size), rating, desk.clock.now, engine.invoice_grace_seconds
+        )
         assert [d.total for d in drafts] == [Decimal("10.08")]
         desk.ledger.set_price_book(
             {

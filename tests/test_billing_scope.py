@@ -19,6 +19,7 @@ from ledger.billing import BillingEngine
 from ledger.billing.scope import EVERYTHING, billing_scope
 from ledger.log.entry import org_log_id
 from ledger.timeutil import format_micros
+from storage.sql.rollups import UsageRollups
 from tests.billing_support import MINUTE, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event
 from tests.test_billing_properties import T0, Scenario, open_account, scenarios
@@ -27,7 +28,7 @@ from tests.test_billing_properties import T0, Scenario, open_account, scenarios
 def run(scenario: Scenario, scoped: bool, limit: str, plan_change_after: int | None, tmp: str) -> list[Any]:
     """Play the scenario with ticks (close, R15, R19) after each batch; return what the log and summaries hold."""
     desk = Desk(f"sqlite:///{tmp}/{'scoped' if scoped else 'whole'}.db", format_micros(T0 - 24 * 60 * MINUTE))
-    desk.engine = BillingEngine(desk.ledger, scoped=scoped)
+    desk.engine = BillingEngine(desk.ledger, rollups=UsageRollups(desk.store), scoped=scoped)
     try:
         open_account(desk, scenario, spend_limit_per_hour=limit)
         seen: list[Any] = []
