@@ -25,6 +25,8 @@ from ledger.timeutil import format_micros
 
 @dataclass
 class LineGroup:
+    """What one line gathers: its quantity and the usage period it spans (a late line shows it, R22)."""
+
     quantity: Decimal
     start: int
     end: int
@@ -39,6 +41,8 @@ class LineGroup:
             self.versions.add(version)
 
 
+# What puts usage on the same line: (late, reversal, endpoint, workload kind, instance type, worker type, unit
+# seconds, unit price) for compute; (late, endpoint, storage kind, volume, rule, price per GB-month) for storage.
 ComputeKey = tuple[bool, bool, str, str, str, str, int, Decimal]
 StorageKey = tuple[bool, str, str, str | None, str, Decimal]
 
@@ -97,6 +101,7 @@ def storage_amount(gb_seconds: Decimal, price_per_gb_month: Decimal) -> Decimal:
 
 
 def line_order(key: tuple[Any, ...]) -> tuple[str, ...]:
+    """Lines in a stable order on the invoice: by their key's parts as text."""
     return tuple(str(part) for part in key)
 
 
