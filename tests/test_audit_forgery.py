@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 from usageledger.v1 import audit_pb2 as apb
 from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
@@ -19,6 +19,7 @@ from client.cli import app
 from client.ledger_client import LedgerClient
 from ledger.log.note import Checkpoint, NoteSigner, sign_checkpoint
 from storage.sql import open_store
+from tests.cli_support import LedgerctlRunner
 from tests.conftest import EventFactory
 from tests.telemetry_support import install_meter_provider, metric_sum
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.audit_support"]
 
-RUNNER = CliRunner(
+RUNNER = LedgerctlRunner(
     env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
 )
 

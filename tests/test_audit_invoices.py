@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from client.cli import app
 from client.cli_audit import _DatabaseLogs, _entries_verified
@@ -29,8 +28,9 @@ from ledger.ports import NewEntry
 from server.app import start_server
 from storage.sql.rollups import UsageRollups
 from tests.billing_support import Desk
+from tests.cli_support import LedgerctlRunner
 
-RUNNER = CliRunner(
+RUNNER = LedgerctlRunner(
     env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
 )
 

@@ -520,11 +520,10 @@ def test_r28_audit_fails_an_invoice_that_bills_a_unit_past_the_evidence(desk: De
 def test_r29_ledgerctl_events_backfill_open_list_close(sqlite_url: str) -> None:
     """`ledgerctl events backfill`: open (twice: the same backfill answers again), list, close; bad input exits 1
     naming the field (R29)."""
-    from typer.testing import CliRunner
-
     from client.cli import app
+    from tests.cli_support import LedgerctlRunner
 
-    runner = CliRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
+    runner = LedgerctlRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
     running = start_server(sqlite_url, "127.0.0.1:0", clock=FixedClock(t("2026-12-06T09:00:00Z")))
     try:
         target = ["--target", f"127.0.0.1:{running.port}"]

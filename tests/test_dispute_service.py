@@ -217,7 +217,7 @@ def test_r27_cited_entries_come_with_inclusion_proofs_when_the_server_signs_chec
         [
             sys.executable,
             "-m",
-            "client.cli",
+            "ledgerctl",
             "audit",
             "check-proof",
             str(path),
@@ -237,7 +237,7 @@ def test_r27_cited_entries_come_with_inclusion_proofs_when_the_server_signs_chec
 
 def ledgerctl(*args: str, target: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "LEDGER_DATABASE_URL": ""}
-    command = [sys.executable, "-m", "client.cli", *args, "--target", target]
+    command = [sys.executable, "-m", "ledgerctl", *args, "--target", target]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import typer
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 from client.cli import app as cli_app
 from ledger.errors import VerificationError
@@ -26,9 +25,10 @@ from ledger.log.signing import CheckpointSigner
 from server.app import start_server
 from storage.sql import SqlStore
 from storage.sql.schema import entries, log_heads
+from tests.cli_support import LedgerctlRunner
 from tests.conftest import EXAMPLE_DAY, FixedClock
 
-runner = CliRunner()
+runner = LedgerctlRunner()
 
 
 def ledgerctl() -> typer.Typer:
@@ -372,7 +372,7 @@ def test_checkpoints_travel_with_the_export_and_import_checks_them_against_the_e
         assert target.checkpoints("org/acme", 40) == stored
     finally:
         target.close()
-    audit = CliRunner().invoke(
+    audit = LedgerctlRunner().invoke(
         cli_app,
         [
             "audit",

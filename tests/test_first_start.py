@@ -27,7 +27,7 @@ def mode(path: Path) -> int:
 
 
 def ledgerctl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "ledgerctl", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_first_start_creates_a_0600_key_beside_the_database_and_prints_its_verifier_key(tmp_path: Path) -> None:

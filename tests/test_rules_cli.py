@@ -15,7 +15,7 @@ DOC = ROOT / "docs" / "billing-rules.md"
 
 
 def ledgerctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "ledgerctl", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_the_command_reads_the_document_itself() -> None:

@@ -58,7 +58,7 @@ def example_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def ledgerctl(*args: str, target: str, columns: int) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": str(columns), "LEDGER_DATABASE_URL": "", "LEDGER_TARGET": target}
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-m", "ledgerctl", *args], capture_output=True, text=True, timeout=120, env=env
     )
 
 

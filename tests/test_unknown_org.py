@@ -186,7 +186,7 @@ def test_the_role_check_comes_first_so_a_bound_caller_learns_nothing_about_other
 
 def ledgerctl(*args: str, target: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "LEDGER_DATABASE_URL": ""}
-    command = [sys.executable, "-m", "client.cli", *args, "--target", target]
+    command = [sys.executable, "-m", "ledgerctl", *args, "--target", target]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 

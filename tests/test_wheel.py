@@ -23,7 +23,7 @@ from tests.conftest import EXAMPLE_DAY
 from tests.server_support import ledger_server
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("ledger", "storage", "wire", "server", "client")
+SHIPPED = ("ledger", "storage", "wire", "server", "client", "ledgerctl")
 
 pytestmark = pytest.mark.slow
 
