@@ -49,11 +49,11 @@ from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE
 from ledger.intake import Ledger, derive_index
 from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.metrics import record_account_state_change, record_invoice_issued
-from ledger.ports import Appended, NewEntry
+from ledger.ports import Appended, NewEntry, RollupStore
 from ledger.rating import OrgRating
 from ledger.rating.evidence import settled_through
 from ledger.timeutil import format_micros
-from ledger.usage import RollupSource, UsageView
+from ledger.usage import UsageView
 
 # R15: after a long pause (a server down for days), flips older than this before "now" are not reconstructed.
 DEFAULT_SPEND_LOOKBACK = 24 * HOUR
@@ -98,7 +98,7 @@ class BillingEngine:
         self,
         ledger: Ledger,
         *,
-        rollups: RollupSource | None = None,
+        rollups: RollupStore | None = None,
         hub: AccountStateHub | None = None,
         spend_lookback: int = DEFAULT_SPEND_LOOKBACK,
         scoped: bool = True,
