@@ -6,9 +6,10 @@ import grpc
 from usageledger.v1 import billing_pb2 as bpb
 from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
+from ledger.billing.books import OrgBooks
 from ledger.billing.cents import CURRENCY, cents_text
 from ledger.billing.credits import credit_left
-from ledger.billing.engine import BillingEngine, OrgBooks
+from ledger.billing.engine import BillingEngine
 from ledger.billing.payments import cadence_at
 from ledger.errors import FieldViolation, InvalidInput
 from ledger.orgs import require_org
