@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
 import threading
@@ -74,14 +75,20 @@ def _client_process(target: str, kind: str, orgs: list[str], seconds: float, bar
     for thread in threads:
         thread.start()
     barrier.wait()
+    cpu = time.process_time()  # every thread of this process: the clients' side of the calls
     start.wait()
     for thread in threads:
         thread.join()
-    results.put(out)
+    results.put((out, time.process_time() - cpu))
 
 
-def calls_phase(target: str, kind: str, clients: int, seconds: float, processes: int, orgs: int) -> dict[str, Any]:
-    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`."""
+def calls_phase(
+    server: ServerProcess, kind: str, clients: int, seconds: float, processes: int, orgs: int
+) -> dict[str, Any]:
+    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`; with the
+    CPU time the server and the clients spent per call (the machine is shared: CPU per call compares across runs
+    better than rates do)."""
+    target = server.target
     context = mp.get_context("spawn")
     processes = min(processes, clients)
     barrier, results = context.Barrier(processes), context.Queue()
@@ -94,13 +101,25 @@ def calls_phase(target: str, kind: str, clients: int, seconds: float, processes:
         worker.start()
     latencies: list[float] = []
     refused = 0
+    client_cpu = 0.0
+    server_cpu = server.cpu_seconds()
     for _ in workers:
-        for lat, ref in results.get(timeout=seconds + 120):
+        out, cpu = results.get(timeout=seconds + 120)
+        client_cpu += cpu
+        for lat, ref in out:
             latencies.extend(lat)
             refused += ref
+    server_cpu = server.cpu_seconds() - server_cpu
     for worker in workers:
         worker.join()
-    return {"calls_per_second": len(latencies) / seconds, "refused": refused, **_latency(latencies)}
+    calls = max(len(latencies), 1)
+    return {
+        "calls_per_second": len(latencies) / seconds,
+        "refused": refused,
+        **_latency(latencies),
+        "server_cpu_us_per_call": round(server_cpu / calls * 1e6),
+        "client_cpu_us_per_call": round(client_cpu / calls * 1e6),
+    }
 
 
 def _latency(latencies: list[float]) -> dict[str, float]:
@@ -128,22 +147,23 @@ def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
             for start in range(0, events, 1000):
                 results.extend(client.append_events(raw[start : start + 1000]))
         wall = time.perf_counter() - began
-    assert len(results) == events and not any(r.duplicate for r in results)
+    assert len(results) == events and not any(r is None or r.duplicate for r in results)
     return {"events_per_second": events / wall}
 
 
 def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    # The machine is shared: its 1-minute load average says how much of it the run had.
+    out: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 2)}
     extra = [f"--max-inflight={args.max_inflight}"] if args.max_inflight is not None else []
     with ServerProcess(url, workdir / f"{backend}-server.log", extra_args=extra) as server:
         target = server.target
-        calls_phase(target, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
+        calls_phase(server, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
         for clients in args.clients:
-            ceiling = calls_phase(target, "check", clients, args.seconds, args.processes, args.orgs)
+            ceiling = calls_phase(server, "check", clients, args.seconds, args.processes, args.orgs)
             profiler = None
             if args.profile:
                 profiler = Profiler(server.pid, workdir / f"{backend}-{clients}.txt")
-            appends = calls_phase(target, "append", clients, args.seconds, args.processes, args.orgs)
+            appends = calls_phase(server, "append", clients, args.seconds, args.processes, args.orgs)
             if profiler is not None:
                 from bench.profile import summarise
 
@@ -161,6 +181,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path)
                 "appender": batching,
                 "ratio": round(batching["events_per_second"] / raw["events_per_second"], 3),
             }
+    out["load_after"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -187,7 +208,7 @@ def _drop_pg(admin_url: str, url: str) -> None:
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"{'store':<11} {'clients':>7} {'Check/s':>9} {'appends/s':>9} {'ratio':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'refused':>7}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'refused':>7} {'server us/call C/A':>18} {'client us/call C/A':>18}"
     ]
     for backend, figures in results.items():
         for key, phase in figures.items():
@@ -196,7 +217,9 @@ def table(results: dict[str, Any]) -> str:
             a, c = phase["append"], phase["check"]
             lines.append(
                 f"{backend:<11} {key[8:]:>7} {c['calls_per_second']:>9.0f} {a['calls_per_second']:>9.0f} "
-                f"{phase['ratio']:>6.2f} {a['p50_ms']:>7.1f} {a['p99_ms']:>7.1f} {a['refused']:>7}"
+                f"{phase['ratio']:>6.2f} {a['p50_ms']:>7.1f} {a['p99_ms']:>7.1f} {a['refused']:>7} "
+                f"{c['server_cpu_us_per_call']:>8} / {a['server_cpu_us_per_call']:<7} "
+                f"{c['client_cpu_us_per_call']:>8} / {a['client_cpu_us_per_call']:<7}"
             )
         if "batching" in figures:
             b = figures["batching"]
@@ -204,6 +227,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{backend:<11} batching appender {b['appender']['events_per_second']:.0f} events/s, hand-made "
                 f"1,000-event batches {b['hand_made_1000']['events_per_second']:.0f} events/s, ratio {b['ratio']:.2f}"
             )
+        lines.append(f"{backend:<11} load average before / after: {figures['load_before']} / {figures['load_after']}")
     return "\n".join(lines)
 
 

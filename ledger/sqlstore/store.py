@@ -40,7 +40,7 @@ from ledger.merkle import Frontier, leaf_hash, stored_at
 from ledger.sqlstore import faults, migrate
 from ledger.sqlstore import schema as _schema
 from ledger.sqlstore.driver import DriverQuery, rows_together
-from ledger.sqlstore.group_commit import PG_LANES, CommitLane, QueuedAppend, lane_of
+from ledger.sqlstore.group_commit import PG_LANES, CommitLanes, QueuedAppend
 from ledger.sqlstore.lists import member_of
 from ledger.sqlstore.schema import entries, log_heads
 from ledger.sqlstore.sqlite_file import create_owner_only, sqlite_database_path
@@ -315,7 +315,7 @@ class SqlStore:
             self.reader = self.writer
         # Group commit (ledger.sqlstore.group_commit): in one process appenders queue on a lane rather than on
         # the database's locks, and each lane's leader commits everything queued in one transaction.
-        self._lanes = [CommitLane() for _ in range(1 if self.dialect == "sqlite" else PG_LANES)]
+        self._lanes = CommitLanes(1 if self.dialect == "sqlite" else PG_LANES)
         self._sql = _AppendSql("?" if self.writer.dialect.paramstyle == "qmark" else "%s")
         self._copy_entries = self.writer.dialect.driver == "psycopg"
         # The connection of the session() or snapshot() this thread is inside, if any: every read runs on it.
@@ -360,7 +360,7 @@ class SqlStore:
         # leader: one transaction, one WAL sync, and each append still lands whole or not at all, alone
         # (an R24 conflict or any other error in one append fails that append only).
         queued = QueuedAppend(new_entries, expected_sizes)
-        return lane_of(self._lanes, new_entries).append(queued, self._append_group)
+        return self._lanes.append(queued, self._append_group)
 
     def _append_translated(
         self, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
