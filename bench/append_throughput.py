@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ledger.core import Ledger
-from ledger.sqlstore import SqlStore
+from ledger.intake import Ledger
+from storage.sql import SqlStore
 
 
 def request_event(event_id: str, org_id: str) -> dict[str, Any]:

@@ -28,11 +28,11 @@ from typing import Any
 
 from bench.workload import OrgStream
 from ledger.billing import BillingEngine
-from ledger.core import Ledger
-from ledger.sqlstore import SqlStore
-from ledger.sqlstore.rollups import UsageRollups
+from ledger.intake import Ledger
 from ledger.timeutil import format_micros, parse_rfc3339_micros
-from server.convert import event_to_raw
+from storage.sql import SqlStore
+from storage.sql.rollups import UsageRollups
+from wire.convert import event_to_raw
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "org-backlog"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ledger.sqlstore import SqlStore
+from storage.sql import SqlStore
 
 COLUMNS = (
     "log_id",

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import func, select, text
 
-from ledger.entry import org_log_id
-from ledger.sqlstore import SqlStore
-from ledger.sqlstore.schema import entries
+from ledger.log.entry import org_log_id
+from storage.sql import SqlStore
+from storage.sql.schema import entries
 
 US = 1_000_000
 WINDOW_US = 30 * 60 * US  # a ticket's "approximate time", +-30 min
@@ -178,14 +178,14 @@ class ReconstructionLookup:
     Each method returns how many ledger entries the answer cites."""
 
     def __init__(self, store: SqlStore, *, with_proofs: bool = False) -> None:
-        from ledger.core import Ledger
+        from ledger.intake import Ledger
 
         self.ledger = Ledger(store)
         self.with_proofs = with_proofs
 
     def catch_up(self, org_id: str) -> float:
         """Bring the org's rollups up to its log (as the server's first query would); returns the seconds taken."""
-        from ledger.sqlstore.rollups import UsageRollups
+        from storage.sql.rollups import UsageRollups
 
         t0 = time.perf_counter()
         plans = self.ledger.account_history(org_id).plans()

@@ -13,7 +13,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
 def _name(frame: str) -> str:
-    """`append (ledger/sqlstore/store.py:120)` -> `ledger/sqlstore/store.py:append` (line numbers dropped)."""
+    """`append (storage/sql/store.py:120)` -> `storage/sql/store.py:append` (line numbers dropped)."""
     match = _FRAME.match(frame.strip())
     if match is None:
         return frame.strip()

@@ -5,8 +5,8 @@ Per backend, on fresh databases, loopback only, every loop bounded:
   ceiling  - the same rows into a fresh database with plain executemany (bench.ceiling)
   biglog   - one org log built to --log-size through StreamEvents (the bulk path), server RSS sampled as it grows
   lookup   - dispute-lookup queries on that log (bench.lookup)
-  verify   - ledger.audit.verify over that log, its invoices re-derived from the raw entries, its usage rollups
-             re-derived and compared (ledger.sqlstore.rollup_check), and
+  verify   - ledger.log.audit.verify over that log, its invoices re-derived from the raw entries, its usage rollups
+             re-derived and compared (storage.sql.rollup_check), and
              merkle.inclusion_proof latency (bench.verification)
 Results go to bench/results/<label>-<time>.json and a table on stdout.
 """
@@ -146,7 +146,7 @@ def phase_ingest(backend: str, args: argparse.Namespace, out: dict[str, Any]) ->
     from bench.ingest import ClientPlan, run_clients
     from bench.server import Profiler, ServerProcess
     from bench.workload import org_ids
-    from ledger.sqlstore import SqlStore
+    from storage.sql import SqlStore
 
     orgs = org_ids(args.orgs)
     per_client = [tuple(orgs[k :: args.clients]) for k in range(args.clients)]
@@ -284,8 +284,8 @@ def _memory_by_size(samples: list[dict[str, Any]], size: int) -> list[dict[str, 
 
 def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str, Any]) -> None:
     from bench import lookup, verification
-    from ledger.entry import SYSTEM_LOG, org_log_id
-    from ledger.sqlstore import SqlStore
+    from ledger.log.entry import SYSTEM_LOG, org_log_id
+    from storage.sql import SqlStore
 
     store = SqlStore(url, migrate_schema=False)  # the server migrated it
     try:
@@ -337,8 +337,8 @@ def phase_reads(backend: str, args: argparse.Namespace, url: str, out: dict[str,
 
 
 def _sign_checkpoints(store: Any, log_ids: list[str]) -> dict[str, int]:
-    from ledger.checkpoint import NoteSigner, generate_signer_key
-    from ledger.checkpoints import CheckpointSigner
+    from ledger.log.note import NoteSigner, generate_signer_key
+    from ledger.log.signing import CheckpointSigner
 
     signer = CheckpointSigner(store, NoteSigner(generate_signer_key("bench.example")))
     return {log_id: signer.sign(log_id)[0].size for log_id in log_ids}

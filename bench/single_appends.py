@@ -35,7 +35,7 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
     from usageledger.v1 import ledger_pb2 as pb
     from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
-    from server import convert
+    from wire import convert
 
     channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
     prefix = uuid.uuid4().hex[:12]

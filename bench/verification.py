@@ -1,4 +1,4 @@
-"""Audit verification rate (ledger.audit) and inclusion-proof latency (ledger.merkle) on a big org log."""
+"""Audit verification rate (ledger.log.audit) and inclusion-proof latency (ledger.log.merkle) on a big org log."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ledger import audit, merkle
-from ledger.sqlstore import SqlStore
+from ledger.log import audit, merkle
+from storage.sql import SqlStore
 
 
 def verify_rate(store: SqlStore, log_id: str) -> dict[str, Any]:
-    """Time ledger.audit.verify over one log, from entry 0 to its head."""
+    """Time ledger.log.audit.verify over one log, from entry 0 to its head."""
     t0 = time.perf_counter()
     report = audit.verify(store, [log_id])
     elapsed = time.perf_counter() - t0
@@ -32,7 +32,7 @@ def rederive_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any]:
     """Time re-deriving every invoice of one org log from its raw entries (ledger.billing.rederive, what
     `ledgerctl audit verify` runs after the chains), reading the whole log as an auditor through the API does."""
     from ledger.billing.rederive import rederive_invoices
-    from ledger.entry import SYSTEM_LOG
+    from ledger.log.entry import SYSTEM_LOG
 
     system = list(store.iter_entries(SYSTEM_LOG))
     read = 0
@@ -60,10 +60,10 @@ def rederive_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any]:
 
 def rollup_check_rate(store: SqlStore, log_id: str, org_id: str) -> dict[str, Any] | None:
     """Time re-deriving one org's usage rollups in a scratch store and comparing them row by row
-    (ledger.sqlstore.rollup_check, what `ledgerctl audit verify --database-url` runs last); None when the rollups
+    (storage.sql.rollup_check, what `ledgerctl audit verify --database-url` runs last); None when the rollups
     have not caught up yet (the lookup phase catches them up). The entries are read without the chain check, which
     verify_rate times on its own."""
-    from ledger.sqlstore.rollup_check import check_org_rollups
+    from storage.sql.rollup_check import check_org_rollups
 
     t0 = time.perf_counter()
     result = check_org_rollups(store, org_id, lambda wanted, stop: store.iter_entries(wanted, 0, stop))

@@ -27,7 +27,7 @@ import grpc
 from usageledger.v1 import ledger_pb2 as pb
 
 from client.ledger_client import APPEND_RETRYABLE, LedgerClient
-from server import convert
+from wire import convert
 
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_DELAY_SECONDS = 0.005

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from client.cli_backfill import ingest_bracket
+from client.database import DatabaseAccess
 from client.event_file import MAX_REPORTED, EventFileError, FileEvent, read_event_file
 from client.ledger_client import LedgerClient
 from client.output import (
@@ -36,9 +37,9 @@ from client.output import (
     quiet_stdout,
     rpc_failure,
 )
-from ledger.entry import LogHead, org_log_id
+from ledger.log.entry import LogHead, org_log_id
 from ledger.timeutil import format_micros, system_clock
-from server.convert import event_to_proto
+from wire.convert import event_to_proto
 
 app = typer.Typer(
     help="Usage ledger command line: ingest events, read logs, verify the ledger. The rule IDs (R1-R29) every "
@@ -281,9 +282,12 @@ def _unwrap_help(typer_app: typer.Typer) -> None:
 _unwrap_help(app)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, database: DatabaseAccess | None = None) -> None:
     """ledgerctl's entry point: global options anywhere (client/global_options.py), and a reader that stops
-    reading (`ledgerctl ... | head`) ends the command quietly with exit 0, not 1 ("the ledger said no")."""
+    reading (`ledgerctl ... | head`) ends the command quietly with exit 0, not 1 ("the ledger said no").
+
+    `database` serves the commands that open the database directly (client/database.py); the installed
+    command's composition root (ledgerctl/main.py) passes the SQL store's."""
     from client.global_options import MissingValue, lift_global_options
 
     try:
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {err}")
         raise SystemExit(EXIT_USAGE) from None
     try:
-        app(args=args, prog_name="ledgerctl")
+        app(args=args, prog_name="ledgerctl", obj=database)
     except SystemExit as done:
         if _stdout_closed():  # a JSON write into a closed pipe (rich's own writes end in output._Stdout)
             quiet_stdout()
@@ -306,4 +310,5 @@ def _stdout_closed() -> bool:
 
 
 if __name__ == "__main__":
+    # Without the composition root, so the direct-database commands are unavailable; use `python -m ledgerctl`.
     main()

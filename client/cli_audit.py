@@ -35,14 +35,13 @@ from client.output import (
     progress_bar,
     rpc_failure,
 )
-from ledger.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
 from ledger.billing.rederive import InvoiceFinding, rederive_invoices
-from ledger.checkpoint import NoteVerifier, generate_signer_key, write_private_key_file
-from ledger.checkpoints import StoredCheckpoint
-from ledger.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, LogHead, chain_hash, org_log_id, org_of_log
 from ledger.errors import LedgerError, NotFound, VerificationError
-from ledger.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
-from ledger.proofs import (
+from ledger.log.audit import AuditSource, LogVerification, PagedAuditSource, all_log_ids, verify_log
+from ledger.log.entry import GENESIS_HASH, SYSTEM_LOG, Entry, EntryKind, LogHead, chain_hash, org_log_id, org_of_log
+from ledger.log.merkle import EMPTY_ROOT, Frontier, consistency_proof, leaf_hash
+from ledger.log.note import NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.log.proofs import (
     DEFAULT_LEDGER_NAME,
     LogNodes,
     ProofBundle,
@@ -52,11 +51,12 @@ from ledger.proofs import (
     load_proof,
     origin_log_id,
 )
-from ledger.store import IndexColumns
+from ledger.log.signing import StoredCheckpoint
+from ledger.ports import IndexColumns
 from ledger.timeutil import format_micros
 
 if TYPE_CHECKING:
-    from ledger.sqlstore.rollup_check import RollupCheck
+    from storage.sql.rollup_check import RollupCheck
 
 audit_app = typer.Typer(
     help="Verify the ledger (hash chains, Merkle trees, signed checkpoints); keys and inclusion proofs.",
@@ -195,7 +195,7 @@ class _DatabaseLogs:
     """Audit the database directly: also checks index columns and stored Merkle nodes; checkpoints from its table."""
 
     def __init__(self, database_url: str) -> None:
-        from ledger.sqlstore import open_store
+        from storage.sql import open_store
 
         self.store = open_store(database_url)
 
@@ -228,7 +228,7 @@ class _DatabaseLogs:
     def rollup_cursors(self) -> dict[str, tuple[int, int]] | None:
         """Each org log's rollup cursor: (entries applied, system log size), read before the logs are verified so
         that the verification notes their roots at those sizes."""
-        from ledger.sqlstore.rollup_check import rollup_cursors_of
+        from storage.sql.rollup_check import rollup_cursors_of
 
         return rollup_cursors_of(self.store)
 
@@ -305,7 +305,7 @@ class InvoiceCheck:
 
 @dataclass
 class RollupsCheck:
-    """What re-deriving the usage rollups found (ledger.sqlstore.rollup_check): `checked` is False when it did not
+    """What re-deriving the usage rollups found (storage.sql.rollup_check): `checked` is False when it did not
     run. `problems` are every difference, each naming the table, the row and the figures."""
 
     checked: bool
@@ -426,7 +426,7 @@ def check_rollups(
     progress: Callable[[str, int], None] = lambda _log, _n: None,
 ) -> RollupsCheck:
     """Re-derive the usage rollups of each verified org log from its verified entries (and the system log's) and
-    name every stored row that differs (ledger.sqlstore.rollup_check); the repair is `ledgerctl rollups rebuild`."""
+    name every stored row that differs (storage.sql.rollup_check); the repair is `ledgerctl rollups rebuild`."""
     verified = {log.verification.log_id: log.verification for log in report.logs}
     system = verified.get(SYSTEM_LOG)
     check = RollupsCheck(True)
@@ -458,7 +458,7 @@ def check_rollups(
         ) -> Iterable[Entry]:
             return _entries_verified(source, log if wanted == log.log_id else system, stop)
 
-        from ledger.sqlstore.rollup_check import check_org_rollups
+        from storage.sql.rollup_check import check_org_rollups
 
         try:
             result = check_org_rollups(source.store, org_id, entries, cursor)
@@ -847,7 +847,7 @@ def audit_keygen(
         fail(f"--name: {err}", EXIT_USAGE, as_json=as_json)
     except OSError as err:
         fail(f"cannot create {out_file}: {err}", EXIT_USAGE, as_json=as_json)
-    from ledger.checkpoint import NoteSigner
+    from ledger.log.note import NoteSigner
 
     verifier_key = NoteSigner(key).verifier_key
     if as_json:

@@ -25,7 +25,7 @@ from client.ledger_client import LedgerClient
 from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.timeutil import format_micros, parse_rfc3339_micros
-from server.convert import micros_to_timestamp
+from wire.convert import micros_to_timestamp
 
 backfill_app = typer.Typer(help="R29: bracket past events sent late (backfills).", no_args_is_help=True)
 

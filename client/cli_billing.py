@@ -40,7 +40,7 @@ from client.output import (
     rpc_failure,
 )
 from ledger.timeutil import format_micros
-from server.convert import micros_to_timestamp, timestamp_to_micros
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 T = TypeVar("T")
 TIMEOUT_SECONDS = 30.0

@@ -26,11 +26,11 @@ from client.output import (
     quiet_stdout,
     rpc_failure,
 )
-from ledger.audit import all_log_ids
-from ledger.checkpoints import StoredCheckpoint
-from ledger.entry import Entry, LogHead, org_log_id
 from ledger.errors import LedgerError, NotFound, VerificationError
-from ledger.proofs import DEFAULT_LEDGER_NAME
+from ledger.log.audit import all_log_ids
+from ledger.log.entry import Entry, LogHead, org_log_id
+from ledger.log.proofs import DEFAULT_LEDGER_NAME
+from ledger.log.signing import StoredCheckpoint
 
 DatabaseUrl = Annotated[
     str | None,
@@ -119,7 +119,7 @@ def export_command(
     with ExitStack() as stack:
         source: Any
         if database_url:
-            from ledger.sqlstore import open_store
+            from storage.sql import open_store
 
             try:
                 source = open_store(database_url)
@@ -186,7 +186,7 @@ def import_command(
         fail(f"cannot read {file}: no such file", EXIT_USAGE, as_json=as_json)
     verifier = parse_verifier_key(verifier_key, as_json) if verifier_key else None
     from ledger.export import import_export
-    from ledger.sqlstore import open_store
+    from storage.sql import open_store
 
     try:
         store = open_store(database_url)

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from client.database import KeyRegistry, database_access
 from client.output import EXIT_REFUSED, EXIT_USAGE, JsonFlag, emit_json, err_console, fail, out
+from ledger.api_keys import ORG_BOUND_ROLES, ApiKey, Role, issue_key
 from ledger.errors import LedgerError, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE
-from ledger.keys import ORG_BOUND_ROLES, ApiKey, Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
 from ledger.timeutil import format_micros, system_clock
 
 keys_app = typer.Typer(
@@ -31,17 +31,14 @@ ROLE_NAMES = ", ".join(role.value for role in Role)
 
 
 @contextmanager
-def _keystore(database_url: str, as_json: bool) -> Iterator[SqlKeyStore]:
-    from ledger.sqlstore import open_store
-
+def _keystore(context: typer.Context, database_url: str, as_json: bool) -> Iterator[KeyRegistry]:
+    """The key records of the database at `database_url`; exit 2 when it cannot be opened. The commands catch
+    their own refusals inside, so a LedgerError reaching here comes from opening the database."""
     try:
-        store = open_store(database_url)  # migrates the schema, so keys can be made before the first server start
+        with database_access(context, as_json).key_registry(database_url) as keys:
+            yield keys
     except LedgerError as err:
         fail(str(err), EXIT_USAGE, as_json=as_json)
-    try:
-        yield SqlKeyStore(store.writer)
-    finally:
-        store.close()
 
 
 def _key_json(key: ApiKey) -> dict[str, Any]:
@@ -57,6 +54,7 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
 
 @keys_app.command("create")
 def keys_create(
+    context: typer.Context,
     role: Annotated[str, typer.Option("--role", help=f"One of: {ROLE_NAMES}.")],
     org: Annotated[str | None, typer.Option("--org", help="Bind the key to this org (required for org-admin).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Who or what holds the key, for listings.")] = None,
@@ -75,7 +73,7 @@ def keys_create(
     if label is not None and len(label) > 200:
         fail("--label holds at most 200 characters", EXIT_USAGE, as_json=as_json)
     issued = issue_key(chosen, org, system_clock(), label)
-    with _keystore(database_url, as_json) as keys:
+    with _keystore(context, database_url, as_json) as keys:
         try:
             keys.add(issued.record)
         except LedgerError as err:
@@ -92,12 +90,13 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
+    context: typer.Context,
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: JsonFlag = False,
 ) -> None:
     """List keys (never their secrets): id, role, org, label, creation and revocation times."""
-    with _keystore(database_url, as_json) as keystore:
+    with _keystore(context, database_url, as_json) as keystore:
         keys = [k for k in keystore.list_keys() if include_revoked or k.active]
     if as_json:
         emit_json([_key_json(k) for k in keys])
@@ -113,6 +112,7 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
+    context: typer.Context,
     key_id: Annotated[
         str, typer.Argument(metavar="KEY_ID", help="The key id (the part after `ulk_`, as `keys list` shows it).")
     ],
@@ -120,7 +120,7 @@ def keys_revoke(
     as_json: JsonFlag = False,
 ) -> None:
     """Revoke a key; servers refuse it within seconds (they cache key records briefly). Revoking twice is harmless."""
-    with _keystore(database_url, as_json) as keys:
+    with _keystore(context, database_url, as_json) as keys:
         try:
             key = keys.revoke(key_id, system_clock())
         except NotFound as err:

@@ -37,7 +37,7 @@ from client.output import (
 from client.statement import statement, wrapped
 from ledger.adjustments import parse_ref
 from ledger.timeutil import format_micros
-from server.convert import micros_to_timestamp, timestamp_to_micros
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 support_app = typer.Typer(
     help="Billing disputes: reconstruct an endpoint's or a request's charges from ledger entries (R27) and "

@@ -33,7 +33,7 @@ from client.output import (
     rpc_failure,
 )
 from ledger.timeutil import format_micros
-from server.convert import micros_to_timestamp, timestamp_to_micros
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 prices_app = typer.Typer(help="Price books: per-second flex and active rates per instance type (R11, R12).")
 rollups_app = typer.Typer(help="Derived usage rollups (rebuildable from the logs).")

@@ -18,7 +18,7 @@ from typing import Any
 
 from ledger.errors import InvalidInput
 from ledger.events import UsageEvent, parse_event
-from server.convert import json_type
+from wire.convert import json_type
 
 MAX_REPORTED = 50  # problems listed in full; the count says how many more there are
 

@@ -14,9 +14,9 @@ import grpc
 from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
-from ledger.entry import Entry, LogHead
-from server import convert
+from ledger.log.entry import Entry, LogHead
 from server.tls import read_private_file
+from wire import convert
 
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ledger.entry import EntryRef
 from ledger.errors import FieldViolation, InvalidInput
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.log.entry import EntryRef
 
 MAX_ADJUSTMENT = Decimal("1000000")
 _REF_RE = re.compile(r"^(?P<log>[A-Za-z0-9._:@/-]{1,140}):(?P<seq>\d{1,19})$")

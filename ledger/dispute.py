@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.account import AccountChange, AccountHistory
 from ledger.adjustments import Adjustment
-from ledger.entry import SYSTEM_LOG, Entry, EntryHead, EntryKind, EntryRef, org_log_id, org_of_log
 from ledger.errors import FieldViolation, InvalidInput, NotFound
 from ledger.events import (
     DEFAULT_STORAGE_INTERVAL_SECONDS,
@@ -42,6 +41,7 @@ from ledger.events import (
     WorkloadKind,
     event_from_body,
 )
+from ledger.log.entry import SYSTEM_LOG, Entry, EntryHead, EntryKind, EntryRef, org_log_id, org_of_log
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import (
@@ -60,13 +60,13 @@ from ledger.rating import (
 from ledger.rating.attribution import cold_start_end, split_session
 from ledger.rating.money import exact_sum, format_money, format_seconds, fraction_to_decimal, ratio_text
 from ledger.rating.units import money_between
-from ledger.sqlstore.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
 from ledger.tracing import traced
+from storage.sql.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 
 if TYPE_CHECKING:
     from ledger.billing.invoices import Invoice
-    from ledger.sqlstore.rollups import UsageRollups, WindowLifecycles
+    from storage.sql.rollups import UsageRollups, WindowLifecycles
 
 MINUTE = 60 * MICROS_PER_SECOND
 DEFAULT_TOLERANCE = 30 * MINUTE  # R27: "an approximate time" means +-30 min unless support says otherwise
@@ -160,7 +160,7 @@ class DisputeQuery:
 
 
 class DisputeSource(Protocol):
-    """The narrow, index-backed reads a reconstruction needs (ledger.sqlstore.SqlStore is one)."""
+    """The narrow, index-backed reads a reconstruction needs (storage.sql.SqlStore is one)."""
 
     def entry_head(self, log_id: str, sequence: int) -> EntryHead: ...
 
@@ -180,7 +180,7 @@ class DisputeSource(Protocol):
 
 
 class IndexedSource(DisputeSource, Protocol):
-    """The further reads the rollup-backed lookup uses (ledger.sqlstore.SqlStore has them)."""
+    """The further reads the rollup-backed lookup uses (storage.sql.SqlStore has them)."""
 
     def workload_entries_between(
         self, log_id: str, workload_ids: Sequence[str], start: int, end: int, *, requests: bool = True
@@ -192,7 +192,7 @@ class IndexedSource(DisputeSource, Protocol):
 
 
 class SessionIndex(Protocol):
-    """Rollups that let a lookup rate a long session without reading its every request (ledger.sqlstore.rollups
+    """Rollups that let a lookup rate a long session without reading its every request (storage.sql.rollups
     implements it, caught up to the log before the lookup starts)."""
 
     def window_lifecycles_and_storage(
@@ -416,7 +416,7 @@ def invoices_for(ledger: Any, org_id: str, refs: Sequence[tuple[int, bytes]] | N
     return BillingInvoices(billing.invoices_of(ledger, org_id, refs))
 
 
-# -- proofs (R27): an adapter over ledger.proofs -----------------------------------------------------------------
+# -- proofs (R27): an adapter over ledger.log.proofs -----------------------------------------------------------------
 
 PROOFS_ON_REQUEST = (
     "R27: every figure cites its entries by log, sequence and hash; for inclusion proofs of them, checkable offline, "
@@ -433,13 +433,13 @@ class EntryProofs:
     tree_size: int
     root_hash: bytes
     checkpoint_note: str
-    bundle: Mapping[str, Any]  # the proof.json form, verifiable offline (ledger.proofs.ProofBundle)
+    bundle: Mapping[str, Any]  # the proof.json form, verifiable offline (ledger.log.proofs.ProofBundle)
     unproven: tuple[int, ...]
 
 
 @traced("ledger.dispute.prove")
 def prove_cited(source: Any, cited: Mapping[str, Iterable[int]]) -> tuple[tuple[EntryProofs, ...], tuple[str, ...]]:
-    """Proofs of the cited entries per log, when ledger.proofs exists and the log has a signed checkpoint."""
+    """Proofs of the cited entries per log, when ledger.log.proofs exists and the log has a signed checkpoint."""
     try:
         proofs = importlib.import_module("ledger.proofs")
     except ImportError:
@@ -697,7 +697,7 @@ class Reconstruction:
 @dataclass(frozen=True, slots=True)
 class _Fact:
     """What the answer says of a cited event entry: from its body, or for a request entry the lookup did not load,
-    from the rollups' pairing of the request (ledger.sqlstore.serving) next to the entry's hash from the log."""
+    from the rollups' pairing of the request (storage.sql.serving) next to the entry's hash from the log."""
 
     type: EventType
     occurred_at: int
@@ -1500,7 +1500,7 @@ class _IndexedRating:
     """Rate the workloads touching a window from their lifecycle entries and the requests near the window.
 
     A long replica's R25 split needs the union of all its requests' in-flight time; the rollups keep that union
-    (ledger.sqlstore.serving), so only requests that can share an instant with a request in the window are read:
+    (storage.sql.serving), so only requests that can share an instant with a request in the window are read:
     with D the workload's longest request, a request overlapping [start, end] starts after start - D, and any
     request overlapping that one starts after start - 2D and finishes before end + 2D. Requests still in flight
     (no finish) run to the session's end, so their starts are always read, and so is the range they cover when
@@ -1941,8 +1941,8 @@ class _LookupStart:
 
 @traced("ledger.dispute.lookup_start", ids=("org_id",))
 def _lookup_start(ledger: Any, org_id: str) -> _LookupStart:
-    from ledger.sqlstore import SqlStore
-    from ledger.sqlstore.rollups import UsageRollups
+    from storage.sql import SqlStore
+    from storage.sql.rollups import UsageRollups
 
     log_id = org_log_id(org_id)
     kinds = [EntryKind.ACCOUNT.value, EntryKind.ADJUSTMENT.value]  # both few: one read (ix_entries_kind)
@@ -1978,7 +1978,7 @@ def _plans_of(account_entries: Sequence[Entry]) -> PlanHistory:
 
 @traced("ledger.dispute.reconstruct")
 def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool = False) -> Reconstruction:
-    """R27 for a ledger.core.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
+    """R27 for a ledger.intake.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
     exists; with `with_proofs`, inclusion proofs against each log's newest signed checkpoint when there is one.
 
     The whole lookup reads on one connection (SqlStore.session), and all of it that follows finding the org runs in

@@ -31,18 +31,18 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ledger.checkpoint import NoteVerifier
-from ledger.checkpoints import StoredCheckpoint
-from ledger.core import derive_index
-from ledger.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
 from ledger.errors import LedgerError, StorageError, VerificationError
+from ledger.intake import derive_index
 from ledger.issued_cuts import keep_latest_cut
-from ledger.merkle import Frontier, leaf_hash
-from ledger.proofs import SignedCheckpoint
-from ledger.sqlstore.schema import checkpoints as checkpoint_table
-from ledger.sqlstore.schema import entries, log_heads
-from ledger.sqlstore.store import SqlStore
-from ledger.store import IndexColumns
+from ledger.log.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
+from ledger.log.merkle import Frontier, leaf_hash
+from ledger.log.note import NoteVerifier
+from ledger.log.proofs import SignedCheckpoint
+from ledger.log.signing import StoredCheckpoint
+from ledger.ports import IndexColumns
+from storage.sql.schema import checkpoints as checkpoint_table
+from storage.sql.schema import entries, log_heads
+from storage.sql.store import SqlStore
 
 EXPORT_FORMAT = "usage-ledger-export"
 EXPORT_VERSION = 2

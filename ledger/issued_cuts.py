@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ledger.entry import org_of_log
 from ledger.errors import LedgerError
+from ledger.log.entry import org_of_log
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 
 

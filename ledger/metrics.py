@@ -57,7 +57,7 @@ def record_verification_failure(kind: str) -> None:
 
 
 def record_signing_refusal() -> None:
-    """Count one refused checkpoint signature (ledger.checkpoints.CheckpointRefused, DATA_LOSS on the wire): the
+    """Count one refused checkpoint signature (ledger.log.signing.CheckpointRefused, DATA_LOSS on the wire): the
     stored log or its newest checkpoint no longer checks out, and an operator must look at it."""
     signing_refusals.add(1)
 

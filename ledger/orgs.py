@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from ledger.entry import LogHead, org_log_id
 from ledger.errors import NotFound
+from ledger.log.entry import LogHead, org_log_id
 
 
 class UnknownOrg(NotFound):

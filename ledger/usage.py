@@ -12,9 +12,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ledger.core import Ledger
-from ledger.entry import org_log_id
 from ledger.errors import FieldViolation, InvalidInput, NotFound
+from ledger.intake import Ledger
+from ledger.log.entry import org_log_id
 from ledger.plans import PlanHistory
 from ledger.pricebook import PriceHistory
 from ledger.rating import BucketSize, OrgRating, UnitRun, rate_org
@@ -63,7 +63,7 @@ class RolledStorageLike(Protocol):
 
 
 class RollupSource(Protocol):
-    """Derived rollups (ledger/sqlstore/rollups.py implements it)."""
+    """Derived rollups (storage/sql/rollups.py implements it)."""
 
     def catch_up(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> int: ...
 

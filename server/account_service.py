@@ -13,15 +13,15 @@ from ledger.account import AccountSettings
 from ledger.billing.account_state import AccountState, AccountStatus, StateChange
 from ledger.billing.cents import CURRENCY, cents_text, money_text
 from ledger.billing.engine import AccountSummary, BillingEngine
-from ledger.core import Ledger
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.intake import Ledger
 from ledger.orgs import require_org
 from ledger.plans import Granularity
 from ledger.timeutil import format_micros
 from server.billing_service import cadence_to_proto, engine_for, wake_billing
-from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 # How often a watch stream checks that its client is still there while no change arrives.
 WATCH_POLL_SECONDS = 0.25

@@ -14,10 +14,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
-from ledger.checkpoints import DEFAULT_LEDGER_NAME
-from ledger.core import Ledger
-from ledger.sqlstore import SqlStore, open_store
-from ledger.sqlstore.keystore import SqlKeyStore
+from ledger.intake import Ledger
+from ledger.log.signing import DEFAULT_LEDGER_NAME
 from ledger.timeutil import Clock, system_clock
 from server.account_service import register_account
 from server.audit_service import (
@@ -38,6 +36,8 @@ from server.support_service import register_support
 from server.telemetry import RpcObserver, trace_sql
 from server.tls import ServerTls
 from server.usage_service import register_pricing, register_usage
+from storage.sql import SqlStore, open_store
+from storage.sql.keystore import SqlKeyStore
 
 log = logging.getLogger("usageledger.server")
 

@@ -17,8 +17,13 @@ import grpc
 from usageledger.v1 import audit_pb2 as apb
 from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
-from ledger.checkpoint import NoteSigner, read_private_key_file
-from ledger.checkpoints import (
+from ledger.errors import FieldViolation, InvalidInput, LedgerError, VerificationError
+from ledger.intake import Ledger
+from ledger.log.entry import Entry, LogHead
+from ledger.log.merkle import consistency_proof, inclusion_proof
+from ledger.log.note import NoteSigner, read_private_key_file
+from ledger.log.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entries
+from ledger.log.signing import (
     DEFAULT_LEDGER_NAME,
     CheckpointRefused,
     CheckpointSchedule,
@@ -27,16 +32,11 @@ from ledger.checkpoints import (
     SigningKeyNotConfigured,
     StoredCheckpoint,
 )
-from ledger.core import Ledger
-from ledger.entry import Entry, LogHead
-from ledger.errors import FieldViolation, InvalidInput, LedgerError, VerificationError
-from ledger.merkle import consistency_proof, inclusion_proof
 from ledger.metrics import record_signing_refusal
-from ledger.proofs import LogNodes, SignedCheckpoint, decode_entry, prove_entries
 from ledger.tracing import root_span, span, untraced
-from server.convert import micros_to_timestamp
 from server.errors import abort
 from server.service import _decode_token, _encode_token, _page_size
+from wire.convert import micros_to_timestamp
 
 log = logging.getLogger("usageledger.audit")
 
@@ -400,7 +400,7 @@ def register_audit(ledger: Ledger, server: grpc.Server) -> str:
         if schedule.enabled:
             background_store: AuditStore = checkpoint_store
             if options.database_url is not None:
-                from ledger.sqlstore import SqlStore
+                from storage.sql import SqlStore
 
                 background_store = SqlStore(options.database_url, clock=ledger.clock, migrate_schema=False)
             background = CheckpointSigner(

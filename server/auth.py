@@ -24,9 +24,9 @@ from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 from usageledger.v1 import account_pb2, audit_pb2, billing_pb2, ledger_pb2, pricing_pb2, support_pb2, usage_pb2
 
-from ledger.entry import org_of_log
+from ledger.api_keys import ORG_BOUND_ROLES, ApiKey, InvalidApiKey, KeySource, Role, authenticate, parse_token
 from ledger.events import IDENTIFIER_RE
-from ledger.keys import ORG_BOUND_ROLES, ApiKey, InvalidApiKey, KeySource, Role, authenticate, parse_token
+from ledger.log.entry import org_of_log
 from server.errors import DOMAIN
 from server.guard import Behavior, Continuation, rewrap
 from server.telemetry import note_caller

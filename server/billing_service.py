@@ -23,16 +23,16 @@ from ledger.billing.credits import CreditBalance, credit_left
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS, BillingEngine, OrgBooks
 from ledger.billing.invoices import Cadence, CoveredSession, Invoice, InvoiceLine, Trigger
 from ledger.billing.payments import Payment, PaymentOutcome, cadence_at, is_paid
-from ledger.core import Ledger
-from ledger.entry import org_log_id, org_of_log
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import format_decimal
+from ledger.intake import Ledger
+from ledger.log.entry import org_log_id, org_of_log
 from ledger.metrics import readings, rollup_lag_sources
 from ledger.orgs import require_org
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.store import Appended
-from server.convert import micros_to_timestamp, timestamp_to_micros
+from ledger.ports import Appended
 from server.errors import abort
+from storage.sql.rollups import UsageRollups
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 log = logging.getLogger("usageledger.billing")
 

@@ -10,7 +10,7 @@ from grpc_status import rpc_status
 
 from ledger.errors import EventConflict, InvalidInput, LedgerError, NotFound, StorageError, VerificationError
 from ledger.metrics import record_verification_failure
-from ledger.sqlstore.faults import StorageFault
+from storage.sql.faults import StorageFault
 
 DOMAIN = "usageledger.v1"
 # Every status is bounded whatever the request held (a 1 MB log_id is not echoed back): grpc sends the message and

@@ -3,7 +3,7 @@
 grpcio answers a handler's uncaught exception UNKNOWN with "Exception calling application: <the error>", which
 for a database failure is driver text (SQL and parameter values included) and for a client is a status it cannot
 act on. Here a storage fault anywhere below (a store read outside the translated append path, a key lookup, a
-billing read) becomes UNAVAILABLE through ledger.sqlstore.faults, retryable; any other unexpected error becomes
+billing read) becomes UNAVAILABLE through storage.sql.faults, retryable; any other unexpected error becomes
 INTERNAL with a fixed message and an incident id, its traceback in the server's log under the same id.
 """
 
@@ -19,8 +19,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.errors import LedgerError
-from ledger.sqlstore.faults import storage_fault
 from server.errors import DOMAIN, pack, to_status
+from storage.sql.faults import storage_fault
 
 log = logging.getLogger("usageledger.server")
 Behavior = Callable[[Any, grpc.ServicerContext], Any]

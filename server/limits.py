@@ -15,7 +15,7 @@ from usageledger.v1 import ledger_pb2
 
 from server.errors import DOMAIN
 
-# Appends in flight wait in the store's group commit (ledger/sqlstore/group_commit.py), which commits all of those
+# Appends in flight wait in the store's group commit (storage/sql/group_commit.py), which commits all of those
 # waiting in one transaction: more in flight make bigger groups, not more transactions or connections. Each holds
 # an RPC thread, so the bound keeps the thread pool (and the memory of the requests held) in check.
 DEFAULT_MAX_INFLIGHT = 64

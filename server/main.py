@@ -16,8 +16,8 @@ from typing import TextIO
 
 from ledger.billing.closer import DEFAULT_CLOSE_INTERVAL
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
-from ledger.checkpoints import DEFAULT_LEDGER_NAME
 from ledger.errors import LedgerError
+from ledger.log.signing import DEFAULT_LEDGER_NAME
 from ledger.version import package_version
 from server.app import start_server
 from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS

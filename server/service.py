@@ -13,12 +13,12 @@ from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from ledger.billing.backfills import Backfill
-from ledger.core import Ledger
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError
-from ledger.store import Appended, NewEntry
-from server import convert
+from ledger.intake import Ledger
+from ledger.ports import Appended, NewEntry
 from server.billing_service import closer_for, engine_for, wake_billing
 from server.errors import abort
+from wire import convert
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

@@ -13,9 +13,9 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ledger.checkpoint import NoteSigner, generate_signer_key, read_private_key_file, write_private_key_file
 from ledger.errors import LedgerError
-from ledger.sqlstore.sqlite_file import sqlite_database_path
+from ledger.log.note import NoteSigner, generate_signer_key, read_private_key_file, write_private_key_file
+from storage.sql.sqlite_file import sqlite_database_path
 
 # Beside `usage-ledger.db`: `usage-ledger.db.signing.key` (`*.key` files are ignored by git), and the public
 # verifier key the server printed in `usage-ledger.db.verifier-key`, for a local auditor to pin by file.

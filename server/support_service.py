@@ -14,7 +14,6 @@ from usageledger.v1 import ledger_pb2 as lpb
 from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
-from ledger.core import Ledger
 from ledger.dispute import (
     AdjustmentLine,
     AnomalyLine,
@@ -35,16 +34,17 @@ from ledger.dispute import (
     adjust_charges,
     reconstruct_charges,
 )
-from ledger.entry import EntryKind, EntryRef
 from ledger.errors import LedgerError
 from ledger.events import EventType, StopReason, StorageKind, format_decimal
+from ledger.intake import Ledger
+from ledger.log.entry import EntryKind, EntryRef
 from ledger.orgs import require_org
 from ledger.pricebook import MONEY_CURRENCY
 from ledger.rating.money import fraction_text
 from ledger.rating.storage import storage_quantity
 from ledger.timeutil import MICROS_PER_SECOND
-from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 
 class SupportServicer(spb_grpc.SupportServiceServicer):  # type: ignore[misc]

@@ -11,19 +11,19 @@ from usageledger.v1 import pricing_pb2_grpc as ppb_grpc
 from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
-from ledger.core import Ledger
 from ledger.errors import FieldViolation, InvalidInput, LedgerError
 from ledger.events import format_decimal
+from ledger.intake import Ledger
 from ledger.orgs import require_org
 from ledger.pricebook import MONEY_CURRENCY, PriceBook
 from ledger.rating import BucketSize
 from ledger.rating.money import fraction_text
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.sqlstore.store import SqlStore
 from ledger.timeutil import format_micros
 from ledger.usage import UsageView
-from server.convert import micros_to_timestamp, timestamp_to_micros
 from server.errors import abort
+from storage.sql.rollups import UsageRollups
+from storage.sql.store import SqlStore
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 _GROUPS = {
     upb.GROUP_BY_ENDPOINT: "endpoint_id",

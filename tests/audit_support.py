@@ -17,10 +17,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import NoteSigner, generate_signer_key, write_private_key_file
-from ledger.core import derive_index
-from ledger.entry import GENESIS_HASH, EntryKind, chain_hash, entry_bytes
-from ledger.merkle import Frontier, leaf_hash
+from ledger.intake import derive_index
+from ledger.log.entry import GENESIS_HASH, EntryKind, chain_hash, entry_bytes
+from ledger.log.merkle import Frontier, leaf_hash
+from ledger.log.note import NoteSigner, generate_signer_key, write_private_key_file
 from server.app import RunningServer, start_server
 from tests.conftest import EventFactory, FixedClock
 

@@ -6,11 +6,11 @@ import itertools
 from typing import Any
 
 from ledger.billing import BillingEngine, CloseResult, Invoice
-from ledger.core import Ledger
-from ledger.entry import org_log_id
-from ledger.sqlstore import SqlStore
-from ledger.store import Appended
+from ledger.intake import Ledger
+from ledger.log.entry import org_log_id
+from ledger.ports import Appended
 from ledger.timeutil import parse_rfc3339_micros
+from storage.sql import SqlStore
 from tests.conftest import FixedClock
 
 SECOND = 1_000_000
@@ -118,9 +118,9 @@ def assert_invoices_rederive(desk: Desk) -> None:
     """Every INVOICE entry of every org log equals the invoice drafted again from the raw entries before it
     (ledger.billing.rederive, what `ledgerctl audit verify` checks): what a rule test issued, an auditor can
     re-derive."""
-    from ledger.audit import all_log_ids
     from ledger.billing.rederive import rederive_invoices
-    from ledger.entry import SYSTEM_LOG, org_of_log
+    from ledger.log.audit import all_log_ids
+    from ledger.log.entry import SYSTEM_LOG, org_of_log
 
     system = list(desk.store.iter_entries(SYSTEM_LOG))
     for log_id in all_log_ids(desk.store):

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import settings
 
 from client.ledger_client import LedgerClient
-from ledger.core import Ledger
-from ledger.sqlstore import SqlStore
+from ledger.intake import Ledger
 from ledger.timeutil import parse_rfc3339_micros
 from server.app import RunningServer, start_server
+from storage.sql import SqlStore
 
 # CI (CI=true) draws hypothesis's examples deterministically, so a submission's result depends on its code and not
 # on the draw; local runs keep exploring new examples, and what they find is kept as an explicit @example or test.

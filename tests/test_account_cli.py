@@ -10,18 +10,18 @@ from typing import Any
 
 import grpc
 import pytest
-from typer.testing import CliRunner
 from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli import app
 from client.ledger_client import LedgerClient
 from server.app import RunningServer, start_server
-from server.convert import micros_to_timestamp
 from tests.billing_support import event, t
+from tests.cli_support import LedgerctlRunner
 from tests.conftest import FixedClock
+from wire.convert import micros_to_timestamp
 
-runner = CliRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
+runner = LedgerctlRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def reasons_in_code() -> set[str]:
     """Every reason the code can put in an ErrorInfo: exception classes' `reason`, the server's own constants,
     the access policy's refusals and the field violations that name their kind."""
     found: set[str] = set()
-    for path in [*(ROOT / "ledger").rglob("*.py"), *(ROOT / "server").rglob("*.py")]:
+    for path in [p for top in ("ledger", "storage", "wire", "server") for p in (ROOT / top).rglob("*.py")]:
         text = path.read_text(encoding="utf-8")
         found |= set(re.findall(r'^\s+reason = "([A-Z][A-Z_]+)"', text, re.MULTILINE))
         found |= set(re.findall(r'^REASON = "([A-Z][A-Z_]+)"', text, re.MULTILINE))
@@ -143,7 +143,7 @@ def test_error_info_names_the_failure_kind_and_the_offending_values(
     from usageledger.v1 import usage_pb2 as upb
     from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
-    from server.convert import micros_to_timestamp
+    from wire.convert import micros_to_timestamp
 
     with LedgerClient(f"127.0.0.1:{server.port}") as client:
         client.append_events([make_event()])  # the org exists: the window, not the org, is what is wrong

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from client.cli import app
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import Checkpoint, NoteSigner, generate_signer_key, sign_checkpoint
-from ledger.entry import chain_hash, entry_bytes
-from ledger.merkle import leaf_hash
+from ledger.log.entry import chain_hash, entry_bytes
+from ledger.log.merkle import leaf_hash
+from ledger.log.note import Checkpoint, NoteSigner, generate_signer_key, sign_checkpoint
 from server.app import RunningServer
+from tests.cli_support import LedgerctlRunner
 
 if TYPE_CHECKING:
     from tests.audit_support import AddEvents, TamperFactory
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.audit_support"]
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-RUNNER = CliRunner(
+RUNNER = LedgerctlRunner(
     env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
 )
 

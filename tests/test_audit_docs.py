@@ -10,9 +10,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
-from ledger.entry import GENESIS_HASH, Entry, EntryKind, chain_hash, entry_bytes
-from ledger.merkle import (
+from ledger.log.entry import GENESIS_HASH, Entry, EntryKind, chain_hash, entry_bytes
+from ledger.log.merkle import (
     InMemoryTree,
     consistency_proof,
     inclusion_proof,
@@ -22,7 +21,8 @@ from ledger.merkle import (
     root_at,
     verify_multi_inclusion,
 )
-from ledger.proofs import ProofBundle, SignedCheckpoint, load_proof
+from ledger.log.note import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
+from ledger.log.proofs import ProofBundle, SignedCheckpoint, load_proof
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "audit.md"
 

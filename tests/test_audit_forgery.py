@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 from usageledger.v1 import audit_pb2 as apb
 from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
 from client.cli import app
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from ledger.sqlstore import open_store
+from ledger.log.note import Checkpoint, NoteSigner, sign_checkpoint
+from storage.sql import open_store
+from tests.cli_support import LedgerctlRunner
 from tests.conftest import EventFactory
 from tests.telemetry_support import install_meter_provider, metric_sum
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.audit_support"]
 
-RUNNER = CliRunner(
+RUNNER = LedgerctlRunner(
     env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
 )
 

@@ -14,22 +14,22 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from client.cli import app
 from client.cli_audit import _DatabaseLogs, _entries_verified
-from ledger.audit import verify_log
 from ledger.billing.engine import load_books
 from ledger.billing.rederive import rederive_invoices
-from ledger.core import derive_index
-from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.errors import LogMoved, VerificationError
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.store import NewEntry
+from ledger.intake import derive_index
+from ledger.log.audit import verify_log
+from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
+from ledger.ports import NewEntry
 from server.app import start_server
+from storage.sql.rollups import UsageRollups
 from tests.billing_support import Desk
+from tests.cli_support import LedgerctlRunner
 
-RUNNER = CliRunner(
+RUNNER = LedgerctlRunner(
     env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
 )
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from ledger import audit, merkle
-from ledger.core import Ledger
-from ledger.proofs import LogNodes
-from ledger.sqlstore import SqlStore
+from ledger.intake import Ledger
+from ledger.log import audit, merkle
+from ledger.log.proofs import LogNodes
+from storage.sql import SqlStore
 from tests.conftest import EventFactory
 
 LOG = "org/acme"

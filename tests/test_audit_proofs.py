@@ -8,13 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier, generate_signer_key, sign_checkpoint
-from ledger.checkpoints import CheckpointSigner
-from ledger.core import Ledger
-from ledger.entry import EntryKind, entry_bytes
 from ledger.errors import InvalidInput, VerificationError
-from ledger.merkle import EMPTY_ROOT, InMemoryTree, consistency_proof, inclusion_proof, multi_inclusion_proof, root_at
-from ledger.proofs import (
+from ledger.intake import Ledger
+from ledger.log.entry import EntryKind, entry_bytes
+from ledger.log.merkle import (
+    EMPTY_ROOT,
+    InMemoryTree,
+    consistency_proof,
+    inclusion_proof,
+    multi_inclusion_proof,
+    root_at,
+)
+from ledger.log.note import Checkpoint, NoteSigner, NoteVerifier, generate_signer_key, sign_checkpoint
+from ledger.log.proofs import (
     PROOF_FORMAT,
     PROOF_FORMAT_V1,
     LogNodes,
@@ -27,7 +33,8 @@ from ledger.proofs import (
     origin_log_id,
     prove_entries,
 )
-from ledger.sqlstore import SqlStore
+from ledger.log.signing import CheckpointSigner
+from storage.sql import SqlStore
 from tests.conftest import EventFactory
 
 if TYPE_CHECKING:

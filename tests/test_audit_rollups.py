@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from client.cli import app
-from ledger.core import Ledger
-from ledger.entry import Entry
-from ledger.sqlstore import SqlStore, open_store
-from ledger.sqlstore.rollup_check import ROLLUP_TABLES, check_org_rollups
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.sqlstore.serving import RequestSummary
+from ledger.intake import Ledger
+from ledger.log.entry import Entry
 from ledger.timeutil import format_micros
+from storage.sql import SqlStore, open_store
+from storage.sql.rollup_check import ROLLUP_TABLES, check_org_rollups
+from storage.sql.rollups import UsageRollups
+from storage.sql.serving import RequestSummary
+from tests.cli_support import LedgerctlRunner
 from tests.conftest import FixedClock
 from tests.test_dispute_rollups import BASE, SECOND, histories, reused_while_another_replica_uses_the_id
 
@@ -35,7 +36,7 @@ pytest_plugins = ["tests.audit_support"]
 
 DAY_START = 1_791_158_400_000_000  # 2026-10-05T00:00:00Z: a sample's interval starts before it is reported
 DAY = Path(__file__).resolve().parent.parent / "examples" / "day.jsonl"
-RUNNER = CliRunner(
+RUNNER = LedgerctlRunner(
     env={"LEDGER_DATABASE_URL": None, "LEDGER_VERIFIER_KEY": None, "LEDGER_NAME": None, "LEDGER_TARGET": None}
 )
 

@@ -15,8 +15,8 @@ from usageledger.v1 import audit_pb2 as apb
 from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import NoteVerifier, open_checkpoint
-from ledger.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
+from ledger.log.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
+from ledger.log.note import NoteVerifier, open_checkpoint
 from server.app import RunningServer
 from server.audit_service import leaf_from_proto
 

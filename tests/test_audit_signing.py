@@ -17,8 +17,10 @@ from usageledger.v1 import audit_pb2 as apb
 from usageledger.v1 import audit_pb2_grpc as apb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import NoteSigner, NoteVerifier, generate_signer_key, open_checkpoint, write_private_key_file
-from ledger.checkpoints import (
+from ledger.intake import Ledger
+from ledger.log.merkle import InMemoryTree, consistency_proof, verify_consistency
+from ledger.log.note import NoteSigner, NoteVerifier, generate_signer_key, open_checkpoint, write_private_key_file
+from ledger.log.signing import (
     CheckpointConflict,
     CheckpointRefused,
     CheckpointSchedule,
@@ -26,11 +28,9 @@ from ledger.checkpoints import (
     StoredCheckpoint,
     frontier_nodes,
 )
-from ledger.core import Ledger
-from ledger.merkle import InMemoryTree, consistency_proof, verify_consistency
-from ledger.sqlstore import SqlStore
 from server.app import start_server
 from server.main import main as server_main
+from storage.sql import SqlStore
 from tests.conftest import EventFactory, FixedClock
 
 if TYPE_CHECKING:

@@ -33,23 +33,23 @@ from ledger.billing import BillingRefused, Invoice, Trigger, round_cents
 from ledger.billing.engine import load_books
 from ledger.billing.invoices import SECONDS_PER_MONTH, USAGE_KINDS, storage_amount
 from ledger.billing.rederive import rederive_invoices
-from ledger.core import derive_index
-from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.errors import InvalidInput, NotFound
 from ledger.events import parse_event
+from ledger.intake import derive_index
+from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.plans import PlanHistory
+from ledger.ports import NewEntry
 from ledger.pricebook import PriceHistory, default_price_book
 from ledger.rating import rate_org
 from ledger.rating.evidence import settled_through
-from ledger.store import NewEntry
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
 from server.billing_service import closer_for
-from server.convert import timestamp_to_micros
 from tests.billing_support import MINUTE, SECOND, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event
 from tests.conftest import EXAMPLE_DAY, FixedClock
 from tests.test_billing_properties import check_coverage
+from wire.convert import timestamp_to_micros
 
 DAY_END = parse_rfc3339_micros("2026-10-06T00:30:00Z")  # after the day, long before October's grace ends
 AFTER_GRACE = parse_rfc3339_micros("2026-11-01T01:00:01Z")  # R17: November 1 plus the 1 h grace, passed
@@ -518,11 +518,10 @@ def test_r28_audit_fails_an_invoice_that_bills_a_unit_past_the_evidence(desk: De
 def test_r29_ledgerctl_events_backfill_open_list_close(sqlite_url: str) -> None:
     """`ledgerctl events backfill`: open (twice: the same backfill answers again), list, close; bad input exits 1
     naming the field (R29)."""
-    from typer.testing import CliRunner
-
     from client.cli import app
+    from tests.cli_support import LedgerctlRunner
 
-    runner = CliRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
+    runner = LedgerctlRunner(env={"COLUMNS": "220", "LEDGER_TARGET": None})
     running = start_server(sqlite_url, "127.0.0.1:0", clock=FixedClock(t("2026-12-06T09:00:00Z")))
     try:
         target = ["--target", f"127.0.0.1:{running.port}"]

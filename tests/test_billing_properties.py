@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ledger.billing import Invoice, LineKind, Trigger, round_cents
 from ledger.billing.rederive import rederive_invoices
-from ledger.entry import SYSTEM_LOG, org_log_id
+from ledger.log.entry import SYSTEM_LOG, org_log_id
 from ledger.timeutil import format_micros
 from tests.billing_support import MINUTE, SECOND, Desk, t
 from tests.billing_support import event as usage_event

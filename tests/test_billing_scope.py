@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ledger.billing import BillingEngine
 from ledger.billing.scope import EVERYTHING, billing_scope
-from ledger.entry import org_log_id
+from ledger.log.entry import org_log_id
 from ledger.timeutil import format_micros
 from tests.billing_support import MINUTE, Desk, assert_invoices_rederive, t
 from tests.test_billing_properties import T0, Scenario, open_account, scenarios

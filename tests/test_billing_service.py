@@ -20,12 +20,12 @@ from usageledger.v1 import billing_pb2_grpc as bpb_grpc
 
 from client.ledger_client import LedgerClient
 from ledger.billing.rederive import rederive_invoices
-from ledger.entry import SYSTEM_LOG, org_log_id
+from ledger.log.entry import SYSTEM_LOG, org_log_id
 from ledger.timeutil import format_micros
 from server.app import RunningServer, start_server
-from server.convert import micros_to_timestamp, timestamp_to_micros
 from tests.billing_support import event, heartbeat, t
 from tests.conftest import FixedClock
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 T = TypeVar("T")
 WAIT_SECONDS = 20.0

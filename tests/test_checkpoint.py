@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import (
+from ledger.errors import VerificationError
+from ledger.log.merkle import EMPTY_ROOT, leaf_hash
+from ledger.log.note import (
     Checkpoint,
     NoteSigner,
     NoteVerifier,
@@ -23,8 +25,6 @@ from ledger.checkpoint import (
     sign_checkpoint,
     write_private_key_file,
 )
-from ledger.errors import VerificationError
-from ledger.merkle import EMPTY_ROOT, leaf_hash
 
 TESTDATA = Path(__file__).resolve().parent / "data"
 EXAMPLE = json.loads((TESTDATA / "c2sp-signed-note-example.json").read_text())

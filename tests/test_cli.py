@@ -17,7 +17,7 @@ from tests.conftest import EXAMPLE_DAY
 
 
 def ledgerctl(*args: str, target: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "client.cli", *args]
+    command = [sys.executable, "-m", "ledgerctl", *args]
     if target is not None:
         command += ["--target", target]
     env = {**os.environ, "COLUMNS": "200", "LEDGER_DATABASE_URL": ""}

@@ -44,7 +44,7 @@ def ledgerctl(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     for name in ("LEDGER_API_KEY", "LEDGER_TLS_CA", "LEDGER_TLS_CERT", "LEDGER_TLS_KEY", "GRPC_VERBOSITY"):
         full.pop(name, None)
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=120, env=full
+        [sys.executable, "-m", "ledgerctl", *args], capture_output=True, text=True, timeout=120, env=full
     )
 
 
@@ -127,7 +127,7 @@ def test_invoice_figures_are_in_cents_and_rated_amounts_exact(day_server: str) -
 def test_a_closed_pipe_ends_the_command_quietly_with_exit_0(day_server: str) -> None:
     env = {**os.environ, "COLUMNS": "80", "LEDGER_TARGET": day_server}
     for args in (LOOKUP, (*LOOKUP, "--json", "--details", "--tolerance", "12h")):
-        process = subprocess.Popen([sys.executable, "-m", "client.cli", *args], stdout=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-m", "ledgerctl", *args], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, env=env)  # fmt: skip
         assert process.stdout is not None and process.stderr is not None
         process.stdout.readline()  # `| head -1`
@@ -194,7 +194,7 @@ def test_progress_bars_show_their_totals(day_server: str) -> None:
     """`audit verify` at a terminal: `2772/2775`-style counts, never `/?` (the bar is on standard error)."""
     controller, terminal = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "TERM": "xterm", "LEDGER_TARGET": day_server}
-    process = subprocess.Popen([sys.executable, "-m", "client.cli", "audit", "verify", "--skip-rollups"],
+    process = subprocess.Popen([sys.executable, "-m", "ledgerctl", "audit", "verify", "--skip-rollups"],
                                stdout=subprocess.DEVNULL, stderr=terminal, env=env)  # fmt: skip
     os.close(terminal)
     seen = b""

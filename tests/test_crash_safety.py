@@ -20,9 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 
 from client.ledger_client import CHANNEL_OPTIONS, LedgerClient
-from ledger.audit import verify
-from ledger.sqlstore import SqlStore
-from ledger.sqlstore.schema import entries
+from ledger.log.audit import verify
+from storage.sql import SqlStore
+from storage.sql.schema import entries
 
 LEDGER_SERVER = str(Path(sys.executable).with_name("ledger-server"))
 _SERVING_RE = re.compile(r"serving on 127\.0\.0\.1:(\d+) ")

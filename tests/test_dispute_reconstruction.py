@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from ledger.billing import BillingEngine
-from ledger.core import Ledger
 from ledger.dispute import (
     DisputeQuery,
     InvoiceCoverage,
@@ -28,12 +27,13 @@ from ledger.dispute import (
     reconstruct,
     reconstruct_charges,
 )
-from ledger.entry import EntryRef
 from ledger.errors import InvalidInput, NotFound
 from ledger.events import EventType, StopReason
+from ledger.intake import Ledger
+from ledger.log.entry import EntryRef
 from ledger.rating import Session, StorageCharge
-from ledger.sqlstore import SqlStore
 from ledger.timeutil import parse_rfc3339_micros
+from storage.sql import SqlStore
 from tests.conftest import FixedClock
 
 SECOND = 1_000_000

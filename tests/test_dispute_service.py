@@ -28,14 +28,14 @@ from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
 from ledger.dispute import decimal_text
-from ledger.proofs import load_proof
+from ledger.log.note import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.log.proofs import load_proof
 from server.app import RunningServer, start_server
-from server.convert import micros_to_timestamp
 from server.support_service import seconds_text
 from tests.conftest import EXAMPLE_DAY, FixedClock
 from tests.test_dispute_reconstruction import at, lifecycle_day
+from wire.convert import micros_to_timestamp
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_r27_cited_entries_come_with_inclusion_proofs_when_the_server_signs_chec
         [
             sys.executable,
             "-m",
-            "client.cli",
+            "ledgerctl",
             "audit",
             "check-proof",
             str(path),
@@ -237,7 +237,7 @@ def test_r27_cited_entries_come_with_inclusion_proofs_when_the_server_signs_chec
 
 def ledgerctl(*args: str, target: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "LEDGER_DATABASE_URL": ""}
-    command = [sys.executable, "-m", "client.cli", *args, "--target", target]
+    command = [sys.executable, "-m", "ledgerctl", *args, "--target", target]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 

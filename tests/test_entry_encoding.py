@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from ledger.entry import GENESIS_HASH, canonical_body, chain_hash, entry_bytes
-from ledger.merkle import leaf_hash
+from ledger.log.entry import GENESIS_HASH, canonical_body, chain_hash, entry_bytes
+from ledger.log.merkle import leaf_hash
 
 
 def test_entry_bytes_match_the_documented_layout() -> None:

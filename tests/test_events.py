@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.entry import canonical_body
 from ledger.errors import InvalidInput
 from ledger.events import EventType, UsageEvent, WorkerType, canonical_event_body, parse_event, well_formed_fields
+from ledger.log.entry import canonical_body
 from ledger.pricebook import default_price_book
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 

@@ -12,23 +12,23 @@ from typing import Any
 import pytest
 import typer
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 from client.cli import app as cli_app
-from ledger.audit import verify
-from ledger.checkpoint import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
-from ledger.checkpoints import CheckpointSigner
-from ledger.core import Ledger
-from ledger.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash, entry_bytes
 from ledger.errors import VerificationError
 from ledger.export import EXPORT_FORMAT, ImportTargetNotEmpty, export_lines, import_export
-from ledger.merkle import Frontier, leaf_hash
-from ledger.sqlstore import SqlStore
-from ledger.sqlstore.schema import entries, log_heads
+from ledger.intake import Ledger
+from ledger.log.audit import verify
+from ledger.log.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash, entry_bytes
+from ledger.log.merkle import Frontier, leaf_hash
+from ledger.log.note import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
+from ledger.log.signing import CheckpointSigner
 from server.app import start_server
+from storage.sql import SqlStore
+from storage.sql.schema import entries, log_heads
+from tests.cli_support import LedgerctlRunner
 from tests.conftest import EXAMPLE_DAY, FixedClock
 
-runner = CliRunner()
+runner = LedgerctlRunner()
 
 
 def ledgerctl() -> typer.Typer:
@@ -372,7 +372,7 @@ def test_checkpoints_travel_with_the_export_and_import_checks_them_against_the_e
         assert target.checkpoints("org/acme", 40) == stored
     finally:
         target.close()
-    audit = CliRunner().invoke(
+    audit = LedgerctlRunner().invoke(
         cli_app,
         [
             "audit",

@@ -60,7 +60,7 @@ def _event(org: str, event_id: str, minute: int) -> dict[str, Any]:
 
 def _audit_verify(url: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "client.cli", "audit", "verify", "--database-url", url, "--json"],
+        [sys.executable, "-m", "ledgerctl", "audit", "verify", "--database-url", url, "--json"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -20,9 +20,9 @@ from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.sqlstore.faults import StorageFault, storage_fault
 from server.app import RunningServer, start_server
 from server.errors import MAX_MESSAGE_CHARS
+from storage.sql.faults import StorageFault, storage_fault
 from tests.conftest import PG_ADMIN_URL, EventFactory, FixedClock
 
 KILL_BACKENDS = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
@@ -74,7 +74,7 @@ def _varint_field(number: int, value: int) -> bytes:
 def test_an_unknown_field_of_append_events_request_is_refused_by_number(
     server: RunningServer, channel: grpc.Channel, make_event: EventFactory
 ) -> None:
-    from server.convert import raw_to_event
+    from wire.convert import raw_to_event
 
     request = pb.AppendEventsRequest(events=[raw_to_event(make_event())]).SerializeToString()
     with pytest.raises(grpc.RpcError) as raised:
@@ -89,7 +89,7 @@ def test_an_unknown_field_of_append_events_request_is_refused_by_number(
 def test_an_unknown_field_inside_an_event_is_named_with_its_path(
     channel: grpc.Channel, make_event: EventFactory
 ) -> None:
-    from server.convert import raw_to_event
+    from wire.convert import raw_to_event
 
     events = [raw_to_event(make_event()).SerializeToString() for _ in range(2)]
     events[1] += _varint_field(99, 5)
@@ -254,9 +254,9 @@ def test_an_unreadable_sqlite_file_is_an_io_fault_and_other_errors_are_not_stora
 @pytest.mark.postgres
 def test_a_killed_connection_under_the_key_lookup_of_an_authenticated_call_is_unavailable(pg_url: str) -> None:
     from client.ledger_client import Connection
-    from ledger.keys import Role, issue_key
-    from ledger.sqlstore import open_store
-    from ledger.sqlstore.keystore import SqlKeyStore
+    from ledger.api_keys import Role, issue_key
+    from storage.sql import open_store
+    from storage.sql.keystore import SqlKeyStore
 
     store = open_store(pg_url)
     issued = issue_key(Role.AUDITOR, None, 0)

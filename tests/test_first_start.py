@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from client.ledger_client import LedgerClient
-from ledger.checkpoint import NoteSigner, NoteVerifier, generate_signer_key, read_private_key_file
-from ledger.checkpoint import write_private_key_file as write_key
-from ledger.sqlstore import SqlStore
+from ledger.log.note import NoteSigner, NoteVerifier, generate_signer_key, read_private_key_file
+from ledger.log.note import write_private_key_file as write_key
 from server.main import _log_format
 from server.main import main as server_main
 from server.signing_setup import KEY_FILE_SUFFIX
+from storage.sql import SqlStore
 from tests.conftest import EventFactory
 from tests.server_support import ledger_server
 
@@ -27,7 +27,7 @@ def mode(path: Path) -> int:
 
 
 def ledgerctl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "ledgerctl", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_first_start_creates_a_0600_key_beside_the_database_and_prints_its_verifier_key(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_sqlite_database_wal_and_shm_files_are_created_0600(tmp_path: Path, make
     finally:
         os.umask(old_umask)
     try:
-        from ledger.core import Ledger
+        from ledger.intake import Ledger
 
         Ledger(store).append_events([make_event()])
         files = [database, tmp_path / "ledger.db-wal", tmp_path / "ledger.db-shm"]

@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 
 from client.ledger_client import LedgerClient
-from ledger.core import Ledger
-from ledger.entry import EntryKind, canonical_body
 from ledger.errors import EventConflict, LogMoved
-from ledger.sqlstore.store import SqlStore
-from ledger.store import IndexColumns, NewEntry
+from ledger.intake import Ledger
+from ledger.log.entry import EntryKind, canonical_body
+from ledger.ports import IndexColumns, NewEntry
 from server.app import start_server
+from storage.sql.store import SqlStore
 from tests.conftest import EventFactory, FixedClock
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import InvalidInput, NotFound, VerificationError
-from ledger.merkle import (
+from ledger.log.merkle import (
     EMPTY_ROOT,
     Frontier,
     InMemoryTree,
@@ -487,7 +487,7 @@ def _leaves(tree: InMemoryTree, indexes: list[int]) -> list[tuple[int, bytes]]:
 def test_multi_leaf_proof_verifies_from_one_batch_and_sends_each_hash_once(
     case: tuple[InMemoryTree, list[int]],
 ) -> None:
-    """What a dispute lookup proves its cited entries with (ledger.proofs.prove_entries)."""
+    """What a dispute lookup proves its cited entries with (ledger.log.proofs.prove_entries)."""
     tree, indexes = case
     size = tree.size
     source = CountingSource(tree)

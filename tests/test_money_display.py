@@ -24,9 +24,9 @@ from client.ledger_client import LedgerClient
 from ledger.rating.money import MAX_REPETEND_DIGITS, exact_text, format_money, format_seconds, fraction_text
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer
-from server.convert import micros_to_timestamp
 from tests.conftest import EXAMPLE_DAY
 from tests.test_cli import ledgerctl
+from wire.convert import micros_to_timestamp
 
 _REPEATING = re.compile(r"^(-?)(\d+)\.(\d*)\((\d+)\)$")
 

@@ -21,12 +21,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from client.ledger_client import CHANNEL_OPTIONS, LedgerClient
-from ledger.audit import verify
-from ledger.core import Ledger
+from ledger.intake import Ledger
 from ledger.issued_cuts import PriceVersionBeforeCut
-from ledger.sqlstore import SqlStore
+from ledger.log.audit import verify
 from server.app import start_server
 from server.limits import REASON
+from storage.sql import SqlStore
 from tests.billing_support import Desk
 from tests.conftest import PG_ADMIN_URL
 from tests.test_crash_safety import (
@@ -246,7 +246,7 @@ def test_stores_opened_together_on_an_empty_database_migrate_it_once(pg_url: str
 
 
 def test_a_pooled_connection_the_database_dropped_is_replaced_before_the_next_read(pg_url: str) -> None:
-    """The pool pings a connection only when it sat idle (ledger.sqlstore.store._ping_when_idle): one that
+    """The pool pings a connection only when it sat idle (storage.sql.store._ping_when_idle): one that
     PostgreSQL terminated while it waited in the pool is found at checkout and replaced, and the read succeeds."""
     store = SqlStore(pg_url)
     try:

@@ -22,21 +22,21 @@ from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.core import Ledger, derive_index
-from ledger.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.errors import NotFound
 from ledger.export import export_lines, import_export
+from ledger.intake import Ledger, derive_index
 from ledger.issued_cuts import IssuedCut, PriceVersionBeforeCut
+from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
+from ledger.ports import NewEntry
 from ledger.pricebook import InstanceRate, PriceBook, PriceHistory, default_price_book
-from ledger.sqlstore import SqlStore
-from ledger.store import NewEntry
 from ledger.timeutil import parse_rfc3339_micros
 from server.app import RunningServer
-from server.convert import micros_to_timestamp, timestamp_to_micros
+from storage.sql import SqlStore
 from tests.billing_support import Desk, t
 from tests.conftest import EventFactory
 from tests.test_cli import ledgerctl
 from tests.test_server import details
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 
 def at(text: str) -> Timestamp:

@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from usageledger.v1 import ledger_pb2 as pb
 
-from ledger.audit import verify
-from ledger.core import MAX_BATCH_EVENTS
 from ledger.events import IDENTIFIER_RE
+from ledger.intake import MAX_BATCH_EVENTS
+from ledger.log.audit import verify
 from ledger.pricebook import default_price_book
 from ledger.timeutil import parse_rfc3339_micros
 from server.app import MAX_MESSAGE_BYTES, RunningServer, start_server
-from server.convert import raw_to_event
 from server.guard import RequestGuard
 from tests.conftest import TEST_NOW, FixedClock
+from wire.convert import raw_to_event
 
 APPEND = "/usageledger.v1.LedgerService/AppendEvents"
 STREAM = "/usageledger.v1.LedgerService/StreamEvents"

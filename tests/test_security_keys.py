@@ -7,13 +7,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
 
 from client.cli import app
+from ledger.api_keys import InvalidApiKey, Role, authenticate, hash_secret, issue_key, parse_token
 from ledger.errors import NotFound
-from ledger.keys import InvalidApiKey, Role, authenticate, hash_secret, issue_key, parse_token
-from ledger.sqlstore import open_store
-from ledger.sqlstore.keystore import SqlKeyStore
+from storage.sql import open_store
+from storage.sql.keystore import SqlKeyStore
+from tests.cli_support import LedgerctlRunner
 
 
 class _Keys:
@@ -97,7 +97,7 @@ def test_the_application_role_may_read_keys_but_never_write_them(pg_url: str) ->
 
 def test_ledgerctl_keys_create_list_revoke(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/keys.db"
-    runner = CliRunner()
+    runner = LedgerctlRunner()
     created = runner.invoke(app, ["keys", "create", "--role", "org-admin", "--org", "acme", "--database-url", url])
     assert created.exit_code == 0, created.output
     token = created.stdout.strip().splitlines()[-1]

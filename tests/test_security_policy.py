@@ -16,12 +16,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from usageledger.v1 import ledger_pb2 as pb
 
-from ledger.keys import Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
+from ledger.api_keys import Role, issue_key
 from server import auth
 from server.app import RunningServer, start_server
-from server.convert import raw_to_event
+from storage.sql.keystore import SqlKeyStore
 from tests.conftest import FixedClock
+from wire.convert import raw_to_event
 
 CONTROL_PLANE, BILLING, SUPPORT, AUDITOR, ORG_ADMIN = (
     Role.CONTROL_PLANE,

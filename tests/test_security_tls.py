@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client.ledger_client import Connection, LedgerClient
-from ledger.keys import Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
+from ledger.api_keys import Role, issue_key
 from server.app import RunningServer, start_server
 from server.tls import ServerTls, read_private_file
+from storage.sql.keystore import SqlKeyStore
 from tests.conftest import FixedClock
 
 
@@ -227,7 +227,7 @@ def _run(*command: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_the_documented_setup_keys_tls_auth_and_ledgerctl_end_to_end(pki: Pki, tmp_path: Path) -> None:
     """docs/security.md's walk-through: create a key, serve TLS with --require-auth, call it with ledgerctl."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    created = _run("-m", "client.cli", "keys", "create", "--role", "auditor", "--database-url", url, "--json")
+    created = _run("-m", "ledgerctl", "keys", "create", "--role", "auditor", "--database-url", url, "--json")
     assert created.returncode == 0, created.stderr
     token = json.loads(created.stdout)["api_key"]
     server = subprocess.Popen(
@@ -245,10 +245,10 @@ def test_the_documented_setup_keys_tls_auth_and_ledgerctl_end_to_end(pki: Pki, t
         match = re.search(r"serving on 127\.0\.0\.1:(\d+) \(.*TLS, auth required\)", line)
         assert match, line
         target = f"127.0.0.1:{match.group(1)}"
-        listed = _run("-m", "client.cli", "--tls-ca", str(pki.ca), "log", "list", "--json", "--target", target)
+        listed = _run("-m", "ledgerctl", "--tls-ca", str(pki.ca), "log", "list", "--json", "--target", target)
         assert listed.returncode == 1 and json.loads(listed.stdout)["code"] == "UNAUTHENTICATED"
         listed = _run(
-            *("-m", "client.cli", "--tls-ca", str(pki.ca), "log", "list", "--json", "--target", target),
+            *("-m", "ledgerctl", "--tls-ca", str(pki.ca), "log", "list", "--json", "--target", target),
             env={"LEDGER_API_KEY": token},
         )
         assert listed.returncode == 0, listed.stderr
@@ -266,16 +266,15 @@ def test_the_documented_setup_keys_tls_auth_and_ledgerctl_end_to_end(pki: Pki, t
 def test_ledgerctl_connection_options_are_checked_before_any_call(
     pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typer.testing import CliRunner
-
     from client.cli import app
+    from tests.cli_support import LedgerctlRunner
 
     for name in ("LEDGER_API_KEY", "LEDGER_TLS_CA", "LEDGER_TLS_CERT", "LEDGER_TLS_KEY"):
         monkeypatch.setenv(name, "")  # restored afterwards: the options set these for the command's process
-    missing = CliRunner().invoke(app, ["--tls-ca", str(tmp_path / "nope.crt"), "log", "list"])
+    missing = LedgerctlRunner().invoke(app, ["--tls-ca", str(tmp_path / "nope.crt"), "log", "list"])
     assert missing.exit_code == 2 and "nope.crt" in missing.output
     cert, _ = pki.client("auditor")
-    unpaired = CliRunner().invoke(app, ["--tls-ca", str(pki.ca), "--tls-cert", str(cert), "log", "list"])
+    unpaired = LedgerctlRunner().invoke(app, ["--tls-ca", str(pki.ca), "--tls-cert", str(cert), "log", "list"])
     assert unpaired.exit_code == 2 and "--tls-key" in unpaired.output
     assert Connection.from_env({"LEDGER_API_KEY": "k", "LEDGER_TLS_CA": "ca.crt"}) == Connection("k", "ca.crt")
     assert "secret-key" not in repr(Connection("secret-key"))

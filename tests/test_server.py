@@ -11,10 +11,10 @@ from grpc_status import rpc_status
 from usageledger.v1 import ledger_pb2 as pb
 
 from client.ledger_client import LedgerClient
-from ledger.audit import verify
+from ledger.log.audit import verify
 from server.app import RunningServer
-from server.convert import raw_to_event
 from tests.conftest import EventFactory
+from wire.convert import raw_to_event
 
 
 def details(err: grpc.RpcError) -> tuple[list[error_details_pb2.ErrorInfo], list[tuple[str, str]]]:

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from ledger.audit import verify
-from ledger.core import Ledger
-from ledger.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash
 from ledger.errors import EventConflict, InvalidInput
-from ledger.merkle import InMemoryTree
+from ledger.intake import Ledger
+from ledger.log.audit import verify
+from ledger.log.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash
+from ledger.log.merkle import InMemoryTree
 from tests.conftest import EventFactory
 
 
@@ -168,7 +168,7 @@ def test_sqlite_appends_share_one_writer_connection_and_a_busy_one_is_a_retryabl
     something else holds it past the wait, an append fails as STORAGE_UNAVAILABLE and appends nothing; once it is
     free, the same events append."""
     from ledger.errors import StorageError
-    from ledger.sqlstore import SqlStore
+    from storage.sql import SqlStore
 
     store = SqlStore(sqlite_url, clock=clock)
     try:
@@ -192,8 +192,8 @@ def test_reads_in_a_snapshot_share_one_connection_and_see_one_state(ledger: Ledg
     """A dispute lookup's reads run in SqlStore.snapshot(): an append committed meanwhile shows up in none of them
     (it is in all of the next lookup's), and the rollups refuse to catch up inside one, since the snapshot could not
     see what they write."""
-    from ledger.entry import org_log_id
-    from ledger.sqlstore.rollups import UsageRollups
+    from ledger.log.entry import org_log_id
+    from storage.sql.rollups import UsageRollups
 
     store: Any = ledger.store
     first = make_event(event_id="e-before")
@@ -217,8 +217,8 @@ def test_a_session_reads_on_one_connection_each_read_seeing_what_is_committed(
 ) -> None:
     """A lookup runs in SqlStore.session(): one connection, no transaction held between reads, so the rollups'
     catch-up can run in it and the snapshot opened after it sees what the catch-up wrote, on the same connection."""
-    from ledger.entry import org_log_id
-    from ledger.sqlstore.rollups import UsageRollups
+    from ledger.log.entry import org_log_id
+    from storage.sql.rollups import UsageRollups
 
     store: Any = ledger.store
     first = make_event(event_id="e-1")
@@ -239,12 +239,12 @@ def test_a_session_reads_on_one_connection_each_read_seeing_what_is_committed(
 
 
 def test_the_migrated_schema_is_the_one_the_code_declares(ledger: Ledger) -> None:
-    """Alembic's own comparison of the migrated database with ledger.sqlstore.schema: every table, column and
+    """Alembic's own comparison of the migrated database with storage.sql.schema: every table, column and
     index the code reads through (partial indexes included) exists as declared, on both dialects."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from ledger.sqlstore.schema import metadata
+    from storage.sql.schema import metadata
 
     store: Any = ledger.store
     with store.writer.connect() as conn:

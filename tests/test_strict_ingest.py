@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from client.event_file import EventFileError, parse_event_lines, read_event_file
 from ledger.events import parse_event
 from server.app import RunningServer
-from server.convert import event_to_proto, event_to_raw, raw_to_event
 from tests.test_cli import as_json, ledgerctl
 from tests.test_events import BOOK, NOW, _well_formed_events
+from wire.convert import event_to_proto, event_to_raw, raw_to_event
 
 BASE: dict[str, Any] = {
     "event_id": "e-1",

@@ -58,7 +58,7 @@ def example_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def ledgerctl(*args: str, target: str, columns: int) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": str(columns), "LEDGER_DATABASE_URL": "", "LEDGER_TARGET": target}
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-m", "ledgerctl", *args], capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -281,7 +281,7 @@ def test_usage_rows_carry_their_closed_value_sets_as_enums_beside_the_strings(ex
 
     from client.instants import parse_instant
     from client.ledger_client import LedgerClient
-    from server.convert import micros_to_timestamp
+    from wire.convert import micros_to_timestamp
 
     request = upb.QueryUsageRequest(org_id="acme", group_by=[upb.GROUP_BY_WORKLOAD_KIND, upb.GROUP_BY_WORKER_TYPE])
     request.start_time.CopyFrom(micros_to_timestamp(parse_instant("2026-10-05")))

@@ -326,7 +326,7 @@ def test_a_stopped_server_no_longer_exports_its_gauges(sqlite_url: str, clock: F
 
 
 def _ts(text: str) -> Any:
-    from server.convert import micros_to_timestamp
+    from wire.convert import micros_to_timestamp
 
     return micros_to_timestamp(t(text))
 

@@ -19,10 +19,10 @@ from usageledger.v1 import support_pb2 as spb
 from usageledger.v1 import support_pb2_grpc as spb_grpc
 
 from server.app import RunningServer, start_server
-from server.convert import micros_to_timestamp
 from tests.billing_support import event, t
 from tests.conftest import FixedClock
 from tests.telemetry_support import JsonLines, append, capture, eventually
+from wire.convert import micros_to_timestamp
 
 Spans = Sequence[ReadableSpan]
 

@@ -30,10 +30,10 @@ from usageledger.v1 import usage_pb2 as upb
 from usageledger.v1 import usage_pb2_grpc as upb_grpc
 
 from client.ledger_client import LedgerClient
-from ledger.keys import Role, issue_key
-from ledger.sqlstore.keystore import SqlKeyStore
+from ledger.api_keys import Role, issue_key
 from ledger.timeutil import parse_rfc3339_micros
 from server.app import RunningServer, start_server
+from storage.sql.keystore import SqlKeyStore
 from tests.conftest import EventFactory, FixedClock
 
 KNOWN = "acme"
@@ -186,7 +186,7 @@ def test_the_role_check_comes_first_so_a_bound_caller_learns_nothing_about_other
 
 def ledgerctl(*args: str, target: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "LEDGER_DATABASE_URL": ""}
-    command = [sys.executable, "-m", "client.cli", *args, "--target", target]
+    command = [sys.executable, "-m", "ledgerctl", *args, "--target", target]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 

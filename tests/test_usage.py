@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.core import Ledger
+from ledger.intake import Ledger
 from ledger.rating import BucketSize, usage_in_window
-from ledger.sqlstore import SqlStore
-from ledger.sqlstore.rollups import UsageRollups
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from ledger.usage import UsageView
+from storage.sql import SqlStore
+from storage.sql.rollups import UsageRollups
 from tests.conftest import FixedClock
 from tests.test_cli import ledgerctl
 

@@ -23,7 +23,7 @@ from tests.conftest import EXAMPLE_DAY
 from tests.server_support import ledger_server
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("ledger", "server", "client")
+SHIPPED = ("ledger", "storage", "wire", "server", "client", "ledgerctl")
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_the_wheel_holds_every_package_of_the_source_tree(installed: tuple[Path,
     assert source_packages() <= packaged, sorted(source_packages() - packaged)
     assert "ledger.rating" in packaged  # the one a hand-written list once missed
     assert not any(name.startswith(("tests/", "bench/", "scripts/")) for name in names)
-    assert "ledger/sqlstore/migrations/script.py.mako" in names  # Alembic's template, data not code
+    assert "storage/sql/migrations/script.py.mako" in names  # Alembic's template, data not code
 
 
 def test_both_installed_commands_print_the_project_version(installed: tuple[Path, Path], tmp_path: Path) -> None:
@@ -124,6 +124,6 @@ def test_the_installed_server_and_ledgerctl_ingest_read_and_verify_a_signed_ledg
 
 
 _OTHER_KEY = (
-    "from ledger.checkpoint import NoteSigner, generate_signer_key; "
+    "from ledger.log.note import NoteSigner, generate_signer_key; "
     "print(NoteSigner(generate_signer_key('usage-ledger.local')).verifier_key)"
 )

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ledger.billing.engine import BillingEngine
-from ledger.entry import org_of_log
+from ledger.log.entry import org_of_log
 from ledger.metrics import OrgLooks
 from ledger.tracing import root_span, span
 

@@ -66,18 +66,18 @@ from ledger.billing.payments import (
 )
 from ledger.billing.scope import billing_scope
 from ledger.billing.watch import AccountStateHub
-from ledger.core import Ledger, derive_index
-from ledger.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, LogMoved, NotFound
 from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.intake import Ledger, derive_index
+from ledger.log.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
 from ledger.metrics import record_account_state_change, record_invoice_issued
+from ledger.ports import Appended, NewEntry
 from ledger.rating import OrgRating
 from ledger.rating.evidence import settled_through
-from ledger.sqlstore.rollups import UsageRollups
-from ledger.sqlstore.store import SqlStore
-from ledger.store import Appended, NewEntry
 from ledger.timeutil import format_micros, from_datetime, to_datetime
 from ledger.usage import UsageView
+from storage.sql.rollups import UsageRollups
+from storage.sql.store import SqlStore
 
 # R15: after a long pause (a server down for days), flips older than this before "now" are not reconstructed.
 DEFAULT_SPEND_LOOKBACK = 24 * HOUR

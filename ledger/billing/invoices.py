@@ -23,10 +23,10 @@ from ledger.account import DEFAULT_INVOICE_THRESHOLD
 from ledger.adjustments import Adjustment
 from ledger.billing.cents import CURRENCY, ZERO_CENTS, cents_text, exact_usd, round_cents, usd
 from ledger.billing.credits import CreditApplication, CreditBalance, apply_credits
-from ledger.core import Ledger
-from ledger.entry import EntryKind, org_log_id
 from ledger.errors import NotFound
 from ledger.events import StorageKind, format_decimal
+from ledger.intake import Ledger
+from ledger.log.entry import EntryKind, org_log_id
 from ledger.rating import OrgRating, Session, UnitRun
 from ledger.rating.money import EXACT
 from ledger.rating.storage import (

@@ -26,8 +26,8 @@ from ledger.billing.cuts import ThresholdWalk
 from ledger.billing.engine import OrgBooks, books_of, month_starts
 from ledger.billing.invoices import INVOICE_THRESHOLD, Invoice, Trigger, draft_invoice
 from ledger.billing.payments import cadence_at
-from ledger.entry import Entry, EntryKind
 from ledger.events import EventType, UsageEvent, event_from_body
+from ledger.log.entry import Entry, EntryKind
 from ledger.pricebook import PriceBook, PriceHistory
 from ledger.rating import OrgRating, WorkloadRating, rate_workload
 from ledger.rating.evidence import settled_through

@@ -1,0 +1,102 @@
+"""The narrow storage interface the core appends through and reads from; adapters live in storage/sql."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from ledger.log.entry import Entry, EntryKind, LogHead
+
+
+# IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like
+# frozen dataclasses, at a quarter of the construction cost. (NewEntry stays a dataclass: its `index` field would
+# shadow tuple.index.)
+class IndexColumns(NamedTuple):
+    """Query columns derived from an entry's body; audit verify re-derives them and compares."""
+
+    org_id: str | None = None
+    endpoint_id: str | None = None
+    workload_id: str | None = None
+    request_id: str | None = None
+    occurred_at: int | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to append. `index.event_id` (when set) is the idempotency key within the log (R24)."""
+
+    log_id: str
+    kind: EntryKind
+    body: bytes
+    index: IndexColumns
+
+
+class Appended(NamedTuple):
+    """Where a NewEntry landed; `duplicate` when its idempotency key was already there with the same body."""
+
+    log_id: str
+    sequence: int
+    entry_hash: bytes
+    duplicate: bool
+
+
+class LedgerStore(Protocol):
+    """Append-only storage of per-log hash chains and their Merkle subtree hashes."""
+
+    def append(self, entries: Sequence[NewEntry], *, expected_sizes: Mapping[str, int] | None = None) -> list[Appended]:
+        """Append atomically, all or nothing; serialized per log so chains never fork or gap.
+
+        Raises EventConflict when an idempotency key exists with a different body, and LogMoved when a log named
+        in `expected_sizes` does not hold exactly that many entries (a conditional append, R17).
+        """
+        ...
+
+    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
+
+    def list_entries(self, log_id: str, start: int, limit: int) -> list[Entry]: ...
+
+    def iter_entries(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Entry]: ...
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def list_logs(self, after: str, limit: int) -> list[LogHead]: ...
+
+    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+    def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns, bytes]]:
+        """(entry, stored index columns, stored subtree hashes) in sequence order, for audit verification."""
+        ...
+
+    def entries_of_kind(self, log_id: str, kinds: Sequence[str]) -> list[Entry]:
+        """Every entry of the given non-EVENT kinds in a log, in sequence order, without scanning the log."""
+        ...
+
+    # Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log.
+
+    def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]:
+        """Entries of one endpoint with occurred_at in [start, end], in occurred_at order."""
+        ...
+
+    def request_entries(self, request_id: str, org_id: str | None = None) -> list[Entry]:
+        """Entries naming a request, in every org's log unless `org_id` is given."""
+        ...
+
+    def workload_entries(self, log_id: str, workload_ids: Sequence[str]) -> list[Entry]:
+        """Every entry of the given workloads of one log, in sequence order."""
+        ...
+
+    def live_workloads(self, org_id: str, endpoint_id: str, at: int) -> list[str]:
+        """Workloads of an endpoint with a WORKLOAD_UP before `at` and no WORKLOAD_STOPPED or BOOT_FAILED before it."""
+        ...
+
+    def running_evidence(self, log_id: str, workload_ids: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+        """R28: the log's latest HEARTBEAT and each workload's latest event time, from an index."""
+        ...
+
+    def endpoint_orgs(self, endpoint_id: str) -> list[str]:
+        """Orgs whose logs hold entries of an endpoint."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,1 +1,0 @@
-"""Alembic migrations for the ledger schema, run by `ledger.sqlstore.migrate.upgrade`."""

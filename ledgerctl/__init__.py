@@ -1,0 +1,1 @@
+"""The `ledgerctl` command: the client's commands, composed with the SQL store for those that open the database."""
