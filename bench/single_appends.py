@@ -5,8 +5,10 @@
 A real `ledger-server` child on a fresh database. Each client is a thread with its own channel (its own
 connection), spread over a few client processes so the clients' Python is not one GIL. In one run and against one
 server, phase by phase: the health `Check` (the trivial-RPC ceiling), `AppendEvents` with one event per call, for
-each client count; then the batching appender (client/appender.py) against hand-made 1,000-event AppendEvents
-batches. Each phase reports calls (or events) per second over its wall time and the per-call latency p50 / p99.
+each client count; then the batching appender (client/appender.py), over AppendEvents and over StreamEvents,
+against hand-made 1,000-event AppendEvents batches, each way twice in mirrored order (BATCH_ORDER). Each phase
+reports calls (or events) per second over its wall time, the per-call latency p50 / p99, and the CPU time the
+server and the clients spent per call; each store, the load average before and after (the machine is shared).
 """
 
 from __future__ import annotations
@@ -129,8 +131,14 @@ def _latency(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49] * 1000, 2), "p99_ms": round(cuts[98] * 1000, 2)}
 
 
+# The batching phases, in this order: each way of sending runs as often before as after the others, so the log's
+# growth and the period closer's work behind the earlier phases weigh on every way alike.
+BATCH_ORDER = ("batches", "appender", "stream", "stream", "appender", "batches")
+
+
 def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
-    """`events` single events sent by the batching appender (how="appender") or as hand-made 1,000-event batches."""
+    """`events` single events sent one `append()` at a time through the batching appender over AppendEvents
+    (how="appender") or StreamEvents ("stream"), or as hand-made 1,000-event AppendEvents batches ("batches")."""
     from client.appender import BatchingAppender
     from client.ledger_client import LedgerClient
 
@@ -138,10 +146,13 @@ def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
     raw = [request_event(f"{prefix}-{i}", f"bench-batch-{i % 4}") for i in range(events)]
     with LedgerClient(target, timeout=120) as client:
         began = time.perf_counter()
-        if how == "appender":
-            with BatchingAppender(client) as appender:
+        if how in ("appender", "stream"):
+            with BatchingAppender(client, transport="append" if how == "appender" else "stream") as appender:
                 futures = [appender.append(event) for event in raw]
             results = [future.result() for future in futures]
+            if how == "stream":  # a stream answers with totals only: each future holds None once acknowledged
+                assert len(results) == events and all(r is None for r in results)
+                return {"events_per_second": events / (time.perf_counter() - began)}
         else:
             results = []
             for start in range(0, events, 1000):
@@ -174,12 +185,16 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path)
                 "ratio": round(appends["calls_per_second"] / ceiling["calls_per_second"], 3),
             }
         if args.batch_events:
-            raw = batches_phase(target, args.batch_events, "batches")
-            batching = batches_phase(target, args.batch_events, "appender")
+            seconds = {how: 0.0 for how in BATCH_ORDER}
+            for how in BATCH_ORDER:
+                seconds[how] += args.batch_events / batches_phase(target, args.batch_events, how)["events_per_second"]
+            rates = {how: BATCH_ORDER.count(how) * args.batch_events / spent for how, spent in seconds.items()}
             out["batching"] = {
-                "hand_made_1000": raw,
-                "appender": batching,
-                "ratio": round(batching["events_per_second"] / raw["events_per_second"], 3),
+                "hand_made_1000": {"events_per_second": rates["batches"]},
+                "appender": {"events_per_second": rates["appender"]},
+                "appender_stream": {"events_per_second": rates["stream"]},
+                "ratio": round(rates["appender"] / rates["batches"], 3),
+                "stream_ratio": round(rates["stream"] / rates["batches"], 3),
             }
     out["load_after"] = round(os.getloadavg()[0], 2)
     return out
@@ -225,7 +240,9 @@ def table(results: dict[str, Any]) -> str:
             b = figures["batching"]
             lines.append(
                 f"{backend:<11} batching appender {b['appender']['events_per_second']:.0f} events/s, hand-made "
-                f"1,000-event batches {b['hand_made_1000']['events_per_second']:.0f} events/s, ratio {b['ratio']:.2f}"
+                f"1,000-event batches {b['hand_made_1000']['events_per_second']:.0f} events/s, ratio {b['ratio']:.2f}; "
+                f"over StreamEvents {b['appender_stream']['events_per_second']:.0f} events/s, "
+                f"ratio {b['stream_ratio']:.2f}"
             )
         lines.append(f"{backend:<11} load average before / after: {figures['load_before']} / {figures['load_after']}")
     return "\n".join(lines)

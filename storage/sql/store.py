@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -218,6 +218,11 @@ _SQLITE_VARIABLES = _sqlite_variables()
 # Rows per multi-row INSERT, and (log id, key) pairs per idempotency lookup: at most 500, within the limit.
 _SQLITE_ROWS_PER_INSERT = min(500, _SQLITE_VARIABLES // len(_INSERT_COLUMNS))
 _SQLITE_PAIRS_PER_LOOKUP = min(_LOOKUP_CHUNK, _SQLITE_VARIABLES // 2)
+# PostgreSQL: up to this many new rows go as one multi-row INSERT (one statement, pipelined with the head updates);
+# more go by COPY, cheaper per row.
+_PG_ROWS_PER_INSERT = 100
+# Logs whose head rows this process has seen, so appends to them skip the INSERT that creates missing heads.
+_KNOWN_HEADS = 100_000
 
 
 @functools.lru_cache(maxsize=16)
@@ -297,6 +302,38 @@ def _conflict(
     )
 
 
+def _idempotency_pairs(items_by_log: Mapping[str, Sequence[NewEntry]]) -> list[tuple[str, str]]:
+    """The (log id, event id) pairs of new items that have an idempotency key (R24), sorted."""
+    return sorted(
+        {
+            (log_id, key)
+            for log_id, items in items_by_log.items()
+            for item in items
+            if (key := item.index.event_id) is not None
+        }
+    )
+
+
+def _pg_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    return json.dumps([p[0] for p in pairs]), json.dumps([p[1] for p in pairs])
+
+
+def _found_by_log(
+    items_by_log: Mapping[str, Sequence[NewEntry]], rows: Iterable[Sequence[Any]]
+) -> dict[str, dict[str, tuple[bytes, Appended]]]:
+    """The idempotency lookup's rows (log id, event id, sequence, entry hash, body) by log, then by event id."""
+    found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in items_by_log}
+    for log_id, event_id, seq, entry_hash, body in rows:
+        found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
+    return found
+
+
+@functools.lru_cache(maxsize=128)
+def _pg_multirow_insert_sql(rows: int) -> str:
+    row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
+    return f"INSERT INTO entries ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join([row] * rows)
+
+
 class SqlStore:
     """LedgerStore on SQLAlchemy Core. Appends to one log are serialized by its head row's lock."""
 
@@ -318,6 +355,8 @@ class SqlStore:
         self._lanes = CommitLanes(1 if self.dialect == "sqlite" else PG_LANES)
         self._sql = _AppendSql("?" if self.writer.dialect.paramstyle == "qmark" else "%s")
         self._copy_entries = self.writer.dialect.driver == "psycopg"
+        self._known_heads: set[str] = set()  # PostgreSQL: logs whose head rows exist (_lock_heads)
+        self._pipelines = self._copy_entries  # psycopg's pipeline mode sends several statements in one round trip
         # The connection of the session() or snapshot() this thread is inside, if any: every read runs on it.
         self._pinned: contextvars.ContextVar[Connection | None] = contextvars.ContextVar("pinned", default=None)
         self._snapshot: contextvars.ContextVar[bool] = contextvars.ContextVar("snapshot", default=False)
@@ -439,12 +478,13 @@ class SqlStore:
         versions: list[int] = []  # when each new PRICE_BOOK entry takes effect
         head_updates: list[tuple[int, bytes, bytes, str]] = []
         logs = sorted(by_log)
-        heads = self._lock_heads(conn, logs)
+        heads, known_by_log = self._lock_heads_and_look_up(
+            conn, logs, {log: [new_entries[p] for p in by_log[log]] for log in logs}
+        )
         for log_id, expected in (expected_sizes or {}).items():
             actual = heads[log_id][0] if log_id in heads else self._share_head_size(conn, log_id)
             if actual != expected:
                 raise LogMoved(log_id, expected, actual)
-        known_by_log = self._existing_by_log(conn, {log: [new_entries[p] for p in by_log[log]] for log in logs})
         for log_id in logs:
             size, head_hash, frontier = heads[log_id]
             known = known_by_log[log_id]
@@ -496,10 +536,7 @@ class SqlStore:
             latest = self._latest_invoice_cut(conn, lock=True)
             for effective_from in versions:
                 check_price_version(effective_from, latest)  # R12: raises, and the transaction appends nothing
-        if rows:
-            self._insert_entries(conn, rows)
-        if head_updates:
-            conn.exec_driver_sql(self._sql.update_head, head_updates)
+        self._write_rows(conn, rows, head_updates)
         if cuts:
             self.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in cuts.items()])
         return [r for r in results if r is not None]
@@ -586,20 +623,80 @@ class SqlStore:
                 conn.exec_driver_sql(self._sql.create_head, missing)
                 heads.update((log_id, (0, GENESIS_HASH, Frontier.empty())) for log_id, _, _ in missing)
             return heads
-        # Two statements for the whole batch rather than two per log: each is a round trip to the server.
-        conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
+        # Two statements for the whole batch rather than two per log: each is a round trip to the server. The
+        # first only while a log may have no head yet (head rows are never deleted).
+        if not self._known_heads.issuperset(logs):
+            conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
         rows = conn.exec_driver_sql(_PG_LOCK_HEADS, (logs,)).all()
+        if len(rows) < len(logs):  # a head this process saw is gone (a database emptied under it): create it
+            conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
+            rows = conn.exec_driver_sql(_PG_LOCK_HEADS, (logs,)).all()
+        self._saw_heads(logs)
         return {row[0]: (int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in rows}
+
+    def _saw_heads(self, logs: Sequence[str]) -> None:
+        if len(self._known_heads) > _KNOWN_HEADS:
+            self._known_heads.clear()
+        self._known_heads.update(logs)
+
+    def _lock_heads_and_look_up(
+        self, conn: Connection, logs: list[str], items_by_log: dict[str, list[NewEntry]]
+    ) -> tuple[dict[str, tuple[int, bytes, Frontier]], dict[str, dict[str, tuple[bytes, Appended]]]]:
+        """_lock_heads, then _existing_by_log. On PostgreSQL, for heads this process has seen, in one round trip:
+        BEGIN, the heads' lock and the idempotency lookup go as one pipeline (psycopg's pipeline mode). Each
+        statement still takes its own snapshot once the one before it is done, so the lookup sees every entry
+        that the previous holder of a head's lock committed, as when they went one by one."""
+        if not self._pipelines or not self._known_heads.issuperset(logs):
+            return self._lock_heads(conn, logs), self._existing_by_log(conn, items_by_log)
+        pairs = _idempotency_pairs(items_by_log)
+        driver: Any = conn.connection.driver_connection
+        dbapi: Any = conn.dialect.dbapi
+        heads_cursor, found_cursor = driver.cursor(), driver.cursor()
+        try:
+            with driver.pipeline():
+                heads_cursor.execute(_PG_LOCK_HEADS, (logs,))
+                if pairs:
+                    found_cursor.execute(_PG_EXISTING, _pg_pairs(pairs))
+            head_rows = heads_cursor.fetchall()
+            found_rows = found_cursor.fetchall() if pairs else []
+        except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
+            raise DBAPIError.instance(_PG_LOCK_HEADS, None, err, dbapi.Error, dialect=conn.dialect) from err
+        finally:
+            heads_cursor.close()
+            found_cursor.close()
+        if len(head_rows) < len(logs):  # a head this process saw is gone: create it, the slow way
+            return self._lock_heads(conn, logs), self._existing_by_log(conn, items_by_log)
+        heads = {row[0]: (int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in head_rows}
+        return heads, _found_by_log(items_by_log, found_rows)
+
+    def _write_rows(
+        self, conn: Connection, rows: list[tuple[Any, ...]], head_updates: list[tuple[int, bytes, bytes, str]]
+    ) -> None:
+        """Insert the new entry rows and move their logs' heads. On PostgreSQL a group of a few rows goes as one
+        multi-row INSERT and the head updates in one round trip (a pipeline); COPY, which takes two round trips
+        of its own, only pays for itself on bigger batches."""
+        if not rows:
+            return
+        if not self._pipelines or len(rows) > _PG_ROWS_PER_INSERT:
+            self._insert_entries(conn, rows)
+            conn.exec_driver_sql(self._sql.update_head, head_updates)
+            return
+        driver: Any = conn.connection.driver_connection
+        dbapi: Any = conn.dialect.dbapi
+        insert = _pg_multirow_insert_sql(len(rows))
+        try:
+            with driver.pipeline(), driver.cursor() as cursor:
+                cursor.execute(insert, tuple(itertools.chain.from_iterable(rows)))
+                cursor.executemany(self._sql.update_head, head_updates)
+        except dbapi.Error as err:  # a unique violation is an IntegrityError, as from conn.execute
+            raise DBAPIError.instance(insert, None, err, dbapi.Error, dialect=conn.dialect) from err
 
     def _existing_by_log(
         self, conn: Connection, items_by_log: dict[str, list[NewEntry]]
     ) -> dict[str, dict[str, tuple[bytes, Appended]]]:
         """For each log, the entries already stored under the idempotency keys of its new items (R24)."""
         found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in items_by_log}
-        pairs = sorted(
-            {(log_id, item.index.event_id) for log_id, items in items_by_log.items() for item in items}
-            - {(log_id, None) for log_id in items_by_log}
-        )
+        pairs = _idempotency_pairs(items_by_log)
         if pairs and self.dialect != "postgresql":
             # SQLite: one join of the batch's (log, key) pairs with the unique index per chunk, not one query per log.
             for start in range(0, len(pairs), _SQLITE_PAIRS_PER_LOOKUP):
@@ -611,9 +708,7 @@ class SqlStore:
                     found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
         elif pairs:
             # One statement with two array parameters: its text never changes, so psycopg prepares it once.
-            logs, keys = json.dumps([p[0] for p in pairs]), json.dumps([p[1] for p in pairs])
-            for log_id, event_id, seq, entry_hash, body in conn.exec_driver_sql(_PG_EXISTING, (logs, keys)):
-                found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
+            return _found_by_log(items_by_log, conn.exec_driver_sql(_PG_EXISTING, _pg_pairs(pairs)))
         return found
 
     # -- read -------------------------------------------------------------------------------------
@@ -683,7 +778,14 @@ class SqlStore:
                     conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def _read(self, query: DriverQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        with self.reading() as conn:
+        pinned = self._pinned.get()
+        if pinned is not None:
+            return query.rows(pinned, params)
+        with self.reader.connect() as conn:
+            if self.dialect == "postgresql":
+                # One statement needs no transaction around it: in autocommit it is one round trip, not a BEGIN,
+                # the statement and the pool's ROLLBACK (every append reads the system log's head, for R11).
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             return query.rows(conn, params)
 
     def get_entry(self, log_id: str, sequence: int) -> Entry:
