@@ -166,6 +166,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path)
     # The machine is shared: its 1-minute load average says how much of it the run had.
     out: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 2)}
     extra = [f"--max-inflight={args.max_inflight}"] if args.max_inflight is not None else []
+    extra += args.server_arg
     with ServerProcess(url, workdir / f"{backend}-server.log", extra_args=extra) as server:
         target = server.target
         calls_phase(server, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
@@ -257,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orgs", type=int, default=4, help="orgs the clients append to (client k: org k mod N)")
     parser.add_argument("--batch-events", type=int, default=50_000, help="events for the batching phase (0: skip)")
     parser.add_argument("--max-inflight", help="passed to the server (default: the server's own)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to ledger-server (repeatable), e.g. --server-arg=--close-interval=0",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during append phases")
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
     parser.add_argument("--output", type=Path, help="write every figure as JSON here")
