@@ -441,7 +441,7 @@ class EntryProofs:
 def prove_cited(source: Any, cited: Mapping[str, Iterable[int]]) -> tuple[tuple[EntryProofs, ...], tuple[str, ...]]:
     """Proofs of the cited entries per log, when ledger.log.proofs exists and the log has a signed checkpoint."""
     try:
-        proofs = importlib.import_module("ledger.proofs")
+        proofs = importlib.import_module("ledger.log.proofs")
     except ImportError:
         return (), ("R27: inclusion proofs are not available in this ledger build",)
     latest = getattr(source, "latest_checkpoint", None)
