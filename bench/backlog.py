@@ -6,7 +6,7 @@ One org's past weeks (bench.workload's realistic stream: 24 endpoints, autoscale
 an org HEARTBEAT every 2 simulated minutes (R28) are appended to a fresh database, untimed, and copied. Then, timed:
 
   rating   - the bare rating of those entries: the usage rollups caught up from nothing and every workload rated
-             to its evidence (UsageRollups.catch_up + billing_rating of everything), on one copy;
+             to its evidence (RollupFollower.catch_up + billing_rating of everything), on one copy;
   backlog  - BillingEngine.close on the other copy, as the closer's first evaluation after the backlog landed:
              the rollups caught up, the org rated once, and every invoice cut (one per $50.00 crossing, R17, and
              each month end the settled-through time passed) and appended in one conditional append.
@@ -30,6 +30,7 @@ from bench.workload import OrgStream
 from ledger.billing import BillingEngine
 from ledger.intake import Ledger
 from ledger.timeutil import format_micros, parse_rfc3339_micros
+from ledger.usage import RollupFollower
 from storage.sql import SqlStore
 from storage.sql.rollups import UsageRollups
 from wire.convert import event_to_raw
@@ -96,7 +97,7 @@ def main() -> None:
     prices, plans = ledger.price_history(), ledger.account_history(ORG).plans()
     started = time.monotonic()
     rollups = UsageRollups(store)
-    rollups.catch_up(ORG, prices, plans)
+    RollupFollower(rollups).catch_up(ORG, prices, plans)
     rating = rollups.billing_rating(ORG, prices, plans, changed_from=0, units_from=None)
     rating_seconds = time.monotonic() - started
     sessions = len(rating.sessions)

@@ -185,11 +185,11 @@ class ReconstructionLookup:
 
     def catch_up(self, org_id: str) -> float:
         """Bring the org's rollups up to its log (as the server's first query would); returns the seconds taken."""
-        from storage.sql.rollups import UsageRollups
+        from storage.sql.rollups import rollup_follower
 
         t0 = time.perf_counter()
         plans = self.ledger.account_history(org_id).plans()
-        UsageRollups(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans)
+        rollup_follower(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans)
         return time.perf_counter() - t0
 
     def _run(self, **query: Any) -> int:

@@ -62,6 +62,7 @@ from ledger.rating.money import exact_sum, format_money, format_seconds, fractio
 from ledger.rating.units import money_between
 from ledger.timeutil import MICROS_PER_SECOND, format_micros, parse_rfc3339_micros
 from ledger.tracing import traced
+from ledger.usage.follower import RollupFollower
 from storage.sql.serving import RequestSummary, ServingUnion, StartedSpan, serving_totals
 
 if TYPE_CHECKING:
@@ -2002,7 +2003,7 @@ def reconstruct_charges(ledger: Any, query: DisputeQuery, *, with_proofs: bool =
             if start.current:
                 return _answer(ledger, query, now, start, with_proofs)
         assert start.rollups is not None  # only rollups can be behind
-        start.rollups.catch_up(org_id, start.prices, _plans_of(start.account_entries))
+        RollupFollower(start.rollups).catch_up(org_id, start.prices, _plans_of(start.account_entries))
         with snapshot():
             return _answer(ledger, query, now, _lookup_start(ledger, org_id), with_proofs)
 

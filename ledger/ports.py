@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ledger.log.entry import Entry, EntryKind, LogHead
+
+if TYPE_CHECKING:
+    from ledger.plans import PlanHistory
+    from ledger.pricebook import PriceHistory
+    from ledger.rating import OrgRating, UnitRun
 
 
 # IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like
@@ -100,3 +107,100 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# Usage: the rollups, a view derived from each org log (storage/sql/rollups.py persists them). The follower
+# (ledger/usage/follower.py) is the one caller of RollupCursor; usage queries and billing read RollupReads.
+
+
+class RolledSessionLike(Protocol):
+    """What a usage query needs of one rated session: its dimensions and its priced unit runs (R10)."""
+
+    @property
+    def endpoint_id(self) -> str: ...
+    @property
+    def workload_kind(self) -> str: ...
+    @property
+    def instance_type(self) -> str: ...
+    @property
+    def worker_type(self) -> str: ...
+    @property
+    def unit_seconds(self) -> int: ...
+    @property
+    def runs(self) -> tuple[UnitRun, ...]: ...
+
+
+class RolledStorageLike(Protocol):
+    """One rated storage interval (R13, R14; R8 bills a development workload's nothing)."""
+
+    @property
+    def endpoint_id(self) -> str: ...
+    @property
+    def storage_kind(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def exact_amount(self) -> Fraction: ...
+    @property
+    def gigabytes(self) -> Decimal | None: ...
+    @property
+    def interval_seconds(self) -> int | None: ...
+    @property
+    def development(self) -> bool: ...
+
+
+class RollupCursor(Protocol):
+    """The rollups' cursor over each org log (how many of its entries, and of the system log's, they reflect) and
+    the step that moves it. Only the follower calls the writing methods."""
+
+    def reflected_size(self, org_id: str) -> int | None:
+        """The org log size the rollups reflect when they are current with it and the system log, else None.
+        A read: it never writes, so a reader of current rollups never queues behind appends."""
+        ...
+
+    def apply_next(self, org_id: str, prices: PriceHistory, plans: PlanHistory) -> tuple[int, bool]:
+        """One transaction holding the cursor's lock (so any number of processes apply each entry once): apply the
+        entries appended after the cursor, a bounded chunk of them, and move the cursor past them. Returns (the
+        org log size now reflected, whether that is the log's head)."""
+        ...
+
+    def drop(self, org_id: str) -> None:
+        """Delete every rollup row of the org and its cursor: the next apply_next starts from the log's start."""
+        ...
+
+    def workload_count(self, org_id: str) -> int: ...
+
+    def lag(self) -> dict[str, int]:
+        """Per org: the entries of its log not applied yet."""
+        ...
+
+
+class RollupReads(Protocol):
+    """Reads of the rollups as the cursor left them; a reader asks the follower to be current first."""
+
+    def sessions_in(
+        self,
+        org_id: str,
+        start: int,
+        end: int,
+        endpoint_id: str | None,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        as_of: int | None = None,
+    ) -> Sequence[RolledSessionLike]: ...
+
+    def storage_in(self, org_id: str, start: int, end: int, endpoint_id: str | None) -> Sequence[RolledStorageLike]: ...
+
+    def billing_rating(
+        self,
+        org_id: str,
+        prices: PriceHistory,
+        plans: PlanHistory,
+        *,
+        changed_from: int,
+        units_from: int | None,
+    ) -> OrgRating: ...
+
+
+class RollupStore(RollupCursor, RollupReads, Protocol):
+    """Both halves, as one SQL adapter (storage.sql.rollups.UsageRollups) implements them."""

@@ -38,6 +38,7 @@ from server.tls import ServerTls
 from server.usage_service import register_pricing, register_usage
 from storage.sql import SqlStore, open_store
 from storage.sql.keystore import SqlKeyStore
+from storage.sql.rollups import usage_view
 
 log = logging.getLogger("usageledger.server")
 
@@ -51,11 +52,11 @@ def _register_ledger(ledger: Ledger, server: grpc.Server) -> str:
     return str(ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name)
 
 
-# Every gRPC service the server exposes: each adds its servicer and returns its full name (for health/reflection).
+# Every gRPC service the server exposes: each adds its servicer and returns its full name (for health/reflection);
+# UsageService too, given the usage view start_server builds for it.
 SERVICES: list[Callable[[Ledger, grpc.Server], str]] = [
     _register_ledger,
     register_pricing,
-    register_usage,
     register_audit,
     register_support,
     register_account,
@@ -134,6 +135,7 @@ def start_server(
     audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
     with audit_options(audit), billing_options(BillingOptions(close_interval, invoice_grace_seconds, starter_credit)):
         service_names = [register(ledger, server) for register in SERVICES]
+        service_names.append(register_usage(ledger, server, usage_view(ledger, store)))
     health_servicer = StoreHealth(store, service_names, health_probe_seconds, health_timeout_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*service_names, health.SERVICE_NAME), server)  # v1 and v1alpha, with comments

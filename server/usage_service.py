@@ -21,8 +21,6 @@ from ledger.rating.money import fraction_text
 from ledger.timeutil import format_micros
 from ledger.usage import UsageView
 from server.errors import abort
-from storage.sql.rollups import UsageRollups
-from storage.sql.store import SqlStore
 from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 _GROUPS = {
@@ -89,6 +87,8 @@ class PricingServicer(ppb_grpc.PricingServiceServicer):  # type: ignore[misc]
 
 
 class UsageServicer(upb_grpc.UsageServiceServicer):  # type: ignore[misc]
+    """Usage queries and rollup rebuilds over the UsageView it is given (its rollups' follower keeps them current)."""
+
     def __init__(self, ledger: Ledger, usage: UsageView) -> None:
         self.ledger = ledger
         self.usage = usage
@@ -173,11 +173,9 @@ def register_pricing(ledger: Ledger, server: grpc.Server) -> str:
     return str(ppb.DESCRIPTOR.services_by_name["PricingService"].full_name)
 
 
-def register_usage(ledger: Ledger, server: grpc.Server) -> str:
-    store = ledger.store
-    if not isinstance(store, SqlStore):
-        raise TypeError("usage rollups need the SQL store")
-    upb_grpc.add_UsageServiceServicer_to_server(UsageServicer(ledger, UsageView(ledger, UsageRollups(store))), server)
+def register_usage(ledger: Ledger, server: grpc.Server, usage: UsageView) -> str:
+    """Add UsageService answering from `usage` (built once per store: storage.sql.rollups.usage_view)."""
+    upb_grpc.add_UsageServiceServicer_to_server(UsageServicer(ledger, usage), server)
     return str(upb.DESCRIPTOR.services_by_name["UsageService"].full_name)
 
 

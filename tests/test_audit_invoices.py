@@ -25,7 +25,7 @@ from ledger.log.audit import verify_log
 from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.ports import NewEntry
 from server.app import start_server
-from storage.sql.rollups import UsageRollups
+from storage.sql.rollups import rollup_follower
 from tests.billing_support import Desk
 from tests.cli_support import LedgerctlRunner
 
@@ -227,13 +227,13 @@ def test_r17_a_rating_from_rollups_behind_the_log_never_issues_an_invoice(
         desk.heartbeat("2026-11-01T00:00:00Z")  # R28: settled through October's end: its invoice is due
         desk.at("2026-11-01T00:00:00Z")
         engine = desk.engine
-        rollups = engine.usage.rollups
-        assert rollups is not None
+        follower = engine.usage.follower
+        assert follower is not None
         prices, plans = desk.ledger.price_history(), desk.ledger.account_history("acme").plans()
-        returned = rollups.catch_up("acme", prices, plans)
+        returned = follower.catch_up("acme", prices, plans)
         desk.session("wl-2", "2026-10-20T00:00:00Z", "2026-10-20T00:10:00Z")  # 10 x $0.144 = $1.44
-        UsageRollups(desk.store).catch_up("acme", prices, plans)  # another process's catch-up
-        monkeypatch.setattr(rollups, "catch_up", lambda *_: returned)  # ours is stuck behind
+        rollup_follower(desk.store).catch_up("acme", prices, plans)  # another process's follower
+        monkeypatch.setattr(follower, "catch_up", lambda *_: returned)  # ours is stuck behind
         desk.session("wl-3", "2026-10-25T00:00:00Z", "2026-10-25T00:05:00Z")  # 5 x $0.144 = $0.72
         result = engine.close("acme")
         assert result.issued == ()

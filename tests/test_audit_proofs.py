@@ -1,4 +1,4 @@
-"""ledger.log.proofs: LogNodes over the SQL store, entry decoding, proof bundles (prove_entries) and checkpoint checks."""
+"""ledger.log.proofs: LogNodes over the SQL store, entry decoding, proof bundles (prove_entries), checkpoint checks."""
 
 from __future__ import annotations
 

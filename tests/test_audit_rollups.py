@@ -23,7 +23,7 @@ from ledger.log.entry import Entry
 from ledger.timeutil import format_micros
 from storage.sql import SqlStore, open_store
 from storage.sql.rollup_check import ROLLUP_TABLES, check_org_rollups
-from storage.sql.rollups import UsageRollups
+from storage.sql.rollups import rollup_follower
 from storage.sql.serving import RequestSummary
 from tests.cli_support import LedgerctlRunner
 from tests.conftest import FixedClock
@@ -184,12 +184,12 @@ def test_rollups_caught_up_in_any_batches_re_derive_row_for_row_and_a_lost_row_i
         store = SqlStore(f"sqlite:///{Path(tmp) / 'ledger.db'}", clock=clock)
         try:
             ledger = Ledger(store, clock=clock)
-            rollups = UsageRollups(store)
+            follower = rollup_follower(store)
             for number, batch in enumerate(batches):
                 ledger.append_events(batch)
                 if plan_change and number == 1:
                     ledger.set_account("acme", {"effective_from": format_micros(BASE), "granularity": "PER_SECOND"})
-                rollups.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
+                follower.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
                 clock.advance(600 * SECOND)  # the wall clock moves between catch-ups; the rollups must not care (R28)
 
             def entries(log_id: str, stop: int) -> Iterable[Entry]:
@@ -219,10 +219,10 @@ def test_r26_a_request_id_reused_on_one_replica_is_irregular_when_another_replic
     summary of wl-a said `irregular: false` and a lookup took a shortcut past the anomaly."""
     store = ledger.store
     assert isinstance(store, SqlStore)
-    rollups = UsageRollups(store)
+    follower = rollup_follower(store)
     for batch in reused_while_another_replica_uses_the_id():
         ledger.append_events(batch)
-        rollups.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
+        follower.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
     with store.writer.begin() as conn:
         rows = conn.exec_driver_sql(
             "SELECT workload_id, summary FROM rollup_requests WHERE log_id = 'org/acme' ORDER BY workload_id"

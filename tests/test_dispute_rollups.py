@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from ledger.dispute import DisputeQuery, NoInvoices, Reconstruction, reconstruct, reconstruct_charges
 from ledger.intake import Ledger
 from ledger.timeutil import format_micros
+from ledger.usage import RollupFollower
 from storage.sql import SqlStore
 from storage.sql.rollups import UsageRollups
 from storage.sql.serving import RequestSummary, ServingUnion, _hour_pieces, _pack, merge
@@ -167,12 +168,13 @@ def test_r25_r27_rollup_lookup_equals_reading_every_entry(
                     ledger.append_events(batch)
                     reconstruct_charges(ledger, window_query, with_proofs=False)  # the request may come later
             rollups = UsageRollups(store)
+            follower = RollupFollower(rollups)
             prices = ledger.price_history()
             plans = ledger.account_history("acme").plans()
             now = clock()
 
             def index(org_id: str) -> UsageRollups:
-                rollups.catch_up(org_id, prices, plans)
+                follower.catch_up(org_id, prices, plans)
                 return rollups
 
             whole = reconstruct(store, prices, query, now, invoices=lambda _: NoInvoices())

@@ -193,7 +193,7 @@ def test_reads_in_a_snapshot_share_one_connection_and_see_one_state(ledger: Ledg
     (it is in all of the next lookup's), and the rollups refuse to catch up inside one, since the snapshot could not
     see what they write."""
     from ledger.log.entry import org_log_id
-    from storage.sql.rollups import UsageRollups
+    from storage.sql.rollups import rollup_follower
 
     store: Any = ledger.store
     first = make_event(event_id="e-before")
@@ -207,7 +207,7 @@ def test_reads_in_a_snapshot_share_one_connection_and_see_one_state(ledger: Ledg
         assert store.head(log_id).size == 1
         assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0]
         with pytest.raises(RuntimeError, match=r"before SqlStore\.snapshot"):
-            UsageRollups(store).catch_up(first["org_id"], ledger.price_history(), None)  # type: ignore[arg-type]
+            rollup_follower(store).catch_up(first["org_id"], ledger.price_history(), None)  # type: ignore[arg-type]
     assert store.head(log_id).size == 2
     assert [e.sequence for e in store.entries_at(log_id, [0, 1])] == [0, 1]
 
@@ -218,7 +218,7 @@ def test_a_session_reads_on_one_connection_each_read_seeing_what_is_committed(
     """A lookup runs in SqlStore.session(): one connection, no transaction held between reads, so the rollups'
     catch-up can run in it and the snapshot opened after it sees what the catch-up wrote, on the same connection."""
     from ledger.log.entry import org_log_id
-    from storage.sql.rollups import UsageRollups
+    from storage.sql.rollups import rollup_follower
 
     store: Any = ledger.store
     first = make_event(event_id="e-1")
@@ -229,7 +229,8 @@ def test_a_session_reads_on_one_connection_each_read_seeing_what_is_committed(
         ledger.append_events([make_event(event_id="e-2")])
         assert store.head(log_id).size == 2  # a session holds no snapshot
         assert not store.in_snapshot()
-        assert UsageRollups(store).catch_up(org_id, ledger.price_history(), ledger.account_history(org_id).plans()) == 2
+        follower = rollup_follower(store)
+        assert follower.catch_up(org_id, ledger.price_history(), ledger.account_history(org_id).plans()) == 2
         with store.snapshot(), store.reading() as inside:
             assert inside is conn
             assert store.in_snapshot()

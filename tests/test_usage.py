@@ -19,7 +19,7 @@ from ledger.rating import BucketSize, usage_in_window
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from ledger.usage import UsageView
 from storage.sql import SqlStore
-from storage.sql.rollups import UsageRollups
+from storage.sql.rollups import usage_view
 from tests.conftest import FixedClock
 from tests.test_cli import ledgerctl
 
@@ -34,7 +34,7 @@ def load_small(ledger: Ledger) -> None:
 
 def view(ledger: Ledger) -> UsageView:
     assert isinstance(ledger.store, SqlStore)
-    return UsageView(ledger, UsageRollups(ledger.store))
+    return usage_view(ledger, ledger.store)
 
 
 def table(report: Any) -> list[tuple[Any, ...]]:

@@ -3,9 +3,10 @@ stored row that differs (docs/audit.md, "Derived data").
 
 The rollups (storage/sql/rollups.py) answer usage queries, billing evaluations and dispute lookups without
 reading the log, so a tampered or buggy rollup row changes what people are told they owe while every hash still
-verifies. This check runs the very code that builds them (UsageRollups.catch_up) over exactly the entries the stored
-rollups say they reflect (the cursor: the org log's first `applied_size` entries and the system log's first
-`system_size`), in a fresh SQLite file, and compares the two row by row. The repair is `ledgerctl rollups rebuild`.
+verifies. This check runs the very code that builds them (their follower, RollupFollower.catch_up) over exactly
+the entries the stored rollups say they reflect (the cursor: the org log's first `applied_size` entries and the
+system log's first `system_size`), in a fresh SQLite file, and compares the two row by row. The repair is
+`ledgerctl rollups rebuild`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ledger.log.merkle import Frontier, leaf_hash
 from ledger.pricebook import PriceBook, PriceHistory
 from ledger.rating.money import fraction_to_decimal
 from ledger.timeutil import format_micros
-from storage.sql.rollups import UsageRollups
+from storage.sql.rollups import rollup_follower
 from storage.sql.schema import (
     entries,
     log_heads,
@@ -53,7 +54,7 @@ __all__ = [
     "rollup_cursors_of",
 ]
 
-# Every table derived from an org log by UsageRollups, with the columns that name a row besides its log_id.
+# Every table derived from an org log by the rollups' follower, with the columns that name a row besides its log_id.
 ROLLUP_TABLES: tuple[Table, ...] = (
     rollup_workloads,
     rollup_storage,
@@ -152,7 +153,7 @@ def check_org_rollups(
             changes = _copy(scratch, log_id, verified(log_id, applied), EntryKind.ACCOUNT)
             prices = PriceHistory([PriceBook.from_body(e.body_json(), e.sequence) for e in books])
             plans = AccountHistory(tuple(AccountChange.from_body(e.body_json(), e.sequence) for e in changes)).plans()
-            UsageRollups(scratch).catch_up(org_id, prices, plans)
+            rollup_follower(scratch).catch_up(org_id, prices, plans)
             with scratch.reading() as conn:
                 expected = _rows(conn, log_id)
                 derived_cursor = conn.execute(
