@@ -22,35 +22,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
-
-from ledger.errors import LedgerError, StorageError, VerificationError
-from ledger.intake import derive_index
-from ledger.issued_cuts import keep_latest_cut
-from ledger.log.entry import ENCODING_VERSION, GENESIS_HASH, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash
-from ledger.log.merkle import Frontier, leaf_hash
+from ledger.errors import LedgerError, VerificationError
+from ledger.log.entry import ENCODING_VERSION, HASH_SIZE, Entry, EntryKind, LogHead
+from ledger.log.merkle import EMPTY_ROOT, Frontier
 from ledger.log.note import NoteVerifier
 from ledger.log.proofs import SignedCheckpoint
+from ledger.log.replay import EXPORT_FILE, Replay, ReplayError
 from ledger.log.signing import StoredCheckpoint
-from ledger.ports import IndexColumns
-from storage.sql.schema import checkpoints as checkpoint_table
-from storage.sql.schema import entries, log_heads
-from storage.sql.store import SqlStore
+from ledger.ports import IndexColumns, LogImporter
 
 EXPORT_FORMAT = "usage-ledger-export"
 EXPORT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no checkpoints
 _ENTRY_FIELDS = frozenset({"log_id", "sequence", "kind", "recorded_at", "previous_hash", "entry_hash"})
 _BODY_FIELDS = frozenset({"body", "body_base64"})
-# Rows per INSERT: large enough to amortise round trips, small enough to keep memory flat on long logs.
-_INSERT_CHUNK = 1000
 
 
 class ExportSource(Protocol):
@@ -128,16 +118,16 @@ def export_lines(source: ExportSource, log_ids: Sequence[str]) -> Iterator[str]:
     signed = {head.log_id: source.checkpoints(head.log_id, head.size) for head in heads}
     yield _dumps(header_record(heads, signed))
     for head in heads:
-        checker = _LogCheck(head.log_id, {c.size: c.root_hash for c in signed[head.log_id]})
+        checker = _FileLog(head.log_id, {c.size: c.root_hash for c in signed[head.log_id]})
         for entry in source.iter_entries(head.log_id, 0, head.size):
             try:
                 checker.add(entry)
-            except _Bad as bad:
+            except (_Bad, ReplayError) as bad:
                 raise VerificationError(f"cannot export {head.log_id}: {bad}") from None
             yield _dumps(entry_record(entry))
         try:
             checker.finish(head)
-        except _Bad as bad:
+        except (_Bad, ReplayError) as bad:
             raise VerificationError(f"cannot export {head.log_id}: {bad}") from None
 
 
@@ -148,61 +138,43 @@ class _Bad(Exception):
     """A failed check; the reader adds the line number."""
 
 
-class _LogCheck:
-    """Follows one log from entry 0: sequence, chain link, entry hash, body, and the Merkle frontier, and the
-    root at each size a signed checkpoint claims (`roots`, by size)."""
+class _FileLog:
+    """One log of a file replayed from entry 0 (ledger.log.replay, in the file's words: no duplicate idempotency
+    key either, R24), and the root at each size a signed checkpoint claims (`roots`, by size)."""
 
     def __init__(self, log_id: str, roots: Mapping[int, bytes] | None = None) -> None:
         self.log_id = log_id
-        self.size = 0
-        self.previous = GENESIS_HASH
-        self.frontier = Frontier.empty()
-        self.event_ids: set[str] = set()
-        self.roots = dict(roots or {})
+        self.claimed = dict(roots or {})
+        self.replay = Replay(log_id, roots_at=frozenset(self.claimed), wording=EXPORT_FILE, unique_keys=True)
         self._check_root()
 
+    @property
+    def size(self) -> int:
+        return self.replay.expected
+
+    @property
+    def frontier(self) -> Frontier:
+        return self.replay.frontier()
+
     def _check_root(self) -> None:
-        claimed = self.roots.get(self.size)
-        if claimed is not None and self.frontier.root() != claimed:
+        size = self.size
+        claimed = self.claimed.get(size)
+        root = self.replay.roots.get(size, EMPTY_ROOT)
+        if claimed is not None and root != claimed:
             raise _Bad(
-                f"log {self.log_id}: the signed checkpoint of size {self.size} has root {claimed.hex()[:16]}…, "
-                f"not the root of the first {self.size} entries ({self.frontier.root().hex()[:16]}…)"
+                f"log {self.log_id}: the signed checkpoint of size {size} has root {claimed.hex()[:16]}…, "
+                f"not the root of the first {size} entries ({root.hex()[:16]}…)"
             )
 
     def add(self, entry: Entry) -> tuple[IndexColumns, bytes]:
         """Check the next entry; returns its derived index columns and Merkle subtree hashes."""
-        where = f"entry {self.log_id}#{entry.sequence}"
-        if entry.log_id != self.log_id:
-            raise _Bad(f"{where}: belongs to log {entry.log_id!r}, expected an entry of {self.log_id!r}")
-        if entry.sequence != self.size:
-            raise _Bad(f"{where}: expected sequence {self.size} (entries missing, repeated or out of order)")
-        if entry.previous_hash != self.previous:
-            raise _Bad(f"{where}: previous hash does not match entry #{self.size - 1}'s hash")
-        encoded = entry.encoded()
-        if chain_hash(self.previous, encoded) != entry.entry_hash:
-            raise _Bad(f"{where}: entry hash does not match its bytes (body or header altered)")
-        try:
-            index = derive_index(entry.kind, json.loads(entry.body))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise _Bad(f"{where}: body is not a valid {entry.kind.value} body ({err})") from err
-        if index.event_id is not None:
-            # The store's unique index would refuse it anyway; naming the line is kinder.
-            if index.event_id in self.event_ids:
-                raise _Bad(f"{where}: idempotency key {index.event_id!r} appears twice in the log (R24)")
-            self.event_ids.add(index.event_id)
-        self.frontier, subtrees = self.frontier.append(leaf_hash(encoded))
-        self.previous = entry.entry_hash
-        self.size += 1
+        subtrees = self.replay.add(entry)
         self._check_root()
-        return index, b"".join(subtrees)
+        assert self.replay.index is not None  # the replay checks bodies
+        return self.replay.index, subtrees
 
     def finish(self, head: LogHead) -> None:
-        if self.size != head.size:
-            raise _Bad(f"log {self.log_id}: the header says {head.size} entries, {self.size} follow")
-        if self.previous != head.head_hash:
-            raise _Bad(f"log {self.log_id}: the header's head hash is not the hash of its last entry")
-        if self.frontier.root() != head.root_hash:
-            raise _Bad(f"log {self.log_id}: the header's Merkle root does not match the entries")
+        self.replay.head(head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,13 +373,13 @@ class ExportReader:
             self._close(checker, heads[position])
             for head in heads[position + 1 :]:
                 self._close(self._check(head), head)
-        except _Bad as bad:
+        except (_Bad, ReplayError) as bad:
             raise VerificationError(f"{self.path}, {where}: {bad}") from None
 
-    def _check(self, head: LogHead) -> _LogCheck:
-        return _LogCheck(head.log_id, {c.size: c.root_hash for c in self.signed[head.log_id]})
+    def _check(self, head: LogHead) -> _FileLog:
+        return _FileLog(head.log_id, {c.size: c.root_hash for c in self.signed[head.log_id]})
 
-    def _close(self, checker: _LogCheck, head: LogHead) -> None:
+    def _close(self, checker: _FileLog, head: LogHead) -> None:
         checker.finish(head)
         self.logs.append(VerifiedLog(head, checker.frontier, self.signed[head.log_id]))
 
@@ -425,113 +397,22 @@ def verify_export(
 # -- import -----------------------------------------------------------------------------------------------------
 
 
-def _require_absent(conn: Connection, log_ids: Iterable[str]) -> None:
-    wanted = sorted(log_ids)
-    present = set(conn.execute(select(log_heads.c.log_id).where(log_heads.c.log_id.in_(wanted))).scalars())
-    # Entries without a head would be damage, not a log; refuse those too rather than interleave with them.
-    present |= set(
-        conn.execute(select(entries.c.log_id).where(entries.c.log_id.in_(wanted)).group_by(entries.c.log_id)).scalars()
-    )
-    if present:
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(entries.c.log_id, func.count()).where(entries.c.log_id.in_(present)).group_by(entries.c.log_id)
-            ).all()
-        )
-        listed = ", ".join(f"{log} ({counts.get(log, 0)} entries)" for log in sorted(present))
-        raise ImportTargetNotEmpty(
-            f"the target already holds {listed}; import only into a database that has none of the file's logs"
-        )
+def insert_verified(store: LogImporter, path: Path, logs: Sequence[VerifiedLog]) -> int:
+    """Write pre-hashed entries exactly as exported, with their heads and checkpoints, all or nothing; returns the
+    count. The file is read and checked again as it is written, so a file changed since `verify_export` writes
+    nothing. The store only persists (storage.sql.import_log): every check is made here."""
+    reader = ExportReader(path)
 
+    def entries() -> Iterator[VerifiedEntry]:
+        yield from reader.entries()
+        if reader.logs != list(logs):
+            raise VerificationError(f"{path} changed while it was being imported; nothing was imported")
 
-def _row(item: VerifiedEntry) -> dict[str, Any]:
-    entry, index = item.entry, item.index
-    return {
-        "log_id": entry.log_id,
-        "seq": entry.sequence,
-        "kind": entry.kind.value,
-        "recorded_at": entry.recorded_at,
-        "body": entry.body,
-        "prev_hash": entry.previous_hash,
-        "entry_hash": entry.entry_hash,
-        "subtree_hashes": item.subtree_hashes,
-        "event_id": index.event_id,
-        "org_id": index.org_id,
-        "endpoint_id": index.endpoint_id,
-        "workload_id": index.workload_id,
-        "request_id": index.request_id,
-        "occurred_at": index.occurred_at,
-    }
-
-
-def insert_verified(store: SqlStore, path: Path, logs: Sequence[VerifiedLog]) -> int:
-    """Insert pre-hashed entries exactly as exported, in one transaction, with their heads; returns the count.
-
-    This is the store-level half of import: it bypasses SqlStore.append (which would hash anew, with a new
-    recorded time) and writes the stored columns directly. The file is read and checked again as it is inserted,
-    so a file changed since `verify_export` rolls the whole import back.
-    """
-    count = 0
-    try:
-        with store.writer.begin() as conn:
-            _require_absent(conn, [log.head.log_id for log in logs])
-            # Heads first: on PostgreSQL a server appending to the same log meanwhile waits on these rows and
-            # then continues the imported chain, rather than racing to write entry 0.
-            conn.execute(
-                log_heads.insert(),
-                [
-                    {
-                        "log_id": log.head.log_id,
-                        "size": log.head.size,
-                        "head_hash": log.head.head_hash,
-                        "frontier": log.frontier.encode(),
-                    }
-                    for log in logs
-                ],
-            )
-            rows: list[dict[str, Any]] = []
-            cuts: dict[str, tuple[int, int]] = {}  # R12's guard reads each log's latest invoice cut
-            reader = ExportReader(path)
-            for item in reader.entries():
-                rows.append(_row(item))
-                count += 1
-                if item.entry.kind is EntryKind.INVOICE:
-                    keep_latest_cut(cuts, item.entry.log_id, item.entry.body, item.entry.sequence)
-                if len(rows) >= _INSERT_CHUNK:
-                    conn.execute(entries.insert(), rows)
-                    rows = []
-            if rows:
-                conn.execute(entries.insert(), rows)
-            if cuts:
-                store.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in cuts.items()])
-            signed = [c for log in reader.logs for c in log.checkpoints]
-            if signed:
-                conn.execute(
-                    checkpoint_table.insert(),
-                    [
-                        {
-                            "log_id": c.log_id,
-                            "size": c.size,
-                            "root_hash": c.root_hash,
-                            "note": c.note,
-                            "signed_at": c.signed_at,
-                        }
-                        for c in signed
-                    ],
-                )
-            if reader.logs != list(logs):
-                raise VerificationError(f"{path} changed while it was being imported; nothing was imported")
-    except IntegrityError as err:
-        raise ImportTargetNotEmpty(
-            f"another writer created one of the file's logs during the import; nothing was imported ({err.orig})"
-        ) from err
-    except OperationalError as err:
-        raise StorageError(f"the database did not take the import ({err.orig}); nothing was imported") from err
-    return count
+    return store.import_logs(logs, entries())
 
 
 def import_export(
-    store: SqlStore, path: Path, verifier: NoteVerifier | None = None, ledger_name: str | None = None
+    store: LogImporter, path: Path, verifier: NoteVerifier | None = None, ledger_name: str | None = None
 ) -> list[VerifiedLog]:
     """Verify the whole file, then insert it; nothing is written unless every hash, chain link and checkpoint
     (with `verifier`, every signature too) checks out."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from ledger.log.entry import Entry, EntryKind, LogHead
 
 if TYPE_CHECKING:
+    from ledger.export import VerifiedEntry, VerifiedLog
     from ledger.plans import PlanHistory
     from ledger.pricebook import PriceHistory
     from ledger.rating import OrgRating, UnitRun
@@ -80,7 +81,11 @@ class LedgerStore(Protocol):
         """Every entry of the given non-EVENT kinds in a log, in sequence order, without scanning the log."""
         ...
 
-    # Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log.
+    def close(self) -> None: ...
+
+
+class DisputeLookups(Protocol):
+    """Dispute lookups (R27, ledger.dispute.DisputeSource): each answers from an index, never by scanning a log."""
 
     def endpoint_window_entries(self, org_id: str, endpoint_id: str, start: int, end: int) -> list[Entry]:
         """Entries of one endpoint with occurred_at in [start, end], in occurred_at order."""
@@ -106,7 +111,33 @@ class LedgerStore(Protocol):
         """Orgs whose logs hold entries of an endpoint."""
         ...
 
-    def close(self) -> None: ...
+
+# Log: what the log engine (ledger.log) and import read or write beside LedgerStore.
+
+
+class SubtreeSource(Protocol):
+    """Stored perfect-subtree hashes of many logs (storage.sql.SqlStore and storage.memory.MemoryStore are two)."""
+
+    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+
+class ProofSource(SubtreeSource, Protocol):
+    """What proving entries reads (ledger.log.proofs.prove_entries): the log head, stored nodes and entries."""
+
+    def head(self, log_id: str) -> LogHead: ...
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
+        """The entries of one log at the given sequence numbers (those that exist), in sequence order, in one read."""
+        ...
+
+
+class LogImporter(Protocol):
+    """Import's writer (ledger.export.import_export): persists what import verified, checks nothing itself."""
+
+    def import_logs(self, logs: Sequence[VerifiedLog], verified: Iterator[VerifiedEntry]) -> int:
+        """Create `logs` (none may exist yet: ImportTargetNotEmpty) with the entries `verified` yields, their heads
+        and checkpoints, in one transaction: an error, from `verified` too, writes nothing. Returns the count."""
+        ...
 
 
 # Usage: the rollups, a view derived from each org log (storage/sql/rollups.py persists them). The follower

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from client.auditor import DatabaseLogs as _DatabaseLogs
+from client.auditor import entries_verified as _entries_verified
 from client.cli import app
-from client.cli_audit import _DatabaseLogs, _entries_verified
 from ledger.billing.engine import load_books
 from ledger.billing.rederive import rederive_invoices
 from ledger.errors import LogMoved, VerificationError

@@ -12,10 +12,10 @@ import binascii
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ledger.errors import FieldViolation, InvalidInput, VerificationError
-from ledger.log.entry import ENCODING_VERSION, HASH_SIZE, Entry, EntryKind, LogHead, chain_hash, entry_bytes
+from ledger.log.entry import ENCODING_VERSION, Entry, EntryKind, entry_bytes
 from ledger.log.merkle import (
     combine_inclusion_proofs,
     inclusion_proof,
@@ -27,6 +27,8 @@ from ledger.log.merkle import (
     verify_multi_inclusion,
 )
 from ledger.log.note import Checkpoint, NoteVerifier
+from ledger.log.replay import check_chain
+from ledger.ports import ProofSource, SubtreeSource
 from ledger.tracing import traced
 
 __all__ = [
@@ -53,12 +55,6 @@ PROOF_FORMAT = "usage-ledger-proof/v2"
 # One RFC 9162 proof per entry; still read (ProofBundle.from_json), no longer written.
 PROOF_FORMAT_V1 = "usage-ledger-proof/v1"
 DEFAULT_LEDGER_NAME = "usage-ledger.local"
-
-
-class SubtreeSource(Protocol):
-    """Stored perfect-subtree hashes of many logs (storage.sql.SqlStore is one)."""
-
-    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
 
 
 class LogNodes:
@@ -130,16 +126,6 @@ def decode_entry(data: bytes, previous_hash: bytes, entry_hash: bytes) -> Entry:
     if entry_bytes(log_id, sequence, kind.value, recorded_at, body) != data:
         raise bad("not in canonical form")
     return Entry(log_id, sequence, kind, recorded_at, body, bytes(previous_hash), bytes(entry_hash))
-
-
-def check_chain(entry: Entry) -> None:
-    """Check an entry's own chain link: entry_hash = SHA-256(previous_hash || entry bytes), both 32 bytes."""
-    where = f"entry {entry.log_id}#{entry.sequence}"
-    for what, value in (("previous hash", entry.previous_hash), ("entry hash", entry.entry_hash)):
-        if len(value) != HASH_SIZE:
-            raise VerificationError(f"{where}: {what} is {len(value)} bytes, expected {HASH_SIZE}")
-    if chain_hash(entry.previous_hash, entry.encoded()) != entry.entry_hash:
-        raise VerificationError(f"{where}: entry hash is not SHA-256(previous hash || entry bytes)")
 
 
 # -- signed checkpoints --------------------------------------------------------------------------------------------
@@ -525,14 +511,6 @@ def load_proof(text: str) -> ProofBundle:
 # -- proving from a store -------------------------------------------------------------------------------------------
 
 
-class ProofSource(SubtreeSource, Protocol):
-    """What proving reads: entries, the log head and stored Merkle nodes."""
-
-    def get_entry(self, log_id: str, sequence: int) -> Entry: ...
-
-    def head(self, log_id: str) -> LogHead: ...
-
-
 @traced("ledger.proof.entries", ids=("log_id",))
 def prove_entries(
     store: ProofSource, log_id: str, sequences: Iterable[int], checkpoint: SignedCheckpoint
@@ -567,11 +545,7 @@ def prove_entries(
     # One multi-leaf proof and one read of the entries: a dispute lookup proves the hundreds of entries it cites,
     # and one RFC 9162 proof each (twenty nodes to assemble and check per entry) cost more than the rest of it.
     proof = tuple(multi_inclusion_proof(wanted, size, nodes))
-    entries_at = getattr(store, "entries_at", None)
-    if entries_at is not None:
-        by_sequence = {entry.sequence: entry for entry in entries_at(log_id, wanted)}
-    else:
-        by_sequence = {sequence: store.get_entry(log_id, sequence) for sequence in wanted}
+    by_sequence = {entry.sequence: entry for entry in store.entries_at(log_id, wanted)}
     entries = []
     for sequence in wanted:
         entry = by_sequence.get(sequence)

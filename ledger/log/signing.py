@@ -21,16 +21,17 @@ since the last checkpoint; the first checkpoint of a log re-hashes the whole log
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from ledger.errors import LedgerError, NotFound, StorageError, VerificationError
-from ledger.log.entry import GENESIS_HASH, Entry, LogHead, chain_hash
-from ledger.log.merkle import Frontier, consistency_proof, leaf_hash, root_at, verify_consistency
+from ledger.log.entry import GENESIS_HASH, Entry, LogHead
+from ledger.log.merkle import Frontier, consistency_proof, root_at, verify_consistency
 from ledger.log.note import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
 from ledger.log.proofs import DEFAULT_LEDGER_NAME, LogNodes, SignedCheckpoint, log_origin
-from ledger.ports import IndexColumns
+from ledger.log.replay import SIGNING, Replay, ReplayError
+from ledger.ports import IndexColumns, ProofSource
 from ledger.timeutil import Clock, system_clock
 from ledger.tracing import traced
 
@@ -104,14 +105,10 @@ class StoredCheckpoint:
         return signed
 
 
-class CheckpointStore(Protocol):
+class CheckpointStore(ProofSource, Protocol):
     """What signing reads and writes: the log (entries, head, stored nodes) and the checkpoints table."""
 
-    def head(self, log_id: str) -> LogHead: ...
-
     def get_entry(self, log_id: str, sequence: int) -> Entry: ...
-
-    def subtree_hashes(self, log_id: str, nodes: Sequence[tuple[int, int]]) -> list[bytes]: ...
 
     def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns, bytes]]: ...
 
@@ -279,26 +276,17 @@ class CheckpointSigner:
             previous = self.store.get_entry(log_id, old_size - 1).entry_hash if old_size else GENESIS_HASH
         except NotFound as err:
             raise refuse(f"entry #{old_size - 1}, the last one signed, is missing") from err
-        expected = old_size
-        for entry, _, stored_subtrees in self.store.audit_rows(log_id, old_size):
-            if expected == size:
-                break
-            where = f"entry #{expected}"
-            if entry.sequence != expected:
-                raise refuse(f"{where} is missing (next stored is #{entry.sequence})")
-            encoded = entry.encoded()
-            if entry.previous_hash != previous or chain_hash(previous, encoded) != entry.entry_hash:
-                raise refuse(f"{where} does not chain to entry #{expected - 1} (entry altered)")
-            frontier, subtrees = frontier.append(leaf_hash(encoded))
-            if b"".join(subtrees) != stored_subtrees:
-                raise refuse(f"{where}: stored Merkle subtree hashes do not match the entries")
-            previous = entry.entry_hash
-            expected += 1
-        if expected != size:
-            raise refuse(f"the head says {size} entries but only {expected} are stored")
-        root = frontier.root()
-        if head.head_hash != previous or head.root_hash != root:
-            raise refuse("the log head does not match its entries")
+        # Step 2: entries [m, n) replayed onto the frontier of m, their stored subtree hashes checked on the way.
+        replay = Replay(log_id, old_size, previous, frontier=frontier, wording=SIGNING, bodies=False)
+        try:
+            for entry, _, stored_subtrees in self.store.audit_rows(log_id, old_size):
+                if replay.expected == size:
+                    break
+                replay.entry(entry, None, stored_subtrees)
+            replay.head(head)
+        except ReplayError as err:
+            raise refuse(str(err)) from err
+        root = replay.root()
         if root_at(size, nodes) != root:
             raise refuse("the stored Merkle nodes do not give the root recomputed from the entries")
         if latest is not None and 0 < old_size < size:
