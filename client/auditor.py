@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import grpc
@@ -22,10 +22,9 @@ from ledger.billing.rederive import InvoiceFinding, rederive_invoices
 from ledger.errors import NotFound, VerificationError
 from ledger.log.audit import AuditSource, LogVerification, PagedAuditSource, verify_log
 from ledger.log.entry import SYSTEM_LOG, Entry, EntryKind, LogHead, org_of_log
-from ledger.log.merkle import EMPTY_ROOT, consistency_proof
+from ledger.log.merkle import EMPTY_ROOT
 from ledger.log.note import NoteVerifier
 from ledger.log.proofs import (
-    LogNodes,
     SignedCheckpoint,
     check_against_checkpoints,
     check_every_checkpoint,
@@ -33,9 +32,6 @@ from ledger.log.proofs import (
 from ledger.log.replay import Replay, ReplayError
 from ledger.log.signing import StoredCheckpoint
 from ledger.ports import IndexColumns
-
-if TYPE_CHECKING:
-    from storage.sql.rollup_check import RollupCheck
 
 
 class CheckpointSource(AuditSource, Protocol):
@@ -68,7 +64,7 @@ class RemoteLogs:
         return [h for h in self.client.logs() if h.log_id > after][:limit]
 
     def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
-        from server.audit_service import leaf_from_proto
+        from wire.checkpoints import leaf_from_proto
 
         token = ""
         while True:
@@ -87,7 +83,7 @@ class RemoteLogs:
 
     def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
         """Every checkpoint the server lists (ListCheckpoints), as rows whose columns are their notes' own text."""
-        from server.audit_service import checkpoint_from_proto
+        from wire.checkpoints import checkpoint_from_proto
 
         found: list[StoredCheckpoint] = []
         token = ""
@@ -119,49 +115,44 @@ class RemoteLogs:
         return None
 
 
-class DatabaseLogs:
-    """Audit the database directly: also checks index columns and stored Merkle nodes; checkpoints from its table."""
+class RollupComparison(Protocol):
+    """One org log's stored rollups against the rollups its verified entries give (storage/sql/rollup_check.py)."""
 
-    def __init__(self, database_url: str) -> None:
-        from storage.sql import open_store
+    @property
+    def log_id(self) -> str: ...
 
-        self.store = open_store(database_url)
+    @property
+    def applied_size(self) -> int | None: ...
 
-    def head(self, log_id: str) -> LogHead:
-        return self.store.head(log_id)
+    @property
+    def rows(self) -> int: ...
 
-    def list_logs(self, after: str, limit: int) -> list[LogHead]:
-        return self.store.list_logs(after, limit)
+    @property
+    def differences(self) -> Sequence[object]: ...
 
-    def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
-        yield from self.store.audit_rows(log_id, start)
+    @property
+    def skipped(self) -> str | None: ...
 
-    def audit_pages(self, log_id: str, start: int = 0, stop: int | None = None) -> Iterator[Sequence[Sequence[Any]]]:
-        return self.store.audit_pages(log_id, start, stop)
 
-    def audit_opener(self) -> Callable[[], PagedAuditSource] | None:
-        return self.store.audit_opener()
-
-    def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
-        return self.store.checkpoints(log_id, 2**63 - 1)  # the largest BIGINT: every row
-
-    def consistency(self, log_id: str, old_size: int, new_size: int) -> list[bytes]:
-        return consistency_proof(old_size, new_size, LogNodes(self.store, log_id))
-
-    def invoiced_size(self, log_id: str) -> int | None:
-        """Entries up to the log's last INVOICE entry (from ix_entries_kind): nothing after it bears on an invoice."""
-        invoices = self.store.entries_of_kind(log_id, [EntryKind.INVOICE.value])
-        return invoices[-1].sequence + 1 if invoices else 0
+class DatabaseLogs(CheckpointSource, PagedAuditSource, Protocol):
+    """Audit the database directly (`--database-url`, client/database.py): index columns and stored Merkle nodes
+    are checked too, checkpoints come from their table, and the usage rollups can be re-derived."""
 
     def rollup_cursors(self) -> dict[str, tuple[int, int]] | None:
         """Each org log's rollup cursor: (entries applied, system log size), read before the logs are verified so
         that the verification notes their roots at those sizes."""
-        from storage.sql.rollup_check import rollup_cursors_of
+        ...
 
-        return rollup_cursors_of(self.store)
+    def check_rollups(
+        self,
+        org_id: str,
+        verified: Callable[[str, int], Iterable[Entry]],
+        cursor_seen: tuple[int, int] | None,
+    ) -> RollupComparison:
+        """Re-derive the org's rollups from `verified(log_id, size)` and compare them with the stored rows."""
+        ...
 
-    def close(self) -> None:
-        self.store.close()
+    def close(self) -> None: ...
 
 
 def state_file(state_dir: Path, origin: str) -> Path:
@@ -231,7 +222,7 @@ class RollupsCheck:
     run. `problems` are every difference, each naming the table, the row and the figures."""
 
     checked: bool
-    orgs: list[RollupCheck] = field(default_factory=list)
+    orgs: list[RollupComparison] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     note: str = ""
 
@@ -375,10 +366,8 @@ def check_rollups(
         ) -> Iterable[Entry]:
             return entries_verified(source, log if wanted == log.log_id else system, stop)
 
-        from storage.sql.rollup_check import check_org_rollups
-
         try:
-            result = check_org_rollups(source.store, org_id, entries, cursor)
+            result = source.check_rollups(org_id, entries, cursor)
         except VerificationError as err:
             check.problems.append(f"rollups of {log_id}: {err}")
             continue

@@ -29,6 +29,7 @@ from client.auditor import (
     counted,
     read_note,
 )
+from client.database import database_access
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -114,6 +115,7 @@ def parse_verifier_key(value: str, as_json: bool) -> NoteVerifier:
 
 @audit_app.command("verify")
 def audit_verify(
+    context: typer.Context,
     org: Annotated[str | None, typer.Option("--org", help="Verify only this org's log.")] = None,
     all_logs: Annotated[bool, typer.Option("--all", help="Verify every log (the default).")] = False,
     verifier_key: VerifierKeyOption = None,
@@ -177,10 +179,11 @@ def audit_verify(
     states = (state_dir or default_state_dir()) if verifier is not None else None
 
     source: RemoteLogs | DatabaseLogs
+    direct: DatabaseLogs | None = None  # the database itself (--database-url): it also holds the rollups
     client: LedgerClient | None = None
     if database_url:
         try:
-            source = DatabaseLogs(database_url)
+            source = direct = database_access(context, as_json).audit_source(database_url)
         except LedgerError as err:
             fail(str(err), EXIT_USAGE, as_json=as_json)
     else:
@@ -241,13 +244,13 @@ def audit_verify(
                 )
             if skip_rollups:
                 report.rollups = RollupsCheck(False, note="not re-derived (--skip-rollups)")
-            elif cursors is None or not isinstance(source, DatabaseLogs):
+            elif cursors is None or direct is None:
                 report.rollups = RollupsCheck(
                     False, note="not checked: the rollups are in the database (--database-url)"
                 )
             else:
                 report.rollups = check_rollups(
-                    source,
+                    direct,
                     report,
                     cursors,
                     lambda lid, n: progress.update(task, description=f"re-deriving rollups of {lid}", completed=n),
@@ -257,8 +260,8 @@ def audit_verify(
     finally:
         if client is not None:
             client.close()
-        elif isinstance(source, DatabaseLogs):
-            source.close()
+        elif direct is not None:
+            direct.close()
     _print_report(report, as_json)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_REFUSED)
 
@@ -431,7 +434,7 @@ def audit_checkpoint(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a log's signed checkpoint note (save it to pass as --trusted-checkpoint later)."""
-    from server.audit_service import checkpoint_from_proto
+    from wire.checkpoints import checkpoint_from_proto
 
     log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:
@@ -495,7 +498,7 @@ def audit_prove(
     ] = False,
 ) -> None:
     """Write an offline-checkable inclusion proof of one entry (proof.json, docs/audit.md) to standard output."""
-    from server.audit_service import checkpoint_from_proto, leaf_from_proto
+    from wire.checkpoints import checkpoint_from_proto, leaf_from_proto
 
     log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:

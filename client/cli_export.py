@@ -12,6 +12,7 @@ import grpc
 import typer
 
 from client.cli_audit import LedgerNameOption, VerifierKeyOption, parse_verifier_key
+from client.database import database_access
 from client.ledger_client import LedgerClient
 from client.output import (
     DEFAULT_TARGET,
@@ -91,6 +92,7 @@ class _ApiLogs:
 
 
 def export_command(
+    context: typer.Context,
     org: Annotated[list[str] | None, typer.Option("--org", help="Export this org's log (repeatable).")] = None,
     log: Annotated[
         list[str] | None, typer.Option("--log", help="Export this log, e.g. `system` for price books (repeatable).")
@@ -119,10 +121,8 @@ def export_command(
     with ExitStack() as stack:
         source: Any
         if database_url:
-            from storage.sql import open_store
-
             try:
-                source = open_store(database_url)
+                source = database_access(context, as_json).open_ledger(database_url)
             except LedgerError as err:
                 fail(str(err), EXIT_USAGE, as_json=as_json)
             stack.callback(source.close)
@@ -167,6 +167,7 @@ def _write(source: Any, log_ids: list[str], output: Path | None) -> None:
 
 
 def import_command(
+    context: typer.Context,
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A file written by `ledgerctl export`.")],
     database_url: DatabaseUrl = None,
     verifier_key: VerifierKeyOption = None,
@@ -186,10 +187,9 @@ def import_command(
         fail(f"cannot read {file}: no such file", EXIT_USAGE, as_json=as_json)
     verifier = parse_verifier_key(verifier_key, as_json) if verifier_key else None
     from ledger.export import import_export
-    from storage.sql import open_store
 
     try:
-        store = open_store(database_url)
+        store = database_access(context, as_json).open_ledger(database_url)
     except LedgerError as err:
         fail(str(err), EXIT_USAGE, as_json=as_json)
     try:

@@ -8,12 +8,17 @@ DatabaseAccess by the command line's composition root (ledgerctl/main.py) as the
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import typer
 
 from client.output import EXIT_USAGE, fail
 from ledger.api_keys import ApiKey
+from ledger.export import ExportSource
+from ledger.ports import LogImporter
+
+if TYPE_CHECKING:
+    from client.auditor import DatabaseLogs
 
 
 class KeyRegistry(Protocol):
@@ -28,10 +33,20 @@ class KeyRegistry(Protocol):
         ...
 
 
+class LedgerDatabase(ExportSource, LogImporter, Protocol):
+    """The ledger's store opened for `ledgerctl export` (a source) and `ledgerctl import` (a writer)."""
+
+    def close(self) -> None: ...
+
+
 class DatabaseAccess(Protocol):
-    """Opens the ledger's database at a URL (migrating its schema first); raises LedgerError when it cannot."""
+    """Opens the ledger's database at a URL (migrating its schema first); each raises LedgerError when it cannot."""
 
     def key_registry(self, url: str) -> AbstractContextManager[KeyRegistry]: ...
+
+    def open_ledger(self, url: str) -> LedgerDatabase: ...
+
+    def audit_source(self, url: str) -> DatabaseLogs: ...
 
 
 def database_access(context: typer.Context, as_json: bool) -> DatabaseAccess:

@@ -13,7 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from usageledger.v1 import ledger_pb2
 
-from server.errors import DOMAIN
+from wire.status import DOMAIN
 
 # Appends in flight wait in the store's group commit (storage/sql/group_commit.py), which commits all of those
 # waiting in one transaction: more in flight make bigger groups, not more transactions or connections. Each holds

@@ -28,6 +28,7 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli_backfill import bracket
+from client.event_file import read_event_file
 from client.ledger_client import LedgerClient
 from ledger.billing import BillingRefused, Invoice, Trigger, round_cents
 from ledger.billing.engine import load_books
@@ -44,7 +45,6 @@ from ledger.rating import rate_org
 from ledger.rating.evidence import settled_through
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
-from server.billing_service import closer_for
 from tests.billing_support import MINUTE, SECOND, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event
 from tests.conftest import EXAMPLE_DAY, FixedClock
@@ -61,7 +61,7 @@ def day_events() -> list[dict[str, Any]]:
 
 def settle(running: RunningServer) -> None:
     """Wait until the closer has run two whole passes after the last append (the first may have started before)."""
-    closer = closer_for(running.ledger)
+    closer = running.parts.billing.closer
     assert closer is not None
     for _ in range(2):
         closer.wait_for_pass(closer.passes, timeout=60)
@@ -400,7 +400,9 @@ def test_r29_the_example_day_sent_in_chunks_inside_one_backfill_gives_the_same_i
     try:
         with (
             LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client,
-            bracket(client, b"the example day", day_events(), True) as opened,
+            bracket(
+                client, b"the example day", [e.event for e in read_event_file(EXAMPLE_DAY, clock())], True
+            ) as opened,
         ):
             assert opened == ["ingest-" + hashlib.sha256(b"the example day").hexdigest()[:16]]
             for chunk in chunks(day_events(), size):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from storage.sql.audit_source import SqlAuditSource
 from storage.sql.keystore import SqlKeyStore
-from storage.sql.store import open_store
+from storage.sql.store import SqlStore, open_store
 
 
 class SqlDatabaseAccess:
@@ -19,3 +20,10 @@ class SqlDatabaseAccess:
             yield SqlKeyStore(store.writer)
         finally:
             store.close()
+
+    def open_ledger(self, url: str) -> SqlStore:
+        """The store itself, for export (a source) and import (a LogImporter); the caller closes it."""
+        return open_store(url)
+
+    def audit_source(self, url: str) -> SqlAuditSource:
+        return SqlAuditSource(url)
