@@ -105,7 +105,7 @@ def main() -> None:
 
     store = SqlStore(f"sqlite:///{work / 'backlog.db'}", clock=clock)
     ledger = Ledger(store, clock=clock)
-    engine = BillingEngine(ledger)
+    engine = BillingEngine(ledger, rollups=UsageRollups(store))
     started = time.monotonic()
     result = engine.close(ORG)
     backlog_seconds = time.monotonic() - started

@@ -196,7 +196,7 @@ class ReconstructionLookup:
 
     def _run(self, **query: Any) -> int:
         from ledger.dispute import DisputeQuery, reconstruct_charges
-        from server.support_service import reconstruction_to_proto
+        from wire.support import reconstruction_to_proto
 
         result = reconstruct_charges(
             self.ledger, DisputeQuery(**query), with_proofs=self.with_proofs, rollups=self.rollups

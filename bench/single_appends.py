@@ -5,8 +5,10 @@
 A real `ledger-server` child on a fresh database. Each client is a thread with its own channel (its own
 connection), spread over a few client processes so the clients' Python is not one GIL. In one run and against one
 server, phase by phase: the health `Check` (the trivial-RPC ceiling), `AppendEvents` with one event per call, for
-each client count; then the batching appender (client/appender.py) against hand-made 1,000-event AppendEvents
-batches. Each phase reports calls (or events) per second over its wall time and the per-call latency p50 / p99.
+each client count; then the batching appender (client/appender.py), over AppendEvents and over StreamEvents,
+against hand-made 1,000-event AppendEvents batches, each way twice in mirrored order (BATCH_ORDER). Each phase
+reports calls (or events) per second over its wall time, the per-call latency p50 / p99, and the CPU time the
+server and the clients spent per call; each store, the load average before and after (the machine is shared).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
 import threading
@@ -74,14 +77,20 @@ def _client_process(target: str, kind: str, orgs: list[str], seconds: float, bar
     for thread in threads:
         thread.start()
     barrier.wait()
+    cpu = time.process_time()  # every thread of this process: the clients' side of the calls
     start.wait()
     for thread in threads:
         thread.join()
-    results.put(out)
+    results.put((out, time.process_time() - cpu))
 
 
-def calls_phase(target: str, kind: str, clients: int, seconds: float, processes: int, orgs: int) -> dict[str, Any]:
-    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`."""
+def calls_phase(
+    server: ServerProcess, kind: str, clients: int, seconds: float, processes: int, orgs: int
+) -> dict[str, Any]:
+    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`; with the
+    CPU time the server and the clients spent per call (the machine is shared: CPU per call compares across runs
+    better than rates do)."""
+    target = server.target
     context = mp.get_context("spawn")
     processes = min(processes, clients)
     barrier, results = context.Barrier(processes), context.Queue()
@@ -94,13 +103,25 @@ def calls_phase(target: str, kind: str, clients: int, seconds: float, processes:
         worker.start()
     latencies: list[float] = []
     refused = 0
+    client_cpu = 0.0
+    server_cpu = server.cpu_seconds()
     for _ in workers:
-        for lat, ref in results.get(timeout=seconds + 120):
+        out, cpu = results.get(timeout=seconds + 120)
+        client_cpu += cpu
+        for lat, ref in out:
             latencies.extend(lat)
             refused += ref
+    server_cpu = server.cpu_seconds() - server_cpu
     for worker in workers:
         worker.join()
-    return {"calls_per_second": len(latencies) / seconds, "refused": refused, **_latency(latencies)}
+    calls = max(len(latencies), 1)
+    return {
+        "calls_per_second": len(latencies) / seconds,
+        "refused": refused,
+        **_latency(latencies),
+        "server_cpu_us_per_call": round(server_cpu / calls * 1e6),
+        "client_cpu_us_per_call": round(client_cpu / calls * 1e6),
+    }
 
 
 def _latency(latencies: list[float]) -> dict[str, float]:
@@ -110,8 +131,14 @@ def _latency(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49] * 1000, 2), "p99_ms": round(cuts[98] * 1000, 2)}
 
 
+# The batching phases, in this order: each way of sending runs as often before as after the others, so the log's
+# growth and the period closer's work behind the earlier phases weigh on every way alike.
+BATCH_ORDER = ("batches", "appender", "stream", "stream", "appender", "batches")
+
+
 def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
-    """`events` single events sent by the batching appender (how="appender") or as hand-made 1,000-event batches."""
+    """`events` single events sent one `append()` at a time through the batching appender over AppendEvents
+    (how="appender") or StreamEvents ("stream"), or as hand-made 1,000-event AppendEvents batches ("batches")."""
     from client.appender import BatchingAppender
     from client.ledger_client import LedgerClient
 
@@ -119,31 +146,36 @@ def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
     raw = [request_event(f"{prefix}-{i}", f"bench-batch-{i % 4}") for i in range(events)]
     with LedgerClient(target, timeout=120) as client:
         began = time.perf_counter()
-        if how == "appender":
-            with BatchingAppender(client) as appender:
+        if how in ("appender", "stream"):
+            with BatchingAppender(client, transport="append" if how == "appender" else "stream") as appender:
                 futures = [appender.append(event) for event in raw]
             results = [future.result() for future in futures]
+            if how == "stream":  # a stream answers with totals only: each future holds None once acknowledged
+                assert len(results) == events and all(r is None for r in results)
+                return {"events_per_second": events / (time.perf_counter() - began)}
         else:
             results = []
             for start in range(0, events, 1000):
                 results.extend(client.append_events(raw[start : start + 1000]))
         wall = time.perf_counter() - began
-    assert len(results) == events and not any(r.duplicate for r in results)
+    assert len(results) == events and not any(r is None or r.duplicate for r in results)
     return {"events_per_second": events / wall}
 
 
 def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    # The machine is shared: its 1-minute load average says how much of it the run had.
+    out: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 2)}
     extra = [f"--max-inflight={args.max_inflight}"] if args.max_inflight is not None else []
+    extra += args.server_arg
     with ServerProcess(url, workdir / f"{backend}-server.log", extra_args=extra) as server:
         target = server.target
-        calls_phase(target, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
+        calls_phase(server, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
         for clients in args.clients:
-            ceiling = calls_phase(target, "check", clients, args.seconds, args.processes, args.orgs)
+            ceiling = calls_phase(server, "check", clients, args.seconds, args.processes, args.orgs)
             profiler = None
             if args.profile:
                 profiler = Profiler(server.pid, workdir / f"{backend}-{clients}.txt")
-            appends = calls_phase(target, "append", clients, args.seconds, args.processes, args.orgs)
+            appends = calls_phase(server, "append", clients, args.seconds, args.processes, args.orgs)
             if profiler is not None:
                 from bench.profile import summarise
 
@@ -154,13 +186,18 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path)
                 "ratio": round(appends["calls_per_second"] / ceiling["calls_per_second"], 3),
             }
         if args.batch_events:
-            raw = batches_phase(target, args.batch_events, "batches")
-            batching = batches_phase(target, args.batch_events, "appender")
+            seconds = {how: 0.0 for how in BATCH_ORDER}
+            for how in BATCH_ORDER:
+                seconds[how] += args.batch_events / batches_phase(target, args.batch_events, how)["events_per_second"]
+            rates = {how: BATCH_ORDER.count(how) * args.batch_events / spent for how, spent in seconds.items()}
             out["batching"] = {
-                "hand_made_1000": raw,
-                "appender": batching,
-                "ratio": round(batching["events_per_second"] / raw["events_per_second"], 3),
+                "hand_made_1000": {"events_per_second": rates["batches"]},
+                "appender": {"events_per_second": rates["appender"]},
+                "appender_stream": {"events_per_second": rates["stream"]},
+                "ratio": round(rates["appender"] / rates["batches"], 3),
+                "stream_ratio": round(rates["stream"] / rates["batches"], 3),
             }
+    out["load_after"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -187,7 +224,7 @@ def _drop_pg(admin_url: str, url: str) -> None:
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"{'store':<11} {'clients':>7} {'Check/s':>9} {'appends/s':>9} {'ratio':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'refused':>7}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'refused':>7} {'server us/call C/A':>18} {'client us/call C/A':>18}"
     ]
     for backend, figures in results.items():
         for key, phase in figures.items():
@@ -196,14 +233,19 @@ def table(results: dict[str, Any]) -> str:
             a, c = phase["append"], phase["check"]
             lines.append(
                 f"{backend:<11} {key[8:]:>7} {c['calls_per_second']:>9.0f} {a['calls_per_second']:>9.0f} "
-                f"{phase['ratio']:>6.2f} {a['p50_ms']:>7.1f} {a['p99_ms']:>7.1f} {a['refused']:>7}"
+                f"{phase['ratio']:>6.2f} {a['p50_ms']:>7.1f} {a['p99_ms']:>7.1f} {a['refused']:>7} "
+                f"{c['server_cpu_us_per_call']:>8} / {a['server_cpu_us_per_call']:<7} "
+                f"{c['client_cpu_us_per_call']:>8} / {a['client_cpu_us_per_call']:<7}"
             )
         if "batching" in figures:
             b = figures["batching"]
             lines.append(
                 f"{backend:<11} batching appender {b['appender']['events_per_second']:.0f} events/s, hand-made "
-                f"1,000-event batches {b['hand_made_1000']['events_per_second']:.0f} events/s, ratio {b['ratio']:.2f}"
+                f"1,000-event batches {b['hand_made_1000']['events_per_second']:.0f} events/s, ratio {b['ratio']:.2f}; "
+                f"over StreamEvents {b['appender_stream']['events_per_second']:.0f} events/s, "
+                f"ratio {b['stream_ratio']:.2f}"
             )
+        lines.append(f"{backend:<11} load average before / after: {figures['load_before']} / {figures['load_after']}")
     return "\n".join(lines)
 
 
@@ -216,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orgs", type=int, default=4, help="orgs the clients append to (client k: org k mod N)")
     parser.add_argument("--batch-events", type=int, default=50_000, help="events for the batching phase (0: skip)")
     parser.add_argument("--max-inflight", help="passed to the server (default: the server's own)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to ledger-server (repeatable), e.g. --server-arg=--close-interval=0",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during append phases")
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
     parser.add_argument("--output", type=Path, help="write every figure as JSON here")

@@ -64,7 +64,7 @@ class RemoteLogs:
         return [h for h in self.client.logs() if h.log_id > after][:limit]
 
     def audit_rows(self, log_id: str, start: int = 0) -> Iterator[tuple[Entry, IndexColumns | None, bytes | None]]:
-        from server.audit_service import leaf_from_proto
+        from wire.checkpoints import leaf_from_proto
 
         token = ""
         while True:
@@ -83,7 +83,7 @@ class RemoteLogs:
 
     def stored_checkpoints(self, log_id: str) -> list[StoredCheckpoint]:
         """Every checkpoint the server lists (ListCheckpoints), as rows whose columns are their notes' own text."""
-        from server.audit_service import checkpoint_from_proto
+        from wire.checkpoints import checkpoint_from_proto
 
         found: list[StoredCheckpoint] = []
         token = ""

@@ -38,7 +38,7 @@ from client.output import (
     rpc_failure,
 )
 from ledger.log.entry import LogHead, org_log_id
-from ledger.timeutil import format_micros, system_clock
+from ledger.timeutil import system_clock
 from wire.convert import event_to_proto
 
 app = typer.Typer(
@@ -94,11 +94,10 @@ def events_ingest(
     read = _read_events(file, as_json)
     messages = [event_to_proto(item.event) for item in read]
     appended = duplicates = 0
-    # R29: the org and instant of each event decide whether the file goes inside a backfill, and its range.
-    spans = [{"org_id": item.event.org_id, "occurred_at": format_micros(item.event.occurred_at)} for item in read]
     with (
         LedgerClient(target) as client,
-        ingest_bracket(client, file, spans, backfill, target, as_json),
+        # R29: the org and instant of each event decide whether the file goes inside a backfill, and its range.
+        ingest_bracket(client, file, [item.event for item in read], backfill, target, as_json),
         progress_bar(as_json) as progress,
     ):
         task = progress.add_task("ingesting", total=len(messages))

@@ -12,9 +12,21 @@ from rich.table import Table
 from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
-from client.cli_billing import OrgOption, call, connect, dollars, parse_time, to_timestamp, when
+from client.cli_billing import call, connect, dollars, parse_time, to_timestamp
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, TIME_HELP, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.output import (
+    DEFAULT_TARGET,
+    EXIT_USAGE,
+    TIME_HELP,
+    JsonFlag,
+    OrgOption,
+    Target,
+    emit_json,
+    fail,
+    out,
+    rpc_failure,
+    when,
+)
 
 account_app = typer.Typer(help="Org accounts: settings, state, payment method.", no_args_is_help=True)
 payment_method_app = typer.Typer(

@@ -434,7 +434,7 @@ def audit_checkpoint(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a log's signed checkpoint note (save it to pass as --trusted-checkpoint later)."""
-    from server.audit_service import checkpoint_from_proto
+    from wire.checkpoints import checkpoint_from_proto
 
     log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:
@@ -498,7 +498,7 @@ def audit_prove(
     ] = False,
 ) -> None:
     """Write an offline-checkable inclusion proof of one entry (proof.json, docs/audit.md) to standard output."""
-    from server.audit_service import checkpoint_from_proto, leaf_from_proto
+    from wire.checkpoints import checkpoint_from_proto, leaf_from_proto
 
     log_id = _log_id(org, log, as_json)
     with LedgerClient(target) as client:

@@ -9,7 +9,7 @@ and closed after its last.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +20,11 @@ import typer
 from rich.table import Table
 from usageledger.v1 import ledger_pb2 as pb
 
-from client.cli_billing import call, connect, when
+from client.cli_billing import call, connect
 from client.ledger_client import LedgerClient
-from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure
+from client.output import DEFAULT_TARGET, EXIT_USAGE, JsonFlag, Target, emit_json, fail, out, rpc_failure, when
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
+from ledger.events import UsageEvent
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from wire.convert import micros_to_timestamp
 
@@ -136,18 +137,11 @@ def _show(backfill: pb.Backfill, as_json: bool, what: str) -> None:
 # -- the bracket around `ledgerctl events ingest` ------------------------------------------------------------------
 
 
-def org_ranges(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
-    """Per org, [earliest, latest + 1 us) of the events' occurred_at (records that do not parse are skipped: the
-    server names them)."""
+def org_ranges(events: Iterable[UsageEvent]) -> dict[str, tuple[int, int]]:
+    """Per org, [earliest, latest + 1 us) of the events' occurred_at."""
     ranges: dict[str, tuple[int, int]] = {}
-    for record in records:
-        org, at = record.get("org_id"), record.get("occurred_at")
-        if not isinstance(org, str) or not isinstance(at, str):
-            continue
-        try:
-            micros = parse_rfc3339_micros(at)
-        except ValueError:
-            continue
+    for event in events:
+        org, micros = event.org_id, event.occurred_at
         low, high = ranges.get(org, (micros, micros + 1))
         ranges[org] = (min(low, micros), max(high, micros + 1))
     return ranges
@@ -160,11 +154,11 @@ def needs_backfill(ranges: Mapping[str, tuple[int, int]], now: int, grace_second
 
 @contextmanager
 def bracket(
-    client: LedgerClient, file_bytes: bytes, records: Sequence[Mapping[str, Any]], wanted: bool | None
+    client: LedgerClient, file_bytes: bytes, events: Sequence[UsageEvent], wanted: bool | None
 ) -> Iterator[list[str]]:
     """Open one backfill per org of the file before the body runs and close them after it (R29), when `wanted`, or
     when None and the file's events are older than the default grace period. Yields the backfill ids opened."""
-    ranges = org_ranges(records)
+    ranges = org_ranges(events)
     now = int(datetime.now().timestamp() * 1_000_000)
     use = needs_backfill(ranges, now, DEFAULT_INVOICE_GRACE_SECONDS) if wanted is None else wanted
     if not use:
@@ -194,12 +188,11 @@ def bracket(
 
 @contextmanager
 def ingest_bracket(
-    client: LedgerClient, file: Path, records: Sequence[Mapping[str, Any]], wanted: bool | None, target: str,
-    as_json: bool,
+    client: LedgerClient, file: Path, events: Sequence[UsageEvent], wanted: bool | None, target: str, as_json: bool,
 ) -> Iterator[list[str]]:  # fmt: skip
     """bracket() for `ledgerctl events ingest`: a failed open or close exits as any RPC failure does."""
     try:
-        with bracket(client, file.read_bytes(), records, wanted) as opened:
+        with bracket(client, file.read_bytes(), events, wanted) as opened:
             yield opened
     except grpc.RpcError as err:
         rpc_failure(err, target, as_json)

@@ -32,15 +32,16 @@ from client.output import (
     EXIT_USAGE,
     TIME_HELP,
     JsonFlag,
+    OrgOption,
     Target,
     emit_json,
     fail,
     instant_option,
     out,
     rpc_failure,
+    when,
 )
-from ledger.timeutil import format_micros
-from wire.convert import micros_to_timestamp, timestamp_to_micros
+from wire.convert import micros_to_timestamp
 
 T = TypeVar("T")
 TIMEOUT_SECONDS = 30.0
@@ -50,8 +51,6 @@ credits_app = typer.Typer(
 )
 invoices_app = typer.Typer(help="Invoices (R17-R23): list, show, close a billing period.", no_args_is_help=True)
 payments_app = typer.Typer(help="Payments (R18): the processor's outcome for an invoice.", no_args_is_help=True)
-
-OrgOption = Annotated[str, typer.Option("--org", help="Org ID.")]
 
 _TRIGGER_TEXT = {
     bpb.INVOICE_TRIGGER_THRESHOLD: "R17: uninvoiced usage after discounts exceeded $50.00",
@@ -79,10 +78,6 @@ def parse_time(text: str | None, option: str, as_json: bool) -> int | None:
 
 def to_timestamp(micros: int) -> Timestamp:
     return micros_to_timestamp(micros)
-
-
-def when(ts: Timestamp) -> str:
-    return format_micros(timestamp_to_micros(ts))
 
 
 def dollars(amount: str) -> str:

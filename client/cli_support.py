@@ -24,20 +24,20 @@ from client.output import (
     REPEATS_NOTE,
     TIME_HELP,
     JsonFlag,
+    OrgOption,
     Target,
     as_fraction,
     emit_json,
     exact_amount,
     fail,
     gigabyte_seconds_text,
-    instant_option,
     out,
     rpc_failure,
+    timestamp_option,
+    when,
 )
 from client.statement import statement, wrapped
 from ledger.adjustments import parse_ref
-from ledger.timeutil import format_micros
-from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 support_app = typer.Typer(
     help="Billing disputes: reconstruct an endpoint's or a request's charges from ledger entries (R27) and "
@@ -71,7 +71,7 @@ def _enum(enum: Any, value: int, prefix: str) -> str | None:
 
 
 def _time(message: Any, name: str) -> str | None:
-    return format_micros(timestamp_to_micros(getattr(message, name))) if message.HasField(name) else None
+    return when(getattr(message, name)) if message.HasField(name) else None
 
 
 def ref_json(ref: spb.DisputeEntryRef) -> dict[str, Any]:
@@ -555,13 +555,13 @@ def support_lookup(
         org_id=org or "", endpoint_id=endpoint or "", request_id=request or "", include_proofs=proofs_dir is not None
     )
     if around is not None:
-        message.approximate_time.CopyFrom(micros_to_timestamp(instant_option(around, "--around", as_json)))
+        message.approximate_time.CopyFrom(timestamp_option(around, "--around", as_json))
         if tolerance is not None:
             seconds = parse_tolerance(tolerance, as_json) // 1_000_000
             message.tolerance.CopyFrom(Duration(seconds=seconds))
     if start is not None and end is not None:
-        message.start_time.CopyFrom(micros_to_timestamp(instant_option(start, "--from", as_json)))
-        message.end_time.CopyFrom(micros_to_timestamp(instant_option(end, "--to", as_json)))
+        message.start_time.CopyFrom(timestamp_option(start, "--from", as_json))
+        message.end_time.CopyFrom(timestamp_option(end, "--to", as_json))
     with LedgerClient(target) as client:
         try:
             response = client.call(spb_grpc.SupportServiceStub(client.channel).ReconstructCharges, message)
@@ -597,7 +597,7 @@ def write_proofs(report: dict[str, Any], folder: Path, as_json: bool) -> None:
 
 @support_app.command("adjust")
 def support_adjust(
-    org: Annotated[str, typer.Option("--org", help="Org ID.")],
+    org: OrgOption,
     ticket: Annotated[str, typer.Option("--ticket", help="Support ticket ID (R23).")],
     amount: Annotated[str, typer.Option("--amount", help="USD; negative credits the org, positive debits it.")],
     reason: Annotated[str, typer.Option("--reason", help="Why, in words the customer will read.")],

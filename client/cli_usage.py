@@ -22,18 +22,18 @@ from client.output import (
     REPEATS_NOTE,
     TIME_HELP,
     JsonFlag,
+    OrgOption,
     Target,
     as_fraction,
     emit_json,
     exact_amount,
     fail,
     gigabyte_seconds_text,
-    instant_option,
     out,
     rpc_failure,
+    timestamp_option,
+    when,
 )
-from ledger.timeutil import format_micros
-from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 prices_app = typer.Typer(help="Price books: per-second flex and active rates per instance type (R11, R12).")
 rollups_app = typer.Typer(help="Derived usage rollups (rebuildable from the logs).")
@@ -50,7 +50,7 @@ _BUCKETS = {"hour": upb.BUCKET_HOUR, "day": upb.BUCKET_DAY}
 def _book_json(book: ppb.PriceBook) -> dict[str, Any]:
     return {
         "version": book.version,
-        "effective_from": format_micros(timestamp_to_micros(book.effective_time)),
+        "effective_from": when(book.effective_time),
         "note": book.note,
         "currency": book.currency_code,
         "rates": {
@@ -67,7 +67,7 @@ def _print_book(book: ppb.PriceBook) -> None:
         "active $/s",
         "flex $/min",
         "active $/min",
-        title=f"price book v{book.version}, in force from {format_micros(timestamp_to_micros(book.effective_time))}",
+        title=f"price book v{book.version}, in force from {when(book.effective_time)}",
     )
     from decimal import Decimal
 
@@ -114,9 +114,7 @@ def prices_set(
             )
         )
     if raw.get("effective_from"):
-        request.effective_time.CopyFrom(
-            micros_to_timestamp(instant_option(str(raw["effective_from"]), "effective_from", as_json))
-        )
+        request.effective_time.CopyFrom(timestamp_option(str(raw["effective_from"]), "effective_from", as_json))
     with LedgerClient(target) as client:
         try:
             response = client.call(ppb_grpc.PricingServiceStub(client.channel).SetPriceBook, request)
@@ -144,7 +142,7 @@ def prices_show(
             else:
                 request = ppb.GetPriceBookRequest()
                 if at:
-                    request.at_time.CopyFrom(micros_to_timestamp(instant_option(at, "--at", as_json)))
+                    request.at_time.CopyFrom(timestamp_option(at, "--at", as_json))
                 books = [client.call(stub.GetPriceBook, request).price_book]
         except grpc.RpcError as err:
             rpc_failure(err, target, as_json)
@@ -156,7 +154,7 @@ def prices_show(
 
 
 def usage(
-    org: Annotated[str, typer.Option("--org", help="Org ID.")],
+    org: OrgOption,
     start: Annotated[str, typer.Option("--from", help="Window start (inclusive): " + TIME_HELP + ".")],
     end: Annotated[str, typer.Option("--to", help="Window end (exclusive), the same forms.")],
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Only this endpoint.")] = None,
@@ -172,8 +170,8 @@ def usage(
     output = chosen_format(format_name, as_json)
     as_json, as_csv = output == "json", output == "csv"
     request = upb.QueryUsageRequest(org_id=org, endpoint_id=endpoint or "")
-    request.start_time.CopyFrom(micros_to_timestamp(instant_option(start, "--from", as_json)))
-    request.end_time.CopyFrom(micros_to_timestamp(instant_option(end, "--to", as_json)))
+    request.start_time.CopyFrom(timestamp_option(start, "--from", as_json))
+    request.end_time.CopyFrom(timestamp_option(end, "--to", as_json))
     for name in filter(None, (g.strip() for g in group_by.split(","))):
         if name not in _GROUPS:
             fail(f"--group-by {name!r}: use {', '.join(_GROUPS)}", EXIT_USAGE, as_json=as_json)
@@ -256,13 +254,13 @@ def _row_json(row: upb.UsageRow, bucketed: bool) -> dict[str, Any]:
             data["first_tier_gigabyte_seconds"] = row.first_tier_gigabyte_seconds
             data["beyond_tier_gigabyte_seconds"] = row.beyond_tier_gigabyte_seconds
     if bucketed:
-        data["bucket_start"] = format_micros(timestamp_to_micros(row.bucket_start_time))
+        data["bucket_start"] = when(row.bucket_start_time)
     return data
 
 
 @rollups_app.command("rebuild")
 def rollups_rebuild(
-    org: Annotated[str, typer.Option("--org", help="Org ID.")],
+    org: OrgOption,
     target: Target = DEFAULT_TARGET,
     as_json: JsonFlag = False,
 ) -> None:

@@ -15,8 +15,8 @@ from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from ledger.log.entry import Entry, LogHead
-from server.tls import read_private_file
 from wire import convert
+from wire.private_files import read_private_file
 
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
@@ -141,15 +141,13 @@ class LedgerClient:
 
     def head(self, log_id: str) -> LogHead:
         response = self._call(self.stub.GetLogHead, pb.GetLogHeadRequest(log_id=log_id))
-        h = response.head
-        return LogHead(h.log_id, h.size, h.head_hash, h.root_hash)
+        return convert.head_from_proto(response.head)
 
     def logs(self) -> Iterator[LogHead]:
         token = ""
         while True:
             response = self._call(self.stub.ListLogs, pb.ListLogsRequest(page_size=500, page_token=token))
-            for h in response.heads:
-                yield LogHead(h.log_id, h.size, h.head_hash, h.root_hash)
+            yield from (convert.head_from_proto(h) for h in response.heads)
             token = response.next_page_token
             if not token:
                 return

@@ -15,11 +15,14 @@ from typing import Annotated, Any, NoReturn
 
 import grpc
 import typer
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger.rating.money import exact_text
+from ledger.timeutil import format_micros
+from wire.convert import micros_to_timestamp, timestamp_to_micros
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -47,6 +50,7 @@ out: Console = _Stdout()
 
 Target = Annotated[str, typer.Option("--target", envvar="LEDGER_TARGET", help="Ledger server HOST:PORT.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+OrgOption = Annotated[str, typer.Option("--org", help="Org ID.")]
 
 
 def _print_version(value: bool) -> None:
@@ -109,6 +113,16 @@ def instant_option(text: str, option: str, as_json: bool) -> int:
         return parse_instant(text)
     except ValueError as err:
         fail(f"{option} {text!r}: {err}", EXIT_USAGE, as_json=as_json)
+
+
+def timestamp_option(text: str, option: str, as_json: bool) -> Timestamp:
+    """instant_option's instant as the Timestamp a request carries."""
+    return micros_to_timestamp(instant_option(text, option, as_json))
+
+
+def when(ts: Timestamp) -> str:
+    """A Timestamp of an answer as the RFC 3339 text every command prints (UTC, microseconds when there are any)."""
+    return format_micros(timestamp_to_micros(ts))
 
 
 def emit_json(value: Any) -> None:

@@ -72,7 +72,9 @@ class StorageKind(StrEnum):
 
 
 REQUEST_TYPES = frozenset({EventType.REQUEST_STARTED, EventType.REQUEST_FINISHED})
-# The fields that describe a workload: a HEARTBEAT (org-level, R28) carries none of them.
+# The fields every event carries; a HEARTBEAT (org-level, R28) carries only these.
+HEARTBEAT_FIELDS = ("event_id", "org_id", "type", "occurred_at")
+# The fields that describe a workload: a HEARTBEAT carries none of them.
 WORKLOAD_FIELDS = (
     "workspace_id",
     "endpoint_id",
@@ -88,6 +90,8 @@ WORKLOAD_FIELDS = (
     "gigabytes",
     "interval_seconds",
 )
+# Every usage-event field of billing-rules.md: a key that is none of them is refused by name.
+KNOWN_EVENT_FIELDS = frozenset((*HEARTBEAT_FIELDS, *WORKLOAD_FIELDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,29 +621,6 @@ def event_from_body(body: Mapping[str, Any]) -> UsageEvent:
         gigabytes=Decimal(gigabytes) if gigabytes is not None else None,
         interval_seconds=body.get("interval_seconds"),
     )
-
-
-KNOWN_EVENT_FIELDS = frozenset(
-    {
-        "event_id",
-        "org_id",
-        "workspace_id",
-        "endpoint_id",
-        "workload_id",
-        "workload_kind",
-        "development",
-        "instance_type",
-        "worker_type",
-        "type",
-        "occurred_at",
-        "request_id",
-        "stop_reason",
-        "storage_kind",
-        "volume_id",
-        "gigabytes",
-        "interval_seconds",
-    }
-)
 
 
 def _parse_time(c: _Collector, name: str, value: Any, now_micros: int) -> int | None:

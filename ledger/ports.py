@@ -241,6 +241,23 @@ class RollupStore(RollupCursor, RollupReads, Protocol):
     """Both halves, as one SQL adapter (storage.sql.rollups.UsageRollups) implements them."""
 
 
+# Billing --------------------------------------------------------------------------------------------------------
+# What billing (ledger/billing/) reads beyond LedgerStore. storage/sql implements it.
+
+
+class InvoiceEntries(Protocol):
+    """An org log's INVOICE entries by reference, so a reader parses only the invoices it has not parsed yet (every
+    dispute lookup, R27, reads all of an org's invoices; a month's invoice of a busy org is a large body)."""
+
+    def kind_refs(self, log_id: str, kind: str) -> list[tuple[int, bytes]]:
+        """(sequence, entry hash) of every entry of one non-EVENT kind in a log, in sequence order, from an index."""
+        ...
+
+    def entries_at(self, log_id: str, sequences: Sequence[int]) -> list[Entry]:
+        """The entries of a log at the given sequences (those that exist), in sequence order."""
+        ...
+
+
 # Dispute --------------------------------------------------------------------------------------------------------
 # What a dispute lookup (R27, ledger/dispute/) reads: index-backed entry reads, the usage rollups it rates long
 # sessions from, and signed checkpoints for proving what it cites. storage/sql implements them.

@@ -8,37 +8,55 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from decimal import Decimal
+from types import ModuleType
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from usageledger.v1 import ledger_pb2, ledger_pb2_grpc
+from usageledger.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    billing_pb2,
+    billing_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+    pricing_pb2,
+    pricing_pb2_grpc,
+    support_pb2,
+    support_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 
 from ledger.billing.engine import DEFAULT_INVOICE_GRACE_SECONDS
 from ledger.intake import Ledger
 from ledger.log.signing import DEFAULT_LEDGER_NAME
 from ledger.timeutil import Clock, system_clock
-from server.account_service import register_account
-from server.audit_service import (
+from server.account_service import AccountServicer
+from server.audit_service import AuditServicer
+from server.auth import Authenticator, Authorization, CachedKeys
+from server.billing_service import BillingServicer
+from server.composition import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_SECONDS,
     AuditOptions,
-    audit_options,
-    register_audit,
+    BillingOptions,
+    ServerParts,
+    compose,
 )
-from server.auth import Authenticator, Authorization, CachedKeys
-from server.billing_service import BillingOptions, billing_options, register_billing, stop_billing
 from server.guard import RequestGuard
 from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS, StoreHealth
 from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS, AppendLimit
 from server.reflection import enable_reflection
 from server.service import LedgerServicer
-from server.support_service import register_support
+from server.support_service import SupportServicer
 from server.telemetry import RpcObserver, trace_sql
 from server.tls import ServerTls
-from server.usage_service import register_pricing, register_usage
+from server.usage_service import PricingServicer, UsageServicer
 from storage.sql import SqlStore, open_store
 from storage.sql.keystore import SqlKeyStore
-from storage.sql.rollups import usage_view
+from storage.sql.rollups import UsageRollups
 
 log = logging.getLogger("usageledger.server")
 
@@ -47,20 +65,60 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 KEY_CACHE_SECONDS = 5.0
 
 
-def _register_ledger(ledger: Ledger, server: grpc.Server) -> str:
-    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(ledger), server)
-    return str(ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name)
+def _service_name(proto_module: ModuleType, service: str) -> str:
+    return str(proto_module.DESCRIPTOR.services_by_name[service].full_name)
 
 
-# Every gRPC service the server exposes: each adds its servicer and returns its full name (for health/reflection);
-# UsageService too, given the usage view start_server builds for it.
-SERVICES: list[Callable[[Ledger, grpc.Server], str]] = [
-    _register_ledger,
-    register_pricing,
-    register_audit,
-    register_support,
-    register_account,
-    register_billing,
+def _ledger_service(parts: ServerParts, server: grpc.Server) -> str:
+    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(parts.ledger, parts.billing), server)
+    return _service_name(ledger_pb2, "LedgerService")
+
+
+def _pricing_service(parts: ServerParts, server: grpc.Server) -> str:
+    pricing_pb2_grpc.add_PricingServiceServicer_to_server(PricingServicer(parts.ledger), server)
+    return _service_name(pricing_pb2, "PricingService")
+
+
+def _usage_service(parts: ServerParts, server: grpc.Server) -> str:
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(parts.ledger, parts.usage), server)
+    return _service_name(usage_pb2, "UsageService")
+
+
+def _audit_service(parts: ServerParts, server: grpc.Server) -> str:
+    signing = parts.signing
+    servicer = AuditServicer(signing.store, signing.signer, signing.ledger_name)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
+    return _service_name(audit_pb2, "AuditService")
+
+
+def _support_service(parts: ServerParts, server: grpc.Server) -> str:
+    # Lookups rate long sessions from the store's usage rollups (R25), as the server always did.
+    support_pb2_grpc.add_SupportServiceServicer_to_server(
+        SupportServicer(parts.ledger, UsageRollups(parts.store)), server
+    )
+    return _service_name(support_pb2, "SupportService")
+
+
+def _account_service(parts: ServerParts, server: grpc.Server) -> str:
+    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(parts.billing), server)
+    return _service_name(account_pb2, "AccountService")
+
+
+def _billing_service(parts: ServerParts, server: grpc.Server) -> str:
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(parts.billing.engine), server)
+    return _service_name(billing_pb2, "BillingService")
+
+
+# Every gRPC service the server exposes: each adds its servicer, made from the parts built once by
+# server.composition, and returns its full name (for health and reflection).
+SERVICES: list[Callable[[ServerParts, grpc.Server], str]] = [
+    _ledger_service,
+    _pricing_service,
+    _usage_service,
+    _audit_service,
+    _support_service,
+    _account_service,
+    _billing_service,
 ]
 
 
@@ -68,15 +126,19 @@ SERVICES: list[Callable[[Ledger, grpc.Server], str]] = [
 class RunningServer:
     server: grpc.Server
     port: int
-    ledger: Ledger
+    parts: ServerParts
     health: StoreHealth | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.parts.ledger
 
     def stop(self, grace: float | None = 1.0) -> None:
         if self.health is not None:
             self.health.stop()
         self.server.stop(grace).wait()
-        stop_billing(self.ledger)  # the period closer finishes its org before the store closes
-        self.ledger.store.close()
+        self.parts.stop()  # the period closer finishes its org before the store closes
+        self.parts.store.close()
 
 
 def start_server(
@@ -123,7 +185,6 @@ def start_server(
         interceptors.append(AppendLimit(max_inflight, queue=append_queue, queue_seconds=append_queue_seconds))
     # Appends at their limit, and those queued for a slot, must still leave threads for reads and health checks.
     threads = max(workers, (max_inflight + append_queue if max_inflight else 0) + 4)
-    ledger = Ledger(store, clock=clock)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -132,10 +193,14 @@ def start_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    audit = AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url)
-    with audit_options(audit), billing_options(BillingOptions(close_interval, invoice_grace_seconds, starter_credit)):
-        service_names = [register(ledger, server) for register in SERVICES]
-        service_names.append(register_usage(ledger, server, usage_view(ledger, store)))
+    parts = compose(
+        store,
+        server,
+        clock=clock,
+        billing=BillingOptions(close_interval, invoice_grace_seconds, starter_credit),
+        audit=AuditOptions(signing_key, ledger_name, checkpoint_every, checkpoint_seconds, database_url=database_url),
+    )
+    service_names = [register(parts, server) for register in SERVICES]
     health_servicer = StoreHealth(store, service_names, health_probe_seconds, health_timeout_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*service_names, health.SERVICE_NAME), server)  # v1 and v1alpha, with comments
@@ -145,7 +210,7 @@ def start_server(
     server.start()
     health_servicer.start(server)
     log.info("usage ledger serving on port %d", port)
-    return RunningServer(server, port, ledger, health_servicer)
+    return RunningServer(server, port, parts, health_servicer)
 
 
 def _edge_interceptors(

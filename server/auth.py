@@ -17,20 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, descriptor
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import descriptor
+from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from grpc_status import rpc_status
 from usageledger.v1 import account_pb2, audit_pb2, billing_pb2, ledger_pb2, pricing_pb2, support_pb2, usage_pb2
 
 from ledger.api_keys import ORG_BOUND_ROLES, ApiKey, InvalidApiKey, KeySource, Role, authenticate, parse_token
 from ledger.events import IDENTIFIER_RE
 from ledger.log.entry import org_of_log
-from server.errors import DOMAIN
 from server.guard import Behavior, Continuation, rewrap
 from server.telemetry import note_caller
 from server.tls import peer_subject
+from wire.status import edge_status
 
 log = logging.getLogger("usageledger.auth")
 
@@ -400,6 +399,4 @@ def _deny(context: grpc.ServicerContext, method: str, principal: Principal, reas
 
 
 def _status(code: int, reason: str, message: str) -> grpc.Status:
-    holder = any_pb2.Any()
-    holder.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[holder]))
+    return edge_status(code, reason, message)

@@ -1,4 +1,7 @@
-"""The last line before grpcio: nothing escapes a handler as UNKNOWN with a foreign error's text (issue #23, item 3).
+"""The one place a call's error is answered: handlers raise, and this turns what escapes into its status (#23, #24).
+
+A LedgerError raised on purpose becomes its status through wire.status (ErrorInfo, BadRequest); a
+VerificationError is also counted, since something stored did not verify and operators alert on that.
 
 grpcio answers a handler's uncaught exception UNKNOWN with "Exception calling application: <the error>", which
 for a database failure is driver text (SQL and parameter values included) and for a client is a status it cannot
@@ -15,12 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from ledger.errors import LedgerError
-from server.errors import DOMAIN, pack, to_status
+from ledger.errors import LedgerError, VerificationError
+from ledger.metrics import record_verification_failure
 from storage.sql.faults import storage_fault
+from wire.status import internal_status, to_status
 
 log = logging.getLogger("usageledger.server")
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
@@ -59,7 +61,9 @@ def _answer(err: Exception, context: grpc.ServicerContext) -> None:
     """Abort the call for `err` unless the handler already answered it (then re-raising `err` is grpcio's cue)."""
     if _already_answered(context):
         return
-    if isinstance(err, LedgerError):  # raised on purpose where no handler translates it (an interceptor's read)
+    if isinstance(err, LedgerError):  # raised on purpose, by a handler or an interceptor's read
+        if isinstance(err, VerificationError):
+            record_verification_failure(err.kind)  # something stored did not verify: operators alert on this
         context.abort_with_status(to_status(err))
     fault = storage_fault(err)
     if fault is not None:
@@ -67,8 +71,4 @@ def _answer(err: Exception, context: grpc.ServicerContext) -> None:
         context.abort_with_status(to_status(fault))
     incident = uuid.uuid4().hex[:12]
     log.error("internal error (incident %s)", incident, exc_info=err)
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=DOMAIN, metadata={"incident": incident})
-    message = f"internal error (incident {incident}; the server's log has the details)"
-    context.abort_with_status(
-        rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=pack([info])))
-    )
+    context.abort_with_status(internal_status(incident))

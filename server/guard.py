@@ -14,8 +14,8 @@ from google.protobuf import message as pb_message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from ledger.errors import FieldViolation, InvalidInput
-from server.errors import to_status
 from server.faults import contained
+from wire.status import to_status
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 # wrap(behavior, request_streaming, response_streaming) -> the behaviour to run instead

@@ -13,7 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from usageledger.v1 import ledger_pb2
 
-from server.errors import DOMAIN
+from wire.status import DOMAIN
 
 # Appends in flight wait in the store's group commit (storage/sql/group_commit.py), which commits all of those
 # waiting in one transaction: more in flight make bigger groups, not more transactions or connections. Each holds
@@ -61,6 +61,9 @@ class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._waiting_lock = threading.Lock()
         self._waiting = 0
+        # Each append method's handler, bounded: built once, not on every call (the servicer's handler is the same
+        # object every time; a different one, say after re-registration, is wrapped anew).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: Any
@@ -68,19 +71,24 @@ class AppendLimit(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None or details.method not in self.methods:
             return handler
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
+            wrapped = grpc.unary_unary_rpc_method_handler(
                 self._bounded(handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
+        elif handler.stream_unary is not None:
+            wrapped = grpc.stream_unary_rpc_method_handler(
                 self._bounded(handler.stream_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
 
     def _bounded(self, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def bounded(request: Any, context: grpc.ServicerContext) -> Any:

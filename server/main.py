@@ -20,7 +20,7 @@ from ledger.errors import LedgerError
 from ledger.log.signing import DEFAULT_LEDGER_NAME
 from ledger.version import package_version
 from server.app import start_server
-from server.audit_service import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
+from server.composition import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECONDS
 from server.exporters import MetricsListen
 from server.health import DEFAULT_PING_TIMEOUT_SECONDS, DEFAULT_PROBE_SECONDS
 from server.limits import DEFAULT_MAX_INFLIGHT, DEFAULT_QUEUE, DEFAULT_QUEUE_SECONDS

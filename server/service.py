@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextvars
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,143 +11,79 @@ import grpc
 from usageledger.v1 import ledger_pb2 as pb
 from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
-from ledger.billing.backfills import Backfill
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError
 from ledger.intake import Ledger
 from ledger.ports import Appended, NewEntry
-from server.billing_service import closer_for, engine_for, wake_billing
-from server.errors import abort
-from wire import convert
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-
-
-def _page_size(requested: int, field: str = "page_size") -> int:
-    if requested < 0:
-        raise InvalidInput([FieldViolation(field, "must not be negative")])
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _sequence(value: int, field: str) -> int:
-    """A sequence number the store can hold (a signed 64-bit column); beyond it no entry exists or ever will."""
-    if not 0 <= value < 2**63:
-        raise InvalidInput([FieldViolation(field, f"must be a sequence number from 0 to {2**63 - 1}")])
-    return value
-
-
-def _decode_token(token: str, field: str = "page_token") -> str:
-    """Page tokens are opaque to clients: base64 of the last key returned."""
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidInput([FieldViolation(field, "is not a page token this server issued")]) from err
-
-
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def backfill_to_proto(backfill: Backfill) -> pb.Backfill:
-    message = pb.Backfill(
-        org_id=backfill.org_id,
-        backfill_id=backfill.backfill_id,
-        from_time=convert.micros_to_timestamp(backfill.start),
-        to_time=convert.micros_to_timestamp(backfill.end),
-        reason=backfill.reason,
-        open=backfill.is_open,
-        open_time=convert.micros_to_timestamp(backfill.opened.at),
-        open_sequence=max(backfill.opened.sequence, 0),
-    )
-    if backfill.closed is not None:
-        message.close_time.CopyFrom(convert.micros_to_timestamp(backfill.closed.at))
-        message.close_reason = backfill.closed.reason
-        message.close_sequence = max(backfill.closed.sequence, 0)
-    return message
+from server.composition import Billing
+from wire import convert, paging
+from wire.billing import backfill_to_proto
 
 
 class BackfillRpcs:
     """R29's RPCs on LedgerService: the sender of past events brackets them; the billing engine records it."""
 
     ledger: Ledger
+    billing: Billing
 
     def OpenBackfill(self, request: pb.OpenBackfillRequest, context: grpc.ServicerContext) -> pb.OpenBackfillResponse:
-        try:
-            start = convert.timestamp_to_micros(request.from_time) if request.HasField("from_time") else None
-            end = convert.timestamp_to_micros(request.to_time) if request.HasField("to_time") else None
-            backfill, known = engine_for(self.ledger).open_backfill(
-                request.org_id, request.backfill_id, start, end, request.reason
-            )
-        except LedgerError as err:
-            abort(context, err)
-            raise
+        start = convert.timestamp_to_micros(request.from_time) if request.HasField("from_time") else None
+        end = convert.timestamp_to_micros(request.to_time) if request.HasField("to_time") else None
+        backfill, known = self.billing.engine.open_backfill(
+            request.org_id, request.backfill_id, start, end, request.reason
+        )
         return pb.OpenBackfillResponse(backfill=backfill_to_proto(backfill), already_open=known)
 
     def CloseBackfill(
         self, request: pb.CloseBackfillRequest, context: grpc.ServicerContext
     ) -> pb.CloseBackfillResponse:
-        try:
-            backfill = engine_for(self.ledger).close_backfill(request.org_id, request.backfill_id, request.reason)
-        except LedgerError as err:
-            abort(context, err)
-            raise
-        closer = closer_for(self.ledger)
-        if closer is not None:
-            closer.notify([request.org_id])  # the grace may issue the months it held back (R29)
+        backfill = self.billing.engine.close_backfill(request.org_id, request.backfill_id, request.reason)
+        if self.billing.closer is not None:
+            self.billing.closer.notify([request.org_id])  # the grace may issue the months it held back (R29)
         return pb.CloseBackfillResponse(backfill=backfill_to_proto(backfill))
 
     def ListBackfills(
         self, request: pb.ListBackfillsRequest, context: grpc.ServicerContext
     ) -> pb.ListBackfillsResponse:
+        size = paging.page_size(request.page_size)
         try:
-            size = _page_size(request.page_size)
-            start = int(_decode_token(request.page_token)) if request.page_token else 0
-            backfills = engine_for(self.ledger).books(request.org_id).backfills
-        except (LedgerError, ValueError) as err:
-            if isinstance(err, ValueError):
-                err = InvalidInput([FieldViolation("page_token", "is not a token this server issued")])
-            abort(context, err)
-            raise
+            start = int(paging.decode_token(request.page_token)) if request.page_token else 0
+        except ValueError as err:
+            raise InvalidInput([FieldViolation("page_token", "is not a token this server issued")]) from err
+        backfills = self.billing.engine.books(request.org_id).backfills
         page = backfills[start : start + size]
-        token = _encode_token(str(start + size)) if start + size < len(backfills) else ""
+        token = paging.encode_token(str(start + size)) if start + size < len(backfills) else ""
         return pb.ListBackfillsResponse(backfills=[backfill_to_proto(b) for b in page], next_page_token=token)
 
 
 class LedgerServicer(BackfillRpcs, pb_grpc.LedgerServiceServicer):  # type: ignore[misc]
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, billing: Billing) -> None:
         self.ledger = ledger
+        self.billing = billing
 
     def _entries(self, events: Any) -> list[NewEntry]:
-        """A batch of proto events validated into entries; violations name the proto's fields."""
-        event_to_raw = convert.event_to_raw
-        raw = [event_to_raw(e) for e in events]
+        """A batch of proto events validated into entries (ledger.events, the one validator); violations name the
+        proto's fields."""
         try:
-            return self.ledger.event_entries(raw)
+            return self.ledger.event_entries(convert.events_to_raw(events))
         except InvalidInput as err:
-            raise InvalidInput(
-                [FieldViolation(convert.proto_field(v.field), v.description) for v in err.violations]
-            ) from err
+            raise convert.proto_violations(err) from err
 
     def _append_entries(self, entries: list[NewEntry]) -> list[Appended]:
-        engine = engine_for(self.ledger)
+        engine = self.billing.engine
         try:
             # R19: a new org's starter credit goes in with its first events, atomically.
             results = self.ledger.append_event_entries([*entries, *engine.starter_credits(entries)])
         except EventConflict:
             # Another batch created the org (and its starter credit) first; or a real R24 conflict, raised again.
             results = self.ledger.append_event_entries([*entries, *engine.starter_credits(entries)])
-        wake_billing(self.ledger, results)  # the period closer re-evaluates the orgs just appended to (R15, R19)
+        self.billing.wake(results)  # the period closer re-evaluates the orgs just appended to (R15, R19)
         return results[: len(entries)]
 
     def _append(self, events: Any) -> list[Appended]:
         return self._append_entries(self._entries(events))
 
     def AppendEvents(self, request: pb.AppendEventsRequest, context: grpc.ServicerContext) -> pb.AppendEventsResponse:
-        try:
-            return convert.append_response(self._append(request.events))
-        except LedgerError as err:
-            abort(context, err)
-            raise
+        return convert.append_response(self._append(request.events))
 
     def StreamEvents(
         self, request_iterator: Iterator[pb.StreamEventsRequest], context: grpc.ServicerContext
@@ -183,55 +118,34 @@ class LedgerServicer(BackfillRpcs, pb_grpc.LedgerServiceServicer):  # type: igno
         except LedgerError as err:
             # Earlier batches of the stream stay appended; the status says which batch failed.
             err.args = (f"batch {batches} (0-based) of the stream: {err}",)
-            abort(context, err)
             raise
         finally:
             writer.shutdown(wait=True)  # a batch handed over is appended whole even if the stream breaks off
         return pb.StreamEventsResponse(appended=appended, duplicates=duplicates, batches=batches)
 
     def GetEntry(self, request: pb.GetEntryRequest, context: grpc.ServicerContext) -> pb.GetEntryResponse:
-        try:
-            return pb.GetEntryResponse(
-                entry=convert.entry_to_proto(self.ledger.entry(request.log_id, _sequence(request.sequence, "sequence")))
-            )
-        except LedgerError as err:
-            abort(context, err)
-            raise
+        entry = self.ledger.entry(request.log_id, paging.sequence(request.sequence, "sequence"))
+        return pb.GetEntryResponse(entry=convert.entry_to_proto(entry))
 
     def ListEntries(self, request: pb.ListEntriesRequest, context: grpc.ServicerContext) -> pb.ListEntriesResponse:
-        try:
-            size = _page_size(request.page_size)
-            if request.page_token:
-                start = _sequence(int(_decode_token(request.page_token)), "page_token")
-            else:
-                start = _sequence(request.start_sequence, "start_sequence")
-            self.ledger.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
-            entries = self.ledger.store.list_entries(request.log_id, start, size + 1)
-        except LedgerError as err:
-            abort(context, err)
-            raise
-        except ValueError:
-            abort(context, InvalidInput([FieldViolation("page_token", "is not a page token this server issued")]))
-            raise
-        token = _encode_token(str(entries[size].sequence)) if len(entries) > size else ""
+        size = paging.page_size(request.page_size)
+        if request.page_token:
+            start = paging.sequence_token(request.page_token)
+        else:
+            start = paging.sequence(request.start_sequence, "start_sequence")
+        self.ledger.store.head(request.log_id)  # NOT_FOUND for an unknown log rather than an empty page
+        entries = self.ledger.store.list_entries(request.log_id, start, size + 1)
+        token = paging.encode_token(str(entries[size].sequence)) if len(entries) > size else ""
         return pb.ListEntriesResponse(
             entries=[convert.entry_to_proto(e) for e in entries[:size]], next_page_token=token
         )
 
     def GetLogHead(self, request: pb.GetLogHeadRequest, context: grpc.ServicerContext) -> pb.GetLogHeadResponse:
-        try:
-            return pb.GetLogHeadResponse(head=convert.head_to_proto(self.ledger.store.head(request.log_id)))
-        except LedgerError as err:
-            abort(context, err)
-            raise
+        return pb.GetLogHeadResponse(head=convert.head_to_proto(self.ledger.store.head(request.log_id)))
 
     def ListLogs(self, request: pb.ListLogsRequest, context: grpc.ServicerContext) -> pb.ListLogsResponse:
-        try:
-            size = _page_size(request.page_size)
-            after = _decode_token(request.page_token) if request.page_token else ""
-            heads = self.ledger.store.list_logs(after, size + 1)
-        except LedgerError as err:
-            abort(context, err)
-            raise
-        token = _encode_token(heads[size - 1].log_id) if len(heads) > size else ""
+        size = paging.page_size(request.page_size)
+        after = paging.decode_token(request.page_token) if request.page_token else ""
+        heads = self.ledger.store.list_logs(after, size + 1)
+        token = paging.encode_token(heads[size - 1].log_id) if len(heads) > size else ""
         return pb.ListLogsResponse(heads=[convert.head_to_proto(h) for h in heads[:size]], next_page_token=token)

@@ -1,10 +1,7 @@
-"""TLS for the server: certificate and key files, optional client-certificate CA (mTLS), and private-file checks."""
+"""TLS for the server: certificate and key files (keys read by wire.private_files), optional client CA (mTLS)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,26 +9,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-log = logging.getLogger("usageledger.tls")
-
-
-def read_private_file(path: str | Path, what: str) -> bytes:
-    """Read a private key (TLS key, checkpoint signing key); warn when group or others may access the file.
-
-    The warning names the file and its mode, never its content. OSError (missing, unreadable) propagates.
-    """
-    with open(path, "rb") as file:
-        mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)  # the mode of the file read, not of a later one
-        data = file.read()
-    if mode & 0o077 and os.name == "posix":
-        log.warning(
-            "%s %s is accessible by group or others (mode %04o); it should be readable by its owner only: chmod 600 %s",
-            what,
-            path,
-            mode,
-            path,
-        )
-    return data
+from wire.private_files import read_private_file
 
 
 @dataclass(frozen=True)

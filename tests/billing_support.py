@@ -11,6 +11,7 @@ from ledger.log.entry import org_log_id
 from ledger.ports import Appended
 from ledger.timeutil import parse_rfc3339_micros
 from storage.sql import SqlStore
+from storage.sql.rollups import UsageRollups
 from tests.conftest import FixedClock
 
 SECOND = 1_000_000
@@ -57,7 +58,7 @@ class Desk:
         self.clock = FixedClock(t(now))
         self.store = SqlStore(url, clock=self.clock)
         self.ledger = Ledger(self.store, clock=self.clock)
-        self.engine = BillingEngine(self.ledger)
+        self.engine = BillingEngine(self.ledger, rollups=UsageRollups(self.store))
         self.org = org
 
     def close_store(self) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from client.auditor import DatabaseLogs as _DatabaseLogs
 from client.auditor import entries_verified as _entries_verified
 from client.cli import app
-from ledger.billing.engine import load_books
+from ledger.billing.books import load_books
+from ledger.billing.due_invoices import due_invoices
 from ledger.billing.rederive import rederive_invoices
 from ledger.errors import LogMoved, VerificationError
 from ledger.intake import derive_index
@@ -26,6 +26,7 @@ from ledger.log.audit import verify_log
 from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.ports import NewEntry
 from server.app import start_server
+from storage.sql.audit_source import SqlAuditSource
 from storage.sql.rollups import rollup_follower
 from tests.billing_support import Desk
 from tests.cli_support import LedgerctlRunner
@@ -120,7 +121,7 @@ def test_r17_re_derivation_reads_only_entries_the_chain_check_vouched_for(invoic
     """The second read of a log (for its invoices) is checked against the Merkle root verification rebuilt at the
     last invoice: a log changed between the two reads is reported, not re-derived from."""
     invoiced.session("wl-2", "2026-11-02T00:00:00Z")  # after the last invoice: not read for the invoices
-    source = _DatabaseLogs(db_url)
+    source = SqlAuditSource(db_url)
     try:
         log_id = org_log_id("acme")
         stop = source.invoiced_size(log_id)
@@ -159,7 +160,9 @@ def test_r17_an_event_landing_between_rating_and_append_refuses_the_invoice_and_
         engine = desk.engine
         # The engine's own steps, with an append between them (what a concurrent writer does to a closer).
         rating = engine._rating(engine.books("acme"), desk.clock.now)
-        drafts, _ = engine._cuts(load_books(desk.ledger, "acme", rating.log_size), rating, desk.clock.now)
+        drafts, _ = due_invoices(
+            load_books(desk.store, "acme", rating.log_size), rating, desk.clock.now, engine.invoice_grace_seconds
+        )
         assert [d.total for d in drafts] == [Decimal("8.64")]
         desk.session("wl-2", "2026-10-20T00:00:00Z", "2026-10-20T00:10:00Z")
         with pytest.raises(LogMoved):
@@ -194,7 +197,9 @@ def test_r12_r17_a_price_version_landing_between_rating_and_append_refuses_the_i
         engine = desk.engine
         system_size = desk.store.head(SYSTEM_LOG).size
         rating = engine._rating(engine.books("acme"), desk.clock.now)
-        drafts, _ = engine._cuts(load_books(desk.ledger, "acme", rating.log_size), rating, desk.clock.now)
+        drafts, _ = due_invoices(
+            load_books(desk.store, "acme", rating.log_size), rating, desk.clock.now, engine.invoice_grace_seconds
+        )
         assert [d.total for d in drafts] == [Decimal("10.08")]
         desk.ledger.set_price_book(
             {

@@ -18,7 +18,7 @@ from client.ledger_client import LedgerClient
 from ledger.log.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from ledger.log.note import NoteVerifier, open_checkpoint
 from server.app import RunningServer
-from server.audit_service import leaf_from_proto
+from wire.checkpoints import leaf_from_proto
 
 if TYPE_CHECKING:
     from tests.audit_support import AddEvents, TamperFactory

@@ -115,4 +115,5 @@ def test_the_single_event_bench_measures_both_stores_against_their_ceiling(tmp_p
             assert phase["ratio"] == round(phase["append"]["calls_per_second"] / phase["check"]["calls_per_second"], 3)
         batching = results[backend]["batching"]
         assert batching["appender"]["events_per_second"] > 0 and batching["hand_made_1000"]["events_per_second"] > 0
+        assert batching["appender_stream"]["events_per_second"] > 0
     assert "batching appender" in done.stdout

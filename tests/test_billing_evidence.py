@@ -28,10 +28,12 @@ from usageledger.v1 import account_pb2 as apb
 from usageledger.v1 import account_pb2_grpc as apb_grpc
 
 from client.cli_backfill import bracket
+from client.event_file import read_event_file
 from client.ledger_client import LedgerClient
 from ledger.billing import BillingRefused, Invoice, Trigger, round_cents
-from ledger.billing.engine import load_books
-from ledger.billing.invoices import SECONDS_PER_MONTH, USAGE_KINDS, storage_amount
+from ledger.billing.books import load_books
+from ledger.billing.invoice_entry import USAGE_KINDS
+from ledger.billing.invoice_lines import storage_amount
 from ledger.billing.rederive import rederive_invoices
 from ledger.errors import InvalidInput, NotFound
 from ledger.events import parse_event
@@ -42,9 +44,9 @@ from ledger.ports import NewEntry
 from ledger.pricebook import PriceHistory, default_price_book
 from ledger.rating import rate_org
 from ledger.rating.evidence import settled_through
+from ledger.rating.storage import SECONDS_PER_MONTH
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 from server.app import RunningServer, start_server
-from server.billing_service import closer_for
 from tests.billing_support import MINUTE, SECOND, Desk, assert_invoices_rederive, heartbeat, t
 from tests.billing_support import event as usage_event
 from tests.conftest import EXAMPLE_DAY, FixedClock
@@ -61,7 +63,7 @@ def day_events() -> list[dict[str, Any]]:
 
 def settle(running: RunningServer) -> None:
     """Wait until the closer has run two whole passes after the last append (the first may have started before)."""
-    closer = closer_for(running.ledger)
+    closer = running.parts.billing.closer
     assert closer is not None
     for _ in range(2):
         closer.wait_for_pass(closer.passes, timeout=60)
@@ -98,7 +100,7 @@ def ingest(url: str, batches: Iterator[list[dict[str, Any]]]) -> list[Invoice]:
         system = list(store.iter_entries(SYSTEM_LOG))
         findings = rederive_invoices("acme", store.iter_entries(org_log_id("acme")), system)
         assert findings and all(f.ok for f in findings), [f.differences for f in findings if not f.ok]
-        return list(load_books(running.ledger, "acme").invoices)
+        return list(load_books(running.ledger.store, "acme").invoices)
     finally:
         running.stop(grace=None)
 
@@ -400,13 +402,15 @@ def test_r29_the_example_day_sent_in_chunks_inside_one_backfill_gives_the_same_i
     try:
         with (
             LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client,
-            bracket(client, b"the example day", day_events(), True) as opened,
+            bracket(
+                client, b"the example day", [e.event for e in read_event_file(EXAMPLE_DAY, clock())], True
+            ) as opened,
         ):
             assert opened == ["ingest-" + hashlib.sha256(b"the example day").hexdigest()[:16]]
             for chunk in chunks(day_events(), size):
                 client.append_events(chunk)
         settle(running)
-        assert shape(load_books(running.ledger, "acme").invoices) == shape(whole)
+        assert shape(load_books(running.ledger.store, "acme").invoices) == shape(whole)
     finally:
         running.stop(grace=None)
 

@@ -370,7 +370,7 @@ def test_r23_an_adjustment_lands_on_the_next_invoice_as_its_own_line_after_the_d
     assert "ticket T-42" in adjustment_line.description and f"org/acme:{up.sequence}" in adjustment_line.description
     assert invoice.adjustment_sequences == (appended.sequence,)
     assert invoice_covering_adjustment(desk.invoices(), appended.sequence) == invoice
-    assert invoices_of(desk.ledger, "acme") == desk.invoices()
+    assert invoices_of(desk.store, "acme") == desk.invoices()
 
 
 def test_r22_issued_invoices_are_byte_identical_after_later_appends(db_url: str) -> None:

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.billing import BillingEngine
 from ledger.billing.scope import EVERYTHING, billing_scope
 from ledger.log.entry import org_log_id
 from ledger.timeutil import format_micros
-from tests.billing_support import MINUTE, Desk, assert_invoices_rederive, t
+from storage.sql.rollups import UsageRollups
+from tests.billing_support import MINUTE, Desk, assert_invoices_rederive, heartbeat, t
+from tests.billing_support import event as usage_event
 from tests.test_billing_properties import T0, Scenario, open_account, scenarios
 
 
 def run(scenario: Scenario, scoped: bool, limit: str, plan_change_after: int | None, tmp: str) -> list[Any]:
     """Play the scenario with ticks (close, R15, R19) after each batch; return what the log and summaries hold."""
     desk = Desk(f"sqlite:///{tmp}/{'scoped' if scoped else 'whole'}.db", format_micros(T0 - 24 * 60 * MINUTE))
-    desk.engine = BillingEngine(desk.ledger, scoped=scoped)
+    desk.engine = BillingEngine(desk.ledger, rollups=UsageRollups(desk.store), scoped=scoped)
     try:
         open_account(desk, scenario, spend_limit_per_hour=limit)
         seen: list[Any] = []
@@ -57,7 +60,41 @@ def run(scenario: Scenario, scoped: bool, limit: str, plan_change_after: int | N
         desk.close_store()
 
 
+def _b200(event_id: str, workload: str, kind: str, at: str, **fields: Any) -> dict[str, Any]:
+    """An event of the property test's shape (B200 FLEX on ep-1) with the event ID hypothesis drew."""
+    return {**usage_event("acme", workload, kind, at, **fields), "event_id": event_id}
+
+
+def _disk(event_id: str, workload: str, at: str, gigabytes: str) -> dict[str, Any]:
+    fields = {"storage_kind": "CONTAINER_DISK", "volume_id": "vol-1", "gigabytes": gigabytes}
+    return _b200(event_id, workload, "STORAGE_SAMPLE", at, interval_seconds=86400, development=False, **fields)
+
+
+# Found by hypothesis (seed 230929925833906340394223862006545144594): the latest event time (20:45) lags the wall
+# clock (01:58 the next day), so R15's walk looks back from the latest event time (R28), a day before it, and reads
+# wl-0's $5.00 day of disk (R13) starting 2026-10-30T20:45, invoiced on October's month-end invoice and unchanged
+# since. The scoped rating drew its R15 window a day before the wall clock and left that usage out: the scoped
+# engine missed the late SPEND_LIMIT_EXCEEDED / CLEARED pair the whole-log engine recorded.
+LOOKBACK_FROM_A_LAGGING_EVENT_TIME = Scenario(
+    granularity="PER_MINUTE",
+    discount="0",
+    credits=(),
+    events=(
+        _b200("ev-0000826", "wl-0", "WORKLOAD_UP", "2026-10-31T20:44:00.000000Z"),
+        _b200("ev-0000830", "wl-3", "WORKLOAD_UP", "2026-10-31T18:00:00.000000Z"),
+        _disk("ev-0000831", "wl-0", "2026-10-31T20:45:00.000000Z", "1500"),
+        _b200("ev-0000827", "wl-0", "WORKLOAD_UP", "2026-10-31T20:43:00.000000Z"),
+        _b200("ev-0000828", "wl-1", "WORKLOAD_UP", "2026-10-31T18:00:00.000000Z"),
+        _disk("ev-0000832", "wl-1", "2026-10-31T20:33:00.000000Z", "20"),
+        _b200("ev-0000829", "wl-2", "WORKLOAD_UP", "2026-10-31T18:00:00.000000Z"),
+    ),
+    batches=(1, 4),
+    closes=(0, 318, 0),
+)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(LOOKBACK_FROM_A_LAGGING_EVENT_TIME, "0.50", None)
 @given(
     scenarios(),
     st.sampled_from(("0.50", "3.00", "1000.00")),
@@ -105,3 +142,36 @@ def test_r17_the_scope_after_an_invoice_is_what_changed_since_its_rating(tmp_pat
     desk.ledger.set_account("acme", {"effective_from": "2026-10-05T00:00:00Z", "granularity": "PER_SECOND"})
     books = desk.engine.books("acme")
     assert billing_scope(books.invoices, books.account, desk.clock.now) == EVERYTHING
+
+
+def test_r15_r28_scoped_walk_looks_back_from_the_latest_event_time_not_the_wall_clock(tmp_path: Any) -> None:
+    """R15 is evaluated up to the org's latest event time (R28), its 24-hour lookback counted from there when it lags
+    the wall clock. A scoped evaluation (scope.py) must rate the usage that walk reads, an invoiced, unchanged
+    workload's included: here a late workload's units and an invoiced one's cross the limit together."""
+    desk = Desk(f"sqlite:///{tmp_path}/ledger.db", "2026-10-31T12:00:00Z")
+    desk.ledger.set_account("acme", {"effective_from": "2026-01-01T00:00:00Z", "spend_limit_per_hour": "4.00"})
+    # wl-a: B200 FLEX $0.144/min (R11), 10:00-10:20, 20 minutes = $2.88, alone never over $4.00 an hour.
+    desk.session("wl-a", "2026-10-31T10:00:00Z", "2026-10-31T10:20:00Z")
+    desk.append(heartbeat("acme", "2026-10-31T12:00:00Z"))  # the latest event time: 12:00 (R28)
+    desk.at("2026-11-01T12:00:00Z")  # the wall clock runs a day ahead of the event time
+    result, changes = desk.engine.tick("acme")
+    # October's month-end invoice by the grace (R17): the settled-through time is 10-31T12:00, short of the end.
+    [invoice] = result.issued
+    assert (invoice.number, invoice.total, invoice.grace is not None) == (1, Decimal("2.88"), True)
+    assert [c.change.value for c in changes] == ["DEACTIVATED"]  # R19: no card, no credit
+
+    # wl-b arrives late (R22): 10:05-10:15, 10 minutes. With wl-a's units the hour's spend is, per minute t from
+    # 10:00, (t + 1) wl-a units plus wl-b's units from 10:05: at 10:16 17 + 10 = 27 x $0.144 = $3.888; at 10:17
+    # 18 + 10 = 28 x $0.144 = $4.032 > $4.00. Units leave the window an hour after they start: at 11:01 (10:01,
+    # 11:01] holds wl-a's 10:02-10:19 (18) and wl-b's 10 = $4.032; at 11:02 17 + 10 = 27 = $3.888, back within.
+    desk.session("wl-b", "2026-10-31T10:05:00Z", "2026-10-31T10:15:00Z")
+    books = desk.engine.books("acme")
+    scope = billing_scope(books.invoices, books.account, desk.clock.now, desk.clock.now - 24 * 60 * MINUTE)
+    assert scope.units_from == t("2026-10-31T11:00:00Z")  # from the wall clock wl-a (billed to 10:20) is out
+    _, changes = desk.engine.tick("acme")
+    assert [(c.change.value, c.at, c.figures["hourly_spend"], c.figures.get("late")) for c in changes] == [
+        ("SPEND_LIMIT_EXCEEDED", t("2026-10-31T10:17:00Z"), "4.032", "true"),
+        ("SPEND_LIMIT_CLEARED", t("2026-10-31T11:02:00Z"), "3.888", "true"),
+    ]
+    assert_invoices_rederive(desk)
+    desk.close_store()

@@ -32,10 +32,10 @@ from ledger.dispute import decimal_text
 from ledger.log.note import NoteSigner, NoteVerifier, generate_signer_key, write_private_key_file
 from ledger.log.proofs import load_proof
 from server.app import RunningServer, start_server
-from server.support_service import seconds_text
 from tests.conftest import EXAMPLE_DAY, FixedClock
 from tests.test_dispute_reconstruction import at, lifecycle_day
 from wire.convert import micros_to_timestamp
+from wire.support import seconds_text
 
 
 @pytest.fixture

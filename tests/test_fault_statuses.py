@@ -21,9 +21,9 @@ from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
 from client.ledger_client import LedgerClient
 from server.app import RunningServer, start_server
-from server.errors import MAX_MESSAGE_CHARS
 from storage.sql.faults import StorageFault, storage_fault
 from tests.conftest import PG_ADMIN_URL, EventFactory, FixedClock
+from wire.status import MAX_MESSAGE_CHARS
 
 KILL_BACKENDS = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
 SQL_WORDS = ("SELECT", "INSERT", "UPDATE", "FROM", "WHERE", "[SQL", "parameters")

@@ -24,9 +24,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from client.ledger_client import Connection, LedgerClient
 from ledger.api_keys import Role, issue_key
 from server.app import RunningServer, start_server
-from server.tls import ServerTls, read_private_file
+from server.tls import ServerTls
 from storage.sql.keystore import SqlKeyStore
 from tests.conftest import FixedClock
+from wire.private_files import read_private_file
 
 
 @dataclass(frozen=True)

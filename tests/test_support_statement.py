@@ -30,10 +30,10 @@ from client.csv_output import LOOKUP_COLUMNS, USAGE_COLUMNS, emit_csv
 from client.statement import cents, ledgered, money, rule_list, statement, wrapped
 from ledger.dispute import DisputeQuery
 from server.app import RunningServer, start_server
-from server.support_service import reconstruction_to_proto
 from tests.billing_support import Desk, t
 from tests.conftest import EXAMPLE_DAY, FixedClock
 from tests.test_dispute_reconstruction import lookup
+from wire.support import reconstruction_to_proto
 
 SNAPSHOTS = Path(__file__).resolve().parent / "data" / "snapshots"
 ENDPOINT_HOUR = ("support", "lookup", "--org", "acme", "--endpoint", "ep-llama", "--around", "2026-10-05T11:45Z")

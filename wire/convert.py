@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.unknown_fields import UnknownFieldSet
 from usageledger.v1 import ledger_pb2 as pb
 
+from ledger.errors import FieldViolation, InvalidInput
 from ledger.events import KNOWN_EVENT_FIELDS, UsageEvent, format_decimal
 from ledger.log.entry import Entry, EntryKind, LogHead
 from ledger.ports import Appended
@@ -221,6 +222,17 @@ def proto_field(path: str) -> str:
     return f"{head}.{renamed}" if head else renamed
 
 
+def events_to_raw(messages: Iterable[pb.UsageEvent]) -> list[dict[str, Any]]:
+    """A batch of proto events as the mappings ledger.events.parse_event validates: types mapped, nothing checked."""
+    to_raw = event_to_raw
+    return [to_raw(message) for message in messages]
+
+
+def proto_violations(err: InvalidInput) -> InvalidInput:
+    """The validator's refusal with its field paths as the proto names them (`occurred_at` -> `occur_time`)."""
+    return InvalidInput([FieldViolation(proto_field(v.field), v.description) for v in err.violations])
+
+
 def entry_to_proto(entry: Entry) -> pb.Entry:
     return pb.Entry(
         log_id=entry.log_id,
@@ -247,6 +259,10 @@ def entry_from_proto(message: pb.Entry) -> Entry:
 
 def head_to_proto(head: LogHead) -> pb.LogHead:
     return pb.LogHead(log_id=head.log_id, size=head.size, head_hash=head.head_hash, root_hash=head.root_hash)
+
+
+def head_from_proto(message: pb.LogHead) -> LogHead:
+    return LogHead(message.log_id, message.size, message.head_hash, message.root_hash)
 
 
 def append_response(results: Sequence[Appended]) -> pb.AppendEventsResponse:

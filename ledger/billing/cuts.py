@@ -1,6 +1,6 @@
 """Where R17's threshold invoice is cut: the first instant the uninvoiced usage after discounts exceeds $50.00.
 
-A draft (ledger/billing/invoices.py) groups usage into lines, rounds each to cents (R21) and takes the discount off
+A draft (ledger/billing/invoice_draft.py) groups usage into lines, rounds each to cents (R21) and takes the discount off
 the subtotal (R20). The threshold compares that figure, so the cut is where it first exceeds the threshold: at
 c = s + 1 microsecond for the start s of the unit or storage interval that takes it over. Usage that started before
 the walk's origin (late usage, R22, counted as starting there; reversals, R22/R23) is fixed; every item from the
@@ -17,17 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+from ledger.account import DEFAULT_INVOICE_THRESHOLD
 from ledger.billing.cents import ZERO_CENTS, round_cents
-from ledger.billing.invoices import (
+from ledger.billing.invoice_draft import draft_usage, net_coverage, session_template
+from ledger.billing.invoice_entry import CoveredSession, Invoice
+from ledger.billing.invoice_lines import (
     ComputeKey,
-    CoveredSession,
-    Invoice,
     StorageKey,
     compute_amount,
     compute_key,
-    draft_usage,
-    net_coverage,
-    session_template,
     storage_amount,
     storage_key,
     storage_parts,
@@ -36,6 +34,7 @@ from ledger.rating import OrgRating, UnitRun
 from ledger.rating.money import EXACT
 from ledger.timeutil import MICROS_PER_SECOND
 
+INVOICE_THRESHOLD = DEFAULT_INVOICE_THRESHOLD  # R17: $50.00 of uninvoiced usage after discounts
 _FIRST_STEP = 60 * MICROS_PER_SECOND  # the doubling search's first step: a minute past the origin
 
 

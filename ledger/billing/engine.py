@@ -1,9 +1,11 @@
 """The billing engine: grants credits, closes periods into invoices, records payments and flips account state.
 
 Every change is an entry in the org's log (CREDIT, INVOICE, PAYMENT, STATE), so an auditor replays the account from
-the log alone. Rated usage is read through UsageView.billing_rating: from the usage rollups, only the workloads
-an evaluation can charge differently (ledger/billing/scope.py), so an evaluation's cost and memory follow the
-usage since the last invoice, not the length of the log. Open sessions are rated to their evidence (R28), never
+the log alone. This module runs evaluations and appends; what they decide is pure functions of the books and a
+rating: which invoices are due (due_invoices.py) and which STATE entries R15 and R19 call for (state_changes.py).
+Rated usage is read through UsageView.billing_rating: from the usage rollups the engine is given, only the
+workloads an evaluation can charge differently (ledger/billing/scope.py), so an evaluation's cost and memory follow
+the usage since the last invoice, not the length of the log. Open sessions are rated to their evidence (R28), never
 the wall clock, and invoices are cut in event time (R17): a threshold invoice where the uninvoiced usage first
 exceeds $50.00 before the settled-through time, a month-end invoice at the month's end once the settled-through
 time reaches it (or its grace period passes on the wall clock). The invoices of one evaluation are appended in one
@@ -16,14 +18,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ledger.account import AccountChange, AccountHistory, AccountSettings
-from ledger.adjustments import Adjustment
+from ledger.account import AccountSettings
 from ledger.billing.account_state import (
     FAMILY_OF,
     HOUR,
@@ -31,53 +31,29 @@ from ledger.billing.account_state import (
     StateChange,
     StateChangeType,
     StateFamily,
-    fold_status,
     hourly_spend,
     spend_flips,
 )
-from ledger.billing.backfills import (
-    MAX_BACKFILL_OPEN,
-    Backfill,
-    BackfillAction,
-    BackfillMark,
-    backfills_of,
-    check_backfill,
-    grace_held,
-)
-from ledger.billing.cents import ZERO_CENTS, cents_text, exact_usd, usd
-from ledger.billing.credits import CreditBalance, CreditGrant, credit_balances, credit_left, parse_credit_grant
-from ledger.billing.cuts import ThresholdWalk
-from ledger.billing.invoices import (
-    INVOICE_THRESHOLD,
-    Cadence,
-    GraceFired,
-    Invoice,
-    RecordedAdjustment,
-    Trigger,
-    draft_invoice,
-)
-from ledger.billing.payments import (
-    Payment,
-    PaymentOutcome,
-    cadence_at,
-    check_opaque_reference,
-    is_paid,
-    paid_streak,
-)
+from ledger.billing.backfills import MAX_BACKFILL_OPEN, Backfill, BackfillAction, BackfillMark, check_backfill
+from ledger.billing.books import OrgBooks, load_books
+from ledger.billing.cents import usd
+from ledger.billing.credits import CreditBalance, CreditGrant, credit_left, parse_credit_grant
+from ledger.billing.due_invoices import CloseResult, due_invoices, open_period
+from ledger.billing.invoice_entry import Cadence, Invoice
+from ledger.billing.payments import Payment, PaymentOutcome, cadence_at, check_opaque_reference, is_paid
 from ledger.billing.scope import billing_scope
+from ledger.billing.state_changes import deactivation_due, spend_change
 from ledger.billing.watch import AccountStateHub
 from ledger.errors import EventConflict, FieldViolation, InvalidInput, LedgerError, LogMoved, NotFound
-from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE, format_decimal
+from ledger.events import IDENTIFIER_RE, IDENTIFIER_RULE
 from ledger.intake import Ledger, derive_index
-from ledger.log.entry import SYSTEM_LOG, Entry, EntryKind, canonical_body, org_log_id
+from ledger.log.entry import SYSTEM_LOG, EntryKind, canonical_body, org_log_id
 from ledger.metrics import record_account_state_change, record_invoice_issued
-from ledger.ports import Appended, NewEntry
+from ledger.ports import Appended, NewEntry, RollupStore
 from ledger.rating import OrgRating
 from ledger.rating.evidence import settled_through
-from ledger.timeutil import format_micros, from_datetime, to_datetime
+from ledger.timeutil import format_micros
 from ledger.usage import UsageView
-from storage.sql.rollups import UsageRollups
-from storage.sql.store import SqlStore
 
 # R15: after a long pause (a server down for days), flips older than this before "now" are not reconstructed.
 DEFAULT_SPEND_LOOKBACK = 24 * HOUR
@@ -88,123 +64,12 @@ STARTER_CREDIT_REQUEST = "starter-credit"  # R19: the starter credit's idempoten
 # R17: an evaluation whose invoices find the log grown since it was rated reads and rates again, this many times at
 # most; then it gives up until the next one (the log is still being written: nothing is lost by waiting).
 MAX_RATING_ATTEMPTS = 4
-_BOOK_KINDS = [
-    kind.value
-    for kind in (
-        EntryKind.ACCOUNT,
-        EntryKind.CREDIT,
-        EntryKind.ADJUSTMENT,
-        EntryKind.INVOICE,
-        EntryKind.PAYMENT,
-        EntryKind.STATE,
-        EntryKind.BACKFILL,
-    )
-]
 
 
 class BillingRefused(LedgerError):
     """The request is well formed but the account's state does not allow it (already paid, nothing due...)."""
 
     reason = "BILLING_PRECONDITION_FAILED"
-
-
-@dataclass(frozen=True)
-class OrgBooks:
-    """Every non-event entry billing reads for one org, from one read of its log."""
-
-    org_id: str
-    account: AccountHistory
-    grants: tuple[CreditGrant, ...]
-    adjustments: tuple[RecordedAdjustment, ...]
-    invoices: tuple[Invoice, ...]
-    payments: tuple[Payment, ...]
-    changes: tuple[StateChange, ...]
-    backfill_marks: tuple[BackfillMark, ...] = ()
-
-    @property
-    def status(self) -> AccountStatus:
-        return fold_status(self.changes)
-
-    @property
-    def backfills(self) -> list[Backfill]:
-        return backfills_of(self.backfill_marks)
-
-    def balances(self, at: int, invoices: Sequence[Invoice] | None = None) -> list[CreditBalance]:
-        issued = self.invoices if invoices is None else invoices
-        return credit_balances(self.grants, (c for inv in issued for c in inv.credits_applied), at)
-
-    def unpaid_amount_due(self, at: int) -> Decimal:
-        return sum((inv.amount_due for inv in self.invoices if not is_paid(inv, self.payments, at)), ZERO_CENTS)
-
-    def invoice(self, number: int) -> Invoice:
-        found = next((inv for inv in self.invoices if inv.number == number), None)
-        if found is None:
-            raise NotFound(f"org {self.org_id!r} has no invoice #{number}")
-        return found
-
-
-def load_books(ledger: Ledger, org_id: str, log_size: int | None = None) -> OrgBooks:
-    """The org's books; of its first `log_size` entries when given (the entries a rating reflects)."""
-    try:
-        entries = ledger.store.entries_of_kind(org_log_id(org_id), _BOOK_KINDS)
-    except NotFound:
-        entries = []
-    if log_size is not None:
-        entries = [entry for entry in entries if entry.sequence < log_size]
-    return books_of(org_id, entries)
-
-
-def books_of(org_id: str, entries: Iterable[Entry]) -> OrgBooks:
-    """The books of an org from its non-event entries, in sequence order (other kinds are passed over)."""
-    account: list[AccountChange] = []
-    grants: list[CreditGrant] = []
-    adjustments: list[RecordedAdjustment] = []
-    invoices: list[Invoice] = []
-    payments: list[Payment] = []
-    changes: list[StateChange] = []
-    marks: list[BackfillMark] = []
-    for entry in entries:
-        body = entry.body_json()
-        kind = entry.kind
-        if kind is EntryKind.ACCOUNT:
-            account.append(AccountChange.from_body(body, entry.sequence))
-        elif kind is EntryKind.CREDIT:
-            grants.append(CreditGrant.from_body(body, entry.sequence))
-        elif kind is EntryKind.ADJUSTMENT:
-            adjustments.append(RecordedAdjustment(Adjustment.from_body(body, entry.sequence), entry.recorded_at))
-        elif kind is EntryKind.INVOICE:
-            invoices.append(Invoice.from_body(body, entry.sequence, entry.entry_hash))
-        elif kind is EntryKind.PAYMENT:
-            payments.append(Payment.from_body(body, entry.sequence))
-        elif kind is EntryKind.STATE:
-            changes.append(StateChange.from_body(body, entry.sequence))
-        elif kind is EntryKind.BACKFILL:
-            marks.append(BackfillMark.from_body(body, entry.sequence))
-    return OrgBooks(
-        org_id,
-        AccountHistory(tuple(account)),
-        tuple(grants),
-        tuple(adjustments),
-        tuple(invoices),
-        tuple(payments),
-        tuple(changes),
-        tuple(marks),
-    )
-
-
-@dataclass(frozen=True)
-class CloseResult:
-    """What an evaluation of an org's invoices on the wall clock `at` issued (possibly nothing), and why (R17, R18);
-    `settled_through` is the org's settled-through time it cut on (R28); `open_backfills` how many backfills were
-    open (R29), as a closer tick saw them."""
-
-    org_id: str
-    at: int
-    issued: tuple[Invoice, ...]
-    cadence: Cadence
-    explanation: str
-    settled_through: int | None = None
-    open_backfills: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,21 +91,6 @@ class AccountSummary:
     invoices: int
 
 
-def month_starts(after: int, upto: int) -> list[int]:
-    """R17: the UTC calendar-month boundaries b with after < b <= upto."""
-    moment = to_datetime(after)
-    year, month = moment.year, moment.month
-    found: list[int] = []
-    while True:
-        month += 1
-        if month == 13:
-            year, month = year + 1, 1
-        boundary = from_datetime(datetime(year, month, 1, tzinfo=UTC))
-        if boundary > upto:
-            return found
-        found.append(boundary)
-
-
 class BillingEngine:
     """R15-R20, R22, R23 on top of rating. Thread-safe; one per Ledger."""
 
@@ -248,19 +98,23 @@ class BillingEngine:
         self,
         ledger: Ledger,
         *,
+        rollups: RollupStore | None = None,
         usage: UsageView | None = None,
         hub: AccountStateHub | None = None,
         spend_lookback: int = DEFAULT_SPEND_LOOKBACK,
         scoped: bool = True,
         invoice_grace_seconds: int = DEFAULT_INVOICE_GRACE_SECONDS,
     ) -> None:
-        """`scoped=False` re-rates the whole log at every evaluation: the reference the scoped path is tested
-        against (tests/test_billing_scope.py). `invoice_grace_seconds`: R17's month-end grace period."""
+        """`rollups`: the usage rollups evaluations rate from, given by whoever builds the engine (the server, over
+        its SQL store); None rates from the log's entries. `usage`: a view over those rollups to share (the server's
+        composition root shares one follower, docs/adr/0003), instead of one of the engine's own. `scoped=False`
+        re-rates the whole log at every evaluation: the reference the scoped path is tested against
+        (tests/test_billing_scope.py).
+        `invoice_grace_seconds`: R17's month-end grace period."""
         self.invoice_grace_seconds = invoice_grace_seconds
         self.starter_credit = Decimal(0)  # R19: the operator's starter credit for new orgs (server --starter-credit)
         self.ledger = ledger
-        rollups = UsageRollups(ledger.store) if isinstance(ledger.store, SqlStore) else None
-        self.usage = usage or UsageView(ledger, rollups)
+        self.usage = usage if usage is not None else UsageView(ledger, rollups)
         self.scoped = scoped
         self.hub = hub or AccountStateHub()
         self.spend_lookback = spend_lookback
@@ -280,7 +134,7 @@ class BillingEngine:
 
     def books(self, org_id: str) -> OrgBooks:
         _check_org(org_id)
-        return load_books(self.ledger, org_id)
+        return load_books(self.ledger.store, org_id)
 
     def rating(self, org_id: str, at: int) -> OrgRating:
         """Every workload's rated usage from the log, open sessions to their evidence (R28) cut at `at`."""
@@ -299,13 +153,8 @@ class BillingEngine:
         return books.invoice(number), books
 
     def open_period(self, books: OrgBooks, rating: OrgRating, at: int) -> Invoice:
-        """The running total (R17): what an invoice issued at `at` and cut at the settled-through time (R28) would
-        hold (never before the last cut: what is invoiced stays invoiced)."""
-        settled = settled_through(rating)
-        cut = at if settled is None else settled
-        if books.invoices:
-            cut = max(cut, books.invoices[-1].period_end)
-        return self._draft(books, list(books.invoices), rating, cut, Trigger.DRAFT, issued_at=at, settled=settled)
+        """The running total (R17) at `at`: due_invoices.open_period."""
+        return open_period(books, rating, at)
 
     def summary(self, org_id: str, at: int | None = None) -> AccountSummary:
         instant = self.now() if at is None else at
@@ -314,7 +163,8 @@ class BillingEngine:
         balances = books.balances(instant)
         settings = books.account.at(instant)
         status = books.status
-        due = self._deactivation_due(books, rating, instant)
+        draft = open_period(books, rating, instant)
+        due = deactivation_due(books, draft, instant)
         if due is not None:  # R19 holds now, whether or not the closer has recorded it yet
             kind, why, figures = due
             ordinal = status.next_ordinal(FAMILY_OF[kind])
@@ -326,7 +176,7 @@ class BillingEngine:
             settings=settings,
             balances=tuple(balances),
             credit_left=credit_left(balances, instant),
-            open_period=self.open_period(books, rating, instant),
+            open_period=draft,
             settled_through=settled_through(rating),
             hourly_spend=hourly_spend(rating, instant),
             unpaid_amount_due=books.unpaid_amount_due(instant),
@@ -461,35 +311,6 @@ class BillingEngine:
             result, _, _ = self._close(org_id, instant, None)
             return result
 
-    def _draft(
-        self,
-        books: OrgBooks,
-        invoices: Sequence[Invoice],
-        rating: OrgRating,
-        at: int,
-        trigger: Trigger,
-        *,
-        issued_at: int,
-        settled: int | None = None,
-        grace: GraceFired | None = None,
-    ) -> Invoice:
-        settings = books.account.at(at)
-        cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, issued_at)
-        return draft_invoice(
-            books.org_id,
-            rating,
-            invoices,
-            books.adjustments,
-            books.balances(issued_at, invoices),  # R16: the credits available when it is issued
-            discount_percent=settings.discount_percent,
-            period_end=at,
-            trigger=trigger,
-            cadence=cadence,
-            issued_at=issued_at,
-            settled_through=settled,
-            grace=grace,
-        )
-
     def _close(self, org_id: str, wall: int, spend_checked_from: int | None) -> tuple[CloseResult, OrgBooks, OrgRating]:
         """Rate, cut and append the invoices in one conditional append (R17); rate again if the log grew."""
         result: CloseResult | None = None
@@ -502,15 +323,15 @@ class BillingEngine:
             rating = self._rating(first, wall, spend_checked_from)
             # The books of exactly the entries the rating reflects: the invoices are appended only while the log
             # holds exactly those (a book entry appended since is in neither, and fails the append).
-            books = load_books(self.ledger, org_id, rating.log_size)
-            drafts, result = self._cuts(books, rating, wall)
+            books = load_books(self.ledger.store, org_id, rating.log_size)
+            drafts, result = due_invoices(books, rating, wall, self.invoice_grace_seconds)
             if not drafts:
                 return result, books, rating
             try:
                 issued = self._issue(org_id, drafts, rating.log_size, system_size)
             except LogMoved:
                 continue
-            return replace(result, issued=tuple(issued)), load_books(self.ledger, org_id), rating
+            return replace(result, issued=tuple(issued)), load_books(self.ledger.store, org_id), rating
         assert result is not None
         note = (
             f"R17: the org's log grew during each of {MAX_RATING_ATTEMPTS} evaluations, so no invoice was appended "
@@ -518,95 +339,6 @@ class BillingEngine:
         )
         books = self.books(org_id)
         return replace(result, issued=(), explanation=note), books, self._rating(books, wall, spend_checked_from)
-
-    def _cuts(self, books: OrgBooks, rating: OrgRating, wall: int) -> tuple[list[Invoice], CloseResult]:
-        """R17/R18 in event time: each invoice the rating proves due, in cut order (not yet appended)."""
-        settled = settled_through(rating)
-        invoices = list(books.invoices)
-        drafts: list[Invoice] = []
-        notes: list[str] = []
-        origin = invoices[-1].period_end if invoices else _first_usage(books, rating)
-        settings = books.account.at(wall)
-        grace_micros = self.invoice_grace_seconds * 1_000_000
-        while settled is not None and origin is not None:
-            month_end = month_starts(origin, origin + 32 * 24 * HOUR)[0]
-            cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, wall)
-            if cadence is not Cadence.MONTHLY:
-                discount = books.account.at(origin).discount_percent
-                walk = ThresholdWalk(rating, invoices, origin, discount)
-                cut = walk.first_crossing(INVOICE_THRESHOLD, min(settled, month_end))
-                draft = None
-                if cut is not None:
-                    draft = self._draft(
-                        books, invoices, rating, cut, Trigger.THRESHOLD, issued_at=wall, settled=settled
-                    )
-                    if draft.usage_after_discount <= INVOICE_THRESHOLD:
-                        # The walk used the discount in force at its origin, the draft the one at the cut (R20): a
-                        # discount changed in between. No threshold invoice is cut across the change.
-                        notes.append(
-                            f"R17/R20: the discount changed between {format_micros(origin)} and "
-                            f"{format_micros(cut)}; no threshold invoice is cut across the change"
-                        )
-                        draft = None
-                if cut is not None and draft is not None:
-                    notes.append(
-                        f"R17: threshold invoice #{draft.number} cut at {format_micros(cut)}, where the uninvoiced "
-                        f"usage after discounts first exceeds {usd(INVOICE_THRESHOLD)} "
-                        f"({usd(draft.usage_after_discount)})"
-                    )
-                    invoices.append(draft)
-                    drafts.append(draft)
-                    origin = cut
-                    continue
-                notes.append(
-                    f"R17: uninvoiced usage after discounts {usd(walk.usage_after_discount(min(settled, month_end)))} "
-                    f"(to the settled-through time {format_micros(settled)}, R28) does not exceed "
-                    f"{usd(INVOICE_THRESHOLD)}"
-                )
-            grace = None
-            if settled < month_end:
-                held = grace_held(books.backfills, month_starts(month_end - 32 * 24 * HOUR, month_end)[-2], month_end)
-                if held is not None:
-                    notes.append(
-                        f"R29: backfill {held.backfill_id} ({format_micros(held.start)} to {format_micros(held.end)}) "
-                        f"is open: the month ending {format_micros(month_end)} waits for the settled-through time "
-                        f"(now {format_micros(settled)}, R28), not the grace"
-                    )
-                    break
-                if wall < month_end + grace_micros:
-                    notes.append(
-                        f"R17: the month closes at {format_micros(month_end)}, once the settled-through time "
-                        f"(now {format_micros(settled)}, R28) reaches it or the wall clock passes it by the "
-                        f"{self.invoice_grace_seconds} s grace period"
-                    )
-                    break
-                grace = GraceFired(wall, self.invoice_grace_seconds)
-            draft = self._draft(
-                books, invoices, rating, month_end, Trigger.MONTH_END, issued_at=wall, settled=settled, grace=grace
-            )
-            if draft.has_charges:
-                why = (
-                    f"the grace period of {self.invoice_grace_seconds} s passed on the wall clock "
-                    f"({format_micros(wall)}) before the settled-through time reached it"
-                    if grace is not None
-                    else "the settled-through time (R28) reached it"
-                )
-                notes.append(
-                    f"R17: month-end invoice #{draft.number} cut at {format_micros(month_end)}: {why}; amount due "
-                    f"{usd(draft.amount_due)}"
-                )
-                invoices.append(draft)
-                drafts.append(draft)
-            origin = month_end
-        if settled is None or origin is None:
-            notes.append("R17: nothing to invoice (no usage in the log)")
-        cadence = cadence_at(invoices, books.payments, settings.monthly_after_paid_invoices, wall)
-        if cadence is Cadence.MONTHLY:
-            notes.append(
-                f"R18: monthly cadence after {paid_streak(invoices, books.payments, wall)} consecutive paid invoices "
-                f"(setting: {settings.monthly_after_paid_invoices})"
-            )
-        return drafts, CloseResult(books.org_id, wall, (), cadence, "; ".join(notes), settled)
 
     def _system_size(self) -> int:
         try:
@@ -722,8 +454,9 @@ class BillingEngine:
         instant = self.now() if now is None else now
         with self._lock(org_id):
             books = self.books(org_id)
-            rating = self._rating(books, instant, self._spend_since(books, instant))
-            changes = self._evaluate_spend(books, rating, instant)
+            rated_from = self._spend_scope_from(books, instant)
+            rating = self._rating(books, instant, rated_from)
+            changes = self._evaluate_spend(books, rating, instant, rated_from)
             change = self._evaluate_deactivation(books, rating, instant)  # its family is unaffected by R15's
             return [*changes, *([change] if change is not None else [])]
 
@@ -737,8 +470,9 @@ class BillingEngine:
                     self.close_backfill(
                         org_id, backfill.backfill_id, "R29: closed by the ledger: left open for 24 hours"
                     )
-            result, books, rating = self._close(org_id, now, self._spend_since(self.books(org_id), now))
-            changes = self._evaluate_spend(books, rating, now)
+            rated_from = self._spend_scope_from(self.books(org_id), now)
+            result, books, rating = self._close(org_id, now, rated_from)
+            changes = self._evaluate_spend(books, rating, now, rated_from)
             change = self._evaluate_deactivation(books, rating, now)
         result = replace(result, open_backfills=sum(1 for backfill in books.backfills if backfill.is_open))
         return result, [*changes, *([change] if change is not None else [])]
@@ -749,14 +483,37 @@ class BillingEngine:
         last = books.status.last(StateFamily.SPEND_LIMIT)
         return max(now - self.spend_lookback, last.at if last is not None else now - self.spend_lookback)
 
-    def _evaluate_spend(self, books: OrgBooks, rating: OrgRating, now: int) -> list[StateChange]:
+    def _spend_scope_from(self, books: OrgBooks, now: int) -> int:
+        """Where the R15 window of an evaluation's scoped rating starts: no later than _evaluate_spend's walk will.
+
+        R15 is evaluated up to the org's latest event time (R28), and its lookback counts from there when that lags
+        the wall clock; but the latest event time comes with the rating. It only grows, so the latest one this
+        process has seen is a lower bound (the wall clock until it has seen one: _evaluate_spend rates again
+        if its walk starts earlier than that)."""
+        seen = self._spend_checked.get(books.org_id)
+        return self._spend_since(books, now if seen is None else min(now, seen))
+
+    def _evaluate_spend(
+        self, books: OrgBooks, rating: OrgRating, now: int, rated_from: int | None = None
+    ) -> list[StateChange]:
         """R15 for every instant up to the org's latest event time, on proven usage (open sessions to their
-        evidence, R28): a flip at an instant the last look had passed is recorded late, with its own instant."""
+        evidence, R28): a flip at an instant the last look had passed is recorded late, with its own instant.
+        `rated_from`: the R15 window start the (scoped) rating was drawn with (_spend_scope_from)."""
         status = books.status
         reach = rating.latest_event_at
         if reach is None:
             return []
         since = self._spend_since(books, min(now, reach))
+        if self.scoped and rated_from is not None and since < rated_from:
+            # R15/R28: the walk starts a lookback before the latest event time, which lags the wall clock the
+            # rating's scope was drawn from: that rating may lack usage the walk reads (an invoiced, unchanged
+            # workload's units in the hour before `since`), so rate again with the walk's own window. The latest
+            # event time only grows, so the new rating's walk starts no earlier than `since`.
+            rating = self._rating(books, now, since)
+            reach = rating.latest_event_at
+            if reach is None:
+                return []
+            since = self._spend_since(books, min(now, reach))
         checked = self._spend_checked.get(books.org_id)
         limit_changes = [c.effective_from for c in books.account.changes if c.spend_limit_per_hour is not None]
         flips = spend_flips(
@@ -769,29 +526,7 @@ class BillingEngine:
         )
         changes = []
         for flip in flips:
-            window = (
-                f"units and storage intervals starting in ({format_micros(flip.at - HOUR)}, {format_micros(flip.at)}]"
-            )
-            if flip.exceeded:
-                kind = StateChangeType.SPEND_LIMIT_EXCEEDED
-                why = (
-                    f"R15: hourly spend {exact_usd(flip.spend)} ({window}) exceeds the limit {usd(flip.limit)} per hour"
-                )
-            else:
-                kind = StateChangeType.SPEND_LIMIT_CLEARED
-                why = (
-                    f"R15: hourly spend {exact_usd(flip.spend)} ({window}) is back within the limit "
-                    f"{usd(flip.limit)} per hour"
-                )
-            figures = {
-                "hourly_spend": format_decimal(flip.spend),
-                "spend_limit_per_hour": format_decimal(flip.limit),
-                "window_start_exclusive": format_micros(flip.at - HOUR),
-                "window_end_inclusive": format_micros(flip.at),
-            }
-            if checked is not None and flip.at <= checked:
-                figures["late"] = "true"  # R15: revealed only by events that arrived after that instant was checked
-                why += "; late: only events that arrived after this instant was checked reveal it"
+            kind, why, figures = spend_change(flip, checked)
             change = self._append_change(books, status, kind, flip.at, why, figures)
             status = status.with_change(change)
             changes.append(change)
@@ -802,44 +537,11 @@ class BillingEngine:
         """R19: no payment method on file and credits no longer cover usage -> DEACTIVATED; else REACTIVATED."""
         if rating is None:
             rating = self._rating(books, now)
-        due = self._deactivation_due(books, rating, now)
+        due = deactivation_due(books, open_period(books, rating, now), now)
         if due is None:
             return None
         kind, why, figures = due
         return self._append_change(books, books.status, kind, now, why, figures)
-
-    def _deactivation_due(
-        self, books: OrgBooks, rating: OrgRating, now: int
-    ) -> tuple[StateChangeType, str, dict[str, str]] | None:
-        """The R19 change the org's state is due now, if any: usage up to the settled-through time (R28, the
-        open period), unpaid invoices and credits available now (R16), and whether a payment method is on file."""
-        status = books.status
-        draft = self.open_period(books, rating, now)
-        unpaid = books.unpaid_amount_due(now)
-        left = credit_left(books.balances(now), now)
-        has_method = status.payment_method is not None
-        uncovered = draft.amount_due > 0 or unpaid > 0
-        should = not has_method and uncovered
-        if should == status.deactivated:
-            return None
-        figures = {
-            "payment_method_on_file": "yes" if has_method else "no",
-            "credit_left": cents_text(left),
-            "open_period_total": cents_text(draft.total),
-            "open_period_amount_due_after_credits": cents_text(draft.amount_due),
-            "unpaid_invoices_amount_due": cents_text(unpaid),
-        }
-        if should:
-            why = (
-                f"R19: no payment method on file and credits no longer cover usage: credit left {usd(left)}, "
-                f"open period {usd(draft.total)} leaves {usd(draft.amount_due)} uncovered, unpaid invoices "
-                f"{usd(unpaid)}"
-            )
-            return StateChangeType.DEACTIVATED, why, figures
-        if has_method:
-            return StateChangeType.REACTIVATED, "R19: a payment method is on file again: reactivated", figures
-        why = f"R19: credits cover usage again (credit left {usd(left)}, open period {usd(draft.total)}): reactivated"
-        return StateChangeType.REACTIVATED, why, figures
 
     def _append_change(
         self,
@@ -882,14 +584,6 @@ class BillingEngine:
                 "different content; nothing was appended here, try again"
             ) from err
         return appended
-
-
-def _first_usage(books: OrgBooks, rating: OrgRating) -> int | None:
-    """Where the first invoice's walk starts: the earliest billed unit, storage interval or adjustment."""
-    starts = [session.up for session in rating.sessions if session.billed_units > 0]
-    starts += [charge.start for charge in rating.storage]
-    starts += [recorded.recorded_at for recorded in books.adjustments]
-    return min(starts, default=None)
 
 
 def _check_org(org_id: str) -> None:

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from ledger.billing.cents import CURRENCY, cents_text
-from ledger.billing.invoices import Cadence, Invoice
+from ledger.billing.invoice_entry import Cadence, Invoice
 from ledger.errors import FieldViolation
 from ledger.timeutil import format_micros, parse_rfc3339_micros
 

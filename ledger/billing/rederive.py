@@ -22,9 +22,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ledger.billing.backfills import grace_held
-from ledger.billing.cuts import ThresholdWalk
-from ledger.billing.engine import OrgBooks, books_of, month_starts
-from ledger.billing.invoices import INVOICE_THRESHOLD, Invoice, Trigger, draft_invoice
+from ledger.billing.books import OrgBooks, books_of
+from ledger.billing.cuts import INVOICE_THRESHOLD, ThresholdWalk
+from ledger.billing.due_invoices import month_starts
+from ledger.billing.invoice_draft import draft_invoice
+from ledger.billing.invoice_entry import Invoice, Trigger
 from ledger.billing.payments import cadence_at
 from ledger.events import EventType, UsageEvent, event_from_body
 from ledger.log.entry import Entry, EntryKind

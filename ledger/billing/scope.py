@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ledger.account import AccountHistory
 from ledger.billing.account_state import HOUR
-from ledger.billing.invoices import Invoice
+from ledger.billing.invoice_entry import Invoice
 
 
 @dataclass(frozen=True, slots=True)

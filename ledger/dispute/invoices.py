@@ -139,4 +139,4 @@ def invoices_for(ledger: Any, org_id: str, refs: Sequence[tuple[int, bytes]] | N
         from ledger.billing import invoices as billing
     except ImportError:
         return NoInvoices()
-    return BillingInvoices(billing.invoices_of(ledger, org_id, refs))
+    return BillingInvoices(billing.invoices_of(ledger.store, org_id, refs))

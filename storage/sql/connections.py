@@ -208,5 +208,12 @@ class SqlConnections:
                     conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def _read(self, query: DriverQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        with self.reading() as conn:
+        pinned = self._pinned.get()
+        if pinned is not None:
+            return query.rows(pinned, params)
+        with self.reader.connect() as conn:
+            if self.dialect == "postgresql":
+                # One statement needs no transaction around it: in autocommit it is one round trip, not a BEGIN,
+                # the statement and the pool's ROLLBACK (every append reads the system log's head, for R11).
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             return query.rows(conn, params)

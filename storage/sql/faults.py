@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 import sys
+from collections.abc import Mapping
 
 from sqlalchemy import exc as sa_exc
 
@@ -35,6 +36,10 @@ class StorageFault(StorageError):
     def __init__(self, fault: str) -> None:
         self.fault = fault
         super().__init__(f"{FAULTS[fault]}; {_RETRY}")
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return {"fault": self.fault, **super().metadata}
 
 
 def _sqlite_fault(err: sqlite3.Error) -> str | None:

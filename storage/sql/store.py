@@ -8,7 +8,7 @@ import json
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from storage.sql.audit_reads import AuditReads
 from storage.sql.checkpoint_rows import CheckpointRows
 from storage.sql.driver import DriverQuery
 from storage.sql.entry_rows import ENTRY_COLUMNS, LOOKUP_CHUNK, binary, entry_from_row, head_from_row
-from storage.sql.group_commit import PG_LANES, CommitLane, QueuedAppend, lane_of
+from storage.sql.group_commit import PG_LANES, CommitLanes, QueuedAppend
 from storage.sql.index_reads import IndexReads
 from storage.sql.schema import entries, log_heads
 
@@ -94,6 +94,11 @@ _SQLITE_VARIABLES = _sqlite_variables()
 # Rows per multi-row INSERT, and (log id, key) pairs per idempotency lookup: at most 500, within the limit.
 _SQLITE_ROWS_PER_INSERT = min(500, _SQLITE_VARIABLES // len(_INSERT_COLUMNS))
 _SQLITE_PAIRS_PER_LOOKUP = min(LOOKUP_CHUNK, _SQLITE_VARIABLES // 2)
+# PostgreSQL: up to this many new rows go as one multi-row INSERT (one statement, pipelined with the head updates);
+# more go by COPY, cheaper per row.
+_PG_ROWS_PER_INSERT = 100
+# Logs whose head rows this process has seen, so appends to them skip the INSERT that creates missing heads.
+_KNOWN_HEADS = 100_000
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,6 +150,24 @@ _PG_COPY_TYPES = (
 )  # fmt: skip
 
 
+def _pg_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    return json.dumps([p[0] for p in pairs]), json.dumps([p[1] for p in pairs])
+
+
+def _found_by_log(logs: Iterable[str], rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, tuple[bytes, Appended]]]:
+    """The idempotency lookup's rows (log id, event id, sequence, entry hash, body) by log, then by event id."""
+    found: dict[str, dict[str, tuple[bytes, Appended]]] = {log_id: {} for log_id in logs}
+    for log_id, event_id, seq, entry_hash, body in rows:
+        found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
+    return found
+
+
+@functools.lru_cache(maxsize=128)
+def _pg_multirow_insert_sql(rows: int) -> str:
+    row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
+    return f"INSERT INTO entries ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join([row] * rows)
+
+
 class SqlStore(IndexReads, AuditReads, CheckpointRows):
     """LedgerStore on SQLAlchemy Core. Appends to one log are serialized by its head row's lock.
 
@@ -156,9 +179,11 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         self.clock = clock
         # Group commit (storage.sql.group_commit): in one process appenders queue on a lane rather than on
         # the database's locks, and each lane's leader commits everything queued in one transaction.
-        self._lanes = [CommitLane() for _ in range(1 if self.dialect == "sqlite" else PG_LANES)]
+        self._lanes = CommitLanes(1 if self.dialect == "sqlite" else PG_LANES)
         self._sql = _AppendSql(self.marker)
         self._copy_entries = self.writer.dialect.driver == "psycopg"
+        self._known_heads: set[str] = set()  # PostgreSQL: logs whose head rows exist (_lock_heads)
+        self._pipelines = self._copy_entries  # psycopg's pipeline mode sends several statements in one round trip
         self._heads: OrderedDict[tuple[str, int], EntryHead] = OrderedDict()  # entry_head's cache
         self._heads_lock = threading.Lock()
         if migrate_schema:
@@ -179,7 +204,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         # leader: one transaction, one WAL sync, and each append still lands whole or not at all, alone
         # (an R24 conflict or any other error in one append fails that append only).
         queued = QueuedAppend(new_entries, expected_sizes)
-        return lane_of(self._lanes, new_entries).append(queued, self._append_group)
+        return self._lanes.append(queued, self._append_group)
 
     def _append_translated(
         self, new_entries: Sequence[NewEntry], expected_sizes: Mapping[str, int] | None = None
@@ -251,7 +276,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         """Read what the append step needs under the heads' locks, run it (ledger.log.append), persist its rows."""
         recorded_at = self.clock()
         batch = AppendBatch(new_entries)
-        heads = self._lock_heads(conn, batch.logs)
+        heads, stored = self._lock_heads_and_look_up(conn, batch)
         if expected_sizes:
             require_sizes(
                 expected_sizes,
@@ -260,18 +285,16 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
                     for log_id in expected_sizes
                 },
             )
-        done = integrate(batch, heads, self._existing_by_log(conn, batch), recorded_at)
+        done = integrate(batch, heads, stored, recorded_at)
         if done.price_versions:
             latest = self._latest_invoice_cut(conn, lock=True)
             for effective_from in done.price_versions:
                 check_price_version(effective_from, latest)  # R12: raises, and the transaction appends nothing
-        if done.rows:
-            self._insert_entries(conn, done.rows)
-        if done.heads:
-            conn.exec_driver_sql(
-                self._sql.update_head,
-                [(head.size, head.head_hash, head.frontier.encode(), log_id) for log_id, head in done.heads.items()],
-            )
+        self._write_rows(
+            conn,
+            done.rows,
+            [(head.size, head.head_hash, head.frontier.encode(), log_id) for log_id, head in done.heads.items()],
+        )
         if done.invoice_cuts:
             self.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in done.invoice_cuts.items()])
         return done.results
@@ -358,10 +381,74 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
                 conn.exec_driver_sql(self._sql.create_head, missing)
                 heads.update((log_id, EMPTY_LOG) for log_id, _, _ in missing)
             return heads
-        # Two statements for the whole batch rather than two per log: each is a round trip to the server.
-        conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
+        # Two statements for the whole batch rather than two per log: each is a round trip to the server. The
+        # first only while a log may have no head yet (head rows are never deleted).
+        if not self._known_heads.issuperset(logs):
+            conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
         rows = conn.exec_driver_sql(_PG_LOCK_HEADS, (logs,)).all()
+        if len(rows) < len(logs):  # a head this process saw is gone (a database emptied under it): create it
+            conn.exec_driver_sql(_PG_CREATE_HEADS, (GENESIS_HASH, _EMPTY_FRONTIER, logs))
+            rows = conn.exec_driver_sql(_PG_LOCK_HEADS, (logs,)).all()
+        self._saw_heads(logs)
         return {row[0]: LogState(int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in rows}
+
+    def _saw_heads(self, logs: Sequence[str]) -> None:
+        if len(self._known_heads) > _KNOWN_HEADS:
+            self._known_heads.clear()
+        self._known_heads.update(logs)
+
+    def _lock_heads_and_look_up(
+        self, conn: Connection, batch: AppendBatch
+    ) -> tuple[dict[str, LogState], dict[str, dict[str, tuple[bytes, Appended]]]]:
+        """_lock_heads, then _existing_by_log. On PostgreSQL, for heads this process has seen, in one round trip:
+        BEGIN, the heads' lock and the idempotency lookup go as one pipeline (psycopg's pipeline mode). Each
+        statement still takes its own snapshot once the one before it is done, so the lookup sees every entry
+        that the previous holder of a head's lock committed, as when they went one by one."""
+        logs = batch.logs
+        if not self._pipelines or not self._known_heads.issuperset(logs):
+            return self._lock_heads(conn, logs), self._existing_by_log(conn, batch)
+        pairs = batch.key_pairs()
+        driver: Any = conn.connection.driver_connection
+        dbapi: Any = conn.dialect.dbapi
+        heads_cursor, found_cursor = driver.cursor(), driver.cursor()
+        try:
+            with driver.pipeline():
+                heads_cursor.execute(_PG_LOCK_HEADS, (logs,))
+                if pairs:
+                    found_cursor.execute(_PG_EXISTING, _pg_pairs(pairs))
+            head_rows = heads_cursor.fetchall()
+            found_rows = found_cursor.fetchall() if pairs else []
+        except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
+            raise DBAPIError.instance(_PG_LOCK_HEADS, None, err, dbapi.Error, dialect=conn.dialect) from err
+        finally:
+            heads_cursor.close()
+            found_cursor.close()
+        if len(head_rows) < len(logs):  # a head this process saw is gone: create it, the slow way
+            return self._lock_heads(conn, logs), self._existing_by_log(conn, batch)
+        heads = {row[0]: LogState(int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in head_rows}
+        return heads, _found_by_log(logs, found_rows)
+
+    def _write_rows(
+        self, conn: Connection, rows: list[tuple[Any, ...]], head_updates: list[tuple[int, bytes, bytes, str]]
+    ) -> None:
+        """Insert the new entry rows and move their logs' heads. On PostgreSQL a group of a few rows goes as one
+        multi-row INSERT and the head updates in one round trip (a pipeline); COPY, which takes two round trips
+        of its own, only pays for itself on bigger batches."""
+        if not rows:
+            return
+        if not self._pipelines or len(rows) > _PG_ROWS_PER_INSERT:
+            self._insert_entries(conn, rows)
+            conn.exec_driver_sql(self._sql.update_head, head_updates)
+            return
+        driver: Any = conn.connection.driver_connection
+        dbapi: Any = conn.dialect.dbapi
+        insert = _pg_multirow_insert_sql(len(rows))
+        try:
+            with driver.pipeline(), driver.cursor() as cursor:
+                cursor.execute(insert, tuple(itertools.chain.from_iterable(rows)))
+                cursor.executemany(self._sql.update_head, head_updates)
+        except dbapi.Error as err:  # a unique violation is an IntegrityError, as from conn.execute
+            raise DBAPIError.instance(insert, None, err, dbapi.Error, dialect=conn.dialect) from err
 
     def _existing_by_log(self, conn: Connection, batch: AppendBatch) -> dict[str, dict[str, tuple[bytes, Appended]]]:
         """For each log, the entries already stored under the idempotency keys of its new items (R24)."""
@@ -378,9 +465,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
                     found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
         elif pairs:
             # One statement with two array parameters: its text never changes, so psycopg prepares it once.
-            logs, keys = json.dumps([p[0] for p in pairs]), json.dumps([p[1] for p in pairs])
-            for log_id, event_id, seq, entry_hash, body in conn.exec_driver_sql(_PG_EXISTING, (logs, keys)):
-                found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
+            return _found_by_log(batch.logs, conn.exec_driver_sql(_PG_EXISTING, _pg_pairs(pairs)))
         return found
 
     # -- read -------------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
-"""The one place where domain errors become gRPC statuses with google.rpc error details (AIP-193)."""
+"""The one place where domain errors become gRPC statuses with google.rpc error details (AIP-193).
+
+server/faults.py answers every call with these (the request guard runs it around each handler); handlers raise.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf import any_pb2
@@ -9,8 +14,6 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.errors import EventConflict, InvalidInput, LedgerError, NotFound, StorageError, VerificationError
-from ledger.metrics import record_verification_failure
-from storage.sql.faults import StorageFault
 
 DOMAIN = "usageledger.v1"
 # Every status is bounded whatever the request held (a 1 MB log_id is not echoed back): grpc sends the message and
@@ -36,7 +39,7 @@ def to_status(err: LedgerError) -> grpc.Status:
     details = []
     # A stable UPPER_SNAKE reason per failure kind, and metadata naming the offending values (docs/errors.md).
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)
-    for key, value in _metadata(err).items():
+    for key, value in err.metadata.items():
         info.metadata[key] = bounded(value, MAX_METADATA_CHARS)
     details.append(info)
     if isinstance(err, InvalidInput):
@@ -63,12 +66,6 @@ def pack(details: list[Message]) -> list[any_pb2.Any]:
     return packed
 
 
-def _metadata(err: LedgerError) -> dict[str, str]:
-    if isinstance(err, StorageFault):
-        return {"fault": err.fault, **err.metadata}
-    return dict(err.metadata)
-
-
 def bounded(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters, saying how much was left out."""
     if len(text) <= limit:
@@ -77,7 +74,13 @@ def bounded(text: str, limit: int) -> str:
     return f"{text[:kept]}… ({len(text) - kept} more characters)"
 
 
-def abort(context: grpc.ServicerContext, err: LedgerError) -> None:
-    if isinstance(err, VerificationError):
-        record_verification_failure(err.kind)  # something stored did not verify: operators alert on this
-    context.abort_with_status(to_status(err))
+def internal_status(incident: str) -> grpc.Status:
+    """INTERNAL for an error nobody raised on purpose: a fixed message and the incident id of the server's log line."""
+    message = f"internal error (incident {incident}; the server's log has the details)"
+    return edge_status(code_pb2.INTERNAL, "INTERNAL_ERROR", message, {"incident": incident})
+
+
+def edge_status(code: int, reason: str, message: str, metadata: Mapping[str, str] | None = None) -> grpc.Status:
+    """A status the server's edge answers itself (authentication, the policy, an internal error): its ErrorInfo."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=pack([info])))
