@@ -180,6 +180,7 @@ class ReconstructionLookup:
     def __init__(self, store: SqlStore, *, with_proofs: bool = False) -> None:
         from ledger.intake import Ledger
 
+        self.store = store
         self.ledger = Ledger(store)
         self.with_proofs = with_proofs
 
@@ -189,7 +190,7 @@ class ReconstructionLookup:
 
         t0 = time.perf_counter()
         plans = self.ledger.account_history(org_id).plans()
-        rollup_follower(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans)
+        rollup_follower(self.store).catch_up(org_id, self.ledger.price_history(), plans)
         return time.perf_counter() - t0
 
     def _run(self, **query: Any) -> int:
