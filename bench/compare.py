@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             for checkout in checkouts.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=REPO, check=False)
     shared = sorted(set.intersection(*(set(r) for r in runs["before"] + runs["after"])))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key in shared:
         before = statistics.median(r[key] for r in runs["before"])
         after = statistics.median(r[key] for r in runs["after"])

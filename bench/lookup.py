@@ -181,6 +181,7 @@ class ReconstructionLookup:
         from ledger.intake import Ledger
         from storage.sql.rollups import UsageRollups
 
+        self.store = store
         self.ledger = Ledger(store)
         self.rollups = UsageRollups(store)  # as the server passes them (server/support_service.py)
         self.with_proofs = with_proofs
@@ -191,7 +192,7 @@ class ReconstructionLookup:
 
         t0 = time.perf_counter()
         plans = self.ledger.account_history(org_id).plans()
-        rollup_follower(self.ledger.store).catch_up(org_id, self.ledger.price_history(), plans)
+        rollup_follower(self.store).catch_up(org_id, self.ledger.price_history(), plans)
         return time.perf_counter() - t0
 
     def _run(self, **query: Any) -> int:
