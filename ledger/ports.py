@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ledger.plans import PlanHistory
     from ledger.pricebook import PriceHistory
     from ledger.rating import OrgRating, StorageCharge, UnitRun
-    from ledger.serving import RequestSummary, StartedSpan, WindowLifecycles
+    from ledger.rating.serving_time import RequestSummary, StartedSpan, WindowLifecycles
 
 
 # IndexColumns and Appended are built for every ingested event: as named tuples they are immutable values like

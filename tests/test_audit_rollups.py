@@ -23,8 +23,8 @@ from ledger.log.entry import Entry
 from ledger.timeutil import format_micros
 from storage.sql import SqlStore, open_store
 from storage.sql.rollup_check import ROLLUP_TABLES, check_org_rollups
+from storage.sql.rollup_serving import RequestSummary
 from storage.sql.rollups import rollup_follower
-from storage.sql.serving import RequestSummary
 from tests.cli_support import LedgerctlRunner
 from tests.conftest import FixedClock
 from tests.test_dispute_rollups import BASE, SECOND, histories, reused_while_another_replica_uses_the_id

@@ -1,7 +1,7 @@
 """The rollup-backed dispute lookup (R25, R27) answers exactly what reading every entry of each workload answers.
 
 The lookup reads a session's lifecycle and only the requests near the window, and takes the R25 split from the
-rollups' serving union (storage/sql/serving.py). These tests hold it to the whole-workload reconstruction on
+rollups' serving union (storage/sql/rollup_serving.py). These tests hold it to the whole-workload reconstruction on
 random endpoint histories appended in shuffled batches (R22: any order), irregular requests included (R26), and
 check the hand-computed split of one long replica.
 """
@@ -24,8 +24,8 @@ from ledger.intake import Ledger
 from ledger.timeutil import format_micros
 from ledger.usage import RollupFollower
 from storage.sql import SqlStore
+from storage.sql.rollup_serving import RequestSummary, ServingUnion, _hour_pieces, _pack, merge
 from storage.sql.rollups import UsageRollups
-from storage.sql.serving import RequestSummary, ServingUnion, _hour_pieces, _pack, merge
 from tests.conftest import FixedClock
 from tests.test_dispute_reconstruction import at, lifecycle_day, lookup
 

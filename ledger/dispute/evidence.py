@@ -24,8 +24,8 @@ LoggedEvents = dict[str, list[tuple[UsageEvent, int]]]
 @dataclass(frozen=True, slots=True)
 class Fact:
     """What the answer says of a cited event entry: from its body, or for a request entry the lookup did not load,
-    from the rollups' pairing of the request (a StartedSpan, ledger/serving.py) next to the entry's hash from the
-    log."""
+    from the rollups' pairing of the request (a StartedSpan, ledger/rating/serving_time.py) next to the entry's hash
+    from the log."""
 
     type: EventType
     occurred_at: int

@@ -36,7 +36,7 @@ from ledger.rating import (
     rate_workload,
 )
 from ledger.rating.attribution import cold_start_end, split_session
-from ledger.serving import RequestSummary, StartedSpan, serving_totals
+from ledger.rating.serving_time import RequestSummary, StartedSpan, serving_totals
 from ledger.tracing import traced
 
 

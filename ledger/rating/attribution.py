@@ -232,7 +232,7 @@ def split_session(
     """The R25 split of [up, end) plus rounding, given the serving time after READY and its money.
 
     attribute_serving sweeps every request to find those two; the dispute lookup reads them from the rollups'
-    serving union instead (storage/sql/serving.py). Everything else is derived here, the one formula for both.
+    serving union instead (storage/sql/rollup_serving.py). Everything else is derived here, the one formula for both.
     """
     cold_end = cold_start_end(up, ready, end)
     cold_start_amount = money_between(runs, up, cold_end)

@@ -12,9 +12,9 @@ from sqlalchemy import and_, bindparam, or_, select, text, union, union_all
 from ledger.events import MAX_INTERVAL_SECONDS, StorageKind, UsageEvent
 from ledger.log.entry import org_log_id, org_of_log
 from ledger.rating import StorageCharge
+from ledger.rating.serving_time import WindowLifecycles as WindowLifecycles
 from ledger.rating.storage import storage_charge
-from ledger.serving import WindowLifecycles as WindowLifecycles
-from storage.sql import serving
+from storage.sql import rollup_serving as serving
 from storage.sql.driver import DriverQuery, rows_together
 from storage.sql.lists import member_of
 from storage.sql.rollup_rows import load_lifecycle

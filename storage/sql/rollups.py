@@ -27,7 +27,7 @@ from ledger.ports import LookupStart
 from ledger.pricebook import PriceHistory
 from ledger.rating import rate_storage_sample, rate_workload
 from ledger.usage import RollupFollower, UsageView
-from storage.sql import serving
+from storage.sql import rollup_serving as serving
 from storage.sql.driver import DriverQuery
 from storage.sql.rollup_disputes import DisputeReads, WindowLifecycles
 from storage.sql.rollup_reads import UsageReads

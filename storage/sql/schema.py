@@ -119,7 +119,7 @@ Index(
     rollup_workloads.c.endpoint_id,
     rollup_workloads.c.lifecycle_from,
 )
-# R25 serving time per workload (storage/sql/serving.py): a summary of its requests, and the union of its
+# R25 serving time per workload (storage/sql/rollup_serving.py): a summary of its requests, and the union of its
 # closed requests' in-flight intervals per hour with that union's measure.
 rollup_requests = Table(
     "rollup_requests",

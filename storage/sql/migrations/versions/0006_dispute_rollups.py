@@ -1,6 +1,6 @@
 """Rollups for a fast dispute lookup (R25, R27): request summaries, hourly serving unions, workload time spans.
 
-- `rollup_requests` and `rollup_serving` (storage/sql/serving.py) hold each workload's R25 serving time, so a
+- `rollup_requests` and `rollup_serving` (storage/sql/rollup_serving.py) hold each workload's R25 serving time, so a
   lookup never reads a long replica's every request;
 - `rollup_workloads` gains the span of each workload's lifecycle events, indexed by endpoint, so the workloads
   live across a window are found without scanning the endpoint's history;

@@ -2,7 +2,7 @@
 
 A lookup sweeps the requests near its window for the R25 shares of the ones it lists. It read their entries for
 that, and since no index column holds an event's type it read each row's body to tell a start from a finish: the
-slowest part of a busy window's lookup. `rollup_request_spans` (storage/sql/serving.py) holds one row per
+slowest part of a busy window's lookup. `rollup_request_spans` (storage/sql/rollup_serving.py) holds one row per
 request: when and at which entry it started and finished; its index covers what a lookup reads.
 
 ix_entries_endpoint_time gains workload_id, so the workloads with entries in an endpoint's window are read from the

@@ -1,7 +1,7 @@
 """ix_rollup_request_spans_start in the order a dispute lookup lists requests: start time, then entry.
 
 A lookup lists each workload's first requests in its window by (started_at, started_seq) with a LIMIT
-(storage.sql.serving.window_request_spans). The index had finished_at between the two, so the database read
+(storage.sql.rollup_serving.window_request_spans). The index had finished_at between the two, so the database read
 every request of the range and sorted them to keep 20: 213 index rows and a sort per workload of a busy window,
 0.85 of the statement's 1.6 ms on PostgreSQL (bench/, 1M-entry log). In this order the LIMIT stops after 20 rows.
 The index still covers every column the lookup reads; the rollups themselves are unchanged.

@@ -1,6 +1,6 @@
 """What the usage rollups keep of a workload's requests (R25, R26): storage builds these values, the core reads them.
 
-A session's R25 split needs the union of its requests' in-flight time. The rollups (storage/sql/serving.py) keep,
+A session's R25 split needs the union of its requests' in-flight time. The rollups (storage/sql/rollup_serving.py) keep,
 per workload, a `RequestSummary` folded from its request events in whatever order they arrive (R22), each request's
 start and finish as a `StartedSpan`, and the union itself, which a dispute lookup measures through the
 `ServingMeasure` port (ledger/ports.py). The values, the fold and `serving_totals` are pure, so they live here, in

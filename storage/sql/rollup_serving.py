@@ -31,10 +31,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 # The values live in the core; named here too (explicitly re-exported) for the rollups that build them.
-from ledger.serving import Interval
-from ledger.serving import RequestMark as RequestMark
-from ledger.serving import RequestSummary as RequestSummary
-from ledger.serving import StartedSpan as StartedSpan
+from ledger.rating.serving_time import Interval
+from ledger.rating.serving_time import RequestMark as RequestMark
+from ledger.rating.serving_time import RequestSummary as RequestSummary
+from ledger.rating.serving_time import StartedSpan as StartedSpan
 from storage.sql.driver import DriverQuery
 from storage.sql.lists import member_of
 from storage.sql.schema import entries, rollup_request_spans, rollup_requests, rollup_serving
