@@ -51,7 +51,7 @@ class DatabaseAccess(Protocol):
 
 def database_access(context: typer.Context, as_json: bool) -> DatabaseAccess:
     """The DatabaseAccess the composition root passed in; a usage error (exit 2) when run without one."""
-    access = context.find_root().obj
+    access: DatabaseAccess | None = context.find_root().obj  # Click keeps the object untyped
     if access is None:
         fail(
             "this command opens the ledger's database directly: run it with the `ledgerctl` command "
@@ -59,4 +59,4 @@ def database_access(context: typer.Context, as_json: bool) -> DatabaseAccess:
             EXIT_USAGE,
             as_json=as_json,
         )
-    return access  # type: ignore[no-any-return]
+    return access

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from client.cli import app
 from ledger.api_keys import InvalidApiKey, Role, authenticate, hash_secret, issue_key, parse_token
@@ -125,3 +126,14 @@ def test_ledgerctl_keys_create_list_revoke(tmp_path: Path) -> None:
     assert runner.invoke(app, ["keys", "revoke", "0" * 16, "--database-url", url]).exit_code == 1
     for bad in (["--role", "root"], ["--role", "org-admin"], ["--role", "billing", "--org", "acme\n"]):
         assert runner.invoke(app, ["keys", "create", *bad, "--database-url", url]).exit_code == 2, bad
+
+
+def test_direct_database_commands_need_ledgerctls_database_access(tmp_path: Path) -> None:
+    """`python -m client.cli` has no storage (docs/adr/0005-layers.md): keys, export/import and audit verify
+    --database-url say how to run them (exit 2) instead of failing on a missing import; `ledgerctl` runs them."""
+    url = f"sqlite:///{tmp_path}/keys.db"
+    without = CliRunner().invoke(app, ["keys", "list", "--database-url", url, "--json"])
+    assert without.exit_code == 2, without.output
+    assert "python -m ledgerctl" in json.loads(without.stdout)["error"]
+    assert not (tmp_path / "keys.db").exists()  # nothing was opened, so nothing was created
+    assert LedgerctlRunner().invoke(app, ["keys", "list", "--database-url", url, "--json"]).exit_code == 0
