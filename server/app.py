@@ -56,7 +56,6 @@ from server.tls import ServerTls
 from server.usage_service import PricingServicer, UsageServicer
 from storage.sql import SqlStore, open_store
 from storage.sql.keystore import SqlKeyStore
-from storage.sql.rollups import UsageRollups
 
 log = logging.getLogger("usageledger.server")
 
@@ -94,7 +93,7 @@ def _audit_service(parts: ServerParts, server: grpc.Server) -> str:
 def _support_service(parts: ServerParts, server: grpc.Server) -> str:
     # Lookups rate long sessions from the store's usage rollups (R25), as the server always did.
     support_pb2_grpc.add_SupportServiceServicer_to_server(
-        SupportServicer(parts.ledger, UsageRollups(parts.store)), server
+        SupportServicer(parts.ledger, parts.rollups, parts.usage.follower), server
     )
     return _service_name(support_pb2, "SupportService")
 

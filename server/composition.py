@@ -113,6 +113,7 @@ class ServerParts:
 
     ledger: Ledger
     store: SqlStore
+    rollups: UsageRollups
     usage: UsageView
     billing: Billing
     signing: Signing
@@ -138,7 +139,7 @@ def compose(
     usage = UsageView(ledger, rollups, follower=RollupFollower(rollups))
     # Signing first: a key file that cannot be read fails the start before the closer's thread is running.
     signing = _signing(ledger, store, server, audit)
-    return ServerParts(ledger, store, usage, _billing(ledger, usage, rollups, server, billing), signing)
+    return ServerParts(ledger, store, rollups, usage, _billing(ledger, usage, rollups, server, billing), signing)
 
 
 def _billing(

@@ -58,13 +58,20 @@ def _lookup_start(ledger: Any, org_id: str, rollups: DisputeRollups | None) -> _
 
 @traced("ledger.dispute.reconstruct")
 def reconstruct_charges(
-    ledger: Any, query: DisputeQuery, *, with_proofs: bool = False, rollups: DisputeRollups | None = None
+    ledger: Any,
+    query: DisputeQuery,
+    *,
+    with_proofs: bool = False,
+    rollups: DisputeRollups | None = None,
+    follower: RollupFollower | None = None,
 ) -> Reconstruction:
     """R27 for a ledger.intake.Ledger whose store offers the DisputeSource reads: invoices from ledger.billing when it
     exists; with `with_proofs`, inclusion proofs against each log's newest signed checkpoint when there is one.
 
     `rollups`, when given (the server gives the store's), rate long sessions from the usage rollups (R25) so the
     lookup reads a bounded number of entries; without them every entry of each workload touching the window is read.
+    `follower` is the rollups' writer to catch them up with (the server shares its one, docs/adr/0003); without
+    one the lookup uses a follower of its own over `rollups`.
 
     The whole lookup reads on one connection (DisputeSource.session), and all of it that follows finding the org
     runs in one snapshot (DisputeSource.snapshot): an append landing mid-lookup is in all of the answer or none of
@@ -85,7 +92,8 @@ def reconstruct_charges(
             if start.current:
                 return _answer(ledger, query, now, start, with_proofs)
         assert start.rollups is not None  # only rollups can be behind
-        RollupFollower(start.rollups).catch_up(org_id, start.prices, plans_of(start.account_entries))
+        writer = follower if follower is not None else RollupFollower(start.rollups)
+        writer.catch_up(org_id, start.prices, plans_of(start.account_entries))
         with source.snapshot():
             return _answer(ledger, query, now, _lookup_start(ledger, org_id, rollups), with_proofs)
 
