@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,6 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
     from usageledger.v1 import ledger_pb2 as pb
     from usageledger.v1 import ledger_pb2_grpc as pb_grpc
 
-    from wire import convert
-
     channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
     prefix = uuid.uuid4().hex[:12]
     latencies: list[float] = []
@@ -46,6 +45,7 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
     health = health_pb2_grpc.HealthStub(channel)
     ledger = pb_grpc.LedgerServiceStub(channel)
     check = health_pb2.HealthCheckRequest(service="")
+    request_event = request_traffic(pb, prefix, org)
     n = 0
     start.wait()
     until = time.perf_counter() + seconds
@@ -57,8 +57,7 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
             if kind == "check":
                 health.Check(check, timeout=30)
             else:
-                event = convert.raw_to_event(request_event(f"{prefix}-{n}", org))
-                ledger.AppendEvents(pb.AppendEventsRequest(events=[event]), timeout=30)
+                ledger.AppendEvents(pb.AppendEventsRequest(events=[request_event(n)]), timeout=30)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise
@@ -68,6 +67,39 @@ def _client_thread(target: str, kind: str, org: str, seconds: float, start: Any,
         n += 1
     out.append((latencies, refused))
     channel.close()
+
+
+# Requests start every millisecond from here, each lasting REQUEST_MICROS (a past instant: nothing is refused as
+# being in the future, whenever the bench runs).
+TRAFFIC_FROM_MICROS = 1_791_190_800_000_000  # 2026-10-05T09:00:00Z
+REQUEST_MICROS = 250_000
+
+
+def request_traffic(pb: Any, prefix: str, org: str) -> Callable[[int], Any]:
+    """Call n's event, as a control plane reports its requests: call 2k starts request k, call 2k + 1 finishes it
+    (R25, R26). Built from the proto, as a control plane builds them (no mapping to convert per call).
+
+    Finishing each request matters: a workload's requests still in flight are what its rollups must carry from one
+    catch-up to the next, and starts alone (the figures before 2026-12-07) left every request in flight for good."""
+    template = pb.UsageEvent(
+        org_id=org,
+        endpoint_id="ep-1",
+        workload_id="wl-1",
+        workload_kind=pb.WORKLOAD_KIND_SERVING,
+        instance_type="A100",
+    )
+
+    def event(n: int) -> Any:
+        request, finished = divmod(n, 2)
+        made = pb.UsageEvent()
+        made.CopyFrom(template)
+        made.event_id = f"{prefix}-{n}"
+        made.request_id = f"{prefix}-r{request}"
+        made.type = pb.EVENT_TYPE_REQUEST_FINISHED if finished else pb.EVENT_TYPE_REQUEST_STARTED
+        made.occur_time.FromMicroseconds(TRAFFIC_FROM_MICROS + request * 1000 + finished * REQUEST_MICROS)
+        return made
+
+    return event
 
 
 def _client_process(target: str, kind: str, orgs: list[str], seconds: float, barrier: Any, results: Any) -> None:

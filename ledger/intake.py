@@ -93,6 +93,17 @@ class Ledger:
                 self._prices_size = size
             return self._prices
 
+    def _admission_prices(self) -> PriceHistory:
+        """The price history R11's admission check reads: the one last read, without reading the system log again.
+
+        Stale is safe here because adding a version never takes a rate away from any instant: set_price_book stores
+        each version whole, as the rates in force at its effective_from plus the update, so whatever an older read
+        prices at an instant, the log still prices then. A batch accepted on it would be accepted on a fresh read;
+        a batch it would refuse is checked again on a fresh read (validate_events) before it is refused. Single
+        events at control-plane rates so skip a read of the system log's head per call (issue #26)."""
+        prices = self._prices
+        return prices if prices is not None else self.price_history()
+
     # -- usage events ---------------------------------------------------------------------------
 
     def validate_events(self, raw_events: Sequence[Mapping[str, Any]], *, prefix: str = "events") -> list[UsageEvent]:
@@ -140,7 +151,7 @@ class Ledger:
         if len(raw_events) > MAX_BATCH_EVENTS:
             raise InvalidInput([FieldViolation("events", f"a batch holds at most {MAX_BATCH_EVENTS} events")])
         now = self.clock()
-        prices = self.price_history()
+        prices = self._admission_prices()  # a refusal below is decided by validate_events on a fresh read
         knows = prices.known_instance_types.__contains__
         prices_at = prices.prices_at
         event = EntryKind.EVENT

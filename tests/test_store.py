@@ -234,6 +234,8 @@ def test_a_session_reads_on_one_connection_each_read_seeing_what_is_committed(
         with store.snapshot(), store.reading() as inside:
             assert inside is conn
             assert store.in_snapshot()
+            # SQLite fixes a deferred transaction's view at its first read: read before the append lands.
+            assert store.head(log_id).size == 2
             ledger.append_events([make_event(event_id="e-3")])
             assert store.head(log_id).size == 2
         assert store.head(log_id).size == 3

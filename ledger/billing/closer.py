@@ -75,10 +75,16 @@ class PeriodCloser:
             self.thread.join(timeout)
 
     def notify(self, org_ids: Iterable[str]) -> None:
-        """Entries were appended for these orgs: evaluate them at once (cheap: it only marks them)."""
+        """Entries were appended for these orgs: evaluate them soon (cheap: it only marks them).
+
+        Only the first mark since the last pass wakes the thread: once orgs are marked, it is already waiting
+        for their turn (_MAX_DIRTY_GAP_SECONDS), and waking it at every append of a busy org cost a thread switch
+        per append for it to find nothing due and sleep again (issue #26)."""
         with self._dirty_lock:
+            first = not self._dirty
             self._dirty.update(org_ids)
-        self._wake.set()
+        if first:
+            self._wake.set()
 
     def wait_for_pass(self, after: int, timeout: float) -> int:
         """Block until more than `after` passes have completed (tests use it to wait for the thread)."""

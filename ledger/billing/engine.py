@@ -122,6 +122,9 @@ class BillingEngine:
         self._org_locks: dict[str, threading.RLock] = {}
         # Per org: the instant up to which R15 flips were looked for (in this process).
         self._spend_checked: dict[str, int] = {}
+        # Orgs whose logs this process has seen exist: a log is never deleted, so an org found once never needs its
+        # starter credit again, and single-event appends skip reading its head (issue #26).
+        self._existing_orgs: set[str] = set()
 
     def _lock(self, org_id: str) -> threading.RLock:
         with self._guard:
@@ -384,8 +387,11 @@ class BillingEngine:
             return []
         found: list[NewEntry] = []
         for org_id in sorted({e.index.org_id for e in entries if e.kind is EntryKind.EVENT and e.index.org_id}):
+            if org_id in self._existing_orgs:
+                continue
             try:
                 self.ledger.store.head(org_log_id(org_id))
+                self._existing_orgs.add(org_id)
                 continue  # not new: it got its starter credit with its first events
             except NotFound:
                 pass

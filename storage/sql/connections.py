@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 from storage.sql import faults
@@ -47,10 +48,10 @@ def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
         cursor.close()
 
     def begin_immediate(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin_sqlite(connection, "BEGIN IMMEDIATE")
 
     def begin_deferred(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        _begin_sqlite(connection, "BEGIN")
 
     connect_args = {"check_same_thread": False, "timeout": 30}
     # One pooled writer connection: SQLite runs one write transaction at a time anyway, so more connections only
@@ -68,6 +69,18 @@ def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
         event.listen(engine, "begin", begin)
     event.listen(writer, "connect", tune_writer)
     return writer, reader
+
+
+def _begin_sqlite(connection: Connection, statement: str) -> None:
+    """Open a SQLite transaction on sqlite3's own connection: every append group and read session begins here, and
+    through SQLAlchemy's execution (its events, result wrapping) the BEGIN cost several times the statement. A
+    failure (the write lock still held after busy_timeout) is raised as SQLAlchemy's, as exec_driver_sql raises it,
+    so storage.sql.faults reads it the same way."""
+    driver: Any = connection.connection.driver_connection
+    try:
+        driver.execute(statement)
+    except sqlite3.Error as err:
+        raise DBAPIError.instance(statement, (), err, sqlite3.Error, dialect=connection.dialect) from err
 
 
 # A pooled connection back in the pool for less than this was working a moment ago: checking it out again skips the

@@ -5,10 +5,10 @@ An append queues on a commit lane. Whoever finds the lane idle becomes its leade
 queued. The others wait for their own append to be done, answered by whichever leader took it, with exactly its
 own results or its own error.
 
-SQLite has one lane (the database has one write lock). PostgreSQL has a few: a log is given a lane when it is
-first appended to, the lane that has been given the fewest logs, so the appends to one org's log always meet in
-one lane's groups while other orgs' commits run beside them on other connections (several orgs' heads still
-share a group when their lanes coincide).
+SQLite has one lane (the database has one write lock), and so, measured, does PostgreSQL (PG_LANES). With more,
+a log is given a lane when it is first appended to, the lane that has been given the fewest logs, so the appends to
+one org's log always meet in one lane's groups while other orgs' commits run beside them on other connections
+(several orgs' heads still share a group when their lanes coincide).
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from ledger.ports import Appended, NewEntry
 # A group takes at most this many queued appends, or entries, so no one transaction grows without bound.
 GROUP_APPENDS = 1000
 GROUP_ENTRIES = 20_000
-# PostgreSQL lanes: each commits on its own pooled connection (8 + 8 overflow), leaving some for reads.
-PG_LANES = 4
+# PostgreSQL lanes: each commits on its own pooled connection (8 + 8 overflow). One: every org's appends meet in
+# the same groups, so a group pays its three round trips for more appends. With four lanes (one per org of the
+# benchmark) groups held two or three single-event appends, and 16 clients' appends cost the server 1,311 us of
+# CPU each against 795 us with one lane (bench/single_appends.py, docs/benchmarks.md). More lanes would commit
+# orgs in parallel where the commit's latency, not this process's CPU, is what bounds ingest.
+PG_LANES = 1
 # Lanes remember this many logs' lanes; beyond, they start over (a log may then change lanes: its appends stay
 # correct, each under its head's lock, but for a while they may group with other orgs' than before).
 REMEMBERED_LOGS = 65_536

@@ -124,6 +124,24 @@ def _sqlite_existing_sql(count: int) -> str:
     )
 
 
+def _sqlite_run(conn: Connection, sql: str, params: Any, *, many: bool = False) -> list[Any]:
+    """One statement of a SQLite append on sqlite3's own cursor, in the append's transaction, as the PostgreSQL
+    path sends its statements on psycopg's: SQLAlchemy's per-execution work (pool and event dispatch, result
+    wrapping) cost about as much again as the statement, and a group commits five of them. Errors are raised as
+    SQLAlchemy's, as conn.exec_driver_sql raises them (storage.sql.faults translates them the same way)."""
+    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, params)
+            return []
+        cursor.execute(sql, params)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    except sqlite3.Error as err:
+        raise DBAPIError.instance(sql, params, err, sqlite3.Error, dialect=conn.dialect) from err
+    finally:
+        cursor.close()
+
+
 # PostgreSQL, for all the logs of a batch at once. New heads are inserted in the order of the (sorted) array.
 _PG_CREATE_HEADS = (
     "INSERT INTO log_heads (log_id, size, head_hash, frontier) "
@@ -328,7 +346,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             # inserts fall from 44,000 to under 200 rows/s with two busy threads; multi-row: 15,000).
             for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
                 chunk = rows[start : start + _SQLITE_ROWS_PER_INSERT]
-                conn.exec_driver_sql(_multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
+                _sqlite_run(conn, _multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
             return
         if not self._copy_entries:
             conn.exec_driver_sql(self._sql.insert_entries, rows)
@@ -372,13 +390,13 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             heads: dict[str, LogState] = {}
             for start in range(0, len(logs), LOOKUP_CHUNK):
                 chunk = logs[start : start + LOOKUP_CHUNK]
-                for log_id, size, head_hash, frontier in conn.exec_driver_sql(
-                    _sqlite_read_heads_sql(len(chunk)), tuple(chunk)
+                for log_id, size, head_hash, frontier in _sqlite_run(
+                    conn, _sqlite_read_heads_sql(len(chunk)), tuple(chunk)
                 ):
                     heads[log_id] = LogState(int(size), bytes(head_hash), Frontier.decode(bytes(frontier)))
             missing = [(log_id, GENESIS_HASH, _EMPTY_FRONTIER) for log_id in logs if log_id not in heads]
             if missing:
-                conn.exec_driver_sql(self._sql.create_head, missing)
+                _sqlite_run(conn, self._sql.create_head, missing, many=True)
                 heads.update((log_id, EMPTY_LOG) for log_id, _, _ in missing)
             return heads
         # Two statements for the whole batch rather than two per log: each is a round trip to the server. The
@@ -438,7 +456,10 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             return
         if not self._pipelines or len(rows) > _PG_ROWS_PER_INSERT:
             self._insert_entries(conn, rows)
-            conn.exec_driver_sql(self._sql.update_head, head_updates)
+            if self.dialect == "sqlite":
+                _sqlite_run(conn, self._sql.update_head, head_updates, many=True)
+            else:
+                conn.exec_driver_sql(self._sql.update_head, head_updates)
             return
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
@@ -459,8 +480,8 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             for start in range(0, len(pairs), _SQLITE_PAIRS_PER_LOOKUP):
                 chunk = pairs[start : start + _SQLITE_PAIRS_PER_LOOKUP]
                 params = tuple(itertools.chain.from_iterable(chunk))
-                for log_id, event_id, seq, entry_hash, body in conn.exec_driver_sql(
-                    _sqlite_existing_sql(len(chunk)), params
+                for log_id, event_id, seq, entry_hash, body in _sqlite_run(
+                    conn, _sqlite_existing_sql(len(chunk)), params
                 ):
                     found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
         elif pairs:
