@@ -227,6 +227,6 @@ class SqlConnections:
         with self.reader.connect() as conn:
             if self.dialect == "postgresql":
                 # One statement needs no transaction around it: in autocommit it is one round trip, not a BEGIN,
-                # the statement and the pool's ROLLBACK (every append reads the system log's head, for R11).
+                # the statement and the pool's ROLLBACK.
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             return query.rows(conn, params)
