@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -10,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -124,6 +125,19 @@ def _sqlite_existing_sql(count: int) -> str:
     )
 
 
+# Entry kinds whose appends SqlStore._append_plain_sqlite takes: no price version (R12's guard) or invoice cut to
+# check or record.
+_PLAIN_KINDS = frozenset({EntryKind.EVENT, EntryKind.CREDIT})
+
+
+@dataclass(frozen=True)
+class _SqliteTx:
+    """The pool's raw SQLite connection, with what _sqlite_run reads of a SQLAlchemy Connection."""
+
+    connection: Any
+    dialect: Any
+
+
 def _sqlite_run(conn: Connection, sql: str, params: Any, *, many: bool = False) -> list[Any]:
     """One statement of a SQLite append on sqlite3's own cursor, in the append's transaction, as the PostgreSQL
     path sends its statements on psycopg's: SQLAlchemy's per-execution work (pool and event dispatch, result
@@ -203,6 +217,8 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         self._known_heads: set[str] = set()  # PostgreSQL: logs whose head rows exist (_lock_heads)
         self._pipelines = self._copy_entries  # psycopg's pipeline mode sends several statements in one round trip
         self._heads: OrderedDict[tuple[str, int], EntryHead] = OrderedDict()  # entry_head's cache
+        self._committed_lock = threading.Lock()  # lanes' leaders may commit at once
+        self._committed_count = 0  # append transactions committed (appends_committed)
         self._heads_lock = threading.Lock()
         if migrate_schema:
             migrate.upgrade(self.writer)
@@ -236,13 +252,21 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
                 raise
             raise fault from err
 
+    @property
+    def appends_committed(self) -> int:
+        """How many append transactions (groups, issue #26) this store has committed: tests count commits with it."""
+        return self._committed_count
+
     def _append_group(self, group: list[QueuedAppend]) -> None:
         """Append every batch of `group`; each ends done, with its result or its own error."""
         try:
-            if len(group) == 1:  # nothing to share: exactly the ungrouped append
-                group[0].result = self._append_translated(group[0].entries, group[0].expected_sizes)
-            else:
-                self._append_together(group)
+            if not (self.dialect == "sqlite" and self._append_plain_sqlite(group)):
+                if len(group) == 1:  # nothing to share: exactly the ungrouped append
+                    group[0].result = self._append_translated(group[0].entries, group[0].expected_sizes)
+                else:
+                    self._append_together(group)
+            with self._committed_lock:
+                self._committed_count += 1
         except BaseException as err:  # nothing of the group was committed
             for queued in group:
                 queued.result, queued.error = None, queued.error or faults.translated(err)
@@ -251,6 +275,49 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         finally:
             for queued in group:
                 queued.done = True
+
+    def _append_plain_sqlite(self, group: list[QueuedAppend]) -> bool:
+        """SQLite, a group of plain appends (events and credits, no condition on log sizes): one transaction on the
+        pooled writer connection, opened and committed on sqlite3's own connection. SQLAlchemy's Connection, its
+        begin and commit and their events cost more than the group's statements (docs/appends.md).
+
+        Returns False, with nothing committed, when the group holds anything else or an append of it fails other
+        than for storage (an R24 conflict, say): the caller then commits it the general way, which answers each
+        append with its own error. A storage fault (the database busy, the disk full) is raised, as there."""
+        if any(q.expected_sizes is not None for q in group) or any(
+            item.kind not in _PLAIN_KINDS for q in group for item in q.entries
+        ):
+            return False
+        pooled = self.writer.raw_connection()  # the pool's one writer connection, as writer.begin() would take
+        try:
+            driver: Any = pooled.driver_connection
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                # Plain kinds add no price version and no invoice cut, so the append step below runs nothing but
+                # SQLite's statements, each on the driver (_sqlite_run needs only .connection and .dialect).
+                results = self._append(
+                    cast(Connection, _SqliteTx(pooled, self.writer.dialect)),
+                    [item for queued in group for item in queued.entries],
+                )
+                driver.execute("COMMIT")
+            except BaseException as err:
+                with contextlib.suppress(sqlite3.Error):  # the pool's reset-on-return rolls back again anyway
+                    driver.rollback()
+                if isinstance(err, sqlite3.OperationalError):  # busy, full, I/O: a storage fault for every append
+                    statement = "BEGIN IMMEDIATE / COMMIT"
+                    raise DBAPIError.instance(statement, (), err, sqlite3.Error, dialect=self.writer.dialect) from err
+                if isinstance(err, DBAPIError) and faults.storage_fault(err) is not None:
+                    raise
+                if not isinstance(err, Exception):
+                    raise
+                return False
+        finally:
+            pooled.close()
+        start = 0
+        for queued in group:
+            queued.result = results[start : start + len(queued.entries)]
+            start += len(queued.entries)
+        return True
 
     def _append_together(self, group: list[QueuedAppend]) -> None:
         """Commit a group. Its unconditional appends first go as one batch in one transaction (one head lock, one
