@@ -21,6 +21,7 @@ R = TypeVar("R")
 
 # A proxy tracer: it forwards to whichever tracer provider is installed later, and does nothing until then.
 _tracer = trace.get_tracer("usageledger.core")
+_sql_tracer = trace.get_tracer("usageledger.sql")
 
 
 def _off() -> bool:
@@ -88,6 +89,30 @@ def untraced() -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+@contextmanager
+def statement_span(system: str, statement: str) -> Iterator[None]:
+    """A CLIENT span around SQL that storage runs on the driver's own cursor (one statement, or a pipeline of them),
+    named and dressed as server/telemetry.py's trace_sql dresses the statements SQLAlchemy runs: `db VERB`, the
+    database system and the statement text (placeholders, never bound values). Storage asks for it only for an
+    engine whose SQL is traced (storage.sql.driver.traced)."""
+    if _off() or tracing_suppressed():
+        yield
+        return
+    verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+    with _sql_tracer.start_as_current_span(
+        f"db {verb}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={"db.system": system, "db.statement": statement[:2000]},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
+        try:
+            yield
+        except BaseException as err:
+            current.set_status(StatusCode.ERROR, type(err).__name__)
+            raise
 
 
 def tracing_suppressed() -> bool:

@@ -180,6 +180,9 @@ def trace_sql(engine: Any) -> None:
     """
     from sqlalchemy import event
 
+    from storage.sql.driver import trace_statements
+
+    trace_statements(engine)  # and what storage runs on the driver's own cursors, past SQLAlchemy
     tracer = trace.get_tracer("usageledger.sql")
     system = engine.dialect.name
 

@@ -39,15 +39,17 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_is_logged(
-    tmp_path: Path, make_event: EventFactory, spans: InMemorySpanExporter
+    db_url: str, make_event: EventFactory, spans: InMemorySpanExporter
 ) -> None:
+    """Both stores run their append statements on the driver's own cursor (SQLite's plain groups, PostgreSQL's
+    pipelines): those get SQL spans too, as SQLAlchemy's statements do."""
     lines = JsonLines()
     access = logging.getLogger("usageledger.access")
     access.addHandler(lines)
     previous_level = access.level
     access.setLevel(logging.INFO)
     appended_before = metric_sum("usageledger.events.appended")
-    running = start_server(f"sqlite:///{tmp_path / 'ledger.db'}", clock=FixedClock(), tracing=True)
+    running = start_server(db_url, clock=FixedClock(), tracing=True)
     try:
         with LedgerClient(f"127.0.0.1:{running.port}", retries=0) as client:
             client.append_events(
@@ -71,6 +73,7 @@ def test_an_append_is_an_rpc_span_with_storage_spans_under_it_and_its_trace_id_i
     assert append.attributes is not None and append.attributes["entries"] == 3
     sql = [s for s in finished if s.name.startswith("db ") and s.parent and s.parent.span_id == append.context.span_id]
     assert {s.name for s in sql} >= {"db INSERT"}
+    assert any(str((s.attributes or {}).get("db.statement", "")).startswith("INSERT INTO entries") for s in sql)
     assert all("ulk_" not in str(s.attributes) for s in finished)
 
     trace_id = format(rpc.context.trace_id, "032x")

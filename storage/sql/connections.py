@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 from storage.sql import faults
-from storage.sql.driver import DriverQuery
+from storage.sql.driver import DriverQuery, traced
 from storage.sql.sqlite_file import create_owner_only, sqlite_database_path
 
 
@@ -78,7 +78,8 @@ def _begin_sqlite(connection: Connection, statement: str) -> None:
     so storage.sql.faults reads it the same way."""
     driver: Any = connection.connection.driver_connection
     try:
-        driver.execute(statement)
+        with traced(connection.engine, statement):
+            driver.execute(statement)
     except sqlite3.Error as err:
         raise DBAPIError.instance(statement, (), err, sqlite3.Error, dialect=connection.dialect) from err
 

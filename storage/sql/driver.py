@@ -10,15 +10,36 @@ lists for storage.sql.lists.member_of), and rows come back as plain tuples in th
 
 from __future__ import annotations
 
+import contextlib
 import re
+import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.expression import ClauseElement
 
+from ledger.tracing import statement_span
+
 _EXPANDED = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
+
+# Engines whose SQL is traced (server/telemetry.py's trace_sql): statements run on their drivers' cursors get the
+# same CLIENT spans as those SQLAlchemy runs.
+_TRACED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def trace_statements(engine: Engine) -> None:
+    """Give what storage runs on `engine`'s driver connections, past SQLAlchemy, a span per statement or pipeline."""
+    _TRACED.add(engine)
+
+
+def traced(engine: Engine, statement: str) -> AbstractContextManager[None]:
+    """The span of SQL run on `engine`'s driver connection (ledger.tracing.statement_span), if its SQL is traced."""
+    if engine in _TRACED:
+        return statement_span(engine.dialect.name, statement)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -77,9 +98,11 @@ class DriverQuery:
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         compiled = self._compile(conn.dialect)
         cursor = _cursor(conn)
+        sql = compiled.sql(params)
         try:
-            cursor.execute(compiled.sql(params), compiled.arguments(params))
-            return [tuple(row) for row in cursor.fetchall()]
+            with traced(conn.engine, sql):
+                cursor.execute(sql, compiled.arguments(params))
+                return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
 
@@ -102,14 +125,15 @@ def rows_together(
         return [query.rows(conn, params) for query, params in queries]
     driver = conn.connection.driver_connection
     cursors = []
+    statements = [(query._compile(conn.dialect), params) for query, params in queries]
     try:
-        with driver.pipeline():  # type: ignore[union-attr]
-            for query, params in queries:
-                compiled = query._compile(conn.dialect)
-                cursor = _cursor(conn)
-                cursors.append(cursor)
-                cursor.execute(compiled.sql(params), compiled.arguments(params))
-        return [[tuple(row) for row in cursor.fetchall()] for cursor in cursors]
+        with traced(conn.engine, ";\n".join(compiled.sql(params) for compiled, params in statements)):
+            with driver.pipeline():  # type: ignore[union-attr]
+                for compiled, params in statements:
+                    cursor = _cursor(conn)
+                    cursors.append(cursor)
+                    cursor.execute(compiled.sql(params), compiled.arguments(params))
+            return [[tuple(row) for row in cursor.fetchall()] for cursor in cursors]
     finally:
         for cursor in cursors:
             cursor.close()

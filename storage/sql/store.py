@@ -29,7 +29,7 @@ from ledger.timeutil import Clock, system_clock
 from storage.sql import faults, import_log, migrate
 from storage.sql.audit_reads import AuditReads
 from storage.sql.checkpoint_rows import CheckpointRows
-from storage.sql.driver import DriverQuery
+from storage.sql.driver import DriverQuery, traced
 from storage.sql.entry_rows import ENTRY_COLUMNS, LOOKUP_CHUNK, binary, entry_from_row, head_from_row
 from storage.sql.group_commit import PG_LANES, CommitLanes, QueuedAppend
 from storage.sql.index_reads import IndexReads
@@ -136,6 +136,7 @@ class _SqliteTx:
 
     connection: Any
     dialect: Any
+    engine: Any
 
 
 def _sqlite_run(conn: Connection, sql: str, params: Any, *, many: bool = False) -> list[Any]:
@@ -145,11 +146,12 @@ def _sqlite_run(conn: Connection, sql: str, params: Any, *, many: bool = False) 
     SQLAlchemy's, as conn.exec_driver_sql raises them (storage.sql.faults translates them the same way)."""
     cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        if many:
-            cursor.executemany(sql, params)
-            return []
-        cursor.execute(sql, params)
-        return cursor.fetchall()  # type: ignore[no-any-return]
+        with traced(conn.engine, sql):
+            if many:
+                cursor.executemany(sql, params)
+                return []
+            cursor.execute(sql, params)
+            return cursor.fetchall()  # type: ignore[no-any-return]
     except sqlite3.Error as err:
         raise DBAPIError.instance(sql, params, err, sqlite3.Error, dialect=conn.dialect) from err
     finally:
@@ -292,14 +294,16 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         try:
             driver: Any = pooled.driver_connection
             try:
-                driver.execute("BEGIN IMMEDIATE")
+                with traced(self.writer, "BEGIN IMMEDIATE"):
+                    driver.execute("BEGIN IMMEDIATE")
                 # Plain kinds add no price version and no invoice cut, so the append step below runs nothing but
-                # SQLite's statements, each on the driver (_sqlite_run needs only .connection and .dialect).
+                # SQLite's statements, each on the driver (_sqlite_run needs only .connection, .dialect, .engine).
                 results = self._append(
-                    cast(Connection, _SqliteTx(pooled, self.writer.dialect)),
+                    cast(Connection, _SqliteTx(pooled, self.writer.dialect, self.writer)),
                     [item for queued in group for item in queued.entries],
                 )
-                driver.execute("COMMIT")
+                with traced(self.writer, "COMMIT"):
+                    driver.execute("COMMIT")
             except BaseException as err:
                 with contextlib.suppress(sqlite3.Error):  # the pool's reset-on-return rolls back again anyway
                     driver.rollback()
@@ -431,7 +435,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
         try:
-            with driver.cursor() as cursor:
+            with traced(conn.engine, self._sql.copy_entries), driver.cursor() as cursor:
                 # set_types looks dumpers up by type oid, and for bytea that finds psycopg.dbapi20's dumper (it also
                 # takes psycopg.Binary wrappers), written in Python: four calls into it per row. This cursor alone
                 # dumps bytea with the C dumper psycopg itself picks for bytes values.
@@ -505,7 +509,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         dbapi: Any = conn.dialect.dbapi
         heads_cursor, found_cursor = driver.cursor(), driver.cursor()
         try:
-            with driver.pipeline():
+            with traced(conn.engine, _PG_LOCK_HEADS + (";\n" + _PG_EXISTING if pairs else "")), driver.pipeline():
                 heads_cursor.execute(_PG_LOCK_HEADS, (logs,))
                 if pairs:
                     found_cursor.execute(_PG_EXISTING, _pg_pairs(pairs))
@@ -549,8 +553,9 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
         insert = _pg_multirow_insert_sql(len(rows))
+        statements = f"{insert};\n{self._sql.update_head}" + (";\nCOMMIT" if commit else "")
         try:
-            with driver.pipeline(), driver.cursor() as cursor:
+            with traced(conn.engine, statements), driver.pipeline(), driver.cursor() as cursor:
                 cursor.execute(insert, tuple(itertools.chain.from_iterable(rows)))
                 cursor.executemany(self._sql.update_head, head_updates)
                 if commit:
