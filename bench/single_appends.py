@@ -7,9 +7,9 @@ connection), spread over a few client processes so the clients' Python is not on
 server, phase by phase: the health `Check` (the trivial-RPC ceiling), `AppendEvents` with one event per call (a
 control plane's requests, each started then finished: request_traffic), for each client count; then the batching
 appender (client/appender.py), over AppendEvents and over StreamEvents, against hand-made 1,000-event AppendEvents
-batches, each way twice in mirrored order (BATCH_ORDER). Each phase
-reports calls (or events) per second over its wall time, the per-call latency p50 / p99, and the CPU time the
-server and the clients spent per call; each store, the load average before and after (the machine is shared).
+batches, each way twice in mirrored order (BATCH_ORDER). Each phase reports calls (or events) per second over its
+wall time, the per-call latency p50 / p99, and the CPU time the server and the clients spent per call; each store,
+the load average before and after (the machine is shared).
 """
 
 from __future__ import annotations

@@ -99,8 +99,8 @@ class Ledger:
         Stale is safe here because adding a version never takes a rate away from any instant: set_price_book stores
         each version whole, as the rates in force at its effective_from plus the update, so whatever an older read
         prices at an instant, the log still prices then. A batch accepted on it would be accepted on a fresh read;
-        a batch it would refuse is checked again on a fresh read (validate_events) before it is refused. Single
-        events at control-plane rates so skip a read of the system log's head per call (issue #26)."""
+        a batch it would refuse is checked again on a fresh read (validate_events) before it is refused. So single
+        events at control-plane rates skip a read of the system log's head per call (issue #26)."""
         prices = self._prices
         return prices if prices is not None else self.price_history()
 
