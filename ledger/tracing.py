@@ -91,6 +91,13 @@ def untraced() -> Iterator[None]:
         otel_context.detach(token)
 
 
+def statement_span_fields(system: str, statement: str) -> tuple[str, dict[str, str]]:
+    """A SQL span's name (`db VERB`) and attributes: the database system and the statement text (placeholders,
+    never bound values)."""
+    verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+    return f"db {verb}", {"db.system": system, "db.statement": statement[:2000]}
+
+
 @contextmanager
 def statement_span(system: str, statement: str) -> Iterator[None]:
     """A CLIENT span around SQL that storage runs on the driver's own cursor (one statement, or a pipeline of them),
@@ -100,11 +107,11 @@ def statement_span(system: str, statement: str) -> Iterator[None]:
     if _off() or tracing_suppressed():
         yield
         return
-    verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+    name, attributes = statement_span_fields(system, statement)
     with _sql_tracer.start_as_current_span(
-        f"db {verb}",
+        name,
         kind=trace.SpanKind.CLIENT,
-        attributes={"db.system": system, "db.statement": statement[:2000]},
+        attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
     ) as current:

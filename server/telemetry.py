@@ -21,7 +21,7 @@ import grpc
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import StatusCode as SpanStatusCode
 
-from ledger.tracing import tracing_suppressed
+from ledger.tracing import statement_span_fields, tracing_suppressed
 from server.exporters import (
     MetricsListen,
     ScrapeEndpoint,
@@ -189,12 +189,8 @@ def trace_sql(engine: Any) -> None:
     def before(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
         if tracing_suppressed():  # a metric collection's reads, say: no trace for them
             return
-        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
-        current = tracer.start_span(
-            f"db {verb}",
-            kind=trace.SpanKind.CLIENT,
-            attributes={"db.system": system, "db.statement": statement[:2000]},
-        )
+        name, attributes = statement_span_fields(system, statement)
+        current = tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
         conn.info.setdefault("usageledger_spans", []).append(current)
 
     def after(conn: Any, *_: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 
 from storage.sql import faults
-from storage.sql.driver import DriverQuery, traced
+from storage.sql.driver import DriverQuery, run_sqlite
 from storage.sql.sqlite_file import create_owner_only, sqlite_database_path
 
 
@@ -72,16 +71,9 @@ def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
 
 
 def _begin_sqlite(connection: Connection, statement: str) -> None:
-    """Open a SQLite transaction on sqlite3's own connection: every append group and read session begins here, and
-    through SQLAlchemy's execution (its events, result wrapping) the BEGIN cost several times the statement. A
-    failure (the write lock still held after busy_timeout) is raised as SQLAlchemy's, as exec_driver_sql raises it,
-    so storage.sql.faults reads it the same way."""
-    driver: Any = connection.connection.driver_connection
-    try:
-        with traced(connection.engine, statement):
-            driver.execute(statement)
-    except sqlite3.Error as err:
-        raise DBAPIError.instance(statement, (), err, sqlite3.Error, dialect=connection.dialect) from err
+    """Open a SQLite transaction on sqlite3's own connection (run_sqlite): every append group and read session
+    begins here, and through SQLAlchemy's execution the BEGIN cost several times the statement."""
+    run_sqlite(connection, statement, ())
 
 
 # A pooled connection back in the pool for less than this was working a moment ago: checking it out again skips the

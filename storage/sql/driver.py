@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import ClauseElement
 
 from ledger.tracing import statement_span
@@ -78,6 +80,25 @@ class _Compiled:
         return flat
 
 
+def run_sqlite(conn: Connection, sql: str, params: Any, *, many: bool = False) -> list[Any]:
+    """One SQLite statement on sqlite3's own cursor, in the connection's transaction: an append group's statements,
+    and every BEGIN. Through SQLAlchemy each cost about as much again as the statement (pool and event dispatch,
+    result wrapping). Errors are raised as SQLAlchemy's, as conn.exec_driver_sql raises them, so storage.sql.faults
+    translates them the same way; a traced engine's statement gets its span (traced)."""
+    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with traced(conn.engine, sql):
+            if many:
+                cursor.executemany(sql, params)
+                return []
+            cursor.execute(sql, params)
+            return cursor.fetchall()  # type: ignore[no-any-return]
+    except sqlite3.Error as err:
+        raise DBAPIError.instance(sql, params, err, sqlite3.Error, dialect=conn.dialect) from err
+    finally:
+        cursor.close()
+
+
 class DriverQuery:
     """One statement, compiled for each dialect it meets."""
 
@@ -126,13 +147,14 @@ def rows_together(
     driver = conn.connection.driver_connection
     cursors = []
     statements = [(query._compile(conn.dialect), params) for query, params in queries]
+    texts = [compiled.sql(params) for compiled, params in statements]
     try:
-        with traced(conn.engine, ";\n".join(compiled.sql(params) for compiled, params in statements)):
+        with traced(conn.engine, ";\n".join(texts)):
             with driver.pipeline():  # type: ignore[union-attr]
-                for compiled, params in statements:
+                for (compiled, params), text in zip(statements, texts, strict=True):
                     cursor = _cursor(conn)
                     cursors.append(cursor)
-                    cursor.execute(compiled.sql(params), compiled.arguments(params))
+                    cursor.execute(text, compiled.arguments(params))
             return [[tuple(row) for row in cursor.fetchall()] for cursor in cursors]
     finally:
         for cursor in cursors:

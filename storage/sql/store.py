@@ -29,7 +29,7 @@ from ledger.timeutil import Clock, system_clock
 from storage.sql import faults, import_log, migrate
 from storage.sql.audit_reads import AuditReads
 from storage.sql.checkpoint_rows import CheckpointRows
-from storage.sql.driver import DriverQuery, traced
+from storage.sql.driver import DriverQuery, run_sqlite, traced
 from storage.sql.entry_rows import ENTRY_COLUMNS, LOOKUP_CHUNK, binary, entry_from_row, head_from_row
 from storage.sql.group_commit import PG_LANES, CommitLanes, QueuedAppend
 from storage.sql.index_reads import IndexReads
@@ -132,30 +132,19 @@ _PLAIN_KINDS = frozenset({EntryKind.EVENT, EntryKind.CREDIT})
 
 @dataclass(frozen=True)
 class _SqliteTx:
-    """The pool's raw SQLite connection, with what _sqlite_run reads of a SQLAlchemy Connection."""
+    """The pool's raw SQLite connection, with what run_sqlite reads of a SQLAlchemy Connection."""
 
     connection: Any
     dialect: Any
     engine: Any
 
 
-def _sqlite_run(conn: Connection, sql: str, params: Any, *, many: bool = False) -> list[Any]:
-    """One statement of a SQLite append on sqlite3's own cursor, in the append's transaction, as the PostgreSQL
-    path sends its statements on psycopg's: SQLAlchemy's per-execution work (pool and event dispatch, result
-    wrapping) cost about as much again as the statement, and a group commits five of them. Errors are raised as
-    SQLAlchemy's, as conn.exec_driver_sql raises them (storage.sql.faults translates them the same way)."""
-    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        with traced(conn.engine, sql):
-            if many:
-                cursor.executemany(sql, params)
-                return []
-            cursor.execute(sql, params)
-            return cursor.fetchall()  # type: ignore[no-any-return]
-    except sqlite3.Error as err:
-        raise DBAPIError.instance(sql, params, err, sqlite3.Error, dialect=conn.dialect) from err
-    finally:
-        cursor.close()
+def _answer_each(group: list[QueuedAppend], results: list[Appended]) -> None:
+    """Slice a group's combined results back to its appends, each its own, in its own order."""
+    start = 0
+    for queued in group:
+        queued.result = results[start : start + len(queued.entries)]
+        start += len(queued.entries)
 
 
 # PostgreSQL, for all the logs of a batch at once. New heads are inserted in the order of the (sorted) array.
@@ -291,36 +280,23 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         ):
             return False
         pooled = self.writer.raw_connection()  # the pool's one writer connection, as writer.begin() would take
+        # Plain kinds add no price version and no invoice cut, so the append step runs nothing but SQLite's
+        # statements, each through run_sqlite, which needs only .connection, .dialect and .engine.
+        tx = cast(Connection, _SqliteTx(pooled, self.writer.dialect, self.writer))
         try:
-            driver: Any = pooled.driver_connection
             try:
-                with traced(self.writer, "BEGIN IMMEDIATE"):
-                    driver.execute("BEGIN IMMEDIATE")
-                # Plain kinds add no price version and no invoice cut, so the append step below runs nothing but
-                # SQLite's statements, each on the driver (_sqlite_run needs only .connection, .dialect, .engine).
-                results = self._append(
-                    cast(Connection, _SqliteTx(pooled, self.writer.dialect, self.writer)),
-                    [item for queued in group for item in queued.entries],
-                )
-                with traced(self.writer, "COMMIT"):
-                    driver.execute("COMMIT")
+                run_sqlite(tx, "BEGIN IMMEDIATE", ())
+                results = self._append(tx, [item for queued in group for item in queued.entries])
+                run_sqlite(tx, "COMMIT", ())
             except BaseException as err:
                 with contextlib.suppress(sqlite3.Error):  # the pool's reset-on-return rolls back again anyway
-                    driver.rollback()
-                if isinstance(err, sqlite3.OperationalError):  # busy, full, I/O: a storage fault for every append
-                    statement = "BEGIN IMMEDIATE / COMMIT"
-                    raise DBAPIError.instance(statement, (), err, sqlite3.Error, dialect=self.writer.dialect) from err
-                if isinstance(err, DBAPIError) and faults.storage_fault(err) is not None:
-                    raise
-                if not isinstance(err, Exception):
-                    raise
+                    pooled.driver_connection.rollback()  # type: ignore[union-attr]
+                if not isinstance(err, Exception) or faults.storage_fault(err) is not None:
+                    raise  # busy, full, I/O: a storage fault for every append of the group
                 return False
         finally:
             pooled.close()
-        start = 0
-        for queued in group:
-            queued.result = results[start : start + len(queued.entries)]
-            start += len(queued.entries)
+        _answer_each(group, results)
         return True
 
     def _append_together(self, group: list[QueuedAppend]) -> None:
@@ -336,10 +312,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             except Exception:  # nothing was committed: each append alone below answers with its own error
                 pass
             else:
-                start = 0
-                for queued in group:
-                    queued.result = results[start : start + len(queued.entries)]
-                    start += len(queued.entries)
+                _answer_each(group, results)
                 return
         with self.writer.begin() as conn:
             if self.dialect == "postgresql":
@@ -425,7 +398,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             # inserts fall from 44,000 to under 200 rows/s with two busy threads; multi-row: 15,000).
             for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
                 chunk = rows[start : start + _SQLITE_ROWS_PER_INSERT]
-                _sqlite_run(conn, _multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
+                run_sqlite(conn, _multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
             return
         if not self._copy_entries:
             conn.exec_driver_sql(self._sql.insert_entries, rows)
@@ -469,13 +442,13 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             heads: dict[str, LogState] = {}
             for start in range(0, len(logs), LOOKUP_CHUNK):
                 chunk = logs[start : start + LOOKUP_CHUNK]
-                for log_id, size, head_hash, frontier in _sqlite_run(
+                for log_id, size, head_hash, frontier in run_sqlite(
                     conn, _sqlite_read_heads_sql(len(chunk)), tuple(chunk)
                 ):
                     heads[log_id] = LogState(int(size), bytes(head_hash), Frontier.decode(bytes(frontier)))
             missing = [(log_id, GENESIS_HASH, _EMPTY_FRONTIER) for log_id in logs if log_id not in heads]
             if missing:
-                _sqlite_run(conn, self._sql.create_head, missing, many=True)
+                run_sqlite(conn, self._sql.create_head, missing, many=True)
                 heads.update((log_id, EMPTY_LOG) for log_id, _, _ in missing)
             return heads
         # Two statements for the whole batch rather than two per log: each is a round trip to the server. The
@@ -546,7 +519,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         if not self._pipelines or len(rows) > _PG_ROWS_PER_INSERT:
             self._insert_entries(conn, rows)
             if self.dialect == "sqlite":
-                _sqlite_run(conn, self._sql.update_head, head_updates, many=True)
+                run_sqlite(conn, self._sql.update_head, head_updates, many=True)
             else:
                 conn.exec_driver_sql(self._sql.update_head, head_updates)
             return
@@ -572,7 +545,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             for start in range(0, len(pairs), _SQLITE_PAIRS_PER_LOOKUP):
                 chunk = pairs[start : start + _SQLITE_PAIRS_PER_LOOKUP]
                 params = tuple(itertools.chain.from_iterable(chunk))
-                for log_id, event_id, seq, entry_hash, body in _sqlite_run(
+                for log_id, event_id, seq, entry_hash, body in run_sqlite(
                     conn, _sqlite_existing_sql(len(chunk)), params
                 ):
                     found[log_id][event_id] = (bytes(body), Appended(log_id, int(seq), bytes(entry_hash), True))
