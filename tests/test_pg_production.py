@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from ledger.log.audit import verify
 from server.app import start_server
 from server.limits import REASON
 from storage.sql import SqlStore
+from storage.sql.store import _PG_EXISTING
 from tests.billing_support import Desk
 from tests.conftest import PG_ADMIN_URL
 from tests.test_crash_safety import (
@@ -279,6 +281,28 @@ def test_a_session_reads_outside_any_transaction_again_after_a_snapshot(pg_url: 
             assert status == psycopg.pq.TransactionStatus.IDLE
             with store.snapshot():
                 assert store.head("system").size == 1
+    finally:
+        store.close()
+
+
+def test_the_r24_lookup_probes_the_event_id_index_per_key_whatever_the_plan_cache_holds(pg_url: str) -> None:
+    """The idempotency lookup (R24) runs in every append's transaction. psycopg prepares it after a few runs, and
+    PostgreSQL then keeps one generic plan until the table is next analyzed. As a plain join, a plan made while
+    `entries` was small hashed the keys and scanned the whole table, and kept doing so as the table grew (a fresh
+    database's first minutes: most of PostgreSQL's CPU per append, issue #26). Each key is now looked up on its
+    own, so the only plan is an index probe per key, generic or not, analyzed or not."""
+    store = SqlStore(pg_url)
+    try:
+        Ledger(store).append_events([usage_event(f"e-{n}", "acme") for n in range(3)])
+        keys = (json.dumps(["org/acme", "org/acme"]), json.dumps(["e-1", "e-missing"]))
+        with psycopg.connect(psycopg_url(pg_url), autocommit=True) as conn:
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.execute(_PG_EXISTING, keys, prepare=True)
+            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + _PG_EXISTING, keys, prepare=True))
+            found = conn.execute(_PG_EXISTING, keys, prepare=True).fetchall()
+        assert "Seq Scan" not in plan and "Hash" not in plan, plan
+        assert "Index Scan" in plan and "Nested Loop" in plan, plan
+        assert [(row[0], row[1], row[2]) for row in found] == [("org/acme", "e-1", 1)]
     finally:
         store.close()
 

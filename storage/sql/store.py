@@ -159,11 +159,15 @@ _PG_LOCK_HEADS = (
     "SELECT log_id, size, head_hash, frontier FROM log_heads WHERE log_id = ANY(%s) ORDER BY log_id FOR UPDATE"
 )
 # The (log id, key) pairs go as two JSON arrays: json.dumps is C, while psycopg dumps a list parameter element by
-# element in Python (a tenth of the server's GIL time under ingest). PostgreSQL searches ux_entries_event_id per pair.
+# element in Python (a tenth of the server's GIL time under ingest). Each pair is looked up on its own (LATERAL ...
+# LIMIT 1), so the plan is an index probe per pair whatever PostgreSQL knows of the table: as a plain join, the
+# generic plan psycopg's prepared statement kept from when `entries` was small hashed the pairs and scanned the
+# whole table at every append until the next ANALYZE (issue #26: most of PostgreSQL's CPU per append).
 _PG_EXISTING = (
-    "SELECT e.log_id, e.event_id, e.seq, e.entry_hash, e.body FROM entries AS e "
-    "JOIN ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json)) AS k(log_id, event_id) "
-    "ON e.log_id = k.log_id AND e.event_id = k.event_id"
+    "SELECT e.log_id, e.event_id, e.seq, e.entry_hash, e.body "
+    "FROM ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json)) AS k(log_id, event_id) "
+    "CROSS JOIN LATERAL (SELECT log_id, event_id, seq, entry_hash, body FROM entries "
+    "WHERE log_id = k.log_id AND event_id = k.event_id LIMIT 1) AS e"
 )
 _PG_BINARY = "b"  # psycopg.adapt.PyFormat.BINARY, without importing psycopg where SQLite is all there is
 # COPY in binary, which costs this process a third less per row than text; the types are the columns' own.
