@@ -289,7 +289,7 @@ def test_the_r24_lookup_probes_the_event_id_index_per_key_whatever_the_plan_cach
     """The idempotency lookup (R24) runs in every append's transaction. psycopg prepares it after a few runs, and
     PostgreSQL then keeps one generic plan until the table is next analyzed. As a plain join, a plan made while
     `entries` was small hashed the keys and scanned the whole table, and kept doing so as the table grew (a fresh
-    database's first minutes: most of PostgreSQL's CPU per append, issue #26). Each key is now looked up on its
+    database's first minutes: up to half of PostgreSQL's CPU per append, issue #26). Each key is now looked up on its
     own, so the only plan is an index probe per key, generic or not, analyzed or not."""
     store = SqlStore(pg_url)
     try:

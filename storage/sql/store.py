@@ -162,7 +162,7 @@ _PG_LOCK_HEADS = (
 # element in Python (a tenth of the server's GIL time under ingest). Each pair is looked up on its own (LATERAL ...
 # LIMIT 1), so the plan is an index probe per pair whatever PostgreSQL knows of the table: as a plain join, the
 # generic plan psycopg's prepared statement kept from when `entries` was small hashed the pairs and scanned the
-# whole table at every append until the next ANALYZE (issue #26: most of PostgreSQL's CPU per append).
+# whole table at every append until the next ANALYZE (issue #26: up to half of PostgreSQL's CPU per append).
 _PG_EXISTING = (
     "SELECT e.log_id, e.event_id, e.seq, e.entry_hash, e.body "
     "FROM ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json)) AS k(log_id, event_id) "
