@@ -38,7 +38,7 @@ TRANSPORTS = ("append", "stream")
 STREAM_BATCHES = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Pending:
     event: Mapping[str, Any] | pb.UsageEvent
     future: Future[pb.AppendResult | None]
