@@ -28,7 +28,6 @@ from ledger.log.audit import verify
 from server.app import start_server
 from server.limits import REASON
 from storage.sql import SqlStore
-from storage.sql.rollup_serving import request_entry_counts
 from storage.sql.store import _PG_EXISTING
 from tests.billing_support import Desk
 from tests.conftest import PG_ADMIN_URL
@@ -304,30 +303,6 @@ def test_the_r24_lookup_probes_the_event_id_index_per_key_whatever_the_plan_cach
         assert "Seq Scan" not in plan and "Hash" not in plan, plan
         assert "Index Scan" in plan and "Nested Loop" in plan, plan
         assert [(row[0], row[1], row[2]) for row in found] == [("org/acme", "e-1", 1)]
-    finally:
-        store.close()
-
-
-def test_the_rollups_count_a_requests_entries_by_index_whatever_the_statistics_say(pg_url: str) -> None:
-    """The rollups' catch-up counts each request ID's entries in the log (a request started or finished twice,
-    R25). With statistics that say `entries` is small (a new database, a bulk import not yet analyzed), counting
-    them as `request_id IN (...)` grouped read the whole table at every catch-up. Each ID is now counted by its own
-    probe of ix_entries_request, whatever the statistics say."""
-    store = SqlStore(pg_url)
-    try:
-        ledger = Ledger(store)
-        with store.writer.begin() as conn:  # the statistics stay as ANALYZE leaves them below
-            conn.exec_driver_sql("ALTER TABLE entries SET (autovacuum_enabled = false)")
-        ledger.append_events([usage_event(f"e-{n}", "acme") for n in range(5)])
-        with store.writer.begin() as conn:
-            conn.exec_driver_sql("ANALYZE entries")
-        for batch in range(3):
-            ledger.append_events([usage_event(f"f-{batch}-{n}", "acme") for n in range(1000)])
-        query = request_entry_counts("org/acme", [f"r-{n}" for n in range(300)])
-        with store.reader.connect() as conn:
-            sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-            plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}"))
-        assert "Seq Scan on entries" not in plan and "using ix_entries_request" in plan, plan
     finally:
         store.close()
 

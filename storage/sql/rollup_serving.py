@@ -25,22 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Select,
-    String,
-    and_,
-    bindparam,
-    cast,
-    column,
-    delete,
-    func,
-    null,
-    select,
-    text,
-    union_all,
-    values,
-)
+from sqlalchemy import BigInteger, String, and_, bindparam, cast, delete, func, null, select, text, union_all
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -186,26 +171,15 @@ def _reused_request_ids(
     ids = sorted(workloads_of)
     reused: set[str] = set()
     for at in range(0, len(ids), _LOOKUP_CHUNK):
-        for request_id, count in conn.execute(request_entry_counts(log_id, ids[at : at + _LOOKUP_CHUNK])).all():
+        query = (
+            select(entries.c.request_id, func.count())
+            .where(entries.c.request_id.in_(ids[at : at + _LOOKUP_CHUNK]), entries.c.log_id == log_id)
+            .group_by(entries.c.request_id)
+        )
+        for request_id, count in conn.execute(query).all():
             if count - in_chunk.get(request_id, 0) >= 2:
                 reused.update(workloads_of[request_id])
     return reused
-
-
-def request_entry_counts(log_id: str, request_ids: Sequence[str]) -> Select[str, int]:
-    """How many entries of the log carry each of `request_ids`: one probe of ix_entries_request per ID.
-
-    Counted per ID rather than as `request_id IN (...)` grouped: given that form and statistics saying the log is
-    small (a new database, or a bulk import not yet analyzed), PostgreSQL read every entry of the log through the
-    `log_id` prefix of another index, at every catch-up, instead of probing per ID (issue #26)."""
-    asked = values(column("request_id", String), name="asked").data([(r,) for r in request_ids]).cte("asked")
-    count = (
-        select(func.count())
-        .select_from(entries)
-        .where(entries.c.request_id == asked.c.request_id, entries.c.log_id == log_id)
-        .scalar_subquery()
-    )
-    return select(asked.c.request_id, count)
 
 
 _SUMMARIES = DriverQuery(
