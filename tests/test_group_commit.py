@@ -343,3 +343,17 @@ def test_postgresql_lanes_are_given_to_logs_fewest_first_and_a_log_keeps_its_lan
     assert lanes.lane_of([entry("org/bench-3"), entry("org/bench-1")]) is first[1]  # the first log, sorted
     single = CommitLanes(1)  # SQLite: one write lock, one lane for every log
     assert single.lane_of([entry("org/a")]) is single.lane_of([entry("org/b")])
+
+
+def test_the_sqlite_writer_keeps_statement_journals_in_memory(tmp_path: Path) -> None:
+    """A group's multi-row INSERT journals the pages it changes; on disk that was a temp file per commit."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        pooled = store.writer.raw_connection()
+        try:
+            cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+            assert cursor.execute("PRAGMA temp_store").fetchone() == (2,)  # 2: MEMORY
+        finally:
+            pooled.close()
+    finally:
+        store.close()
