@@ -95,9 +95,14 @@ _SQLITE_VARIABLES = _sqlite_variables()
 # Rows per multi-row INSERT, and (log id, key) pairs per idempotency lookup: at most 500, within the limit.
 _SQLITE_ROWS_PER_INSERT = min(500, _SQLITE_VARIABLES // len(_INSERT_COLUMNS))
 _SQLITE_PAIRS_PER_LOOKUP = min(LOOKUP_CHUNK, _SQLITE_VARIABLES // 2)
-# PostgreSQL: up to this many new rows go as one multi-row INSERT (one statement, pipelined with the head updates);
-# more go by COPY, cheaper per row.
+# PostgreSQL: up to this many new rows go as multi-row INSERTs (pipelined with the head updates); more go by COPY,
+# cheaper per row.
 _PG_ROWS_PER_INSERT = 100
+# Rows per multi-row INSERT on PostgreSQL: at most 50 parameters. psycopg caches its parse of a query's placeholders
+# only up to 50 parameters, and re-parses a longer one at every execution: a 12-row INSERT cost this process 540-640
+# us against 360-380 as four of three rows, and 60 rows 2.8-3.2 ms against 1.3 (pipelined; psycopg 3.3). A few
+# texts (one to three rows) also let PostgreSQL keep one prepared statement each, whatever the group's size.
+_PG_ROWS_PER_STATEMENT = max(1, 50 // len(_INSERT_COLUMNS))
 # Logs whose head rows this process has seen, so appends to them skip the INSERT that creates missing heads.
 _KNOWN_HEADS = 100_000
 
@@ -189,7 +194,7 @@ def _found_by_log(logs: Iterable[str], rows: Iterable[Sequence[Any]]) -> dict[st
     return found
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=8)
 def _pg_multirow_insert_sql(rows: int) -> str:
     row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
     return f"INSERT INTO entries ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join([row] * rows)
@@ -529,11 +534,13 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             return
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
-        insert = _pg_multirow_insert_sql(len(rows))
+        chunks = [rows[start : start + _PG_ROWS_PER_STATEMENT] for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT)]
+        insert = _pg_multirow_insert_sql(len(chunks[0]))
         statements = f"{insert};\n{self._sql.update_head}" + (";\nCOMMIT" if commit else "")
         try:
             with traced(conn.engine, statements), driver.pipeline(), driver.cursor() as cursor:
-                cursor.execute(insert, tuple(itertools.chain.from_iterable(rows)))
+                for chunk in chunks:
+                    cursor.execute(_pg_multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
                 cursor.executemany(self._sql.update_head, head_updates)
                 if commit:
                     cursor.execute("COMMIT")
