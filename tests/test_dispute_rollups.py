@@ -18,6 +18,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from ledger.dispute import DisputeQuery, NoInvoices, Reconstruction, reconstruct, reconstruct_charges
 from ledger.intake import Ledger
@@ -26,6 +27,7 @@ from ledger.usage import RollupFollower
 from storage.sql import SqlStore
 from storage.sql.rollup_serving import RequestSummary, ServingUnion, _hour_pieces, _pack, merge
 from storage.sql.rollups import UsageRollups
+from storage.sql.schema import rollup_request_spans
 from tests.conftest import FixedClock
 from tests.test_dispute_reconstruction import at, lifecycle_day, lookup
 
@@ -480,3 +482,65 @@ def test_r25_r27_a_lookup_given_no_rollups_reads_every_entry_and_answers_alike(l
         whole = reconstruct_charges(ledger, query)
         assert whole.sessions and whole.entries
         assert comparable(whole) == comparable(lookup(ledger, query))
+
+
+def test_r26_request_spans_keep_each_requests_first_start_and_finish_across_catch_ups(db_url: str) -> None:
+    """rollup_request_spans, which lookups cite (R25, R27): each request's first start and first finish, whichever
+    catch-up saw them. A later start of a closed ID (reused, R26) changes nothing recorded; a finish with no start is
+    kept alone. PostgreSQL writes a chunk's spans as one statement of arrays, SQLite row by row: same rows."""
+    clock = FixedClock(BASE + 12 * 3600 * SECOND)
+    store = SqlStore(db_url, clock=clock)
+    try:
+        ledger = Ledger(store, clock=clock)
+        follower = RollupFollower(UsageRollups(store))
+
+        def t(seconds: int) -> int:
+            return BASE + seconds * SECOND
+
+        def catch_up() -> None:
+            follower.catch_up("acme", ledger.price_history(), ledger.account_history("acme").plans())
+
+        first = ledger.append_events(
+            [
+                _event(0, "WORKLOAD_UP", t(0), "wl-1"),
+                _event(1, "WORKLOAD_READY", t(1), "wl-1"),
+                _event(2, "REQUEST_STARTED", t(10), "wl-1", request_id="r1"),
+                _event(3, "REQUEST_STARTED", t(11), "wl-1", request_id="r2"),
+            ]
+        )
+        catch_up()
+        second = ledger.append_events(
+            [
+                _event(4, "REQUEST_FINISHED", t(20), "wl-1", request_id="r1"),
+                _event(5, "REQUEST_STARTED", t(30), "wl-1", request_id="r1"),  # r1 again, once closed
+                _event(6, "REQUEST_FINISHED", t(40), "wl-1", request_id="r3"),  # its start never came
+            ]
+        )
+        catch_up()
+        spans = rollup_request_spans.c
+        with store.reading() as conn:
+            rows = conn.execute(
+                select(
+                    spans.request_id,
+                    spans.started_at,
+                    spans.started_seq,
+                    spans.started_hash,
+                    spans.finished_at,
+                    spans.finished_seq,
+                    spans.finished_hash,
+                )
+                .where(spans.log_id == "org/acme", spans.workload_id == "wl-1")
+                .order_by(spans.request_id)
+            ).all()
+
+        def mark(appended: Any, seconds: int) -> tuple[int, int, bytes]:
+            return t(seconds), appended.sequence, appended.entry_hash
+
+        none = (None, None, None)
+        assert [(r[0], tuple(r[1:4]), tuple(r[4:7])) for r in rows] == [
+            ("r1", mark(first[2], 10), mark(second[0], 20)),
+            ("r2", mark(first[3], 11), none),
+            ("r3", none, mark(second[2], 40)),
+        ]
+    finally:
+        store.close()

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, String, and_, bindparam, cast, delete, func, null, select, text, union_all
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
@@ -126,39 +125,42 @@ def _add_spans(conn: Connection, log_id: str, events: dict[str, list[RequestMark
             span = spans.setdefault((workload_id, request_id), [None, None, None, None, None, None])
             if span[3 * finished] is None:
                 span[3 * finished : 3 * finished + 3] = [at, seq, hashes[seq]]
+    if conn.dialect.name == "postgresql":
+        # Lists, which psycopg sends as arrays (a tuple would go as a record), one per column.
+        columns = [list(column) for column in zip(*((w, r, *span) for (w, r), span in spans.items()), strict=True)]
+        conn.exec_driver_sql(_PG_UPSERT_SPANS, ([log_id] * len(spans), *columns))
+        return
     rows = [
         {
             "log_id": log_id,
             "workload_id": workload_id,
             "request_id": request_id,
-            "started_at": started_at,
-            "started_seq": started_seq,
-            "started_hash": started_hash,
-            "finished_at": finished_at,
-            "finished_seq": finished_seq,
-            "finished_hash": finished_hash,
+            **dict(zip(_SPAN_FIELDS, span, strict=True)),
         }
-        for (workload_id, request_id), (
-            started_at,
-            started_seq,
-            started_hash,
-            finished_at,
-            finished_seq,
-            finished_hash,
-        ) in spans.items()
+        for (workload_id, request_id), span in spans.items()
     ]
-    conn.execute(_upsert_spans(conn.dialect.name), rows)
+    conn.execute(_sqlite_upsert_spans(), rows)
 
 
-@functools.lru_cache(maxsize=4)
-def _upsert_spans(dialect: str) -> Any:
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    statement = insert(rollup_request_spans)
+# A span's fields, in the order _add_spans keeps them.
+_SPAN_FIELDS = ("started_at", "started_seq", "started_hash", "finished_at", "finished_seq", "finished_hash")
+# PostgreSQL: one statement for a chunk's spans, each column one array (in binary: no quoting of each element).
+# psycopg's executemany sent a statement per row: catching up 20,000 request events in-process (20 chunks of 1,000)
+# took 46-47 us of this process's CPU per event that way, 33-35 this way.
+_PG_UPSERT_SPANS = (
+    f"INSERT INTO rollup_request_spans (log_id, workload_id, request_id, {', '.join(_SPAN_FIELDS)}) "
+    "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::int8[], %b::int8[], %b::bytea[], "
+    "%b::int8[], %b::int8[], %b::bytea[]) "
+    "ON CONFLICT (log_id, workload_id, request_id) DO UPDATE SET "
+    + ", ".join(f"{name} = coalesce(rollup_request_spans.{name}, excluded.{name})" for name in _SPAN_FIELDS)
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _sqlite_upsert_spans() -> Any:
+    statement = sqlite_insert(rollup_request_spans)
     table, new = rollup_request_spans.c, statement.excluded
-    keep_first = {
-        name: func.coalesce(getattr(table, name), getattr(new, name))
-        for name in ("started_at", "started_seq", "started_hash", "finished_at", "finished_seq", "finished_hash")
-    }
+    keep_first = {name: func.coalesce(getattr(table, name), getattr(new, name)) for name in _SPAN_FIELDS}
     return statement.on_conflict_do_update(index_elements=["log_id", "workload_id", "request_id"], set_=keep_first)
 
 
