@@ -173,15 +173,21 @@ def _reused_request_ids(
     ids = sorted(workloads_of)
     reused: set[str] = set()
     for at in range(0, len(ids), _LOOKUP_CHUNK):
-        query = (
-            select(entries.c.request_id, func.count())
-            .where(entries.c.request_id.in_(ids[at : at + _LOOKUP_CHUNK]), entries.c.log_id == log_id)
-            .group_by(entries.c.request_id)
-        )
-        for request_id, count in conn.execute(query).all():
+        for request_id, count in _REQUEST_COUNTS.rows(
+            conn, {"log_id": log_id, "request_ids": ids[at : at + _LOOKUP_CHUNK]}
+        ):
             if count - in_chunk.get(request_id, 0) >= 2:
                 reused.update(workloads_of[request_id])
     return reused
+
+
+# One text whatever the number of IDs (storage.sql.lists): on PostgreSQL one array parameter, so psycopg parses the
+# statement once and PostgreSQL prepares it, where 500 expanded IDs were re-parsed at every catch-up chunk.
+_REQUEST_COUNTS = DriverQuery(
+    select(entries.c.request_id, func.count())
+    .where(member_of(entries.c.request_id, "request_ids"), entries.c.log_id == bindparam("log_id"))
+    .group_by(entries.c.request_id)
+)
 
 
 _SUMMARIES = DriverQuery(
