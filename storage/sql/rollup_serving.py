@@ -125,6 +125,8 @@ def _add_spans(conn: Connection, log_id: str, events: dict[str, list[RequestMark
             span = spans.setdefault((workload_id, request_id), [None, None, None, None, None, None])
             if span[3 * finished] is None:
                 span[3 * finished : 3 * finished + 3] = [at, seq, hashes[seq]]
+    if not spans:
+        return
     if conn.dialect.name == "postgresql":
         # Lists, which psycopg sends as arrays (a tuple would go as a record), one per column.
         columns = [list(column) for column in zip(*((w, r, *span) for (w, r), span in spans.items()), strict=True)]
