@@ -1,6 +1,6 @@
 """Single-event appends from many concurrent clients against the same server's trivial RPC (issue #26).
 
-    .venv/bin/python -m bench.single_appends --backend both --clients 16,64 [--profile]
+    .venv/bin/python -m bench.single_appends --backend both --clients 16,64 [--rounds 3] [--profile]
 
 A real `ledger-server` child on a fresh database. Each client is a thread with its own channel (its own
 connection), spread over a few client processes so the clients' Python is not one GIL. In one run and against one
@@ -300,10 +300,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during append phases")
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole bench this many times, each store on a fresh server and database, and report the "
+        "medians of the ratios too (on a shared machine one run's ratio can be a quarter off)",
+    )
     parser.add_argument("--output", type=Path, help="write every figure as JSON here")
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    rounds = [run_round(backends, args) for _ in range(args.rounds)]
+    for results in rounds:
+        print(table(results))
+    document: dict[str, Any] = rounds[0]
+    if args.rounds > 1:
+        document = {"rounds": rounds, "medians": median_ratios(rounds)}
+        print(medians_table(document["medians"]))
+    if args.output:
+        args.output.write_text(json.dumps(document, indent=2))
+    return 0
+
+
+def run_round(backends: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase once for each store, on a fresh database and server."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
         workdir = Path(tmp)
@@ -316,10 +339,44 @@ def main(argv: list[str] | None = None) -> int:
                     results[backend] = run_backend(backend, url, args, workdir)
                 finally:
                     _drop_pg(args.pg_admin_url, url)
-    print(table(results))
-    if args.output:
-        args.output.write_text(json.dumps(results, indent=2))
-    return 0
+    return results
+
+
+def _appender_ratio(figures: dict[str, Any]) -> float:
+    return float(figures["batching"]["ratio"])
+
+
+def _stream_ratio(figures: dict[str, Any]) -> float:
+    return float(figures["batching"]["stream_ratio"])
+
+
+# The batching phase's ratios (the client-count phases' are each phase's "ratio"), with how the summary names them.
+_RATIOS: dict[str, tuple[str, Callable[[dict[str, Any]], float]]] = {
+    "appender": ("appender / hand-made", _appender_ratio),
+    "appender_stream": ("stream / hand-made", _stream_ratio),
+}
+
+
+def median_ratios(rounds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per store, each ratio's median over the rounds, with every round's value in order."""
+    medians: dict[str, dict[str, dict[str, Any]]] = {}
+    for backend, figures in rounds[0].items():
+        keys = [key for key in figures if key.startswith("clients_")] + [k for k in _RATIOS if "batching" in figures]
+        medians[backend] = {}
+        for key in keys:
+            values = [(_RATIOS[key][1](r[backend]) if key in _RATIOS else r[backend][key]["ratio"]) for r in rounds]
+            medians[backend][key] = {"median": round(statistics.median(values), 3), "rounds": values}
+    return medians
+
+
+def medians_table(medians: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = ["medians over the rounds (each round's value in order)"]
+    for backend, ratios in medians.items():
+        for key, figure in ratios.items():
+            name = f"{key[8:]} clients / Check" if key.startswith("clients_") else _RATIOS[key][0]
+            rounds = ", ".join(f"{value:.2f}" for value in figure["rounds"])
+            lines.append(f"{backend:<11} {name:<24} ratio {figure['median']:.2f}  ({rounds})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,26 @@ def test_the_single_event_bench_measures_both_stores_against_their_ceiling(tmp_p
         assert batching["appender"]["events_per_second"] > 0 and batching["hand_made_1000"]["events_per_second"] > 0
         assert batching["appender_stream"]["events_per_second"] > 0
     assert "batching appender" in done.stdout
+
+
+def test_the_single_event_bench_reports_each_ratios_median_over_rounds(tmp_path: Path) -> None:
+    """--rounds N runs everything N times, each on a fresh server, and gives every target ratio's median."""
+    output = tmp_path / "rounds.json"
+    command = [
+        sys.executable, "-m", "bench.single_appends", "--backend", "sqlite", "--clients", "2", "--seconds", "0.3",
+        "--processes", "1", "--batch-events", "1000", "--rounds", "3", "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text())
+    rounds, medians = document["rounds"], document["medians"]["sqlite"]
+    assert len(rounds) == 3
+    expected = {
+        "clients_2": [r["sqlite"]["clients_2"]["ratio"] for r in rounds],
+        "appender": [r["sqlite"]["batching"]["ratio"] for r in rounds],
+        "appender_stream": [r["sqlite"]["batching"]["stream_ratio"] for r in rounds],
+    }
+    assert {key: figure["rounds"] for key, figure in medians.items()} == expected
+    for key, values in expected.items():
+        assert medians[key]["median"] == round(sorted(values)[1], 3)
+    assert "appender / hand-made" in done.stdout and "medians over the rounds" in done.stdout
