@@ -342,38 +342,36 @@ def run_round(backends: list[str], args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _appender_ratio(figures: dict[str, Any]) -> float:
-    return float(figures["batching"]["ratio"])
+# The batching phase's ratios, by the name the medians give them; each client count's is "clients_<n>".
+_BATCHING_RATIOS = {"appender": "ratio", "appender_stream": "stream_ratio"}
 
 
-def _stream_ratio(figures: dict[str, Any]) -> float:
-    return float(figures["batching"]["stream_ratio"])
-
-
-# The batching phase's ratios (the client-count phases' are each phase's "ratio"), with how the summary names them.
-_RATIOS: dict[str, tuple[str, Callable[[dict[str, Any]], float]]] = {
-    "appender": ("appender / hand-made", _appender_ratio),
-    "appender_stream": ("stream / hand-made", _stream_ratio),
-}
+def target_ratios(figures: dict[str, Any]) -> dict[str, float]:
+    """One store's ratios of one round: each client count's against `Check`, the appender's against batches."""
+    ratios = {key: phase["ratio"] for key, phase in figures.items() if key.startswith("clients_")}
+    if "batching" in figures:
+        ratios.update({name: figures["batching"][field] for name, field in _BATCHING_RATIOS.items()})
+    return ratios
 
 
 def median_ratios(rounds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per store, each ratio's median over the rounds, with every round's value in order."""
     medians: dict[str, dict[str, dict[str, Any]]] = {}
-    for backend, figures in rounds[0].items():
-        keys = [key for key in figures if key.startswith("clients_")] + [k for k in _RATIOS if "batching" in figures]
+    for backend in rounds[0]:
+        per_round = [target_ratios(r[backend]) for r in rounds]
         medians[backend] = {}
-        for key in keys:
-            values = [(_RATIOS[key][1](r[backend]) if key in _RATIOS else r[backend][key]["ratio"]) for r in rounds]
+        for key in per_round[0]:
+            values = [ratios[key] for ratios in per_round]
             medians[backend][key] = {"median": round(statistics.median(values), 3), "rounds": values}
     return medians
 
 
 def medians_table(medians: dict[str, dict[str, dict[str, Any]]]) -> str:
+    names = {"appender": "appender / hand-made", "appender_stream": "stream / hand-made"}
     lines = ["medians over the rounds (each round's value in order)"]
     for backend, ratios in medians.items():
         for key, figure in ratios.items():
-            name = f"{key[8:]} clients / Check" if key.startswith("clients_") else _RATIOS[key][0]
+            name = names.get(key) or f"{key.removeprefix('clients_')} clients / Check"
             rounds = ", ".join(f"{value:.2f}" for value in figure["rounds"])
             lines.append(f"{backend:<11} {name:<24} ratio {figure['median']:.2f}  ({rounds})")
     return "\n".join(lines)
