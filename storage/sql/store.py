@@ -164,15 +164,20 @@ _PG_LOCK_HEADS = (
     "SELECT log_id, size, head_hash, frontier FROM log_heads WHERE log_id = ANY(%s) ORDER BY log_id FOR UPDATE"
 )
 # The (log id, key) pairs go as two JSON arrays: json.dumps is C, while psycopg dumps a list parameter element by
-# element in Python (a tenth of the server's GIL time under ingest). Each pair is looked up on its own (LATERAL ...
-# LIMIT 1), so the plan is an index probe per pair whatever PostgreSQL knows of the table: as a plain join, the
-# generic plan psycopg's prepared statement kept from when `entries` was small hashed the pairs and scanned the
-# whole table at every append until the next ANALYZE (issue #26: up to half of PostgreSQL's CPU per append).
+# element in Python (a tenth of the server's GIL time under ingest). psycopg prepares the lookup after a few runs and
+# PostgreSQL then keeps one generic plan until the table is next analyzed, so the plan must not depend on what it
+# knows of `entries`. As a plain join, a plan made while the table was small hashed the pairs and scanned it whole.
+# Each pair is therefore looked up on its own, as a seek: the first (log id, event id) at or after the pair's, in
+# the order of the R24 index (ux_entries_event_id), kept if it is the pair itself. A row comparison with that
+# ORDER BY can only be an index condition of that index; with `log_id = ... AND event_id = ...` instead, a fresh
+# database's generic plan probed ix_entries_workload_time on the log id alone and filtered every entry of the log
+# by event id (issue #26: ~200 buffers per append's lookup in the benchmark, its dearest statement).
 _PG_EXISTING = (
     "SELECT e.log_id, e.event_id, e.seq, e.entry_hash, e.body "
     "FROM ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json)) AS k(log_id, event_id) "
     "CROSS JOIN LATERAL (SELECT log_id, event_id, seq, entry_hash, body FROM entries "
-    "WHERE log_id = k.log_id AND event_id = k.event_id LIMIT 1) AS e"
+    "WHERE (log_id, event_id) >= (k.log_id, k.event_id) ORDER BY log_id, event_id LIMIT 1) AS e "
+    "WHERE e.log_id = k.log_id AND e.event_id = k.event_id"
 )
 _PG_BINARY = "b"  # psycopg.adapt.PyFormat.BINARY, without importing psycopg where SQLite is all there is
 # COPY in binary, which costs this process a third less per row than text; the types are the columns' own.
