@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -13,7 +14,10 @@ from ledger.intake import Ledger
 from ledger.log.audit import verify
 from ledger.log.entry import GENESIS_HASH, SYSTEM_LOG, EntryKind, chain_hash
 from ledger.log.merkle import InMemoryTree
+from ledger.ports import IndexColumns, NewEntry
+from storage.sql.index_reads import _ENTRIES_OF_KIND
 from tests.conftest import EventFactory
+from tests.test_crash_safety import psycopg_url
 
 
 def test_a_new_ledger_starts_with_the_default_price_book_r11(ledger: Ledger) -> None:
@@ -264,3 +268,36 @@ def test_the_migrated_schema_is_the_one_the_code_declares(ledger: Ledger) -> Non
         }
     assert differences == []
     assert {"ix_rollup_storage_endpoint", "ix_rollup_storage_long", "ix_rollup_request_spans_start"} <= indexes
+
+
+def test_entries_of_several_kinds_are_read_from_the_kind_index_not_by_walking_the_log(
+    ledger: Ledger, make_event: EventFactory
+) -> None:
+    """The period closer reads an org's books (accounts, credits, invoices...) five times a pass, and dispute
+    lookups read them too. They are a few entries among the log's events: the read must walk ix_entries_kind. On
+    SQLite, never analyzed, and in PostgreSQL's generic plan made before the first ANALYZE, the primary key's order
+    by sequence tempted the planner into filtering every entry of the log (issue #26)."""
+    store = ledger.store
+    ledger.append_events([make_event() for _ in range(20)])
+    books = [NewEntry("org/acme", kind, b'{"n": %d}' % n, IndexColumns()) for n, kind in enumerate(_SOME_BOOK_KINDS)]
+    appended = store.append(books)
+    params = {"log_id": "org/acme", "kinds": [EntryKind.ADJUSTMENT.value, EntryKind.CREDIT.value]}
+    compiled = _ENTRIES_OF_KIND._compile(store.reader.dialect)
+    sql, arguments = compiled.sql(params), compiled.arguments(params)
+    if store.dialect == "sqlite":
+        with store.reader.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            plan = " / ".join(str(row[3]) for row in cursor.execute("EXPLAIN QUERY PLAN " + sql, arguments))
+    else:
+        with psycopg.connect(psycopg_url(store.url), autocommit=True) as conn:
+            assert conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'entries'").fetchone() == (-1,)
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            plan = " / ".join(row[0] for row in conn.execute("EXPLAIN " + sql, arguments, prepare=True))
+    assert "ix_entries_kind" in plan, plan
+    found = store.entries_of_kind("org/acme", params["kinds"])
+    wanted = [a.sequence for a, b in zip(appended, books, strict=True) if b.kind.value in params["kinds"]]
+    assert [entry.sequence for entry in found] == wanted == sorted(wanted)
+    assert len(wanted) == 3
+
+
+_SOME_BOOK_KINDS = [EntryKind.CREDIT, EntryKind.ACCOUNT, EntryKind.ADJUSTMENT, EntryKind.CREDIT]
