@@ -4,12 +4,12 @@
 
 A real `ledger-server` child on a fresh database. Each client is a thread with its own channel (its own
 connection), spread over a few client processes so the clients' Python is not one GIL. In one run and against one
-server, phase by phase: the health `Check` (the trivial-RPC ceiling), `AppendEvents` with one event per call (a
-control plane's requests, each started then finished: request_traffic), for each client count; then the batching
-appender (client/appender.py), over AppendEvents and over StreamEvents, against hand-made 1,000-event AppendEvents
-batches, each way twice in mirrored order (BATCH_ORDER). Each phase reports calls (or events) per second over its
-wall time, the per-call latency p50 / p99, and the CPU time the server and the clients spent per call; each store,
-the load average before and after (the machine is shared).
+server, for each client count: the health `Check` (the trivial-RPC ceiling) and `AppendEvents` with one event per
+call (a control plane's requests, each started then finished: request_traffic), in alternating blocks of phases
+(compared_phases); then the batching appender (client/appender.py), over AppendEvents and over StreamEvents, against
+hand-made 1,000-event AppendEvents batches, each way twice in mirrored order (BATCH_ORDER). Each reports calls (or
+events) per second, the per-call latency p50 / p99, and the CPU time the server and the clients spent per call;
+each store, the load average before and after (the machine is shared).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,21 @@ def _client_process(target: str, kind: str, orgs: list[str], seconds: float, bar
     results.put((out, time.process_time() - cpu))
 
 
-def calls_phase(
-    server: ServerProcess, kind: str, clients: int, seconds: float, processes: int, orgs: int
-) -> dict[str, Any]:
-    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`; with the
-    CPU time the server and the clients spent per call (the machine is shared: CPU per call compares across runs
-    better than rates do)."""
+@dataclass
+class Calls:
+    """What one timed phase measured: every call's latency, the refusals, and the CPU the server and clients spent."""
+
+    latencies: list[float]
+    refused: int
+    server_cpu: float
+    client_cpu: float
+    seconds: float
+
+
+def measure_calls(server: ServerProcess, kind: str, clients: int, seconds: float, processes: int, orgs: int) -> Calls:
+    """`clients` threads over `processes` processes calling `kind` ("check" or "append") for `seconds`, with the CPU
+    time the server and the clients spent (the machine is shared: CPU per call compares across runs better than
+    rates do)."""
     target = server.target
     context = mp.get_context("spawn")
     processes = min(processes, clients)
@@ -147,14 +157,55 @@ def calls_phase(
     server_cpu = server.cpu_seconds() - server_cpu
     for worker in workers:
         worker.join()
+    return Calls(latencies, refused, server_cpu, client_cpu, seconds)
+
+
+def pooled(phases: list[Calls]) -> dict[str, Any]:
+    """One kind's phases as one: calls per second over their summed time, latencies and CPU over all their calls."""
+    latencies = [latency for phase in phases for latency in phase.latencies]
     calls = max(len(latencies), 1)
     return {
-        "calls_per_second": len(latencies) / seconds,
-        "refused": refused,
+        "calls_per_second": len(latencies) / sum(phase.seconds for phase in phases),
+        "refused": sum(phase.refused for phase in phases),
         **_latency(latencies),
-        "server_cpu_us_per_call": round(server_cpu / calls * 1e6),
-        "client_cpu_us_per_call": round(client_cpu / calls * 1e6),
+        "server_cpu_us_per_call": round(sum(phase.server_cpu for phase in phases) / calls * 1e6),
+        "client_cpu_us_per_call": round(sum(phase.client_cpu for phase in phases) / calls * 1e6),
     }
+
+
+def compared_phases(
+    server: ServerProcess, clients: int, args: argparse.Namespace, profile_to: Path | None = None
+) -> dict[str, Any]:
+    """`Check` against single-event appends at one client count, in `args.alternations` blocks of four phases
+    ordered check, append, append, check. The machine's speed drifts by a fifth within a minute (other tenants,
+    its own clock): phases side by side, in mirrored order, meet the same drift, which a check phase followed by
+    one append phase did not (one run's ratio could be a quarter off the next's). Each block's own ratio is kept
+    too, to show the spread."""
+    measured: dict[str, list[Calls]] = {"check": [], "append": []}
+    blocks = []
+    for block in range(args.alternations):
+        mine: dict[str, list[Calls]] = {"check": [], "append": []}
+        for kind in ("check", "append", "append", "check"):
+            profiler = None
+            if profile_to is not None and kind == "append" and block == 0 and not mine["append"]:
+                profiler = Profiler(server.pid, profile_to)
+            calls = measure_calls(server, kind, clients, args.seconds, args.processes, args.orgs)
+            if profiler is not None:
+                profiler.stop()
+            mine[kind].append(calls)
+            measured[kind].append(calls)
+        blocks.append(round(_calls(mine["append"]) / max(_calls(mine["check"]), 1), 3))
+    ceiling, appends = pooled(measured["check"]), pooled(measured["append"])
+    return {
+        "check": ceiling,
+        "append": appends,
+        "ratio": round(appends["calls_per_second"] / ceiling["calls_per_second"], 3),
+        "block_ratios": blocks,
+    }
+
+
+def _calls(phases: list[Calls]) -> int:
+    return sum(len(phase.latencies) for phase in phases)
 
 
 def _latency(latencies: list[float]) -> dict[str, float]:
@@ -202,22 +253,14 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, workdir: Path)
     extra += args.server_arg
     with ServerProcess(url, workdir / f"{backend}-server.log", extra_args=extra) as server:
         target = server.target
-        calls_phase(server, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
+        measure_calls(server, "append", 4, 1.0, 1, args.orgs)  # warm: the orgs' logs and heads exist
         for clients in args.clients:
-            ceiling = calls_phase(server, "check", clients, args.seconds, args.processes, args.orgs)
-            profiler = None
-            if args.profile:
-                profiler = Profiler(server.pid, workdir / f"{backend}-{clients}.txt")
-            appends = calls_phase(server, "append", clients, args.seconds, args.processes, args.orgs)
-            if profiler is not None:
+            profile_to = workdir / f"{backend}-{clients}.txt" if args.profile else None
+            out[f"clients_{clients}"] = compared = compared_phases(server, clients, args, profile_to)
+            if profile_to is not None:
                 from bench.profile import summarise
 
-                appends["profile"] = summarise(profiler.stop(), top=30)
-            out[f"clients_{clients}"] = {
-                "check": ceiling,
-                "append": appends,
-                "ratio": round(appends["calls_per_second"] / ceiling["calls_per_second"], 3),
-            }
+                compared["append"]["profile"] = summarise(profile_to, top=30)
         if args.batch_events:
             seconds = {how: 0.0 for how in BATCH_ORDER}
             for how in BATCH_ORDER:
@@ -268,7 +311,8 @@ def table(results: dict[str, Any]) -> str:
                 f"{backend:<11} {key[8:]:>7} {c['calls_per_second']:>9.0f} {a['calls_per_second']:>9.0f} "
                 f"{phase['ratio']:>6.2f} {a['p50_ms']:>7.1f} {a['p99_ms']:>7.1f} {a['refused']:>7} "
                 f"{c['server_cpu_us_per_call']:>8} / {a['server_cpu_us_per_call']:<7} "
-                f"{c['client_cpu_us_per_call']:>8} / {a['client_cpu_us_per_call']:<7}"
+                f"{c['client_cpu_us_per_call']:>8} / {a['client_cpu_us_per_call']:<7} "
+                f"blocks {', '.join(f'{r:.2f}' for r in phase['block_ratios'])}"
             )
         if "batching" in figures:
             b = figures["batching"]
@@ -286,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.single_appends", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--clients", default="16,64", help="concurrent clients per phase, comma-separated")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each timed phase")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each timed phase")
+    parser.add_argument(
+        "--alternations",
+        type=int,
+        default=2,
+        help="blocks of check, append, append, check phases per client count (the ratio is over all of them)",
+    )
     parser.add_argument("--processes", type=int, default=4, help="client processes the clients are spread over")
     parser.add_argument("--orgs", type=int, default=4, help="orgs the clients append to (client k: org k mod N)")
     parser.add_argument("--batch-events", type=int, default=50_000, help="events for the batching phase (0: skip)")
@@ -310,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write every figure as JSON here")
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.rounds < 1 or args.alternations < 1:
+        parser.error(f"--rounds and --alternations must be at least 1, got {args.rounds} and {args.alternations}")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     rounds = [run_round(backends, args) for _ in range(args.rounds)]
     for results in rounds:

@@ -113,6 +113,8 @@ def test_the_single_event_bench_measures_both_stores_against_their_ceiling(tmp_p
             assert phase["append"]["calls_per_second"] > 0 and phase["check"]["calls_per_second"] > 0
             assert phase["append"]["p99_ms"] >= phase["append"]["p50_ms"] > 0
             assert phase["ratio"] == round(phase["append"]["calls_per_second"] / phase["check"]["calls_per_second"], 3)
+            assert len(phase["block_ratios"]) == 2  # the default: two blocks of check, append, append, check
+            assert min(phase["block_ratios"]) - 0.001 <= phase["ratio"] <= max(phase["block_ratios"]) + 0.001
         batching = results[backend]["batching"]
         assert batching["appender"]["events_per_second"] > 0 and batching["hand_made_1000"]["events_per_second"] > 0
         assert batching["appender_stream"]["events_per_second"] > 0
