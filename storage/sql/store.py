@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from ledger.errors import NotFound, StorageError
 from ledger.export import VerifiedEntry, VerifiedLog
 from ledger.issued_cuts import IssuedCut, check_price_version
-from ledger.log.append import EMPTY_LOG, ROW_FIELDS, AppendBatch, LogState, integrate, require_sizes
+from ledger.log.append import EMPTY_LOG, ROW_FIELDS, AppendBatch, Integrated, LogState, integrate, require_sizes
 from ledger.log.entry import GENESIS_HASH, HASH_SIZE, Entry, EntryHead, EntryKind, LogHead
 from ledger.log.merkle import Frontier, stored_at
 from ledger.ports import Appended, NewEntry
@@ -33,6 +33,7 @@ from storage.sql.driver import DriverQuery, run_sqlite, traced
 from storage.sql.entry_rows import ENTRY_COLUMNS, LOOKUP_CHUNK, binary, entry_from_row, head_from_row
 from storage.sql.group_commit import PG_LANES, CommitLanes, QueuedAppend
 from storage.sql.index_reads import IndexReads
+from storage.sql.kept_heads import KeptHeads, commit_on_kept_heads, has_no_transaction
 from storage.sql.schema import entries, log_heads
 
 # Entry heads cited one at a time and kept (entry_head), least recently used first out.
@@ -205,6 +206,12 @@ def _pg_multirow_insert_sql(rows: int) -> str:
     return f"INSERT INTO entries ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join([row] * rows)
 
 
+def _pg_row_inserts(rows: Sequence[tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Entry rows as multi-row INSERTs (SQL, parameters) of _PG_ROWS_PER_STATEMENT rows at most."""
+    chunks = [rows[start : start + _PG_ROWS_PER_STATEMENT] for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT)]
+    return [(_pg_multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk))) for chunk in chunks]
+
+
 class SqlStore(IndexReads, AuditReads, CheckpointRows):
     """LedgerStore on SQLAlchemy Core. Appends to one log are serialized by its head row's lock.
 
@@ -221,6 +228,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         self._copy_entries = self.writer.dialect.driver == "psycopg"
         self._known_heads: set[str] = set()  # PostgreSQL: logs whose head rows exist (_lock_heads)
         self._pipelines = self._copy_entries  # psycopg's pipeline mode sends several statements in one round trip
+        self._kept_heads = KeptHeads()  # PostgreSQL: heads as this process committed them (storage.sql.kept_heads)
         self._heads: OrderedDict[tuple[str, int], EntryHead] = OrderedDict()  # entry_head's cache
         self._committed_lock = threading.Lock()  # lanes' leaders may commit at once
         self._committed_count = 0  # append transactions committed (appends_committed)
@@ -359,6 +367,10 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         same round trip as its rows."""
         recorded_at = self.clock()
         batch = AppendBatch(new_entries)
+        if last and not expected_sizes and self._pipelines:
+            committed = self._commit_on_kept_heads(conn, batch, recorded_at)
+            if committed is not None:
+                return committed.results
         heads, stored = self._lock_heads_and_look_up(conn, batch)
         if expected_sizes:
             require_sizes(
@@ -373,12 +385,18 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             latest = self._latest_invoice_cut(conn, lock=True)
             for effective_from in done.price_versions:
                 check_price_version(effective_from, latest)  # R12: raises, and the transaction appends nothing
+        commit = last and not done.invoice_cuts
         self._write_rows(
             conn,
             done.rows,
             [(head.size, head.head_hash, head.frontier.encode(), log_id) for log_id, head in done.heads.items()],
-            commit=last and not done.invoice_cuts,
+            commit=commit,
         )
+        if self._pipelines:  # kept once committed; until then (or if it is not), a kept head could be stale
+            if commit and len(done.rows) <= _PG_ROWS_PER_INSERT:
+                self._kept_heads.keep(done.heads)
+            else:
+                self._kept_heads.forget(done.heads)
         if done.invoice_cuts:
             self.record_invoice_cuts(conn, [(log_id, cut, seq) for log_id, (cut, seq) in done.invoice_cuts.items()])
         return done.results
@@ -512,6 +530,35 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         heads = {row[0]: LogState(int(row[1]), bytes(row[2]), Frontier.decode(bytes(row[3]))) for row in head_rows}
         return heads, _found_by_log(logs, found_rows)
 
+    def _commit_on_kept_heads(self, conn: Connection, batch: AppendBatch, recorded_at: int) -> Integrated | None:
+        """PostgreSQL, plain appends to logs whose heads this process committed: the whole append and its COMMIT
+        in one round trip (storage.sql.kept_heads). None, with nothing written and no transaction open, when that
+        does not apply or did not go through: the caller then appends the general way."""
+        if any(item.kind not in _PLAIN_KINDS for item in batch.entries):
+            return None
+        kept = self._kept_heads.of(batch.logs)
+        if kept is None:
+            return None
+        done = integrate(batch, kept, {}, recorded_at)  # R24: the unique index refuses an event stored already
+        if not done.rows or len(done.rows) > _PG_ROWS_PER_INSERT:
+            return None
+        driver: Any = conn.connection.driver_connection
+        if not has_no_transaction(driver):  # the caller's transaction already holds statements: not on its own
+            return None
+        dbapi: Any = conn.dialect.dbapi
+        inserts = _pg_row_inserts(done.rows)
+        try:
+            with traced(conn.engine, f"{inserts[0][0]};\n(kept heads moved);\nCOMMIT"):
+                commit_on_kept_heads(driver, batch.logs, inserts, kept, done.heads)
+        except (dbapi.IntegrityError, dbapi.DataError):
+            # A head moved by another writer, or an event stored already: nothing was written, nothing is open.
+            self._kept_heads.forget(batch.logs)
+            return None
+        except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
+            raise DBAPIError.instance(inserts[0][0], None, err, dbapi.Error, dialect=conn.dialect) from err
+        self._kept_heads.keep(done.heads)
+        return done
+
     def _write_rows(
         self,
         conn: Connection,
@@ -539,13 +586,13 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             return
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
-        chunks = [rows[start : start + _PG_ROWS_PER_STATEMENT] for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT)]
-        insert = _pg_multirow_insert_sql(len(chunks[0]))
+        inserts = _pg_row_inserts(rows)
+        insert = inserts[0][0]
         statements = f"{insert};\n{self._sql.update_head}" + (";\nCOMMIT" if commit else "")
         try:
             with traced(conn.engine, statements), driver.pipeline(), driver.cursor() as cursor:
-                for chunk in chunks:
-                    cursor.execute(_pg_multirow_insert_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
+                for sql, params in inserts:
+                    cursor.execute(sql, params)
                 cursor.executemany(self._sql.update_head, head_updates)
                 if commit:
                     cursor.execute("COMMIT")
