@@ -1,11 +1,12 @@
 """PostgreSQL: a group's commit in one round trip, on the log heads this process committed last (issue #26).
 
-The general append first reads under lock what it needs (the heads, and R24's lookup of the batch's event IDs: one
-round trip), then sends its rows, the head updates and COMMIT (a second). Between two appends to a log from this
-process nothing usually moves its head, so the store keeps each head it committed, and for a group of plain
-appends (events, credits) to kept heads it sends everything at once: lock the heads, insert the rows, move each
-head from the size and hash kept, COMMIT. Each round trip gives up the GIL and waits to take it back among the
-server's busy threads; one fewer costs appends more than the statements it sends.
+The general append takes three: psycopg's BEGIN, which it sends alone and waits for; the heads' lock with R24's
+lookup of the batch's event IDs; then the rows, the head updates and COMMIT. Between two appends to a log from this
+process nothing usually moves its head, so the store keeps each head it committed, and for a group of plain appends
+(events, credits) to kept heads it sends everything at once: BEGIN, lock the heads, insert the rows, move each head
+from the size and hash kept, COMMIT. In-process on loopback, a group of six single-event appends cost 506 us of CPU
+and 0.82 ms against 619 us and 1.02 ms the general way; to a database across a network, each round trip saved is a
+network round trip too.
 
 Nothing rests on the kept heads being right. If another writer moved a head, the head update finds it elsewhere
 and fails on purpose (a division by zero), or the rows collide with the entries at those sequence numbers; an event
@@ -68,6 +69,11 @@ class KeptHeads:
                 self._heads.pop(log_id, None)
 
 
+def statements(insert: str) -> str:
+    """The pipeline's statements, for its SQL span (the rows' INSERT named once)."""
+    return f"{BEGIN};\n{LOCK_HEADS};\n{insert};\n{MOVE_HEADS};\nCOMMIT"
+
+
 def has_no_transaction(driver: Any) -> bool:
     """Whether a psycopg connection holds no transaction (what commit_on_kept_heads needs to begin its own)."""
     return bool(driver.info.transaction_status == _IDLE)
@@ -112,8 +118,10 @@ def commit_on_kept_heads(
             cursor.execute("COMMIT")
     except BaseException:
         if not driver.closed:
-            # The failed pipeline's transaction, which autocommit would not end. psycopg's rollback also forgets the
-            # statements it prepared in that pipeline: PostgreSQL skipped their PREPARE after the error.
+            # The failed pipeline's transaction, which autocommit would not end. psycopg's own rollback, not a
+            # ROLLBACK statement: it also resets psycopg's record of the statements it prepared, which after an
+            # explicit ROLLBACK was out of step with PostgreSQL's (four servers on one database met "prepared
+            # statement does not exist" on their next append).
             driver.rollback()
         raise
     finally:

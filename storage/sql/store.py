@@ -26,14 +26,13 @@ from ledger.log.entry import GENESIS_HASH, HASH_SIZE, Entry, EntryHead, EntryKin
 from ledger.log.merkle import Frontier, stored_at
 from ledger.ports import Appended, NewEntry
 from ledger.timeutil import Clock, system_clock
-from storage.sql import faults, import_log, migrate
+from storage.sql import faults, import_log, kept_heads, migrate
 from storage.sql.audit_reads import AuditReads
 from storage.sql.checkpoint_rows import CheckpointRows
 from storage.sql.driver import DriverQuery, run_sqlite, traced
 from storage.sql.entry_rows import ENTRY_COLUMNS, LOOKUP_CHUNK, binary, entry_from_row, head_from_row
 from storage.sql.group_commit import PG_LANES, CommitLanes, QueuedAppend
 from storage.sql.index_reads import IndexReads
-from storage.sql.kept_heads import KeptHeads, commit_on_kept_heads, has_no_transaction
 from storage.sql.schema import entries, log_heads
 
 # Entry heads cited one at a time and kept (entry_head), least recently used first out.
@@ -228,7 +227,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         self._copy_entries = self.writer.dialect.driver == "psycopg"
         self._known_heads: set[str] = set()  # PostgreSQL: logs whose head rows exist (_lock_heads)
         self._pipelines = self._copy_entries  # psycopg's pipeline mode sends several statements in one round trip
-        self._kept_heads = KeptHeads()  # PostgreSQL: heads as this process committed them (storage.sql.kept_heads)
+        self._kept_heads = kept_heads.KeptHeads()  # PostgreSQL: heads as this process committed them
         self._heads: OrderedDict[tuple[str, int], EntryHead] = OrderedDict()  # entry_head's cache
         self._committed_lock = threading.Lock()  # lanes' leaders may commit at once
         self._committed_count = 0  # append transactions committed (appends_committed)
@@ -543,13 +542,13 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         if not done.rows or len(done.rows) > _PG_ROWS_PER_INSERT:
             return None
         driver: Any = conn.connection.driver_connection
-        if not has_no_transaction(driver):  # the caller's transaction already holds statements: not on its own
+        if not kept_heads.has_no_transaction(driver):  # the caller's transaction holds statements already
             return None
         dbapi: Any = conn.dialect.dbapi
         inserts = _pg_row_inserts(done.rows)
         try:
-            with traced(conn.engine, f"{inserts[0][0]};\n(kept heads moved);\nCOMMIT"):
-                commit_on_kept_heads(driver, batch.logs, inserts, kept, done.heads)
+            with traced(conn.engine, kept_heads.statements(inserts[0][0])):
+                kept_heads.commit_on_kept_heads(driver, batch.logs, inserts, kept, done.heads)
         except (dbapi.IntegrityError, dbapi.DataError):
             # A head moved by another writer, or an event stored already: nothing was written, nothing is open.
             self._kept_heads.forget(batch.logs)
