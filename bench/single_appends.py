@@ -177,9 +177,9 @@ def compared_phases(
     server: ServerProcess, clients: int, args: argparse.Namespace, profile_to: Path | None = None
 ) -> dict[str, Any]:
     """`Check` against single-event appends at one client count, in `args.alternations` blocks of four phases
-    ordered check, append, append, check. The machine's speed drifts by a fifth within a minute (other tenants,
-    its own clock): phases side by side, in mirrored order, meet the same drift, which a check phase followed by
-    one append phase did not (one run's ratio could be a quarter off the next's). Each block's own ratio is kept
+    ordered check, append, append, check. The machine's speed drifts by a fifth within a minute: phases side by
+    side, in mirrored order, meet the same drift, which a check phase followed by one append phase did not (one
+    run's ratio could be a quarter off the next's). Each block's own ratio is kept
     too, to show the spread."""
     measured: dict[str, list[Calls]] = {"check": [], "append": []}
     blocks = []
