@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger.errors import EventConflict
 from ledger.intake import Ledger
 from ledger.log.append import LogState
 from ledger.log.audit import verify
@@ -122,3 +123,17 @@ def test_appends_go_on_after_commits_on_stale_kept_heads_failed_in_turn(store: S
         stale = store._kept_heads.of(["org/acme"])["org/acme"]._replace(size=4 * n)  # type: ignore[index]
     assert verify(store).ok
     _assert_writer_not_in_autocommit(store)
+
+
+def test_a_stored_event_named_twice_with_two_bodies_is_an_r24_conflict_on_a_kept_head(store: SqlStore) -> None:
+    """Found by test_group_commit's property test: on a kept head, a batch holding a stored event as it was and
+    then with another body was refused as an event named twice in the batch (INVALID_ARGUMENT), because the kept
+    way knows nothing stored. It is an R24 conflict (ALREADY_EXISTS), as the general way finds, and appends nothing."""
+    ledger = Ledger(store)
+    stored = ledger.append_events([usage_event("e-0", "acme")])[0]
+    assert store._kept_heads.of(["org/acme"]) is not None  # the next append is on a kept head
+    changed = {**usage_event("e-0", "acme"), "endpoint_id": "ep-other"}
+    with pytest.raises(EventConflict) as raised:
+        ledger.append_events([usage_event("e-0", "acme"), changed])
+    assert (raised.value.sequence, raised.value.entry_hash) == (stored.sequence, stored.entry_hash)
+    assert store.head("org/acme").size == 1
