@@ -367,9 +367,9 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         recorded_at = self.clock()
         batch = AppendBatch(new_entries)
         if last and not expected_sizes and self._pipelines:
-            committed = self._commit_on_kept_heads(conn, batch, recorded_at)
-            if committed is not None:
-                return committed.results
+            on_kept = self._commit_on_kept_heads(conn, batch, recorded_at)
+            if on_kept is not None:
+                return on_kept.results
         heads, stored = self._lock_heads_and_look_up(conn, batch)
         if expected_sizes:
             require_sizes(
@@ -384,15 +384,14 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             latest = self._latest_invoice_cut(conn, lock=True)
             for effective_from in done.price_versions:
                 check_price_version(effective_from, latest)  # R12: raises, and the transaction appends nothing
-        commit = last and not done.invoice_cuts
-        self._write_rows(
+        committed = self._write_rows(
             conn,
             done.rows,
             [(head.size, head.head_hash, head.frontier.encode(), log_id) for log_id, head in done.heads.items()],
-            commit=commit,
+            commit=last and not done.invoice_cuts,
         )
-        if self._pipelines:  # kept once committed; until then (or if it is not), a kept head could be stale
-            if commit and len(done.rows) <= _PG_ROWS_PER_INSERT:
+        if self._pipelines:  # kept once committed; until then (or if it never is), a kept head could be stale
+            if committed:
                 self._kept_heads.keep(done.heads)
             else:
                 self._kept_heads.forget(done.heads)
@@ -533,6 +532,9 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         """PostgreSQL, plain appends to logs whose heads this process committed: the whole append and its COMMIT
         in one round trip (storage.sql.kept_heads). None, with nothing written and no transaction open, when that
         does not apply or did not go through: the caller then appends the general way."""
+        driver: Any = conn.connection.driver_connection
+        if not kept_heads.has_no_transaction(driver):  # the caller's transaction holds statements already
+            return None
         if any(item.kind not in _PLAIN_KINDS for item in batch.entries):
             return None
         kept = self._kept_heads.of(batch.logs)
@@ -545,9 +547,6 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
             # is stored already, and only the general way, which looks, can tell.
             return None
         if not done.rows or len(done.rows) > _PG_ROWS_PER_INSERT:
-            return None
-        driver: Any = conn.connection.driver_connection
-        if not kept_heads.has_no_transaction(driver):  # the caller's transaction holds statements already
             return None
         dbapi: Any = conn.dialect.dbapi
         inserts = _pg_row_inserts(done.rows)
@@ -570,24 +569,24 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         head_updates: list[tuple[int, bytes, bytes, str]],
         *,
         commit: bool = False,
-    ) -> None:
-        """Insert the new entry rows and move their logs' heads. On PostgreSQL a group of a few rows goes as one
-        multi-row INSERT and the head updates in one round trip (a pipeline); COPY, which takes two round trips
-        of its own, only pays for itself on bigger batches.
+    ) -> bool:
+        """Insert the new entry rows and move their logs' heads; True if that committed the transaction. On
+        PostgreSQL a group of a few rows goes as multi-row INSERTs and the head updates in one round trip (a
+        pipeline); COPY, which takes two round trips of its own, only pays for itself on bigger batches.
 
         `commit` (PostgreSQL, the transaction's last writes): the COMMIT goes in that pipeline too, a third round
         trip saved per group. If a statement before it fails, PostgreSQL skips the rest of the pipeline, so nothing
         commits and the error is raised as before; SQLAlchemy's commit afterwards finds no transaction open, and
         psycopg sends nothing for it."""
         if not rows:
-            return
+            return False
         if not self._pipelines or len(rows) > _PG_ROWS_PER_INSERT:
             self._insert_entries(conn, rows)
             if self.dialect == "sqlite":
                 run_sqlite(conn, self._sql.update_head, head_updates, many=True)
             else:
                 conn.exec_driver_sql(self._sql.update_head, head_updates)
-            return
+            return False
         driver: Any = conn.connection.driver_connection
         dbapi: Any = conn.dialect.dbapi
         inserts = _pg_row_inserts(rows)
@@ -602,6 +601,7 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
                     cursor.execute("COMMIT")
         except dbapi.Error as err:  # a unique violation is an IntegrityError, as from conn.execute
             raise DBAPIError.instance(insert, None, err, dbapi.Error, dialect=conn.dialect) from err
+        return commit
 
     def _existing_by_log(self, conn: Connection, batch: AppendBatch) -> dict[str, dict[str, tuple[bytes, Appended]]]:
         """For each log, the entries already stored under the idempotency keys of its new items (R24)."""
