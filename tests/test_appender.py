@@ -8,7 +8,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import grpc
 import pytest
 from usageledger.v1 import ledger_pb2 as pb
 
+from client.append_future import AppendFuture
 from client.appender import AppenderClosed, BatchingAppender
 from client.ledger_client import CHANNEL_OPTIONS, LedgerClient
 from server.app import RunningServer, start_server
@@ -40,7 +42,7 @@ class _Calls(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor
         return continuation(details, iter(batches))
 
 
-def _acknowledged(future: Future[pb.AppendResult | None]) -> pb.AppendResult:
+def _acknowledged(future: AppendFuture[pb.AppendResult | None]) -> pb.AppendResult:
     """An AppendEvents-transport future's result, already resolved."""
     result = future.result(timeout=0)
     assert result is not None
@@ -85,6 +87,63 @@ def test_a_lone_event_is_sent_after_max_delay_and_flush_sends_at_once(
         slow.close()
         with pytest.raises(AppenderClosed):
             slow.append(make_event())
+
+
+def test_a_future_cancelled_before_its_batch_is_taken_is_never_sent(
+    server: RunningServer, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(3)]
+    with LedgerClient(f"127.0.0.1:{server.port}") as client:
+        appender = BatchingAppender(client, max_delay=60)
+        futures = [appender.append(e) for e in events]
+        assert futures[1].cancel() and futures[1].cancel() and futures[1].cancelled() and futures[1].done()
+        assert appender.flush(timeout=10)
+        assert not futures[0].cancel()  # acknowledged: its event is in the ledger
+        appender.close()
+    with pytest.raises(CancelledError):
+        futures[1].result(timeout=0)
+    with pytest.raises(CancelledError):
+        futures[1].exception(timeout=0)
+    assert [_acknowledged(futures[i]).sequence for i in (0, 2)] == [0, 1]
+    stored = [server.ledger.entry("org/acme", seq).body_json()["event_id"] for seq in range(2)]
+    assert server.ledger.store.head("org/acme").size == 2 and stored == [events[0]["event_id"], events[2]["event_id"]]
+
+
+def test_futures_wait_time_out_and_call_back_as_concurrent_futures_do(
+    server: RunningServer, make_event: EventFactory
+) -> None:
+    """Futures share their appender's wait: each of many waiting threads wakes with its own answer; a wait
+    shorter than the batch delay times out; callbacks run once, a raising one stopping no other."""
+    called: list[tuple[str, int]] = []
+
+    def failing(_: object) -> None:
+        raise RuntimeError("a caller's bug")
+
+    with LedgerClient(f"127.0.0.1:{server.port}") as client, BatchingAppender(client, max_delay=0.3) as appender:
+        futures = [appender.append(make_event()) for _ in range(8)]
+        with pytest.raises(FutureTimeout):
+            futures[0].result(timeout=0.01)
+        assert not futures[0].done()
+        futures[0].add_done_callback(failing)
+        futures[0].add_done_callback(lambda f: called.append(("before", _acknowledged(f).sequence)))
+        answers: dict[int, int] = {}
+        waiters = [
+            threading.Thread(target=lambda i=i: answers.__setitem__(i, _sequence(futures[i], 10))) for i in range(8)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join(10)
+        assert answers == {i: i for i in range(8)}
+        futures[0].add_done_callback(lambda f: called.append(("after", _acknowledged(f).sequence)))
+        assert futures[0].exception(timeout=0) is None and not futures[0].running()
+    assert called == [("before", 0), ("after", 0)]
+
+
+def _sequence(future: AppendFuture[pb.AppendResult | None], timeout: float) -> int:
+    result = future.result(timeout)
+    assert result is not None
+    return result.sequence
 
 
 def test_r24_no_future_resolves_before_the_ledger_acknowledged_and_timeouts_are_retried(
@@ -136,6 +195,8 @@ def test_r24_r11_a_batch_refused_for_good_fails_only_the_events_at_fault(
     assert conflict.value.code() is grpc.StatusCode.ALREADY_EXISTS
     with pytest.raises(TypeError):
         wrong_type.result(timeout=0)
+    assert isinstance(wrong_type.exception(timeout=0), TypeError)
+    assert bad[1].exception(timeout=0) is conflict.value
     results = [_acknowledged(f) for f in futures]
     assert [r.duplicate for r in results] == [i == 3 for i in range(30)]
     assert server.ledger.store.head("org/acme").size == 30
