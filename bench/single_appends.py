@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.append_throughput import request_event
 from bench.server import Profiler, ServerProcess
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1/postgres"
@@ -102,6 +101,30 @@ def request_traffic(pb: Any, prefix: str, org: str) -> Callable[[int], Any]:
         return made
 
     return event
+
+
+def request_mappings(prefix: str, events: int, orgs: int = 4) -> list[dict[str, Any]]:
+    """The batching phase's events as billing-rules.md mappings (what a control plane hands the appender, which
+    converts them): request_traffic's requests, each started then finished, request k on org k mod `orgs`."""
+    from ledger.timeutil import format_micros
+
+    made = []
+    for n in range(events):
+        request, finished = divmod(n, 2)
+        made.append(
+            {
+                "event_id": f"{prefix}-{n}",
+                "org_id": f"bench-batch-{request % orgs}",
+                "endpoint_id": "ep-1",
+                "workload_id": "wl-1",
+                "workload_kind": "SERVING",
+                "instance_type": "A100",
+                "type": "REQUEST_FINISHED" if finished else "REQUEST_STARTED",
+                "request_id": f"{prefix}-r{request}",
+                "occurred_at": format_micros(TRAFFIC_FROM_MICROS + request * 1000 + finished * REQUEST_MICROS),
+            }
+        )
+    return made
 
 
 def _client_process(target: str, kind: str, orgs: list[str], seconds: float, barrier: Any, results: Any) -> None:
@@ -227,7 +250,7 @@ def batches_phase(target: str, events: int, how: str) -> dict[str, Any]:
     from client.ledger_client import LedgerClient
 
     prefix = uuid.uuid4().hex[:12]
-    raw = [request_event(f"{prefix}-{i}", f"bench-batch-{i % 4}") for i in range(events)]
+    raw = request_mappings(prefix, events)
     with LedgerClient(target, timeout=120) as client:
         began = time.perf_counter()
         if how in ("appender", "stream"):
