@@ -24,7 +24,8 @@ from ledger.intake import Ledger
 from ledger.log.entry import EntryKind, canonical_body
 from ledger.ports import IndexColumns, NewEntry
 from server.app import start_server
-from storage.sql.group_commit import CommitLanes
+from storage.sql import group_commit
+from storage.sql.group_commit import CommitLane, CommitLanes, QueuedAppend
 from storage.sql.store import SqlStore
 from tests.conftest import EventFactory, FixedClock
 
@@ -343,6 +344,91 @@ def test_postgresql_lanes_are_given_to_logs_fewest_first_and_a_log_keeps_its_lan
     assert lanes.lane_of([entry("org/bench-3"), entry("org/bench-1")]) is first[1]  # the first log, sorted
     single = CommitLanes(1)  # SQLite: one write lock, one lane for every log
     assert single.lane_of([entry("org/a")]) is single.lane_of([entry("org/b")])
+
+
+class _Commits:
+    """A lane's commit function that records each group (by entry log IDs) and can be held at its next call."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+
+    def __call__(self, group: list[QueuedAppend]) -> None:
+        self.entered.set()
+        assert self.hold.wait(30)
+        self.groups.append([queued.entries[0].log_id for queued in group])
+        for queued in group:
+            queued.result, queued.done = [], True
+
+
+def _queued(name: str) -> QueuedAppend:
+    body = canonical_body({"event_id": name})
+    return QueuedAppend([NewEntry(name, EntryKind.EVENT, body, IndexColumns(None, None, None, None, None, None))])
+
+
+def _appending(lane: CommitLane, commits: _Commits, name: str) -> threading.Thread:
+    thread = threading.Thread(target=lane.append, args=(_queued(name), commits))
+    thread.start()
+    return thread
+
+
+def _queue_length(lane: CommitLane, length: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(lane._queue) < length:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def test_a_leader_gathers_as_many_appends_as_the_last_group_held_and_a_lone_caller_never_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gathering (storage/sql/group_commit.py): after a group of two, the next leader waits for a second append
+    and commits both at once; a caller alone, whose groups hold one append, never waits, however long the wait."""
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 60.0)  # a wait would show as a hang, not as a slow test
+    lane, commits = CommitLane(), _Commits()
+    began = time.monotonic()
+    for k in range(20):
+        lane.append(_queued(f"alone-{k}"), commits)
+    assert commits.groups == [[f"alone-{k}"] for k in range(20)] and time.monotonic() - began < 30
+    commits.hold.clear()
+    commits.entered.clear()
+    first = _appending(lane, commits, "a")  # leads, held in its commit while b and c queue
+    assert commits.entered.wait(10)
+    queued = [_appending(lane, commits, name) for name in ("b", "c")]
+    _queue_length(lane, 2)
+    commits.hold.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    assert commits.groups[-2:] == [["a"], ["b", "c"]]
+    leader = _appending(lane, commits, "d")  # the last group held two: d waits for a second append
+    _queue_length(lane, 1)
+    time.sleep(0.2)
+    assert commits.groups[-1] == ["b", "c"] and leader.is_alive()
+    joining = _appending(lane, commits, "e")
+    for thread in (leader, joining):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert commits.groups[-1] == ["d", "e"]
+
+
+def test_a_gathering_leader_commits_what_it_has_once_the_wait_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 0.05)
+    lane, commits = CommitLane(), _Commits()
+    commits.hold.clear()
+    first = _appending(lane, commits, "a")
+    assert commits.entered.wait(10)
+    queued = [_appending(lane, commits, name) for name in ("b", "c")]
+    _queue_length(lane, 2)
+    commits.hold.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    began = time.monotonic()
+    alone = _appending(lane, commits, "d")  # nobody joins: d waits out the gathering, then commits alone
+    alone.join(10)
+    assert not alone.is_alive() and time.monotonic() - began >= 0.05
+    assert commits.groups == [["a"], ["b", "c"], ["d"]]
 
 
 def test_the_sqlite_writer_keeps_statement_journals_in_memory(tmp_path: Path) -> None:

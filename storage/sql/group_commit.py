@@ -5,6 +5,12 @@ An append queues on a commit lane. Whoever finds the lane idle becomes its leade
 queued. The others wait for their own append to be done, answered by whichever leader took it, with exactly its
 own results or its own error.
 
+A leader gathers before it takes: when the lane's last group held several appends, it waits up to GATHER_SECONDS
+for as many to be queued (CommitLane.append). Under concurrent single-event appends the callers a commit answered
+send their next appends at once, and they arrive over the following millisecond or so; a leader that took only
+those already queued committed groups of about three, and each commit (its statements, PostgreSQL's work, a WAL
+flush) was paid by three appends. A lone caller's groups hold one append, so it never waits.
+
 SQLite has one lane (the database has one write lock), and so, measured, does PostgreSQL (PG_LANES). With more,
 a log is given a lane when it is first appended to, the lane that has been given the fewest logs, so the appends to
 one org's log always meet in one lane's groups while other orgs' commits run beside them on other connections
@@ -22,6 +28,12 @@ from ledger.ports import Appended, NewEntry
 # A group takes at most this many queued appends, or entries, so no one transaction grows without bound.
 GROUP_APPENDS = 1000
 GROUP_ENTRIES = 20_000
+# How long a leader waits at most for as many appends as its lane's last group held. bench/single_appends.py
+# (docs/benchmarks.md, 2026-12-07, sixth session), PostgreSQL, 16 clients: a plain wait before every group of 0.5 ms
+# gave 0.48 of the Check rate, 1.5 ms 0.49-0.51, 3 ms 0.51-0.54, 6 ms 0.44-0.46 (the lane idles), none 0.45-0.47;
+# but a plain 2 ms cost 2 clients 13% of their appends. Waiting only for the last group's count, 2 ms at most:
+# 2 clients unchanged, 4 clients +25% (SQLite +13%), 16 clients +6-10% on both stores.
+GATHER_SECONDS = 0.002
 # PostgreSQL lanes: each commits on its own pooled connection (8 + 8 overflow). One: every org's appends meet in
 # the same groups, so a group pays its three round trips for more appends. With four lanes (one per org of the
 # benchmark) groups held two or three single-event appends, and 16 clients' appends cost the server 1,311 us of
@@ -83,6 +95,10 @@ class CommitLane:
         self._lock = threading.Lock()
         self._queue: list[QueuedAppend] = []
         self._leading = False
+        self._last_group = 0  # appends in the lane's last group
+        # A gathering leader's wait: released by the append that makes the queue `_gathered` long.
+        self._gathering: threading.Lock | None = None
+        self._gathered = 0
 
     def append(self, mine: QueuedAppend, commit: Callable[[list[QueuedAppend]], None]) -> list[Appended]:
         """Queue `mine` and return its answer: lead a group (the lane was idle, or was handed to `mine`) or wait
@@ -91,12 +107,17 @@ class CommitLane:
             self._queue.append(mine)
             leads = not self._leading
             self._leading = True
+            if self._gathering is not None and len(self._queue) >= self._gathered:
+                self._gathering.release()  # the leader has its group: one wake for the whole group
+                self._gathering = None
         if not leads:
             mine.wake.acquire()  # until answered, or handed the lane as the oldest append queued
             if mine.done:
                 return mine.answer()
+        self._gather()
         with self._lock:
             group = take_group(self._queue)  # the leader is the oldest queued, so it is in its own group
+            self._last_group = len(group)
         try:
             commit(group)
         finally:
@@ -113,6 +134,17 @@ class CommitLane:
                 if queued is not mine:
                     queued.wake.release()
         return mine.answer()
+
+    def _gather(self) -> None:
+        """Wait up to GATHER_SECONDS until as many appends are queued as the last group held (module docstring)."""
+        with self._lock:
+            if self._last_group < 2 or len(self._queue) >= self._last_group:
+                return
+            gathering = self._gathering = _held_lock()
+            self._gathered = self._last_group
+        gathering.acquire(timeout=GATHER_SECONDS)
+        with self._lock:
+            self._gathering = None
 
 
 class CommitLanes:
