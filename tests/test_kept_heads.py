@@ -51,7 +51,7 @@ def test_an_append_to_a_kept_head_commits_in_one_round_trip(store: SqlStore, tmp
     store._kept_heads.forget(["org/acme"])  # as another server's append would make this store do
     general = _round_trips(store, tmp_path, lambda: ledger.append_events([usage_event("e-1", "acme")]))
     kept = _round_trips(store, tmp_path, lambda: ledger.append_events([usage_event("e-2", "acme")]))
-    # BEGIN; the head's lock with R24's lookup; the rows, the head and COMMIT. Then all of it in one.
+    # BEGIN; the head's lock with R24's lookup; the rows, the head and COMMIT. Then one statement (migration 0013).
     assert (general, kept) == (3, 1)
     assert [store.get_entry("org/acme", seq).sequence for seq in (0, 1, 2)] == [0, 1, 2]
     assert verify(store).ok

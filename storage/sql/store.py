@@ -529,8 +529,8 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         return heads, _found_by_log(logs, found_rows)
 
     def _commit_on_kept_heads(self, conn: Connection, batch: AppendBatch, recorded_at: int) -> Integrated | None:
-        """PostgreSQL, plain appends to logs whose heads this process committed: the whole append and its COMMIT
-        in one round trip (storage.sql.kept_heads). None, with nothing written and no transaction open, when that
+        """PostgreSQL, plain appends to logs whose heads this process committed: the whole append as one statement,
+        its own transaction (storage.sql.kept_heads). None, with nothing written and no transaction open, when that
         does not apply or did not go through: the caller then appends the general way."""
         driver: Any = conn.connection.driver_connection
         if not kept_heads.has_no_transaction(driver):  # the caller's transaction holds statements already
@@ -549,16 +549,16 @@ class SqlStore(IndexReads, AuditReads, CheckpointRows):
         if not done.rows or len(done.rows) > _PG_ROWS_PER_INSERT:
             return None
         dbapi: Any = conn.dialect.dbapi
-        inserts = _pg_row_inserts(done.rows)
         try:
-            with traced(conn.engine, kept_heads.statements(inserts[0][0])):
-                kept_heads.commit_on_kept_heads(driver, batch.logs, inserts, kept, done.heads)
-        except (dbapi.IntegrityError, dbapi.DataError):
-            # A head moved by another writer, or an event stored already: nothing was written, nothing is open.
-            self._kept_heads.forget(batch.logs)
-            return None
-        except dbapi.Error as err:  # as conn.execute raises it: an OperationalError is still a StorageError
-            raise DBAPIError.instance(inserts[0][0], None, err, dbapi.Error, dialect=conn.dialect) from err
+            with traced(conn.engine, kept_heads.CALL):
+                kept_heads.commit_on_kept_heads(driver, done.rows, kept, done.heads)
+        except dbapi.Error as err:
+            if getattr(err, "sqlstate", None) in kept_heads.STALE:
+                # A head moved by another writer, or an event stored already: nothing was written, nothing is open.
+                self._kept_heads.forget(batch.logs)
+                return None
+            # As conn.execute raises it: an OperationalError is still a StorageError.
+            raise DBAPIError.instance(kept_heads.CALL, None, err, dbapi.Error, dialect=conn.dialect) from err
         self._kept_heads.keep(done.heads)
         return done
 
