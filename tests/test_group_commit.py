@@ -381,6 +381,22 @@ def _queue_length(lane: CommitLane, length: int) -> None:
         time.sleep(0.001)
 
 
+def _commit_a_then_b_and_c(lane: CommitLane, commits: _Commits) -> None:
+    """a leads and is held in its commit while b and c queue; then b leads a group of the two: the lane's last
+    group held two appends."""
+    commits.hold.clear()
+    commits.entered.clear()
+    first = _appending(lane, commits, "a")
+    assert commits.entered.wait(10)
+    queued = [_appending(lane, commits, name) for name in ("b", "c")]
+    _queue_length(lane, 2)
+    commits.hold.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert commits.groups[-2:] == [["a"], ["b", "c"]]
+
+
 def test_a_leader_gathers_as_many_appends_as_the_last_group_held_and_a_lone_caller_never_waits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -392,16 +408,7 @@ def test_a_leader_gathers_as_many_appends_as_the_last_group_held_and_a_lone_call
     for k in range(20):
         lane.append(_queued(f"alone-{k}"), commits)
     assert commits.groups == [[f"alone-{k}"] for k in range(20)] and time.monotonic() - began < 30
-    commits.hold.clear()
-    commits.entered.clear()
-    first = _appending(lane, commits, "a")  # leads, held in its commit while b and c queue
-    assert commits.entered.wait(10)
-    queued = [_appending(lane, commits, name) for name in ("b", "c")]
-    _queue_length(lane, 2)
-    commits.hold.set()
-    for thread in [first, *queued]:
-        thread.join(10)
-    assert commits.groups[-2:] == [["a"], ["b", "c"]]
+    _commit_a_then_b_and_c(lane, commits)
     leader = _appending(lane, commits, "d")  # the last group held two: d waits for a second append
     _queue_length(lane, 1)
     time.sleep(0.2)
@@ -416,14 +423,7 @@ def test_a_leader_gathers_as_many_appends_as_the_last_group_held_and_a_lone_call
 def test_a_gathering_leader_commits_what_it_has_once_the_wait_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(group_commit, "GATHER_SECONDS", 0.05)
     lane, commits = CommitLane(), _Commits()
-    commits.hold.clear()
-    first = _appending(lane, commits, "a")
-    assert commits.entered.wait(10)
-    queued = [_appending(lane, commits, name) for name in ("b", "c")]
-    _queue_length(lane, 2)
-    commits.hold.set()
-    for thread in [first, *queued]:
-        thread.join(10)
+    _commit_a_then_b_and_c(lane, commits)
     began = time.monotonic()
     alone = _appending(lane, commits, "d")  # nobody joins: d waits out the gathering, then commits alone
     alone.join(10)

@@ -96,7 +96,8 @@ _SQLITE_VARIABLES = _sqlite_variables()
 _SQLITE_ROWS_PER_INSERT = min(500, _SQLITE_VARIABLES // len(_INSERT_COLUMNS))
 _SQLITE_PAIRS_PER_LOOKUP = min(LOOKUP_CHUNK, _SQLITE_VARIABLES // 2)
 # PostgreSQL: up to this many new rows go as multi-row INSERTs (pipelined with the head updates); more go by COPY,
-# cheaper per row.
+# cheaper per row. The kept way (storage.sql.kept_heads: one statement, a parameter array per column) takes groups
+# of up to this many rows too; bigger ones go the general way.
 _PG_ROWS_PER_INSERT = 100
 # Rows per multi-row INSERT on PostgreSQL: at most 50 parameters. psycopg caches its parse of a query's placeholders
 # only up to 50 parameters, and re-parses a longer one at every execution: a 12-row INSERT cost this process 540-640
